@@ -1,0 +1,3 @@
+from pyimage.cli import main
+
+main()

@@ -1,0 +1,353 @@
+"""``pyimage build`` as a library: Config -> resolve -> plan -> layers -> Image -> outputs.
+
+Each stage is a function of the previous one's value; the CLI only renders what this returns. ``Events``
+receives progress lines for people; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import posixpath
+import shutil
+import tempfile
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from packaging.requirements import Requirement
+
+from pyimage.cache import Cache
+from pyimage.config import Config
+from pyimage.errors import BuildError, ConfigError
+from pyimage.layers.build import LayerContext, build_custom_layer, build_layer
+from pyimage.layers.bytecode import can_compile
+from pyimage.layers.install import InstallPaths, wheel_file_map
+from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
+from pyimage.layers.plan import LayerPlan, plan_layers
+from pyimage.oci.base import load_base, scan_base
+from pyimage.oci.model import Image, Layer
+from pyimage.resolve.appwheel import build_app_wheel
+from pyimage.resolve.lock import inputs_key, read_lock, write_lock
+from pyimage.resolve.pip import Pin, fetch_wheels, resolve
+from pyimage.resolve.target import Target
+from pyimage.wheels import Wheel, read_wheel
+
+__all__ = ["Prepared", "BuildResult", "prepare", "build_image", "write_outputs", "default_output", "lock_only"]
+
+Events = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything decided before layer work: the base, interpreter, wheels and the plan."""
+
+    config: Config
+    cache: Cache
+    base: Image
+    base_source: str
+    interpreter: Interpreter
+    target: Target
+    app: Wheel
+    wheels: tuple[Wheel, ...]
+    plan: LayerPlan
+    paths: InstallPaths
+    notes: tuple[str, ...] = ()
+    workdir: Path | None = None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image: Image
+    prepared: Prepared
+    outputs: tuple[str, ...] = ()
+    pushed: tuple[dict[str, Any], ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": {"digest": self.image.digest, "platform": str(self.image.platform), "size": self.image.size},
+            "base": self.prepared.base_source,
+            "layers": [
+                {
+                    "name": layer.name,
+                    "digest": layer.digest,
+                    "diff_id": layer.diff_id,
+                    "size": layer.size,
+                    "packages": list(layer.packages),
+                    "cached": layer.cached,
+                }
+                for layer in self.image.layers
+            ],
+            "outputs": list(self.outputs),
+            "pushed": list(self.pushed),
+            "notes": list(self.notes),
+        }
+
+
+def _requires_dist(app: Path) -> tuple[str, list[str], list[str]]:
+    """(name, Requires-Dist lines, console script names) from the app wheel's metadata."""
+    from email.parser import Parser
+
+    from installer.utils import parse_entrypoints
+
+    with zipfile.ZipFile(app) as zf:
+        dist_info = next(n.split("/")[0] for n in zf.namelist() if n.split("/")[0].endswith(".dist-info"))
+        meta = Parser().parsestr(zf.read(f"{dist_info}/METADATA").decode("utf-8"))
+        scripts: list[str] = []
+        with contextlib.suppress(KeyError):
+            eps = zf.read(f"{dist_info}/entry_points.txt").decode("utf-8")
+            scripts = [name for name, _m, _a, section in parse_entrypoints(eps) if section == "console"]
+    return meta["Name"], meta.get_all("Requires-Dist") or [], sorted(scripts)
+
+
+def _interpreter(cfg: Config, base: Image, cache: Cache) -> tuple[Interpreter, Target]:
+    facts = scan_base(base, cache)
+    if cfg["interpreter"] == "base":
+        interp = choose_base_python(facts.pythons, cfg["python"], cfg["base"])
+    else:
+        interp = standalone_interpreter(cfg["interpreter"], cfg["interpreter-sha256"], cache)
+        if cfg["python"] and cfg["python"] != interp.version:
+            raise ConfigError(f"python = {cfg['python']!r} but the interpreter is Python {interp.version}", "drop python, or point interpreter at a matching CPython")
+    target = Target(interp.version, cfg["platform"], facts.libc or "glibc", facts.libc_version or "2.28")
+    return interp, target
+
+
+def _pins(
+    cfg: Config, app: Path, requires: list[str], target: Target, cache: Cache, events: Events, refresh: bool, upgrade: bool
+) -> list[Pin]:
+    req_file = cfg["requirements"]
+    if req_file and not (cfg.project_dir / req_file).is_file():
+        raise ConfigError(f"requirements file {req_file} not found in {cfg.project_dir}", "fix [tool.pyimage] requirements")
+    req_text = (cfg.project_dir / req_file).read_text() if req_file else ""
+    key = inputs_key(requires, cfg["extras"], req_text, target)
+    lock_path = cfg.project_dir / cfg["lock"]
+    lock = read_lock(lock_path)
+    if lock is not None and lock.inputs == key and not refresh:
+        return lock.pins
+    if lock is not None and lock.inputs != key:
+        events(f"{lock_path.name} is stale (dependencies, pip configuration or target changed): resolving again")
+    prefer = [] if upgrade or lock is None else lock.pins
+    extras = f"[{','.join(cfg['extras'])}]" if cfg["extras"] else ""
+    events(f"resolving dependencies for {target.describe()}")
+    request = ["-r", str(cfg.project_dir / req_file)] if req_file else [f"{app}{extras}"]
+    pins = resolve(request, target, cache, prefer=prefer)
+    if req_file:
+        _check_requirements_cover(requires, cfg["extras"], pins, target, req_file)
+    app_name = app.name.split("-")[0].replace("_", "-").lower()
+    pins = [p for p in pins if p.name != app_name]
+    write_lock(lock_path, pins, key, target)
+    return pins
+
+
+def _check_requirements_cover(requires: list[str], extras: Sequence[str], pins: list[Pin], target: Target, req_file: str) -> None:
+    by_name = {p.name: p for p in pins}
+    env = {"python_version": target.python, "python_full_version": f"{target.python}.0", "sys_platform": "linux", "platform_system": "Linux", "platform_machine": target.machine, "implementation_name": "cpython", "platform_python_implementation": "CPython", "os_name": "posix"}
+    from packaging.utils import canonicalize_name
+
+    for line in requires:
+        req = Requirement(line)
+        if req.marker and not any(req.marker.evaluate(dict(env, extra=e)) for e in [*extras, ""]):
+            continue
+        pin = by_name.get(canonicalize_name(req.name))
+        if pin is None or (req.specifier and not req.specifier.contains(pin.version, prereleases=True)):
+            raise ConfigError(
+                f"{req_file} does not satisfy the project's dependency {line!r}" + (f" (pins {pin.version})" if pin else ""),
+                f"add a matching pin for {req.name} to {req_file}",
+            )
+
+
+def _check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) -> None:
+    """Two wheels writing the same file with different content is an error; identical copies are fine."""
+    import hashlib
+
+    set_key = "conflicts-" + hashlib.sha256("|".join(sorted(w.sha256 for w in wheels) + [paths.venv, paths.python]).encode()).hexdigest()[:32]
+    if cache.get_meta(set_key):
+        return
+    owners: dict[str, tuple[str, str]] = {}
+    for wheel in wheels:
+        for path, digest in wheel_file_map(wheel.path, paths).items():
+            if path.endswith("/RECORD") or path.endswith("/INSTALLER"):
+                continue
+            prev = owners.get(path)
+            if prev and (prev[1] != digest or not digest):
+                raise BuildError(
+                    f"{wheel.filename} and {prev[0]} both install /{path} with different content",
+                    "drop one of the two packages, or pin versions that do not collide",
+                )
+            owners[path] = (wheel.filename, digest)
+    cache.put_meta(set_key, True)
+
+
+def _wheel_values(paths: dict[str, Path], pins: Sequence[Pin], cache: Cache) -> list[Wheel]:
+    out = []
+    for pin in pins:
+        meta = cache.get_meta(f"wheel-{pin.sha256}")
+        wheel = read_wheel(paths[pin.name], sha256=pin.sha256, size=meta)
+        if meta is None:
+            cache.put_meta(f"wheel-{pin.sha256}", wheel.installed_size)
+        out.append(wheel)
+    return out
+
+
+def prepare(
+    cfg: Config, cache: Cache, events: Events = _quiet, *, refresh_lock: bool = False, upgrade: bool = False
+) -> Prepared:
+    """Resolves and plans; no layer is built. The app wheel lives in ``Prepared.workdir`` until cleanup."""
+    events(f"base: {cfg['base']}")
+    base, base_source = load_base(cfg["base"], cfg["platform"], cache, cfg["compression"])
+    interp, target = _interpreter(cfg, base, cache)
+    paths = InstallPaths(cfg["venv"], interp.version)
+    workdir = Path(tempfile.mkdtemp(prefix="appwheel-", dir=cache.root / "tmp"))
+    try:
+        events("building the project's wheel")
+        app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch)
+        app = read_wheel(app_path)
+        _name, requires, _scripts = _requires_dist(app_path)
+        pins = _pins(cfg, app_path, requires, target, cache, events, refresh_lock, upgrade)
+        wheels = _wheel_values(fetch_wheels(pins, target, cache), pins, cache)
+        _check_conflicts([*wheels, app], paths, cache)
+        threshold = cfg["heavy-threshold"] or None
+        plan = plan_layers(wheels, app, cfg["heavy"], threshold, cfg["max-layers"], fixed_layers=len(base.layers) + 1)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    notes = list(plan.notes)
+    if cfg["compile-bytecode"] and not can_compile(interp.version):
+        notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
+    return Prepared(cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir)
+
+
+def _entrypoint(prep: Prepared) -> list[str] | None:
+    cfg = prep.config
+    if cfg["entrypoint"] is not None:
+        return list(cfg["entrypoint"])
+    _n, _r, scripts = _requires_dist(prep.app.path)
+    if len(scripts) == 1:
+        return [posixpath.join("/", prep.paths.bin, scripts[0])]
+    if not scripts:
+        if cfg["command"] is not None:
+            return None
+        raise ConfigError(
+            f"{cfg.pyproject}: the project defines no console script, so there is no default entrypoint",
+            'set [tool.pyimage] entrypoint = ["python", "-m", "yourapp"], or add a [project.scripts] entry',
+        )
+    raise ConfigError(
+        f"{cfg.pyproject}: the project has several console scripts ({', '.join(scripts)}); which one runs is ambiguous",
+        f'set [tool.pyimage] entrypoint = ["{scripts[0]}"] (or another of them)',
+    )
+
+
+def _image_config(prep: Prepared, layers: Sequence[Layer]) -> dict[str, Any]:
+    cfg = prep.config
+    base = prep.base.config
+    config = {k: v for k, v in base.items() if k not in ("container", "container_config", "docker_version", "id", "parent")}
+    run = dict(base.get("config") or {})
+    env = {}
+    for item in run.get("Env") or []:
+        k, _, v = item.partition("=")
+        env[k] = v
+    venv_bin = posixpath.join("/", prep.paths.bin)
+    env["PATH"] = venv_bin + ":" + env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env["VIRTUAL_ENV"] = "/" + prep.paths.venv.strip("/")
+    env.update(cfg["env"])
+    run["Env"] = [f"{k}={v}" for k, v in env.items()]
+    entrypoint = _entrypoint(prep)
+    if entrypoint is not None:
+        run["Entrypoint"] = entrypoint
+        run.pop("Cmd", None)
+    if cfg["command"] is not None:
+        run["Cmd"] = list(cfg["command"])
+    if cfg["user"]:
+        run["User"] = cfg["user"]
+    if cfg["workdir"]:
+        run["WorkingDir"] = cfg["workdir"]
+    labels = dict(run.get("Labels") or {})
+    labels.update(cfg["labels"])
+    if labels:
+        run["Labels"] = labels
+    config["config"] = run
+    created = dt.datetime.fromtimestamp(cfg.epoch, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    config["created"] = created
+    config["architecture"] = cfg["platform"].architecture
+    config["os"] = cfg["platform"].os
+    if cfg["platform"].variant:
+        config["variant"] = cfg["platform"].variant
+    config["rootfs"] = {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]}
+    history = [h for h in base.get("history") or []]
+    history += [{"created": created, "created_by": layer.history, "comment": "pyimage"} for layer in layers[len(prep.base.layers):]]
+    config["history"] = history
+    return config
+
+
+def build_image(prep: Prepared, events: Events = _quiet, jobs: int = 2) -> Image:
+    """Builds (or finds in the cache) every layer of the plan and assembles the image."""
+    cfg = prep.config
+    ctx = LayerContext(
+        cache=prep.cache,
+        paths=prep.paths,
+        owner=cfg["owner"],
+        epoch=cfg.epoch,
+        compression=cfg["compression"],
+        compile_bytecode=cfg["compile-bytecode"] and can_compile(prep.interpreter.version),
+    )
+    interp = prep.interpreter
+    with prep.cache.lock("cache", shared=True):
+        parts = {"exe": interp.executable, "version": interp.version, "source": interp.source_id}
+        interp_layer = build_custom_layer("interpreter", parts, venv_filler(interp, prep.paths), ctx)
+        specs = list(prep.plan.layers)
+        # Biggest first so the long pole starts at once; results keep the plan's order.
+        order = sorted(range(len(specs)), key=lambda i: -specs[i].installed_size)
+        built: dict[int, Layer] = {}
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = {i: pool.submit(build_layer, specs[i], ctx) for i in order}
+            for i in order:
+                built[i] = futures[i].result()
+                events(f"layer {built[i].name}: {'cached' if built[i].cached else 'built'} {built[i].digest[:19]}")
+    layers = [*prep.base.layers, interp_layer, *(built[i] for i in range(len(specs)))]
+    return Image(config=_image_config(prep, layers), layers=tuple(layers))
+
+
+def default_output(cfg: Config) -> str:
+    return f"oci:{cfg.project_dir / 'dist' / 'image'}"
+
+
+def _project_tag(prep: Prepared) -> str:
+    return f"{prep.app.name}:{prep.app.version}".replace("+", "_")
+
+
+def write_outputs(image: Image, prep: Prepared, outputs: Sequence[str]) -> list[str]:
+    """Writes ``image`` to each ``oci:DIR[:TAG]`` / ``docker-archive:FILE[:NAME:TAG]``; returns what was written."""
+    from pyimage.oci.dockerarchive import write_docker_archive
+    from pyimage.oci.layout import split_layout_ref, write_layout
+
+    written = []
+    name, _, version = _project_tag(prep).partition(":")
+    for out in outputs:
+        kind, sep, rest = out.partition(":")
+        if not sep or kind not in ("oci", "docker-archive"):
+            raise ConfigError(f"output {out!r}: unknown kind", "use oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG] (push with --push REF)")
+        if kind == "oci":
+            directory, tag = split_layout_ref(rest, default_tag=version)
+            directory = directory if directory.is_absolute() else prep.config.project_dir / directory
+            write_layout(image, directory, tag)
+            written.append(f"oci:{directory}:{tag}")
+        else:
+            path_text, _, ref = rest.partition(":")
+            path = Path(path_text)
+            path = path if path.is_absolute() else prep.config.project_dir / path
+            ref = ref or f"{name}:{version}"
+            write_docker_archive(image, path, ref)
+            written.append(f"docker-archive:{path}:{ref}")
+    return written
+
+
+def lock_only(cfg: Config, cache: Cache, events: Events = _quiet, upgrade: bool = False) -> Prepared:
+    """Resolves again and rewrites the lock; without ``upgrade`` the locked versions are kept where they fit."""
+    return prepare(cfg, cache, events, refresh_lock=True, upgrade=upgrade)

@@ -1,0 +1,358 @@
+"""The ``pyimage`` command: thin typer commands over the library, for people (stderr) and machines (--json).
+
+A ``PyimageError`` becomes two lines, ``error: …`` and ``hint: …``, and its exit code (2 for configuration,
+1 for build errors); anything else is a bug and shows its traceback with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, List, Optional
+
+import click
+import typer
+
+from pyimage import __version__
+from pyimage.errors import ConfigError, PyimageError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Build layered, reproducible OCI images of Python apps from their wheels, without Docker.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect and trim the layer cache.")
+app.add_typer(cache_app, name="cache")
+
+_DEBUG = False
+
+ProjectOpt = typer.Option(Path("."), "--project", "-C", help="Project directory (holds pyproject.toml).")
+SetOpt = typer.Option(None, "--set", "-s", help="Override any [tool.pyimage] key: --set key=value (repeatable; TOML values allowed).")
+BaseOpt = typer.Option(None, "--base", help="Base image (overrides `base`).")
+PythonOpt = typer.Option(None, "--python", help="Target Python X.Y (overrides `python`).")
+HeavyOpt = typer.Option(None, "--heavy", help="A heavy package or glob (repeatable; overrides `heavy`).")
+PlatformOpt = typer.Option(None, "--platform", help="Target platform, e.g. linux/amd64.")
+CacheDirOpt = typer.Option(None, "--cache-dir", help="Cache directory (default $PYIMAGE_CACHE_DIR or ~/.cache/pyimage).")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout (a stable contract).")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _parse_set(items: List[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value", "e.g. --set max-layers=20 or --set 'heavy=[\"torch\"]'")
+        out[key.strip()] = _toml_value(raw.strip())
+    return out
+
+
+def _toml_value(raw: str) -> Any:
+    from pyimage.config import tomllib
+
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw  # a bare string
+
+
+def _overrides(sets: Optional[List[str]], base: Optional[str], python: Optional[str], heavy: Optional[List[str]], platform: Optional[str], **more: Any) -> dict[str, Any]:
+    out = _parse_set(sets or [])
+    for key, value in (("base", base), ("python", python), ("platform", platform), *more.items()):
+        if value is not None:
+            out[key] = value
+    if heavy:
+        out["heavy"] = list(heavy)
+    return out
+
+
+def _cache(cache_dir: Optional[Path]):  # type: ignore[no-untyped-def]
+    from pyimage.cache import Cache, default_cache_dir
+
+    return Cache(cache_dir or default_cache_dir())
+
+
+def _events(quiet: bool):  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+
+    def event(line: str) -> None:
+        if not quiet:
+            _err(f"[{time.perf_counter() - start:5.2f}s] {line}")
+
+    return event
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for h in header:
+        table.add_column(h, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    Console(stderr=True, width=max(100, shutil.get_terminal_size((120, 20)).columns)).print(table)
+
+
+@app.command()
+def build(
+    project: Path = ProjectOpt,
+    output: Optional[List[str]] = typer.Option(None, "--output", "-o", help="oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG] (repeatable)."),
+    push: Optional[List[str]] = typer.Option(None, "--push", help="Push to a registry reference (repeatable)."),
+    sets: Optional[List[str]] = SetOpt,
+    base: Optional[str] = BaseOpt,
+    python: Optional[str] = PythonOpt,
+    heavy: Optional[List[str]] = HeavyOpt,
+    platform: Optional[str] = PlatformOpt,
+    compression: Optional[str] = typer.Option(None, "--compression", help="gzip or zstd."),
+    cache_dir: Optional[Path] = CacheDirOpt,
+    jobs: int = typer.Option(2, "--jobs", "-j", help="Layers built in parallel."),
+    username: Optional[str] = typer.Option(None, "--username", help="Registry user for --push / a registry base."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the registry password from stdin."),
+    insecure_registry: Optional[List[str]] = typer.Option(None, "--insecure-registry", help="Allow plain HTTP to this registry host."),
+    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA certificates to trust for registries."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Build the project's image and write it to each --output (default: oci:dist/image)."""
+    from pyimage.build import build_image, default_output, prepare, write_outputs
+    from pyimage.config import load_config
+
+    overrides = _overrides(sets, base, python, heavy, platform, compression=compression)
+    if output:
+        overrides["output"] = list(output)
+    cfg = load_config(project, overrides)
+    cache = _cache(cache_dir)
+    events = _events(as_json)
+    _registry_settings(username, password_stdin, insecure_registry, ca_bundle)
+    prep = prepare(cfg, cache, events)
+    try:
+        image = build_image(prep, events, jobs=jobs)
+        outputs = list(cfg["output"]) or ([] if push or cfg["repository"] else [default_output(cfg)])
+        written = write_outputs(image, prep, outputs)
+        pushed = _push(image, prep, list(push or []), events)
+    finally:
+        shutil.rmtree(prep.workdir, ignore_errors=True) if prep.workdir else None
+    from pyimage.build import BuildResult
+
+    result = BuildResult(image, prep, tuple(written), tuple(pushed), prep.notes)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    for note in prep.notes:
+        _err(f"note: {note}")
+    rows = [[l.name, l.digest[7:19], _human(l.size), "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")] for l in image.layers]
+    _table(f"image {image.digest}", ["layer", "digest", "size", "", "packages"], rows)
+    for w in written:
+        _err(f"wrote {w}")
+    for p in pushed:
+        _err(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
+
+
+_REGISTRY: dict[str, Any] = {}
+
+
+def _registry_settings(username: Optional[str], password_stdin: bool, insecure: Optional[List[str]], ca_bundle: Optional[Path]) -> None:
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    if password_stdin and not username:
+        raise ConfigError("--password-stdin needs --username", "pass --username USER as well")
+    _REGISTRY.update(username=username, password=password, insecure=set(insecure or []), ca_bundle=str(ca_bundle) if ca_bundle else None)
+
+
+def _push(image: Any, prep: Any, refs: list[str], events: Any) -> list[dict[str, Any]]:
+    cfg = prep.config
+    if not refs and cfg["repository"]:
+        refs = [f"{cfg['repository']}:{tag}" for tag in (cfg["tags"] or [prep.app.version.replace("+", "_")])]
+    if not refs:
+        return []
+    from pyimage.oci.push import push_refs
+
+    return push_refs(image, refs, _REGISTRY, events)
+
+
+@app.command()
+def plan(
+    project: Path = ProjectOpt,
+    sets: Optional[List[str]] = SetOpt,
+    base: Optional[str] = BaseOpt,
+    python: Optional[str] = PythonOpt,
+    heavy: Optional[List[str]] = HeavyOpt,
+    platform: Optional[str] = PlatformOpt,
+    cache_dir: Optional[Path] = CacheDirOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Print the layer plan (packages, installed sizes, why each is where it is); builds no layer."""
+    from pyimage.build import prepare
+    from pyimage.config import load_config
+
+    cfg = load_config(project, _overrides(sets, base, python, heavy, platform))
+    prep = prepare(cfg, _cache(cache_dir), _events(as_json))
+    if prep.workdir:
+        shutil.rmtree(prep.workdir, ignore_errors=True)
+    layers = [{"name": "base", "count": len(prep.base.layers), "source": prep.base_source}, {"name": "interpreter", "python": prep.interpreter.executable}]
+    for spec in prep.plan.layers:
+        layers.append(
+            {
+                "name": spec.name,
+                "installed_size": spec.installed_size,
+                "packages": [{"name": w.name, "version": w.version, "installed_size": w.installed_size, "reason": dict(spec.reasons)[w.name]} for w in spec.wheels],
+            }
+        )
+    if as_json:
+        print(json.dumps({"target": prep.target.describe(), "layers": layers, "notes": list(prep.notes)}, indent=2))
+        return
+    rows = [["base", f"{len(prep.base.layers)} layer(s)", "", prep.base_source], ["interpreter", "", "", f"venv {prep.config['venv']} -> {prep.interpreter.executable}"]]
+    for spec in prep.plan.layers:
+        for i, w in enumerate(spec.wheels):
+            rows.append([spec.name if i == 0 else "", f"{w.name}=={w.version}", _human(w.installed_size), dict(spec.reasons)[w.name]])
+    _table(f"layer plan for {prep.target.describe()}", ["layer", "package", "installed", "why"], rows)
+    for note in prep.notes:
+        _err(f"note: {note}")
+
+
+@app.command()
+def lock(
+    project: Path = ProjectOpt,
+    upgrade: bool = typer.Option(False, "--upgrade", help="Take the newest versions allowed instead of keeping locked ones."),
+    sets: Optional[List[str]] = SetOpt,
+    base: Optional[str] = BaseOpt,
+    python: Optional[str] = PythonOpt,
+    platform: Optional[str] = PlatformOpt,
+    cache_dir: Optional[Path] = CacheDirOpt,
+) -> None:
+    """Resolve the dependencies again and rewrite the lock file (pylock.toml)."""
+    from pyimage.build import lock_only
+    from pyimage.config import load_config
+
+    cfg = load_config(project, _overrides(sets, base, python, None, platform))
+    prep = lock_only(cfg, _cache(cache_dir), _events(False), upgrade=upgrade)
+    if prep.workdir:
+        shutil.rmtree(prep.workdir, ignore_errors=True)
+    _err(f"wrote {cfg.project_dir / cfg['lock']} ({len(prep.wheels)} wheels)")
+
+
+@app.command()
+def init(
+    project: Path = ProjectOpt,
+    ci: Optional[str] = typer.Option(None, "--ci", help="Also write a CI workflow: github."),
+) -> None:
+    """Add a [tool.pyimage] section to pyproject.toml (and a CI workflow with --ci github)."""
+    from pyimage.templates import render
+
+    pyproject = project / "pyproject.toml"
+    if not pyproject.exists():
+        raise ConfigError(f"no pyproject.toml in {project}", "create the project first (e.g. with `uv init` or by hand)")
+    text = pyproject.read_text()
+    if "[tool.pyimage]" in text:
+        _err(f"{pyproject} already has [tool.pyimage]; left as it is")
+    else:
+        pyproject.write_text(text.rstrip("\n") + "\n\n" + render("pyproject-section.toml"))
+        _err(f"added [tool.pyimage] to {pyproject}")
+    if ci == "github":
+        dest = project / ".github" / "workflows" / "pyimage.yml"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(render("github-workflow.yml"))
+        _err(f"wrote {dest}")
+    elif ci:
+        raise ConfigError(f"--ci {ci}: unknown CI", "supported: github")
+
+
+@cache_app.command("info")
+def cache_info(cache_dir: Optional[Path] = CacheDirOpt, as_json: bool = JsonOpt) -> None:
+    """Size, entries and hit counts of the cache."""
+    stats = _cache(cache_dir).stats()
+    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in stats.__dict__.items()}
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    _table(f"cache {stats.root}", ["entry", "value"], [[k, _human(v) if k.endswith("bytes") else str(v)] for k, v in data.items() if k != "root"])
+
+
+@cache_app.command("verify")
+def cache_verify(cache_dir: Optional[Path] = CacheDirOpt) -> None:
+    """Re-hash every blob; remove the ones that do not match their digest."""
+    bad = _cache(cache_dir).verify()
+    for digest in bad:
+        _err(f"removed corrupt blob {digest}")
+    _err("cache verified: " + ("clean" if not bad else f"{len(bad)} corrupt blob(s) removed; they will be rebuilt"))
+    if bad:
+        raise typer.Exit(1)
+
+
+@cache_app.command("prune")
+def cache_prune(
+    cache_dir: Optional[Path] = CacheDirOpt,
+    max_size: Optional[str] = typer.Option(None, "--max-size", help="Keep the cache under this size (e.g. 20GB)."),
+    older_than: Optional[str] = typer.Option(None, "--older-than", help="Remove entries unused for this long (e.g. 30d, 12h)."),
+) -> None:
+    """Remove least-recently-used blobs and wheels."""
+    from pyimage.config import parse_size
+
+    try:
+        size = parse_size(max_size) if max_size else None
+    except ValueError:
+        raise ConfigError(f"--max-size {max_size!r}: not a size", "e.g. --max-size 20GB") from None
+    age = None
+    if older_than:
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+        if older_than[-1:] not in units or not older_than[:-1].isdigit():
+            raise ConfigError(f"--older-than {older_than!r}: not an age", "e.g. --older-than 30d (s, m, h, d, w)")
+        age = int(older_than[:-1]) * units[older_than[-1]]
+    removed, freed = _cache(cache_dir).prune(size, age)
+    _err(f"removed {removed} entries, freed {_human(freed)}")
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    global _DEBUG
+    _DEBUG = debug or bool(os.environ.get("PYIMAGE_DEBUG"))
+    if version:
+        print(f"pyimage {__version__}")
+        raise typer.Exit()
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except PyimageError as exc:
+        if _DEBUG:
+            traceback.print_exc()
+        _err(f"error: {exc.message}")
+        if exc.hint:
+            _err(f"hint: {exc.hint}")
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _err("error: interrupted")
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        _err(f"error: {exc.format_message()}")
+        _err("hint: run `pyimage --help` or `pyimage COMMAND --help`")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _err("error: interrupted; nothing half-written was kept")
+        sys.exit(130)
+    except Exception:
+        if _DEBUG:
+            raise
+        _err(f"error: internal error: {traceback.format_exc().strip().splitlines()[-1]}")
+        _err("hint: this is a bug in pyimage; run again with --debug and report the traceback")
+        sys.exit(70)

@@ -1,0 +1,171 @@
+"""Turn a ``LayerSpec`` into a ``Layer``: a cache hit, or wheels streamed into a compressed blob.
+
+A layer's key hashes everything that changes its bytes (format version, the ordered wheel sha256s, in-image
+paths, Python version, bytecode setting, owner, epoch and the exact compressor), so the key is known before any
+wheel is opened and a hit costs one small JSON read and a stat.
+
+``site-packages`` is assembled from per-wheel fragments: each wheel's tar entries (without end-of-archive
+blocks) compressed as a gzip member or zstd frame of its own, cached by the wheel's key. Members concatenate
+into one valid stream, so a changed dependency set compresses only its new wheels; the diff_id (sha256 of the
+whole uncompressed tar) is computed by inflating the fragments once on the way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from pyimage.cache import Cache, LayerRecord
+from pyimage.layers.bytecode import compile_captured
+from pyimage.layers.compress import BlobWriter, compression_id, decompress_stream, media_type_for
+from pyimage.layers.install import InstallPaths, install_wheel
+from pyimage.layers.plan import LayerSpec
+from pyimage.layers.tar import Owner, TarWriter
+from pyimage.oci.model import Descriptor, Layer
+from pyimage.wheels import Wheel
+
+__all__ = ["LayerContext", "LAYER_FORMAT", "layer_key", "build_layer", "build_custom_layer"]
+
+LAYER_FORMAT = 1  # bump when the tar writer's output for the same inputs changes
+
+
+@dataclass(frozen=True)
+class LayerContext:
+    cache: Cache
+    paths: InstallPaths
+    owner: Owner = Owner()
+    epoch: int = 0
+    compression: str = "gzip"
+    compile_bytecode: bool = False
+
+    def key(self, kind: str, parts: object) -> str:
+        material = {
+            "format": LAYER_FORMAT,
+            "kind": kind,
+            "parts": parts,
+            "venv": self.paths.venv,
+            "python": self.paths.python,
+            "owner": str(self.owner),
+            "epoch": self.epoch,
+            "compression": compression_id(self.compression),
+            "bytecode": self.compile_bytecode,
+        }
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+    def writer(self, sink: BlobWriter) -> TarWriter:
+        return TarWriter(
+            sink, mtime=self.epoch, owner=self.owner, owned_root=self.paths.venv, capture_sources=self.compile_bytecode
+        )
+
+
+def layer_key(spec: LayerSpec, ctx: LayerContext) -> str:
+    return ctx.key(spec.kind if spec.kind != "heavy" else "wheels", [w.sha256 for w in spec.wheels])
+
+
+def _layer(name: str, record: LayerRecord, cache: Cache, packages: tuple[str, ...], cached: bool) -> Layer:
+    return Layer(
+        name=name,
+        descriptor=Descriptor(record.media_type, record.digest, record.size),
+        diff_id=record.diff_id,
+        blob=cache.blob_path(record.digest),
+        packages=packages,
+        cached=cached,
+        history=f"pyimage: {name}",
+    )
+
+
+def _write_blob(ctx: LayerContext, fill: Callable[[TarWriter], None], finish: bool) -> LayerRecord:
+    """Runs ``fill`` against a fresh tar writer into a temp blob, commits it by digest, returns its record."""
+    tmp = ctx.cache.tmp_path(".blob")
+    try:
+        with BlobWriter(tmp, ctx.compression) as sink:
+            tw = ctx.writer(sink)
+            fill(tw)
+            if finish:
+                tw.finish()
+            result = sink.close()
+        ctx.cache.commit_blob(tmp, result.digest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return LayerRecord(result.digest, result.diff_id, result.size, media_type_for(ctx.compression), result.uncompressed_size)
+
+
+def _cached_or_build(ctx: LayerContext, key: str, make: Callable[[], LayerRecord]) -> tuple[LayerRecord, bool]:
+    record = ctx.cache.get_layer(key)
+    if record is not None:
+        return record, True
+    with ctx.cache.lock(key):  # another process may be building the same key: wait, then reuse
+        record = ctx.cache.get_layer(key)
+        if record is not None:
+            return record, True
+        record = make()
+        ctx.cache.put_layer(key, record)
+        return record, False
+
+
+def _install_all(wheels: Iterable[Wheel], ctx: LayerContext) -> Callable[[TarWriter], None]:
+    def fill(tw: TarWriter) -> None:
+        for wheel in wheels:
+            install_wheel(wheel.path, tw, ctx.paths)
+            if ctx.compile_bytecode:
+                compile_captured(tw, ctx.paths)
+
+    return fill
+
+
+def build_layer(spec: LayerSpec, ctx: LayerContext) -> Layer:
+    """The layer for ``spec``, from the cache when its key is known there."""
+    key = layer_key(spec, ctx)
+    if spec.kind == "site-packages" and len(spec.wheels) > 1:
+        record, cached = _cached_or_build(ctx, key, lambda: _assemble(spec.wheels, ctx))
+    else:
+        record, cached = _cached_or_build(ctx, key, lambda: _write_blob(ctx, _install_all(spec.wheels, ctx), True))
+    return _layer(spec.name, record, ctx.cache, spec.packages, cached)
+
+
+def build_custom_layer(name: str, parts: object, fill: Callable[[TarWriter], None], ctx: LayerContext) -> Layer:
+    """A layer whose content ``fill`` writes, cached under the key of ``parts`` (which must name every input)."""
+    record, cached = _cached_or_build(ctx, ctx.key(name, parts), lambda: _write_blob(ctx, fill, True))
+    return _layer(name, record, ctx.cache, (), cached)
+
+
+# -- site-packages from fragments ------------------------------------------------------------------------
+def _fragment(wheel: Wheel, ctx: LayerContext) -> LayerRecord:
+    record, _ = _cached_or_build(ctx, ctx.key("fragment", wheel.sha256), lambda: _write_blob(ctx, _install_all([wheel], ctx), False))
+    return record
+
+
+def _end_fragment(ctx: LayerContext) -> LayerRecord:
+    record, _ = _cached_or_build(ctx, ctx.key("end-of-archive", None), lambda: _write_blob(ctx, lambda tw: tw.finish(), False))
+    return record
+
+
+def _assemble(wheels: Iterable[Wheel], ctx: LayerContext) -> LayerRecord:
+    parts = [_fragment(w, ctx) for w in wheels] + [_end_fragment(ctx)]
+    tmp = ctx.cache.tmp_path(".blob")
+    packed, raw = hashlib.sha256(), hashlib.sha256()
+    size = raw_size = 0
+    try:
+        with open(tmp, "wb") as out:
+            for part in parts:
+                blob = ctx.cache.blob_path(part.digest)
+                with open(blob, "rb") as f:
+                    while data := f.read(1 << 20):
+                        packed.update(data)
+                        out.write(data)
+                        size += len(data)
+                for data in decompress_stream(blob, part.media_type):
+                    raw.update(data)
+                    raw_size += len(data)
+        digest = "sha256:" + packed.hexdigest()
+        ctx.cache.commit_blob(tmp, digest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return LayerRecord(digest, "sha256:" + raw.hexdigest(), size, media_type_for(ctx.compression), raw_size)
+

@@ -1,0 +1,169 @@
+"""The ``interpreter`` layer: the in-image virtual environment, and a standalone CPython when one is given.
+
+With ``interpreter = "base"`` the layer holds only the venv skeleton (``pyvenv.cfg``, ``bin/python`` links to
+the base's interpreter, an empty site-packages). With a relocatable CPython (a directory, a ``.tar.gz`` /
+``.tar.zst`` archive such as python-build-standalone's ``install_only``, or a URL to one with its sha256), the
+tree goes to ``/opt/python`` in the same layer and the venv points there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import re
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pyimage.cache import Cache
+from pyimage.errors import BuildError, ConfigError
+from pyimage.layers.install import InstallPaths
+from pyimage.layers.tar import TarWriter, safe_member_path
+
+__all__ = ["Interpreter", "STANDALONE_HOME", "choose_base_python", "standalone_interpreter", "venv_filler"]
+
+STANDALONE_HOME = "/opt/python"
+_VERSIONED = re.compile(r"^python(3\.\d+)$")
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """``executable`` is the absolute in-image path of the interpreter the venv points at."""
+
+    executable: str
+    version: str  # "3.11"
+    source: Path | None = None  # a standalone tree or archive to write into the layer
+    source_id: str = ""  # content identity of ``source`` for the layer key
+
+
+def choose_base_python(pythons: dict[str, str], wanted: str | None, where: str) -> Interpreter:
+    """Picks the base's interpreter: the one found, or the one of version ``wanted``."""
+    found = ", ".join(f"{p} ({v})" for p, v in pythons.items()) or "none"
+    pool = {p: v for p, v in pythons.items() if wanted is None or v == wanted}
+    if not pool:
+        raise ConfigError(
+            f"base {where}: no Python {wanted or ''} interpreter found (found: {found})".replace("  ", " "),
+            "use a base image with Python (e.g. python:3.12-slim), set python = \"X.Y\" to one that exists, or set interpreter to a standalone CPython",
+        )
+    versions = sorted(set(pool.values()))
+    if len(versions) > 1:
+        raise ConfigError(f"base {where}: several Python versions found: {found}", 'set python = "X.Y" in [tool.pyimage] to choose one')
+    preferred = sorted(pool, key=lambda p: (not p.startswith("/usr/local/"), not p.startswith("/usr/bin/"), p))
+    return Interpreter(preferred[0], versions[0])
+
+
+def _standalone_version(names: list[str], where: str) -> str:
+    versions = sorted({m.group(1) for n in names if (m := _VERSIONED.match(posixpath.basename(n))) and "/bin/" in f"/{n}"})
+    if len(versions) != 1:
+        raise ConfigError(f"interpreter {where}: expected one bin/python3.X, found {versions or 'none'}", "point interpreter at a CPython install tree (bin/, lib/) or its archive")
+    return versions[0]
+
+
+def standalone_interpreter(spec: str, sha256: str | None, cache: Cache) -> Interpreter:
+    """An Interpreter for a directory, archive or URL given as ``interpreter``."""
+    if spec.startswith(("http://", "https://")):
+        path = _download(spec, sha256 or "", cache)
+    else:
+        path = Path(spec).expanduser()
+    if path.is_dir():
+        names = [str(p.relative_to(path)) for p in path.glob("bin/python3.*")]
+        ident = hashlib.sha256(b"".join(f"{p}|{p.lstat().st_size}|{p.lstat().st_mtime_ns}\n".encode() for p in sorted(path.rglob("*")))).hexdigest()
+    elif path.is_file():
+        with tarfile.open(path) as tar:
+            names = [_strip_top(m.name) for m in tar.getmembers()]
+        from pyimage.layers.compress import file_sha256
+
+        ident = file_sha256(path)
+    else:
+        raise ConfigError(f"interpreter {spec}: no such file or directory", 'use "base", a CPython directory, or a .tar.gz archive of one')
+    version = _standalone_version(names, spec)
+    return Interpreter(f"{STANDALONE_HOME}/bin/python{version}", version, path, ident)
+
+
+def _strip_top(name: str) -> str:
+    name = name.lstrip("./")
+    return name.split("/", 1)[1] if name.startswith("python/") else name
+
+
+def _download(url: str, sha256: str, cache: Cache) -> Path:
+    dest = cache.root / "meta" / f"interpreter-{sha256}.tar"
+    if dest.exists():
+        return dest
+    import httpx
+
+    tmp = cache.tmp_path(".tar")
+    h = hashlib.sha256()
+    try:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=60) as resp, open(tmp, "wb") as f:
+            resp.raise_for_status()
+            for chunk in resp.iter_bytes(1 << 20):
+                h.update(chunk)
+                f.write(chunk)
+    except httpx.HTTPError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BuildError(f"cannot download interpreter {url}: {exc}", "check the URL and the network, or use a local archive") from exc
+    if h.hexdigest() != sha256:
+        tmp.unlink()
+        raise BuildError(f"interpreter {url}: sha256 {h.hexdigest()[:12]}… is not interpreter-sha256 {sha256[:12]}…", "fix interpreter-sha256, or check the download")
+    os.replace(tmp, dest)
+    return dest
+
+
+def _write_tree(tw: TarWriter, source: Path) -> None:
+    home = STANDALONE_HOME.strip("/")
+    tw.add_dir(home)
+    if source.is_dir():
+        for path in sorted(source.rglob("*")):
+            rel = path.relative_to(source).as_posix()
+            target = f"{home}/{safe_member_path(rel, where=str(source))}"
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                tw.add_symlink(target, os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                tw.add_dir(target)
+            elif stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:
+                    tw.add_file(target, f, st.st_size, executable=bool(st.st_mode & 0o111))
+        return
+    with tarfile.open(source) as tar:
+        for member in tar:
+            rel = _strip_top(member.name)
+            if not rel or rel == "python":
+                continue
+            target = f"{home}/{safe_member_path(rel, where=str(source))}"
+            if member.isdir():
+                tw.add_dir(target)
+            elif member.issym():
+                if member.linkname.startswith("/"):
+                    raise BuildError(f"interpreter archive: {member.name} links outside the tree", "use a relocatable CPython build")
+                tw.add_symlink(target, member.linkname)
+            elif member.isfile():
+                tw.add_file(target, tar.extractfile(member), member.size, executable=bool(member.mode & 0o111))  # type: ignore[arg-type]
+
+
+def venv_filler(interpreter: Interpreter, paths: InstallPaths) -> Callable[[TarWriter], None]:
+    """A function that writes the interpreter layer's content into a tar writer."""
+
+    def fill(tw: TarWriter) -> None:
+        if interpreter.source is not None:
+            _write_tree(tw, interpreter.source)
+        venv = paths.venv.strip("/")
+        tw.add_dir(venv)
+        tw.add_dir(paths.bin)
+        tw.add_dir(f"{venv}/include")
+        tw.add_dir(paths.site_packages)
+        tw.add_symlink(f"{paths.bin}/python", interpreter.executable)
+        tw.add_symlink(f"{paths.bin}/python3", "python")
+        tw.add_symlink(f"{paths.bin}/python{interpreter.version}", "python")
+        cfg = (
+            f"home = {posixpath.dirname(interpreter.executable)}\n"
+            "include-system-site-packages = false\n"
+            f"version = {interpreter.version}\n"
+            f"executable = {interpreter.executable}\n"
+        )
+        tw.add_bytes(f"{venv}/pyvenv.cfg", cfg.encode())
+
+    return fill

@@ -1,0 +1,152 @@
+"""Deterministic tar streams: the same entries always give the same bytes.
+
+Every header has the same mtime, a numeric owner set at write time (no ``chown`` layer later), empty user and
+group names, normalized modes, and every parent directory is written before its children. A stream can be
+left open (no end-of-archive blocks) so that fragments concatenate into one archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import tarfile
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+from pyimage.errors import BuildError
+
+__all__ = ["Sink", "Owner", "TarWriter", "safe_member_path", "END_OF_ARCHIVE", "COPY_CHUNK"]
+
+END_OF_ARCHIVE = b"\0" * 1024  # two zero blocks; GNU tar's 10 KiB record padding is optional and omitted
+COPY_CHUNK = 1 << 20  # 1 MiB reads: big enough that per-call overhead vanishes, small enough to pipeline
+_BLOCK = 512
+
+
+class Sink(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+@dataclass(frozen=True)
+class Owner:
+    uid: int = 0
+    gid: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> "Owner":
+        uid, _, gid = str(text).partition(":")
+        return cls(int(uid), int(gid or uid))
+
+    def __str__(self) -> str:
+        return f"{self.uid}:{self.gid}"
+
+
+def safe_member_path(path: str, *, where: str) -> str:
+    """``path`` normalized and relative, or a BuildError if it is absolute or climbs out of its root."""
+    if not path or "\0" in path:
+        raise BuildError(f"{where}: empty or NUL-containing path {path!r}", "the wheel is malformed; rebuild it")
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+        raise BuildError(
+            f"{where}: absolute path {path!r} would be written outside the image's install root",
+            "the wheel is malformed or malicious; rebuild it or remove it from the dependencies",
+        )
+    norm = posixpath.normpath(path.replace("\\", "/"))
+    if norm == ".." or norm.startswith("../") or "/../" in f"/{norm}/":
+        raise BuildError(
+            f"{where}: path {path!r} escapes its install root",
+            "the wheel is malformed or malicious; rebuild it or remove it from the dependencies",
+        )
+    return norm
+
+
+class TarWriter:
+    """Writes tar entries to ``sink`` in the order they are added, parents first.
+
+    ``owner`` owns everything under ``owned_root``; directories above it (``opt/``, ``opt/venv`` when the root
+    is deeper) stay ``0:0`` so a non-root owner never takes over a system directory. Paths are relative,
+    without a leading slash.
+    """
+
+    def __init__(
+        self, sink: Sink, *, mtime: int = 0, owner: Owner = Owner(), owned_root: str = "", capture_sources: bool = False
+    ) -> None:
+        self._sink = sink
+        self._mtime = mtime
+        self._owner = owner
+        self._owned_root = owned_root.strip("/")
+        self._dirs: set[str] = set()
+        self.files: dict[str, str] = {}  # path -> sha256 hex ("" when not hashed): what this stream wrote
+        self.capture_sources = capture_sources
+        self.sources: list[tuple[str, bytes]] = []  # (path, bytes) of .py files written, for bytecode
+
+    # -- entries -----------------------------------------------------------------------------------------
+    def add_dir(self, path: str, mode: int = 0o755) -> None:
+        path = path.strip("/")
+        if not path or path in self._dirs:
+            return
+        self._ensure_parents(path)
+        self._dirs.add(path)
+        self._header(path + "/", tarfile.DIRTYPE, 0, mode)
+
+    def add_file(self, path: str, stream: BinaryIO, size: int, *, executable: bool = False) -> str:
+        """Copies exactly ``size`` bytes from ``stream``; returns their sha256 hex digest."""
+        path = path.strip("/")
+        self._ensure_parents(path)
+        self._header(path, tarfile.REGTYPE, size, 0o755 if executable else 0o644)
+        digest = hashlib.sha256()
+        remaining = size
+        write = self._sink.write
+        keep: list[bytes] | None = [] if self.capture_sources and path.endswith(".py") else None
+        while remaining:
+            chunk = stream.read(min(COPY_CHUNK, remaining))
+            if not chunk:
+                raise BuildError(f"{path}: stream ended {remaining} bytes early", "the wheel is truncated; re-download it")
+            digest.update(chunk)
+            write(chunk)
+            if keep is not None:
+                keep.append(chunk)
+            remaining -= len(chunk)
+        if stream.read(1):
+            raise BuildError(f"{path}: more data than its recorded size {size}", "the wheel is corrupt; re-download it")
+        pad = -size % _BLOCK
+        if pad:
+            write(b"\0" * pad)
+        if keep is not None:
+            self.sources.append((path, b"".join(keep)))
+        return digest.hexdigest()
+
+    def add_bytes(self, path: str, data: bytes, *, executable: bool = False) -> str:
+        import io
+
+        return self.add_file(path, io.BytesIO(data), len(data), executable=executable)
+
+    def add_symlink(self, path: str, target: str) -> None:
+        path = path.strip("/")
+        self._ensure_parents(path)
+        self._header(path, tarfile.SYMTYPE, 0, 0o777, linkname=target)
+
+    def finish(self) -> None:
+        self._sink.write(END_OF_ARCHIVE)
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _ensure_parents(self, path: str) -> None:
+        parent = posixpath.dirname(path)
+        if parent and parent not in self._dirs:
+            self.add_dir(parent)
+
+    def _owned(self, path: str) -> bool:
+        root = self._owned_root
+        return not root or path == root or path.startswith(root + "/")
+
+    def _header(self, name: str, kind: bytes, size: int, mode: int, linkname: str = "") -> None:
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.size = size
+        info.mode = mode
+        info.mtime = self._mtime
+        owner = self._owner if self._owned(name.rstrip("/")) else Owner()
+        info.uid, info.gid = owner.uid, owner.gid
+        info.uname = info.gname = ""
+        info.linkname = linkname
+        self._sink.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        if kind != tarfile.DIRTYPE:
+            self.files[name] = ""

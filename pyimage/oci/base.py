@@ -1,0 +1,184 @@
+"""Base images: where they come from (``scratch``, ``oci:``, ``docker-archive:``, ``rootfs:``, a registry
+reference) and what is inside that the build needs to know (its Python interpreters, its libc).
+
+The facts come from the base's own files, scanned once per set of layer diff_ids and cached.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from pyimage.cache import Cache, LayerRecord
+from pyimage.errors import BuildError, ConfigError
+from pyimage.layers.compress import BlobWriter, decompress_stream, file_sha256, media_type_for
+from pyimage.oci.dockerarchive import read_docker_archive
+from pyimage.oci.layout import read_layout, split_layout_ref
+from pyimage.oci.model import MEDIA_OCI_LAYER_GZIP, Descriptor, Image, Layer, Platform
+
+__all__ = ["BaseFacts", "load_base", "scan_base", "scratch_image"]
+
+_PYTHON_RE = re.compile(r"^(?:.*/)?bin/python(3\.\d+)$")
+_GLIBC_RE = re.compile(rb"GLIBC_2\.(\d+)")
+_SCAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class BaseFacts:
+    """``pythons`` maps in-image executable paths (``/usr/bin/python3.11``) to their ``X.Y`` version."""
+
+    pythons: dict[str, str]
+    libc: str  # "glibc" | "musl" | ""
+    libc_version: str  # "2.36", "1.2", or ""
+
+
+def scratch_image(platform: Platform) -> Image:
+    config = {
+        "architecture": platform.architecture,
+        "os": platform.os,
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": []},
+        "history": [],
+    }
+    if platform.variant:
+        config["variant"] = platform.variant
+    return Image(config=config, layers=())
+
+
+def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str) -> Image:
+    """A plain root-filesystem tarball as a one-layer image; compressed once, cached by the file's sha256."""
+    if not path.is_file():
+        raise ConfigError(f"base rootfs:{path}: no such file", "build one, e.g. `mmdebstrap --include=python3 bookworm rootfs.tar`")
+    st = path.stat()
+    stamp = f"rootfs-{file_sha256_key(path, st)}"
+    sha = cache.get_meta(stamp)
+    if sha is None:
+        sha = file_sha256(path)
+        cache.put_meta(stamp, sha)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    key = f"rootfs-{sha.partition(':')[2]}-{compression}"
+    record = cache.get_layer(key)
+    if record is None:
+        with cache.lock(key):
+            record = cache.get_layer(key) or _compress_rootfs(path, magic, cache, compression, key)
+    image = scratch_image(platform)
+    layer = Layer("base", Descriptor(record.media_type, record.digest, record.size), record.diff_id, cache.blob_path(record.digest), history=f"rootfs {path.name}")
+    config = dict(image.config)
+    config["rootfs"] = {"type": "layers", "diff_ids": [record.diff_id]}
+    config["history"] = [{"created": "1970-01-01T00:00:00Z", "created_by": f"rootfs:{path.name}"}]
+    return Image(config=config, layers=(layer,))
+
+
+def file_sha256_key(path: Path, st: object) -> str:
+    import hashlib
+
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()[:32]  # type: ignore[attr-defined]
+
+
+def _compress_rootfs(path: Path, magic: bytes, cache: Cache, compression: str, key: str) -> LayerRecord:
+    if magic[:2] == b"\x1f\x8b":  # already gzip: ship the bytes as they are
+        import hashlib
+
+        h = hashlib.sha256()
+        for data in decompress_stream(path, MEDIA_OCI_LAYER_GZIP):
+            h.update(data)
+        tmp = cache.tmp_path(".blob")
+        import shutil
+
+        shutil.copyfile(path, tmp)
+        digest = file_sha256(tmp)
+        cache.commit_blob(tmp, digest)
+        record = LayerRecord(digest, "sha256:" + h.hexdigest(), path.stat().st_size, MEDIA_OCI_LAYER_GZIP)
+    else:
+        tmp = cache.tmp_path(".blob")
+        with BlobWriter(tmp, compression) as sink, open(path, "rb") as f:
+            while data := f.read(1 << 20):
+                sink.write(data)
+            result = sink.close()
+        cache.commit_blob(tmp, result.digest)
+        record = LayerRecord(result.digest, result.diff_id, result.size, media_type_for(compression), result.uncompressed_size)
+    cache.put_layer(key, record)
+    return record
+
+
+def load_base(source: str, platform: Platform, cache: Cache, compression: str = "gzip") -> tuple[Image, str]:
+    """The base image named by ``source`` and a description for reports (with a pinned digest when pulled)."""
+    source = source.strip()
+    if source in ("", "scratch"):
+        return scratch_image(platform), "scratch"
+    kind, sep, rest = source.partition(":")
+    if sep and kind == "oci":
+        directory, tag = split_layout_ref(rest, default_tag="")
+        return read_layout(directory, tag or None, platform), source
+    if sep and kind == "docker-archive":
+        return read_docker_archive(Path(rest), cache.root / "blobs" / "sha256"), source
+    if sep and kind == "rootfs":
+        return _rootfs_image(Path(rest).expanduser(), platform, cache, compression), source
+    from pyimage.oci.reference import parse_reference
+    from pyimage.oci.registry import pull_image
+
+    ref = parse_reference(source)
+    pulled = pull_image(ref, platform, cache.root / "blobs")
+    layers = tuple(Layer("base", l.descriptor, l.diff_id, l.blob, history="base") for l in pulled.layers)
+    return Image(config=pulled.config, layers=layers), f"{ref}@{pulled.digest}" if not ref.digest else str(ref)
+
+
+class _IterReader(io.RawIOBase):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks, self._buf = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+        while not self._buf:
+            try:
+                self._buf = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n], self._buf = self._buf[:n], self._buf[n:]
+        return n
+
+
+def scan_base(image: Image, cache: Cache) -> BaseFacts:
+    """Finds the base's Python interpreters and libc by reading its layers' tar headers (and libc.so.6)."""
+    import hashlib
+
+    key = "scan-" + hashlib.sha256(f"{_SCAN_FORMAT}|{[l.diff_id for l in image.layers]}".encode()).hexdigest()[:32]
+    hit = cache.get_meta(key)
+    if hit is not None:
+        return BaseFacts(hit["pythons"], hit["libc"], hit["libc_version"])
+    present: dict[str, str] = {}
+    libc, libc_version = "", ""
+    for layer in image.layers:
+        stream = io.BufferedReader(_IterReader(decompress_stream(layer.blob, layer.descriptor.media_type)), 1 << 20)
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    name = member.name.lstrip("./").lstrip("/")
+                    base = name.rsplit("/", 1)[-1]
+                    if base.startswith(".wh."):
+                        gone = name[: -len(base)] + base[4:]
+                        present.pop(gone, None)
+                        continue
+                    m = _PYTHON_RE.match(name)
+                    if m and (member.isfile() or member.issym() or member.islnk()):
+                        present[name] = m.group(1)
+                    if base.startswith("ld-musl-"):
+                        libc, libc_version = "musl", "1.2"
+                    if base == "libc.so.6" and member.isfile():
+                        data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                        found = [int(v) for v in _GLIBC_RE.findall(data)]
+                        if found:
+                            libc, libc_version = "glibc", f"2.{max(found)}"
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise BuildError(f"base layer {layer.digest[:19]}… is not a readable tar ({exc})", "check the base image") from exc
+    facts = BaseFacts({"/" + k: v for k, v in sorted(present.items())}, libc, libc_version)
+    cache.put_meta(key, {"pythons": facts.pythons, "libc": facts.libc, "libc_version": facts.libc_version})
+    return facts

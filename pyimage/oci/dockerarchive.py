@@ -1,0 +1,146 @@
+"""``docker save``-style archives: write one that ``docker load``/``podman load`` take, read one as a base.
+
+The archive written is both formats at once, as ``docker save`` writes since Docker 25: ``manifest.json`` and
+``repositories`` for loaders of the classic format, ``oci-layout`` and ``index.json`` for OCI readers, with the
+blobs under ``blobs/sha256/``. Layers stay compressed (loaders detect the compression). The tar itself is
+deterministic and written to a temp file renamed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from pyimage.errors import BuildError
+from pyimage.layers.compress import file_sha256
+from pyimage.oci.layout import REF_NAME
+from pyimage.oci.model import (
+    MEDIA_OCI_INDEX,
+    MEDIA_OCI_LAYER,
+    MEDIA_OCI_LAYER_GZIP,
+    Descriptor,
+    Image,
+    Layer,
+    canonical_json,
+)
+
+__all__ = ["write_docker_archive", "read_docker_archive"]
+
+
+def _info(name: str, size: int, directory: bool = False) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = 0 if directory else size
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.mode = 0o755 if directory else 0o644
+    info.mtime = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def write_docker_archive(image: Image, path: Path, tag: str) -> None:
+    """Writes ``image`` as a loadable archive at ``path``, tagged ``tag`` (``name:tag``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    repo, _, version = tag.rpartition(":") if ":" in tag.rsplit("/", 1)[-1] else (tag, "", "latest")
+    config_desc = image.config_descriptor()
+    manifest_desc = image.manifest_descriptor(platform=image.platform)
+
+    def blob_name(digest: str) -> str:
+        return "blobs/sha256/" + digest.partition(":")[2]
+
+    docker_manifest = [
+        {
+            "Config": blob_name(config_desc.digest),
+            "RepoTags": [f"{repo}:{version}"],
+            "Layers": [blob_name(layer.digest) for layer in image.layers],
+        }
+    ]
+    index = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_OCI_INDEX,
+        "manifests": [
+            Descriptor(
+                manifest_desc.media_type,
+                manifest_desc.digest,
+                manifest_desc.size,
+                {REF_NAME: version, "io.containerd.image.name": f"{repo}:{version}"},
+                manifest_desc.platform,
+            ).to_json()
+        ],
+    }
+    small = {
+        "oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
+        "index.json": canonical_json(index),
+        "manifest.json": canonical_json(docker_manifest),
+        "repositories": canonical_json({repo: {version: image.layers[-1].diff_id.partition(":")[2]}} if image.layers else {}),
+        blob_name(config_desc.digest): image.config_bytes(),
+        blob_name(manifest_desc.digest): image.manifest_bytes(),
+    }
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            for d in ("blobs/", "blobs/sha256/"):
+                tar.addfile(_info(d, 0, directory=True))
+            written: set[str] = set()
+            for name, data in sorted(small.items()):
+                import io
+
+                tar.addfile(_info(name, len(data)), io.BytesIO(data))
+                written.add(name)
+            for layer in image.layers:
+                name = blob_name(layer.digest)
+                if name in written:
+                    continue
+                written.add(name)
+                with open(layer.blob, "rb") as f:
+                    tar.addfile(_info(name, layer.size), f)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_docker_archive(path: Path, blobs_dir: Path) -> Image:
+    """The image in a ``docker save`` archive, its layer blobs extracted into ``blobs_dir`` by digest."""
+    path = Path(path)
+    try:
+        tar = tarfile.open(path)
+    except (OSError, tarfile.TarError) as exc:
+        raise BuildError(f"{path}: not a readable docker-archive ({exc})", "make one with `docker save` or `skopeo copy … docker-archive:FILE`") from exc
+    with tar:
+        try:
+            manifest = json.loads(_member(tar, "manifest.json").read())
+            entry = manifest[0]
+            config = json.loads(_member(tar, entry["Config"]).read())
+        except (KeyError, IndexError, ValueError) as exc:
+            raise BuildError(f"{path}: no usable manifest.json in the archive", "make it with `docker save` or skopeo") from exc
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        layers = []
+        blobs_dir.mkdir(parents=True, exist_ok=True)
+        for i, name in enumerate(entry.get("Layers", [])):
+            tmp = blobs_dir / f".{uuid.uuid4().hex}.tmp"
+            src = _member(tar, name)
+            with open(tmp, "wb") as out:
+                head = src.read(2)
+                out.write(head)
+                while data := src.read(1 << 20):
+                    out.write(data)
+            digest = file_sha256(tmp)
+            dest = blobs_dir / digest.partition(":")[2]
+            os.replace(tmp, dest)
+            media = MEDIA_OCI_LAYER_GZIP if head == b"\x1f\x8b" else MEDIA_OCI_LAYER
+            if head == b"\x28\xb5":
+                media = "application/vnd.oci.image.layer.v1.tar+zstd"
+            layers.append(Layer("base", Descriptor(media, digest, dest.stat().st_size), diff_ids[i], dest, history="base"))
+    return Image(config=config, layers=tuple(layers))
+
+
+def _member(tar: tarfile.TarFile, name: str) -> BinaryIO:
+    f = tar.extractfile(name)
+    if f is None:
+        raise KeyError(name)
+    return f  # type: ignore[return-value]

@@ -1,0 +1,209 @@
+"""The image as data: descriptors, layers, config and manifest, serialized canonically.
+
+Writers (OCI layout, docker-archive, registry) only serialize an ``Image``; nothing here does I/O
+beyond reading a blob file that a ``Layer`` points at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = [
+    "MEDIA_OCI_INDEX",
+    "MEDIA_OCI_MANIFEST",
+    "MEDIA_OCI_CONFIG",
+    "MEDIA_OCI_LAYER",
+    "MEDIA_OCI_LAYER_GZIP",
+    "MEDIA_OCI_LAYER_ZSTD",
+    "MEDIA_DOCKER_MANIFEST",
+    "MEDIA_DOCKER_LIST",
+    "MEDIA_DOCKER_CONFIG",
+    "MEDIA_DOCKER_LAYER_GZIP",
+    "MANIFEST_MEDIA_TYPES",
+    "INDEX_MEDIA_TYPES",
+    "Platform",
+    "Descriptor",
+    "Layer",
+    "Image",
+    "canonical_json",
+    "sha256_digest",
+    "oci_layer_media_type",
+]
+
+MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MEDIA_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+MEDIA_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+MEDIA_DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
+MANIFEST_MEDIA_TYPES = (MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST)
+INDEX_MEDIA_TYPES = (MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST)
+
+# Docker schema 2 layer types carry the same bytes as their OCI counterparts.
+_TO_OCI_LAYER = {
+    MEDIA_DOCKER_LAYER_GZIP: MEDIA_OCI_LAYER_GZIP,
+    MEDIA_DOCKER_LAYER_FOREIGN: MEDIA_OCI_LAYER_GZIP,
+    "application/vnd.docker.image.rootfs.diff.tar": MEDIA_OCI_LAYER,
+}
+
+
+def oci_layer_media_type(media_type: str) -> str:
+    """The OCI media type for a layer of ``media_type`` (Docker schema 2 types map 1:1)."""
+    return _TO_OCI_LAYER.get(media_type, media_type)
+
+
+def canonical_json(value: Any) -> bytes:
+    """JSON with sorted keys and no spaces: the same value always gives the same bytes (and digest)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Platform:
+    """An OCI platform; ``parse("linux/amd64")`` and ``str()`` round-trip."""
+
+    os: str = "linux"
+    architecture: str = "amd64"
+    variant: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> "Platform":
+        parts = text.strip().split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ValueError(f"not a platform: {text!r} (expected os/arch[/variant], e.g. linux/amd64)")
+        return cls(*parts)
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+    def to_json(self) -> dict[str, str]:
+        out = {"architecture": self.architecture, "os": self.os}
+        if self.variant:
+            out["variant"] = self.variant
+        return out
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """An OCI content descriptor."""
+
+    media_type: str
+    digest: str
+    size: int
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    platform: Platform | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.annotations:
+            out["annotations"] = dict(sorted(self.annotations.items()))
+        if self.platform is not None:
+            out["platform"] = self.platform.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Descriptor":
+        plat = data.get("platform")
+        return cls(
+            media_type=data["mediaType"],
+            digest=data["digest"],
+            size=int(data["size"]),
+            annotations=dict(data.get("annotations") or {}),
+            platform=Platform(plat.get("os", ""), plat.get("architecture", ""), plat.get("variant", ""))
+            if plat
+            else None,
+        )
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A built (or pulled) layer: its compressed blob on disk and the identity of its content.
+
+    ``name`` is what reports call it (``base``, ``interpreter``, ``heavy:torch``, ``site-packages``, ``app``);
+    ``diff_id`` is the sha256 of the uncompressed tar, as the image config's ``rootfs.diff_ids`` needs.
+    """
+
+    name: str
+    descriptor: Descriptor
+    diff_id: str
+    blob: Path
+    packages: tuple[str, ...] = ()
+    cached: bool = False
+    history: str = ""
+
+    @property
+    def digest(self) -> str:
+        return self.descriptor.digest
+
+    @property
+    def size(self) -> int:
+        return self.descriptor.size
+
+
+@dataclass(frozen=True)
+class Image:
+    """A single-platform image: an ordered layer list and the config that describes it.
+
+    ``config`` is the OCI image config as a JSON-able dict whose ``rootfs.diff_ids`` and ``history``
+    already match ``layers``; ``annotations`` go on the manifest.
+    """
+
+    config: Mapping[str, Any]
+    layers: tuple[Layer, ...]
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    def config_bytes(self) -> bytes:
+        return canonical_json(self.config)
+
+    def config_descriptor(self) -> Descriptor:
+        data = self.config_bytes()
+        return Descriptor(MEDIA_OCI_CONFIG, sha256_digest(data), len(data))
+
+    def manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_OCI_MANIFEST,
+            "config": self.config_descriptor().to_json(),
+            "layers": [
+                replace(layer.descriptor, media_type=oci_layer_media_type(layer.descriptor.media_type)).to_json()
+                for layer in self.layers
+            ],
+        }
+        if self.annotations:
+            out["annotations"] = dict(sorted(self.annotations.items()))
+        return out
+
+    def manifest_bytes(self) -> bytes:
+        return canonical_json(self.manifest())
+
+    def manifest_descriptor(self, platform: Platform | None = None) -> Descriptor:
+        data = self.manifest_bytes()
+        return Descriptor(MEDIA_OCI_MANIFEST, sha256_digest(data), len(data), platform=platform)
+
+    @property
+    def digest(self) -> str:
+        return self.manifest_descriptor().digest
+
+    @property
+    def platform(self) -> Platform:
+        return Platform(
+            self.config.get("os", "linux"), self.config.get("architecture", "amd64"), self.config.get("variant", "")
+        )
+
+    @property
+    def size(self) -> int:
+        """Bytes a registry stores for this image: manifest + config + layer blobs."""
+        return len(self.manifest_bytes()) + len(self.config_bytes()) + sum(layer.size for layer in self.layers)

@@ -1,0 +1,213 @@
+"""Pull a base image for one platform into a content-addressed blob directory.
+
+The result is data the build appends to (``mutate.Append`` style): the pinned manifest digest, the config, and
+the base layers as ``Layer`` values whose blobs are on disk, verified. Blobs already there are not fetched again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from pyimage.errors import RegistryError
+from pyimage.oci.model import INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, Descriptor, Layer, Platform
+from pyimage.oci.push import PUSH_JOBS
+from pyimage.oci.reference import Reference
+from pyimage.oci.registry import ClientFactory, RegistryClient, check_digest, default_client_factory
+
+__all__ = ["PulledImage", "pull_image", "select_platform", "blob_path"]
+
+# Variants a platform has when its index entry names none (containerd's normalisation).
+_DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7"}
+
+
+@dataclass(frozen=True)
+class PulledImage:
+    """A single-platform image as pulled: ``digest`` pins the platform's manifest (``index_digest`` the index)."""
+
+    reference: Reference
+    digest: str
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+    layers: tuple[Layer, ...]
+    media_type: str = ""
+    index_digest: str | None = None
+
+    @property
+    def pinned(self) -> Reference:
+        """The reference with the manifest digest: pulling it again gives exactly these bytes."""
+        return Reference(self.reference.registry, self.reference.repository, self.reference.tag, self.digest)
+
+
+def blob_path(blobs_dir: Path, digest: str) -> Path:
+    """Where a blob lives in a content-addressed directory (OCI layout's ``blobs/<alg>/<hex>``)."""
+    algo, hexpart = check_digest(digest).split(":", 1)
+    return Path(blobs_dir) / algo / hexpart
+
+
+def pull_image(
+    ref: Reference,
+    platform: Platform,
+    blobs_dir: Path,
+    *,
+    client_factory: ClientFactory = default_client_factory,
+    jobs: int = PUSH_JOBS,
+    progress: Callable[[str, str, int], None] | None = None,
+) -> PulledImage:
+    """Resolve ``ref`` (a tag, a digest, an index) to ``platform``'s image and make its blobs present in ``blobs_dir``.
+
+    ``progress(digest, status, size)`` reports each blob as ``cached`` or ``downloaded``.
+    """
+    shown = str(ref)
+    with client_factory(ref.registry) as client:
+        data, media_type, digest = client.get_manifest(ref.repository, ref.reference)
+        if ref.digest and ref.tag is not None and digest != ref.digest:
+            raise RegistryError(f"{shown}: the registry served {digest}", "the tag and digest disagree; drop one")
+        index_digest = None
+        if media_type in INDEX_MEDIA_TYPES:
+            index_digest = digest
+            chosen = select_platform(_json(data, f"index {shown}"), platform, shown)
+            data, media_type, digest = client.get_manifest(ref.repository, chosen.digest)
+        if media_type not in MANIFEST_MEDIA_TYPES:
+            raise RegistryError(
+                f"{shown} is a {media_type or 'manifest of unknown type'}, not an image manifest",
+                "use an image reference (OCI or Docker schema 2)",
+            )
+        manifest = _json(data, f"manifest {shown}")
+        try:
+            config_desc = Descriptor.from_json(manifest["config"])
+            layer_descs = [Descriptor.from_json(d) for d in manifest.get("layers") or []]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RegistryError(f"manifest {shown} is malformed ({exc})", "the image is corrupt") from None
+
+        config_file = _ensure_blob(client, ref.repository, config_desc, blobs_dir, progress)
+        config = _json(config_file.read_bytes(), f"config of {shown}")
+        _check_platform(config, platform, shown)
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        if len(diff_ids) != len(layer_descs):
+            raise RegistryError(
+                f"{shown} has {len(layer_descs)} layers but its config lists {len(diff_ids)} diff_ids",
+                "the image is corrupt; use another tag",
+            )
+        workers = max(1, min(jobs, len(layer_descs)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pyimage-pull") as pool:
+            paths = list(
+                pool.map(lambda d: _ensure_blob(client, ref.repository, d, blobs_dir, progress), layer_descs)
+            )
+    history = [h.get("created_by", "") for h in config.get("history") or [] if not h.get("empty_layer")]
+    if len(history) != len(layer_descs):
+        history = [""] * len(layer_descs)
+    layers = tuple(
+        Layer(name="base", descriptor=desc, diff_id=diff_id, blob=path, history=created_by)
+        for desc, diff_id, path, created_by in zip(layer_descs, diff_ids, paths, history)
+    )
+    return PulledImage(ref, digest, manifest, config, layers, media_type, index_digest)
+
+
+def select_platform(index: Mapping[str, Any], platform: Platform, shown: str = "the index") -> Descriptor:
+    """The index entry for ``platform``; an unset variant prefers the default one (arm64 → v8).
+
+    Raises ``RegistryError`` listing the platforms the index does have.
+    """
+    entries = []
+    for raw in index.get("manifests") or []:
+        try:
+            desc = Descriptor.from_json(raw)
+        except (KeyError, TypeError, ValueError):
+            continue
+        if desc.platform is None or desc.media_type not in MANIFEST_MEDIA_TYPES or desc.platform.os == "unknown":
+            continue  # attestation manifests (unknown/unknown) and nested indexes are not images to run
+        entries.append(desc)
+    want_variant = platform.variant or _DEFAULT_VARIANT.get(platform.architecture, "")
+    matches = [
+        d for d in entries
+        if d.platform is not None and d.platform.os == platform.os and d.platform.architecture == platform.architecture
+    ]
+    for desc in matches:
+        assert desc.platform is not None
+        if (desc.platform.variant or _DEFAULT_VARIANT.get(desc.platform.architecture, "")) == want_variant:
+            return desc
+    if matches and not platform.variant:
+        return matches[0]
+    available = ", ".join(sorted({str(d.platform) for d in entries})) or "none"
+    raise RegistryError(
+        f"{shown} has no image for {platform}; it has: {available}",
+        f"pick one of those with --platform, or use a base image built for {platform}",
+    )
+
+
+def _check_platform(config: Mapping[str, Any], platform: Platform, shown: str) -> None:
+    os_, arch = config.get("os"), config.get("architecture")
+    if os_ and arch and (os_ != platform.os or arch != platform.architecture):
+        raise RegistryError(
+            f"{shown} is a {os_}/{arch} image, not {platform.os}/{platform.architecture}",
+            f"use a multi-platform base image, or build for --platform {os_}/{arch}",
+        )
+
+
+# (path, size, mtime_ns) of blobs already hashed in this process: a reused blob is verified once, not per pull.
+_verified: set[tuple[str, int, int]] = set()
+_verified_lock = threading.Lock()
+
+
+def _ensure_blob(
+    client: RegistryClient,
+    repository: str,
+    desc: Descriptor,
+    blobs_dir: Path,
+    progress: Callable[[str, str, int], None] | None,
+) -> Path:
+    path = blob_path(blobs_dir, desc.digest)
+    if _is_valid(path, desc):
+        if progress is not None:
+            progress(desc.digest, "cached", desc.size)
+        return path
+    client.fetch_blob(repository, desc.digest, path, size=desc.size)
+    _remember(path)
+    if progress is not None:
+        progress(desc.digest, "downloaded", desc.size)
+    return path
+
+
+def _is_valid(path: Path, desc: Descriptor) -> bool:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return False
+    if stat.st_size != desc.size:
+        return False
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _verified_lock:
+        if key in _verified:
+            return True
+    algo, expected = desc.digest.split(":", 1)
+    hasher = hashlib.new(algo)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1024 * 1024), b""):
+            hasher.update(chunk)
+    if hasher.hexdigest() != expected:
+        return False  # corrupt or truncated-then-padded: fetch_blob replaces it atomically
+    with _verified_lock:
+        _verified.add(key)
+    return True
+
+
+def _remember(path: Path) -> None:
+    stat = path.stat()
+    with _verified_lock:
+        _verified.add((str(path), stat.st_size, stat.st_mtime_ns))
+
+
+def _json(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        value = None
+    if not isinstance(value, dict):
+        raise RegistryError(f"the {what} is not a JSON object", "the image is corrupt; use another tag or digest")
+    return value

@@ -1,0 +1,90 @@
+"""The project's own wheel, built with pypa/build in a build environment that is made once and reused.
+
+A fresh isolated environment per build costs seconds (pip installing the backend each time); a code change
+must cost well under one. One environment per ``build-system.requires`` (and host Python) lives in the cache,
+is marked ready only after its requirements installed, and is rebuilt if that mark is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+from pyimage.cache import Cache
+from pyimage.errors import BuildError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["build_app_wheel", "build_requires"]
+
+_DEFAULT_SYSTEM = {"requires": ["setuptools>=40.8.0"], "build-backend": "setuptools.build_meta:__legacy__"}
+
+
+def build_requires(project_dir: Path) -> tuple[list[str], str]:
+    data = tomllib.loads((project_dir / "pyproject.toml").read_text())
+    system = data.get("build-system") or _DEFAULT_SYSTEM
+    return sorted(system.get("requires", [])), system.get("build-backend", _DEFAULT_SYSTEM["build-backend"])
+
+
+def _install(env_python: Path, requirements: list[str]) -> None:
+    if not requirements:
+        return
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(env_python), "install", "--quiet", *requirements],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1"),
+    )
+    if proc.returncode != 0:
+        last = [l for l in proc.stderr.splitlines() if l.strip()][-1:] or ["pip failed"]
+        raise BuildError(f"cannot install the build requirements {requirements}: {last[0]}", "check [build-system] requires and your index settings")
+
+
+def _env(cache: Cache, requires: list[str]) -> Path:
+    key = hashlib.sha256(json.dumps([sys.version, requires]).encode()).hexdigest()[:24]
+    env_dir = cache.root / "envs" / key
+    python = env_dir / "bin" / "python"
+    ready = env_dir / ".pyimage-ready"
+    with cache.lock(f"env-{key}"):
+        if not (ready.exists() and python.exists()):
+            if env_dir.exists():
+                import shutil
+
+                shutil.rmtree(env_dir)
+            venv.create(env_dir, with_pip=False, symlinks=True)
+            _install(python, requires)
+            ready.write_text(json.dumps(requires))
+    return python
+
+
+def build_app_wheel(project_dir: Path, out_dir: Path, cache: Cache, epoch: int) -> Path:
+    """Builds ``project_dir``'s wheel into ``out_dir`` (SOURCE_DATE_EPOCH=``epoch``); returns its path."""
+    from build import BuildBackendException, ProjectBuilder
+
+    requires, _backend = build_requires(project_dir)
+    python = _env(cache, requires)
+
+    def runner(cmd, cwd=None, extra_environ=None):  # type: ignore[no-untyped-def]
+        env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), **(extra_environ or {}))
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            raise BuildError(f"building the project's wheel failed:\n{tail}", "run `python -m build --wheel` in the project to see the full output")
+
+    builder = ProjectBuilder(project_dir, python_executable=str(python), runner=runner)
+    try:
+        missing = builder.check_dependencies("wheel")
+        if missing:
+            _install(python, sorted({r for group in missing for r in group[:1]}))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return Path(builder.build("wheel", out_dir))
+    except BuildBackendException as exc:
+        raise BuildError(f"building the project's wheel failed: {exc}", "run `python -m build --wheel` in the project to see the full output") from exc

@@ -1,0 +1,105 @@
+"""The lock file: the resolved wheel set in PEP 751's ``pylock.toml``, reused while its inputs are unchanged.
+
+``[tool.pyimage].inputs`` records a hash of everything resolution depends on (the project's Requires-Dist
+and extras, the requirements file, pip's configuration, the target); a build whose inputs hash differs is
+told the lock is stale and resolves again, never silently using the old pins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from pyimage.errors import ConfigError
+from pyimage.resolve.pip import Pin
+from pyimage.resolve.target import Target
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["Lock", "inputs_key", "read_lock", "write_lock", "pip_config_fingerprint"]
+
+_PIP_CONFIG_FILES = ("/etc/pip.conf", "/etc/xdg/pip/pip.conf", "~/.config/pip/pip.conf", "~/.pip/pip.conf")
+
+
+def pip_config_fingerprint() -> str:
+    """Hash of what pip's configuration can change: ``PIP_*`` variables and the config files' contents."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in os.environ if k.startswith("PIP_")):
+        h.update(f"{key}={os.environ[key]}\n".encode())
+    files = list(_PIP_CONFIG_FILES)
+    files += [f"{d}/pip/pip.conf" for d in os.environ.get("XDG_CONFIG_DIRS", "").split(":") if d]
+    for env in ("PIP_CONFIG_FILE", "VIRTUAL_ENV"):
+        if os.environ.get(env):
+            files.append(os.environ[env] if env == "PIP_CONFIG_FILE" else f"{os.environ[env]}/pip.conf")
+    for name in files:
+        path = Path(name).expanduser()
+        if path.is_file():
+            h.update(name.encode() + b"\0" + path.read_bytes())
+            for line in path.read_text(errors="replace").splitlines():  # constraint files named in the config
+                key, _, value = line.partition("=")
+                if key.strip() in ("constraint", "constraints") and Path(value.strip()).is_file():
+                    h.update(Path(value.strip()).read_bytes())
+    return h.hexdigest()
+
+
+def inputs_key(requires_dist: Sequence[str], extras: Sequence[str], requirements_text: str, target: Target) -> str:
+    material = {
+        "requires": sorted(requires_dist),
+        "extras": sorted(extras),
+        "requirements": requirements_text,
+        "pip": pip_config_fingerprint(),
+        "target": [target.python, str(target.platform), target.libc, target.libc_version],
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+class Lock:
+    def __init__(self, pins: list[Pin], inputs: str) -> None:
+        self.pins, self.inputs = pins, inputs
+
+
+def _q(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def write_lock(path: Path, pins: Sequence[Pin], inputs: str, target: Target) -> None:
+    lines = [
+        "# Written by pyimage: the resolved wheel set for the image (PEP 751). Refresh with `pyimage lock`.",
+        'lock-version = "1.0"',
+        'created-by = "pyimage"',
+        f"requires-python = {_q('==' + target.python + '.*')}",
+        "",
+    ]
+    for pin in pins:
+        lines += ["[[packages]]", f"name = {_q(pin.name)}", f"version = {_q(pin.version)}"]
+        lines += [
+            "wheels = [",
+            f"  {{ name = {_q(pin.filename)}, url = {_q(pin.url)}, hashes = {{ sha256 = {_q(pin.sha256)} }} }},",
+            "]",
+            "",
+        ]
+    lines += ["[tool.pyimage]", f"inputs = {_q(inputs)}", f"target = {_q(target.describe())}", ""]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
+
+
+def read_lock(path: Path) -> Lock | None:
+    if not path.exists():
+        return None
+    try:
+        data = tomllib.loads(path.read_text())
+        pins = []
+        for pkg in data.get("packages", []):
+            wheel = pkg["wheels"][0]
+            pins.append(Pin(pkg["name"], pkg["version"], wheel["name"], wheel["url"], wheel["hashes"]["sha256"]))
+        return Lock(pins, data.get("tool", {}).get("pyimage", {}).get("inputs", ""))
+    except (tomllib.TOMLDecodeError, KeyError, IndexError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a lock file pyimage can read ({exc})", "delete it and run `pyimage lock`") from exc
