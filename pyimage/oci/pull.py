@@ -66,8 +66,6 @@ def pull_image(
     shown = str(ref)
     with client_factory(ref.registry) as client:
         data, media_type, digest = client.get_manifest(ref.repository, ref.reference)
-        if ref.digest and ref.tag is not None and digest != ref.digest:
-            raise RegistryError(f"{shown}: the registry served {digest}", "the tag and digest disagree; drop one")
         index_digest = None
         if media_type in INDEX_MEDIA_TYPES:
             index_digest = digest
@@ -104,7 +102,7 @@ def pull_image(
         history = [""] * len(layer_descs)
     layers = tuple(
         Layer(name="base", descriptor=desc, diff_id=diff_id, blob=path, history=created_by)
-        for desc, diff_id, path, created_by in zip(layer_descs, diff_ids, paths, history)
+        for desc, diff_id, path, created_by in zip(layer_descs, diff_ids, paths, history, strict=True)
     )
     return PulledImage(ref, digest, manifest, config, layers, media_type, index_digest)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import os
@@ -24,7 +25,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import httpx
 
 from pyimage import __version__
-from pyimage.errors import RegistryError
+from pyimage.errors import ConfigError, RegistryError
 from pyimage.oci.auth import Credentials, lookup_credentials
 from pyimage.oci.model import (
     MEDIA_DOCKER_LIST,
@@ -70,8 +71,11 @@ _CHALLENGE_PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s
 # Where docker and podman look for a registry's private CA; trusting what users already put there is free.
 _CERTS_DIRS = ("/etc/docker/certs.d", "/etc/containers/certs.d")
 
+_ASK_ACCESS = "ask for access, or use a repository you own"
 LOGIN_HINT = "run docker login {registry}, or pass --username and --password-stdin"
-INSECURE_HINT = "check that the registry is running and reachable; for a registry without TLS use --insecure-registry {host}"
+INSECURE_HINT = (
+    "check that the registry is running and reachable; for a registry without TLS use --insecure-registry {host}"
+)
 CA_BUNDLE_HINT = (
     "trust the registry's CA with --ca-bundle FILE (or put it in /etc/docker/certs.d/{host}/ca.crt); "
     "for a throwaway test registry, --insecure-registry {host}"
@@ -178,7 +182,7 @@ class RegistryClient:
 
         Every later call on ``repository`` reuses it, and bad credentials fail here, before any upload.
         """
-        scopes = (_scope(repository, "pull,push"),) + tuple(_scope(r, "pull") for r in mount_from if r != repository)
+        scopes = (_scope(repository, "pull,push"), *(_scope(r, "pull") for r in mount_from if r != repository))
         self._push_scopes[repository] = scopes
         self._connect()
         if self._scheme == "bearer":
@@ -187,7 +191,7 @@ class RegistryClient:
     def get_manifest(
         self, repository: str, reference: str, accept: Sequence[str] = MANIFEST_ACCEPT
     ) -> tuple[bytes, str, str]:
-        """``(bytes, media_type, digest)`` of a manifest or index; a digest ``reference`` is verified against the bytes."""
+        """``(bytes, media_type, digest)`` of a manifest or index; a digest ``reference`` is checked against it."""
         shown = f"{self._where(repository)}{'@' if ':' in reference else ':'}{reference}"
         what = f"pulling manifest {shown}"
         if ":" in reference:
@@ -229,7 +233,10 @@ class RegistryClient:
     def blob_exists(self, repository: str, digest: str) -> bool:
         """HEAD the blob: True if ``repository`` already has it (so a push can skip it)."""
         check_digest(digest)
-        what = f"checking blob {short_digest(digest)} in {self._where(repository)}"
+        if repository in self._push_scopes:  # part of a push: say so, that is the step the user ran
+            what = f"pushing blob {short_digest(digest)} to {self._where(repository)}"
+        else:
+            what = f"checking blob {short_digest(digest)} in {self._where(repository)}"
         response = self._send("HEAD", f"/v2/{repository}/blobs/{digest}", self._scopes(repository), what)
         if response.status_code == 200:
             return True
@@ -297,7 +304,7 @@ class RegistryClient:
                 tmp.unlink(missing_ok=True)
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
-        """Cross-repository mount: True if the registry linked the blob (201), False if it would need an upload."""
+        """Cross-repository mount: True if the registry linked the blob (201), False if it needs an upload (202)."""
         check_digest(digest)
         what = f"mounting blob {short_digest(digest)} from {from_repository} into {self._where(repository)}"
         scopes = self._push_scopes.get(repository, ())
@@ -310,7 +317,9 @@ class RegistryClient:
         if response.status_code == 201:
             return True
         if response.status_code == 202:
-            self._cancel_upload(response, scopes)
+            # The registry opened an upload session instead; leave it (registries purge stale sessions):
+            # a DELETE would need the ``delete`` action, which a pusher often lacks.
+            response.close()
             return False
         if response.status_code in (401, 403, 404):
             return False  # no read access to the source, or no such repository: an upload will tell the real story
@@ -382,7 +391,7 @@ class RegistryClient:
                 response = self._send(
                     "PUT", location.copy_merge_params({"digest": digest}), self._scopes(repository, push=True), what,
                     headers={"Content-Type": _OCTET, "Content-Length": str(size)},
-                    body=lambda: _body(path, 0, size), retry=False,
+                    body=functools.partial(_body, path, 0, size), retry=False,
                 )
                 if response.status_code in (201, 204):
                     if progress is not None:
@@ -417,7 +426,7 @@ class RegistryClient:
                             "Content-Length": str(n),
                             "Content-Range": f"{start}-{start + n - 1}",
                         },
-                        body=lambda: _body(path, start, n), retry=False,
+                        body=functools.partial(_body, path, start, n), retry=False,
                     )
                     if response.status_code == 202:
                         location = self._location(response, what, default=location)
@@ -478,13 +487,6 @@ class RegistryClient:
         if response.status_code in _RETRY_STATUSES:
             raise self._status_error(response, what, "")
         return None
-
-    def _cancel_upload(self, response: httpx.Response, scopes: tuple[str, ...]) -> None:
-        try:
-            location = self._location(response, "cancelling upload")
-            self._send("DELETE", location, scopes, "cancelling upload", retry=False).close()
-        except RegistryError:
-            pass  # an abandoned session is garbage-collected by the registry; not worth failing a push for
 
     def _location(self, response: httpx.Response, what: str, default: httpx.URL | None = None) -> httpx.URL:
         location = response.headers.get("Location")
@@ -570,8 +572,9 @@ class RegistryClient:
                     try:
                         response = client.get(url)
                     except httpx.TransportError as exc:
-                        if scheme == "https" and len(schemes) > 1 and _is_tls_protocol_error(exc):
-                            response = None  # speaks plain HTTP: try that next
+                        if scheme == "https" and len(schemes) > 1 and not _is_cert_error(exc):
+                            # Not HTTPS here (or not up yet): plain HTTP is allowed for this host, and retried.
+                            response = None
                             break
                         if _retryable(exc) and attempt < self.retries:
                             self._sleep(attempt)
@@ -640,7 +643,7 @@ class RegistryClient:
                 if expires > now and _covers(key, scopes):
                     return token
             token, lifetime = self._fetch_token(scopes, what)
-            self._tokens[scopes] = (token, now + max(0.0, lifetime - TOKEN_LEEWAY))
+            self._tokens[scopes] = (token, now + max(lifetime / 2, lifetime - TOKEN_LEEWAY))
             return token
 
     def _fetch_token(self, scopes: frozenset[str], what: str) -> tuple[str, float]:
@@ -718,7 +721,7 @@ class RegistryClient:
 
     def _sleep(self, attempt: int) -> None:
         delay = min(self.backoff_cap, self.backoff * (2**attempt))
-        time.sleep(delay * (0.5 + random.random() / 2))  # jitter: parallel uploads should not retry in lockstep
+        time.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter: parallel uploads should not retry in lockstep
 
     def _retry_delay(self, attempt: int, response: httpx.Response) -> float | None:
         """Seconds to wait before retrying a 429/5xx, or None when Retry-After asks for too long."""
@@ -767,7 +770,7 @@ class RegistryClient:
         action = "push to" if what.startswith(("pushing", "mounting")) else "pull from"
         target = self._where(repository) if repository else self.registry
         if status == 401 and creds is not None and ("insufficient_scope" in challenge or "DENIED" in detail):
-            hint = f"the account {creds.username!r} may not {action} {target}; ask for access, or use a repository you own"
+            hint = f"the account {creds.username!r} may not {action} {target}; " + _ASK_ACCESS
         elif status == 401 and creds is not None:
             hint = f"the registry rejected the credentials from {creds.source}; " + LOGIN_HINT.format(
                 registry=self.registry)
@@ -775,7 +778,7 @@ class RegistryClient:
             hint = LOGIN_HINT.format(registry=self.registry)
         elif status == 403:
             who = f"the account {creds.username!r}" if creds is not None and creds.username else "anonymous access"
-            hint = f"{who} has no permission to {action} {target}; ask for access, or use a repository you own"
+            hint = f"{who} has no permission to {action} {target}; " + _ASK_ACCESS
         elif status == 404:
             hint = f"check that {target} exists (some registries need a repository created before the first push)"
         elif status == 429:
@@ -849,7 +852,7 @@ def _ssl_context(host: str, ca_bundle: str | os.PathLike[str] | None) -> ssl.SSL
             else:
                 context.load_verify_locations(cafile=str(path))
         except (OSError, ssl.SSLError) as exc:
-            raise RegistryError(
+            raise ConfigError(
                 f"cannot load the CA bundle {path} for {host}: {getattr(exc, 'strerror', None) or exc}",
                 "give a PEM file with the registry's CA certificate",
             ) from None
@@ -890,7 +893,7 @@ def _retryable(exc: httpx.TransportError) -> bool:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", text)
+    return re.sub(r"\s*\(_ssl\.c:\d+\)|^\[SSL: [A-Z_]+\]\s*", "", text)
 
 
 def _error_detail(response: httpx.Response) -> str:
@@ -921,7 +924,7 @@ def _read_limited(response: httpx.Response, limit: int, what: str) -> bytes:
     for chunk in response.iter_bytes():
         total += len(chunk)
         if total > limit:
-            raise RegistryError(f"manifest is larger than {limit} bytes ({what})", "this is not a usable image manifest")
+            raise RegistryError(f"manifest is larger than {limit} bytes ({what})", "this is not an image manifest")
         chunks.append(chunk)
     return b"".join(chunks)
 
