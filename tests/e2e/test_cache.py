@@ -1,0 +1,128 @@
+"""The layer cache: built once, shared across apps, rebuilt only where something changed, never trusted corrupt."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.runc import run_image
+
+from .conftest import Pyimage, copy_example
+
+pytestmark = pytest.mark.e2e
+
+
+def _blobs(cache: Path) -> set[str]:
+    return {p.name for p in (cache / "blobs" / "sha256").iterdir()}
+
+
+def test_code_change_rebuilds_only_the_app_layer(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    first = pyimage.build(project, tmp_path / "layout", "v1")
+    unchanged = pyimage.build(project, tmp_path / "layout", "v1")
+    assert unchanged["image"]["digest"] == first["image"]["digest"]
+    assert all(l["cached"] for l in unchanged["layers"][1:])
+    blobs_before = _blobs(pyimage.cache_dir)
+
+    init = project / "src" / "hello_cli" / "__init__.py"
+    init.write_text(init.read_text().replace('f"hello, {self.name}"', 'f"hi there, {self.name}"'))
+    changed = pyimage.build(project, tmp_path / "layout", "v2")
+    old = {l["name"]: l for l in first["layers"]}
+    for layer in changed["layers"]:
+        if layer["name"] == "app":
+            assert layer["digest"] != old["app"]["digest"] and not layer["cached"]
+        else:
+            assert layer["digest"] == old[layer["name"]]["digest"], layer["name"]
+            assert layer["cached"] or layer["name"] == "base"
+    assert changed["image"]["digest"] != first["image"]["digest"]
+    new_blobs = _blobs(pyimage.cache_dir) - blobs_before
+    assert new_blobs == {changed["layers"][-1]["digest"].split(":")[1]}
+    assert "hi there, world" in run_image(tmp_path / "layout", "v2").stdout
+
+
+def test_second_app_reuses_the_heavy_torch_layer_byte_for_byte(pyimage: Pyimage, tmp_path: Path) -> None:
+    first = pyimage.build(copy_example("torch-app", tmp_path / "a"), tmp_path / "layout-a")
+    blobs_before = _blobs(pyimage.cache_dir)
+    second_project = copy_example("torch-app", tmp_path / "b", new_name="torch-app-two")
+    second = pyimage.build(second_project, tmp_path / "layout-b")
+    heavy = lambda report: {l["name"]: l for l in report["layers"] if l["name"].startswith("heavy:")}  # noqa: E731
+    assert set(heavy(first)) == {"heavy:torch", "heavy:numpy"}
+    for name, layer in heavy(second).items():
+        assert layer["digest"] == heavy(first)[name]["digest"]
+        assert layer["cached"] is True
+    new_blobs = _blobs(pyimage.cache_dir) - blobs_before
+    assert new_blobs <= {l["digest"].split(":")[1] for l in second["layers"] if l["name"] == "app"}
+    # the shared blob is one file in both layouts (hard-linked from the cache), not a copy of 200 MB
+    torch = heavy(second)["heavy:torch"]["digest"].split(":")[1]
+    assert (tmp_path / "layout-a" / "blobs" / "sha256" / torch).stat().st_ino == (tmp_path / "layout-b" / "blobs" / "sha256" / torch).stat().st_ino
+
+
+def test_concurrent_builds_on_one_cache_both_succeed_and_verify_clean(pyimage: Pyimage, tmp_path: Path) -> None:
+    cache = tmp_path / "shared-cache"
+    procs = []
+    for name in ("hello-cli", "web-service"):
+        for i in range(2):
+            project = copy_example(name, tmp_path / f"{name}-{i}")
+            cmd = [sys.executable, "-m", "pyimage", "build", "--json", "--cache-dir", str(cache), "--base", f"rootfs:{pyimage.base}", "-C", str(project), "-o", f"oci:{tmp_path / f'out-{name}-{i}'}:t"]
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        reports.append(json.loads(out))
+    assert reports[0]["image"]["digest"] == reports[1]["image"]["digest"]
+    assert reports[2]["image"]["digest"] == reports[3]["image"]["digest"]
+    verify = subprocess.run([sys.executable, "-m", "pyimage", "cache", "verify", "--cache-dir", str(cache)], capture_output=True, text=True)
+    assert verify.returncode == 0 and "clean" in verify.stderr
+    assert not list((cache / "tmp").iterdir()), "temp files left behind"
+
+
+def test_corrupted_cached_blob_is_detected_and_rebuilt(pyimage: Pyimage, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    mine = Pyimage(cache, pyimage.base)
+    project = copy_example("hello-cli", tmp_path)
+    first = mine.build(project, tmp_path / "layout", "v1")
+    site = next(l for l in first["layers"] if l["name"] == "site-packages")
+    blob = cache / "blobs" / "sha256" / site["digest"].split(":")[1]
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one flipped byte
+    blob.write_bytes(bytes(data))
+    again = mine.build(project, tmp_path / "layout2", "v1")
+    rebuilt = next(l for l in again["layers"] if l["name"] == "site-packages")
+    assert rebuilt["digest"] == site["digest"] and rebuilt["cached"] is False
+    import hashlib
+
+    assert "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest() == site["digest"]
+    assert "hello, world" in run_image(tmp_path / "layout2", "v1").stdout
+
+
+def test_cache_info_and_prune(pyimage: Pyimage, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    mine = Pyimage(cache, pyimage.base)
+    mine.build(copy_example("hello-cli", tmp_path), tmp_path / "layout")
+    info = json.loads(subprocess.run([sys.executable, "-m", "pyimage", "cache", "info", "--json", "--cache-dir", str(cache)], capture_output=True, text=True, check=True).stdout)
+    assert info["blobs"] >= 4 and info["layers"] >= 3 and info["blob_bytes"] > 0
+    subprocess.run([sys.executable, "-m", "pyimage", "cache", "prune", "--max-size", "0", "--cache-dir", str(cache)], check=True, capture_output=True)
+    after = json.loads(subprocess.run([sys.executable, "-m", "pyimage", "cache", "info", "--json", "--cache-dir", str(cache)], capture_output=True, text=True, check=True).stdout)
+    assert after["blobs"] == 0 and after["layers"] == 0
+
+
+def test_lock_file_is_written_reused_and_detected_stale(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    pyimage.build(project, tmp_path / "layout")
+    lock = project / "pylock.toml"
+    text = lock.read_text()
+    assert 'lock-version = "1.0"' in text and "[[packages]]" in text and "humanize" in text
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}", project=project)
+    assert "resolving dependencies" not in done.stderr  # reused: no resolver on a no-change rebuild
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"attrs>=23"', '"attrs>=23", "six"'))
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}", project=project)
+    assert "pylock.toml is stale" in done.stderr
+    assert 'name = "six"' in lock.read_text()
+    os.utime(lock)
