@@ -29,6 +29,7 @@ from pyimage.layers.interpreter import Interpreter, choose_base_python, standalo
 from pyimage.layers.plan import LayerPlan, plan_layers
 from pyimage.oci.base import load_base, scan_base
 from pyimage.oci.model import Image, Layer
+from pyimage.publish import RegistrySettings
 from pyimage.resolve.appwheel import build_app_wheel
 from pyimage.resolve.lock import inputs_key, read_lock, write_lock
 from pyimage.resolve.pip import Pin, fetch_wheels, resolve
@@ -197,11 +198,17 @@ def _wheel_values(paths: dict[str, Path], pins: Sequence[Pin], cache: Cache) -> 
 
 
 def prepare(
-    cfg: Config, cache: Cache, events: Events = _quiet, *, refresh_lock: bool = False, upgrade: bool = False
+    cfg: Config,
+    cache: Cache,
+    events: Events = _quiet,
+    *,
+    refresh_lock: bool = False,
+    upgrade: bool = False,
+    registry: RegistrySettings | None = None,
 ) -> Prepared:
     """Resolves and plans; no layer is built. The app wheel lives in ``Prepared.workdir`` until cleanup."""
     events(f"base: {cfg['base']}")
-    base, base_source = load_base(cfg["base"], cfg["platform"], cache, cfg["compression"])
+    base, base_source = load_base(cfg["base"], cfg["platform"], cache, cfg["compression"], registry or RegistrySettings())
     interp, target = _interpreter(cfg, base, cache)
     paths = InstallPaths(cfg["venv"], interp.version)
     workdir = Path(tempfile.mkdtemp(prefix="appwheel-", dir=cache.root / "tmp"))

@@ -138,13 +138,13 @@ def build(
     cfg = load_config(project, overrides)
     cache = _cache(cache_dir)
     events = _events(as_json)
-    _registry_settings(username, password_stdin, insecure_registry, ca_bundle)
-    prep = prepare(cfg, cache, events)
+    registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle)
+    prep = prepare(cfg, cache, events, registry=registry)
     try:
         image = build_image(prep, events, jobs=jobs)
         outputs = list(cfg["output"]) or ([] if push or cfg["repository"] else [default_output(cfg)])
         written = write_outputs(image, prep, outputs)
-        pushed = _push(image, prep, list(push or []), events)
+        pushed = _push(image, prep, list(push or []), registry, events)
     finally:
         shutil.rmtree(prep.workdir, ignore_errors=True) if prep.workdir else None
     from pyimage.build import BuildResult
@@ -163,25 +163,24 @@ def build(
         _err(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
 
 
-_REGISTRY: dict[str, Any] = {}
+def _registry_settings(username: Optional[str], password_stdin: bool, insecure: Optional[List[str]], ca_bundle: Optional[Path]) -> Any:
+    from pyimage.publish import RegistrySettings
 
-
-def _registry_settings(username: Optional[str], password_stdin: bool, insecure: Optional[List[str]], ca_bundle: Optional[Path]) -> None:
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
     if password_stdin and not username:
         raise ConfigError("--password-stdin needs --username", "pass --username USER as well")
-    _REGISTRY.update(username=username, password=password, insecure=set(insecure or []), ca_bundle=str(ca_bundle) if ca_bundle else None)
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    return RegistrySettings(username, password, frozenset(insecure or []), str(ca_bundle) if ca_bundle else None)
 
 
-def _push(image: Any, prep: Any, refs: list[str], events: Any) -> list[dict[str, Any]]:
+def _push(image: Any, prep: Any, refs: list[str], registry: Any, events: Any) -> list[dict[str, Any]]:
     cfg = prep.config
     if not refs and cfg["repository"]:
         refs = [f"{cfg['repository']}:{tag}" for tag in (cfg["tags"] or [prep.app.version.replace("+", "_")])]
     if not refs:
         return []
-    from pyimage.oci.push import push_refs
+    from pyimage.publish import push_refs
 
-    return push_refs(image, refs, _REGISTRY, events)
+    return push_refs(image, refs, registry, events, prep.cache)
 
 
 @app.command()

@@ -44,7 +44,7 @@ def safe_member_path(path: str, *, where: str) -> str:
     """``path`` normalized and relative, or a BuildError if it is absolute or climbs out of its root."""
     if not path or "\0" in path:
         raise BuildError(f"{where}: empty or NUL-containing path {path!r}", "the wheel is malformed; rebuild it")
-    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+    if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
         raise BuildError(
             f"{where}: absolute path {path!r} would be written outside the image's install root",
             "the wheel is malformed or malicious; rebuild it or remove it from the dependencies",

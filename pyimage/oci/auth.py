@@ -198,17 +198,20 @@ def _helper_server(registry: str, configured_key: str | None) -> str:
 def _from_entry(entry: Mapping[str, Any], where: str) -> Credentials | None:
     token = entry.get("identitytoken")
     if isinstance(token, str) and token:
-        username = entry.get("username") or ""
+        username = str(entry.get("username") or "")
         if not username and isinstance(entry.get("auth"), str):
-            username = _decode_auth(entry["auth"], where)[0]
+            try:
+                username = _decode_auth(entry["auth"], where)[0]
+            except ConfigError:
+                pass  # the token is what counts; a username only makes messages friendlier
         return Credentials(username, identity_token=token, source=where)
     auth = entry.get("auth")
     if isinstance(auth, str) and auth:
         user, password = _decode_auth(auth, where)
         return Credentials(user, password, source=where)
-    user, password = entry.get("username"), entry.get("password")
-    if isinstance(user, str) and user and isinstance(password, str):
-        return Credentials(user, password, source=where)
+    plain_user, plain_password = entry.get("username"), entry.get("password")
+    if isinstance(plain_user, str) and plain_user and isinstance(plain_password, str):
+        return Credentials(plain_user, plain_password, source=where)
     return None
 
 

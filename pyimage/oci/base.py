@@ -11,7 +11,7 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from pyimage.cache import Cache, LayerRecord
 from pyimage.errors import BuildError, ConfigError
@@ -19,6 +19,9 @@ from pyimage.layers.compress import BlobWriter, decompress_stream, file_sha256, 
 from pyimage.oci.dockerarchive import read_docker_archive
 from pyimage.oci.layout import read_layout, split_layout_ref
 from pyimage.oci.model import MEDIA_OCI_LAYER_GZIP, Descriptor, Image, Layer, Platform
+
+if TYPE_CHECKING:
+    from pyimage.publish import RegistrySettings
 
 __all__ = ["BaseFacts", "load_base", "scan_base", "scratch_image"]
 
@@ -106,7 +109,7 @@ def _compress_rootfs(path: Path, magic: bytes, cache: Cache, compression: str, k
     return record
 
 
-def load_base(source: str, platform: Platform, cache: Cache, compression: str = "gzip") -> tuple[Image, str]:
+def load_base(source: str, platform: Platform, cache: Cache, compression: str = "gzip", registry: RegistrySettings | None = None) -> tuple[Image, str]:
     """The base image named by ``source`` and a description for reports (with a pinned digest when pulled)."""
     source = source.strip()
     if source in ("", "scratch"):
@@ -119,13 +122,17 @@ def load_base(source: str, platform: Platform, cache: Cache, compression: str = 
         return read_docker_archive(Path(rest), cache.root / "blobs" / "sha256"), source
     if sep and kind == "rootfs":
         return _rootfs_image(Path(rest).expanduser(), platform, cache, compression), source
+    from pyimage.oci.pull import pull_image
     from pyimage.oci.reference import parse_reference
-    from pyimage.oci.registry import pull_image
+    from pyimage.publish import RegistrySettings
 
     ref = parse_reference(source)
-    pulled = pull_image(ref, platform, cache.root / "blobs")
-    layers = tuple(Layer("base", l.descriptor, l.diff_id, l.blob, history="base") for l in pulled.layers)
-    return Image(config=pulled.config, layers=layers), f"{ref}@{pulled.digest}" if not ref.digest else str(ref)
+    factory = (registry or RegistrySettings()).client_factory()
+    pulled = pull_image(ref, platform, cache.root / "blobs", client_factory=factory)
+    for layer in pulled.layers:
+        cache.valid_blob(layer.digest, layer.size)  # stamp what was just verified, so later builds only stat it
+    layers = tuple(Layer("base", l.descriptor, l.diff_id, l.blob, cached=True, history="base") for l in pulled.layers)
+    return Image(config=pulled.config, layers=layers), str(pulled.pinned)
 
 
 class _IterReader(io.RawIOBase):

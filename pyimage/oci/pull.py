@@ -92,11 +92,17 @@ def pull_image(
                 f"{shown} has {len(layer_descs)} layers but its config lists {len(diff_ids)} diff_ids",
                 "the image is corrupt; use another tag",
             )
-        workers = max(1, min(jobs, len(layer_descs)))
+        unique = list({d.digest: d for d in layer_descs}.values())  # images may repeat a layer (empty tars)
+        workers = max(1, min(jobs, len(unique)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pyimage-pull") as pool:
-            paths = list(
-                pool.map(lambda d: _ensure_blob(client, ref.repository, d, blobs_dir, progress), layer_descs)
+            fetched = dict(
+                zip(
+                    (d.digest for d in unique),
+                    pool.map(lambda d: _ensure_blob(client, ref.repository, d, blobs_dir, progress), unique),
+                    strict=True,
+                )
             )
+        paths = [fetched[d.digest] for d in layer_descs]
     history = [h.get("created_by", "") for h in config.get("history") or [] if not h.get("empty_layer")]
     if len(history) != len(layer_descs):
         history = [""] * len(layer_descs)

@@ -130,7 +130,7 @@ class RegistryClient:
         backoff_cap: float = BACKOFF_CAP,
         monolithic_max: int = MONOLITHIC_MAX,
         chunk_size: int = CHUNK_SIZE,
-        timeout: float = 60.0,
+        timeout: float = 120.0,  # per read/write; a registry may take a while to verify a big blob's digest
     ) -> None:
         self.registry = registry_host
         self.host = DOCKER_HUB_API if registry_host == DOCKER_HUB else registry_host
@@ -563,39 +563,40 @@ class RegistryClient:
             if self._base is not None:
                 return
             schemes = ("https", "http") if (self._loopback or self.insecure) else ("https",)
-            what = f"connecting to {self.registry}"
             for scheme in schemes:
                 url = httpx.URL(f"{scheme}://{self.host}/v2/")
-                client = self._client_for(url)
-                attempt = 0
-                while True:
-                    try:
-                        response = client.get(url)
-                    except httpx.TransportError as exc:
-                        if scheme == "https" and len(schemes) > 1 and not _is_cert_error(exc):
-                            # Not HTTPS here (or not up yet): plain HTTP is allowed for this host, and retried.
-                            response = None
-                            break
-                        if _retryable(exc) and attempt < self.retries:
-                            self._sleep(attempt)
-                            attempt += 1
-                            continue
-                        raise self._transport_error(exc, what) from None
-                    delay = self._retry_delay(attempt, response) if response.status_code in _RETRY_STATUSES else None
-                    if delay is None or attempt >= self.retries:
-                        break
-                    response.close()
-                    time.sleep(delay)
-                    attempt += 1
+                response = self._ping(url, fallback=scheme != schemes[-1])
                 if response is None:
                     continue
                 if response.status_code == 401:
                     self._read_challenge(response)
                 elif response.status_code in _RETRY_STATUSES:
-                    raise self._status_error(response, what, "")
+                    raise self._status_error(response, f"connecting to {self.registry}", "")
                 self._base_netloc = _netloc(url)
                 self._base = f"{scheme}://{self.host}"
                 return
+
+    def _ping(self, url: httpx.URL, *, fallback: bool) -> httpx.Response | None:
+        """``GET /v2/`` with retries; None means "not here, try the next scheme" (only when ``fallback``)."""
+        client = self._client_for(url)
+        attempt = 0
+        while True:
+            try:
+                response = client.get(url)
+            except httpx.TransportError as exc:
+                if fallback and not _is_cert_error(exc):
+                    return None  # no HTTPS here (or not up yet): plain HTTP is allowed for this host, and retried
+                if _retryable(exc) and attempt < self.retries:
+                    self._sleep(attempt)
+                    attempt += 1
+                    continue
+                raise self._transport_error(exc, f"connecting to {self.registry}") from None
+            delay = self._retry_delay(attempt, response) if response.status_code in _RETRY_STATUSES else None
+            if delay is None or attempt >= self.retries:
+                return response
+            response.close()
+            time.sleep(delay)
+            attempt += 1
 
     def _read_challenge(self, response: httpx.Response) -> dict[str, str] | None:
         for header in response.headers.get_list("WWW-Authenticate"):
@@ -666,7 +667,9 @@ class RegistryClient:
                             "service": self._service, "client_id": "pyimage", "scope": " ".join(sorted(scopes))}
                     response = self._http.post(realm, data=form)
                 else:
-                    params: list[tuple[str, str]] = [("service", self._service)] if self._service else []
+                    params: list[tuple[str, str | int | float | bool | None]] = (
+                        [("service", self._service)] if self._service else []
+                    )
                     params += [("scope", s) for s in sorted(scopes)]
                     auth = None
                     if creds is not None:

@@ -1,0 +1,76 @@
+"""pyimage against a real registry: push, read back with skopeo, run, re-push nothing, mount shared layers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.registry import start_registry
+from support.runc import run_image
+
+from .conftest import Pyimage, copy_example
+
+pytestmark = [pytest.mark.e2e, pytest.mark.registry]
+
+
+def _build_push(pyimage: Pyimage, project: Path, ref: str, password: str = "wonderland", base: str | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "pyimage", "build", "--json", "--cache-dir", str(pyimage.cache_dir), "-C", str(project),
+           "--base", base or f"rootfs:{pyimage.base}", "--push", ref, "--username", "alice", "--password-stdin"]
+    return subprocess.run(cmd, input=password + "\n", capture_output=True, text=True)
+
+
+def test_push_skopeo_reads_it_back_and_it_runs(pyimage: Pyimage, tmp_path: Path) -> None:
+    reg = start_registry(tmp_path / "reg")
+    try:
+        project = copy_example("hello-cli", tmp_path)
+        done = _build_push(pyimage, project, f"{reg.host}/apps/hello:1.0")
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        pushed = report["pushed"][0]
+        assert pushed["digest"] == report["image"]["digest"] and pushed["uploaded"] >= 4
+        assert "wonderland" not in done.stdout + done.stderr
+        inspect = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--creds", reg.creds(), f"docker://{reg.host}/apps/hello:1.0"], capture_output=True, text=True, check=True).stdout)
+        assert inspect["Digest"] == report["image"]["digest"]
+        subprocess.run(
+            ["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--src-creds", reg.creds(), f"docker://{reg.host}/apps/hello:1.0", f"oci:{tmp_path / 'pulled'}:x"], check=True)
+        assert "hello, world" in run_image(tmp_path / "pulled", "x").stdout
+
+        again = json.loads(_build_push(pyimage, project, f"{reg.host}/apps/hello:1.0").stdout)["pushed"][0]
+        assert again["uploaded"] == 0 and again["bytes_uploaded"] == 0
+
+        other = copy_example("hello-cli", tmp_path / "b", new_name="hello-two")
+        second = json.loads(_build_push(pyimage, other, f"{reg.host}/apps/hello-two:1.0").stdout)["pushed"][0]
+        assert second["mounted"] >= 3  # base, interpreter and site-packages come from apps/hello; only app + config upload
+        assert second["uploaded"] == 2
+
+        wrong = _build_push(pyimage, project, f"{reg.host}/apps/hello:1.0", password="nope")
+        assert wrong.returncode == 1
+        lines = wrong.stderr.strip().splitlines()
+        assert lines[-2].startswith("error:") and reg.host in lines[-2] and lines[-1].startswith("hint:")
+        assert "nope" not in wrong.stderr and "Traceback" not in wrong.stderr
+    finally:
+        reg.stop()
+
+
+def test_image_in_a_registry_is_used_as_base(pyimage: Pyimage, tmp_path: Path) -> None:
+    reg = start_registry(tmp_path / "reg")
+    try:
+        project = copy_example("hello-cli", tmp_path)
+        first = json.loads(_build_push(pyimage, project, f"{reg.host}/base/hello:1").stdout)
+        # the pushed image (Debian + python3 + a venv) serves as the base of another build
+        other = copy_example("web-service", tmp_path / "w")
+        (other / "pylock.toml").unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "pyimage", "build", "--json", "--cache-dir", str(tmp_path / "fresh-cache"), "-C", str(other),
+               "--base", f"docker://{reg.host}/base/hello:1", "--username", "alice", "--password-stdin", "-o", f"oci:{tmp_path / 'out'}:w"]
+        done = subprocess.run(cmd, input="wonderland\n", capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["base"].endswith("@" + first["image"]["digest"])  # the pinned digest is reported
+        base_layers = [l for l in report["layers"] if l["name"] == "base"]
+        assert [l["digest"] for l in base_layers] == [l["digest"] for l in first["layers"]]
+    finally:
+        reg.stop()
