@@ -36,6 +36,8 @@ def parse_size(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(value)
     if isinstance(value, int):
+        if value < 0:
+            raise ValueError(value)
         return value
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*", str(value), re.IGNORECASE)
     if not m:
@@ -225,6 +227,25 @@ class Config:
         return value
 
 
+_PATH_SOURCES = ("oci:", "docker-archive:", "rootfs:")
+
+
+def _anchor_paths(key: str, value: Any, anchor: Path) -> Any:
+    """Relative paths in the file are relative to the project; on the command line, to the current directory."""
+
+    def absolute(text: str) -> str:
+        return text if text.startswith("/") else str((anchor / text).resolve())
+
+    if key == "base" and value.startswith(_PATH_SOURCES):
+        kind, _, rest = value.partition(":")
+        return f"{kind}:{absolute(rest)}"
+    if key == "interpreter" and value != "base" and not value.startswith(("http://", "https://")):
+        return absolute(value)
+    if key == "output":
+        return [f"{v.partition(':')[0]}:{absolute(v.partition(':')[2])}" if v.startswith(_PATH_SOURCES) else v for v in value]
+    return value
+
+
 def _line_of(text: str, key: str) -> int | None:
     in_section = False
     for n, line in enumerate(text.splitlines(), 1):
@@ -264,6 +285,8 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
                 values[key] = spec.check(raw)
             except (ValueError, TypeError, json.JSONDecodeError):
                 raise ConfigError(f"{where}: expected {spec.kind}, got {raw!r}", f"{key}: {spec.doc}") from None
+            anchor = Path(project_dir) if origin == "file" else Path.cwd()
+            values[key] = _anchor_paths(key, values[key], anchor)
     for key, spec in KEYS.items():
         if key not in values:
             values[key] = spec.check(spec.default) if spec.default is not None else None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from support.rootfs import debian_rootfs, default_cache_dir
 from support.runc import skip_unless_tools
 
@@ -20,6 +19,6 @@ def test_cache_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def base_rootfs(test_cache_dir: Path) -> Path:
-    """A Debian bookworm minbase + python3 root filesystem tar (~35 s the first time, then cached)."""
+    """A Debian bookworm minbase + python3 root filesystem tar (122 MB; 20-60 s the first time, then cached)."""
     skip_unless_tools("mmdebstrap", "mmtarfilter")
     return debian_rootfs(test_cache_dir)

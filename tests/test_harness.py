@@ -1,11 +1,10 @@
-"""The e2e harness works on its own: a Debian rootfs wrapped by umoci runs under runc, as a command and as a server."""
+"""The e2e harness works alone: the Debian rootfs, wrapped by umoci, runs under runc as a command and as a server."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
 from support.rootfs import oci_layout
 from support.runc import free_port, run_image, skip_unless_tools, start_image, wait_http
 
@@ -39,4 +38,4 @@ def test_start_image_serves_http_on_the_host_loopback(debian_layout: Path) -> No
         assert b"bookworm" in body
         assert container.returncode is None
     assert container.returncode is not None
-    assert f"GET /os-release HTTP/1.1\" 200" in container.stderr
+    assert "GET /os-release HTTP/1.1\" 200" in container.stderr

@@ -17,7 +17,7 @@ from pyimage.wheels import Wheel
 
 __all__ = ["HeavyGroup", "LayerSpec", "LayerPlan", "plan_layers", "MAX_LAYERS_DEFAULT", "normalize_pattern"]
 
-MAX_LAYERS_DEFAULT = 100  # overlay-based runtimes refuse images over ~127 layers (overlayfs lowerdir limit)
+MAX_LAYERS_DEFAULT = 64  # overlay-based runtimes refuse images over ~127 layers; leave room for the base
 
 
 def normalize_pattern(pattern: str) -> str:

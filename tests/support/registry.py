@@ -5,6 +5,9 @@ test's tmp dir, htpasswd (bcrypt) or token auth, optionally TLS from a throwaway
 file tests parse to see what the client really sent. The process can be killed and restarted on the same
 storage and port, which is how tests cut a push off half-way.
 
+Small real images (``make_layer``/``make_image``: gzip'd tars from ``tarfile`` and a matching OCI config) and
+skopeo helpers are here too, so tests import them rather than a conftest.
+
 The token server implements the docker token-auth spec (GET with Basic credentials, POST for refresh tokens)
 and signs RS256 JWTs with ``openssl``; per-user repository ACLs are what htpasswd cannot express.
 """
@@ -12,31 +15,48 @@ and signs RS256 JWTs with ``openssl``; per-user repository ACLs are what htpassw
 from __future__ import annotations
 
 import base64
+import gzip
+import hashlib
+import io
 import json
 import re
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
+import tarfile
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import httpx
 import pytest
 
+from pyimage.oci.auth import Credentials
+from pyimage.oci.model import MEDIA_OCI_LAYER_GZIP, Descriptor, Image, Layer, Platform
+from pyimage.oci.registry import RegistryClient
+
 __all__ = [
     "AccessLogEntry",
     "Registry",
+    "SigningKey",
     "TlsFiles",
     "TokenServer",
+    "client_factory_for",
     "free_port",
+    "inspect_json",
+    "make_image",
+    "make_layer",
     "make_tls_files",
     "registry_factory",
+    "skopeo",
+    "skopeo_inspect",
+    "start_registry",
     "tls_files",
     "token_signing_key",
     "write_htpasswd",
@@ -72,7 +92,8 @@ def make_tls_files(directory: Path) -> TlsFiles:
     """A CA and a server certificate for 127.0.0.1/localhost, with the extensions strict verifiers require."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = directory / "ca.key", directory / "ca.crt"
-    key, csr, cert, ext = directory / "server.key", directory / "server.csr", directory / "server.crt", directory / "ext"
+    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    ext = directory / "server.ext"
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     _run("openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_cert), "-days", "2",
          "-subj", "/CN=pyimage test CA",
@@ -164,7 +185,7 @@ class TokenServer:
             def log_message(self, *args: object) -> None:  # quiet
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 query = urllib.parse.urlparse(self.path).query
                 params = urllib.parse.parse_qs(query)
                 user: str | None = None
@@ -176,7 +197,7 @@ class TokenServer:
                     user = name
                 self._grant("GET", user, params.get("scope", []), offline="offline_token" in params)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 form = urllib.parse.parse_qs(self.rfile.read(length).decode())
                 scopes = " ".join(form.get("scope", [])).split()
@@ -223,7 +244,8 @@ class TokenServer:
         rules = self.acl.get(user or "", {})
         allowed: set[str] = set()
         for pattern, actions in rules.items():
-            if pattern == "*" or pattern == repository or (pattern.endswith("/*") and repository.startswith(pattern[:-1])):
+            prefix = pattern[:-1] if pattern.endswith("/*") else None
+            if pattern in ("*", repository) or (prefix and repository.startswith(prefix)):
                 allowed |= set(actions.split(","))
         return [a for a in wanted if a in allowed]
 
@@ -283,7 +305,7 @@ class Registry:
     def start(self) -> Registry:
         with self.access_log.open("ab") as out, self.error_log.open("ab") as err:
             self.process = subprocess.Popen([REGISTRY_BIN, "serve", str(self.config)], stdout=out, stderr=err)
-        verify: object = str(self.tls.ca_cert) if self.tls else True
+        verify: object = ssl.create_default_context(cafile=str(self.tls.ca_cert)) if self.tls else True
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -393,6 +415,74 @@ def start_registry(
     htpasswd = None if (anonymous or token_server) else write_htpasswd(root / "htpasswd", users)
     reg.config.write_text(_config_yaml(reg, secrets.token_hex(16), htpasswd))
     return reg.start()
+
+# -- what tests push, and how they look at it -------------------------------------------------------------
+
+
+def make_layer(directory: Path, files: Mapping[str, bytes], name: str = "app") -> Layer:
+    """A deterministic gzip'd tar layer of ``files`` (path → content), with its parent directories."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        dirs = sorted({str(Path(p).parent) for p in files if str(Path(p).parent) != "."})
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+            tar.addfile(info)
+        for name_in_tar, data in sorted(files.items()):
+            info = tarfile.TarInfo(name_in_tar)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    tar_bytes = raw.getvalue()
+    blob = gzip.compress(tar_bytes, compresslevel=1, mtime=0)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / digest.split(":")[1]
+    path.write_bytes(blob)
+    return Layer(name, Descriptor(MEDIA_OCI_LAYER_GZIP, digest, len(blob)),
+                 "sha256:" + hashlib.sha256(tar_bytes).hexdigest(), path)
+
+
+def make_image(layers: Sequence[Layer], platform: Platform = Platform(), label: str = "") -> Image:
+    config = {
+        "architecture": platform.architecture,
+        "os": platform.os,
+        "config": {"Cmd": ["/bin/sh"], "Labels": {"test": label} if label else {}},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+        "history": [{"created_by": f"pyimage test layer {layer.name}"} for layer in layers],
+    }
+    if platform.variant:
+        config["variant"] = platform.variant
+    return Image(config=config, layers=tuple(layers))
+
+
+def client_factory_for(
+    reg: Registry, user: str | None = None, **kwargs: object
+) -> Callable[[str], RegistryClient]:
+    """A factory giving clients with ``user``'s credentials and fast retries (tests must not sleep long)."""
+    name = user or next(iter(reg.users))
+    options: dict[str, object] = {"retries": 2, "backoff": 0.05, "backoff_cap": 0.2}
+    options.update(kwargs)
+    creds = Credentials(name, reg.users[name], source="test") if name in reg.users else None
+
+    def make(host: str) -> RegistryClient:
+        return RegistryClient(host, credentials=creds, **options)  # type: ignore[arg-type]
+
+    return make
+
+
+def skopeo(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["skopeo", *args], capture_output=True, text=True, check=check, timeout=60)
+
+
+def skopeo_inspect(
+    reg: Registry, ref: str, *, raw: bool = False, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    args = ["inspect", "--tls-verify=false", "--creds", reg.creds(), *(["--raw"] if raw else []), f"docker://{ref}"]
+    return skopeo(*args, check=check)
+
+
+def inspect_json(reg: Registry, ref: str) -> dict[str, Any]:
+    return json.loads(skopeo_inspect(reg, ref).stdout)
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------
