@@ -15,11 +15,20 @@ import traceback
 from pathlib import Path
 from typing import Any, List, Optional
 
-import click
 import typer
 
 from pyimage import __version__
 from pyimage.errors import ConfigError, PyimageError
+
+# Usage errors (unknown flag or command): click's with older typer; newer typer vendors click as typer._click,
+# raises its own TyperException subclasses and does not install click at all.
+_USAGE_ERRORS: tuple[type[Exception], ...] = (typer.TyperException,) if hasattr(typer, "TyperException") else ()
+try:
+    from click import ClickException
+
+    _USAGE_ERRORS += (ClickException,)
+except ImportError:  # pragma: no cover - depends on the installed typer
+    pass
 
 __all__ = ["app", "main"]
 
@@ -50,8 +59,14 @@ def _parse_set(items: List[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key=value", "e.g. --set max-layers=20 or --set 'heavy=[\"torch\"]'")
-        out[key.strip()] = _toml_value(raw.strip())
+        value = _toml_value(raw.strip())
+        if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool) and key.strip() in _STRING_KEYS):
+            value = raw.strip()  # --set python=3.10 / tags=1.0 are strings, not the number 3.1
+        out[key.strip()] = value
     return out
+
+
+_STRING_KEYS = ("python", "tags", "user", "workdir", "owner", "base", "repository")
 
 
 def _toml_value(raw: str) -> Any:
@@ -329,7 +344,7 @@ def _root(
 
 def main(argv: Optional[List[str]] = None) -> None:
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # a typer.Exit / Ctrl-C comes back as its exit code
     except PyimageError as exc:
         if _DEBUG:
             traceback.print_exc()
@@ -337,14 +352,15 @@ def main(argv: Optional[List[str]] = None) -> None:
         if exc.hint:
             _err(f"hint: {exc.hint}")
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         _err("error: interrupted")
         sys.exit(130)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        _err(f"error: {exc.format_message()}")
-        _err("hint: run `pyimage --help` or `pyimage COMMAND --help`")
+    except _USAGE_ERRORS as exc:
+        if exc.format_message().strip():  # empty for a bare `pyimage`: typer has already printed the help
+            _err(f"error: {exc.format_message()}")
+            _err("hint: run `pyimage --help` or `pyimage COMMAND --help`")
         sys.exit(2)
     except KeyboardInterrupt:
         _err("error: interrupted; nothing half-written was kept")
@@ -355,3 +371,5 @@ def main(argv: Optional[List[str]] = None) -> None:
         _err(f"error: internal error: {traceback.format_exc().strip().splitlines()[-1]}")
         _err("hint: this is a bug in pyimage; run again with --debug and report the traceback")
         sys.exit(70)
+    if isinstance(code, int) and code:
+        sys.exit(code)

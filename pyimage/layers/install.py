@@ -106,10 +106,10 @@ class _VerifyingWheel(WheelFile):
         for item in sorted(self._zipfile.infolist(), key=lambda i: i.filename):
             if item.filename.endswith("/"):
                 continue
-            safe_member_path(item.filename, where=where)
-            record = records.get(item.filename, (item.filename, "", ""))
+            path = safe_member_path(item.filename, where=where)  # normalized: installer loops forever on "./x.data/…"
+            record = (path, *records.get(item.filename, (item.filename, "", ""))[1:])
             executable = bool((item.external_attr >> 16) & 0o111)
-            seekable = item.filename.startswith(scripts_dir)  # installer rewrites their shebang: needs seek()
+            seekable = path.startswith(scripts_dir)  # installer rewrites their shebang: needs seek()
             raw = self._zipfile.open(item) if seekable else _open_member(self._zipfile, item)
             stream = _Member(raw, item.file_size, record[1], item.filename)
             yield record, stream, executable
@@ -149,8 +149,10 @@ class _InflatingReader(io.RawIOBase):
                 self._pos += len(chunk)
                 self._left -= len(chunk)
             else:
-                break
+                chunk = b""  # input all read, but isal may still hold inflated output: drain it
             data = self._obj.decompress(chunk, max(want - have, _READ))
+            if not data and not chunk:
+                break
             out.append(data)
             have += len(data)
         blob = b"".join(out)

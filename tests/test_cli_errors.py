@@ -1,0 +1,143 @@
+"""The real ``pyimage`` command on a user mistake: exit code 2, an ``error:`` line, a ``hint:`` line, no traceback.
+
+Each test runs the installed console script in a fresh project whose ``[tool.pyimage]`` is wrong, so no
+network, cache or base image is ever touched: configuration is checked before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pyimage
+
+PYPROJECT = """\
+[project]
+name = "demo"
+version = "1.0"
+
+[tool.pyimage]
+base = "scratch"
+{body}
+"""
+
+
+def pyimage_script() -> str:
+    beside = Path(sys.executable).with_name("pyimage")  # the venv's own script, not a shim further up PATH
+    found = str(beside) if beside.exists() else shutil.which("pyimage")
+    if not found:
+        pytest.fail("the pyimage console script is not installed (pip install -e .)")
+    return found
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYIMAGE_DEBUG"}
+    env["PYIMAGE_CACHE_DIR"] = str(cwd / ".cache")
+    return subprocess.run(
+        [pyimage_script(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+
+
+def make_project(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT.format(body=body))
+    return tmp_path
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str]) -> tuple[str, str]:
+    """Exit 2 and exactly ``error: …`` then ``hint: …`` on stderr, nothing else; returns the two lines."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith("error: ")
+    assert lines[1].startswith("hint: ")
+    assert result.stdout == ""
+    return lines[0], lines[1]
+
+
+CASES = {
+    "unknown-key": ("max_layers = 20", [], ("max_layers: unknown key", "did you mean 'max-layers'?")),
+    "wrong-type": ('compression = "lz4"', [], ('compression: expected "gzip" or "zstd", got \'lz4\'', "compression: ")),
+    "set-without-equals": ("", ["--set", "max-layers"], ("--set 'max-layers': expected key=value", "--set max-layers=20")),
+    "set-unknown-key": ("", ["--set", "heavy_treshold=1GB"], ("command line: --heavy_treshold: unknown key", "known keys:")),
+    "set-wrong-value": ("", ["--set", "max-layers=500"], ("command line: --max-layers: expected integer 2..127", "max-layers: ")),
+}
+
+
+@pytest.mark.parametrize("body, extra, expected", list(CASES.values()), ids=list(CASES))
+def test_a_config_mistake_exits_2_with_an_error_and_a_hint_line(
+    body: str, extra: list[str], expected: tuple[str, str], tmp_path: Path
+) -> None:
+    project = make_project(tmp_path, body)
+
+    error, hint = assert_user_error(run(["plan", "-C", str(project), *extra], tmp_path))
+
+    assert expected[0] in error
+    assert expected[1] in hint
+
+
+def test_an_unknown_flag_is_a_usage_error_in_the_same_two_line_form(tmp_path: Path) -> None:
+    project = make_project(tmp_path, "")
+
+    error, hint = assert_user_error(run(["plan", "-C", str(project), "--no-such-flag"], tmp_path))
+
+    assert "--no-such-flag" in error
+    assert "--help" in hint
+
+
+def test_an_unknown_command_is_a_usage_error_in_the_same_two_line_form(tmp_path: Path) -> None:
+    error, _ = assert_user_error(run(["biuld"], tmp_path))
+
+    assert "biuld" in error
+
+
+def test_no_command_shows_the_help_and_exits_2(tmp_path: Path) -> None:
+    result = run([], tmp_path)
+
+    assert result.returncode == 2
+    assert "Usage" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+
+
+def test_a_failed_cache_verify_exits_1(tmp_path: Path) -> None:
+    blobs = tmp_path / "cache" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (blobs / ("0" * 64)).write_bytes(b"not what the digest says")
+
+    result = run(["cache", "verify", "--cache-dir", str(tmp_path / "cache")], tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    assert f"removed corrupt blob sha256:{'0' * 64}" in result.stderr
+    assert not (blobs / ("0" * 64)).exists()
+
+
+def test_the_error_line_names_the_file_and_line(tmp_path: Path) -> None:
+    project = make_project(tmp_path, 'compression = "gzip"\nmax_layers = 20')
+
+    error, _ = assert_user_error(run(["build", "-C", str(project)], tmp_path))
+
+    assert error == f"error: {project / 'pyproject.toml'}:8: [tool.pyimage] max_layers: unknown key"
+
+
+def test_debug_shows_the_traceback_and_still_ends_with_error_and_hint(tmp_path: Path) -> None:
+    project = make_project(tmp_path, "max_layers = 20")
+
+    result = run(["--debug", "plan", "-C", str(project)], tmp_path)
+
+    assert result.returncode == 2
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "ConfigError" in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[-2].startswith("error: ") and lines[-1].startswith("hint: ")
+
+
+def test_version_prints_the_package_version(tmp_path: Path) -> None:
+    result = run(["--version"], tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"pyimage {pyimage.__version__}"

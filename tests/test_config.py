@@ -1,0 +1,372 @@
+"""The ``[tool.pyimage]`` schema: defaults, overrides, and errors that name the key, the file and the line."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyimage.config import KEYS, load_config, parse_size
+from pyimage.errors import ConfigError
+from pyimage.layers.plan import MAX_LAYERS_DEFAULT, HeavyGroup
+from pyimage.layers.tar import Owner
+from pyimage.oci.model import Platform
+
+PROJECT = """\
+[project]
+name = "demo"
+version = "1.0"
+dependencies = ["six"]
+
+[tool.other]
+max_layers = "not ours"
+"""
+
+
+def project(tmp_path: Path, section: str | None = "", *, before: str = PROJECT) -> Path:
+    """A project whose pyproject.toml has ``section`` as its ``[tool.pyimage]`` body (none when None)."""
+    text = before if section is None else before + "\n[tool.pyimage]\n" + textwrap.dedent(section)
+    (tmp_path / "pyproject.toml").write_text(text)
+    return tmp_path
+
+
+def line_of(path: Path, needle: str) -> int:
+    lines = (path / "pyproject.toml").read_text().splitlines()
+    return next(n for n, line in enumerate(lines, 1) if line.lstrip().startswith(needle))
+
+
+def config_error(tmp_path: Path, section: str, overrides: dict[str, Any] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as err:
+        load_config(project(tmp_path, section), overrides)
+    return err.value
+
+
+# -- defaults ----------------------------------------------------------------------------------------------
+DEFAULTS: dict[str, Any] = {
+    "base": "docker.io/library/python:3.12-slim",
+    "python": None,
+    "interpreter": "base",
+    "interpreter-sha256": None,
+    "platform": Platform("linux", "amd64"),
+    "heavy": (),
+    "heavy-threshold": 100_000_000,
+    "max-layers": MAX_LAYERS_DEFAULT,
+    "entrypoint": None,
+    "command": None,
+    "env": {},
+    "labels": {},
+    "user": None,
+    "workdir": None,
+    "venv": "/opt/venv",
+    "source-date-epoch": None,
+    "compile-bytecode": False,
+    "compression": "gzip",
+    "owner": Owner(0, 0),
+    "requirements": None,
+    "extras": (),
+    "output": (),
+    "repository": None,
+    "tags": (),
+    "lock": "pylock.toml",
+}
+
+
+def test_every_key_has_a_default_listed_here() -> None:
+    assert set(DEFAULTS) == set(KEYS), "a new key needs its default pinned in DEFAULTS"
+
+
+@pytest.mark.parametrize("key", list(DEFAULTS))
+def test_default_of(key: str, tmp_path: Path) -> None:
+    cfg = load_config(project(tmp_path, None))
+
+    assert cfg[key] == DEFAULTS[key]
+
+
+def test_an_empty_tool_pyimage_section_gives_the_defaults(tmp_path: Path) -> None:
+    assert dict(load_config(project(tmp_path, "")).values) == DEFAULTS
+
+
+def test_max_layers_default_leaves_room_under_the_runtime_limit() -> None:
+    assert 2 <= MAX_LAYERS_DEFAULT <= 127
+
+
+def test_every_key_documents_its_kind_and_purpose() -> None:
+    for name, key in KEYS.items():
+        assert key.kind and key.doc, name
+
+
+def test_config_knows_its_project_and_file(tmp_path: Path) -> None:
+    cfg = load_config(project(tmp_path, ""))
+
+    assert cfg.project_dir == tmp_path.resolve()
+    assert cfg.pyproject == tmp_path / "pyproject.toml"
+
+
+# -- values from the file ----------------------------------------------------------------------------------
+def test_values_from_the_file_are_checked_and_typed(tmp_path: Path) -> None:
+    cfg = load_config(
+        project(
+            tmp_path,
+            """\
+            base = "scratch"
+            python = "3.11"
+            platform = "linux/arm64/v8"
+            max-layers = 20
+            entrypoint = ["demo", "--serve"]
+            command = "--port 8080"
+            env = { PORT = 8080, MODE = "prod" }
+            venv = "/srv/venv/"
+            compile-bytecode = true
+            compression = "zstd"
+            owner = "1000:100"
+            extras = ["web", "db"]
+            tags = "1.0, latest"
+            """,
+        )
+    )
+
+    assert cfg["base"] == "scratch"
+    assert cfg["python"] == "3.11"
+    assert cfg["platform"] == Platform("linux", "arm64", "v8")
+    assert cfg["max-layers"] == 20
+    assert cfg["entrypoint"] == ("demo", "--serve")
+    assert cfg["command"] == ("--port", "8080")
+    assert cfg["env"] == {"PORT": "8080", "MODE": "prod"}
+    assert cfg["venv"] == "/srv/venv"
+    assert cfg["compile-bytecode"] is True
+    assert cfg["compression"] == "zstd"
+    assert cfg["owner"] == Owner(1000, 100)
+    assert cfg["extras"] == ("web", "db")
+    assert cfg["tags"] == ("1.0", "latest")
+
+
+def test_overrides_win_over_the_file(tmp_path: Path) -> None:
+    root = project(tmp_path, 'max-layers = 20\ncompression = "zstd"\nheavy = ["torch"]\n')
+
+    cfg = load_config(root, {"max-layers": 30, "heavy": ["nvidia-*"]})
+
+    assert cfg["max-layers"] == 30
+    assert cfg["heavy"] == (HeavyGroup("nvidia-*", ("nvidia-*",)),)
+    assert cfg["compression"] == "zstd"  # not overridden: the file's value stays
+
+
+def test_overrides_are_checked_like_the_file(tmp_path: Path) -> None:
+    err = config_error(tmp_path, "", {"max-layers": "lots"})
+
+    assert err.message == "command line: --max-layers: expected integer 2..127, got 'lots'"
+
+
+def test_an_unknown_override_names_the_flag(tmp_path: Path) -> None:
+    err = config_error(tmp_path, "", {"max_layers": 3})
+
+    assert err.message == "command line: --max_layers: unknown key"
+    assert err.hint == "did you mean 'max-layers'?"
+
+
+def test_a_missing_pyproject_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no pyproject.toml"):
+        load_config(tmp_path)
+
+
+def test_invalid_toml_is_a_config_error_naming_the_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.pyimage]\nbase = "unterminated\n')
+
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path)
+
+    assert str(tmp_path / "pyproject.toml") in err.value.message
+    assert "line 2" in err.value.message
+
+
+def test_tool_pyimage_must_be_a_table(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool]\npyimage = "yes"\n')
+
+    with pytest.raises(ConfigError, match=r"\[tool.pyimage\] must be a table"):
+        load_config(tmp_path)
+
+
+def test_an_interpreter_url_needs_its_sha256(tmp_path: Path) -> None:
+    err = config_error(tmp_path, 'interpreter = "https://example.invalid/python.tar.gz"\n')
+
+    assert "interpreter-sha256" in err.message
+    load_config(project(tmp_path, 'interpreter = "https://example.invalid/python.tar.gz"\ninterpreter-sha256 = "ab12"\n'))
+
+
+# -- unknown keys ------------------------------------------------------------------------------------------
+def test_unknown_key_names_the_key_the_file_and_the_line(tmp_path: Path) -> None:
+    err = config_error(tmp_path, 'base = "scratch"\nmax_layers = 20\n')
+
+    pyproject = tmp_path / "pyproject.toml"
+    assert err.message == f"{pyproject}:{line_of(tmp_path, 'max_layers = 20')}: [tool.pyimage] max_layers: unknown key"
+    assert err.hint == "did you mean 'max-layers'?"
+
+
+@pytest.mark.parametrize("typo, meant", [("heavy_threshold", "heavy-threshold"), ("sourcedateepoch", "source-date-epoch")])
+def test_unknown_key_that_differs_only_in_separators_gets_a_did_you_mean_hint(typo: str, meant: str, tmp_path: Path) -> None:
+    assert config_error(tmp_path, f"{typo} = 1\n").hint == f"did you mean {meant!r}?"
+
+
+def test_unknown_key_far_from_every_key_lists_the_known_keys(tmp_path: Path) -> None:
+    err = config_error(tmp_path, 'frobnicate = true\n')
+
+    assert "frobnicate" in err.message
+    assert err.hint.startswith("known keys: ")
+    assert all(key in err.hint for key in KEYS)
+
+
+def test_line_numbers_count_from_the_top_of_the_file_not_the_section(tmp_path: Path) -> None:
+    err = config_error(tmp_path, '\n\n\n"max_layers" = 3\n')
+
+    line = line_of(tmp_path, '"max_layers"')
+    assert line > 10
+    assert f"pyproject.toml:{line}: " in err.message
+
+
+# -- wrong types -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "line, key, kind",
+    [
+        ('max-layers = "many"', "max-layers", "integer 2..127"),
+        ("max-layers = 500", "max-layers", "integer 2..127"),
+        ("max-layers = true", "max-layers", "integer 2..127"),
+        ('compression = "lz4"', "compression", '"gzip" or "zstd"'),
+        ("heavy = 3", "heavy", "list of names, globs or {name, packages} tables"),
+        ('heavy-threshold = "big"', "heavy-threshold", 'size ("100MB") or bytes'),
+        ('env = ["A=1"]', "env", "table of strings"),
+        ('venv = "relative/venv"', "venv", "absolute path"),
+        ('venv = "/opt/../etc"', "venv", "absolute path"),
+        ('python = "3"', "python", 'string "X.Y"'),
+        ('platform = "amd64"', "platform", 'string "os/arch"'),
+        ('owner = "app"', "owner", 'string "uid:gid"'),
+        ("compile-bytecode = 1", "compile-bytecode", "boolean"),
+        ("source-date-epoch = -1", "source-date-epoch", "integer"),
+        ("entrypoint = [1, 2]", "entrypoint", "list of strings or a string"),
+        ("base = 3", "base", "string"),
+    ],
+)
+def test_wrong_type_names_the_key_the_file_the_line_and_the_accepted_kind(line: str, key: str, kind: str, tmp_path: Path) -> None:
+    err = config_error(tmp_path, f'base = "scratch"\n{line}\n' if key != "base" else f"{line}\n")
+
+    pyproject = tmp_path / "pyproject.toml"
+    assert err.message.startswith(f"{pyproject}:{line_of(tmp_path, line)}: [tool.pyimage] {key}: expected {kind}, got ")
+    assert err.hint.startswith(f"{key}: ")
+
+
+# -- heavy -------------------------------------------------------------------------------------------------
+def test_heavy_accepts_names_globs_and_named_tables(tmp_path: Path) -> None:
+    cfg = load_config(
+        project(
+            tmp_path,
+            """\
+            heavy = [
+                "torch",
+                "nvidia-*",
+                { name = "cuda", packages = ["cuda-*", "triton"] },
+                { name = "jaxlib" },
+                { name = "tf", packages = "tensorflow*" },
+            ]
+            """,
+        )
+    )
+
+    assert cfg["heavy"] == (
+        HeavyGroup("torch", ("torch",)),
+        HeavyGroup("nvidia-*", ("nvidia-*",)),
+        HeavyGroup("cuda", ("cuda-*", "triton")),
+        HeavyGroup("jaxlib", ("jaxlib",)),
+        HeavyGroup("tf", ("tensorflow*",)),
+    )
+
+
+def test_heavy_accepts_a_single_string(tmp_path: Path) -> None:
+    assert load_config(project(tmp_path, 'heavy = "torch"\n'))["heavy"] == (HeavyGroup("torch", ("torch",)),)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '["torch", "torch"]',
+        '["cuda", { name = "cuda", packages = ["nvidia-*"] }]',
+        '[{ packages = ["nvidia-*"] }]',
+        '[{ name = "cuda", packages = [] }]',
+        '[{ name = "cuda", packages = ["nvidia-*"], layer = 2 }]',
+        '[""]',
+        "[3]",
+    ],
+    ids=["duplicate-name", "duplicate-group", "table-without-name", "empty-packages", "unknown-field", "empty", "number"],
+)
+def test_heavy_rejects_duplicates_and_malformed_groups(value: str, tmp_path: Path) -> None:
+    err = config_error(tmp_path, f"heavy = {value}\n")
+
+    assert "[tool.pyimage] heavy: expected list of names, globs or {name, packages} tables" in err.message
+
+
+# -- sizes -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, size",
+    [
+        ("1.5GiB", 1_610_612_736),
+        ("200MB", 200_000_000),
+        (0, 0),
+        ("0", 0),
+        (123, 123),
+        ("100kB", 100_000),
+        ("1KiB", 1024),
+        ("2 GB", 2_000_000_000),
+        ("200mb", 200_000_000),
+        ("1T", 1_000_000_000_000),
+        ("512B", 512),
+    ],
+)
+def test_parse_size(text: Any, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["lots", "1.5XB", "MB", "-1", "1e9", True, -1, ""],
+    ids=["word", "unit", "no-number", "negative-text", "exponent", "bool", "negative-int", "empty"],
+)
+def test_parse_size_rejects_what_is_not_a_size(text: Any) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize("value, size", [('"1.5GiB"', 1_610_612_736), ('"200MB"', 200_000_000), ("0", 0)])
+def test_heavy_threshold_in_the_file_is_a_size(value: str, size: int, tmp_path: Path) -> None:
+    assert load_config(project(tmp_path, f"heavy-threshold = {value}\n"))["heavy-threshold"] == size
+
+
+def test_a_negative_heavy_threshold_is_a_config_error(tmp_path: Path) -> None:
+    err = config_error(tmp_path, "heavy-threshold = -1\n")
+
+    assert "heavy-threshold: expected size" in err.message
+
+
+# -- source-date-epoch -------------------------------------------------------------------------------------
+def test_source_date_epoch_from_the_file_wins_over_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+
+    assert load_config(project(tmp_path, "source-date-epoch = 1600000000\n")).epoch == 1_600_000_000
+
+
+def test_source_date_epoch_falls_back_to_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+
+    assert load_config(project(tmp_path, "")).epoch == 1_700_000_000
+
+
+def test_source_date_epoch_falls_back_to_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+
+    assert load_config(project(tmp_path, "")).epoch == 0
+
+
+def test_source_date_epoch_override_wins_over_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+
+    cfg = load_config(project(tmp_path, "source-date-epoch = 1600000000\n"), {"source-date-epoch": 5})
+
+    assert cfg.epoch == 5
