@@ -173,7 +173,13 @@ def _check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache)
         return
     owners: dict[str, tuple[str, str]] = {}
     for wheel in wheels:
-        for path, digest in wheel_file_map(wheel.path, paths).items():
+        # Per-wheel maps are cached by content, so a new app sharing torch reads none of torch's bytes here.
+        map_key = f"files-{wheel.sha256}-" + hashlib.sha256(f"{paths.venv}|{paths.python}".encode()).hexdigest()[:12]
+        files = cache.get_meta(map_key)
+        if files is None:
+            files = wheel_file_map(wheel.path, paths)
+            cache.put_meta(map_key, files)
+        for path, digest in files.items():
             if path.endswith("/RECORD") or path.endswith("/INSTALLER"):
                 continue
             prev = owners.get(path)

@@ -264,7 +264,7 @@ def init(
     project: Path = ProjectOpt,
     ci: Optional[str] = typer.Option(None, "--ci", help="Also write a CI workflow: github."),
 ) -> None:
-    """Add a [tool.pyimage] section to pyproject.toml (and a CI workflow with --ci github)."""
+    """Add a \\[tool.pyimage] section to pyproject.toml (and a CI workflow with --ci github)."""
     from pyimage.templates import render
 
     pyproject = project / "pyproject.toml"

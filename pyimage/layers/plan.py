@@ -84,25 +84,40 @@ def plan_layers(
     """
     remaining = {w.name: w for w in sorted(wheels, key=lambda w: w.name) if app is None or w.name != app.name}
     groups: list[tuple[str, list[Wheel], list[tuple[str, str]]]] = []
+    notes: list[str] = []
+    # An exact name claims its wheel before any glob does, whatever the group order: `heavy = ["nvidia-*",
+    # "nvidia-cudnn-cu12"]` gives cudnn its own layer instead of an error that it "matches nothing".
+    claimed: dict[str, str] = {}
     for group in heavy:
-        members = [w for w in remaining.values() if group.matches(w.name)]
-        if not members:
+        for pattern in group.patterns:
+            name = normalize_pattern(pattern)
+            if not any(c in name for c in "*?[") and name in remaining and name not in claimed:
+                claimed[name] = group.name
+    for group in heavy:
+        matching = [w for w in wheels if group.matches(w.name) and (app is None or w.name != app.name)]
+        members = [w for w in matching if w.name in remaining and claimed.get(w.name, group.name) == group.name]
+        if not matching:
             known = ", ".join(sorted(w.name for w in wheels)) or "none"
             raise ConfigError(
                 f"heavy group {group.name!r}: {', '.join(group.patterns)} matches no package in the wheel set",
                 f"check the spelling in [tool.pyimage] heavy; the wheel set has: {known}",
             )
+        if not members:
+            notes.append(f"heavy group {group.name!r} is empty: earlier groups took {', '.join(w.name for w in matching)}")
+            continue
         for w in members:
             del remaining[w.name]
         why = f"named heavy in group {group.name!r}" if group.patterns != (group.name,) else "named heavy"
         groups.append((group.name, members, [(w.name, why) for w in members]))
     if threshold is not None:
+        taken = {g[0] for g in groups}
         for w in [w for w in remaining.values() if w.installed_size >= threshold]:
             del remaining[w.name]
             why = f"installs {_size(w.installed_size)}, at or over heavy-threshold {_size(threshold)}"
-            groups.append((w.name, [w], [(w.name, why)]))
+            name = w.name if w.name not in taken else f"{w.name}-by-size"  # a user group already has the name
+            taken.add(name)
+            groups.append((name, [w], [(w.name, why)]))
 
-    notes: list[str] = []
     rest = list(remaining.values())
     rest_reasons = [(w.name, "dependency") for w in rest]
 

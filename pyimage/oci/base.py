@@ -66,11 +66,12 @@ def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str
         magic = f.read(4)
     key = f"rootfs-{sha.partition(':')[2]}-{compression}"
     record = cache.get_layer(key)
+    cached = record is not None
     if record is None:
         with cache.lock(key):
             record = cache.get_layer(key) or _compress_rootfs(path, magic, cache, compression, key)
     image = scratch_image(platform)
-    layer = Layer("base", Descriptor(record.media_type, record.digest, record.size), record.diff_id, cache.blob_path(record.digest), history=f"rootfs {path.name}")
+    layer = Layer("base", Descriptor(record.media_type, record.digest, record.size), record.diff_id, cache.blob_path(record.digest), cached=cached, history=f"rootfs {path.name}")
     config = dict(image.config)
     config["rootfs"] = {"type": "layers", "diff_ids": [record.diff_id]}
     config["history"] = [{"created": "1970-01-01T00:00:00Z", "created_by": f"rootfs:{path.name}"}]

@@ -135,7 +135,7 @@ def read_docker_archive(path: Path, blobs_dir: Path) -> Image:
             media = MEDIA_OCI_LAYER_GZIP if head == b"\x1f\x8b" else MEDIA_OCI_LAYER
             if head == b"\x28\xb5":
                 media = "application/vnd.oci.image.layer.v1.tar+zstd"
-            layers.append(Layer("base", Descriptor(media, digest, dest.stat().st_size), diff_ids[i], dest, history="base"))
+            layers.append(Layer("base", Descriptor(media, digest, dest.stat().st_size), diff_ids[i], dest, cached=True, history="base"))
     return Image(config=config, layers=tuple(layers))
 
 

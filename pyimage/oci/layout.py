@@ -134,5 +134,5 @@ def read_layout(directory: Path, tag: str | None, platform: Platform) -> Image:
     for i, ld in enumerate(manifest.get("layers", [])):
         d = Descriptor.from_json(ld)
         algo, _, hexdigest = d.digest.partition(":")
-        layers.append(Layer("base", d, diff_ids[i], directory / "blobs" / algo / hexdigest, history="base"))
+        layers.append(Layer("base", d, diff_ids[i], directory / "blobs" / algo / hexdigest, cached=True, history="base"))
     return Image(config=config, layers=tuple(layers))

@@ -137,6 +137,13 @@ def _push_blobs(
     def one(desc: Descriptor, content: Path | bytes) -> None:
         if stop.is_set():
             return
+        try:
+            transfer(desc, content)
+        except BaseException:
+            stop.set()  # before this future completes, so queued blobs see it and do not start
+            raise
+
+    def transfer(desc: Descriptor, content: Path | bytes) -> None:
         if client.blob_exists(repository, desc.digest):
             record(desc, "skipped")
             return
@@ -152,10 +159,9 @@ def _push_blobs(
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(ordered))), thread_name_prefix="pyimage-push") as pool:
         futures: list[Future[None]] = [pool.submit(one, desc, content) for desc, content in ordered]
         wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in futures if f.done() and f.exception() is not None]
-        if failed:
-            stop.set()
-            for future in futures:
-                future.cancel()
-            wait(futures)
-            raise failed[0].exception()  # type: ignore[misc]
+        for future in futures:
+            future.cancel()  # the ones not started; running ones finish (or fail) on their own
+    for future in futures:
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            raise error

@@ -343,7 +343,7 @@ class RegistryClient:
         if actual != size:
             raise RegistryError(
                 f"blob {short_digest(digest)} is {actual} bytes on disk but its descriptor says {size}",
-                "the local blob changed after it was built; rebuild (pyimage cache verify finds such blobs)",
+                "the local blob changed after it was built; rebuild the image",
             )
         what = f"pushing blob {short_digest(digest)} to {self._where(repository)}"
         if size <= self.monolithic_max:
@@ -956,16 +956,3 @@ def _file_range(path: Path, offset: int, length: int) -> Iterator[bytes]:
                 raise OSError(f"{path} ended {remaining} bytes early")
             remaining -= len(chunk)
             yield chunk
-
-
-_HIGH_LEVEL = {"push_image": "push", "PushResult": "push", "pull_image": "pull", "PulledImage": "pull"}
-
-
-def __getattr__(name: str) -> Any:
-    """``from pyimage.oci.registry import pull_image`` works too (PEP 562): the image-level API lives in
-    ``push.py``/``pull.py``, which import this module, so a plain re-export here would be circular."""
-    if name in _HIGH_LEVEL:
-        import importlib
-
-        return getattr(importlib.import_module(f"pyimage.oci.{_HIGH_LEVEL[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

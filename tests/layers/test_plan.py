@@ -259,3 +259,26 @@ def test_every_wheel_is_in_exactly_one_layer_with_a_reason() -> None:
 
 def test_no_dependencies_gives_only_the_app_layer() -> None:
     assert names(plan_layers([], APP)) == ["app"]
+
+
+def test_an_exact_name_wins_over_an_earlier_glob() -> None:
+    plan = plan_layers([*SMALL, *NVIDIA], APP, [group("nvidia-*"), group("nvidia-cudnn-cu12")])
+
+    assert contents(plan)["heavy:nvidia-cudnn-cu12"] == ["nvidia-cudnn-cu12"]
+    assert contents(plan)["heavy:nvidia-*"] == ["nvidia-cublas-cu12", "nvidia-nccl-cu12"]
+
+
+def test_a_group_whose_packages_earlier_groups_took_is_dropped_with_a_note() -> None:
+    plan = plan_layers([*SMALL, *NVIDIA], APP, [group("nvidia-*"), group("nvidia-c*")])
+
+    assert "heavy:nvidia-c*" not in contents(plan)
+    assert any("nvidia-c*" in note and "empty" in note for note in plan.notes)
+
+
+def test_threshold_layer_names_never_collide_with_a_user_group() -> None:
+    named = HeavyGroup("torch", ("nvidia-*",))
+    plan = plan_layers([*SMALL, *NVIDIA, TORCH], APP, [named], threshold=TORCH.installed_size)
+
+    names = [layer.name for layer in plan.layers]
+    assert len(names) == len(set(names))
+    assert "heavy:torch-by-size" in names
