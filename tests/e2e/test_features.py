@@ -1,0 +1,178 @@
+"""Build features against real tools: bytecode, standalone interpreters, sdist-only dependencies, requirements
+files, zstd, other base sources, ownership, and the errors a user meets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from support.runc import run_image
+
+from .conftest import Pyimage, copy_example
+
+pytestmark = pytest.mark.e2e
+
+
+def _layer_members(layout: Path, report: dict, name: str) -> list[tarfile.TarInfo]:
+    digest = next(l["digest"] for l in report["layers"] if l["name"] == name).split(":")[1]
+    with tarfile.open(layout / "blobs" / "sha256" / digest) as tar:
+        return tar.getmembers()
+
+
+def test_compile_bytecode_writes_unchecked_hash_pycs_that_the_image_uses(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    report = pyimage.build(project, tmp_path / "layout", "pyc", "--set", "compile-bytecode=true")
+    names = {m.name for m in _layer_members(tmp_path / "layout", report, "site-packages")}
+    pyc = "opt/venv/lib/python3.11/site-packages/humanize/__pycache__/__init__.cpython-311.pyc"
+    assert pyc in names
+    digest = next(l["digest"] for l in report["layers"] if l["name"] == "site-packages").split(":")[1]
+    with tarfile.open(tmp_path / "layout" / "blobs" / "sha256" / digest) as tar:
+        header = tar.extractfile(pyc).read(16)  # type: ignore[union-attr]
+    assert int.from_bytes(header[4:8], "little") == 0b01  # PEP 552: hash-based, unchecked
+    again = pyimage.build(project, tmp_path / "layout2", "pyc", "--set", "compile-bytecode=true")
+    assert again["image"]["digest"] == report["image"]["digest"]
+    out = run_image(tmp_path / "layout", "pyc", args=["/opt/venv/bin/python", "-c", "import humanize, sys; print(humanize.__cached__); print(sys.flags.dont_write_bytecode)"]).stdout
+    assert out.splitlines()[0].endswith("__init__.cpython-311.pyc")
+
+
+@pytest.fixture(scope="session")
+def relocatable_python(test_cache_dir: Path) -> Path:
+    """pyenv's CPython 3.12 made relocatable the way python-build-standalone is ($ORIGIN rpath), cached."""
+    src = next(iter(sorted(Path.home().glob(".pyenv/versions/3.12.*"))), None)
+    if src is None or shutil.which("patchelf") is None:
+        pytest.fail("needs pyenv's Python 3.12 and patchelf (apt-get install patchelf)")
+    dest = test_cache_dir / f"relocatable-{src.name}"
+    if not dest.exists():
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        skip = shutil.ignore_patterns("test", "site-packages", "__pycache__", "idlelib", "tkinter", "turtledemo", "ensurepip", "*.a")
+        shutil.copytree(src, tmp, symlinks=True, ignore=skip)
+        (tmp / "lib" / "python3.12" / "site-packages").mkdir()
+        subprocess.run(["patchelf", "--set-rpath", "$ORIGIN/../lib", str(tmp / "bin" / "python3.12")], check=True)
+        tmp.rename(dest)
+    return dest
+
+
+def test_standalone_interpreter_becomes_its_own_layer_and_runs_the_app(pyimage: Pyimage, relocatable_python: Path, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    report = pyimage.build(project, tmp_path / "layout", "py312", "--set", f"interpreter={relocatable_python}")
+    interp = _layer_members(tmp_path / "layout", report, "interpreter")
+    names = {m.name for m in interp}
+    assert "opt/python/bin/python3.12" in names and "opt/venv/pyvenv.cfg" in names
+    out = run_image(tmp_path / "layout", "py312").stdout
+    assert "python 3.12 at /opt/venv/bin/python" in out
+    assert "hello, world" in out
+
+
+def test_sdist_only_dependency_is_built_into_a_wheel(pyimage: Pyimage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a real sdist, offered by a real find-links directory, that pip must build for the target
+    dep = tmp_path / "greeting-src"
+    (dep / "src" / "sdist_greeting").mkdir(parents=True)
+    (dep / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+        '[project]\nname = "sdist-greeting"\nversion = "0.3"\n'
+    )
+    (dep / "src" / "sdist_greeting" / "__init__.py").write_text('WORD = "built from an sdist"\n')
+    links = tmp_path / "links"
+    subprocess.run([sys.executable, "-m", "build", "--sdist", "--outdir", str(links), str(dep)], check=True, capture_output=True)
+    project = copy_example("hello-cli", tmp_path)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"attrs>=23"', '"attrs>=23", "sdist-greeting==0.3"'))
+    init = project / "src" / "hello_cli" / "__init__.py"
+    init.write_text(init.read_text().replace("import humanize\n", "import humanize\nimport sdist_greeting\n").replace(
+        'print(f"{humanize', 'print(sdist_greeting.WORD)\n    print(f"{humanize'))
+    monkeypatch.setenv("PIP_FIND_LINKS", f"/opt/wheels {links}")
+    report = pyimage.build(project, tmp_path / "layout", "sdist")
+    site = next(l for l in report["layers"] if l["name"] == "site-packages")
+    assert "sdist-greeting==0.3" in site["packages"]
+    assert "built from an sdist" in run_image(tmp_path / "layout", "sdist").stdout
+
+
+def test_requirements_file_pins_are_the_resolution_input(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    (project / "requirements.txt").write_text("humanize==4.9.0\nattrs==23.2.0\n")
+    report = pyimage.build(project, tmp_path / "layout", "req", "--set", "requirements=requirements.txt")
+    site = next(l for l in report["layers"] if l["name"] == "site-packages")
+    assert sorted(site["packages"]) == ["attrs==23.2.0", "humanize==4.9.0"]
+    (project / "requirements.txt").write_text("humanize==4.9.0\n")
+    done = pyimage.run("build", "--set", "requirements=requirements.txt", "-o", f"oci:{tmp_path / 'x'}", project=project, check=False)
+    assert done.returncode == 2 and "does not satisfy the project's dependency 'attrs>=23'" in done.stderr
+
+
+def test_zstd_layers_run_and_differ_only_in_compression(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    gz = pyimage.build(project, tmp_path / "gz", "t")
+    zst = pyimage.build(project, tmp_path / "zst", "t", "--compression", "zstd")
+    assert [l["diff_id"] for l in zst["layers"][1:]] == [l["diff_id"] for l in gz["layers"][1:]]
+    manifest = json.loads(subprocess.run(["skopeo", "inspect", "--raw", f"oci:{tmp_path / 'zst'}:t"], capture_output=True, text=True, check=True).stdout)
+    assert manifest["layers"][-1]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+    assert "hello, world" in run_image(tmp_path / "zst", "t").stdout
+
+
+def test_oci_and_docker_archive_bases(pyimage: Pyimage, tmp_path: Path) -> None:
+    first = copy_example("hello-cli", tmp_path / "a")
+    report = pyimage.build(first, tmp_path / "base-layout", "base", "-o", f"docker-archive:{tmp_path / 'base.tar'}")
+    second = copy_example("web-service", tmp_path / "b")
+    for source in (f"oci:{tmp_path / 'base-layout'}:base", f"docker-archive:{tmp_path / 'base.tar'}"):
+        done = pyimage.run("build", "--json", "-o", f"oci:{tmp_path / 'out'}:x", project=second, base=False, check=False, *["--base", source])
+        assert done.returncode == 0, done.stderr
+        built = json.loads(done.stdout)
+        assert [l["digest"] for l in built["layers"] if l["name"] == "base"] == [l["digest"] for l in report["layers"]]
+
+
+def test_owner_and_user_are_set_at_write_time(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    report = pyimage.build(project, tmp_path / "layout", "own", "--set", "owner=1000:1000", "--set", "user=1000:1000")
+    members = _layer_members(tmp_path / "layout", report, "site-packages")
+    owners = {m.name.split("/")[0] + "/" + (m.name.split("/")[1] if "/" in m.name.strip("/") else ""): (m.uid, m.gid) for m in members}
+    assert owners.get("opt/") == (0, 0)  # above the venv stays root's
+    assert {(m.uid, m.gid) for m in members if m.name.startswith("opt/venv/lib")} == {(1000, 1000)}
+    out = run_image(tmp_path / "layout", "own", args=["/opt/venv/bin/python", "-c", "import os; print(os.getuid())"]).stdout
+    assert out.strip() == "1000"
+
+
+def test_several_console_scripts_and_no_entrypoint_is_an_error_listing_them(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('hello = "hello_cli:main"', 'hello = "hello_cli:main"\nhello-too = "hello_cli:main"'))
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'out'}", project=project, check=False)
+    assert done.returncode == 2
+    assert "several console scripts (hello, hello-too)" in done.stderr
+    assert not (tmp_path / "out").exists()
+    report = pyimage.build(project, tmp_path / "ok", "t", "--set", 'entrypoint=["hello-too"]', "--set", 'command=["from-cmd"]')
+    assert "hello, from-cmd" in run_image(tmp_path / "ok", "t").stdout
+    assert report["layers"][-1]["name"] == "app"
+
+
+def test_two_wheels_writing_the_same_file_differently_is_refused(pyimage: Pyimage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    links = tmp_path / "links"
+    links.mkdir()
+    for name in ("clash-one", "clash-two"):
+        mod = name.replace("-", "_")
+        files = {"shared/data.txt": name.encode(), f"{mod}/__init__.py": b""}
+        dist = f"{mod}-1.0.dist-info"
+        files[f"{dist}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode()
+        files[f"{dist}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        import base64
+        import hashlib
+
+        record = "".join(f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).decode().rstrip('=')},{len(d)}\n" for p, d in files.items())
+        files[f"{dist}/RECORD"] = (record + f"{dist}/RECORD,,\n").encode()
+        with zipfile.ZipFile(links / f"{mod}-1.0-py3-none-any.whl", "w") as zf:
+            for p, d in files.items():
+                zf.writestr(p, d)
+    project = copy_example("hello-cli", tmp_path)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"attrs>=23"', '"attrs>=23", "clash-one", "clash-two"'))
+    monkeypatch.setenv("PIP_FIND_LINKS", f"/opt/wheels {links}")
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'out'}", project=project, check=False)
+    assert done.returncode == 1
+    assert "both install /opt/venv/lib/python3.11/site-packages/shared/data.txt with different content" in done.stderr
+    assert not (tmp_path / "out").exists()
