@@ -153,7 +153,7 @@ def build(
     cfg = load_config(project, overrides)
     cache = _cache(cache_dir)
     events = _events(as_json)
-    registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle)
+    registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
     prep = prepare(cfg, cache, events, registry=registry)
     try:
         image = build_image(prep, events, jobs=jobs)
@@ -178,13 +178,15 @@ def build(
         _err(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
 
 
-def _registry_settings(username: Optional[str], password_stdin: bool, insecure: Optional[List[str]], ca_bundle: Optional[Path]) -> Any:
+def _registry_settings(username: Optional[str], password_stdin: bool, insecure: Optional[List[str]], ca_bundle: Optional[Path], push: List[str]) -> Any:
+    from pyimage.oci.reference import parse_reference
     from pyimage.publish import RegistrySettings
 
     if password_stdin and not username:
         raise ConfigError("--password-stdin needs --username", "pass --username USER as well")
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
-    return RegistrySettings(username, password, frozenset(insecure or []), str(ca_bundle) if ca_bundle else None)
+    targets = frozenset(parse_reference(ref).registry for ref in push) if push else None
+    return RegistrySettings(username, password, frozenset(insecure or []), str(ca_bundle) if ca_bundle else None, targets)
 
 
 def _push(image: Any, prep: Any, refs: list[str], registry: Any, events: Any) -> list[dict[str, Any]]:

@@ -22,6 +22,9 @@ class RegistrySettings:
     password: str | None = None
     insecure: frozenset[str] = field(default_factory=frozenset)
     ca_bundle: str | None = None
+    # Registries the command-line credentials are for (the --push targets); None: any registry in this run.
+    # Sending them elsewhere (a docker.io base pull) would turn an anonymous pull into a 401.
+    credentials_for: frozenset[str] | None = None
 
     def __repr__(self) -> str:
         return f"RegistrySettings(username={self.username!r}, insecure={sorted(self.insecure)}, ca_bundle={self.ca_bundle!r})"
@@ -31,7 +34,8 @@ class RegistrySettings:
         from pyimage.oci.registry import RegistryClient
 
         def make(registry: str) -> RegistryClient:
-            creds = lookup_credentials(registry, username=self.username, password=self.password)
+            mine = self.credentials_for is None or registry in self.credentials_for
+            creds = lookup_credentials(registry, username=self.username if mine else None, password=self.password if mine else None)
             return RegistryClient(registry, credentials=creds, insecure=registry in self.insecure, ca_bundle=self.ca_bundle)
 
         return make

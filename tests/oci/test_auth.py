@@ -34,6 +34,12 @@ def env(home: Path, tmp_path: Path) -> dict[str, str]:
     return {"HOME": str(home), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
+def found(registry: str, *args: str | None, **kwargs: object) -> Credentials:
+    creds = lookup_credentials(registry, *args, **kwargs)  # type: ignore[arg-type]
+    assert creds is not None, f"no credentials found for {registry}"
+    return creds
+
+
 def write_json(path: Path, data: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
@@ -72,14 +78,14 @@ def test_nothing_configured_means_anonymous(env: dict[str, str]) -> None:
 def test_explicit_credentials_beat_env_and_files(env: dict[str, str], home: Path) -> None:
     docker_config(home, {"auths": {"ghcr.io": {"auth": _b64("file:filepw")}}})
     env.update({"PYIMAGE_REGISTRY_USERNAME": "envuser", "PYIMAGE_REGISTRY_PASSWORD": "envpw"})
-    creds = lookup_credentials("ghcr.io", username="me", password="pw", env=env)
+    creds = found("ghcr.io", username="me", password="pw", env=env)
     assert (creds.username, creds.password) == ("me", "pw")
 
 
 def test_env_credentials_beat_files(env: dict[str, str], home: Path) -> None:
     docker_config(home, {"auths": {"ghcr.io": {"auth": _b64("file:filepw")}}})
     env.update({"PYIMAGE_REGISTRY_USERNAME": "envuser", "PYIMAGE_REGISTRY_PASSWORD": "envpw"})
-    creds = lookup_credentials("ghcr.io", env=env)
+    creds = found("ghcr.io", env=env)
     assert (creds.username, creds.password, creds.source) == ("envuser", "envpw", "PYIMAGE_REGISTRY_USERNAME")
 
 
@@ -96,47 +102,48 @@ def test_containers_auth_files_come_before_docker_config_in_podman_order(
     env: dict[str, str], home: Path, tmp_path: Path
 ) -> None:
     docker_config(home, {"auths": {"quay.io": {"auth": _b64("docker:pw")}}})
-    assert lookup_credentials("quay.io", env=env).username == "docker"
+    assert found("quay.io", env=env).username == "docker"
     write_json(home / ".config" / "containers" / "auth.json", {"auths": {"quay.io": {"auth": _b64("config:pw")}}})
-    assert lookup_credentials("quay.io", env=env).username == "config"
+    assert found("quay.io", env=env).username == "config"
     runtime = tmp_path / "run"
     write_json(runtime / "containers" / "auth.json", {"auths": {"quay.io": {"auth": _b64("runtime:pw")}}})
     env["XDG_RUNTIME_DIR"] = str(runtime)
-    assert lookup_credentials("quay.io", env=env).username == "runtime"
-    env["REGISTRY_AUTH_FILE"] = str(write_json(tmp_path / "custom.json", {"auths": {"quay.io": {"auth": _b64("custom:pw")}}}))
-    creds = lookup_credentials("quay.io", env=env)
+    assert found("quay.io", env=env).username == "runtime"
+    custom = write_json(tmp_path / "custom.json", {"auths": {"quay.io": {"auth": _b64("custom:pw")}}})
+    env["REGISTRY_AUTH_FILE"] = str(custom)
+    creds = found("quay.io", env=env)
     assert (creds.username, creds.source) == ("custom", "$REGISTRY_AUTH_FILE auths['quay.io']")
 
 
 def test_a_file_without_this_host_falls_through_to_the_next(env: dict[str, str], home: Path) -> None:
     write_json(home / ".config" / "containers" / "auth.json", {"auths": {"other.io": {"auth": _b64("x:y")}}})
     docker_config(home, {"auths": {"quay.io": {"auth": _b64("docker:pw")}}})
-    assert lookup_credentials("quay.io", env=env).username == "docker"
+    assert found("quay.io", env=env).username == "docker"
 
 
 def test_docker_config_env_var_replaces_home_docker(env: dict[str, str], home: Path, tmp_path: Path) -> None:
     docker_config(home, {"auths": {"ghcr.io": {"auth": _b64("home:pw")}}})
     write_json(tmp_path / "dc" / "config.json", {"auths": {"ghcr.io": {"username": "dc", "password": "pw2"}}})
     env["DOCKER_CONFIG"] = str(tmp_path / "dc")
-    creds = lookup_credentials("ghcr.io", env=env)
+    creds = found("ghcr.io", env=env)
     assert (creds.username, creds.password) == ("dc", "pw2")
 
 
 def test_auth_with_colon_in_password(env: dict[str, str], home: Path) -> None:
     docker_config(home, {"auths": {"ghcr.io": {"auth": _b64("me:pa:ss")}}})
-    assert lookup_credentials("ghcr.io", env=env).password == "pa:ss"
+    assert found("ghcr.io", env=env).password == "pa:ss"
 
 
 @pytest.mark.parametrize("key", ["https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io"])
 @pytest.mark.parametrize("host", ["docker.io", "registry-1.docker.io", "index.docker.io"])
 def test_docker_hub_aliases(env: dict[str, str], home: Path, key: str, host: str) -> None:
     docker_config(home, {"auths": {key: {"auth": _b64("hubuser:pw")}}})
-    assert lookup_credentials(host, env=env).username == "hubuser"
+    assert found(host, env=env).username == "hubuser"
 
 
 def test_url_style_keys_match_their_host(env: dict[str, str], home: Path) -> None:
     docker_config(home, {"auths": {"https://localhost:5000/v1/": {"auth": _b64("loc:pw")}}})
-    assert lookup_credentials("localhost:5000", env=env).username == "loc"
+    assert found("localhost:5000", env=env).username == "loc"
     assert lookup_credentials("localhost:5001", env=env) is None
 
 
@@ -145,13 +152,14 @@ def test_repository_scoped_keys_are_more_specific(env: dict[str, str], home: Pat
         home / ".config" / "containers" / "auth.json",
         {"auths": {"quay.io": {"auth": _b64("general:pw")}, "quay.io/team": {"auth": _b64("team:pw")}}},
     )
-    assert lookup_credentials("quay.io", "team/app", env=env).username == "team"
-    assert lookup_credentials("quay.io", "other/app", env=env).username == "general"
+    assert found("quay.io", "team/app", env=env).username == "team"
+    assert found("quay.io", "other/app", env=env).username == "general"
 
 
 def test_identity_token(env: dict[str, str], home: Path) -> None:
-    docker_config(home, {"auths": {"myacr.azurecr.io": {"auth": _b64("00000000-0000:"), "identitytoken": "refresh-xyz"}}})
-    creds = lookup_credentials("myacr.azurecr.io", env=env)
+    entry = {"auth": _b64("00000000-0000:"), "identitytoken": "refresh-xyz"}
+    docker_config(home, {"auths": {"myacr.azurecr.io": entry}})
+    creds = found("myacr.azurecr.io", env=env)
     assert creds.identity_token == "refresh-xyz"
     assert creds.username == "00000000-0000"
     assert creds.password == ""
@@ -162,7 +170,7 @@ def test_cred_helper_for_the_host_is_asked_with_the_host_on_stdin(
 ) -> None:
     log = install_helper(env, tmp_path, "test", {"ghcr.io": {"Username": "helped", "Secret": "s3cret"}})
     docker_config(home, {"auths": {"ghcr.io": {"auth": _b64("stale:pw")}}, "credHelpers": {"ghcr.io": "test"}})
-    creds = lookup_credentials("ghcr.io", env=env)
+    creds = found("ghcr.io", env=env)
     assert (creds.username, creds.password) == ("helped", "s3cret")
     assert creds.source == "credential helper docker-credential-test"
     assert log.read_text() == "get ghcr.io\n"
@@ -173,14 +181,14 @@ def test_creds_store_is_the_fallback_and_docker_hub_is_asked_by_its_v1_url(
 ) -> None:
     log = install_helper(env, tmp_path, "store", {"https://index.docker.io/v1/": {"Username": "hub", "Secret": "x"}})
     docker_config(home, {"auths": {"https://index.docker.io/v1/": {}}, "credsStore": "store"})
-    assert lookup_credentials("docker.io", env=env).username == "hub"
+    assert found("docker.io", env=env).username == "hub"
     assert log.read_text() == "get https://index.docker.io/v1/\n"
 
 
 def test_helper_token_username_means_identity_token(env: dict[str, str], home: Path, tmp_path: Path) -> None:
     install_helper(env, tmp_path, "test", {"ghcr.io": {"Username": "<token>", "Secret": "refresh"}})
     docker_config(home, {"credHelpers": {"ghcr.io": "test"}})
-    creds = lookup_credentials("ghcr.io", env=env)
+    creds = found("ghcr.io", env=env)
     assert creds.identity_token == "refresh" and creds.password == ""
 
 
@@ -235,4 +243,4 @@ def test_repr_and_str_never_show_the_secret() -> None:
 def test_default_env_is_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYIMAGE_REGISTRY_USERNAME", "u")
     monkeypatch.setenv("PYIMAGE_REGISTRY_PASSWORD", "p")
-    assert lookup_credentials("ghcr.io").username == "u"
+    assert found("ghcr.io").username == "u"

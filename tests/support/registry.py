@@ -5,8 +5,9 @@ test's tmp dir, htpasswd (bcrypt) or token auth, optionally TLS from a throwaway
 file tests parse to see what the client really sent. The process can be killed and restarted on the same
 storage and port, which is how tests cut a push off half-way.
 
-Small real images (``make_layer``/``make_image``: gzip'd tars from ``tarfile`` and a matching OCI config) and
-skopeo helpers are here too, so tests import them rather than a conftest.
+``FaultProxy`` sits in front of a registry to inject 5xx/429 answers, the failures a live registry will not
+produce on demand. Small real images (``make_layer``/``make_image``: gzip'd tars from ``tarfile`` and a
+matching OCI config) and skopeo helpers are here too, so tests import them rather than a conftest.
 
 The token server implements the docker token-auth spec (GET with Basic credentials, POST for refresh tokens)
 and signs RS256 JWTs with ``openssl``; per-user repository ACLs are what htpasswd cannot express.
@@ -43,6 +44,8 @@ from pyimage.oci.registry import RegistryClient
 
 __all__ = [
     "AccessLogEntry",
+    "Fault",
+    "FaultProxy",
     "Registry",
     "SigningKey",
     "TlsFiles",
@@ -53,6 +56,7 @@ __all__ = [
     "make_image",
     "make_layer",
     "make_tls_files",
+    "non_loopback_address",
     "registry_factory",
     "skopeo",
     "skopeo_inspect",
@@ -68,10 +72,21 @@ ISSUER = "pyimage-test-issuer"
 _ACCESS_RE = re.compile(r'^\S+ \S+ \S+ \[[^\]]+\] "(\S+) (\S+) [^"]*" (\d{3}) (\d+|-)')
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+def non_loopback_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None if it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: routing only, nothing is sent for UDP connect
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
 
 
 def _run(*args: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
@@ -292,11 +307,12 @@ class Registry:
     users: dict[str, str]
     tls: TlsFiles | None = None
     token_server: TokenServer | None = None
+    address: str = "127.0.0.1"
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -368,7 +384,7 @@ def _config_yaml(reg: Registry, secret: str, htpasswd: Path | None) -> str:
         "    uploadpurging:",
         "      enabled: false",
         "http:",
-        f"  addr: 127.0.0.1:{reg.port}",
+        f"  addr: {reg.host}",
         # Fixed, so upload sessions (whose state the registry signs with it) survive a restart.
         f"  secret: {secret}",
     ]
@@ -395,15 +411,19 @@ def start_registry(
     tls: TlsFiles | None = None,
     token_server: TokenServer | None = None,
     anonymous: bool = False,
+    address: str = "127.0.0.1",
 ) -> Registry:
-    """Start a registry under ``root``; htpasswd auth for ``users`` unless ``token_server`` or ``anonymous``."""
+    """Start a registry under ``root``; htpasswd auth for ``users`` unless ``token_server`` or ``anonymous``.
+
+    ``address`` is the one it listens on: loopback unless a test needs a host plain HTTP is not trusted for.
+    """
     if shutil.which(REGISTRY_BIN) is None:
         pytest.skip(f"{REGISTRY_BIN} is not installed (apt-get install docker-registry)")
     root.mkdir(parents=True, exist_ok=True)
     users = dict(users or {"alice": "wonderland"})
     reg = Registry(
         root=root,
-        port=free_port(),
+        port=free_port(address),
         config=root / "config.yml",
         storage=root / "storage",
         access_log=root / "access.log",
@@ -411,6 +431,7 @@ def start_registry(
         users=dict(token_server.users) if token_server else users,
         tls=tls,
         token_server=token_server,
+        address=address,
     )
     htpasswd = None if (anonymous or token_server) else write_htpasswd(root / "htpasswd", users)
     reg.config.write_text(_config_yaml(reg, secrets.token_hex(16), htpasswd))
@@ -483,6 +504,97 @@ def skopeo_inspect(
 
 def inspect_json(reg: Registry, ref: str) -> dict[str, Any]:
     return json.loads(skopeo_inspect(reg, ref).stdout)
+
+
+# -- a proxy that fails on purpose ------------------------------------------------------------------------
+
+
+@dataclass
+class Fault:
+    """Answer a request whose method matches and whose path contains ``path`` with ``status``, once,
+    after letting ``after`` such requests through."""
+
+    method: str
+    path: str
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    after: int = 0
+
+
+@dataclass
+class FaultProxy:
+    """A pass-through HTTP proxy in front of a real registry that injects 5xx/429 answers from ``faults``.
+
+    It forwards everything else byte for byte, with the proxy's own Host so the registry's Location headers
+    point back through it. ``log`` records (method, path, status) as the client saw them.
+    """
+
+    upstream: str
+    faults: list[Fault] = field(default_factory=list)
+    log: list[tuple[str, str, int]] = field(default_factory=list)
+    port: int = 0
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> FaultProxy:
+        proxy = self
+        upstream = httpx.Client(base_url=self.upstream, timeout=30)
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with lock:
+                    fault = next((f for f in proxy.faults if f.method == self.command and f.path in self.path), None)
+                    if fault is not None and fault.after > 0:
+                        fault.after -= 1
+                        fault = None
+                    elif fault is not None:
+                        proxy.faults.remove(fault)
+                if fault is not None:
+                    data = json.dumps({"errors": [{"code": "UNAVAILABLE", "message": "injected"}]}).encode()
+                    self._reply(fault.status, {**fault.headers, "Content-Type": "application/json"}, data)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                headers["Host"] = proxy.host
+                response = upstream.request(self.command, self.path, headers=headers, content=body)
+                keep = {k: v for k, v in response.headers.items()
+                        if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding")}
+                if self.command == "HEAD":
+                    keep["Content-Length"] = response.headers.get("Content-Length", "0")
+                self._reply(response.status_code, keep, response.content)
+
+            def _reply(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
+                proxy.log.append((self.command, self.path, status))
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------
