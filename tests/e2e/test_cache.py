@@ -126,3 +126,41 @@ def test_lock_file_is_written_reused_and_detected_stale(pyimage: Pyimage, tmp_pa
     assert "pylock.toml is stale" in done.stderr
     assert 'name = "six"' in lock.read_text()
     os.utime(lock)
+
+
+def test_killed_build_leaves_nothing_a_later_build_trusts(pyimage: Pyimage, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    cache = tmp_path / "cache"
+    project = copy_example("torch-app", tmp_path)
+    mine = Pyimage(cache, pyimage.base)
+    cmd = [sys.executable, "-m", "pyimage", "build", "--cache-dir", str(cache), "--base", f"rootfs:{pyimage.base}", "-C", str(project), "-o", f"oci:{tmp_path / 'out'}:t"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any((cache / "tmp").glob("*.blob")):  # wait until layers are being written
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "out" / "index.json").exists()
+    report = mine.build(project, tmp_path / "out", "t")
+    assert [l["name"] for l in report["layers"]][2:4] == ["heavy:torch", "heavy:numpy"]
+    verify = subprocess.run([sys.executable, "-m", "pyimage", "cache", "verify", "--cache-dir", str(cache)], capture_output=True, text=True)
+    assert verify.returncode == 0 and "clean" in verify.stderr
+    assert "learned w=3.00 b=2.00" in run_image(tmp_path / "out", "t", timeout=300).stdout
+
+
+def test_app_wheel_build_environment_is_made_once_and_reused(pyimage: Pyimage, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    mine = Pyimage(cache, pyimage.base)
+    project = copy_example("hello-cli", tmp_path)
+    mine.build(project, tmp_path / "out")
+    envs = sorted(p.name for p in (cache / "envs").iterdir())
+    marker = next((cache / "envs").iterdir()) / ".pyimage-ready"
+    stamp = marker.stat().st_mtime_ns
+    init = project / "src" / "hello_cli" / "__init__.py"
+    init.write_text(init.read_text() + "\n# a one-line change\n")
+    mine.build(project, tmp_path / "out")
+    assert sorted(p.name for p in (cache / "envs").iterdir()) == envs and len(envs) == 1
+    assert marker.stat().st_mtime_ns == stamp
