@@ -62,6 +62,16 @@ def write_layout(image: Image, directory: Path, tag: str) -> Descriptor:
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise BuildError(f"output {directory} exists and is not a directory", "choose another --output path")
+    if not directory.exists():  # a new layout is made beside its destination and renamed into place whole
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = directory.with_name(f".{directory.name}.{uuid.uuid4().hex[:8]}.tmp")
+        staging.mkdir()
+        try:
+            entry = write_layout(image, staging, tag)
+            os.rename(staging, directory)
+            return entry
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     blobs = directory / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
     for layer in image.layers:
