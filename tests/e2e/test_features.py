@@ -176,3 +176,45 @@ def test_two_wheels_writing_the_same_file_differently_is_refused(pyimage: Pyimag
     assert done.returncode == 1
     assert "both install /opt/venv/lib/python3.11/site-packages/shared/data.txt with different content" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_interpreter_from_a_url_is_checked_against_its_sha256(pyimage: Pyimage, tmp_path: Path) -> None:
+    import hashlib
+    import http.server
+    import io
+    import threading
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:  # the shape of a python-build-standalone install_only archive
+        script = b"#!/bin/sh\necho standalone\n"
+        info = tarfile.TarInfo("python/bin/python3.12")
+        info.size, info.mode = len(script), 0o755
+        tar.addfile(info, io.BytesIO(script))
+        link = tarfile.TarInfo("python/bin/python3")
+        link.type, link.linkname = tarfile.SYMTYPE, "python3.12"
+        tar.addfile(link)
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "py.tar.gz").write_bytes(buf.getvalue())
+    sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "www"), **kw)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/py.tar.gz"
+    try:
+        project = copy_example("hello-cli", tmp_path)
+        bad = pyimage.run("build", "--set", f"interpreter={url}", "--set", f"interpreter-sha256={'0' * 64}", "-o", f"oci:{tmp_path / 'bad'}", project=project, check=False)
+        assert bad.returncode == 1 and "is not interpreter-sha256" in bad.stderr
+        missing = pyimage.run("build", "--set", f"interpreter={url}", "-o", f"oci:{tmp_path / 'bad'}", project=project, check=False)
+        assert missing.returncode == 2 and "interpreter-sha256" in missing.stderr
+        report = pyimage.build(project, tmp_path / "layout", "u", "--set", f"interpreter={url}", "--set", f"interpreter-sha256={sha}")
+        names = {m.name for m in _layer_members(tmp_path / "layout", report, "interpreter")}
+        assert {"opt/python/bin/python3.12", "opt/python/bin/python3", "opt/venv/lib/python3.12/site-packages"} <= names
+    finally:
+        server.shutdown()
+
+
+def test_a_base_without_python_is_an_error_listing_what_was_found(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    done = pyimage.run("build", "--base", "scratch", "-o", f"oci:{tmp_path / 'out'}", project=project, check=False, base=False)
+    assert done.returncode == 2
+    assert "no Python interpreter found (found: none)" in done.stderr and done.stderr.strip().splitlines()[-1].startswith("hint:")
