@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -23,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["build_app_wheel", "build_requires"]
+__all__ = ["build_app_wheel", "build_requires", "source_fingerprint"]
 
 _DEFAULT_SYSTEM = {"requires": ["setuptools>=40.8.0"], "build-backend": "setuptools.build_meta:__legacy__"}
 
@@ -56,8 +57,6 @@ def _env(cache: Cache, requires: list[str]) -> Path:
     with cache.lock(f"env-{key}"):
         if not (ready.exists() and python.exists()):
             if env_dir.exists():
-                import shutil
-
                 shutil.rmtree(env_dir)
             venv.create(env_dir, with_pip=False, symlinks=True)
             _install(python, requires)
@@ -65,11 +64,64 @@ def _env(cache: Cache, requires: list[str]) -> Path:
     return python
 
 
+_SKIP_DIRS = {".git", ".hg", ".svn", "dist", "build", "__pycache__", ".venv", "venv", ".tox", ".nox", "node_modules", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".cache"}
+
+
+def source_fingerprint(project_dir: Path, extra: object) -> str:
+    """A hash of every file the build backend could read (path, size, mtime) plus ``extra``.
+
+    Output and tool directories are skipped; git's HEAD and index stamps are included so that a version taken
+    from VCS (setuptools-scm, hatch-vcs) changes the fingerprint too.
+    """
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+    stack = [project_dir]
+    while stack:
+        here = stack.pop()
+        with os.scandir(here) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name not in _SKIP_DIRS and not entry.name.endswith(".egg-info"):
+                        stack.append(Path(entry.path))
+                elif entry.is_file():
+                    st = entry.stat()
+                    h.update(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for name in (".git/HEAD", ".git/index"):
+        path = project_dir / name
+        if path.exists():
+            st = path.stat()
+            h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{path.read_bytes()[:200] if name.endswith('HEAD') else b''}\n".encode())
+    return h.hexdigest()[:32]
+
+
 def build_app_wheel(project_dir: Path, out_dir: Path, cache: Cache, epoch: int) -> Path:
-    """Builds ``project_dir``'s wheel into ``out_dir`` (SOURCE_DATE_EPOCH=``epoch``); returns its path."""
+    """The project's wheel in ``out_dir`` (built with SOURCE_DATE_EPOCH=``epoch``); returns its path.
+
+    A wheel built from the same sources (same fingerprint) is taken from the cache instead of running the
+    backend again: a no-change rebuild starts no build subprocess at all.
+    """
+    requires, backend = build_requires(project_dir)
+    fingerprint = source_fingerprint(project_dir, [requires, backend, epoch, sys.version])
+    kept = cache.root / "appwheels" / fingerprint
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for wheel in kept.glob("*.whl") if kept.is_dir() else ():
+        dest = out_dir / wheel.name
+        shutil.copyfile(wheel, dest)
+        return dest
+    built = _build(project_dir, out_dir, cache, epoch, requires)
+    staging = cache.tmp_path("-appwheel")
+    staging.mkdir()
+    shutil.copyfile(built, staging / built.name)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(staging, kept)
+    except OSError:  # another build of the same sources got there first
+        shutil.rmtree(staging, ignore_errors=True)
+    return built
+
+
+def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires: list[str]) -> Path:
     from build import BuildBackendException, ProjectBuilder
 
-    requires, _backend = build_requires(project_dir)
     python = _env(cache, requires)
 
     def runner(cmd, cwd=None, extra_environ=None):  # type: ignore[no-untyped-def]
@@ -80,11 +132,14 @@ def build_app_wheel(project_dir: Path, out_dir: Path, cache: Cache, epoch: int) 
             raise BuildError(f"building the project's wheel failed:\n{tail}", "run `python -m build --wheel` in the project to see the full output")
 
     builder = ProjectBuilder(project_dir, python_executable=str(python), runner=runner)
+    # The backend's dynamic build requirements are asked once per environment and pyproject.toml, not per build.
+    checked = python.parent.parent / f".deps-{hashlib.sha256((project_dir / 'pyproject.toml').read_bytes()).hexdigest()[:16]}"
     try:
-        missing = builder.check_dependencies("wheel")
-        if missing:
-            _install(python, sorted({r for group in missing for r in group[:1]}))
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if not checked.exists():
+            missing = builder.check_dependencies("wheel")
+            if missing:
+                _install(python, sorted({r for group in missing for r in group[:1]}))
+            checked.touch()
         return Path(builder.build("wheel", out_dir))
     except BuildBackendException as exc:
         raise BuildError(f"building the project's wheel failed: {exc}", "run `python -m build --wheel` in the project to see the full output") from exc

@@ -164,3 +164,19 @@ def test_app_wheel_build_environment_is_made_once_and_reused(pyimage: Pyimage, t
     mine.build(project, tmp_path / "out")
     assert sorted(p.name for p in (cache / "envs").iterdir()) == envs and len(envs) == 1
     assert marker.stat().st_mtime_ns == stamp
+
+
+def test_unchanged_sources_reuse_the_project_wheel_and_any_edit_rebuilds_it(pyimage: Pyimage, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    mine = Pyimage(cache, pyimage.base)
+    project = copy_example("hello-cli", tmp_path)
+    first = mine.build(project, tmp_path / "out")
+    kept = list((cache / "appwheels").iterdir())
+    assert len(kept) == 1
+    again = mine.build(project, tmp_path / "out")
+    assert list((cache / "appwheels").iterdir()) == kept and again["image"]["digest"] == first["image"]["digest"]
+    readme = project / "src" / "hello_cli" / "extra.py"  # a new file the backend would package
+    readme.write_text("X = 1\n")
+    changed = mine.build(project, tmp_path / "out")
+    assert len(list((cache / "appwheels").iterdir())) == 2
+    assert changed["layers"][-1]["digest"] != first["layers"][-1]["digest"]
