@@ -82,8 +82,8 @@ def source_fingerprint(project_dir: Path, extra: object) -> str:
                 if entry.is_dir(follow_symlinks=False):
                     if entry.name not in _SKIP_DIRS and not entry.name.endswith(".egg-info"):
                         stack.append(Path(entry.path))
-                elif entry.is_file():
-                    st = entry.stat()
+                elif entry.is_file() and not (here == project_dir and entry.name.startswith("pylock.") and entry.name.endswith(".toml")):
+                    st = entry.stat()  # (pyimage's own lock file is an output, not a source)
                     h.update(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     for name in (".git/HEAD", ".git/index"):
         path = project_dir / name
