@@ -213,8 +213,8 @@ def prepare(
     registry: RegistrySettings | None = None,
 ) -> Prepared:
     """Resolves and plans; no layer is built. The app wheel lives in ``Prepared.workdir`` until cleanup."""
-    events(f"base: {cfg['base']}")
     base, base_source = load_base(cfg["base"], cfg["platform"], cache, cfg["compression"], registry or RegistrySettings())
+    events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg["base"] else ""))
     interp, target = _interpreter(cfg, base, cache)
     paths = InstallPaths(cfg["venv"], interp.version)
     workdir = Path(tempfile.mkdtemp(prefix="appwheel-", dir=cache.root / "tmp"))
