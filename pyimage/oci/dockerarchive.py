@@ -8,6 +8,7 @@ deterministic and written to a temp file renamed at the end.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tarfile
@@ -87,8 +88,6 @@ def write_docker_archive(image: Image, path: Path, tag: str) -> None:
                 tar.addfile(_info(d, 0, directory=True))
             written: set[str] = set()
             for name, data in sorted(small.items()):
-                import io
-
                 tar.addfile(_info(name, len(data)), io.BytesIO(data))
                 written.add(name)
             for layer in image.layers:
