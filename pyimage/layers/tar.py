@@ -143,15 +143,50 @@ class TarWriter:
         return not root or path == root or path.startswith(root + "/")
 
     def _header(self, name: str, kind: bytes, size: int, mode: int, linkname: str = "") -> None:
-        info = tarfile.TarInfo(name)
-        info.type = kind
-        info.size = size
-        info.mode = mode
-        info.mtime = self._mtime
         owner = self._owner if self._owned(name.rstrip("/")) else Owner()
-        info.uid, info.gid = owner.uid, owner.gid
-        info.uname = info.gname = ""
-        info.linkname = linkname
-        self._sink.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        header = _ustar_header(name, kind, size, mode, self._mtime, owner.uid, owner.gid, linkname)
+        if header is None:  # long or non-ASCII names, huge sizes: tarfile writes the PAX extension header
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.size = size
+            info.mode = mode
+            info.mtime = self._mtime
+            info.uid, info.gid = owner.uid, owner.gid
+            info.uname = info.gname = ""
+            info.linkname = linkname
+            header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        self._sink.write(header)
         if kind != tarfile.DIRTYPE:
             self.files[name] = ""
+
+
+_MAX_OCTAL_11 = 8**11
+
+
+def _ustar_header(name: str, kind: bytes, size: int, mode: int, mtime: int, uid: int, gid: int, linkname: str) -> bytes | None:
+    """The 512-byte header tarfile's PAX_FORMAT writes for an entry that needs no extension header, built in
+    one step (tarfile spends ~50 us per entry; torch has 12,000). None when the entry needs the slow path.
+    The bytes are identical to tarfile's, which tests/layers/test_tar.py checks."""
+    if len(name) > 100 or len(linkname) > 100 or not name.isascii() or not linkname.isascii():
+        return None
+    if size >= _MAX_OCTAL_11 or mtime >= _MAX_OCTAL_11 or uid >= 8**7 or gid >= 8**7:
+        return None
+    head = b"".join(
+        (
+            name.encode("ascii").ljust(100, b"\0"),
+            b"%07o\0" % mode,
+            b"%07o\0" % uid,
+            b"%07o\0" % gid,
+            b"%011o\0" % size,
+            b"%011o\0" % mtime,
+            b"        ",  # checksum, counted as spaces
+            kind,
+            linkname.encode("ascii").ljust(100, b"\0"),
+            b"ustar\x0000",
+            b"\0" * 64,  # uname, gname
+            b"\0" * 16,  # devmajor, devminor: empty for anything but device nodes, as tarfile writes them
+            b"\0" * 155,
+        )
+    ).ljust(512, b"\0")
+    checksum = sum(head)
+    return head[:148] + b"%06o\0" % checksum + head[155:]

@@ -290,3 +290,30 @@ def test_tar_extracts_to_the_expected_tree(tmp_path: Path) -> None:
 
     assert (tmp_path / "opt/venv/lib/python3.11/site-packages/six.py").read_bytes() == b"print('six')\n"
     assert (tmp_path / "opt/venv/bin/tool").stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize(
+    "name,kind,size,mode,mtime,uid,gid,link",
+    [
+        ("opt/venv/lib/python3.11/site-packages/x.py", tarfile.REGTYPE, 1234, 0o644, 0, 0, 0, ""),
+        ("opt/venv/bin/", tarfile.DIRTYPE, 0, 0o755, 1700000000, 1000, 1000, ""),
+        ("opt/venv/bin/python", tarfile.SYMTYPE, 0, 0o777, 0, 0, 0, "/usr/bin/python3.11"),
+        ("a" * 100, tarfile.REGTYPE, 8**11 - 1, 0o755, 0, 65534, 65534, ""),
+    ],
+)
+def test_fast_ustar_header_is_byte_identical_to_tarfiles(name: str, kind: bytes, size: int, mode: int, mtime: int, uid: int, gid: int, link: str) -> None:
+    from pyimage.layers.tar import _ustar_header
+
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.mode, info.mtime, info.uid, info.gid = kind, size, mode, mtime, uid, gid
+    info.uname = info.gname = ""
+    info.linkname = link
+    assert _ustar_header(name, kind, size, mode, mtime, uid, gid, link) == info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def test_fast_header_leaves_long_and_non_ascii_names_to_the_pax_path() -> None:
+    from pyimage.layers.tar import _ustar_header
+
+    assert _ustar_header("a" * 101, tarfile.REGTYPE, 1, 0o644, 0, 0, 0, "") is None
+    assert _ustar_header("caf\u00e9.py", tarfile.REGTYPE, 1, 0o644, 0, 0, 0, "") is None
+    assert _ustar_header("big", tarfile.REGTYPE, 8**11, 0o644, 0, 0, 0, "") is None
