@@ -17,14 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from packaging.requirements import Requirement
-
 from pyimage.cache import Cache
 from pyimage.config import Config
 from pyimage.errors import BuildError, ConfigError
 from pyimage.layers.build import LayerContext, build_custom_layer, build_layer
 from pyimage.layers.bytecode import can_compile
-from pyimage.layers.install import InstallPaths, wheel_file_map
+from pyimage.layers.paths import InstallPaths
 from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
 from pyimage.layers.plan import LayerPlan, plan_layers
 from pyimage.oci.base import load_base, scan_base
@@ -148,6 +146,8 @@ def _pins(
 
 
 def _check_requirements_cover(requires: list[str], extras: Sequence[str], pins: list[Pin], target: Target, req_file: str) -> None:
+    from packaging.requirements import Requirement
+
     by_name = {p.name: p for p in pins}
     env = {"python_version": target.python, "python_full_version": f"{target.python}.0", "sys_platform": "linux", "platform_system": "Linux", "platform_machine": target.machine, "implementation_name": "cpython", "platform_python_implementation": "CPython", "os_name": "posix"}
     from packaging.utils import canonicalize_name
@@ -177,6 +177,8 @@ def _check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache)
         map_key = f"files-{wheel.sha256}-" + hashlib.sha256(f"{paths.venv}|{paths.python}".encode()).hexdigest()[:12]
         files = cache.get_meta(map_key)
         if files is None:
+            from pyimage.layers.install import wheel_file_map
+
             files = wheel_file_map(wheel.path, paths)
             cache.put_meta(map_key, files)
         for path, digest in files.items():

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from pyimage.cache import Cache, LayerRecord
-from pyimage.layers.bytecode import compile_captured
 from pyimage.layers.compress import BlobWriter, compression_id, decompress_stream, media_type_for
-from pyimage.layers.install import InstallPaths, install_wheel
+from pyimage.layers.paths import InstallPaths
 from pyimage.layers.plan import LayerSpec
 from pyimage.layers.tar import Owner, TarWriter
 from pyimage.oci.model import Descriptor, Layer
@@ -110,6 +109,9 @@ def _cached_or_build(ctx: LayerContext, key: str, make: Callable[[], LayerRecord
 
 def _install_all(wheels: Iterable[Wheel], ctx: LayerContext) -> Callable[[TarWriter], None]:
     def fill(tw: TarWriter) -> None:
+        from pyimage.layers.bytecode import compile_captured
+        from pyimage.layers.install import install_wheel  # only a cache miss needs pypa/installer
+
         for wheel in wheels:
             install_wheel(wheel.path, tw, ctx.paths)
             if ctx.compile_bytecode:

@@ -11,7 +11,7 @@ import importlib.util
 import posixpath
 import sys
 
-from pyimage.layers.install import InstallPaths
+from pyimage.layers.paths import InstallPaths
 from pyimage.layers.tar import TarWriter
 
 __all__ = ["can_compile", "compile_captured"]

@@ -14,7 +14,6 @@ import os
 import posixpath
 import struct
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
@@ -32,42 +31,12 @@ try:
     from isal import isal_zlib as _inflate
 except ImportError:  # pragma: no cover - isal is a declared dependency
     import zlib as _inflate
+from pyimage.layers.paths import InstallPaths
 from pyimage.layers.tar import TarWriter, safe_member_path
 
 __all__ = ["InstallPaths", "install_wheel", "wheel_file_map"]
 
 INSTALLER_NAME = b"pyimage\n"
-
-
-@dataclass(frozen=True)
-class InstallPaths:
-    """Where a wheel's schemes land in the image, for a venv at ``venv`` on Python ``python`` (``"3.11"``)."""
-
-    venv: str = "/opt/venv"
-    python: str = "3.11"
-
-    @property
-    def site_packages(self) -> str:
-        return f"{self.venv.strip('/')}/lib/python{self.python}/site-packages"
-
-    @property
-    def bin(self) -> str:
-        return f"{self.venv.strip('/')}/bin"
-
-    @property
-    def interpreter(self) -> str:
-        return f"/{self.venv.strip('/')}/bin/python"
-
-    def scheme_dir(self, scheme: str, dist: str) -> str:
-        if scheme in ("purelib", "platlib"):
-            return self.site_packages
-        if scheme == "scripts":
-            return self.bin
-        if scheme == "data":
-            return self.venv.strip("/")
-        if scheme == "headers":
-            return f"{self.venv.strip('/')}/include/site/python{self.python}/{dist}"
-        raise BuildError(f"unknown install scheme {scheme!r}", "the wheel is malformed")
 
 
 class _Member(io.RawIOBase):

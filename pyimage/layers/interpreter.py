@@ -20,7 +20,7 @@ from typing import Callable
 
 from pyimage.cache import Cache
 from pyimage.errors import BuildError, ConfigError
-from pyimage.layers.install import InstallPaths
+from pyimage.layers.paths import InstallPaths
 from pyimage.layers.tar import TarWriter, safe_member_path
 
 __all__ = ["Interpreter", "STANDALONE_HOME", "choose_base_python", "standalone_interpreter", "venv_filler"]

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -164,7 +163,7 @@ def fetch_wheels(pins: Sequence[Pin], target: Target, cache: Cache) -> dict[str,
         if hit:
             paths[pin.name] = hit
         elif pin.url.startswith("file:"):
-            local = Path(urllib.request.url2pathname(urllib.parse.urlparse(pin.url).path))
+            local = Path(urllib.parse.unquote(urllib.parse.urlparse(pin.url).path))
             if not local.is_file():
                 raise BuildError(f"{pin.name}: {local} is gone", "run `pyimage lock` to resolve again")
             paths[pin.name], _ = cache.add_wheel(local, pin.sha256 or None)
