@@ -60,6 +60,11 @@ class Prepared:
     notes: tuple[str, ...] = ()
     workdir: Path | None = None
 
+    def cleanup(self) -> None:
+        """Removes the scratch directory holding the app wheel (call once the image is written)."""
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
 
 @dataclass(frozen=True)
 class BuildResult:

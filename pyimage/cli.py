@@ -161,7 +161,7 @@ def build(
         written = write_outputs(image, prep, outputs)
         pushed = _push(image, prep, list(push or []), registry, events)
     finally:
-        shutil.rmtree(prep.workdir, ignore_errors=True) if prep.workdir else None
+        prep.cleanup()
     from pyimage.build import BuildResult
 
     result = BuildResult(image, prep, tuple(written), tuple(pushed), prep.notes)
@@ -217,8 +217,7 @@ def plan(
 
     cfg = load_config(project, _overrides(sets, base, python, heavy, platform))
     prep = prepare(cfg, _cache(cache_dir), _events(as_json))
-    if prep.workdir:
-        shutil.rmtree(prep.workdir, ignore_errors=True)
+    prep.cleanup()
     layers = [{"name": "base", "count": len(prep.base.layers), "source": prep.base_source}, {"name": "interpreter", "python": prep.interpreter.executable}]
     for spec in prep.plan.layers:
         layers.append(
@@ -256,8 +255,7 @@ def lock(
 
     cfg = load_config(project, _overrides(sets, base, python, None, platform))
     prep = lock_only(cfg, _cache(cache_dir), _events(False), upgrade=upgrade)
-    if prep.workdir:
-        shutil.rmtree(prep.workdir, ignore_errors=True)
+    prep.cleanup()
     _err(f"wrote {cfg.project_dir / cfg['lock']} ({len(prep.wheels)} wheels)")
 
 
