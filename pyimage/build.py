@@ -7,13 +7,14 @@ receives progress lines for people; nothing here prints.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import datetime as dt
 import posixpath
 import shutil
 import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -59,6 +60,7 @@ class Prepared:
     paths: InstallPaths
     notes: tuple[str, ...] = ()
     workdir: Path | None = None
+    pins: tuple[Pin, ...] = ()
 
     def cleanup(self) -> None:
         """Removes the scratch directory holding the app wheel (call once the image is written)."""
@@ -171,15 +173,13 @@ def _check_requirements_cover(requires: list[str], extras: Sequence[str], pins: 
 
 def _check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) -> None:
     """Two wheels writing the same file with different content is an error; identical copies are fine."""
-    import hashlib
-
     set_key = "conflicts-" + hashlib.sha256("|".join(sorted(w.sha256 for w in wheels) + [paths.venv, paths.python]).encode()).hexdigest()[:32]
     if cache.get_meta(set_key):
         return
     owners: dict[str, tuple[str, str]] = {}
     for wheel in wheels:
         # Per-wheel maps are cached by content, so a new app sharing torch reads none of torch's bytes here.
-        map_key = f"files-{wheel.sha256}-" + hashlib.sha256(f"{paths.venv}|{paths.python}".encode()).hexdigest()[:12]
+        map_key = _files_key(wheel.sha256, paths)
         files = cache.get_meta(map_key)
         if files is None:
             from pyimage.layers.install import wheel_file_map
@@ -199,15 +199,45 @@ def _check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache)
     cache.put_meta(set_key, True)
 
 
-def _wheel_values(paths: dict[str, Path], pins: Sequence[Pin], cache: Cache) -> list[Wheel]:
+def _files_key(sha256: str, paths: InstallPaths) -> str:
+    return f"files-{sha256}-" + hashlib.sha256(f"{paths.venv}|{paths.python}".encode()).hexdigest()[:12]
+
+
+def _wheel_values(pins: Sequence[Pin], target: Target, cache: Cache, paths: InstallPaths) -> list[Wheel]:
+    """``Wheel`` values for the pins. A wheel whose facts (installed size, file map) the cache already holds by
+    its sha256 is neither downloaded nor read here; a layer that misses the cache fetches it (``_fetcher``)."""
+    known: dict[str, Wheel] = {}
+    need: list[Pin] = []
+    for pin in pins:
+        size = cache.get_meta(f"wheel-{pin.sha256}")
+        if size is not None and cache.get_meta(_files_key(pin.sha256, paths)) is not None:
+            path = cache.cached_wheel(pin.sha256, pin.filename)
+            known[pin.name] = Wheel(pin.name, pin.version, pin.filename, pin.sha256, path, size)  # type: ignore[arg-type]
+        else:
+            need.append(pin)
+    fetched = fetch_wheels(need, target, cache) if need else {}
     out = []
     for pin in pins:
-        meta = cache.get_meta(f"wheel-{pin.sha256}")
-        wheel = read_wheel(paths[pin.name], sha256=pin.sha256, size=meta)
-        if meta is None:
+        wheel = known.get(pin.name)
+        if wheel is None:
+            wheel = read_wheel(fetched[pin.name], sha256=pin.sha256)
             cache.put_meta(f"wheel-{pin.sha256}", wheel.installed_size)
         out.append(wheel)
     return out
+
+
+def _fetcher(pins: Sequence[Pin], target: Target, cache: Cache) -> Callable[[tuple[Wheel, ...]], tuple[Wheel, ...]]:
+    """Gives wheels their files, downloading only those not in the cache: called by layers that must be built."""
+    by_name = {pin.name: pin for pin in pins}
+
+    def fetch(wheels: tuple[Wheel, ...]) -> tuple[Wheel, ...]:
+        missing = [by_name[w.name] for w in wheels if (w.path is None or not w.path.exists()) and w.name in by_name]
+        if not missing:
+            return wheels
+        got = fetch_wheels(missing, target, cache)
+        return tuple(replace(w, path=got[w.name]) if w.name in got else w for w in wheels)
+
+    return fetch
 
 
 def prepare(
@@ -231,7 +261,7 @@ def prepare(
         app = read_wheel(app_path)
         _name, requires, _scripts = _requires_dist(app_path)
         pins = _pins(cfg, app_path, requires, target, cache, events, refresh_lock, upgrade)
-        wheels = _wheel_values(fetch_wheels(pins, target, cache), pins, cache)
+        wheels = _wheel_values(pins, target, cache, paths)
         _check_conflicts([*wheels, app], paths, cache)
         threshold = cfg["heavy-threshold"] or None
         plan = plan_layers(wheels, app, cfg["heavy"], threshold, cfg["max-layers"], fixed_layers=len(base.layers) + 1)
@@ -241,7 +271,7 @@ def prepare(
     notes = list(plan.notes)
     if cfg["compile-bytecode"] and not can_compile(interp.version):
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
-    return Prepared(cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir)
+    return Prepared(cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir, tuple(pins))
 
 
 def _entrypoint(prep: Prepared) -> list[str] | None:
@@ -316,6 +346,7 @@ def build_image(prep: Prepared, events: Events = _quiet, jobs: int = 2) -> Image
         epoch=cfg.epoch,
         compression=cfg["compression"],
         compile_bytecode=cfg["compile-bytecode"] and can_compile(prep.interpreter.version),
+        fetch=_fetcher(prep.pins, prep.target, prep.cache),
     )
     interp = prep.interpreter
     with prep.cache.lock("cache", shared=True):

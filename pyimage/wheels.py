@@ -16,13 +16,14 @@ __all__ = ["Wheel", "read_wheel", "installed_size"]
 
 @dataclass(frozen=True)
 class Wheel:
-    """A wheel file on disk. ``name`` is canonical (PEP 503); ``sha256`` is the hex digest of the file."""
+    """A wheel: ``name`` is canonical (PEP 503), ``sha256`` the hex digest of the file. ``path`` is None while the
+    file is not needed (its layers are cached) and not in the local wheel cache."""
 
     name: str
     version: str
     filename: str
     sha256: str
-    path: Path
+    path: Path | None
     installed_size: int
 
     @property

@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from pyimage.cache import Cache, LayerRecord
@@ -40,6 +40,8 @@ class LayerContext:
     epoch: int = 0
     compression: str = "gzip"
     compile_bytecode: bool = False
+    # Gives wheels their files when a layer must really be built (a cache hit never needs them).
+    fetch: Callable[[tuple[Wheel, ...]], tuple[Wheel, ...]] = field(default=lambda wheels: wheels, compare=False)
 
     def key(self, kind: str, parts: object) -> str:
         material = {
@@ -112,7 +114,7 @@ def _install_all(wheels: Iterable[Wheel], ctx: LayerContext) -> Callable[[TarWri
         from pyimage.layers.bytecode import compile_captured
         from pyimage.layers.install import install_wheel  # only a cache miss needs pypa/installer
 
-        for wheel in wheels:
+        for wheel in ctx.fetch(tuple(wheels)):
             install_wheel(wheel.path, tw, ctx.paths)
             if ctx.compile_bytecode:
                 compile_captured(tw, ctx.paths)
@@ -148,6 +150,11 @@ def _end_fragment(ctx: LayerContext) -> LayerRecord:
 
 
 def _assemble(wheels: Iterable[Wheel], ctx: LayerContext) -> LayerRecord:
+    wheels = tuple(wheels)
+    missing = {w.name for w in wheels if ctx.cache.get_layer(ctx.key("fragment", w.sha256)) is None}
+    if missing:  # fetch every wheel whose fragment must be built in one go, not one download per wheel
+        fetched = {w.name: w for w in ctx.fetch(tuple(w for w in wheels if w.name in missing))}
+        wheels = tuple(fetched.get(w.name, w) for w in wheels)
     parts = [_fragment(w, ctx) for w in wheels] + [_end_fragment(ctx)]
     tmp = ctx.cache.tmp_path(".blob")
     packed, raw = hashlib.sha256(), hashlib.sha256()

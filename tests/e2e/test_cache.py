@@ -180,3 +180,24 @@ def test_unchanged_sources_reuse_the_project_wheel_and_any_edit_rebuilds_it(pyim
     changed = mine.build(project, tmp_path / "out")
     assert len(list((cache / "appwheels").iterdir())) == 2
     assert changed["layers"][-1]["digest"] != first["layers"][-1]["digest"]
+
+
+def test_cached_layers_need_no_wheel_files(pyimage: Pyimage, tmp_path: Path) -> None:
+    """With the layers in the cache, a build neither downloads nor reads their wheels (here: deleted from the
+    wheel cache); a layer that must be built again fetches exactly its wheels."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    mine = Pyimage(cache, pyimage.base)
+    project = copy_example("hello-cli", tmp_path)
+    first = mine.build(project, tmp_path / "out")
+    shutil.rmtree(cache / "wheels")
+    (cache / "wheels").mkdir()
+    again = mine.build(project, tmp_path / "out")
+    assert again["image"]["digest"] == first["image"]["digest"]
+    assert not any((cache / "wheels").iterdir()), "a wheel was fetched although its layer was cached"
+    for record in (cache / "layers").glob("*.json"):  # forget every layer: now the wheels are needed again
+        record.unlink()
+    rebuilt = mine.build(project, tmp_path / "out")
+    assert rebuilt["image"]["digest"] == first["image"]["digest"]
+    assert len(list((cache / "wheels").iterdir())) == 2  # attrs and humanize, fetched again
