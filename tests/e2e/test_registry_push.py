@@ -74,3 +74,29 @@ def test_image_in_a_registry_is_used_as_base(pyimage: Pyimage, tmp_path: Path) -
         assert [l["digest"] for l in base_layers] == [l["digest"] for l in first["layers"]]
     finally:
         reg.stop()
+
+
+def test_repository_and_tags_from_config_push_over_tls_with_a_ca_bundle(pyimage: Pyimage, tmp_path: Path) -> None:
+    from support.registry import make_tls_files
+
+    tls = make_tls_files(tmp_path / "tls")
+    reg = start_registry(tmp_path / "reg", tls=tls)
+    try:
+        project = copy_example("hello-cli", tmp_path)
+        pyproject = project / "pyproject.toml"
+        pyproject.write_text(pyproject.read_text() + f'repository = "{reg.host}/apps/tls"\ntags = ["1.0", "stable"]\n')
+        cmd = [sys.executable, "-m", "pyimage", "build", "--json", "--cache-dir", str(pyimage.cache_dir), "-C", str(project),
+               "--base", f"rootfs:{pyimage.base}", "--username", "alice", "--password-stdin"]
+        untrusted = subprocess.run(cmd, input="wonderland\n", capture_output=True, text=True)
+        assert untrusted.returncode == 1 and "Traceback" not in untrusted.stderr
+        assert untrusted.stderr.strip().splitlines()[-1].startswith("hint:") and "CA" in untrusted.stderr
+        done = subprocess.run([*cmd, "--ca-bundle", str(tls.ca_cert)], input="wonderland\n", capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert [p["reference"] for p in report["pushed"]] == [f"{reg.host}/apps/tls:1.0", f"{reg.host}/apps/tls:stable"]
+        assert report["outputs"] == []  # a configured repository is the output
+        for tag in ("1.0", "stable"):
+            info = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--creds", reg.creds(), f"docker://{reg.host}/apps/tls:{tag}"], capture_output=True, text=True, check=True).stdout)
+            assert info["Digest"] == report["image"]["digest"]
+    finally:
+        reg.stop()
