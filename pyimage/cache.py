@@ -235,6 +235,8 @@ class Cache:
         for ``older_than`` seconds; returns (files removed, bytes freed). Holds the cache lock exclusively."""
         removed = freed = 0
         with self.lock("cache"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / "meta" / "hits.log").unlink()  # the hit counts start again after a prune
             for stale in (self.root / "tmp").iterdir():
                 with contextlib.suppress(OSError):
                     shutil.rmtree(stale) if stale.is_dir() else stale.unlink()

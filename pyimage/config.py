@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pyimage.errors import ConfigError
-from pyimage.layers.plan import MAX_LAYERS_DEFAULT, HeavyGroup
+from pyimage.layers.plan import MAX_LAYERS_DEFAULT, HeavyGroup, normalize_pattern
 from pyimage.layers.tar import Owner
 from pyimage.oci.model import Platform
 
@@ -102,7 +102,7 @@ def _str_list(v: Any) -> tuple[str, ...]:
 
 def _table(v: Any) -> dict[str, str]:
     if isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, (str, int, float, bool)) for k, x in v.items()):
-        return {k: str(x) for k, x in v.items()}
+        return {k: (str(x).lower() if isinstance(x, bool) else str(x)) for k, x in v.items()}
     raise ValueError
 
 
@@ -124,7 +124,7 @@ def _heavy(v: Any) -> tuple[HeavyGroup, ...]:
             groups.append(HeavyGroup(item["name"], tuple(packages)))
         else:
             raise ValueError
-    names = [g.name for g in groups]
+    names = [normalize_pattern(g.name) for g in groups]
     if len(set(names)) != len(names):
         raise ValueError
     return tuple(groups)
@@ -223,7 +223,9 @@ class Config:
         value = self.values["source-date-epoch"]
         if value is None:
             env = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-            return int(env) if env.isdigit() else 0
+            if env and not env.isdigit():
+                raise ConfigError(f"SOURCE_DATE_EPOCH={env!r} is not a whole number of seconds", "unset it, or set it to e.g. $(git log -1 --format=%ct)")
+            return int(env) if env else 0
         return value
 
 
@@ -278,7 +280,9 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
             where = f"{pyproject}:{_line_of(text, key) or '?'}: [tool.pyimage] {key}" if origin == "file" else f"command line: --{key}"
             spec = KEYS.get(key)
             if spec is None:
-                near = [k for k in KEYS if k.replace("-", "") == key.replace("-", "").replace("_", "")]
+                import difflib
+
+                near = difflib.get_close_matches(key.replace("_", "-"), KEYS, n=1, cutoff=0.75)
                 hint = f"did you mean {near[0]!r}?" if near else f"known keys: {', '.join(KEYS)}"
                 raise ConfigError(f"{where}: unknown key", hint)
             try:

@@ -64,7 +64,7 @@ CASES = {
     "unknown-key": ("max_layers = 20", [], ("max_layers: unknown key", "did you mean 'max-layers'?")),
     "wrong-type": ('compression = "lz4"', [], ('compression: expected "gzip" or "zstd", got \'lz4\'', "compression: ")),
     "set-without-equals": ("", ["--set", "max-layers"], ("--set 'max-layers': expected key=value", "--set max-layers=20")),
-    "set-unknown-key": ("", ["--set", "heavy_treshold=1GB"], ("command line: --heavy_treshold: unknown key", "known keys:")),
+    "set-unknown-key": ("", ["--set", "heavy_treshold=1GB"], ("command line: --heavy_treshold: unknown key", "did you mean 'heavy-threshold'?")),
     "set-wrong-value": ("", ["--set", "max-layers=500"], ("command line: --max-layers: expected integer 2..127", "max-layers: ")),
 }
 

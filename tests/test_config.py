@@ -370,3 +370,28 @@ def test_source_date_epoch_override_wins_over_file_and_environment(tmp_path: Pat
     cfg = load_config(project(tmp_path, "source-date-epoch = 1600000000\n"), {"source-date-epoch": 5})
 
     assert cfg.epoch == 5
+
+
+def test_a_misspelt_key_gets_the_nearest_known_one_as_hint(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.pyimage]\nmax-layer = 10\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path)
+    assert "did you mean 'max-layers'?" in err.value.hint
+
+
+def test_heavy_names_differing_only_in_case_are_duplicates(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.pyimage]\nheavy = ["torch", "Torch"]\n')
+    with pytest.raises(ConfigError):
+        load_config(tmp_path)
+
+
+def test_an_invalid_source_date_epoch_is_an_error_not_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH"):
+        load_config(tmp_path).epoch
+
+
+def test_boolean_env_values_are_written_as_toml_spells_them(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.pyimage]\nenv = { DEBUG = true }\n')
+    assert load_config(tmp_path)["env"] == {"DEBUG": "true"}

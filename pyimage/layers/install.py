@@ -253,6 +253,8 @@ def wheel_file_map(wheel: Path, paths: InstallPaths) -> dict[str, str]:
             if name.endswith("/"):
                 continue
             rel = safe_member_path(name, where=wheel.name)
+            if "__pycache__" in rel.split("/")[:-1]:
+                continue  # installer skips these too
             scheme = root
             if rel.startswith(data_dir):
                 scheme, _, rel = rel[len(data_dir):].partition("/")

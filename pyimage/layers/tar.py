@@ -55,7 +55,7 @@ def safe_member_path(path: str, *, where: str) -> str:
             f"{where}: {path!r} is named like an image whiteout (.wh.*) and would delete files in lower layers",
             "the wheel is malformed or malicious; remove it from the dependencies",
         )
-    if norm == ".." or norm.startswith("../") or "/../" in f"/{norm}/":
+    if norm in (".", "..") or norm.startswith("../") or "/../" in f"/{norm}/":
         raise BuildError(
             f"{where}: path {path!r} escapes its install root",
             "the wheel is malformed or malicious; rebuild it or remove it from the dependencies",

@@ -317,3 +317,9 @@ def test_fast_header_leaves_long_and_non_ascii_names_to_the_pax_path() -> None:
     assert _ustar_header("a" * 101, tarfile.REGTYPE, 1, 0o644, 0, 0, 0, "") is None
     assert _ustar_header("caf\u00e9.py", tarfile.REGTYPE, 1, 0o644, 0, 0, 0, "") is None
     assert _ustar_header("big", tarfile.REGTYPE, 8**11, 0o644, 0, 0, 0, "") is None
+
+
+@pytest.mark.parametrize("path", [".", "demo/..", "./", "a/b/../.."])
+def test_paths_that_name_the_install_root_itself_are_refused(path: str) -> None:
+    with pytest.raises(BuildError):
+        safe_member_path(path, where="demo.whl")
