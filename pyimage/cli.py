@@ -260,6 +260,38 @@ def lock(
 
 
 @app.command()
+def inspect(
+    image: str = typer.Argument(..., help="oci:DIR[:TAG], docker-archive:FILE or a registry reference."),
+    platform: str = typer.Option("linux/amd64", "--platform", help="Platform to pick from an index."),
+    cache_dir: Optional[Path] = CacheDirOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show an image's layers (with the names pyimage gave them), sizes and run configuration."""
+    from pyimage.oci.base import load_base
+    from pyimage.oci.model import Platform
+
+    if image.startswith("rootfs:") or image in ("", "scratch"):
+        raise ConfigError(f"inspect {image!r}: not an image", "give oci:DIR[:TAG], docker-archive:FILE or a registry reference")
+    loaded, source = load_base(image, Platform.parse(platform), _cache(cache_dir))
+    history = [h for h in loaded.config.get("history", []) if not h.get("empty_layer")]
+    names = [str(h.get("created_by", "")).removeprefix("pyimage: ") for h in history] if len(history) == len(loaded.layers) else [""] * len(loaded.layers)
+    run = loaded.config.get("config") or {}
+    data = {
+        "image": source,
+        "platform": str(loaded.platform),
+        "created": loaded.config.get("created"),
+        "layers": [{"name": n, "digest": l.digest, "size": l.size, "media_type": l.descriptor.media_type} for n, l in zip(names, loaded.layers)],
+        "config": {k: run.get(k) for k in ("Entrypoint", "Cmd", "Env", "User", "WorkingDir", "Labels") if run.get(k) is not None},
+    }
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    _table(f"{source} ({data['platform']}, created {data['created']})", ["layer", "digest", "size"], [[n, l.digest[7:19], _human(l.size)] for n, l in zip(names, loaded.layers)])
+    for key, value in data["config"].items():
+        _err(f"{key}: {json.dumps(value)}")
+
+
+@app.command()
 def init(
     project: Path = ProjectOpt,
     ci: Optional[str] = typer.Option(None, "--ci", help="Also write a CI workflow: github."),

@@ -1,0 +1,52 @@
+"""`pyimage init` and `pyimage inspect` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _pyimage(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pyimage", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_init_adds_a_loadable_section_and_a_github_workflow(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "demo"\nversion = "1.0"\n')
+    done = _pyimage("init", "-C", str(tmp_path), "--ci", "github")
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "pyproject.toml").read_text()
+    assert "[tool.pyimage]" in text
+    from pyimage.config import load_config
+
+    assert load_config(tmp_path)["base"] == "python:3.12-slim"
+    workflow = (tmp_path / ".github" / "workflows" / "pyimage.yml").read_text()
+    assert "pyimage build --json" in workflow
+    again = _pyimage("init", "-C", str(tmp_path))
+    assert again.returncode == 0 and "already has [tool.pyimage]" in again.stderr
+    assert (tmp_path / "pyproject.toml").read_text() == text
+
+
+def test_init_without_a_project_is_one_clear_error(tmp_path: Path) -> None:
+    done = _pyimage("init", "-C", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0].startswith("error: no pyproject.toml")
+
+
+@pytest.mark.e2e
+def test_inspect_names_the_layers_pyimage_wrote(tmp_path: Path, base_rootfs: Path) -> None:
+    project = Path(__file__).resolve().parents[1] / "examples" / "hello-cli"
+    import shutil
+
+    shutil.copytree(project, tmp_path / "p", ignore=shutil.ignore_patterns("pylock.toml", "dist"))
+    cache = tmp_path / "cache"
+    built = _pyimage("build", "-C", str(tmp_path / "p"), "--base", f"rootfs:{base_rootfs}", "--cache-dir", str(cache), "-o", f"oci:{tmp_path / 'img'}:t")
+    assert built.returncode == 0, built.stderr
+    done = _pyimage("inspect", f"oci:{tmp_path / 'img'}:t", "--json", "--cache-dir", str(cache))
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert [l["name"] for l in data["layers"]][1:] == ["interpreter", "site-packages", "app"]
+    assert data["config"]["Entrypoint"] == ["/opt/venv/bin/hello"]
