@@ -6,8 +6,11 @@ The facts come from the base's own files, scanned once per set of layer diff_ids
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import re
+import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +60,7 @@ def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str
     if not path.is_file():
         raise ConfigError(f"base rootfs:{path}: no such file", "build one, e.g. `mmdebstrap --include=python3 bookworm rootfs.tar`")
     st = path.stat()
-    stamp = f"rootfs-{file_sha256_key(path, st)}"
+    stamp = f"rootfs-{_stat_key(path, st)}"
     sha = cache.get_meta(stamp)
     if sha is None:
         sha = file_sha256(path)
@@ -78,22 +81,17 @@ def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str
     return Image(config=config, layers=(layer,))
 
 
-def file_sha256_key(path: Path, st: object) -> str:
-    import hashlib
-
-    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()[:32]  # type: ignore[attr-defined]
+def _stat_key(path: Path, st: os.stat_result) -> str:
+    """Names a file's current version (path, size, mtime, inode) so its sha256 is computed once, not per build."""
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()[:32]
 
 
 def _compress_rootfs(path: Path, magic: bytes, cache: Cache, compression: str, key: str) -> LayerRecord:
     if magic[:2] == b"\x1f\x8b":  # already gzip: ship the bytes as they are
-        import hashlib
-
         h = hashlib.sha256()
         for data in decompress_stream(path, MEDIA_OCI_LAYER_GZIP):
             h.update(data)
         tmp = cache.tmp_path(".blob")
-        import shutil
-
         shutil.copyfile(path, tmp)
         digest = file_sha256(tmp)
         cache.commit_blob(tmp, digest)
@@ -156,8 +154,6 @@ class _IterReader(io.RawIOBase):
 
 def scan_base(image: Image, cache: Cache) -> BaseFacts:
     """Finds the base's Python interpreters and libc by reading its layers' tar headers (and libc.so.6)."""
-    import hashlib
-
     key = "scan-" + hashlib.sha256(f"{_SCAN_FORMAT}|{[l.diff_id for l in image.layers]}".encode()).hexdigest()[:32]
     hit = cache.get_meta(key)
     if hit is not None:
