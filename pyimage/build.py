@@ -171,12 +171,19 @@ def _check_requirements_cover(requires: list[str], extras: Sequence[str], pins: 
             )
 
 
-def _check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) -> None:
-    """Two wheels writing the same file with different content is an error; identical copies are fine."""
+def _check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) -> list[str]:
+    """Two wheels writing the same file with different content is an error; identical copies are fine.
+
+    The exception is a package's ``__init__.py`` shipped by several wheels: that is how pre-PEP 420 namespace
+    packages (``pkg_resources``/``pkgutil`` style, e.g. old ``zope.*``) split across wheels, and pip lets the
+    last one win. Here the upper layer, or the later wheel in name order, wins; the returned notes say which.
+    """
     set_key = "conflicts-" + hashlib.sha256("|".join(sorted(w.sha256 for w in wheels) + [paths.venv, paths.python]).encode()).hexdigest()[:32]
-    if cache.get_meta(set_key):
-        return
+    known = cache.get_meta(set_key)
+    if isinstance(known, list):
+        return known
     owners: dict[str, tuple[str, str]] = {}
+    notes: list[str] = []
     for wheel in wheels:
         # Per-wheel maps are cached by content, so a new app sharing torch reads none of torch's bytes here.
         map_key = _files_key(wheel.sha256, paths)
@@ -191,12 +198,16 @@ def _check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache)
                 continue
             prev = owners.get(path)
             if prev and (prev[1] != digest or not digest):
+                if path.endswith("/__init__.py"):
+                    notes.append(f"/{path} comes from both {prev[0]} and {wheel.filename} (a namespace package); one copy wins, as with pip")
+                    continue
                 raise BuildError(
                     f"{wheel.filename} and {prev[0]} both install /{path} with different content",
                     "drop one of the two packages, or pin versions that do not collide",
                 )
             owners[path] = (wheel.filename, digest)
-    cache.put_meta(set_key, True)
+    cache.put_meta(set_key, notes)
+    return notes
 
 
 def _files_key(sha256: str, paths: InstallPaths) -> str:
@@ -262,13 +273,13 @@ def prepare(
         _name, requires, _scripts = _requires_dist(app_path)
         pins = _pins(cfg, app_path, requires, target, cache, events, refresh_lock, upgrade)
         wheels = _wheel_values(pins, target, cache, paths)
-        _check_conflicts([*wheels, app], paths, cache)
+        conflict_notes = _check_conflicts([*wheels, app], paths, cache)
         threshold = cfg["heavy-threshold"] or None
         plan = plan_layers(wheels, app, cfg["heavy"], threshold, cfg["max-layers"], fixed_layers=len(base.layers) + 1)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    notes = list(plan.notes)
+    notes = list(plan.notes) + conflict_notes
     if cfg["compile-bytecode"] and not can_compile(interp.version):
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
     return Prepared(cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir, tuple(pins))

@@ -218,3 +218,32 @@ def test_a_base_without_python_is_an_error_listing_what_was_found(pyimage: Pyima
     done = pyimage.run("build", "--base", "scratch", "-o", f"oci:{tmp_path / 'out'}", project=project, check=False, base=False)
     assert done.returncode == 2
     assert "no Python interpreter found (found: none)" in done.stderr and done.stderr.strip().splitlines()[-1].startswith("hint:")
+
+
+def test_old_style_namespace_package_split_across_wheels_builds_and_imports(pyimage: Pyimage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pkgutil-style namespace packages: two wheels each ship ns/__init__.py (differing), as pip tolerates."""
+    import base64
+    import hashlib
+
+    links = tmp_path / "links"
+    links.mkdir()
+    for dist, sub, init in (("ns-alpha", "alpha", b"__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"),
+                            ("ns-beta", "beta", b"# beta's copy\n__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n")):
+        mod = dist.replace("-", "_")
+        files = {"ns/__init__.py": init, f"ns/{sub}.py": f"NAME = {sub!r}\n".encode()}
+        info = f"{mod}-1.0.dist-info"
+        files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n".encode()
+        files[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        record = "".join(f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).decode().rstrip('=')},{len(d)}\n" for p, d in files.items())
+        files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+        with zipfile.ZipFile(links / f"{mod}-1.0-py3-none-any.whl", "w") as zf:
+            for p, d in files.items():
+                zf.writestr(p, d)
+    project = copy_example("hello-cli", tmp_path)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"attrs>=23"', '"attrs>=23", "ns-alpha", "ns-beta"'))
+    monkeypatch.setenv("PIP_FIND_LINKS", f"/opt/wheels {links}")
+    done = pyimage.run("build", "--json", "-o", f"oci:{tmp_path / 'out'}:ns", project=project)
+    assert any("namespace package" in n for n in json.loads(done.stdout)["notes"])
+    out = run_image(tmp_path / "out", "ns", args=["/opt/venv/bin/python", "-c", "import ns.alpha, ns.beta; print(ns.alpha.NAME, ns.beta.NAME)"]).stdout
+    assert out.strip() == "alpha beta"
