@@ -15,7 +15,7 @@ import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import BinaryIO, Iterator, Protocol
 
 from pyimage.oci.model import MEDIA_OCI_LAYER_GZIP, MEDIA_OCI_LAYER_ZSTD
 
@@ -214,22 +214,18 @@ def decompress_stream(path: Path, media_type: str, chunk: int = _BUFFER) -> Iter
         yield from _gunzip_members(f, chunk)
 
 
-def _gunzip_members(f, chunk: int) -> Iterator[bytes]:
-    inflate: Callable[[], object] = lambda: _deflate_lib.decompressobj(16 + zlib.MAX_WBITS)  # noqa: E731
-    obj = inflate()
-    while True:
-        data = f.read(chunk)
-        if not data:
-            break
+def _gunzip_members(f: BinaryIO, chunk: int) -> Iterator[bytes]:
+    """Inflates a stream of concatenated gzip members (how ``site-packages`` layers are assembled)."""
+    obj = _deflate_lib.decompressobj(16 + zlib.MAX_WBITS)
+    while data := f.read(chunk):
         while data:
             out = obj.decompress(data)
             if out:
                 yield out
-            if obj.eof:
-                data = obj.unused_data
-                obj = inflate()
-            else:
-                data = b""
+            if not obj.eof:
+                break
+            data = obj.unused_data  # the next member starts here
+            obj = _deflate_lib.decompressobj(16 + zlib.MAX_WBITS)
     tail = obj.flush()
     if tail:
         yield tail

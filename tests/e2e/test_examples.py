@@ -70,6 +70,16 @@ def test_docker_archive_output_is_read_back_by_skopeo(hello: tuple[Path, Path, d
     assert "hello, world" in run_image(tmp_path / "copy", "loaded").stdout
 
 
+def test_every_diff_id_is_the_sha256_of_the_layer_uncompressed(hello: tuple[Path, Path, dict]) -> None:
+    import gzip
+    import hashlib
+
+    _project, layout, report = hello
+    for layer in report["layers"]:  # site-packages is assembled from gzip members: checked by an independent gunzip
+        raw = gzip.decompress((layout / "blobs" / "sha256" / layer["digest"].split(":")[1]).read_bytes())
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == layer["diff_id"], layer["name"]
+
+
 def test_layer_tar_entries_are_normalized(hello: tuple[Path, Path, dict]) -> None:
     _project, layout, report = hello
     site = report["layers"][2]["digest"].split(":")[1]
