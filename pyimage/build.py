@@ -86,6 +86,7 @@ class BuildResult:
                     "digest": layer.digest,
                     "diff_id": layer.diff_id,
                     "size": layer.size,
+                    "uncompressed_size": layer.uncompressed_size,
                     "packages": list(layer.packages),
                     "cached": layer.cached,
                 }

@@ -76,6 +76,7 @@ def _layer(name: str, record: LayerRecord, cache: Cache, packages: tuple[str, ..
         packages=packages,
         cached=cached,
         history=f"pyimage: {name}",
+        uncompressed_size=record.uncompressed_size or None,
     )
 
 

@@ -74,7 +74,7 @@ def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str
         with cache.lock(key):
             record = cache.get_layer(key) or _compress_rootfs(path, magic, cache, compression, key)
     image = scratch_image(platform)
-    layer = Layer("base", Descriptor(record.media_type, record.digest, record.size), record.diff_id, cache.blob_path(record.digest), cached=cached, history=f"rootfs {path.name}")
+    layer = Layer("base", Descriptor(record.media_type, record.digest, record.size), record.diff_id, cache.blob_path(record.digest), cached=cached, history=f"rootfs {path.name}", uncompressed_size=record.uncompressed_size or None)
     config = dict(image.config)
     config["rootfs"] = {"type": "layers", "diff_ids": [record.diff_id]}
     config["history"] = [{"created": "1970-01-01T00:00:00Z", "created_by": f"rootfs:{path.name}"}]
@@ -89,13 +89,15 @@ def _stat_key(path: Path, st: os.stat_result) -> str:
 def _compress_rootfs(path: Path, magic: bytes, cache: Cache, compression: str, key: str) -> LayerRecord:
     if magic[:2] == b"\x1f\x8b":  # already gzip: ship the bytes as they are
         h = hashlib.sha256()
+        raw_size = 0
         for data in decompress_stream(path, MEDIA_OCI_LAYER_GZIP):
             h.update(data)
+            raw_size += len(data)
         tmp = cache.tmp_path(".blob")
         shutil.copyfile(path, tmp)
         digest = file_sha256(tmp)
         cache.commit_blob(tmp, digest)
-        record = LayerRecord(digest, "sha256:" + h.hexdigest(), path.stat().st_size, MEDIA_OCI_LAYER_GZIP)
+        record = LayerRecord(digest, "sha256:" + h.hexdigest(), path.stat().st_size, MEDIA_OCI_LAYER_GZIP, raw_size)
     else:
         tmp = cache.tmp_path(".blob")
         with BlobWriter(tmp, compression) as sink, open(path, "rb") as f:

@@ -143,6 +143,7 @@ class Layer:
     packages: tuple[str, ...] = ()
     cached: bool = False
     history: str = ""
+    uncompressed_size: int | None = None  # the tar's size, when pyimage built (or ingested) the layer
 
     @property
     def digest(self) -> str:

@@ -78,6 +78,7 @@ def test_every_diff_id_is_the_sha256_of_the_layer_uncompressed(hello: tuple[Path
     for layer in report["layers"]:  # site-packages is assembled from gzip members: checked by an independent gunzip
         raw = gzip.decompress((layout / "blobs" / "sha256" / layer["digest"].split(":")[1]).read_bytes())
         assert "sha256:" + hashlib.sha256(raw).hexdigest() == layer["diff_id"], layer["name"]
+        assert layer["uncompressed_size"] == len(raw), layer["name"]
 
 
 def test_layer_tar_entries_are_normalized(hello: tuple[Path, Path, dict]) -> None:
