@@ -247,3 +247,30 @@ def test_old_style_namespace_package_split_across_wheels_builds_and_imports(pyim
     assert any("namespace package" in n for n in json.loads(done.stdout)["notes"])
     out = run_image(tmp_path / "out", "ns", args=["/opt/venv/bin/python", "-c", "import ns.alpha, ns.beta; print(ns.alpha.NAME, ns.beta.NAME)"]).stdout
     assert out.strip() == "alpha beta"
+
+
+def test_an_sdist_that_cannot_be_built_is_named_in_one_error(pyimage: Pyimage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    links = tmp_path / "links"
+    links.mkdir()
+    files = {
+        "needs-fortran-1.0/PKG-INFO": b"Metadata-Version: 2.1\nName: needs-fortran\nVersion: 1.0\n",
+        "needs-fortran-1.0/pyproject.toml": b'[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n',
+        "needs-fortran-1.0/setup.py": b'raise SystemExit("error: this package needs a Fortran compiler")\n',
+    }
+    with tarfile.open(links / "needs-fortran-1.0.tar.gz", "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    project = copy_example("hello-cli", tmp_path)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"attrs>=23"', '"attrs>=23", "needs-fortran==1.0"'))
+    monkeypatch.setenv("PIP_FIND_LINKS", f"/opt/wheels {links}")
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'out'}", project=project, check=False)
+    assert done.returncode == 1, done.stderr
+    error, hint = done.stderr.strip().splitlines()[-2:]
+    assert error.startswith("error: needs-fortran: no wheel for CPython 3.11") and "sdist failed to build" in error
+    assert hint.startswith("hint:") and "needs-fortran" in hint
+    assert not (tmp_path / "out").exists()
