@@ -75,6 +75,18 @@ def _last_error(stderr: str) -> str:
     return (errors[-1] if errors else (lines[-1] if lines else "pip failed")).removeprefix("ERROR: ")
 
 
+_SUBPROCESS_OUTPUT = re.compile(r"\[\d+ lines? of output\]\n(.*?)\n\s*\[end of output\]", re.S)
+
+
+def _build_failure(output: str) -> str:
+    """The build backend's own last words (pip boxes them as "[N lines of output]"), else pip's error line."""
+    for block in reversed(_SUBPROCESS_OUTPUT.findall(output)):
+        lines = [line.strip() for line in block.splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return _last_error(output)
+
+
 def resolve(
     requirements: Sequence[str], target: Target, cache: Cache, *, extra_args: Sequence[str] = (), prefer: Sequence[Pin] = ()
 ) -> list[Pin]:
@@ -146,7 +158,7 @@ def _build_sdist(name: str, spec: str, target: Target, out: Path, extra_args: Se
     proc = _pip(["wheel", "--no-deps", "--no-binary", name, "--wheel-dir", str(out), *extra_args, f"{name}{spec}"], python=python)
     if proc.returncode != 0:
         raise BuildError(
-            f"{name}: no wheel for {target.describe()}, and its sdist failed to build: {_last_error(proc.stderr)}",
+            f"{name}: no wheel for {target.describe()}, and its sdist failed to build: {_build_failure(proc.stdout + proc.stderr)}",
             f"install the build requirements of {name} (compiler, headers), or pin a version that publishes wheels",
         )
     for built in out.glob("*.whl"):
