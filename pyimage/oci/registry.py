@@ -74,7 +74,8 @@ _CERTS_DIRS = ("/etc/docker/certs.d", "/etc/containers/certs.d")
 _ASK_ACCESS = "ask for access, or use a repository you own"
 LOGIN_HINT = "run docker login {registry}, or pass --username and --password-stdin"
 INSECURE_HINT = (
-    "check that the registry is running and reachable; for a registry without TLS use --insecure-registry {host}"
+    "check that the registry is running and reachable (for a registry without TLS use --insecure-registry {host}); "
+    "offline, use a local base: oci:DIR, docker-archive:FILE or rootfs:FILE.tar"
 )
 CA_BUNDLE_HINT = (
     "trust the registry's CA with --ca-bundle FILE (or put it in /etc/docker/certs.d/{host}/ca.crt); "
