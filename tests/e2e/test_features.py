@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from support.runc import run_image
+from wheels_fixture import make_wheel
 
 from .conftest import Pyimage, copy_example
 
@@ -154,20 +155,8 @@ def test_several_console_scripts_and_no_entrypoint_is_an_error_listing_them(pyim
 def test_two_wheels_writing_the_same_file_differently_is_refused(pyimage: Pyimage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     links = tmp_path / "links"
     links.mkdir()
-    for name in ("clash-one", "clash-two"):
-        mod = name.replace("-", "_")
-        files = {"shared/data.txt": name.encode(), f"{mod}/__init__.py": b""}
-        dist = f"{mod}-1.0.dist-info"
-        files[f"{dist}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode()
-        files[f"{dist}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-        import base64
-        import hashlib
-
-        record = "".join(f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).decode().rstrip('=')},{len(d)}\n" for p, d in files.items())
-        files[f"{dist}/RECORD"] = (record + f"{dist}/RECORD,,\n").encode()
-        with zipfile.ZipFile(links / f"{mod}-1.0-py3-none-any.whl", "w") as zf:
-            for p, d in files.items():
-                zf.writestr(p, d)
+    for name in ("clash_one", "clash_two"):
+        make_wheel(links, name, "1.0", {"shared/data.txt": name.encode(), f"{name}/__init__.py": b""})
     project = copy_example("hello-cli", tmp_path)
     pyproject = project / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"attrs>=23"', '"attrs>=23", "clash-one", "clash-two"'))
@@ -222,23 +211,11 @@ def test_a_base_without_python_is_an_error_listing_what_was_found(pyimage: Pyima
 
 def test_old_style_namespace_package_split_across_wheels_builds_and_imports(pyimage: Pyimage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """pkgutil-style namespace packages: two wheels each ship ns/__init__.py (differing), as pip tolerates."""
-    import base64
-    import hashlib
-
     links = tmp_path / "links"
     links.mkdir()
-    for dist, sub, init in (("ns-alpha", "alpha", b"__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"),
-                            ("ns-beta", "beta", b"# beta's copy\n__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n")):
-        mod = dist.replace("-", "_")
-        files = {"ns/__init__.py": init, f"ns/{sub}.py": f"NAME = {sub!r}\n".encode()}
-        info = f"{mod}-1.0.dist-info"
-        files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n".encode()
-        files[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-        record = "".join(f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).decode().rstrip('=')},{len(d)}\n" for p, d in files.items())
-        files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
-        with zipfile.ZipFile(links / f"{mod}-1.0-py3-none-any.whl", "w") as zf:
-            for p, d in files.items():
-                zf.writestr(p, d)
+    extend = b"__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"
+    make_wheel(links, "ns_alpha", "1.0", {"ns/__init__.py": extend, "ns/alpha.py": b"NAME = 'alpha'\n"})
+    make_wheel(links, "ns_beta", "1.0", {"ns/__init__.py": b"# beta's copy\n" + extend, "ns/beta.py": b"NAME = 'beta'\n"})
     project = copy_example("hello-cli", tmp_path)
     pyproject = project / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"attrs>=23"', '"attrs>=23", "ns-alpha", "ns-beta"'))
