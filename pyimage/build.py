@@ -123,6 +123,17 @@ def _interpreter(cfg: Config, base: Image, cache: Cache) -> tuple[Interpreter, T
         if cfg["python"] and cfg["python"] != interp.version:
             raise ConfigError(f"python = {cfg['python']!r} but the interpreter is Python {interp.version}", "drop python, or point interpreter at a matching CPython")
     target = Target(interp.version, cfg["platform"], facts.libc or "glibc", facts.libc_version or "2.28")
+    base_arch = base.config.get("architecture") if not cfg["base"].startswith("rootfs:") and base.layers else None
+    if base_arch and (base_arch, base.config.get("os", "linux")) != (target.platform.architecture, target.platform.os):
+        raise ConfigError(
+            f"base {cfg['base']} is for {base.config.get('os', 'linux')}/{base_arch}, but the target platform is {target.platform}",
+            f"use a base built for {target.platform}, or set platform = \"{base.config.get('os', 'linux')}/{base_arch}\"",
+        )
+    if facts.machine and facts.machine != target.machine:
+        raise ConfigError(
+            f"base {cfg['base']} holds {facts.machine} binaries (its libc), but the target platform is {target.platform} ({target.machine})",
+            "use a base made for the target architecture, or set platform to match the base",
+        )
     return interp, target
 
 

@@ -30,7 +30,7 @@ __all__ = ["BaseFacts", "load_base", "scan_base", "scratch_image"]
 
 _PYTHON_RE = re.compile(r"^(?:.*/)?bin/python(3\.\d+)$")
 _GLIBC_RE = re.compile(rb"GLIBC_2\.(\d+)")
-_SCAN_FORMAT = 1
+_SCAN_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class BaseFacts:
     pythons: dict[str, str]
     libc: str  # "glibc" | "musl" | ""
     libc_version: str  # "2.36", "1.2", or ""
+    machine: str = ""  # "x86_64", "aarch64", … from where libc lives (lib/x86_64-linux-gnu, ld-musl-aarch64)
 
 
 def scratch_image(platform: Platform) -> Image:
@@ -159,15 +160,15 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
     key = "scan-" + hashlib.sha256(f"{_SCAN_FORMAT}|{[l.diff_id for l in image.layers]}".encode()).hexdigest()[:32]
     hit = cache.get_meta(key)
     if hit is not None:
-        return BaseFacts(hit["pythons"], hit["libc"], hit["libc_version"])
+        return BaseFacts(hit["pythons"], hit["libc"], hit["libc_version"], hit.get("machine", ""))
     present: dict[str, str] = {}
-    libc, libc_version = "", ""
+    libc, libc_version, machine = "", "", ""
     for layer in image.layers:
         stream = io.BufferedReader(_IterReader(decompress_stream(layer.blob, layer.descriptor.media_type)), 1 << 20)
         try:
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
-                    name = member.name.lstrip("./").lstrip("/")
+                    name = (member.name[2:] if member.name.startswith("./") else member.name).lstrip("/")
                     base = name.rsplit("/", 1)[-1]
                     if base.startswith(".wh."):
                         gone = name[: -len(base)] + base[4:]
@@ -178,13 +179,17 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
                         present[name] = m.group(1)
                     if base.startswith("ld-musl-"):
                         libc, libc_version = "musl", "1.2"
+                        machine = base[len("ld-musl-"):].split(".so")[0]
                     if base == "libc.so.6" and member.isfile():
                         data = tar.extractfile(member).read()  # type: ignore[union-attr]
                         found = [int(v) for v in _GLIBC_RE.findall(data)]
                         if found:
                             libc, libc_version = "glibc", f"2.{max(found)}"
+                        triplet = name.rsplit("/", 2)[-2] if name.count("/") >= 1 else ""
+                        if triplet.endswith("-linux-gnu"):
+                            machine = triplet.split("-")[0]
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise BuildError(f"base layer {layer.digest[:19]}… is not a readable tar ({exc})", "check the base image") from exc
-    facts = BaseFacts({"/" + k: v for k, v in sorted(present.items())}, libc, libc_version)
-    cache.put_meta(key, {"pythons": facts.pythons, "libc": facts.libc, "libc_version": facts.libc_version})
+    facts = BaseFacts({"/" + k: v for k, v in sorted(present.items())}, libc, libc_version, machine)
+    cache.put_meta(key, {"pythons": facts.pythons, "libc": facts.libc, "libc_version": facts.libc_version, "machine": machine})
     return facts

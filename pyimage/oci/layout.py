@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pyimage.errors import BuildError
+from pyimage.errors import BuildError, ConfigError
 from pyimage.oci.model import (
     INDEX_MEDIA_TYPES,
     MEDIA_OCI_INDEX,
@@ -114,7 +114,7 @@ def _pick(manifests: list[dict[str, Any]], platform: Platform, where: str) -> di
     exact = [m for m in manifests if plat(m) is None or (plat(m).os, plat(m).architecture) == (platform.os, platform.architecture)]  # type: ignore[union-attr]
     if not exact:
         found = ", ".join(str(plat(m)) for m in manifests) or "none"
-        raise BuildError(f"{where}: no image for platform {platform} (has: {found})", "choose a base image built for the target platform")
+        raise ConfigError(f"{where}: no image for platform {platform} (has: {found})", "choose a base image built for the target platform, or set platform to one it has")
     return exact[0]
 
 

@@ -252,3 +252,13 @@ def test_an_sdist_that_cannot_be_built_is_named_in_one_error(pyimage: Pyimage, t
     assert error.endswith("this package needs a Fortran compiler")  # the backend's own words, not pip's boilerplate
     assert hint.startswith("hint:") and "needs-fortran" in hint
     assert not (tmp_path / "out").exists()
+
+
+def test_a_base_for_another_architecture_is_refused(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    rootfs = pyimage.run("plan", "--platform", "linux/arm64", project=project, check=False)
+    assert rootfs.returncode == 2 and "holds x86_64 binaries" in rootfs.stderr
+    pyimage.build(project, tmp_path / "base-layout", "amd64")
+    layout = pyimage.run("plan", "--platform", "linux/arm64", "--base", f"oci:{tmp_path / 'base-layout'}:amd64", project=project, check=False, base=False)
+    assert layout.returncode == 2
+    assert "no image for platform linux/arm64" in layout.stderr or "is for linux/amd64" in layout.stderr
