@@ -61,6 +61,7 @@ class Prepared:
     notes: tuple[str, ...] = ()
     workdir: Path | None = None
     pins: tuple[Pin, ...] = ()
+    console_scripts: tuple[str, ...] = ()  # the app wheel's, read once with its Requires-Dist
 
     def cleanup(self) -> None:
         """Removes the scratch directory holding the app wheel (call once the image is written)."""
@@ -282,7 +283,7 @@ def prepare(
         events("building the project's wheel")
         app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch)
         app = read_wheel(app_path)
-        _name, requires, _scripts = _requires_dist(app_path)
+        _name, requires, scripts = _requires_dist(app_path)
         pins = _pins(cfg, app_path, requires, target, cache, events, refresh_lock, upgrade)
         wheels = _wheel_values(pins, target, cache, paths)
         conflict_notes = _check_conflicts([*wheels, app], paths, cache)
@@ -294,14 +295,14 @@ def prepare(
     notes = list(plan.notes) + conflict_notes
     if cfg["compile-bytecode"] and not can_compile(interp.version):
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
-    return Prepared(cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir, tuple(pins))
+    return Prepared(cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir, tuple(pins), tuple(scripts))
 
 
 def _entrypoint(prep: Prepared) -> list[str] | None:
     cfg = prep.config
     if cfg["entrypoint"] is not None:
         return list(cfg["entrypoint"])
-    _n, _r, scripts = _requires_dist(prep.app.path)
+    scripts = prep.console_scripts
     if len(scripts) == 1:
         return [posixpath.join("/", prep.paths.bin, scripts[0])]
     if not scripts:

@@ -89,6 +89,11 @@ class Cache:
         self._stamp(dest)
         return dest
 
+    def mark_verified(self, digest: str) -> None:
+        """Records that the caller has just checked this blob against its digest (while writing or fetching it),
+        so the next use trusts it after a ``stat`` instead of hashing it again."""
+        self._stamp(self.blob_path(digest))
+
     def _stamp_path(self, blob: Path) -> Path:
         return self.root / "meta" / f"stamp-{blob.name}.json"
 

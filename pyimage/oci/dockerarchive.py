@@ -8,6 +8,7 @@ deterministic and written to a temp file renamed at the end.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pyimage.errors import BuildError
-from pyimage.layers.compress import file_sha256
 from pyimage.oci.layout import REF_NAME
 from pyimage.oci.model import (
     MEDIA_OCI_INDEX,
@@ -123,12 +123,15 @@ def read_docker_archive(path: Path, blobs_dir: Path) -> Image:
         for i, name in enumerate(entry.get("Layers", [])):
             tmp = blobs_dir / f".{uuid.uuid4().hex}.tmp"
             src = _member(tar, name)
+            h = hashlib.sha256()
             with open(tmp, "wb") as out:
                 head = src.read(2)
+                h.update(head)
                 out.write(head)
                 while data := src.read(1 << 20):
+                    h.update(data)
                     out.write(data)
-            digest = file_sha256(tmp)
+            digest = "sha256:" + h.hexdigest()  # hashed on the way: the extracted blob is not read again
             dest = blobs_dir / digest.partition(":")[2]
             os.replace(tmp, dest)
             media = MEDIA_OCI_LAYER_GZIP if head == b"\x1f\x8b" else MEDIA_OCI_LAYER

@@ -59,10 +59,13 @@ def pull_image(
     client_factory: ClientFactory = default_client_factory,
     jobs: int = PULL_JOBS,
     progress: Callable[[str, str, int], None] | None = None,
+    is_valid: Callable[[Path, Descriptor], bool] | None = None,
 ) -> PulledImage:
     """Resolve ``ref`` (a tag, a digest, an index) to ``platform``'s image and make its blobs present in ``blobs_dir``.
 
-    ``progress(digest, status, size)`` reports each blob as ``cached`` or ``downloaded``.
+    ``progress(digest, status, size)`` reports each blob as ``cached`` or ``downloaded``. ``is_valid(path, desc)``
+    decides whether a blob already on disk can be reused (default: size and sha256 match); a content store
+    that tracks what it verified passes its own cheaper check.
     """
     shown = str(ref)
     with client_factory(ref.registry) as client:
@@ -84,7 +87,7 @@ def pull_image(
         except (KeyError, TypeError, ValueError) as exc:
             raise RegistryError(f"manifest {shown} is malformed ({exc})", "the image is corrupt") from None
 
-        config_file = _ensure_blob(client, ref.repository, config_desc, blobs_dir, progress)
+        config_file = _ensure_blob(client, ref.repository, config_desc, blobs_dir, progress, is_valid or _is_valid)
         config = _json(config_file.read_bytes(), f"config of {shown}")
         _check_platform(config, platform, shown)
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
@@ -99,7 +102,7 @@ def pull_image(
             fetched = dict(
                 zip(
                     (d.digest for d in unique),
-                    pool.map(lambda d: _ensure_blob(client, ref.repository, d, blobs_dir, progress), unique),
+                    pool.map(lambda d: _ensure_blob(client, ref.repository, d, blobs_dir, progress, is_valid or _is_valid), unique),
                     strict=True,
                 )
             )
@@ -161,9 +164,10 @@ def _ensure_blob(
     desc: Descriptor,
     blobs_dir: Path,
     progress: Callable[[str, str, int], None] | None,
+    is_valid: Callable[[Path, Descriptor], bool],
 ) -> Path:
     path = blob_path(blobs_dir, desc.digest)
-    if _is_valid(path, desc):
+    if is_valid(path, desc):
         if progress is not None:
             progress(desc.digest, "cached", desc.size)
         return path
