@@ -4,10 +4,14 @@ A layer's key hashes everything that changes its bytes (format version, the orde
 paths, Python version, bytecode setting, owner, epoch and the exact compressor), so the key is known before any
 wheel is opened and a hit costs one small JSON read and a stat.
 
-``site-packages`` is assembled from per-wheel fragments: each wheel's tar entries (without end-of-archive
-blocks) compressed as a gzip member or zstd frame of its own, cached by the wheel's key. Members concatenate
-into one valid stream, so a changed dependency set compresses only its new wheels; the diff_id (sha256 of the
-whole uncompressed tar) is computed by inflating the fragments once on the way.
+A layer of several wheels (``site-packages``, a heavy group of several packages) is assembled from per-wheel
+fragments: each wheel's file entries, without directory entries and without end-of-archive blocks, compressed
+as a gzip member or zstd frame of its own and cached by the wheel's key, so a changed dependency set compresses
+only its new wheels. The layer is ``[directories] + fragments + [end]``: one small fragment holding every
+directory the others need (sorted, so parents come first), then the wheels in plan order. No path appears twice:
+a file that an earlier wheel of the layer already holds is left out of the later wheel's fragment (whose key
+then names what it leaves out). The diff_id (sha256 of the whole uncompressed tar) is computed by inflating the
+fragments once on the way.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from pyimage.cache import Cache, LayerRecord
+from pyimage.errors import BuildError
 from pyimage.layers.compress import BlobWriter, compression_id, decompress_stream, media_type_for
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.plan import LayerSpec
@@ -29,7 +34,7 @@ from pyimage.wheels import Wheel
 
 __all__ = ["LayerContext", "LAYER_FORMAT", "layer_key", "build_layer", "build_custom_layer"]
 
-LAYER_FORMAT = 1  # bump when the tar writer's output for the same inputs changes
+LAYER_FORMAT = 2  # bump when the tar writer's output for the same inputs changes (2: no repeated paths)
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,15 @@ class LayerContext:
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
-    def writer(self, sink: BlobWriter) -> TarWriter:
+    def writer(self, sink: BlobWriter, *, emit_dirs: bool = True, skip: frozenset[str] = frozenset()) -> TarWriter:
         return TarWriter(
-            sink, mtime=self.epoch, owner=self.owner, owned_root=self.paths.venv, capture_sources=self.compile_bytecode
+            sink,
+            mtime=self.epoch,
+            owner=self.owner,
+            owned_root=self.paths.venv,
+            capture_sources=self.compile_bytecode,
+            emit_dirs=emit_dirs,
+            skip=skip,
         )
 
 
@@ -80,12 +91,17 @@ def _layer(name: str, record: LayerRecord, cache: Cache, packages: tuple[str, ..
     )
 
 
-def _write_blob(ctx: LayerContext, fill: Callable[[TarWriter], None], finish: bool) -> LayerRecord:
-    """Runs ``fill`` against a fresh tar writer into a temp blob, commits it by digest, returns its record."""
+def _write_blob(
+    ctx: LayerContext, fill: Callable[[TarWriter], None], finish: bool, *, fragment: bool = False, skip: frozenset[str] = frozenset()
+) -> LayerRecord:
+    """Runs ``fill`` against a fresh tar writer into a temp blob, commits it by digest, returns its record.
+
+    A ``fragment`` writes no directory entries; what it needs and holds is kept beside its record (``_contents``).
+    """
     tmp = ctx.cache.tmp_path(".blob")
     try:
         with BlobWriter(tmp, ctx.compression) as sink:
-            tw = ctx.writer(sink)
+            tw = ctx.writer(sink, emit_dirs=not fragment, skip=skip)
             fill(tw)
             if finish:
                 tw.finish()
@@ -94,16 +110,20 @@ def _write_blob(ctx: LayerContext, fill: Callable[[TarWriter], None], finish: bo
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+    if fragment:
+        ctx.cache.put_meta(_contents_key(result.digest), {"dirs": tw.dirs, "files": sorted(tw.files)})
     return LayerRecord(result.digest, result.diff_id, result.size, media_type_for(ctx.compression), result.uncompressed_size)
 
 
-def _cached_or_build(ctx: LayerContext, key: str, make: Callable[[], LayerRecord]) -> tuple[LayerRecord, bool]:
+def _cached_or_build(
+    ctx: LayerContext, key: str, make: Callable[[], LayerRecord], valid: Callable[[LayerRecord], bool] = lambda r: True
+) -> tuple[LayerRecord, bool]:
     record = ctx.cache.get_layer(key)
-    if record is not None:
+    if record is not None and valid(record):
         return record, True
     with ctx.cache.lock(key):  # another process may be building the same key: wait, then reuse
         record = ctx.cache.get_layer(key)
-        if record is not None:
+        if record is not None and valid(record):
             return record, True
         record = make()
         ctx.cache.put_layer(key, record)
@@ -126,7 +146,7 @@ def _install_all(wheels: Iterable[Wheel], ctx: LayerContext) -> Callable[[TarWri
 def build_layer(spec: LayerSpec, ctx: LayerContext) -> Layer:
     """The layer for ``spec``, from the cache when its key is known there."""
     key = layer_key(spec, ctx)
-    if spec.kind == "site-packages" and len(spec.wheels) > 1:
+    if len(spec.wheels) > 1:
         record, cached = _cached_or_build(ctx, key, lambda: _assemble(spec.wheels, ctx))
     else:
         record, cached = _cached_or_build(ctx, key, lambda: _write_blob(ctx, _install_all(spec.wheels, ctx), True))
@@ -139,9 +159,38 @@ def build_custom_layer(name: str, parts: object, fill: Callable[[TarWriter], Non
     return _layer(name, record, ctx.cache, (), cached)
 
 
-# -- site-packages from fragments ------------------------------------------------------------------------
-def _fragment(wheel: Wheel, ctx: LayerContext) -> LayerRecord:
-    record, _ = _cached_or_build(ctx, ctx.key("fragment", wheel.sha256), lambda: _write_blob(ctx, _install_all([wheel], ctx), False))
+# -- layers of several wheels, from fragments -------------------------------------------------------------
+def _contents_key(digest: str) -> str:
+    return "fragment-contents-" + digest.removeprefix("sha256:")
+
+
+@dataclass(frozen=True)
+class _Fragment:
+    record: LayerRecord
+    dirs: tuple[str, ...]
+    files: frozenset[str]
+
+
+def _fragment(wheel: Wheel, ctx: LayerContext, skip: frozenset[str] = frozenset()) -> _Fragment:
+    """``wheel``'s files as a fragment, leaving out ``skip`` (paths an earlier wheel of the layer holds)."""
+    key = ctx.key("fragment", wheel.sha256 if not skip else [wheel.sha256, sorted(skip)])
+    record, _ = _cached_or_build(
+        ctx,
+        key,
+        lambda: _write_blob(ctx, _install_all([wheel], ctx), False, fragment=True, skip=skip),
+        valid=lambda r: ctx.cache.get_meta(_contents_key(r.digest)) is not None,
+    )
+    contents = ctx.cache.get_meta(_contents_key(record.digest))
+    return _Fragment(record, tuple(contents["dirs"]), frozenset(contents["files"]))
+
+
+def _dirs_fragment(dirs: list[str], ctx: LayerContext) -> LayerRecord:
+    def fill(tw: TarWriter) -> None:
+        for path in dirs:
+            tw.add_dir(path)
+
+    material = hashlib.sha256("\n".join(dirs).encode()).hexdigest()
+    record, _ = _cached_or_build(ctx, ctx.key("dirs", material), lambda: _write_blob(ctx, fill, False))
     return record
 
 
@@ -150,13 +199,36 @@ def _end_fragment(ctx: LayerContext) -> LayerRecord:
     return record
 
 
-def _assemble(wheels: Iterable[Wheel], ctx: LayerContext) -> LayerRecord:
-    wheels = tuple(wheels)
-    missing = {w.name for w in wheels if ctx.cache.get_layer(ctx.key("fragment", w.sha256)) is None}
+def _fragments(wheels: tuple[Wheel, ...], ctx: LayerContext) -> list[_Fragment]:
+    """One fragment per wheel, in order, with no path held by two of them (the first wheel keeps it)."""
+    def cached(wheel: Wheel) -> bool:
+        record = ctx.cache.get_layer(ctx.key("fragment", wheel.sha256))
+        return record is not None and ctx.cache.get_meta(_contents_key(record.digest)) is not None
+
+    missing = [w for w in wheels if not cached(w)]
     if missing:  # fetch every wheel whose fragment must be built in one go, not one download per wheel
-        fetched = {w.name: w for w in ctx.fetch(tuple(w for w in wheels if w.name in missing))}
+        fetched = {w.name: w for w in ctx.fetch(tuple(missing))}
         wheels = tuple(fetched.get(w.name, w) for w in wheels)
-    parts = [_fragment(w, ctx) for w in wheels] + [_end_fragment(ctx)]
+    out: list[_Fragment] = []
+    held: set[str] = set()
+    for wheel in wheels:
+        frag = _fragment(wheel, ctx)
+        repeated = frag.files & held
+        if repeated:  # rare: identical files, or a namespace __init__.py the conflict check allowed
+            frag = _fragment(ctx.fetch((wheel,))[0], ctx, frozenset(repeated))
+        held |= frag.files
+        out.append(frag)
+    return out
+
+
+def _assemble(wheels: Iterable[Wheel], ctx: LayerContext) -> LayerRecord:
+    frags = _fragments(tuple(wheels), ctx)
+    dirs = sorted(set().union(*(f.dirs for f in frags)))
+    files = set().union(*(f.files for f in frags))
+    clash = next((d for d in dirs if d in files), None)
+    if clash is not None:
+        raise BuildError(f"/{clash} is a file in one package of this layer and a directory in another", "drop one of the two packages, or pin versions that do not collide")
+    parts = [_dirs_fragment(dirs, ctx), *(f.record for f in frags), _end_fragment(ctx)]
     tmp = ctx.cache.tmp_path(".blob")
     packed, raw = hashlib.sha256(), hashlib.sha256()
     size = raw_size = 0
@@ -178,4 +250,3 @@ def _assemble(wheels: Iterable[Wheel], ctx: LayerContext) -> LayerRecord:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return LayerRecord(digest, "sha256:" + raw.hexdigest(), size, media_type_for(ctx.compression), raw_size)
-

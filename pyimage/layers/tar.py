@@ -2,7 +2,10 @@
 
 Every header has the same mtime, a numeric owner set at write time (no ``chown`` layer later), empty user and
 group names, normalized modes, and every parent directory is written before its children. A stream can be
-left open (no end-of-archive blocks) so that fragments concatenate into one archive.
+left open (no end-of-archive blocks) so that fragments concatenate into one archive; such a fragment is written
+without directory entries (``emit_dirs=False``) and reports the directories it needs (``dirs``), so the layer it
+joins can hold each directory exactly once. No stream ever writes a path twice: Docker, podman, buildah and CRI-O
+refuse a layer that does.
 """
 
 from __future__ import annotations
@@ -69,32 +72,56 @@ class TarWriter:
     ``owner`` owns everything under ``owned_root``; directories above it (``opt/``, ``opt/venv`` when the root
     is deeper) stay ``0:0`` so a non-root owner never takes over a system directory. Paths are relative,
     without a leading slash.
+
+    ``emit_dirs=False`` tracks directories without writing them (a fragment; see the module docstring).
+    ``skip`` names files whose bytes are read and hashed but not written: a copy another fragment of the same
+    layer already holds.
     """
 
     def __init__(
-        self, sink: Sink, *, mtime: int = 0, owner: Owner = Owner(), owned_root: str = "", capture_sources: bool = False
+        self,
+        sink: Sink,
+        *,
+        mtime: int = 0,
+        owner: Owner = Owner(),
+        owned_root: str = "",
+        capture_sources: bool = False,
+        emit_dirs: bool = True,
+        skip: frozenset[str] = frozenset(),
     ) -> None:
         self._sink = sink
         self._mtime = mtime
         self._owner = owner
         self._owned_root = owned_root.strip("/")
+        self._emit_dirs = emit_dirs
+        self._skip = skip
         self._dirs: set[str] = set()
         self.files: dict[str, str] = {}  # path -> sha256 hex ("" when not hashed): what this stream wrote
         self.capture_sources = capture_sources
         self.sources: list[tuple[str, bytes]] = []  # (path, bytes) of .py files written, for bytecode
+
+    @property
+    def dirs(self) -> list[str]:
+        """Every directory this stream wrote or, with ``emit_dirs=False``, needs; sorted, so parents come first."""
+        return sorted(self._dirs)
 
     # -- entries -----------------------------------------------------------------------------------------
     def add_dir(self, path: str, mode: int = 0o755) -> None:
         path = path.strip("/")
         if not path or path in self._dirs:
             return
+        if path in self.files:
+            raise BuildError(f"/{path} is written both as a file and as a directory", _TWICE_HINT)
         self._ensure_parents(path)
         self._dirs.add(path)
-        self._header(path + "/", tarfile.DIRTYPE, 0, mode)
+        if self._emit_dirs:
+            self._header(path + "/", tarfile.DIRTYPE, 0, mode)
 
     def add_file(self, path: str, stream: BinaryIO, size: int, *, executable: bool = False) -> str:
         """Copies exactly ``size`` bytes from ``stream``; returns their sha256 hex digest."""
         path = path.strip("/")
+        if path in self._skip:
+            return _drain(stream, size, path)
         self._ensure_parents(path)
         self._header(path, tarfile.REGTYPE, size, 0o755 if executable else 0o644)
         digest = hashlib.sha256()
@@ -126,6 +153,8 @@ class TarWriter:
 
     def add_symlink(self, path: str, target: str) -> None:
         path = path.strip("/")
+        if path in self._skip:
+            return
         self._ensure_parents(path)
         self._header(path, tarfile.SYMTYPE, 0, 0o777, linkname=target)
 
@@ -143,6 +172,8 @@ class TarWriter:
         return not root or path == root or path.startswith(root + "/")
 
     def _header(self, name: str, kind: bytes, size: int, mode: int, linkname: str = "") -> None:
+        if kind != tarfile.DIRTYPE and (name in self.files or name in self._dirs):
+            raise BuildError(f"/{name} is written twice in one layer", _TWICE_HINT)
         owner = self._owner if self._owned(name.rstrip("/")) else Owner()
         header = _ustar_header(name, kind, size, mode, self._mtime, owner.uid, owner.gid, linkname)
         if header is None:  # long or non-ASCII names, huge sizes: tarfile writes the PAX extension header
@@ -161,6 +192,20 @@ class TarWriter:
 
 
 _MAX_OCTAL_11 = 8**11
+_TWICE_HINT = "the wheel is malformed (two members install to the same path); rebuild it or remove it"
+
+
+def _drain(stream: BinaryIO, size: int, path: str) -> str:
+    """Reads and hashes exactly ``size`` bytes of a skipped file, so its RECORD hash is still checked."""
+    digest = hashlib.sha256()
+    remaining = size
+    while remaining:
+        chunk = stream.read(min(COPY_CHUNK, remaining))
+        if not chunk:
+            raise BuildError(f"{path}: stream ended {remaining} bytes early", "the wheel is truncated; re-download it")
+        digest.update(chunk)
+        remaining -= len(chunk)
+    return digest.hexdigest()
 
 
 def _ustar_header(name: str, kind: bytes, size: int, mode: int, mtime: int, uid: int, gid: int, linkname: str) -> bytes | None:

@@ -37,8 +37,18 @@ class Pyimage:
         return done
 
     def build(self, project: Path, layout: Path, tag: str = "test", *extra: str) -> dict[str, Any]:
+        """Builds into ``layout`` and checks every image there as the strictest engines would read it."""
         done = self.run("build", "--json", "-o", f"oci:{layout}:{tag}", *extra, project=project)
+        assert_image_ok(layout)
         return json.loads(done.stdout)
+
+
+def assert_image_ok(path: Path) -> None:
+    """The image checker (schemas, blobs, diff_ids, no repeated path, parents first) finds nothing at ``path``."""
+    from pyimage.oci.check import check_image
+
+    report = check_image(path)
+    assert report.ok, "\n".join(report.findings)
 
 
 @pytest.fixture(scope="session")

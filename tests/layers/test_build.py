@@ -1,0 +1,130 @@
+"""Layers of several wheels: assembled from per-wheel fragments, never repeating a path, reused by content."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from pyimage.cache import Cache
+from pyimage.layers.build import LayerContext, build_layer
+from pyimage.layers.paths import InstallPaths
+from pyimage.layers.plan import LayerSpec
+from pyimage.layers.tar import Owner
+from pyimage.oci.check import check_image
+from pyimage.oci.layout import write_layout
+from pyimage.oci.model import Image, Layer
+from pyimage.wheels import Wheel, read_wheel
+from wheels_fixture import make_wheel
+
+PATHS = InstallPaths("/opt/venv", "3.11")
+SITE = "opt/venv/lib/python3.11/site-packages"
+
+
+def members(layer: Layer) -> list[tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer.blob.read_bytes()))) as tar:
+        return tar.getmembers()
+
+
+def names(layer: Layer) -> list[str]:
+    return [m.name for m in members(layer)]
+
+
+def spec(*wheels: Wheel, kind: str = "site-packages", name: str = "site-packages") -> LayerSpec:
+    return LayerSpec(name, kind, tuple(wheels))
+
+
+def image_of(*layers: Layer) -> Image:
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+        "history": [{"created_by": layer.name, "comment": "pyimage"} for layer in layers],
+    }
+    return Image(config=config, layers=layers)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> LayerContext:
+    return LayerContext(cache=Cache(tmp_path / "cache"), paths=PATHS)
+
+
+@pytest.fixture
+def namespace_wheels(tmp_path: Path) -> tuple[Wheel, Wheel]:
+    """Two wheels of one pkgutil-style namespace: both ship ``ns/__init__.py`` (differently) and ``ns/py.typed``."""
+    a = make_wheel(tmp_path / "w", "ns_a", files={"ns/__init__.py": b"# a\n", "ns/py.typed": b"", "ns/a/__init__.py": b"A = 1\n"})
+    b = make_wheel(tmp_path / "w", "ns_b", files={"ns/__init__.py": b"# b\n", "ns/py.typed": b"", "ns/b/__init__.py": b"B = 1\n"})
+    return read_wheel(a), read_wheel(b)
+
+
+def test_a_layer_of_several_wheels_holds_each_directory_once_before_its_files(ctx: LayerContext, real_wheels: dict[str, Path]) -> None:
+    layer = build_layer(spec(read_wheel(real_wheels["six"]), read_wheel(real_wheels["wheel"])), ctx)
+    entries = names(layer)
+    assert len(entries) == len(set(entries)), [n for n in entries if entries.count(n) > 1]
+    dirs = [m.name for m in members(layer) if m.isdir()]
+    assert dirs[:4] == ["opt", "opt/venv", "opt/venv/bin", "opt/venv/lib"]
+    assert entries[: len(dirs)] == dirs  # every directory first, parents before children
+    assert f"{SITE}/six.py" in entries and "opt/venv/bin/wheel" in entries
+
+
+def test_a_file_two_wheels_ship_appears_once_and_the_first_wheel_keeps_it(ctx: LayerContext, namespace_wheels: tuple[Wheel, Wheel]) -> None:
+    layer = build_layer(spec(*namespace_wheels), ctx)
+    entries = names(layer)
+    assert entries.count(f"{SITE}/ns/__init__.py") == 1
+    assert entries.count(f"{SITE}/ns/py.typed") == 1
+    assert f"{SITE}/ns/a/__init__.py" in entries and f"{SITE}/ns/b/__init__.py" in entries
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer.blob.read_bytes()))) as tar:
+        assert tar.extractfile(f"{SITE}/ns/__init__.py").read() == b"# a\n"  # type: ignore[union-attr]
+
+
+def test_an_assembled_layer_passes_the_image_checker(ctx: LayerContext, namespace_wheels: tuple[Wheel, Wheel], real_wheels: dict[str, Path], tmp_path: Path) -> None:
+    site = build_layer(spec(*namespace_wheels, read_wheel(real_wheels["six"])), ctx)
+    heavy = build_layer(spec(read_wheel(real_wheels["wheel"]), kind="heavy", name="heavy:wheel"), ctx)
+    write_layout(image_of(heavy, site), tmp_path / "layout", "t")
+    report = check_image(tmp_path / "layout")
+    assert report.ok, report.findings
+    assert (report.manifests, report.layers) == (1, 2)
+
+
+def test_the_same_wheels_give_the_same_layer_bytes_from_another_cache(namespace_wheels: tuple[Wheel, Wheel], tmp_path: Path) -> None:
+    first = build_layer(spec(*namespace_wheels), LayerContext(cache=Cache(tmp_path / "c1"), paths=PATHS))
+    second = build_layer(spec(*namespace_wheels), LayerContext(cache=Cache(tmp_path / "c2"), paths=PATHS))
+    assert (first.digest, first.diff_id) == (second.digest, second.diff_id)
+    assert first.blob.read_bytes() == second.blob.read_bytes()
+
+
+def test_a_new_dependency_compresses_only_its_own_wheel(ctx: LayerContext, namespace_wheels: tuple[Wheel, Wheel], real_wheels: dict[str, Path]) -> None:
+    six = read_wheel(real_wheels["six"])
+    build_layer(spec(namespace_wheels[0], six), ctx)
+    before = set((ctx.cache.root / "blobs" / "sha256").iterdir())
+    built = []
+    fetch = ctx.fetch
+
+    def counting_fetch(wheels: tuple[Wheel, ...]) -> tuple[Wheel, ...]:
+        built.extend(w.name for w in wheels)
+        return fetch(wheels)
+
+    from dataclasses import replace
+
+    build_layer(spec(namespace_wheels[0], read_wheel(real_wheels["wheel"]), six), replace(ctx, fetch=counting_fetch))
+    assert set(built) == {"wheel"}  # the fragments of ns_a and six came from the cache
+    new = set((ctx.cache.root / "blobs" / "sha256").iterdir()) - before
+    assert len(new) == 3  # wheel's fragment, the directory fragment and the assembled layer
+
+
+def test_owner_applies_to_directories_of_an_assembled_layer(tmp_path: Path, namespace_wheels: tuple[Wheel, Wheel]) -> None:
+    ctx = LayerContext(cache=Cache(tmp_path / "c"), paths=PATHS, owner=Owner(1000, 1000))
+    by_name = {m.name: m for m in members(build_layer(spec(*namespace_wheels), ctx))}
+    assert (by_name["opt"].uid, by_name["opt/venv"].uid) == (0, 1000)
+    assert by_name[f"{SITE}/ns"].uid == 1000 and by_name[f"{SITE}/ns"].isdir()
+
+
+def test_a_wheel_that_installs_one_path_twice_is_refused(ctx: LayerContext, tmp_path: Path) -> None:
+    from pyimage.errors import BuildError
+
+    bad = make_wheel(tmp_path / "w", "twice", files={"twice.py": b"1\n", "twice-1.0.data/purelib/twice.py": b"2\n"})
+    with pytest.raises(BuildError, match="twice.py is written twice in one layer"):
+        build_layer(spec(read_wheel(bad), kind="heavy", name="heavy:twice"), ctx)
