@@ -27,6 +27,7 @@ from pyimage.layers.paths import InstallPaths
 from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
 from pyimage.layers.plan import LayerPlan, plan_layers
 from pyimage.oci.base import load_base, scan_base
+from pyimage.oci.engine import Loaded
 from pyimage.oci.model import Image, Layer
 from pyimage.publish import RegistrySettings
 from pyimage.resolve.appwheel import build_app_wheel
@@ -76,6 +77,7 @@ class BuildResult:
     outputs: tuple[str, ...] = ()
     pushed: tuple[dict[str, Any], ...] = ()
     notes: tuple[str, ...] = field(default=())
+    loaded: tuple[Loaded, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,6 +97,7 @@ class BuildResult:
             ],
             "outputs": list(self.outputs),
             "pushed": list(self.pushed),
+            "loaded": [item.to_json() for item in self.loaded],
             "notes": list(self.notes),
         }
 
@@ -397,30 +400,53 @@ def _project_tag(prep: Prepared) -> str:
     return f"{prep.app.name}:{prep.app.version}".replace("+", "_")
 
 
-def write_outputs(image: Image, prep: Prepared, outputs: Sequence[str]) -> list[str]:
-    """Writes ``image`` to each ``oci:DIR[:TAG]`` / ``docker-archive:FILE[:NAME:TAG]``; returns what was written."""
+@dataclass(frozen=True)
+class Written:
+    outputs: tuple[str, ...]  # each output as written (kind:where[:tag])
+    loaded: tuple[Loaded, ...]  # images loaded into local engines, with the engine's image ID
+
+
+OUTPUT_KINDS = ("oci", "docker-archive", "docker-daemon", "podman")
+
+
+def write_outputs(image: Image, prep: Prepared, outputs: Sequence[str]) -> Written:
+    """Writes ``image`` to each ``oci:DIR[:TAG]`` / ``docker-archive:FILE[:NAME:TAG]``, and loads it into each
+    ``docker-daemon:[NAME:TAG]`` / ``podman:[NAME:TAG]`` engine."""
     from pyimage.oci.dockerarchive import write_docker_archive
+    from pyimage.oci.engine import load_docker, load_podman
     from pyimage.oci.layout import split_layout_ref, write_layout
 
-    written = []
-    name, _, version = _project_tag(prep).partition(":")
+    written: list[str] = []
+    loaded: list[Loaded] = []
+    default_ref = _project_tag(prep)
+    name, _, version = default_ref.partition(":")
     for out in outputs:
         kind, sep, rest = out.partition(":")
-        if not sep or kind not in ("oci", "docker-archive"):
-            raise ConfigError(f"output {out!r}: unknown kind", "use oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG] (push with --push REF)")
+        if not sep or kind not in OUTPUT_KINDS:
+            raise ConfigError(
+                f"output {out!r}: unknown kind",
+                "use oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:[NAME:TAG] or podman:[NAME:TAG] (push with --push REF)",
+            )
         if kind == "oci":
             directory, tag = split_layout_ref(rest, default_tag=version)
             directory = directory if directory.is_absolute() else prep.config.project_dir / directory
             write_layout(image, directory, tag)
             written.append(f"oci:{directory}:{tag}")
-        else:
+        elif kind == "docker-archive":
             path_text, _, ref = rest.partition(":")
             path = Path(path_text)
             path = path if path.is_absolute() else prep.config.project_dir / path
             ref = ref or f"{name}:{version}"
             write_docker_archive(image, path, ref)
             written.append(f"docker-archive:{path}:{ref}")
-    return written
+        else:
+            ref = rest or default_ref
+            if ":" not in ref.rsplit("/", 1)[-1]:
+                ref += f":{version}"
+            result = load_docker(image, ref) if kind == "docker-daemon" else load_podman(image, ref)
+            loaded.append(result)
+            written.append(f"{kind}:{ref}")
+    return Written(tuple(written), tuple(loaded))
 
 
 def lock_only(cfg: Config, cache: Cache, events: Events = _quiet, upgrade: bool = False) -> Prepared:

@@ -127,7 +127,8 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
 @app.command()
 def build(
     project: Path = ProjectOpt,
-    output: Optional[List[str]] = typer.Option(None, "--output", "-o", help="oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG] (repeatable)."),
+    output: Optional[List[str]] = typer.Option(None, "--output", "-o", help="oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:[NAME:TAG] or podman:[NAME:TAG] (repeatable)."),
+    load: bool = typer.Option(False, "--load", help="Load the image into the local engine: Docker (DOCKER_HOST or the docker context), else podman."),
     push: Optional[List[str]] = typer.Option(None, "--push", help="Push to a registry reference (repeatable)."),
     sets: Optional[List[str]] = SetOpt,
     base: Optional[str] = BaseOpt,
@@ -151,6 +152,11 @@ def build(
     if output:
         overrides["output"] = list(output)
     cfg = load_config(project, overrides)
+    if load:
+        from pyimage.oci.engine import default_engine_output
+
+        overrides["output"] = [*cfg["output"], default_engine_output()]
+        cfg = load_config(project, overrides)
     cache = _cache(cache_dir)
     events = _events(as_json)
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
@@ -164,7 +170,7 @@ def build(
         prep.cleanup()
     from pyimage.build import BuildResult
 
-    result = BuildResult(image, prep, tuple(written), tuple(pushed), prep.notes)
+    result = BuildResult(image, prep, written.outputs, tuple(pushed), prep.notes, written.loaded)
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
         return
@@ -172,8 +178,11 @@ def build(
         _err(f"note: {note}")
     rows = [[l.name, l.digest[7:19], _human(l.size), "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")] for l in image.layers]
     _table(f"image {image.digest}", ["layer", "digest", "size", "", "packages"], rows)
-    for w in written:
-        _err(f"wrote {w}")
+    for w in written.outputs:
+        if not w.startswith(("docker-daemon:", "podman:")):
+            _err(f"wrote {w}")
+    for item in written.loaded:
+        _err(f"loaded into {item.engine} ({item.endpoint}) as {item.reference}, image ID {item.image_id}")
     for p in pushed:
         _err(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
 

@@ -202,7 +202,7 @@ KEYS: dict[str, Key] = {
     "owner": Key('string "uid:gid"', "0:0", "Numeric owner of everything under `venv`, set at write time (no chown layer).", _owner),
     "requirements": Key("path", None, "A pinned requirements file to resolve from instead of the project's dependencies.", _opt_str),
     "extras": Key("list of strings", [], "Extras of the project to install.", _str_list),
-    "output": Key("list of strings", [], "Where to write the image: `oci:DIR[:TAG]`, `docker-archive:FILE[:NAME:TAG]`; default `oci:dist/image:<version>`.", _str_list),
+    "output": Key("list of strings", [], "Where to write the image: `oci:DIR[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `docker-daemon:[NAME:TAG]` or `podman:[NAME:TAG]` (load into a local engine); default `oci:dist/image:<version>`.", _str_list),
     "repository": Key("string", None, "Registry repository to push to (`ghcr.io/org/app`).", _opt_str),
     "tags": Key("list of strings", [], "Tags to push under `repository`; default: the project version.", _str_list),
     "lock": Key("path", "pylock.toml", "Lock file recording the resolved wheel set (PEP 751).", _str),

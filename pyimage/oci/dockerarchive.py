@@ -15,7 +15,7 @@ import os
 import tarfile
 import uuid
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from pyimage.errors import BuildError
 from pyimage.oci.layout import REF_NAME
@@ -29,25 +29,30 @@ from pyimage.oci.model import (
     canonical_json,
 )
 
-__all__ = ["write_docker_archive", "read_docker_archive"]
+__all__ = ["archive_chunks", "write_docker_archive", "read_docker_archive"]
+
+_BLOCK = 512
+_CHUNK = 1 << 20
 
 
-def _info(name: str, size: int, directory: bool = False) -> tarfile.TarInfo:
+def _header(name: str, size: int, directory: bool = False) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = 0 if directory else size
     info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
     info.mode = 0o755 if directory else 0o644
     info.mtime = 0
     info.uname = info.gname = ""
-    return info
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def write_docker_archive(image: Image, path: Path, tag: str) -> None:
-    """Writes ``image`` as a loadable archive at ``path``, tagged ``tag`` (``name:tag``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+def _split_tag(tag: str) -> tuple[str, str]:
     repo, _, version = tag.rpartition(":") if ":" in tag.rsplit("/", 1)[-1] else (tag, "", "latest")
+    return repo, version
+
+
+def archive_chunks(image: Image, tag: str) -> Iterator[bytes]:
+    """The archive's bytes, in order: a generator, so an engine can be fed it without a file on disk."""
+    repo, version = _split_tag(tag)
     config_desc = image.config_descriptor()
     manifest_desc = image.manifest_descriptor(platform=image.platform)
 
@@ -82,21 +87,38 @@ def write_docker_archive(image: Image, path: Path, tag: str) -> None:
         blob_name(config_desc.digest): image.config_bytes(),
         blob_name(manifest_desc.digest): image.manifest_bytes(),
     }
+    for d in ("blobs/", "blobs/sha256/"):
+        yield _header(d, 0, directory=True)
+    written: set[str] = set()
+    for name, data in sorted(small.items()):
+        yield _header(name, len(data)) + data + b"\0" * (-len(data) % _BLOCK)
+        written.add(name)
+    for layer in image.layers:
+        name = blob_name(layer.digest)
+        if name in written:
+            continue
+        written.add(name)
+        yield _header(name, layer.size)
+        left = layer.size
+        with open(layer.blob, "rb") as f:
+            while left and (data := f.read(min(_CHUNK, left))):
+                left -= len(data)
+                yield data
+        if left:
+            raise BuildError(f"cached blob {layer.blob} is shorter than its descriptor says", "run `pyimage cache verify`, then build again")
+        yield b"\0" * (-layer.size % _BLOCK)
+    yield b"\0" * (2 * _BLOCK)  # end of archive
+
+
+def write_docker_archive(image: Image, path: Path, tag: str) -> None:
+    """Writes ``image`` as a loadable archive at ``path``, tagged ``tag`` (``name:tag``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            for d in ("blobs/", "blobs/sha256/"):
-                tar.addfile(_info(d, 0, directory=True))
-            written: set[str] = set()
-            for name, data in sorted(small.items()):
-                tar.addfile(_info(name, len(data)), io.BytesIO(data))
-                written.add(name)
-            for layer in image.layers:
-                name = blob_name(layer.digest)
-                if name in written:
-                    continue
-                written.add(name)
-                with open(layer.blob, "rb") as f:
-                    tar.addfile(_info(name, layer.size), f)
+        with open(tmp, "wb") as out:
+            for chunk in archive_chunks(image, tag):
+                out.write(chunk)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -25,22 +25,42 @@ class Pyimage:
     cache_dir: Path
     base: Path
 
-    def run(self, *args: str, project: Path | None = None, check: bool = True, base: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, project: Path | None = None, check: bool = True, base: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "pyimage", *args, "--cache-dir", str(self.cache_dir)]
         if base:
             cmd += ["--base", f"rootfs:{self.base}"]
         if project is not None:
             cmd += ["-C", str(project)]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"))
+        done = subprocess.run(cmd, capture_output=True, text=True, env=dict(env or os.environ, COLUMNS="200"))
         if check and done.returncode != 0:
             raise AssertionError(f"pyimage {' '.join(args)} exited {done.returncode}\n{done.stderr}")
+        if args and args[0] == "build" and done.returncode == 0:
+            for path in _written_images(args, project):
+                assert_image_ok(path)
         return done
 
     def build(self, project: Path, layout: Path, tag: str = "test", *extra: str) -> dict[str, Any]:
         """Builds into ``layout`` and checks every image there as the strictest engines would read it."""
         done = self.run("build", "--json", "-o", f"oci:{layout}:{tag}", *extra, project=project)
-        assert_image_ok(layout)
         return json.loads(done.stdout)
+
+
+def _written_images(args: tuple[str, ...], project: Path | None) -> list[Path]:
+    """The oci: layouts and docker-archive: files a successful ``build`` command line wrote."""
+    from pyimage.oci.layout import split_layout_ref
+
+    out = []
+    for flag, value in zip(args, args[1:]):
+        if flag not in ("-o", "--output"):
+            continue
+        kind, _, rest = value.partition(":")
+        if kind == "oci":
+            out.append(split_layout_ref(rest)[0])
+        elif kind == "docker-archive":
+            out.append(Path(rest.partition(":")[0]))
+    return [p if p.is_absolute() or project is None else project / p for p in out]
 
 
 def assert_image_ok(path: Path) -> None:

@@ -1,0 +1,190 @@
+"""Load an image straight into a local engine, as ko's ``--local`` and Jib's ``jibDockerBuild`` do.
+
+Docker: the archive is streamed to the Engine API (``POST /images/load``) over the endpoint the docker CLI
+would use: ``$DOCKER_HOST``, else the current context (``$DOCKER_CONTEXT`` or ``currentContext`` in
+``$DOCKER_CONFIG/config.json``), else ``unix:///var/run/docker.sock``. ``tcp://`` endpoints honour
+``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH`` as the CLI does. Podman: ``podman load`` reads the same stream on
+stdin (a podman API socket also works as ``DOCKER_HOST``). Nothing is written to disk on the way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+from pyimage.errors import BuildError
+from pyimage.oci.dockerarchive import archive_chunks
+from pyimage.oci.model import Image
+
+__all__ = ["Loaded", "DockerEndpoint", "docker_endpoint", "default_engine_output", "load_docker", "load_podman", "ENGINES"]
+
+ENGINES = ("docker", "podman")
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+_TIMEOUT = 600.0  # a torch image is ~1 GB of layers for the engine to unpack
+
+
+@dataclass(frozen=True)
+class Loaded:
+    engine: str  # "docker" | "podman"
+    endpoint: str  # where it went (socket URL, or "podman")
+    reference: str  # name:tag
+    image_id: str  # what the engine calls the image
+
+    def to_json(self) -> dict[str, str]:
+        return {"engine": self.engine, "endpoint": self.endpoint, "reference": self.reference, "id": self.image_id}
+
+
+@dataclass(frozen=True)
+class DockerEndpoint:
+    host: str  # unix:///path or tcp://host:port
+    source: str  # how it was found, for messages: "DOCKER_HOST", "context NAME", "default"
+    tls_dir: str | None = None  # a directory with ca.pem, cert.pem, key.pem (DOCKER_TLS_VERIFY)
+
+
+def docker_endpoint(environ: dict[str, str] | None = None) -> DockerEndpoint:
+    """The Engine API endpoint the docker CLI would talk to, found the way it finds it."""
+    env = dict(os.environ if environ is None else environ)
+    config_dir = Path(env.get("DOCKER_CONFIG") or Path(env.get("HOME", "~")).expanduser() / ".docker")
+    tls_dir = (env.get("DOCKER_CERT_PATH") or str(config_dir)) if env.get("DOCKER_TLS_VERIFY") else None
+    if env.get("DOCKER_HOST"):
+        return DockerEndpoint(env["DOCKER_HOST"], "DOCKER_HOST", tls_dir)
+    context = env.get("DOCKER_CONTEXT")
+    if not context:
+        try:
+            context = json.loads((config_dir / "config.json").read_text()).get("currentContext")
+        except (OSError, ValueError, AttributeError):
+            context = None
+    if context and context != "default":
+        meta = config_dir / "contexts" / "meta" / hashlib.sha256(context.encode()).hexdigest() / "meta.json"
+        try:
+            host = json.loads(meta.read_text())["Endpoints"]["docker"]["Host"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BuildError(f"docker context {context!r}: cannot read its endpoint from {meta} ({exc})", "run `docker context ls`, or set DOCKER_HOST") from exc
+        return DockerEndpoint(str(host), f"context {context}", tls_dir)
+    return DockerEndpoint(DEFAULT_DOCKER_HOST, "default", tls_dir)
+
+
+def default_engine_output() -> str:
+    """What ``--load`` means here: Docker when its endpoint is configured or its socket exists, else podman when
+    it is installed, else Docker (whose error then names the socket it tried)."""
+    endpoint = docker_endpoint()
+    if endpoint.source != "default" or Path(endpoint.host[len("unix://"):]).exists():
+        return "docker-daemon:"
+    return "podman:" if shutil.which("podman") else "docker-daemon:"
+
+
+def _client(endpoint: DockerEndpoint):  # type: ignore[no-untyped-def]
+    import httpx
+
+    host = endpoint.host
+    timeout = httpx.Timeout(_TIMEOUT, connect=10.0)
+    if host.startswith("unix://"):
+        return httpx.Client(transport=httpx.HTTPTransport(uds=host[len("unix://"):]), base_url="http://docker", timeout=timeout)
+    if host.startswith("tcp://"):
+        if endpoint.tls_dir:
+            tls = Path(endpoint.tls_dir)
+            import ssl
+
+            ctx = ssl.create_default_context(cafile=str(tls / "ca.pem"))
+            ctx.load_cert_chain(str(tls / "cert.pem"), str(tls / "key.pem"))
+            return httpx.Client(base_url="https://" + host[len("tcp://"):], verify=ctx, timeout=timeout)
+        return httpx.Client(base_url="http://" + host[len("tcp://"):], timeout=timeout)
+    raise BuildError(
+        f"docker endpoint {host} ({endpoint.source}): only unix:// and tcp:// endpoints are supported",
+        "forward the engine's socket locally (e.g. `ssh -L /tmp/docker.sock:/var/run/docker.sock HOST`) and set DOCKER_HOST=unix:///tmp/docker.sock",
+    )
+
+
+def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = None) -> Loaded:
+    """Streams ``image`` into a Docker Engine tagged ``reference``; returns the engine's image ID."""
+    import httpx
+
+    endpoint = endpoint or docker_endpoint()
+    try:
+        with _client(endpoint) as client:
+            client.get("/_ping").raise_for_status()
+            with client.stream(
+                "POST", "/images/load", params={"quiet": "1"}, content=archive_chunks(image, reference), headers={"Content-Type": "application/x-tar"}
+            ) as reply:
+                body = b"".join(reply.iter_bytes())
+                if reply.status_code >= 400:
+                    raise BuildError(f"docker ({endpoint.host}) refused the image: {_message(body)}", "see the engine's log; `pyimage inspect --check` checks the image as engines read it")
+            _raise_stream_error(body, endpoint)
+            info = client.get(f"/images/{reference}/json")
+            info.raise_for_status()
+            image_id = str(info.json().get("Id", ""))
+    except httpx.TransportError as exc:
+        raise BuildError(
+            f"cannot reach the Docker Engine at {endpoint.host} ({endpoint.source}): {exc}",
+            "start Docker, or point DOCKER_HOST (or `docker context use`) at a running engine; use -o oci:DIR or -o docker-archive:FILE to write the image instead",
+        ) from exc
+    except httpx.HTTPStatusError as exc:
+        raise BuildError(f"docker ({endpoint.host}) answered {exc.response.status_code}: {_message(exc.response.content)}", "check that the engine runs and that you may use its socket") from exc
+    return Loaded("docker", endpoint.host, reference, image_id)
+
+
+def _message(body: bytes) -> str:
+    try:
+        value = json.loads(body)
+        return str(value.get("message") or value.get("error") or value)[:500]
+    except (ValueError, AttributeError):
+        return body.decode("utf-8", "replace").strip()[:500]
+
+
+def _raise_stream_error(body: bytes, endpoint: DockerEndpoint) -> None:
+    """The load reply is a stream of JSON messages; an ``error`` in any of them means the load failed."""
+    for line in body.splitlines():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and message.get("error"):
+            raise BuildError(
+                f"docker ({endpoint.host}) refused the image: {str(message['error'])[:500]}",
+                "run `pyimage inspect --check` on an oci: or docker-archive: output of the same build to see what is wrong",
+            )
+
+
+def load_podman(image: Image, reference: str, podman: str | None = None) -> Loaded:
+    """Feeds ``image`` to ``podman load`` on stdin and tags it ``reference``."""
+    exe = podman or shutil.which("podman")
+    if exe is None:
+        raise BuildError("podman is not on PATH", "install podman, or load into Docker with --load / -o docker-daemon:NAME:TAG")
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: podman's progress can never block our writes
+        proc = subprocess.Popen([exe, "load"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+        assert proc.stdin is not None
+        try:
+            _feed(proc.stdin, archive_chunks(image, reference))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # podman stopped reading: its exit code and stderr say why
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+            code = proc.wait()
+        err.seek(0)
+        message = err.read()
+    if code != 0:
+        raise BuildError(f"podman load failed: {_last_line(message)}", "see `podman load` on the docker-archive output of the same build")
+    done = subprocess.run([exe, "image", "inspect", "--format", "{{.Id}}", reference], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BuildError(f"podman loaded the image but cannot find {reference}: {_last_line(done.stderr.encode())}", "run `podman images` to see what was loaded")
+    return Loaded("podman", "podman", reference, done.stdout.strip())
+
+
+def _feed(pipe: BinaryIO, chunks: Iterable[bytes]) -> None:
+    for chunk in chunks:
+        pipe.write(chunk)
+
+
+def _last_line(err: bytes) -> str:
+    lines = [line for line in err.decode("utf-8", "replace").splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "(no message)"

@@ -1,0 +1,195 @@
+"""pyimage's images in the engines users run: Docker Engine, containerd, and containers/storage (podman,
+buildah, CRI-O). Each engine is a real one started by the tests (tests/support/engines.py); every image is
+loaded, unpacked by the engine itself and run, and what the app prints is checked.
+
+Run these alone with ``python3 -m pytest -q -m engines``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.engines import Dockerd, Storage, make_storage, start_dockerd
+from support.registry import start_registry
+from support.runc import skip_unless_tools
+
+from .conftest import Pyimage, copy_example
+
+pytestmark = [pytest.mark.e2e, pytest.mark.engines]
+
+HELLO_OUTPUT = ("hello, world", "python 3.11 at /opt/venv/bin/python", "123.5 MB is a natural size")
+
+
+@pytest.fixture(scope="module")
+def dockerd() -> Iterator[Dockerd]:
+    skip_unless_tools("dockerd", "ctr")
+    engine = start_dockerd()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="module")
+def storage() -> Iterator[Storage]:
+    skip_unless_tools("podman", "skopeo")
+    store = make_storage()
+    try:
+        yield store
+    finally:
+        store.clean()
+
+
+@pytest.fixture(scope="module")
+def hello(pyimage: Pyimage, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """hello-cli built once as an OCI layout and a docker-archive (both pass the image checker)."""
+    work = tmp_path_factory.mktemp("hello-engines")
+    project = copy_example("hello-cli", work)
+    report = json.loads(pyimage.run("build", "--json", "-o", f"oci:{work / 'layout'}:v1", "-o", f"docker-archive:{work / 'hello.tar'}", project=project).stdout)
+    return work / "layout", work / "hello.tar", report
+
+
+def test_docker_loads_the_docker_archive_and_runs_the_app(dockerd: Dockerd, hello: tuple[Path, Path, dict]) -> None:
+    _layout, archive, report = hello
+    loaded = dockerd.docker("load", "-i", str(archive)).stdout
+    assert "Loaded image: hello-cli:1.0.0" in loaded
+    out = dockerd.docker("run", "--rm", "--network", "none", "hello-cli:1.0.0").stdout
+    assert all(line in out for line in HELLO_OUTPUT), out
+    inspect = json.loads(dockerd.docker("image", "inspect", "hello-cli:1.0.0").stdout)[0]
+    assert [layer for layer in inspect["RootFS"]["Layers"]] == [layer["diff_id"] for layer in report["layers"]]
+
+
+def test_containerd_imports_the_archive_and_runs_the_app(dockerd: Dockerd, hello: tuple[Path, Path, dict]) -> None:
+    _layout, archive, _report = hello
+    dockerd.ctr("images", "import", str(archive))
+    out = dockerd.ctr("run", "--rm", "hello-cli:1.0.0", "pyimage-hello").stdout
+    assert all(line in out for line in HELLO_OUTPUT), out
+
+
+def test_skopeo_copies_the_layout_into_containers_storage_and_the_unpacked_app_runs(storage: Storage, hello: tuple[Path, Path, dict]) -> None:
+    layout, _archive, _report = hello
+    subprocess.run(["skopeo", "copy", "--quiet", f"oci:{layout}:v1", storage.ref("localhost/hello-skopeo:v1")], check=True, env=storage.env)
+    out = storage.run_chroot("localhost/hello-skopeo:v1", ["/opt/venv/bin/hello"])
+    assert all(line in out for line in HELLO_OUTPUT), out
+
+
+def test_podman_loads_the_docker_archive(storage: Storage, hello: tuple[Path, Path, dict]) -> None:
+    _layout, archive, _report = hello
+    assert "hello-cli:1.0.0" in storage.podman("load", "-i", str(archive)).stdout
+    out = storage.run_chroot("localhost/hello-cli:1.0.0", ["/opt/venv/bin/hello", "podman"])
+    assert "hello, podman" in out
+
+
+def test_build_load_streams_into_docker_and_prints_the_engine_image_id(pyimage: Pyimage, dockerd: Dockerd, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path, "hello-load")
+    report = json.loads(pyimage.run("build", "--json", "--load", project=project, env=dockerd.env).stdout)
+    (loaded,) = report["loaded"]
+    assert loaded["engine"] == "docker" and loaded["endpoint"] == dockerd.host and loaded["reference"] == "hello-load:1.0.0"
+    assert loaded["id"] == json.loads(dockerd.docker("image", "inspect", "hello-load:1.0.0").stdout)[0]["Id"]
+    assert report["outputs"] == ["docker-daemon:hello-load:1.0.0"]  # --load alone writes nothing to disk
+    assert not (project / "dist").exists()
+    assert "hello, world" in dockerd.docker("run", "--rm", "--network", "none", "hello-load:1.0.0").stdout
+
+
+def test_output_podman_loads_through_podman_load(pyimage: Pyimage, storage: Storage, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    report = json.loads(pyimage.run("build", "--json", "-o", "podman:localhost/hello-podman:2", project=project, env=storage.env).stdout)
+    assert report["loaded"][0]["engine"] == "podman"
+    assert report["loaded"][0]["id"] in storage.podman("images", "--no-trunc", "--format", "{{.ID}}").stdout
+    assert "hello, world" in storage.run_chroot("localhost/hello-podman:2", ["/opt/venv/bin/hello"])
+
+
+def test_load_with_no_engine_is_one_error_naming_the_socket(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    env = dict(__import__("os").environ, DOCKER_HOST=f"unix://{tmp_path}/no-such.sock")
+    done = pyimage.run("build", "--load", project=project, env=env, check=False)
+    assert done.returncode == 1
+    error, hint = done.stderr.strip().splitlines()[-2:]
+    assert error.startswith(f"error: cannot reach the Docker Engine at unix://{tmp_path}/no-such.sock (DOCKER_HOST)")
+    assert hint.startswith("hint:") and "DOCKER_HOST" in hint
+    assert "Traceback" not in done.stderr
+
+
+def test_web_service_answers_http_inside_docker(pyimage: Pyimage, dockerd: Dockerd, tmp_path: Path) -> None:
+    project = copy_example("web-service", tmp_path)
+    pyimage.run("build", "-o", "docker-daemon:web:1", project=project, env=dockerd.env)
+    container = dockerd.docker("run", "-d", "--network", "none", "-e", "PORT=8000", "-e", "HOST=127.0.0.1", "web:1").stdout.strip()
+    try:
+        probe = (
+            "import json, time, urllib.request\n"
+            "for _ in range(120):\n"
+            "    try: print(urllib.request.urlopen('http://127.0.0.1:8000/', timeout=2).read().decode()); break\n"
+            "    except OSError: time.sleep(0.5)\n"
+        )
+        out = dockerd.docker("exec", container, "/opt/venv/bin/python", "-c", probe).stdout
+        assert json.loads(out) == {"message": "hello from pyimage", "python": "3.11"}
+    finally:
+        dockerd.docker("rm", "-f", container, check=False)
+
+
+def test_heavy_group_of_several_wheels_with_bytecode_runs_in_docker_and_containers_storage(
+    pyimage: Pyimage, dockerd: Dockerd, storage: Storage, tmp_path: Path
+) -> None:
+    project = copy_example("hello-cli", tmp_path, "hello-pair")
+    archive = tmp_path / "pair.tar"
+    report = json.loads(
+        pyimage.run("build", "--json", "--set", 'heavy=[{name = "pair", packages = ["attrs", "humanize"]}]', "--set", "compile-bytecode=true",
+                    "-o", f"docker-archive:{archive}", "-o", f"oci:{tmp_path / 'layout'}:pair", project=project).stdout
+    )
+    assert [layer["name"] for layer in report["layers"]][2:] == ["heavy:pair", "app"]
+    dockerd.docker("load", "-i", str(archive))
+    pycache = "import attrs, humanize, os; print(sorted(os.listdir(os.path.join(os.path.dirname(humanize.__file__), '__pycache__')))[:1])"
+    assert ".cpython-311.pyc" in dockerd.docker("run", "--rm", "--network", "none", "--entrypoint", "/opt/venv/bin/python", "hello-pair:1.0.0", "-c", pycache).stdout
+    subprocess.run(["skopeo", "copy", "--quiet", f"oci:{tmp_path / 'layout'}:pair", storage.ref("localhost/pair:1")], check=True, env=storage.env)
+    assert "hello, world" in storage.run_chroot("localhost/pair:1", ["/opt/venv/bin/hello"])
+
+
+def test_namespace_package_split_across_wheels_loads_in_docker(pyimage: Pyimage, dockerd: Dockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wheels_fixture import make_wheel
+
+    links = tmp_path / "links"
+    extend = b"__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"
+    make_wheel(links, "ns_alpha", "1.0", {"ns/__init__.py": extend, "ns/alpha.py": b"NAME = 'alpha'\n", "ns/py.typed": b""})
+    make_wheel(links, "ns_beta", "1.0", {"ns/__init__.py": b"# beta's copy\n" + extend, "ns/beta.py": b"NAME = 'beta'\n", "ns/py.typed": b""})
+    project = copy_example("hello-cli", tmp_path, "hello-ns")
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"attrs>=23"', '"attrs>=23", "ns-alpha", "ns-beta"'))
+    monkeypatch.setenv("PIP_FIND_LINKS", f"/opt/wheels {links}")
+    archive = tmp_path / "ns.tar"
+    pyimage.run("build", "-o", f"docker-archive:{archive}", project=project)
+    dockerd.docker("load", "-i", str(archive))
+    code = "import ns.alpha, ns.beta; print(ns.alpha.NAME, ns.beta.NAME)"
+    out = dockerd.docker("run", "--rm", "--network", "none", "--entrypoint", "/opt/venv/bin/python", "hello-ns:1.0.0", "-c", code).stdout
+    assert out.strip() == "alpha beta"
+
+
+def test_pushed_image_is_pulled_by_docker_from_a_loopback_registry_and_runs(pyimage: Pyimage, dockerd: Dockerd, tmp_path: Path) -> None:
+    reg = start_registry(tmp_path / "reg")
+    try:
+        project = copy_example("hello-cli", tmp_path)
+        ref = f"{reg.host}/apps/hello:1.0"
+        cmd = [sys.executable, "-m", "pyimage", "build", "--json", "--cache-dir", str(pyimage.cache_dir), "-C", str(project),
+               "--base", f"rootfs:{pyimage.base}", "--push", ref, "--username", "alice", "--password-stdin"]
+        done = subprocess.run(cmd, input="wonderland\n", capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        digest = json.loads(done.stdout)["image"]["digest"]
+        dockerd.docker("login", reg.host, "--username", "alice", "--password-stdin", input="wonderland\n")
+        dockerd.docker("pull", ref)
+        assert digest in dockerd.docker("image", "inspect", "--format", "{{json .RepoDigests}}", ref).stdout
+        assert "hello, world" in dockerd.docker("run", "--rm", "--network", "none", ref).stdout
+    finally:
+        reg.stop()
+
+
+def test_torch_app_loads_into_docker_and_runs(pyimage: Pyimage, dockerd: Dockerd, tmp_path: Path) -> None:
+    project = copy_example("torch-app", tmp_path)
+    report = json.loads(pyimage.run("build", "--json", "--load", project=project, env=dockerd.env).stdout)
+    assert [layer["name"] for layer in report["layers"]][2:4] == ["heavy:torch", "heavy:numpy"]
+    out = dockerd.docker("run", "--rm", "--network", "none", report["loaded"][0]["reference"], timeout=300).stdout
+    assert out.startswith("torch 2.13.0 numpy ") and "learned w=3.00 b=2.00" in out
