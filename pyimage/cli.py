@@ -274,11 +274,15 @@ def inspect(
     platform: str = typer.Option("linux/amd64", "--platform", help="Platform to pick from an index."),
     cache_dir: Optional[Path] = CacheDirOpt,
     as_json: bool = JsonOpt,
+    check: bool = typer.Option(False, "--check", help="Check the image as strict engines read it (schemas, digests, diff_ids, repeated paths)."),
 ) -> None:
     """Show an image's layers (with the names pyimage gave them), sizes and run configuration."""
     from pyimage.oci.base import load_base
     from pyimage.oci.model import Platform
 
+    if check:
+        _check(image, as_json)
+        return
     if image.startswith("rootfs:") or image in ("", "scratch"):
         raise ConfigError(f"inspect {image!r}: not an image", "give oci:DIR[:TAG], docker-archive:FILE or a registry reference")
     loaded, source = load_base(image, Platform.parse(platform), _cache(cache_dir))
@@ -298,6 +302,32 @@ def inspect(
     _table(f"{source} ({data['platform']}, created {data['created']})", ["layer", "digest", "size"], [[n, l.digest[7:19], _human(l.size)] for n, l in zip(names, loaded.layers)])
     for key, value in data["config"].items():
         _err(f"{key}: {json.dumps(value)}")
+
+
+def _check(image: str, as_json: bool) -> None:
+    from pyimage.errors import BuildError
+    from pyimage.oci.check import check_image
+
+    kind, sep, rest = image.partition(":")
+    if sep and kind == "oci":
+        from pyimage.oci.layout import split_layout_ref
+
+        path = split_layout_ref(rest)[0]
+    elif sep and kind in ("docker-archive", "oci-archive"):
+        path = Path(rest.partition(":")[0])
+    else:
+        path = Path(image)
+    if not path.exists():
+        raise ConfigError(f"inspect --check {image}: no such layout or archive", "give oci:DIR, docker-archive:FILE or a path (copy a registry image to a layout first: skopeo copy docker://REF oci:DIR:TAG)")
+    report = check_image(path)
+    if as_json:
+        print(json.dumps({"image": str(path), "ok": report.ok, "manifests": report.manifests, "layers": report.layers, "blobs": report.blobs, "findings": report.findings}, indent=2))
+    else:
+        for finding in report.findings:
+            print(finding)
+        _err(f"checked {path}: {report.manifests} manifest(s), {report.layers} layer(s), {report.blobs} blob(s)")
+    if not report.ok:
+        raise BuildError(f"{path}: {len(report.findings)} problem(s) found", "see the lines above; rebuild the image with this pyimage, or report how it was made")
 
 
 @app.command()

@@ -172,3 +172,26 @@ def test_something_that_is_not_an_image_is_one_finding(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     report = check_image(tmp_path / "notes.txt")
     assert len(report.findings) == 1 and "neither an OCI layout directory nor a readable tar archive" in report.findings[0]
+
+
+def _inspect_check(*args: str) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "pyimage", "inspect", "--check", *args], capture_output=True, text=True)
+
+
+def test_inspect_check_prints_each_finding_and_fails(tmp_path: Path) -> None:
+    raw = tar_of([("opt/a.py", b"a\n")], [("opt/b.py", b"b\n")])
+    write_layout(image_of(layer_from_tar(raw, tmp_path / "blobs")), tmp_path / "l", "t")
+    done = _inspect_check(f"oci:{tmp_path / 'l'}:t")
+    assert done.returncode == 1
+    assert "/opt appears more than once" in done.stdout
+    assert done.stderr.strip().splitlines()[-2].startswith("error: ") and "1 problem(s) found" in done.stderr
+
+
+def test_inspect_check_passes_a_good_archive_with_json(tmp_path: Path) -> None:
+    write_docker_archive(image_of(layer_from_tar(tar_of([("opt/a", b"a")]), tmp_path / "blobs")), tmp_path / "app.tar", "app:1")
+    done = _inspect_check(f"docker-archive:{tmp_path / 'app.tar'}", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"image": str(tmp_path / "app.tar"), "ok": True, "manifests": 1, "layers": 1, "blobs": 3, "findings": []}
