@@ -366,6 +366,26 @@ def buildah_context(template: Path, dst: Path, wheels: Path, pins: list[Pin], pi
     return dst
 
 
+def find_pip_wheel() -> Path:
+    """The pip wheel ensurepip carries: the Dockerfile runs pip from it, since the base has no pip."""
+    return max((Path(os.__file__).parent / "ensurepip" / "_bundled").glob("pip-*.whl"))
+
+
+def wheel_dir(dest: Path, seed: Path, pins: list[Pin], host_py: str) -> Path:
+    """The exact wheels pyimage used (hard links out of the seed cache), plus pip and the app's build backend
+    (hatchling, fetched once), for a Dockerfile's ``--mount`` and pyoci's venv."""
+    build_wheels = BENCH_HOME / "build-wheels"
+    if not list(build_wheels.glob("hatchling-*.whl")):
+        run([host_py, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", build_wheels, "hatchling"])
+    dest.mkdir(parents=True)
+    for pin in pins:
+        os.link(seed / "wheels" / pin.sha256 / pin.filename, dest / pin.filename)
+    for extra in [find_pip_wheel(), *build_wheels.glob("*.whl")]:
+        with contextlib.suppress(FileExistsError):
+            shutil.copy2(extra, dest / extra.name)
+    return dest
+
+
 def buildah_series(app: str, template: Path, pins: list[Pin], wheels: Path, pip_wheel: str, rootfs: Path, work: Path, rep: int, keep: bool, driver: str) -> dict[str, Measure]:
     d = work / "buildah" / app / f"r{rep}"
     tool = Buildah(d / "root", d / "runroot", driver)
@@ -717,22 +737,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"warm-up {app}: {warmup[app]:.1f} s, {len(pins[app])} locked wheels")
     meta["warmup_seconds"] = warmup
 
-    # The exact wheels pyimage used, for the Dockerfile and pyoci's venv: hard links out of the seed cache, plus
-    # pip (the base has none) and the app's build backend (hatchling), fetched once.
-    build_wheels = BENCH_HOME / "build-wheels"
-    if not list(build_wheels.glob("hatchling-*.whl")):
-        run([host_py, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", build_wheels, "hatchling"])
-    pip_wheel = max((Path(os.__file__).parent / "ensurepip" / "_bundled").glob("pip-*.whl"))
-    wheel_dirs: dict[str, Path] = {}
-    for app in apps:
-        wd = work / "wheels" / app
-        wd.mkdir(parents=True)
-        for pin in pins[app]:
-            os.link(seed / "wheels" / pin.sha256 / pin.filename, wd / pin.filename)
-        for extra in [pip_wheel, *build_wheels.glob("*.whl")]:
-            with contextlib.suppress(FileExistsError):
-                shutil.copy2(extra, wd / extra.name)
-        wheel_dirs[app] = wd
+    # The exact wheels pyimage used, for the Dockerfile and pyoci's venv.
+    pip_wheel = find_pip_wheel()
+    wheel_dirs = {app: wheel_dir(work / "wheels" / app, seed, pins[app], host_py) for app in apps}
 
     pyoci: Pyoci | None = None
     registry: Registry | None = None

@@ -182,7 +182,7 @@ def build(
         if not w.startswith(("docker-daemon:", "podman:")):
             _err(f"wrote {w}")
     for item in written.loaded:
-        _err(f"loaded into {item.engine} ({item.endpoint}) as {item.reference}, image ID {item.image_id}")
+        _err(f"loaded into {item.engine} ({item.endpoint}) as {item.reference}, image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
     for p in pushed:
         _err(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
 

@@ -50,8 +50,12 @@ def _split_tag(tag: str) -> tuple[str, str]:
     return repo, version
 
 
-def archive_chunks(image: Image, tag: str) -> Iterator[bytes]:
-    """The archive's bytes, in order: a generator, so an engine can be fed it without a file on disk."""
+def archive_chunks(image: Image, tag: str, *, omit: frozenset[str] = frozenset()) -> Iterator[bytes]:
+    """The archive's bytes, in order: a generator, so an engine can be fed it without a file on disk.
+
+    ``omit`` names layer blobs (by digest) to leave out: a *thin* archive for a Docker Engine that already holds
+    those layers (its classic loader opens a layer's file only when the layer chain is missing). A thin archive
+    is docker-format only (no ``index.json``), since it is not a complete OCI layout."""
     repo, version = _split_tag(tag)
     config_desc = image.config_descriptor()
     manifest_desc = image.manifest_descriptor(platform=image.platform)
@@ -80,13 +84,12 @@ def archive_chunks(image: Image, tag: str) -> Iterator[bytes]:
         ],
     }
     small = {
-        "oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
-        "index.json": canonical_json(index),
         "manifest.json": canonical_json(docker_manifest),
         "repositories": canonical_json({repo: {version: image.layers[-1].diff_id.partition(":")[2]}} if image.layers else {}),
         blob_name(config_desc.digest): image.config_bytes(),
-        blob_name(manifest_desc.digest): image.manifest_bytes(),
     }
+    if not omit:
+        small.update({"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": canonical_json(index), blob_name(manifest_desc.digest): image.manifest_bytes()})
     for d in ("blobs/", "blobs/sha256/"):
         yield _header(d, 0, directory=True)
     written: set[str] = set()
@@ -95,7 +98,7 @@ def archive_chunks(image: Image, tag: str) -> Iterator[bytes]:
         written.add(name)
     for layer in image.layers:
         name = blob_name(layer.digest)
-        if name in written:
+        if name in written or layer.digest in omit:
             continue
         written.add(name)
         yield _header(name, layer.size)

@@ -37,9 +37,10 @@ class Loaded:
     endpoint: str  # where it went (socket URL, or "podman")
     reference: str  # name:tag
     image_id: str  # what the engine calls the image
+    layers_sent: int  # layer blobs streamed: fewer than the image has when the engine held the rest
 
-    def to_json(self) -> dict[str, str]:
-        return {"engine": self.engine, "endpoint": self.endpoint, "reference": self.reference, "id": self.image_id}
+    def to_json(self) -> dict[str, object]:
+        return {"engine": self.engine, "endpoint": self.endpoint, "reference": self.reference, "id": self.image_id, "layers_sent": self.layers_sent}
 
 
 @dataclass(frozen=True)
@@ -104,20 +105,25 @@ def _client(endpoint: DockerEndpoint):  # type: ignore[no-untyped-def]
 
 
 def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = None) -> Loaded:
-    """Streams ``image`` into a Docker Engine tagged ``reference``; returns the engine's image ID."""
+    """Streams ``image`` into a Docker Engine tagged ``reference``; returns the engine's image ID.
+
+    A rebuild of a tag the engine holds sends only the layers above those the two images share (a thin archive;
+    the classic image store skips layers it has without opening their files). Should the engine refuse it (a
+    containerd image store wants every blob), the whole archive is sent instead."""
     import httpx
 
     endpoint = endpoint or docker_endpoint()
     try:
         with _client(endpoint) as client:
             client.get("/_ping").raise_for_status()
-            with client.stream(
-                "POST", "/images/load", params={"quiet": "1"}, content=archive_chunks(image, reference), headers={"Content-Type": "application/x-tar"}
-            ) as reply:
-                body = b"".join(reply.iter_bytes())
-                if reply.status_code >= 400:
-                    raise BuildError(f"docker ({endpoint.host}) refused the image: {_message(body)}", "see the engine's log; `pyimage inspect --check` checks the image as engines read it")
-            _raise_stream_error(body, endpoint)
+            held = _layers_held(client, image, reference)
+            if held:
+                try:
+                    _post_load(client, endpoint, archive_chunks(image, reference, omit=held))
+                except BuildError:
+                    held = frozenset()
+            if not held:
+                _post_load(client, endpoint, archive_chunks(image, reference))
             info = client.get(f"/images/{reference}/json")
             info.raise_for_status()
             image_id = str(info.json().get("Id", ""))
@@ -128,7 +134,32 @@ def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = 
         ) from exc
     except httpx.HTTPStatusError as exc:
         raise BuildError(f"docker ({endpoint.host}) answered {exc.response.status_code}: {_message(exc.response.content)}", "check that the engine runs and that you may use its socket") from exc
-    return Loaded("docker", endpoint.host, reference, image_id)
+    return Loaded("docker", endpoint.host, reference, image_id, len({layer.digest for layer in image.layers} - held))
+
+
+def _layers_held(client: object, image: Image, reference: str) -> frozenset[str]:
+    """Digests of the layers the engine already holds as the bottom of the image now under ``reference``
+    (same diff_ids in the same order, so the same layer chain), when its store is the classic one."""
+    info = client.get("/info")  # type: ignore[attr-defined]
+    if info.status_code != 200 or "io.containerd.snapshotter" in json.dumps(info.json().get("DriverStatus")):
+        return frozenset()
+    current = client.get(f"/images/{reference}/json")  # type: ignore[attr-defined]
+    if current.status_code != 200:
+        return frozenset()
+    theirs = (current.json().get("RootFS") or {}).get("Layers") or []
+    shared = 0
+    while shared < min(len(theirs), len(image.layers)) and theirs[shared] == image.layers[shared].diff_id:
+        shared += 1
+    needed = {layer.digest for layer in image.layers[shared:]}
+    return frozenset(layer.digest for layer in image.layers[:shared] if layer.digest not in needed)
+
+
+def _post_load(client: object, endpoint: DockerEndpoint, chunks: Iterable[bytes]) -> None:
+    with client.stream("POST", "/images/load", params={"quiet": "1"}, content=chunks, headers={"Content-Type": "application/x-tar"}) as reply:  # type: ignore[attr-defined]
+        body = b"".join(reply.iter_bytes())
+        if reply.status_code >= 400:
+            raise BuildError(f"docker ({endpoint.host}) refused the image: {_message(body)}", "see the engine's log; `pyimage inspect --check` checks the image as engines read it")
+    _raise_stream_error(body, endpoint)
 
 
 def _message(body: bytes) -> str:
@@ -177,7 +208,7 @@ def load_podman(image: Image, reference: str, podman: str | None = None) -> Load
     done = subprocess.run([exe, "image", "inspect", "--format", "{{.Id}}", reference], capture_output=True, text=True)
     if done.returncode != 0:
         raise BuildError(f"podman loaded the image but cannot find {reference}: {_last_line(done.stderr.encode())}", "run `podman images` to see what was loaded")
-    return Loaded("podman", "podman", reference, done.stdout.strip())
+    return Loaded("podman", "podman", reference, done.stdout.strip(), len({layer.digest for layer in image.layers}))
 
 
 def _feed(pipe: BinaryIO, chunks: Iterable[bytes]) -> None:

@@ -95,6 +95,17 @@ def test_build_load_streams_into_docker_and_prints_the_engine_image_id(pyimage: 
     assert report["outputs"] == ["docker-daemon:hello-load:1.0.0"]  # --load alone writes nothing to disk
     assert not (project / "dist").exists()
     assert "hello, world" in dockerd.docker("run", "--rm", "--network", "none", "hello-load:1.0.0").stdout
+    assert loaded["layers_sent"] == len(report["layers"])
+
+
+def test_a_rebuild_loads_only_the_layers_docker_does_not_hold(pyimage: Pyimage, dockerd: Dockerd, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path, "hello-thin")
+    pyimage.run("build", "--load", project=project, env=dockerd.env)
+    init = project / "src" / "hello_thin" / "__init__.py"
+    init.write_text(init.read_text().replace("hello, ", "hi again, "))
+    report = json.loads(pyimage.run("build", "--json", "--load", project=project, env=dockerd.env).stdout)
+    assert report["loaded"][0]["layers_sent"] == 1  # only the app layer crossed the socket
+    assert "hi again, world" in dockerd.docker("run", "--rm", "--network", "none", "hello-thin:1.0.0").stdout
 
 
 def test_output_podman_loads_through_podman_load(pyimage: Pyimage, storage: Storage, tmp_path: Path) -> None:
