@@ -107,7 +107,8 @@ def _client(endpoint: DockerEndpoint):  # type: ignore[no-untyped-def]
 def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = None) -> Loaded:
     """Streams ``image`` into a Docker Engine tagged ``reference``; returns the engine's image ID.
 
-    A rebuild of a tag the engine holds sends only the layers above those the two images share (a thin archive;
+    An image the engine holds under ``reference`` already (same image ID) is not sent again. A rebuild of a tag
+    the engine holds sends only the layers above those the two images share (a thin archive;
     the classic image store skips layers it has without opening their files). Should the engine refuse it (a
     containerd image store wants every blob), the whole archive is sent instead."""
     import httpx
@@ -116,6 +117,9 @@ def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = 
     try:
         with _client(endpoint) as client:
             client.get("/_ping").raise_for_status()
+            current = client.get(f"/images/{reference}/json")
+            if current.status_code == 200 and current.json().get("Id") == image.config_descriptor().digest:
+                return Loaded("docker", endpoint.host, reference, image.config_descriptor().digest, 0)  # it is there already
             held = _layers_held(client, image, reference)
             if held:
                 try:

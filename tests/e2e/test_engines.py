@@ -106,6 +106,8 @@ def test_a_rebuild_loads_only_the_layers_docker_does_not_hold(pyimage: Pyimage, 
     report = json.loads(pyimage.run("build", "--json", "--load", project=project, env=dockerd.env).stdout)
     assert report["loaded"][0]["layers_sent"] == 1  # only the app layer crossed the socket
     assert "hi again, world" in dockerd.docker("run", "--rm", "--network", "none", "hello-thin:1.0.0").stdout
+    again = json.loads(pyimage.run("build", "--json", "--load", project=project, env=dockerd.env).stdout)
+    assert again["loaded"][0]["layers_sent"] == 0 and again["loaded"][0]["id"] == report["loaded"][0]["id"]  # held already
 
 
 def test_output_podman_loads_through_podman_load(pyimage: Pyimage, storage: Storage, tmp_path: Path) -> None:
