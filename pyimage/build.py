@@ -11,7 +11,6 @@ import hashlib
 import datetime as dt
 import posixpath
 import shutil
-import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -35,7 +34,7 @@ from pyimage.resolve.pip import Pin, fetch_wheels, resolve
 from pyimage.resolve.target import Target
 from pyimage.wheels import Wheel, read_wheel
 
-__all__ = ["Prepared", "BuildResult", "prepare", "build_image", "write_outputs", "default_output", "lock_only"]
+__all__ = ["Prepared", "BuildResult", "prepare", "build_image", "write_outputs", "check_outputs", "default_output", "lock_only"]
 
 Events = Callable[[str], None]
 
@@ -278,7 +277,8 @@ def prepare(
     events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg["base"] else ""))
     interp, target = _interpreter(cfg, base, cache)
     paths = InstallPaths(cfg["venv"], interp.version)
-    workdir = Path(tempfile.mkdtemp(prefix="appwheel-", dir=cache.root / "tmp"))
+    workdir = cache.tmp_path("-appwheel")
+    workdir.mkdir()
     try:
         events("building the project's wheel")
         app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch)
@@ -397,27 +397,49 @@ def _project_tag(prep: Prepared) -> str:
     return f"{prep.app.name}:{prep.app.version}".replace("+", "_")
 
 
+def _parse_output(out: str, project_dir: Path) -> tuple[str, Path, str]:
+    """``(kind, absolute path, tag or NAME:TAG)`` of one output; the tag may be "" (the project's is used)."""
+    from pyimage.oci.layout import split_layout_ref
+
+    kind, sep, rest = out.partition(":")
+    if not sep or kind not in ("oci", "docker-archive"):
+        raise ConfigError(f"output {out!r}: unknown kind", "use oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG] (push with --push REF)")
+    if kind == "oci":
+        directory, tag = split_layout_ref(rest, default_tag="")
+    else:
+        path_text, _, tag = rest.partition(":")
+        directory = Path(path_text)
+    if not rest or not str(directory) or str(directory) == ".":
+        raise ConfigError(f"output {out!r}: no path given", f"use {kind}:PATH, e.g. {kind}:dist/{'image' if kind == 'oci' else 'image.tar'}")
+    return kind, directory if directory.is_absolute() else project_dir / directory, tag
+
+
+def check_outputs(outputs: Sequence[str], project_dir: Path) -> None:
+    """Refuses, before any work, an output that names nothing or a path holding something that is not ours to
+    overwrite (a file or foreign directory for ``oci:``, a directory or non-archive for ``docker-archive:``)."""
+    from pyimage.oci.dockerarchive import check_output_file
+    from pyimage.oci.layout import check_output_dir
+
+    for out in outputs:
+        kind, path, _tag = _parse_output(out, project_dir)
+        check_output_dir(path) if kind == "oci" else check_output_file(path)
+
+
 def write_outputs(image: Image, prep: Prepared, outputs: Sequence[str]) -> list[str]:
     """Writes ``image`` to each ``oci:DIR[:TAG]`` / ``docker-archive:FILE[:NAME:TAG]``; returns what was written."""
     from pyimage.oci.dockerarchive import write_docker_archive
-    from pyimage.oci.layout import split_layout_ref, write_layout
+    from pyimage.oci.layout import write_layout
 
     written = []
     name, _, version = _project_tag(prep).partition(":")
     for out in outputs:
-        kind, sep, rest = out.partition(":")
-        if not sep or kind not in ("oci", "docker-archive"):
-            raise ConfigError(f"output {out!r}: unknown kind", "use oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG] (push with --push REF)")
+        kind, path, tag = _parse_output(out, prep.config.project_dir)
         if kind == "oci":
-            directory, tag = split_layout_ref(rest, default_tag=version)
-            directory = directory if directory.is_absolute() else prep.config.project_dir / directory
-            write_layout(image, directory, tag)
-            written.append(f"oci:{directory}:{tag}")
+            tag = tag or version
+            write_layout(image, path, tag, stamps=prep.cache)
+            written.append(f"oci:{path}:{tag}")
         else:
-            path_text, _, ref = rest.partition(":")
-            path = Path(path_text)
-            path = path if path.is_absolute() else prep.config.project_dir / path
-            ref = ref or f"{name}:{version}"
+            ref = tag or f"{name}:{version}"
             write_docker_archive(image, path, ref)
             written.append(f"docker-archive:{path}:{ref}")
     return written
