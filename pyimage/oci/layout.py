@@ -302,7 +302,11 @@ def _place_blob(src: Path, dest: Path, digest: str, stamps: BlobStamps | None) -
         stamps.placed(dest, digest)
 
 
-def _write_bytes(dest: Path, data: bytes) -> None:
+def _write_bytes(dest: Path, data: bytes, reuse: bool = False) -> None:
+    if reuse:  # a small blob (config, manifest) is cheaper to compare than to write again
+        with contextlib.suppress(OSError):
+            if dest.stat().st_size == len(data) and not dest.is_symlink() and dest.read_bytes() == data:
+                return
     tmp = _tmp_name(dest)
     try:
         with open(tmp, "xb") as f:
@@ -398,9 +402,9 @@ def _write_into(image: Image, directory: Path, tag: str, stamps: BlobStamps | No
         dest.parent.mkdir(parents=True, exist_ok=True)
         _place_blob(layer.blob, dest, layer.digest, stamps)
     (directory / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-    _write_bytes(directory / blob_relpath(image.config_descriptor().digest), image.config_bytes())
-    _write_bytes(directory / blob_relpath(image.manifest_descriptor().digest), image.manifest_bytes())
-    _write_bytes(directory / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+    _write_bytes(directory / blob_relpath(image.config_descriptor().digest), image.config_bytes(), reuse=True)
+    _write_bytes(directory / blob_relpath(image.manifest_descriptor().digest), image.manifest_bytes(), reuse=True)
+    _write_bytes(directory / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}', reuse=True)
 
     index: dict[str, Any] = {"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": []}
     if (directory / "index.json").exists():
