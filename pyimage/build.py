@@ -277,6 +277,9 @@ def prepare(
     events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg["base"] else ""))
     interp, target = _interpreter(cfg, base, cache)
     paths = InstallPaths(cfg["venv"], interp.version)
+    venv = "/" + cfg["venv"].strip("/")
+    if posixpath.commonpath([venv, interp.executable]) == venv:
+        raise ConfigError(f"venv = {venv!r} holds the base's interpreter {interp.executable}; the venv would replace it", 'set venv to a directory of its own, e.g. "/opt/venv"')
     workdir = cache.tmp_path("-appwheel")
     workdir.mkdir()
     try:
@@ -393,53 +396,49 @@ def default_output(cfg: Config) -> str:
     return f"oci:{cfg.project_dir / 'dist' / 'image'}"
 
 
-def _project_tag(prep: Prepared) -> str:
-    return f"{prep.app.name}:{prep.app.version}".replace("+", "_")
-
-
-def _parse_output(out: str, project_dir: Path) -> tuple[str, Path, str]:
-    """``(kind, absolute path, tag or NAME:TAG)`` of one output; the tag may be "" (the project's is used)."""
-    from pyimage.oci.layout import split_layout_ref
-
-    kind, sep, rest = out.partition(":")
-    if not sep or kind not in ("oci", "docker-archive"):
-        raise ConfigError(f"output {out!r}: unknown kind", "use oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG] (push with --push REF)")
-    if kind == "oci":
-        directory, tag = split_layout_ref(rest, default_tag="")
-    else:
-        path_text, _, tag = rest.partition(":")
-        directory = Path(path_text)
-    if not rest or not str(directory) or str(directory) == ".":
-        raise ConfigError(f"output {out!r}: no path given", f"use {kind}:PATH, e.g. {kind}:dist/{'image' if kind == 'oci' else 'image.tar'}")
-    return kind, directory if directory.is_absolute() else project_dir / directory, tag
-
-
 def check_outputs(outputs: Sequence[str], project_dir: Path) -> None:
-    """Refuses, before any work, an output that names nothing or a path holding something that is not ours to
-    overwrite (a file or foreign directory for ``oci:``, a directory or non-archive for ``docker-archive:``)."""
+    """Refuses, before any work, an ``oci:`` / ``docker-archive:`` output that names no path or a path holding
+    something that is not ours to overwrite (a file or foreign directory for a layout, a directory or a
+    non-archive file for an archive)."""
     from pyimage.oci.dockerarchive import check_output_file
-    from pyimage.oci.layout import check_output_dir
+    from pyimage.oci.layout import check_output_dir, split_layout_ref
 
     for out in outputs:
-        kind, path, _tag = _parse_output(out, project_dir)
+        kind, _, rest = out.partition(":")
+        if kind not in ("oci", "docker-archive"):
+            continue
+        path = split_layout_ref(rest)[0] if kind == "oci" else Path(rest.partition(":")[0])
+        if not rest or str(path) in ("", "."):
+            raise ConfigError(f"output {out!r}: no path given", f"use {kind}:PATH, e.g. {kind}:dist/{'image' if kind == 'oci' else 'image.tar'}")
+        path = path if path.is_absolute() else project_dir / path
         check_output_dir(path) if kind == "oci" else check_output_file(path)
+
+
+def _project_tag(prep: Prepared) -> str:
+    return f"{prep.app.name}:{prep.app.version}".replace("+", "_")
 
 
 def write_outputs(image: Image, prep: Prepared, outputs: Sequence[str]) -> list[str]:
     """Writes ``image`` to each ``oci:DIR[:TAG]`` / ``docker-archive:FILE[:NAME:TAG]``; returns what was written."""
     from pyimage.oci.dockerarchive import write_docker_archive
-    from pyimage.oci.layout import write_layout
+    from pyimage.oci.layout import split_layout_ref, write_layout
 
     written = []
     name, _, version = _project_tag(prep).partition(":")
     for out in outputs:
-        kind, path, tag = _parse_output(out, prep.config.project_dir)
+        kind, sep, rest = out.partition(":")
+        if not sep or kind not in ("oci", "docker-archive"):
+            raise ConfigError(f"output {out!r}: unknown kind", "use oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG] (push with --push REF)")
         if kind == "oci":
-            tag = tag or version
-            write_layout(image, path, tag, stamps=prep.cache)
-            written.append(f"oci:{path}:{tag}")
+            directory, tag = split_layout_ref(rest, default_tag=version)
+            directory = directory if directory.is_absolute() else prep.config.project_dir / directory
+            write_layout(image, directory, tag, stamps=prep.cache)
+            written.append(f"oci:{directory}:{tag}")
         else:
-            ref = tag or f"{name}:{version}"
+            path_text, _, ref = rest.partition(":")
+            path = Path(path_text)
+            path = path if path.is_absolute() else prep.config.project_dir / path
+            ref = ref or f"{name}:{version}"
             write_docker_archive(image, path, ref)
             written.append(f"docker-archive:{path}:{ref}")
     return written
