@@ -8,6 +8,7 @@ checking it against the wheel's RECORD hash on the way, so a wheel is read exact
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import os
@@ -34,7 +35,7 @@ except ImportError:  # pragma: no cover - isal is a declared dependency
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.tar import TarWriter, safe_member_path
 
-__all__ = ["InstallPaths", "install_wheel", "wheel_file_map"]
+__all__ = ["InstallPaths", "install_wheel", "wheel_file_map", "namespace_inits", "is_namespace_boilerplate"]
 
 INSTALLER_NAME = b"pyimage\n"
 
@@ -221,17 +222,29 @@ def _hash_error(where: str, path: str) -> BuildError:
     )
 
 
+_WHEEL_ERRORS = (InstallerError, zipfile.BadZipFile, KeyError, ValueError, EOFError, zipfile.LargeZipFile, UnicodeDecodeError)
+
+
+@contextlib.contextmanager
+def _malformed(wheel: Path) -> Iterator[None]:
+    """Turns what a broken or hostile wheel raises (a missing RECORD or WHEEL, a bad zip, bad UTF-8) into a
+    BuildError naming the wheel; OS errors (disk full, permissions) pass through to be reported as such."""
+    try:
+        yield
+    except BuildError:
+        raise
+    except KeyError as exc:
+        raise BuildError(f"{wheel.name}: cannot install: {exc.args[0] if exc.args else exc} is missing from the wheel", "the wheel is malformed; re-download or rebuild it") from None
+    except _WHEEL_ERRORS as exc:
+        raise BuildError(f"{wheel.name}: cannot install: {str(exc)[:200] or type(exc).__name__}", "the wheel is corrupt or not a wheel; re-download or rebuild it") from None
+
+
 def install_wheel(wheel: Path, writer: TarWriter, paths: InstallPaths) -> None:
     """Writes every file ``wheel`` installs into ``writer``, under ``paths``; raises BuildError on a bad wheel."""
     where = wheel.name
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            source = _VerifyingWheel(zf)
-            install(source, _TarDestination(writer, paths, source.distribution, where), {"INSTALLER": INSTALLER_NAME})
-    except BuildError:
-        raise
-    except (InstallerError, zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, zipfile.LargeZipFile) as exc:
-        raise BuildError(f"{where}: cannot install: {exc}", "the wheel is corrupt or not a wheel; re-download or rebuild it") from exc
+    with _malformed(wheel), zipfile.ZipFile(wheel) as zf:
+        source = _VerifyingWheel(zf)
+        install(source, _TarDestination(writer, paths, source.distribution, where), {"INSTALLER": INSTALLER_NAME})
 
 
 def wheel_file_map(wheel: Path, paths: InstallPaths) -> dict[str, str]:
@@ -242,7 +255,7 @@ def wheel_file_map(wheel: Path, paths: InstallPaths) -> dict[str, str]:
     from installer.utils import parse_entrypoints, parse_metadata_file
 
     out: dict[str, str] = {}
-    with zipfile.ZipFile(wheel) as zf:
+    with _malformed(wheel), zipfile.ZipFile(wheel) as zf:
         source = WheelFile(zf)
         dist = source.distribution
         wheel_meta = parse_metadata_file(source.read_dist_info("WHEEL"))
@@ -265,3 +278,74 @@ def wheel_file_map(wheel: Path, paths: InstallPaths) -> dict[str, str]:
             for ep_name, *_ in parse_entrypoints(source.read_dist_info("entry_points.txt")):
                 out[posixpath.join(paths.bin, ep_name)] = ""
     return out
+
+
+_NAMESPACE_CALLS = {"extend_path", "declare_namespace"}
+_NAMESPACE_MODULES = {"pkgutil", "pkg_resources"}
+_MAX_INIT_READ = 64 << 10  # namespace boilerplate is a few lines; a bigger __init__.py is real code
+
+
+def is_namespace_boilerplate(source: bytes) -> bool:
+    """True if ``source`` is an empty ``__init__.py`` or only pre-PEP 420 namespace boilerplate: docstrings,
+    ``pass``, imports of pkgutil/pkg_resources, ``__path__ = …extend_path(__path__, __name__)`` and
+    ``…declare_namespace(__name__)``, also inside ``try``/``except ImportError``. Anything else is code a
+    second wheel must not replace."""
+    import ast
+
+    if len(source) > _MAX_INIT_READ:
+        return False
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return False
+
+    def call_name(node: ast.AST) -> str:
+        if isinstance(node, ast.Call):
+            func = node.func
+            return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        return ""
+
+    def allowed(stmt: ast.stmt) -> bool:
+        if isinstance(stmt, ast.Pass):
+            return True
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
+            return True
+        if isinstance(stmt, ast.Import):
+            return all(a.name in _NAMESPACE_MODULES for a in stmt.names)
+        if isinstance(stmt, ast.ImportFrom):
+            return stmt.module in _NAMESPACE_MODULES and all(a.name in _NAMESPACE_CALLS for a in stmt.names)
+        if isinstance(stmt, ast.Assign):
+            targets = [t.id for t in stmt.targets if isinstance(t, ast.Name)]
+            return targets == ["__path__"] and len(stmt.targets) == 1 and call_name(stmt.value) == "extend_path"
+        if isinstance(stmt, ast.Expr):
+            return call_name(stmt.value) == "declare_namespace"
+        if isinstance(stmt, ast.Try):
+            handlers = [s for h in stmt.handlers for s in h.body]
+            return all(allowed(s) for s in [*stmt.body, *handlers, *stmt.orelse, *stmt.finalbody])
+        return False
+
+    return all(allowed(stmt) for stmt in tree.body)
+
+
+def namespace_inits(wheel: Path, paths: InstallPaths) -> list[str]:
+    """In-image paths (as ``wheel_file_map`` names them) of the wheel's ``__init__.py`` files that are namespace
+    boilerplate, which several wheels of one namespace may each ship (``is_namespace_boilerplate``)."""
+    from installer.utils import parse_metadata_file
+
+    out = []
+    with _malformed(wheel), zipfile.ZipFile(wheel) as zf:
+        source = WheelFile(zf)
+        root = "purelib" if parse_metadata_file(source.read_dist_info("WHEEL")).get("Root-Is-Purelib") == "true" else "platlib"
+        data_dir = source.data_dir + "/"
+        for info in zf.infolist():
+            if not info.filename.endswith("__init__.py") or posixpath.basename(info.filename) != "__init__.py":
+                continue
+            rel = safe_member_path(info.filename, where=wheel.name)
+            scheme = root
+            if rel.startswith(data_dir):
+                scheme, _, rel = rel[len(data_dir):].partition("/")
+                if scheme not in ("purelib", "platlib"):
+                    continue
+            if info.file_size <= _MAX_INIT_READ and is_namespace_boilerplate(zf.read(info)):
+                out.append(posixpath.join(paths.scheme_dir(scheme, source.distribution), rel))
+    return sorted(out)
