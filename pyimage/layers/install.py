@@ -66,18 +66,41 @@ class _Member(io.RawIOBase):
         super().close()
 
 
+# The wheel spec: RECORD's hashes are "sha256 or better"; md5 and sha1 are refused. These are the better ones
+# hashlib always has.
+RECORD_ALGORITHMS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b", "blake2s"})
+
+
+def _record_error(where: str, message: str) -> BuildError:
+    return BuildError(f"{where}: {message}", "the wheel is malformed or tampered with; re-download or rebuild it")
+
+
 class _VerifyingWheel(WheelFile):
-    """installer's WheelFile, with safe paths, members in name order and each member carrying its RECORD hash."""
+    """installer's WheelFile, with safe paths, members in name order and each member carrying its RECORD hash.
+
+    Every member must be listed in RECORD with a hash of an accepted algorithm, except RECORD itself and its
+    signatures (``RECORD.jws``, ``RECORD.p7s``), which the spec lets go unhashed.
+    """
 
     def get_contents(self) -> Iterator[tuple[tuple[str, str, str], BinaryIO, bool]]:
         records = {r[0]: r for r in parse_record_file(self.read_dist_info("RECORD").splitlines())}
         where = Path(self._zipfile.filename or "wheel").name
         scripts_dir = self.data_dir + "/scripts/"
+        unhashed = {f"{self.dist_info_dir}/{n}" for n in ("RECORD", "RECORD.jws", "RECORD.p7s")}
         for item in sorted(self._zipfile.infolist(), key=lambda i: i.filename):
             if item.filename.endswith("/"):
                 continue
             path = safe_member_path(item.filename, where=where)  # normalized: installer loops forever on "./x.data/…"
-            record = (path, *records.get(item.filename, (item.filename, "", ""))[1:])
+            listed = records.get(item.filename)
+            if item.filename not in unhashed:
+                if listed is None:
+                    raise _record_error(where, f"{item.filename} is not listed in the wheel's RECORD")
+                algo = listed[1].partition("=")[0]
+                if not listed[1]:
+                    raise _record_error(where, f"{item.filename} has no hash in the wheel's RECORD")
+                if algo not in RECORD_ALGORITHMS:
+                    raise _record_error(where, f"{item.filename} is hashed with {algo!r} in RECORD; the wheel spec requires sha256 or better (not md5 or sha1)")
+            record = (path, *(listed or (item.filename, "", ""))[1:])
             executable = bool((item.external_attr >> 16) & 0o111)
             seekable = path.startswith(scripts_dir)  # installer rewrites their shebang: needs seek()
             raw = self._zipfile.open(item) if seekable else _open_member(self._zipfile, item)
@@ -184,16 +207,19 @@ class _TarDestination(WheelDestination):
         algo, _, want = expected.partition("=")
         got = _b64(hashlib.new(algo, stream.read()).digest())
         if got != want:
-            raise _hash_error(self.where, getattr(stream, "name", "?"))
+            raise _hash_error(self.where, getattr(stream, "name", "?"), algo)
 
     def _write(self, scheme: str, path: str, stream: BinaryIO, size: int, executable: bool, expected: str) -> RecordEntry:
         full = self._full(scheme, path)
-        hexdigest = self.writer.add_file(full, stream, size, executable=executable)
+        algo, _, want = expected.partition("=")
+        # One pass: the tar writer hashes sha256 as it copies; another RECORD algorithm is hashed on the same read.
+        other = _HashingReader(stream, algo) if expected and algo != "sha256" else None
+        hexdigest = self.writer.add_file(full, other or stream, size, executable=executable)
         digest = bytes.fromhex(hexdigest)
         if expected:
-            algo, _, want = expected.partition("=")
-            if algo == "sha256" and _b64(digest) != want:
-                raise _hash_error(self.where, path)
+            got = other.digest() if other is not None else digest
+            if _b64(got) != want:
+                raise _hash_error(self.where, path, algo)
         self.writer.files[full] = hexdigest
         return RecordEntry(str(path), Hash("sha256", _b64(digest)), size)
 
@@ -215,9 +241,32 @@ def _b64(digest: bytes) -> str:
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
-def _hash_error(where: str, path: str) -> BuildError:
+class _HashingReader(io.RawIOBase):
+    """Passes reads through while hashing them with ``algo``: a RECORD hash other than sha256, in the same pass."""
+
+    def __init__(self, raw: BinaryIO, algo: str) -> None:
+        self.raw, self._hash = raw, hashlib.new(algo)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        data = self.raw.read(n)
+        self._hash.update(data)
+        return data
+
+    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+
+def _hash_error(where: str, path: str, algo: str = "sha256") -> BuildError:
     return BuildError(
-        f"{where}: {path} does not match the sha256 in the wheel's RECORD (corrupt or tampered wheel)",
+        f"{where}: {path} does not match the {algo} in the wheel's RECORD (corrupt or tampered wheel)",
         "delete the wheel from the cache (pyimage cache prune) or rebuild it, then build again",
     )
 
@@ -234,7 +283,7 @@ def _malformed(wheel: Path) -> Iterator[None]:
     except BuildError:
         raise
     except KeyError as exc:
-        raise BuildError(f"{wheel.name}: cannot install: {exc.args[0] if exc.args else exc} is missing from the wheel", "the wheel is malformed; re-download or rebuild it") from None
+        raise BuildError(f"{wheel.name}: malformed wheel: {str(exc.args[0] if exc.args else exc)[:200]}", "the wheel is malformed; re-download or rebuild it") from None
     except _WHEEL_ERRORS as exc:
         raise BuildError(f"{wheel.name}: cannot install: {str(exc)[:200] or type(exc).__name__}", "the wheel is corrupt or not a wheel; re-download or rebuild it") from None
 
