@@ -141,6 +141,8 @@ def build(
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the registry password from stdin."),
     insecure_registry: Optional[List[str]] = typer.Option(None, "--insecure-registry", help="Allow plain HTTP to this registry host."),
     ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA certificates to trust for registries."),
+    label: Optional[List[str]] = typer.Option(None, "--label", help="Image label KEY=VALUE (repeatable; added to `labels`)."),
+    annotation: Optional[List[str]] = typer.Option(None, "--annotation", help="Manifest annotation KEY=VALUE (repeatable; added to `annotations`)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Build the project's image and write it to each --output (default: oci:dist/image)."""
@@ -150,7 +152,7 @@ def build(
     overrides = _overrides(sets, base, python, heavy, platform, compression=compression)
     if output:
         overrides["output"] = list(output)
-    cfg = load_config(project, overrides)
+    cfg = _add_pairs(load_config(project, overrides), labels=label, annotations=annotation)
     cache = _cache(cache_dir)
     events = _events(as_json)
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
@@ -176,6 +178,21 @@ def build(
         _err(f"wrote {w}")
     for p in pushed:
         _err(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
+
+
+def _add_pairs(cfg: Any, **pairs: Optional[List[str]]) -> Any:
+    """``--label``/``--annotation`` KEY=VALUE items added over the file's (and --set's) table of that key."""
+    from dataclasses import replace
+
+    values = dict(cfg.values)
+    for key, items in pairs.items():
+        for item in items or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip():
+                flag = "--" + key.rstrip("s")
+                raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE", f"e.g. {flag} org.opencontainers.image.source=https://example.org/app")
+            values[key] = {**values[key], name.strip(): value}
+    return replace(cfg, values=values)
 
 
 def _registry_settings(username: Optional[str], password_stdin: bool, insecure: Optional[List[str]], ca_bundle: Optional[Path], push: List[str]) -> Any:

@@ -193,6 +193,7 @@ KEYS: dict[str, Key] = {
     "command": Key("list of strings or a string", None, "Image Cmd (arguments to the entrypoint).", _argv),
     "env": Key("table of strings", {}, "Extra environment variables.", _table),
     "labels": Key("table of strings", {}, "Image labels.", _table),
+    "annotations": Key("table of strings", {}, "Manifest annotations (`org.opencontainers.image.source`, …).", _table),
     "user": Key("string", None, "User the app runs as (`1000`, `1000:1000`, `app`); default: the base's.", _opt_str),
     "workdir": Key("string", None, "Working directory; default: the base's.", _opt_str),
     "venv": Key("absolute path", "/opt/venv", "The in-image virtual environment; `PATH` starts with its `bin`.", _venv),
