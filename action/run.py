@@ -270,13 +270,14 @@ def _relay(stream: Any, last: dict[str, str]) -> None:
 
 
 def _load(archive: Path) -> None:
+    """``docker load`` where a Docker daemon answers (GitHub's runners), else ``podman load``."""
     import shutil
 
     for engine in ("docker", "podman"):
-        if shutil.which(engine):
+        if shutil.which(engine) and subprocess.run([engine, "info"], capture_output=True).returncode == 0:
             subprocess.run([engine, "load", "-i", str(archive)], check=True, stdout=sys.stderr)
             return
-    raise InputError("load is true but neither docker nor podman is on PATH")
+    raise InputError("load is true but no container engine answers (docker info and podman info failed)")
 
 
 def build(env: Mapping[str, str]) -> int:
