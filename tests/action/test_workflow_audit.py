@@ -43,3 +43,14 @@ def test_zizmor_would_catch_an_input_expanded_in_a_run_line(tmp_path: Path) -> N
     )
     done = subprocess.run([zizmor(), "--offline", "--config", str(ROOT / "zizmor.yml"), str(bad)], capture_output=True, text=True)
     assert done.returncode != 0 and "template-injection" in done.stdout + done.stderr
+
+
+def test_the_readme_shows_the_workflow_pyimage_init_writes() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("### CI\n", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    template = (ROOT / "templates" / "github-workflow.yml").read_text()
+
+    def significant(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+    assert significant(block) == significant(template)
