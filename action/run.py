@@ -121,6 +121,8 @@ class Inputs:
         self.sets = split_list(get("set"), commas=False)
         self.username = get("username")
         self.password = get("password")
+        if len(self.platforms) > 1:
+            raise InputError(f"platforms: pyimage builds one platform per run, got {len(self.platforms)} ({', '.join(self.platforms)}); run the action once per platform (a matrix)")
         if "\n" in self.working_directory or "\0" in self.working_directory:
             raise InputError("working-directory: a path cannot contain a newline")
         if self.push and not self.tags and not self._project_repository():
@@ -162,7 +164,7 @@ def build_argv(pyimage: Sequence[str], inputs: Inputs, load_archive: Path | None
     if inputs.base:
         argv += ["--base", inputs.base]
     if inputs.platforms:
-        argv += ["--platform", ",".join(inputs.platforms)]  # one today; pyimage says so if it is given several
+        argv += ["--platform", inputs.platforms[0]]
     for name in inputs.heavy:
         argv += ["--heavy", name]
     for item in inputs.sets:

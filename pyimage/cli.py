@@ -329,7 +329,7 @@ def init(
         dest = project / ".github" / "workflows" / "pyimage.yml"
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(render("github-workflow.yml"))
-        _err(f"wrote {dest}")
+        _err(f"wrote {dest}: replace OWNER/pyimage@v1 in it with the pyimage action you use, pinned to a commit sha")
     elif ci:
         raise ConfigError(f"--ci {ci}: unknown CI", "supported: github")
 

@@ -78,6 +78,11 @@ def test_a_boolean_input_is_true_or_false(name: str, tmp_path: Path, monkeypatch
         inputs(tmp_path, monkeypatch, **{name: "yes"})
 
 
+def test_several_platforms_are_refused_until_pyimage_builds_an_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(run.InputError, match=r"platforms: pyimage builds one platform per run, got 2 \(linux/amd64, linux/arm64\)"):
+        inputs(tmp_path, monkeypatch, platforms="linux/amd64,linux/arm64")
+
+
 def test_labels_must_be_key_value_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(run.InputError, match="labels: 'no-equals' is not KEY=VALUE"):
         inputs(tmp_path, monkeypatch, labels="a=1\nno-equals")
