@@ -80,7 +80,7 @@ class BuildResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "image": {"digest": self.image.digest, "platform": str(self.image.platform), "size": self.image.size},
+            "image": {"digest": self.image.digest, "config_digest": self.image.config_descriptor().digest, "platform": str(self.image.platform), "size": self.image.size},
             "base": self.prepared.base_source,
             "layers": [
                 {
@@ -431,7 +431,7 @@ def build_image(prep: Prepared, events: Events = _quiet, jobs: int = 2) -> Image
                 built[i] = futures[i].result()
                 events(f"layer {built[i].name}: {'cached' if built[i].cached else 'built'} {built[i].digest[:19]}")
     layers = [*prep.base.layers, interp_layer, *(built[i] for i in range(len(specs)))]
-    return Image(config=_image_config(prep, layers), layers=tuple(layers))
+    return Image(config=_image_config(prep, layers), layers=tuple(layers), annotations=dict(cfg["annotations"]))
 
 
 def default_output(cfg: Config) -> str:

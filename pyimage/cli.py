@@ -144,6 +144,8 @@ def build(
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the registry password from stdin."),
     insecure_registry: Optional[List[str]] = typer.Option(None, "--insecure-registry", help="Allow plain HTTP to this registry host."),
     ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA certificates to trust for registries."),
+    label: Optional[List[str]] = typer.Option(None, "--label", help="Image label KEY=VALUE (repeatable; added to `labels`)."),
+    annotation: Optional[List[str]] = typer.Option(None, "--annotation", help="Manifest annotation KEY=VALUE (repeatable; added to `annotations`)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Build the project's image and write it to each --output (default: oci:dist/image)."""
@@ -159,6 +161,7 @@ def build(
 
         overrides["output"] = [*cfg["output"], default_engine_output()]
         cfg = load_config(project, overrides)
+    cfg = _add_pairs(cfg, labels=label, annotations=annotation)
     outputs = list(cfg["output"]) or ([] if push or cfg["repository"] else [default_output(cfg)])
     check_outputs(outputs, cfg.project_dir)
     cache = _cache(cache_dir)
@@ -190,6 +193,21 @@ def build(
         _err(f"loaded into {item.engine} ({item.endpoint}) as {item.reference}, image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
     for p in pushed:
         _err(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
+
+
+def _add_pairs(cfg: Any, **pairs: Optional[List[str]]) -> Any:
+    """``--label``/``--annotation`` KEY=VALUE items added over the file's (and --set's) table of that key."""
+    from dataclasses import replace
+
+    values = dict(cfg.values)
+    for key, items in pairs.items():
+        for item in items or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip():
+                flag = "--" + key.rstrip("s")
+                raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE", f"e.g. {flag} org.opencontainers.image.source=https://example.org/app")
+            values[key] = {**values[key], name.strip(): value}
+    return replace(cfg, values=values)
 
 
 def _registry_settings(username: Optional[str], password_stdin: bool, insecure: Optional[List[str]], ca_bundle: Optional[Path], push: List[str]) -> Any:
@@ -356,7 +374,7 @@ def init(
         dest = project / ".github" / "workflows" / "pyimage.yml"
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(render("github-workflow.yml"))
-        _err(f"wrote {dest}")
+        _err(f"wrote {dest}: replace OWNER/pyimage@v1 in it with the pyimage action you use, pinned to a commit sha")
     elif ci:
         raise ConfigError(f"--ci {ci}: unknown CI", "supported: github")
 

@@ -339,6 +339,7 @@ KEYS: dict[str, Key] = {
     "command": Key("list of strings or a string", None, "Image Cmd (arguments to the entrypoint).", _argv),
     "env": Key("table of strings", {}, "Extra environment variables (names: letters, digits, `_`, `.`, `-`; not starting with a digit).", _env),
     "labels": Key("table of strings", {}, "Image labels.", _table),
+    "annotations": Key("table of strings", {}, "Manifest annotations (`org.opencontainers.image.source`, …).", _table),
     "user": Key("string", None, "User the app runs as (`1000`, `1000:1000`, `app`); default: the base's.", _user),
     "workdir": Key("absolute path", None, "Working directory; default: the base's.", _workdir),
     "venv": Key("absolute path", "/opt/venv", "The in-image virtual environment; `PATH` starts with its `bin`. Not a system directory (`/usr`, `/opt`, `/usr/local`, …); letters, digits and `._+-` only.", _venv),

@@ -24,7 +24,7 @@ def test_init_adds_a_loadable_section_and_a_github_workflow(tmp_path: Path) -> N
 
     assert load_config(tmp_path)["base"] == "python:3.12-slim"
     workflow = (tmp_path / ".github" / "workflows" / "pyimage.yml").read_text()
-    assert "pyimage build --json" in workflow
+    assert "uses: OWNER/pyimage@v1" in workflow and "packages: write" in workflow
     again = _pyimage("init", "-C", str(tmp_path))
     assert again.returncode == 0 and "already has [tool.pyimage]" in again.stderr
     assert (tmp_path / "pyproject.toml").read_text() == text

@@ -81,6 +81,17 @@ def test_a_config_mistake_exits_2_with_an_error_and_a_hint_line(
     assert expected[1] in hint
 
 
+@pytest.mark.parametrize("flag", ["--label", "--annotation"])
+def test_a_label_or_annotation_without_equals_is_one_error_before_any_work(flag: str, tmp_path: Path) -> None:
+    project = make_project(tmp_path, "")
+
+    error, hint = assert_user_error(run(["build", "-C", str(project), flag, "org.example.title"], tmp_path))
+
+    assert f"{flag} 'org.example.title': expected KEY=VALUE" in error
+    assert f"e.g. {flag} org.opencontainers.image.source=" in hint
+    assert not (tmp_path / ".cache").exists()
+
+
 def test_an_unknown_flag_is_a_usage_error_in_the_same_two_line_form(tmp_path: Path) -> None:
     project = make_project(tmp_path, "")
 

@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "command": None,
     "env": {},
     "labels": {},
+    "annotations": {},
     "user": None,
     "workdir": None,
     "venv": "/opt/venv",
