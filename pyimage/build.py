@@ -11,7 +11,6 @@ import hashlib
 import datetime as dt
 import posixpath
 import shutil
-import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -36,7 +35,7 @@ from pyimage.resolve.pip import Pin, fetch_wheels, resolve
 from pyimage.resolve.target import Target
 from pyimage.wheels import Wheel, read_wheel
 
-__all__ = ["Prepared", "BuildResult", "prepare", "build_image", "write_outputs", "default_output", "lock_only"]
+__all__ = ["Prepared", "BuildResult", "prepare", "build_image", "write_outputs", "check_outputs", "default_output", "lock_only"]
 
 Events = Callable[[str], None]
 
@@ -187,47 +186,86 @@ def _check_requirements_cover(requires: list[str], extras: Sequence[str], pins: 
             )
 
 
-def _check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) -> list[str]:
-    """Two wheels writing the same file with different content is an error; identical copies are fine.
+_CONFLICTS_FORMAT = 2  # bump when the rules below change, so a cached verdict of the old rules is not reused
 
-    The exception is a package's ``__init__.py`` shipped by several wheels: that is how pre-PEP 420 namespace
-    packages (``pkg_resources``/``pkgutil`` style, e.g. old ``zope.*``) split across wheels, and pip lets the
-    last one win. Here the upper layer, or the later wheel in name order, wins; the returned notes say which.
+
+def _interpreter_paths(paths: InstallPaths) -> tuple[list[str], list[str]]:
+    """(files, directories) the ``interpreter`` layer writes (``venv_filler``), as wheel file maps name paths."""
+    venv = paths.venv.strip("/")
+    files = [f"{venv}/pyvenv.cfg", f"{paths.bin}/python", f"{paths.bin}/python3", f"{paths.bin}/python{paths.python}"]
+    return files, [venv, paths.bin, f"{venv}/include", paths.site_packages]
+
+
+def _check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) -> list[str]:
+    """Every path every layer above the base writes, checked against every other: two wheels writing the same
+    file with different content, a wheel writing a file where the interpreter layer has one (``bin/python``,
+    ``pyvenv.cfg``), or a file where another layer has a directory, is an error; identical copies are fine.
+
+    The one exception is an ``__init__.py`` that is namespace boilerplate in every wheel shipping it (empty,
+    ``pkgutil.extend_path`` or ``pkg_resources.declare_namespace``): that is how pre-PEP 420 namespace packages
+    (old ``zope.*``, ``google.*``) split across wheels, and pip lets the last one win; one copy wins here too,
+    and the returned notes say so. An ``__init__.py`` with any other code is a conflict like any file.
     """
-    set_key = "conflicts-" + hashlib.sha256("|".join(sorted(w.sha256 for w in wheels) + [paths.venv, paths.python]).encode()).hexdigest()[:32]
+    material = "|".join(sorted(w.sha256 for w in wheels) + [paths.venv, paths.python, str(_CONFLICTS_FORMAT)])
+    set_key = "conflicts-" + hashlib.sha256(material.encode()).hexdigest()[:32]
     known = cache.get_meta(set_key)
     if isinstance(known, list):
         return known
-    owners: dict[str, tuple[str, str]] = {}
+    interp_files, interp_dirs = _interpreter_paths(paths)
+    owners: dict[str, tuple[str, str, bool]] = {f: ("the interpreter layer", "interpreter", False) for f in interp_files}
+    dirs: dict[str, str] = {d: "the interpreter layer" for d in interp_dirs}
     notes: list[str] = []
     for wheel in wheels:
-        # Per-wheel maps are cached by content, so a new app sharing torch reads none of torch's bytes here.
-        map_key = _files_key(wheel.sha256, paths)
-        files = cache.get_meta(map_key)
-        if files is None:
-            from pyimage.layers.install import wheel_file_map
-
-            files = wheel_file_map(wheel.path, paths)
-            cache.put_meta(map_key, files)
-        for path, digest in files.items():
-            if path.endswith("/RECORD") or path.endswith("/INSTALLER"):
-                continue
+        files, namespace = _wheel_files(wheel, paths, cache)
+        for path, digest in sorted(files.items()):
+            if posixpath.basename(posixpath.dirname(path)).endswith(".dist-info") and path.endswith(("/RECORD", "/INSTALLER")):
+                continue  # written per wheel by the installer, in the wheel's own dist-info
+            if path in dirs:
+                raise BuildError(
+                    f"{wheel.filename} installs a file at /{path}, where {dirs[path]} has a directory",
+                    "drop one of the two packages, or pin versions that do not collide",
+                )
             prev = owners.get(path)
+            is_ns = path in namespace
             if prev and (prev[1] != digest or not digest):
-                if path.endswith("/__init__.py"):
-                    notes.append(f"/{path} comes from both {prev[0]} and {wheel.filename} (a namespace package); one copy wins, as with pip")
+                if path.endswith("/__init__.py") and is_ns and prev[2]:
+                    notes.append(f"/{path} comes from both {prev[0]} and {wheel.filename} (namespace package boilerplate); one copy wins, as with pip")
                     continue
                 raise BuildError(
                     f"{wheel.filename} and {prev[0]} both install /{path} with different content",
                     "drop one of the two packages, or pin versions that do not collide",
                 )
-            owners[path] = (wheel.filename, digest)
+            owners[path] = (wheel.filename, digest, is_ns)
+            parent = posixpath.dirname(path)
+            while parent and parent not in dirs:
+                if parent in owners:
+                    raise BuildError(
+                        f"{wheel.filename} installs /{path} inside /{parent}, which {owners[parent][0]} installs as a file",
+                        "drop one of the two packages, or pin versions that do not collide",
+                    )
+                dirs[parent] = wheel.filename
+                parent = posixpath.dirname(parent)
     cache.put_meta(set_key, notes)
     return notes
 
 
+def _wheel_files(wheel: Wheel, paths: InstallPaths, cache: Cache) -> tuple[dict[str, str], set[str]]:
+    """A wheel's file map and its namespace-boilerplate ``__init__.py`` paths, cached by the wheel's content, so a
+    new app sharing torch reads none of torch's bytes here."""
+    key = _files_key(wheel.sha256, paths)
+    facts = cache.get_meta(key)
+    if not (isinstance(facts, dict) and isinstance(facts.get("files"), dict) and isinstance(facts.get("namespace"), list)):
+        from pyimage.layers.install import namespace_inits, wheel_file_map
+
+        if wheel.path is None:  # the facts are gone but the wheel was not fetched: a damaged cache
+            raise BuildError(f"{wheel.filename}: its file list is missing from the cache", "run `pyimage cache verify`, then build again")
+        facts = {"files": wheel_file_map(wheel.path, paths), "namespace": namespace_inits(wheel.path, paths)}
+        cache.put_meta(key, facts)
+    return facts["files"], set(facts["namespace"])
+
+
 def _files_key(sha256: str, paths: InstallPaths) -> str:
-    return f"files-{sha256}-" + hashlib.sha256(f"{paths.venv}|{paths.python}".encode()).hexdigest()[:12]
+    return f"files2-{sha256}-" + hashlib.sha256(f"{paths.venv}|{paths.python}".encode()).hexdigest()[:12]
 
 
 def _wheel_values(pins: Sequence[Pin], target: Target, cache: Cache, paths: InstallPaths) -> list[Wheel]:
@@ -281,7 +319,11 @@ def prepare(
     events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg["base"] else ""))
     interp, target = _interpreter(cfg, base, cache)
     paths = InstallPaths(cfg["venv"], interp.version)
-    workdir = Path(tempfile.mkdtemp(prefix="appwheel-", dir=cache.root / "tmp"))
+    venv = "/" + cfg["venv"].strip("/")
+    if posixpath.commonpath([venv, interp.executable]) == venv:
+        raise ConfigError(f"venv = {venv!r} holds the base's interpreter {interp.executable}; the venv would replace it", 'set venv to a directory of its own, e.g. "/opt/venv"')
+    workdir = cache.tmp_path("-appwheel")
+    workdir.mkdir()
     try:
         events("building the project's wheel")
         app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch)
@@ -396,6 +438,30 @@ def default_output(cfg: Config) -> str:
     return f"oci:{cfg.project_dir / 'dist' / 'image'}"
 
 
+OUTPUT_KINDS = ("oci", "docker-archive", "docker-daemon", "podman")
+_OUTPUT_HINT = "use oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:[NAME:TAG] or podman:[NAME:TAG] (push with --push REF)"
+
+
+def check_outputs(outputs: Sequence[str], project_dir: Path) -> None:
+    """Refuses, before any work, an ``oci:`` / ``docker-archive:`` output that names no path or a path holding
+    something that is not ours to overwrite (a file or foreign directory for a layout, a directory or a
+    non-archive file for an archive)."""
+    from pyimage.oci.dockerarchive import check_output_file
+    from pyimage.oci.layout import check_output_dir, split_layout_ref
+
+    for out in outputs:
+        kind, sep, rest = out.partition(":")
+        if not sep or kind not in OUTPUT_KINDS:
+            raise ConfigError(f"output {out!r}: unknown kind", _OUTPUT_HINT)
+        if kind not in ("oci", "docker-archive"):
+            continue
+        path = split_layout_ref(rest)[0] if kind == "oci" else Path(rest.partition(":")[0])
+        if not rest or str(path) in ("", "."):
+            raise ConfigError(f"output {out!r}: no path given", f"use {kind}:PATH, e.g. {kind}:dist/{'image' if kind == 'oci' else 'image.tar'}")
+        path = path if path.is_absolute() else project_dir / path
+        check_output_dir(path) if kind == "oci" else check_output_file(path)
+
+
 def _project_tag(prep: Prepared) -> str:
     return f"{prep.app.name}:{prep.app.version}".replace("+", "_")
 
@@ -406,7 +472,6 @@ class Written:
     loaded: tuple[Loaded, ...]  # images loaded into local engines, with the engine's image ID
 
 
-OUTPUT_KINDS = ("oci", "docker-archive", "docker-daemon", "podman")
 
 
 def write_outputs(image: Image, prep: Prepared, outputs: Sequence[str]) -> Written:
@@ -423,14 +488,11 @@ def write_outputs(image: Image, prep: Prepared, outputs: Sequence[str]) -> Writt
     for out in outputs:
         kind, sep, rest = out.partition(":")
         if not sep or kind not in OUTPUT_KINDS:
-            raise ConfigError(
-                f"output {out!r}: unknown kind",
-                "use oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:[NAME:TAG] or podman:[NAME:TAG] (push with --push REF)",
-            )
+            raise ConfigError(f"output {out!r}: unknown kind", _OUTPUT_HINT)
         if kind == "oci":
             directory, tag = split_layout_ref(rest, default_tag=version)
             directory = directory if directory.is_absolute() else prep.config.project_dir / directory
-            write_layout(image, directory, tag)
+            write_layout(image, directory, tag, stamps=prep.cache)
             written.append(f"oci:{directory}:{tag}")
         elif kind == "docker-archive":
             path_text, _, ref = rest.partition(":")

@@ -7,17 +7,24 @@ Layout under the root (default ``~/.cache/pyimage``, ``PYIMAGE_CACHE_DIR`` or ``
     wheels/<sha256>/<file>   wheels, by the sha256 of the file
     meta/<name>.json         small derived facts (wheel sizes, base image scans), keyed by content
     envs/<hash>/             reusable build environments (one per build-system.requires)
-    tmp/                     work in progress; never trusted, swept by ``cache prune``
+    tmp/                     work in progress, named ``<pid>-…``; never trusted
+    locks/                   flock files: layer keys, ``cache`` (builds shared, prune exclusive), ``pid-<pid>``
 
 Every write goes to ``tmp/`` and is renamed into place, so a reader sees a whole file or none. A blob is
-trusted while its size and the stat stamp recorded when it was committed still match; otherwise it is
-re-hashed, and a mismatch throws the entry away (the layer is rebuilt, never shipped corrupt).
+trusted while its size and the stat stamp recorded when it was committed still match (the stat-stamp rule:
+a change that keeps size, mtime and inode is not noticed until ``cache verify``); otherwise it is re-hashed,
+and a mismatch throws the entry away (the layer is rebuilt, never shipped corrupt).
+
+Each process holds ``locks/pid-<pid>.lock`` while it lives, so a temp entry whose process is gone (killed, its
+lock free) and that is older than ``STALE_AFTER`` is a leftover: swept when a build starts, reported and
+removed by ``cache verify``, removed by ``cache prune`` (which waits for running builds).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -25,11 +32,27 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
+from pyimage.errors import BuildError
 from pyimage.layers.compress import file_sha256
+from pyimage.oci.model import DIGEST_ALGORITHMS, blob_relpath, parse_digest
 
-__all__ = ["Cache", "LayerRecord", "default_cache_dir", "CacheStats"]
+__all__ = ["Cache", "LayerRecord", "default_cache_dir", "CacheStats", "VerifyReport", "STALE_AFTER"]
+
+STALE_AFTER = 600.0  # seconds without a write before a dead process's temp entry counts as a leftover
+STALE_AFTER_UNOWNED = 86400.0  # entries not named <pid>-… (made by tools we call): a day, to be safe
+_PROCESS_LOCKS: dict[str, int] = {}  # cache root -> the descriptor holding this process's pid lock
+
+
+def file_digest(path: Path, algo: str = "sha256") -> str:
+    if algo == "sha256":
+        return file_sha256(path)
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        while data := f.read(1 << 20):
+            h.update(data)
+    return f"{algo}:{h.hexdigest()}"
 
 
 def default_cache_dir() -> Path:
@@ -50,6 +73,21 @@ class LayerRecord:
 
 
 @dataclass(frozen=True)
+class VerifyReport:
+    """What ``cache verify`` found: corrupt blobs and leftovers (removed), temp entries of running builds (kept)."""
+
+    corrupt: tuple[str, ...] = ()
+    leftovers: tuple[str, ...] = ()
+    in_use: tuple[str, ...] = ()
+    dangling: tuple[str, ...] = ()
+    leftover_bytes: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not (self.corrupt or self.leftovers or self.dangling)
+
+
+@dataclass(frozen=True)
 class CacheStats:
     root: Path
     blobs: int
@@ -65,29 +103,90 @@ class CacheStats:
 class Cache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        for sub in ("blobs/sha256", "layers", "wheels", "meta", "envs", "tmp", "locks"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise BuildError(f"cache directory {self.root} exists and is not a directory", "pass another --cache-dir (or PYIMAGE_CACHE_DIR), or remove that file")
+        try:
+            for sub in ("blobs/sha256", "layers", "wheels", "meta", "envs", "tmp", "locks"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            self._hold_process_lock()
+        except OSError as exc:
+            where = exc.filename or self.root
+            raise BuildError(
+                f"cache directory {self.root}: cannot use {where} ({exc.strerror})",
+                "pass a writable --cache-dir (or PYIMAGE_CACHE_DIR), or fix the permissions of that path",
+            ) from None
 
     # -- temp files and atomic writes ------------------------------------------------------------------
     def tmp_path(self, hint: str = "") -> Path:
+        """A fresh path under ``tmp/``, named for this process so a sweep can tell whether its writer lives."""
         return self.root / "tmp" / f"{os.getpid()}-{uuid.uuid4().hex[:12]}{hint}"
+
+    def _hold_process_lock(self) -> None:
+        key = str(self.root.resolve())
+        if _PROCESS_LOCKS.get(key) is not None:
+            return
+        fd = os.open(self.root / "locks" / f"pid-{os.getpid()}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another pid namespace shares this number and cache: our entries just look alive
+            os.close(fd)
+            fd = -1
+        _PROCESS_LOCKS[key] = fd
 
     def _write_json(self, path: Path, value: Any) -> None:
         tmp = self.tmp_path(".json")
-        tmp.write_text(json.dumps(value, sort_keys=True, indent=1))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(value, sort_keys=True, indent=1))
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     # -- blobs -----------------------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
-        algo, _, hexdigest = digest.partition(":")
-        return self.root / "blobs" / algo / hexdigest
+        """Where the blob of ``digest`` lives; the digest is parsed strictly (ValueError) before a path is made."""
+        return self.root / blob_relpath(digest)
 
     def commit_blob(self, tmp: Path, digest: str) -> Path:
         """Moves ``tmp`` (whose digest the caller computed while writing it) to its content address."""
         dest = self.blob_path(digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)
         self._stamp(dest)
         return dest
+
+    def ingest_blob(self, src: BinaryIO, digest: str | None, size: int, where: str) -> tuple[str, Path]:
+        """Copies an untrusted blob in, hashing it on the way: ``(digest, path)``. With ``digest`` given, it is
+        committed only if it is exactly ``size`` bytes with that digest (a BuildError naming ``where`` otherwise),
+        and a blob already present and intact is not read again; without, its sha256 names it."""
+        if digest is not None:
+            have = self.valid_blob(digest, size)
+            if have is not None:
+                return digest, have
+        algo, expected = parse_digest(digest) if digest is not None else ("sha256", None)
+        h = hashlib.new(algo)
+        tmp = self.tmp_path(".blob")
+        got = 0
+        try:
+            with open(tmp, "wb") as out:
+                while data := src.read(min(1 << 20, size - got + 1)):
+                    got += len(data)
+                    if got > size:
+                        break
+                    h.update(data)
+                    out.write(data)
+            if got != size:
+                raise BuildError(
+                    f"{where}: blob {(digest or '')[:19]}… is {'more than ' if got > size else ''}{got} bytes, not the {size} its descriptor says",
+                    "the base is truncated, damaged or tampered with; re-export or re-pull it",
+                )
+            if expected is not None and h.hexdigest() != expected:
+                raise BuildError(f"{where}: blob {digest[:19]}… does not match its digest", "the base is damaged or tampered with; re-export or re-pull it")
+            actual = f"{algo}:{h.hexdigest()}"
+            return actual, self.commit_blob(tmp, actual)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     def mark_verified(self, digest: str) -> None:
         """Records that the caller has just checked this blob against its digest (while writing or fetching it),
@@ -117,7 +216,7 @@ class Cache:
             stamp = None
         if stamp == [st.st_size, st.st_mtime_ns, st.st_ino]:
             return path
-        if file_sha256(path) != digest:
+        if file_digest(path, digest.partition(":")[0]) != digest:
             self._discard(path)
             return None
         self._stamp(path)
@@ -128,6 +227,22 @@ class Cache:
             path.unlink()
         with contextlib.suppress(FileNotFoundError):
             self._stamp_path(path).unlink()
+
+    # -- copies of blobs placed in output layouts (layout.BlobStamps) ---------------------------------------
+    def _placed_key(self, path: Path) -> str:
+        return "placed-" + hashlib.sha256(str(Path(path).absolute()).encode()).hexdigest()[:32]
+
+    def intact(self, path: Path, digest: str) -> bool:
+        """True if ``path`` is the copy of ``digest`` placed earlier and its stat is unchanged since (stat-stamp rule)."""
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return False
+        return self.get_meta(self._placed_key(path)) == [digest, st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode]
+
+    def placed(self, path: Path, digest: str) -> None:
+        st = os.stat(path, follow_symlinks=False)
+        self.put_meta(self._placed_key(path), [digest, st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode])
 
     # -- layer records ---------------------------------------------------------------------------------
     def get_layer(self, key: str) -> LayerRecord | None:
@@ -149,8 +264,9 @@ class Cache:
         self._write_json(self.root / "layers" / f"{key}.json", asdict(record))
 
     def _count(self, what: str) -> None:
-        with open(self.root / "meta" / "hits.log", "a") as f:
-            f.write(what + "\n")
+        with contextlib.suppress(OSError):  # statistics only: never fail a build over them
+            with open(self.root / "meta" / "hits.log", "a") as f:
+                f.write(what + "\n")
 
     # -- small derived facts ---------------------------------------------------------------------------
     def get_meta(self, name: str) -> Any | None:
@@ -204,7 +320,7 @@ class Cache:
 
     # -- maintenance -----------------------------------------------------------------------------------
     def stats(self) -> CacheStats:
-        blobs = [p for p in (self.root / "blobs" / "sha256").iterdir() if p.is_file()]
+        blobs = [p for p in (self.root / "blobs" / "sha256").iterdir() if p.is_file() and not p.name.startswith(".")]
         wheels = [p for p in (self.root / "wheels").glob("*/*") if p.is_file()]
         hits = misses = 0
         with contextlib.suppress(FileNotFoundError):
@@ -223,17 +339,98 @@ class Cache:
             misses=misses,
         )
 
-    def verify(self) -> list[str]:
-        """Re-hashes every blob; deletes and returns the digests of the ones that do not match."""
+    def _tmp_entries(self) -> Iterator[tuple[Path, bool, int]]:
+        """``(path, stale, bytes)`` for each entry of ``tmp/`` (and each download part file beside the blobs):
+        stale if its process is gone and it is old enough."""
+        now = time.time()
+        parts = [p for algo in DIGEST_ALGORITHMS if (self.root / "blobs" / algo).is_dir() for p in (self.root / "blobs" / algo).glob(".*")]
+        with contextlib.suppress(FileNotFoundError):
+            for entry in sorted((self.root / "tmp").iterdir()) + sorted(parts):
+                try:
+                    st = entry.lstat()
+                except FileNotFoundError:
+                    continue
+                size = _tree_size(entry)
+                newest = max(st.st_mtime, _tree_mtime(entry))
+                pid, sep, _ = entry.name.partition("-")
+                if sep and pid.isdigit():
+                    stale = now - newest >= STALE_AFTER and not self._process_alive(int(pid))
+                else:
+                    stale = now - newest >= STALE_AFTER_UNOWNED
+                yield entry, stale, size
+
+    def _process_alive(self, pid: int) -> bool:
+        """Whether the pyimage process ``pid`` still holds its lock (a dead one's lock is free, whatever the pid)."""
+        if pid == os.getpid():
+            return True
+        try:
+            fd = os.open(self.root / "locks" / f"pid-{pid}.lock", os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+
+    def sweep(self) -> list[Path]:
+        """Removes temp entries left by killed runs (stale: see ``_tmp_entries``); called when a build starts."""
+        removed = []
+        for entry, stale, _size in self._tmp_entries():
+            if stale:
+                _remove(entry)
+                removed.append(entry)
+        for lock in (self.root / "locks").glob("pid-*.lock"):
+            pid = lock.name[4:-5]
+            if pid.isdigit() and not self._process_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+        return removed
+
+    def verify(self) -> VerifyReport:
+        """Re-hashes every blob (deleting the ones that do not match), removes leftovers of killed runs and layer
+        records whose blob is gone, and lists the temp entries of builds still running (left alone)."""
         bad = []
-        for path in sorted((self.root / "blobs" / "sha256").iterdir()):
-            digest = "sha256:" + path.name
-            if file_sha256(path) != digest:
-                self._discard(path)
-                bad.append(digest)
+        for algo in DIGEST_ALGORITHMS:
+            folder = self.root / "blobs" / algo
+            for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+                if path.name.startswith("."):  # a download in progress (or a killed one's part file)
+                    continue
+                digest = f"{algo}:{path.name}"
+                try:
+                    parse_digest(digest)
+                    intact = path.is_file() and not path.is_symlink() and file_digest(path, algo) == digest
+                except ValueError:
+                    intact = False
+                if not intact:
+                    _remove(path)
+                    with contextlib.suppress(FileNotFoundError):
+                        self._stamp_path(path).unlink()
+                    bad.append(digest)
+                else:
+                    self._stamp(path)
+        leftovers, in_use, freed = [], [], 0
+        for entry, stale, size in self._tmp_entries():
+            shown = str(entry.relative_to(self.root))
+            if stale:
+                _remove(entry)
+                leftovers.append(shown)
+                freed += size
             else:
-                self._stamp(path)
-        return bad
+                in_use.append(shown)
+        dangling = []
+        for record in sorted((self.root / "layers").glob("*.json")):
+            try:
+                digest = json.loads(record.read_text())["digest"]
+                present = self.blob_path(digest).is_file()
+            except (OSError, ValueError, KeyError, TypeError):
+                present = False
+            if not present:
+                record.unlink()
+                dangling.append(f"layers/{record.name}")
+        return VerifyReport(tuple(bad), tuple(leftovers), tuple(in_use), tuple(dangling), freed)
 
     def prune(self, max_size: int | None = None, older_than: float | None = None) -> tuple[int, int]:
         """Removes least-recently-used blobs and wheels until under ``max_size`` bytes, and any entry unused
@@ -242,10 +439,11 @@ class Cache:
         with self.lock("cache"):
             with contextlib.suppress(FileNotFoundError):
                 (self.root / "meta" / "hits.log").unlink()  # the hit counts start again after a prune
-            for stale in (self.root / "tmp").iterdir():
-                with contextlib.suppress(OSError):
-                    shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-            entries = [p for p in (self.root / "blobs" / "sha256").iterdir() if p.is_file()]
+            for entry, _stale, _size in self._tmp_entries():
+                pid, sep, _ = entry.name.partition("-")
+                if not (sep and pid.isdigit() and self._process_alive(int(pid))):  # builds hold the cache lock
+                    _remove(entry)  # shared, so none runs now; a live `plan` or `lock` keeps its entries
+            entries = [p for p in (self.root / "blobs" / "sha256").iterdir() if p.is_file() and not p.name.startswith(".")]
             entries += [p for p in (self.root / "wheels").glob("*/*") if p.is_file()]
             entries.sort(key=lambda p: p.stat().st_atime)
             total = sum(p.stat().st_size for p in entries)
@@ -271,3 +469,36 @@ class Cache:
                 if not digest or not self.blob_path(digest).exists():
                     record.unlink()
         return removed, freed
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+
+
+def _tree_size(path: Path) -> int:
+    if not path.is_dir() or path.is_symlink():
+        with contextlib.suppress(OSError):
+            return path.lstat().st_size
+        return 0
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def _tree_mtime(path: Path) -> float:
+    """The newest mtime under ``path``: a directory whose files are still being written is not stale."""
+    if not path.is_dir() or path.is_symlink():
+        return 0.0
+    newest = 0.0
+    for dirpath, dirs, files in os.walk(path):
+        for name in dirs + files:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
+    return newest

@@ -6,9 +6,11 @@ A ``PyimageError`` becomes two lines, ``error: …`` and ``hint: …``, and its 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -145,7 +147,7 @@ def build(
     as_json: bool = JsonOpt,
 ) -> None:
     """Build the project's image and write it to each --output (default: oci:dist/image)."""
-    from pyimage.build import build_image, default_output, prepare, write_outputs
+    from pyimage.build import build_image, check_outputs, default_output, prepare, write_outputs
     from pyimage.config import load_config
 
     overrides = _overrides(sets, base, python, heavy, platform, compression=compression)
@@ -157,17 +159,20 @@ def build(
 
         overrides["output"] = [*cfg["output"], default_engine_output()]
         cfg = load_config(project, overrides)
+    outputs = list(cfg["output"]) or ([] if push or cfg["repository"] else [default_output(cfg)])
+    check_outputs(outputs, cfg.project_dir)
     cache = _cache(cache_dir)
     events = _events(as_json)
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
-    prep = prepare(cfg, cache, events, registry=registry)
-    try:
-        image = build_image(prep, events, jobs=jobs)
-        outputs = list(cfg["output"]) or ([] if push or cfg["repository"] else [default_output(cfg)])
-        written = write_outputs(image, prep, outputs)
-        pushed = _push(image, prep, list(push or []), registry, events)
-    finally:
-        prep.cleanup()
+    with cache.lock("cache", shared=True):  # the whole build: `cache prune` waits instead of pulling files from under it
+        cache.sweep()
+        prep = prepare(cfg, cache, events, registry=registry)
+        try:
+            image = build_image(prep, events, jobs=jobs)
+            written = write_outputs(image, prep, outputs)
+            pushed = _push(image, prep, list(push or []), registry, events)
+        finally:
+            prep.cleanup()
     from pyimage.build import BuildResult
 
     result = BuildResult(image, prep, written.outputs, tuple(pushed), prep.notes, written.loaded)
@@ -285,7 +290,7 @@ def inspect(
         return
     if image.startswith("rootfs:") or image in ("", "scratch"):
         raise ConfigError(f"inspect {image!r}: not an image", "give oci:DIR[:TAG], docker-archive:FILE or a registry reference")
-    loaded, source = load_base(image, Platform.parse(platform), _cache(cache_dir))
+    loaded, source = load_base(image, Platform.parse(platform), _cache(cache_dir), verify_layers=False)
     history = [h for h in loaded.config.get("history", []) if not h.get("empty_layer")]
     names = [str(h.get("created_by", "")).removeprefix("pyimage: ") for h in history] if len(history) == len(loaded.layers) else [""] * len(loaded.layers)
     run = loaded.config.get("config") or {}
@@ -369,13 +374,26 @@ def cache_info(cache_dir: Optional[Path] = CacheDirOpt, as_json: bool = JsonOpt)
 
 @cache_app.command("verify")
 def cache_verify(cache_dir: Optional[Path] = CacheDirOpt) -> None:
-    """Re-hash every blob; remove the ones that do not match their digest."""
-    bad = _cache(cache_dir).verify()
-    for digest in bad:
+    """Re-hash every blob (removing the ones that do not match) and report temp files and other leftovers."""
+    report = _cache(cache_dir).verify()
+    for digest in report.corrupt:
         _err(f"removed corrupt blob {digest}")
-    _err("cache verified: " + ("clean" if not bad else f"{len(bad)} corrupt blob(s) removed; they will be rebuilt"))
-    if bad:
-        raise typer.Exit(1)
+    for path in report.leftovers:
+        _err(f"removed leftover temp file {path} (from a run that was killed)")
+    for path in report.dangling:
+        _err(f"removed layer record {path} (its blob is gone)")
+    for path in report.in_use:
+        _err(f"kept {path}: a running pyimage process is writing it")
+    if report.clean:
+        _err("cache verified: clean" + (f" ({len(report.in_use)} temp file(s) of running builds)" if report.in_use else ""))
+        return
+    parts = [f"{len(report.corrupt)} corrupt blob(s) removed; they will be rebuilt"] if report.corrupt else []
+    if report.leftovers:
+        parts.append(f"{len(report.leftovers)} leftover temp file(s) removed ({_human(report.leftover_bytes)})")
+    if report.dangling:
+        parts.append(f"{len(report.dangling)} dangling layer record(s) removed")
+    _err("cache verified: " + "; ".join(parts))
+    raise typer.Exit(1)
 
 
 @cache_app.command("prune")
@@ -413,7 +431,47 @@ def _root(
         raise typer.Exit()
 
 
+# OS errors a user's machine or paths cause (not pyimage's bugs), with what to do about each; temp files are
+# removed on the way out by the code that made them.
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free space there (`pyimage cache prune --max-size 10GB` frees cache space) and build again",
+    errno.EDQUOT: "the disk quota is used up: free space there (`pyimage cache prune`) and build again",
+    errno.EFBIG: "the file system refuses a file this large: write the output or cache somewhere else",
+    errno.EACCES: "check the permissions of that path, or choose another output or --cache-dir",
+    errno.EPERM: "check the permissions of that path, or choose another output or --cache-dir",
+    errno.EROFS: "that file system is read-only: choose another output path or --cache-dir",
+    errno.ENOTDIR: "a file is where a directory is expected: move it away, or choose another path",
+    errno.EISDIR: "a directory is where a file is expected: move it away, or choose another path",
+    errno.ENAMETOOLONG: "the path is too long: choose a shorter output path or --cache-dir",
+    errno.ELOOP: "the path has a symlink loop: fix it, or choose another path",
+    errno.EMLINK: "too many links in that directory: choose another path",
+}
+
+
+class _Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: unwinds like KeyboardInterrupt (every ``finally`` removes its temp files)."""
+
+    exit_code = 130
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    # A second Ctrl-C while temp files are being removed would leave them behind: ignore further signals.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    exc = _Interrupted()
+    exc.exit_code = 128 + signum
+    raise exc
+
+
+def _interrupted(code: int = 130) -> None:
+    _err("error: interrupted")
+    _err("hint: nothing half-written was kept; run the command again to finish")
+    sys.exit(code)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     try:
         code = app(args=argv, standalone_mode=False)  # a typer.Exit / Ctrl-C comes back as its exit code
     except PyimageError as exc:
@@ -423,9 +481,21 @@ def main(argv: Optional[List[str]] = None) -> None:
         if exc.hint:
             _err(f"hint: {exc.hint}")
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        _err("error: interrupted")
-        sys.exit(130)
+    except OSError as exc:
+        hint = _OS_HINTS.get(exc.errno or 0)
+        if hint is None or _DEBUG:
+            if _DEBUG:
+                traceback.print_exc()
+            _err(f"error: internal error: {exc!r}")
+            _err("hint: this is a bug in pyimage; run again with --debug and report the traceback")
+            sys.exit(70)
+        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "") if exc.filename else "a file pyimage writes"
+        _err(f"error: {where}: {exc.strerror or exc}")
+        _err(f"hint: {hint}")
+        sys.exit(1)
+    except typer.Abort as exc:  # click turns a KeyboardInterrupt into Abort
+        context = exc.__context__
+        _interrupted(getattr(context, "exit_code", 130))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except _USAGE_ERRORS as exc:
@@ -433,9 +503,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             _err(f"error: {exc.format_message()}")
             _err("hint: run `pyimage --help` or `pyimage COMMAND --help`")
         sys.exit(2)
-    except KeyboardInterrupt:
-        _err("error: interrupted; nothing half-written was kept")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        _interrupted(getattr(exc, "exit_code", 130))
     except Exception:
         if _DEBUG:
             raise

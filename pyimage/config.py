@@ -32,8 +32,8 @@ DEFAULT_THRESHOLD = "100MB"  # torch, tensorflow, jaxlib, nvidia-* get a layer o
 
 
 def parse_size(value: Any) -> int:
-    """``123``, ``"200MB"``, ``"1.5GiB"`` -> bytes."""
-    if isinstance(value, bool):
+    """``123``, ``"200MB"``, ``"1.5GiB"`` -> bytes (a TOML float is refused: write it as a string with a unit)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError(value)
     if isinstance(value, int):
         if value < 0:
@@ -73,9 +73,26 @@ def _bool(v: Any) -> bool:
 
 
 def _int(v: Any) -> int:
-    if isinstance(v, bool):
+    """A whole number: a TOML integer, or digits from the command line; never a float (``3.9`` is not 3)."""
+    if isinstance(v, bool) or isinstance(v, float):
         raise ValueError
-    return int(v)
+    if isinstance(v, str):
+        if not re.fullmatch(r"\s*-?\d+\s*", v):
+            raise ValueError
+        return int(v)
+    if not isinstance(v, int):
+        raise ValueError
+    return v
+
+
+_NO_CONTROL = re.compile(r"[^\x00-\x1f\x7f]*")  # strings that end up in JSON, tar headers or shebangs
+
+
+def _plain(v: Any) -> str:
+    s = _str(v)
+    if not _NO_CONTROL.fullmatch(s):
+        raise ValueError
+    return s
 
 
 def _argv(v: Any) -> tuple[str, ...] | None:
@@ -86,8 +103,8 @@ def _argv(v: Any) -> tuple[str, ...] | None:
         if v.startswith("["):
             v = json.loads(v)
         else:
-            return tuple(shlex.split(v))
-    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            v = shlex.split(v)
+    if isinstance(v, list) and all(isinstance(x, str) and "\0" not in x for x in v):
         return tuple(v)
     raise ValueError
 
@@ -95,15 +112,39 @@ def _argv(v: Any) -> tuple[str, ...] | None:
 def _str_list(v: Any) -> tuple[str, ...]:
     if isinstance(v, str):
         return tuple(x.strip() for x in v.split(",") if x.strip())
-    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+    if isinstance(v, list) and all(isinstance(x, str) and x.strip() and _NO_CONTROL.fullmatch(x) for x in v):
         return tuple(v)
     raise ValueError
 
 
+def _names(pattern: str) -> Callable[[Any], tuple[str, ...]]:
+    """A list whose every item matches ``pattern`` (extras, tags)."""
+
+    def check(v: Any) -> tuple[str, ...]:
+        items = _str_list(v)
+        if not all(re.fullmatch(pattern, x) for x in items):
+            raise ValueError
+        return items
+
+    return check
+
+
 def _table(v: Any) -> dict[str, str]:
-    if isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, (str, int, float, bool)) for k, x in v.items()):
-        return {k: (str(x).lower() if isinstance(x, bool) else str(x)) for k, x in v.items()}
+    if isinstance(v, dict) and all(isinstance(k, str) and k and isinstance(x, (str, int, float, bool)) for k, x in v.items()):
+        out = {k: (str(x).lower() if isinstance(x, bool) else str(x)) for k, x in v.items()}
+        if all(_NO_CONTROL.fullmatch(k) and "\0" not in x for k, x in out.items()):
+            return out
     raise ValueError
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")  # no "", no "=", no spaces: `A=B` would set another variable
+
+
+def _env(v: Any) -> dict[str, str]:
+    table = _table(v)
+    if not all(_ENV_NAME.fullmatch(k) for k in table):
+        raise ValueError
+    return table
 
 
 def _heavy(v: Any) -> tuple[HeavyGroup, ...]:
@@ -139,12 +180,18 @@ def _choice(*options: str) -> Callable[[Any], str]:
     return check
 
 
+def _platform(v: Any) -> Platform:
+    if not re.fullmatch(r"[a-z0-9_]+/[a-z0-9_]+(/[a-z0-9_]+)?", _str(v).strip()):
+        raise ValueError
+    return Platform.parse(_str(v))
+
+
 def _platforms(v: Any) -> tuple[Platform, ...]:
     """``"linux/amd64"``, ``"linux/amd64,linux/arm64"`` or a list of them; each once, at least one."""
     items = [x.strip() for x in v.split(",")] if isinstance(v, str) else v
     if not isinstance(items, list) or not items or not all(isinstance(x, str) and x for x in items):
         raise ValueError
-    platforms = tuple(Platform.parse(x) for x in items)
+    platforms = tuple(_platform(x) for x in items)
     if len(set(platforms)) != len(platforms):
         raise ValueError
     return platforms
@@ -160,32 +207,135 @@ def _per_platform(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
         if isinstance(v, dict):
             if not v:
                 raise ValueError
-            return {str(Platform.parse(k)): check(x) for k, x in v.items()}
+            return {str(_platform(k)): check(x) for k, x in v.items()}
         return check(v)
 
     return per
 
 
+MAX_ID = 2**32 - 2  # uid/gid 4294967295 is (uid_t)-1, "no change" to chown(2); bigger wraps around to root
+
+
 def _owner(v: Any) -> Owner:
-    if isinstance(v, int):
-        return Owner(v, v)
-    if not re.fullmatch(r"\d+(:\d+)?", _str(v)):
+    if isinstance(v, int) and not isinstance(v, bool):
+        uid = gid = v
+    else:
+        m = re.fullmatch(r"(\d+)(?::(\d+))?", _str(v).strip())
+        if not m:
+            raise ValueError
+        uid, gid = int(m.group(1)), int(m.group(2) or m.group(1))
+    if not (0 <= uid <= MAX_ID and 0 <= gid <= MAX_ID):
         raise ValueError
-    return Owner.parse(v)
+    return Owner(uid, gid)
+
+
+MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: the last `created` time RFC 3339 can write
 
 
 def _epoch(v: Any) -> int:
     n = _int(v)
-    if n < 0:
+    if not 0 <= n <= MAX_EPOCH:
         raise ValueError
     return n
+
+
+# Directories a base image's own system lives in: a venv there would shadow or loop into the base's files
+# (`venv = "/usr"` makes /usr/bin/python3 a link to itself). Deeper paths under these trees are refused too.
+_SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt",
+                "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/usr/local",
+                "/usr/local/bin", "/usr/local/lib", "/usr/local/sbin", "/usr/local/include", "/usr/local/share",
+                "/var/lib", "/var/tmp", "/var/log", "/var/cache"}
+_SYSTEM_TREES = ("/bin/", "/boot/", "/dev/", "/etc/", "/lib/", "/lib32/", "/lib64/", "/libx32/", "/proc/", "/sbin/",
+                 "/sys/", "/run/", "/usr/bin/", "/usr/sbin/", "/usr/lib/", "/usr/lib64/", "/usr/libexec/",
+                 "/usr/include/", "/usr/share/", "/usr/local/bin/", "/usr/local/lib/", "/usr/local/sbin/")
 
 
 def _venv(v: Any) -> str:
     s = _str(v)
     if not s.startswith("/") or ".." in s.split("/") or s.rstrip("/") == "":
         raise ValueError
-    return s.rstrip("/")
+    s = "/" + "/".join(p for p in s.split("/") if p and p != ".")
+    if not re.fullmatch(r"[A-Za-z0-9._+\-/]+", s):  # goes into shebangs and pyvenv.cfg: no spaces or quotes
+        raise ValueError
+    if s in _SYSTEM_DIRS or (s + "/").startswith(_SYSTEM_TREES):
+        raise ValueError
+    return s
+
+
+def _sha256_hex(v: Any) -> str | None:
+    if v in (None, ""):
+        return None
+    if not re.fullmatch(r"[0-9a-f]{64}", _str(v)):
+        raise ValueError
+    return v
+
+
+def _user(v: Any) -> str | None:
+    if v in (None, ""):
+        return None
+    m = re.fullmatch(r"([A-Za-z0-9_][A-Za-z0-9_.\-]*)(?::([A-Za-z0-9_][A-Za-z0-9_.\-]*))?", _str(v))
+    if not m or any(p is not None and p.isdigit() and int(p) > MAX_ID for p in m.groups()):
+        raise ValueError
+    return v
+
+
+def _workdir(v: Any) -> str | None:
+    if v in (None, ""):
+        return None
+    s = _plain(v)
+    if not s.startswith("/"):
+        raise ValueError
+    return s
+
+
+def _path(v: Any) -> str:
+    s = _plain(v)
+    if not s.strip():
+        raise ValueError
+    return s
+
+
+def _opt_path(v: Any) -> str | None:
+    return None if v is None else _path(v)
+
+
+_PATH_OUTPUTS = ("oci:", "docker-archive:")
+
+
+def _outputs(v: Any) -> tuple[str, ...]:
+    """Output references; a path kind must name a path (``-o oci:`` alone would write into the current directory)."""
+    items = _str_list(v)
+    for item in items:
+        kind, _, rest = item.partition(":")
+        path = rest.partition(":")[0]
+        if kind == "oci":  # DIR[:TAG], where a colon followed by a path separator belongs to DIR
+            head, sep, tag = rest.rpartition(":")
+            path = head if sep and tag and "/" not in tag else rest
+        if kind in ("oci", "docker-archive") and not path.strip():
+            raise ValueError
+    return items
+
+
+def _base(v: Any) -> str:
+    s = _plain(v).strip()
+    if s.startswith(("oci:", "docker-archive:", "rootfs:")) and not s.partition(":")[2].strip():
+        raise ValueError
+    return s
+
+
+def _repository(v: Any) -> str | None:
+    if v in (None, ""):
+        return None
+    from pyimage.oci.reference import parse_reference
+
+    s = _str(v)
+    try:
+        ref = parse_reference(s)
+    except Exception:  # its own error type: here it only means "not a repository"
+        raise ValueError from None
+    if ref.tag not in (None, "", "latest") or ref.digest or s.rsplit("/", 1)[-1].count(":") or "@" in s:
+        raise ValueError
+    return s
 
 
 def _python_version(v: Any) -> str | None:
@@ -196,7 +346,7 @@ def _python_version(v: Any) -> str | None:
     return v
 
 
-def _max_layers(v: Any) -> int:
+def _max_layers(v: Any) -> int:  # noqa: D401
     n = _int(v)
     if not 2 <= n <= 127:
         raise ValueError
@@ -204,31 +354,31 @@ def _max_layers(v: Any) -> int:
 
 
 KEYS: dict[str, Key] = {
-    "base": Key("string, or a table of them keyed by platform", DEFAULT_BASE, "Base image: `scratch`, `oci:DIR[:TAG]`, `docker-archive:FILE`, `rootfs:FILE.tar`, or a registry reference (`python:3.12-slim`, `docker://REF`); a table keyed by platform gives each platform its own.", _per_platform(_str)),
+    "base": Key("string, or a table of them keyed by platform", DEFAULT_BASE, "Base image: `scratch`, `oci:DIR[:TAG]`, `docker-archive:FILE`, `rootfs:FILE.tar`, or a registry reference (`python:3.12-slim`, `docker://REF`); a table keyed by platform gives each platform its own.", _per_platform(_base)),
     "python": Key('string "X.Y"', None, "Target Python version; default: the one interpreter found in the base (or in `interpreter`).", _python_version),
     "interpreter": Key('"base" or a path/URL, or a table of them keyed by platform', "base", "`base` uses the base image's Python; a directory or `.tar.gz`/`.tar.zst` archive of a relocatable CPython (e.g. python-build-standalone `install_only`) is written as its own layer at `/opt/python`.", _per_platform(_str)),
-    "interpreter-sha256": Key("hex string, or a table of them keyed by platform", None, "sha256 of the `interpreter` archive; required when it is a URL.", _per_platform(_opt_str)),
-    "platform": Key('string "os/arch[/variant]" or a list of them', "linux/amd64", "Target platform; several (`[\"linux/amd64\", \"linux/arm64\"]` or `linux/amd64,linux/arm64`) make one image index.", _platforms),
+    "interpreter-sha256": Key("hex string, or a table of them keyed by platform", None, "sha256 of the `interpreter` archive; required when it is a URL.", _per_platform(_sha256_hex)),
+    "platform": Key('string "os/arch" (or "os/arch/variant"), or a list of them', "linux/amd64", "Target platform; several (`[\"linux/amd64\", \"linux/arm64\"]` or `linux/amd64,linux/arm64`) make one image index.", _platforms),
     "heavy": Key("list of names, globs or {name, packages} tables", [], "Packages that get a layer of their own (`torch`), or share one (`{ name = \"cuda\", packages = [\"nvidia-*\", \"triton\"] }`).", _heavy),
     "heavy-threshold": Key('size ("100MB") or bytes', DEFAULT_THRESHOLD, "Any wheel that installs at least this much gets a layer of its own; `0` turns this off.", parse_size),
     "max-layers": Key("integer 2..127", MAX_LAYERS_DEFAULT, "Upper bound on the image's layer count (base included); the smallest heavy groups merge into `site-packages` to stay under it.", _max_layers),
     "entrypoint": Key("list of strings or a string", None, "Image Entrypoint; default: the project's only console script.", _argv),
     "command": Key("list of strings or a string", None, "Image Cmd (arguments to the entrypoint).", _argv),
-    "env": Key("table of strings", {}, "Extra environment variables.", _table),
+    "env": Key("table of strings", {}, "Extra environment variables (names: letters, digits, `_`, `.`, `-`; not starting with a digit).", _env),
     "labels": Key("table of strings", {}, "Image labels.", _table),
-    "user": Key("string", None, "User the app runs as (`1000`, `1000:1000`, `app`); default: the base's.", _opt_str),
-    "workdir": Key("string", None, "Working directory; default: the base's.", _opt_str),
-    "venv": Key("absolute path", "/opt/venv", "The in-image virtual environment; `PATH` starts with its `bin`.", _venv),
-    "source-date-epoch": Key("integer", None, "Timestamp for every file and the image's `created`; default: `$SOURCE_DATE_EPOCH`, else 0.", lambda v: None if v is None else _epoch(v)),
+    "user": Key("string", None, "User the app runs as (`1000`, `1000:1000`, `app`); default: the base's.", _user),
+    "workdir": Key("absolute path", None, "Working directory; default: the base's.", _workdir),
+    "venv": Key("absolute path", "/opt/venv", "The in-image virtual environment; `PATH` starts with its `bin`. Not a system directory (`/usr`, `/opt`, `/usr/local`, …); letters, digits and `._+-` only.", _venv),
+    "source-date-epoch": Key("integer 0..253402300799", None, "Timestamp for every file and the image's `created`; default: `$SOURCE_DATE_EPOCH`, else 0.", lambda v: None if v is None else _epoch(v)),
     "compile-bytecode": Key("boolean", False, "Write unchecked-hash `.pyc` files (needs a host Python of the target's version).", _bool),
     "compression": Key('"gzip" or "zstd"', "gzip", "Layer compression. zstd needs Docker ≥ 23, containerd ≥ 1.5 or podman.", _choice("gzip", "zstd")),
-    "owner": Key('string "uid:gid"', "0:0", "Numeric owner of everything under `venv`, set at write time (no chown layer).", _owner),
-    "requirements": Key("path", None, "A pinned requirements file to resolve from instead of the project's dependencies.", _opt_str),
-    "extras": Key("list of strings", [], "Extras of the project to install.", _str_list),
-    "output": Key("list of strings", [], "Where to write the image: `oci:DIR[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `docker-daemon:[NAME:TAG]` or `podman:[NAME:TAG]` (load into a local engine); default `oci:dist/image:<version>`.", _str_list),
-    "repository": Key("string", None, "Registry repository to push to (`ghcr.io/org/app`).", _opt_str),
-    "tags": Key("list of strings", [], "Tags to push under `repository`; default: the project version.", _str_list),
-    "lock": Key("path", "pylock.toml", "Lock file recording the resolved wheel set (PEP 751).", _str),
+    "owner": Key('string "uid:gid"', "0:0", "Numeric owner of everything under `venv`, set at write time (no chown layer); uid and gid in 0..4294967294.", _owner),
+    "requirements": Key("path", None, "A pinned requirements file to resolve from instead of the project's dependencies.", _opt_path),
+    "extras": Key("list of strings", [], "Extras of the project to install.", _names(r"[A-Za-z0-9][A-Za-z0-9._\-]*")),
+    "output": Key("list of strings", [], "Where to write the image: `oci:DIR[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `docker-daemon:[NAME:TAG]` or `podman:[NAME:TAG]` (load into a local engine); default `oci:dist/image:<version>`.", _outputs),
+    "repository": Key("string", None, "Registry repository to push to (`ghcr.io/org/app`), without a tag.", _repository),
+    "tags": Key("list of strings", [], "Tags to push under `repository`; default: the project version.", _names(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")),
+    "lock": Key("path", "pylock.toml", "Lock file recording the resolved wheel set (PEP 751).", _path),
 }
 
 
@@ -237,6 +387,8 @@ class Config:
     project_dir: Path
     pyproject: Path
     values: Mapping[str, Any] = field(default_factory=dict)
+    all_platforms: tuple[Platform, ...] = ()  # every target platform, when there are several
+    per_platform: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # key -> {platform: value} tables
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -244,16 +396,15 @@ class Config:
     @property
     def platforms(self) -> tuple[Platform, ...]:
         """Every target platform; ``self["platform"]`` is the first, and what single-platform code reads."""
-        return tuple(self.values["platforms"])
+        return self.all_platforms or (self.values["platform"],)
 
     def for_platform(self, platform: Platform) -> "Config":
         """This config for one of its platforms: per-platform tables resolved, ``platform`` that one, and (when
         there are several) its own lock file beside the configured one (``pylock.linux-arm64.toml``)."""
         values = dict(self.values)
-        values["platform"], values["platforms"] = platform, (platform,)
-        for key, table in (self.values.get("per-platform") or {}).items():
+        values["platform"] = platform
+        for key, table in self.per_platform.items():
             values[key] = table[str(platform)]
-        values["per-platform"] = {}
         if len(self.platforms) > 1 and platform != self.platforms[0]:
             lock = Path(self.values["lock"])
             values["lock"] = str(lock.with_name(f"{lock.stem}.{str(platform).replace('/', '-')}{lock.suffix}"))
@@ -264,8 +415,8 @@ class Config:
         value = self.values["source-date-epoch"]
         if value is None:
             env = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-            if env and not env.isdigit():
-                raise ConfigError(f"SOURCE_DATE_EPOCH={env!r} is not a whole number of seconds", "unset it, or set it to e.g. $(git log -1 --format=%ct)")
+            if env and (not env.isdigit() or int(env) > MAX_EPOCH):
+                raise ConfigError(f"SOURCE_DATE_EPOCH={env[:40]!r} is not a whole number of seconds up to {MAX_EPOCH}", "unset it, or set it to e.g. $(git log -1 --format=%ct)")
             return int(env) if env else 0
         return value
 
@@ -310,6 +461,11 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
         text = pyproject.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"no pyproject.toml in {project_dir}", "run pyimage in a Python project directory, or `pyimage init` to start one") from None
+    except UnicodeDecodeError as exc:
+        line = pyproject.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{pyproject}:{line}: not valid UTF-8 (byte {exc.object[exc.start]:#04x})", "save pyproject.toml as UTF-8 (TOML files must be)") from None
+    except OSError as exc:
+        raise ConfigError(f"{pyproject}: cannot read it ({exc.strerror})", "check that it is a readable file") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -338,7 +494,7 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
         if key not in values:
             values[key] = spec.check(spec.default) if spec.default is not None else None
     platforms = values["platform"]
-    values["platforms"], values["platform"] = platforms, platforms[0]
+    values["platform"] = platforms[0]
     tables = {key: values[key] for key in PER_PLATFORM_KEYS if isinstance(values[key], dict)}
     for key, table in tables.items():
         missing = [str(p) for p in platforms if str(p) not in table]
@@ -348,10 +504,9 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
                 f"add \"{missing[0]}\" = … to the {key} table, or drop that platform",
             )
         values[key] = table[str(platforms[0])]
-    values["per-platform"] = tables
     for platform in platforms:
         interp = tables.get("interpreter", {}).get(str(platform), values["interpreter"])
         sha = tables.get("interpreter-sha256", {}).get(str(platform), values["interpreter-sha256"])
         if interp.startswith(("http://", "https://")) and not sha:
             raise ConfigError(f"{pyproject}: [tool.pyimage] interpreter is a URL but interpreter-sha256 is not set" + (f" for {platform}" if tables else ""), "add interpreter-sha256 = \"<hex>\" (the archive's sha256)")
-    return Config(project_dir=Path(project_dir).resolve(), pyproject=pyproject, values=values)
+    return Config(Path(project_dir).resolve(), pyproject, values, platforms if len(platforms) > 1 else (), tables)

@@ -191,7 +191,7 @@ def test_an_interpreter_url_needs_its_sha256(tmp_path: Path) -> None:
     err = config_error(tmp_path, 'interpreter = "https://example.invalid/python.tar.gz"\n')
 
     assert "interpreter-sha256" in err.message
-    load_config(project(tmp_path, 'interpreter = "https://example.invalid/python.tar.gz"\ninterpreter-sha256 = "ab12"\n'))
+    load_config(project(tmp_path, 'interpreter = "https://example.invalid/python.tar.gz"\ninterpreter-sha256 = "abababababababababababababababababababababababababababababababab"\n'))
 
 
 # -- unknown keys ------------------------------------------------------------------------------------------
@@ -238,12 +238,12 @@ def test_line_numbers_count_from_the_top_of_the_file_not_the_section(tmp_path: P
         ('venv = "relative/venv"', "venv", "absolute path"),
         ('venv = "/opt/../etc"', "venv", "absolute path"),
         ('python = "3"', "python", 'string "X.Y"'),
-        ('platform = "amd64"', "platform", 'string "os/arch"'),
+        ('platform = "amd64"', "platform", 'string "os/arch" (or "os/arch/variant"), or a list of them'),
         ('owner = "app"', "owner", 'string "uid:gid"'),
         ("compile-bytecode = 1", "compile-bytecode", "boolean"),
-        ("source-date-epoch = -1", "source-date-epoch", "integer"),
+        ("source-date-epoch = -1", "source-date-epoch", "integer 0..253402300799"),
         ("entrypoint = [1, 2]", "entrypoint", "list of strings or a string"),
-        ("base = 3", "base", "string"),
+        ("base = 3", "base", "string, or a table of them keyed by platform"),
     ],
 )
 def test_wrong_type_names_the_key_the_file_the_line_and_the_accepted_kind(line: str, key: str, kind: str, tmp_path: Path) -> None:
@@ -395,3 +395,85 @@ def test_an_invalid_source_date_epoch_is_an_error_not_zero(tmp_path: Path, monke
 def test_boolean_env_values_are_written_as_toml_spells_them(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.pyimage]\nenv = { DEBUG = true }\n')
     assert load_config(tmp_path)["env"] == {"DEBUG": "true"}
+
+
+# -- strict values: each refused before any work (issue 8) ----------------------------------------------------
+REFUSED = {
+    "owner-negative": "owner = -1",
+    "owner-wraps-to-root": 'owner = "4294967296"',
+    "owner-is-minus-one": 'owner = "0:4294967295"',
+    "owner-int-too-big": "owner = 4294967295",
+    "venv-usr": 'venv = "/usr"',
+    "venv-root": 'venv = "/"',
+    "venv-opt": 'venv = "/opt"',
+    "venv-usr-local": 'venv = "/usr/local/"',
+    "venv-in-usr-lib": 'venv = "/usr/lib/venv"',
+    "venv-with-space": 'venv = "/opt/my venv"',
+    "max-layers-float": "max-layers = 3.9",
+    "max-layers-float-text": 'max-layers = "3.9"',
+    "env-empty-name": 'env = { "" = "x" }',
+    "env-name-with-equals": 'env = { "A=B" = "x" }',
+    "env-name-with-space": 'env = { "A B" = "x" }',
+    "env-value-with-nul": 'env = { A = "x\\u0000y" }',
+    "label-empty-name": 'labels = { "" = "x" }',
+    "epoch-float": "source-date-epoch = 1.5",
+    "epoch-after-9999": "source-date-epoch = 253402300800",
+    "threshold-float": "heavy-threshold = 1.5",
+    "output-oci-empty": 'output = ["oci:"]',
+    "output-oci-only-tag": 'output = ["oci::latest"]',
+    "output-archive-empty": 'output = ["docker-archive:"]',
+    "base-oci-empty": 'base = "oci:"',
+    "base-rootfs-empty": 'base = "rootfs:"',
+    "tag-with-space": 'tags = ["bad tag"]',
+    "extra-with-space": 'extras = ["a b"]',
+    "user-with-space": 'user = "a b"',
+    "user-uid-too-big": 'user = "4294967296"',
+    "workdir-relative": 'workdir = "app"',
+    "sha256-not-hex": 'interpreter-sha256 = "xyz"',
+    "repository-with-tag": 'repository = "ghcr.io/org/app:1.0"',
+    "lock-empty": 'lock = ""',
+    "platform-odd": 'platform = "linux/../x"',
+    "entrypoint-nul": 'entrypoint = ["a\\u0000b"]',
+}
+
+
+@pytest.mark.parametrize("line", list(REFUSED.values()), ids=list(REFUSED))
+def test_a_value_out_of_its_range_is_refused_naming_the_key_and_line(line: str, tmp_path: Path) -> None:
+    err = config_error(tmp_path, f"{line}\n")
+
+    key = line.split(" =")[0]
+    assert err.message.startswith(f"{tmp_path / 'pyproject.toml'}:{line_of(tmp_path, line)}: [tool.pyimage] {key}: expected ")
+    assert err.hint.startswith(f"{key}: ")
+
+
+@pytest.mark.parametrize(
+    "line, key, value",
+    [
+        ('owner = "4294967294:0"', "owner", Owner(4294967294, 0)),
+        ("owner = 1000", "owner", Owner(1000, 1000)),
+        ('venv = "/srv/app/venv"', "venv", "/srv/app/venv"),
+        ('venv = "/usr/local/venv"', "venv", "/usr/local/venv"),
+        ("source-date-epoch = 253402300799", "source-date-epoch", 253402300799),
+        ('env = { "JAVA.opts" = "x", _A_1 = 2 }', "env", {"JAVA.opts": "x", "_A_1": "2"}),
+        ('user = "app:staff"', "user", "app:staff"),
+        ('output = ["oci:/tmp/x:1.0", "docker-archive:a.tar:app:1"]', "output", ("oci:/tmp/x:1.0", "docker-archive:a.tar:app:1")),
+    ],
+)
+def test_values_at_the_edge_of_their_range_are_accepted(line: str, key: str, value: Any, tmp_path: Path) -> None:
+    cfg = load_config(project(tmp_path, f"{line}\n"))
+    got = cfg[key]
+    if key == "output":
+        got = tuple(o.replace(str(tmp_path) + "/", "") for o in got)
+    assert got == value
+
+
+def test_a_command_line_float_for_an_integer_is_refused(tmp_path: Path) -> None:
+    err = config_error(tmp_path, "", {"max-layers": "3.9"})
+    assert err.message == "command line: --max-layers: expected integer 2..127, got '3.9'"
+
+
+def test_a_pyproject_that_is_not_utf8_is_a_config_error_naming_the_line(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_bytes(b'[project]\nname = "demo"\ndescription = "caf\xe9"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path)
+    assert err.value.message == f"{tmp_path / 'pyproject.toml'}:3: not valid UTF-8 (byte 0xe9)"

@@ -8,6 +8,7 @@ checking it against the wheel's RECORD hash on the way, so a wheel is read exact
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import os
@@ -34,7 +35,7 @@ except ImportError:  # pragma: no cover - isal is a declared dependency
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.tar import TarWriter, safe_member_path
 
-__all__ = ["InstallPaths", "install_wheel", "wheel_file_map"]
+__all__ = ["InstallPaths", "install_wheel", "wheel_file_map", "namespace_inits", "is_namespace_boilerplate"]
 
 INSTALLER_NAME = b"pyimage\n"
 
@@ -65,18 +66,41 @@ class _Member(io.RawIOBase):
         super().close()
 
 
+# The wheel spec: RECORD's hashes are "sha256 or better"; md5 and sha1 are refused. These are the better ones
+# hashlib always has.
+RECORD_ALGORITHMS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b", "blake2s"})
+
+
+def _record_error(where: str, message: str) -> BuildError:
+    return BuildError(f"{where}: {message}", "the wheel is malformed or tampered with; re-download or rebuild it")
+
+
 class _VerifyingWheel(WheelFile):
-    """installer's WheelFile, with safe paths, members in name order and each member carrying its RECORD hash."""
+    """installer's WheelFile, with safe paths, members in name order and each member carrying its RECORD hash.
+
+    Every member must be listed in RECORD with a hash of an accepted algorithm, except RECORD itself and its
+    signatures (``RECORD.jws``, ``RECORD.p7s``), which the spec lets go unhashed.
+    """
 
     def get_contents(self) -> Iterator[tuple[tuple[str, str, str], BinaryIO, bool]]:
         records = {r[0]: r for r in parse_record_file(self.read_dist_info("RECORD").splitlines())}
         where = Path(self._zipfile.filename or "wheel").name
         scripts_dir = self.data_dir + "/scripts/"
+        unhashed = {f"{self.dist_info_dir}/{n}" for n in ("RECORD", "RECORD.jws", "RECORD.p7s")}
         for item in sorted(self._zipfile.infolist(), key=lambda i: i.filename):
             if item.filename.endswith("/"):
                 continue
             path = safe_member_path(item.filename, where=where)  # normalized: installer loops forever on "./x.data/…"
-            record = (path, *records.get(item.filename, (item.filename, "", ""))[1:])
+            listed = records.get(item.filename)
+            if item.filename not in unhashed:
+                if listed is None:
+                    raise _record_error(where, f"{item.filename} is not listed in the wheel's RECORD")
+                algo = listed[1].partition("=")[0]
+                if not listed[1]:
+                    raise _record_error(where, f"{item.filename} has no hash in the wheel's RECORD")
+                if algo not in RECORD_ALGORITHMS:
+                    raise _record_error(where, f"{item.filename} is hashed with {algo!r} in RECORD; the wheel spec requires sha256 or better (not md5 or sha1)")
+            record = (path, *(listed or (item.filename, "", ""))[1:])
             executable = bool((item.external_attr >> 16) & 0o111)
             seekable = path.startswith(scripts_dir)  # installer rewrites their shebang: needs seek()
             raw = self._zipfile.open(item) if seekable else _open_member(self._zipfile, item)
@@ -183,16 +207,19 @@ class _TarDestination(WheelDestination):
         algo, _, want = expected.partition("=")
         got = _b64(hashlib.new(algo, stream.read()).digest())
         if got != want:
-            raise _hash_error(self.where, getattr(stream, "name", "?"))
+            raise _hash_error(self.where, getattr(stream, "name", "?"), algo)
 
     def _write(self, scheme: str, path: str, stream: BinaryIO, size: int, executable: bool, expected: str) -> RecordEntry:
         full = self._full(scheme, path)
-        hexdigest = self.writer.add_file(full, stream, size, executable=executable)
+        algo, _, want = expected.partition("=")
+        # One pass: the tar writer hashes sha256 as it copies; another RECORD algorithm is hashed on the same read.
+        other = _HashingReader(stream, algo) if expected and algo != "sha256" else None
+        hexdigest = self.writer.add_file(full, other or stream, size, executable=executable)
         digest = bytes.fromhex(hexdigest)
         if expected:
-            algo, _, want = expected.partition("=")
-            if algo == "sha256" and _b64(digest) != want:
-                raise _hash_error(self.where, path)
+            got = other.digest() if other is not None else digest
+            if _b64(got) != want:
+                raise _hash_error(self.where, path, algo)
         self.writer.files[full] = hexdigest
         return RecordEntry(str(path), Hash("sha256", _b64(digest)), size)
 
@@ -214,24 +241,59 @@ def _b64(digest: bytes) -> str:
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
-def _hash_error(where: str, path: str) -> BuildError:
+class _HashingReader(io.RawIOBase):
+    """Passes reads through while hashing them with ``algo``: a RECORD hash other than sha256, in the same pass."""
+
+    def __init__(self, raw: BinaryIO, algo: str) -> None:
+        self.raw, self._hash = raw, hashlib.new(algo)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        data = self.raw.read(n)
+        self._hash.update(data)
+        return data
+
+    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+
+def _hash_error(where: str, path: str, algo: str = "sha256") -> BuildError:
     return BuildError(
-        f"{where}: {path} does not match the sha256 in the wheel's RECORD (corrupt or tampered wheel)",
+        f"{where}: {path} does not match the {algo} in the wheel's RECORD (corrupt or tampered wheel)",
         "delete the wheel from the cache (pyimage cache prune) or rebuild it, then build again",
     )
+
+
+_WHEEL_ERRORS = (InstallerError, zipfile.BadZipFile, KeyError, ValueError, EOFError, zipfile.LargeZipFile, UnicodeDecodeError)
+
+
+@contextlib.contextmanager
+def _malformed(wheel: Path) -> Iterator[None]:
+    """Turns what a broken or hostile wheel raises (a missing RECORD or WHEEL, a bad zip, bad UTF-8) into a
+    BuildError naming the wheel; OS errors (disk full, permissions) pass through to be reported as such."""
+    try:
+        yield
+    except BuildError:
+        raise
+    except KeyError as exc:
+        raise BuildError(f"{wheel.name}: malformed wheel: {str(exc.args[0] if exc.args else exc)[:200]}", "the wheel is malformed; re-download or rebuild it") from None
+    except _WHEEL_ERRORS as exc:
+        raise BuildError(f"{wheel.name}: cannot install: {str(exc)[:200] or type(exc).__name__}", "the wheel is corrupt or not a wheel; re-download or rebuild it") from None
 
 
 def install_wheel(wheel: Path, writer: TarWriter, paths: InstallPaths) -> None:
     """Writes every file ``wheel`` installs into ``writer``, under ``paths``; raises BuildError on a bad wheel."""
     where = wheel.name
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            source = _VerifyingWheel(zf)
-            install(source, _TarDestination(writer, paths, source.distribution, where), {"INSTALLER": INSTALLER_NAME})
-    except BuildError:
-        raise
-    except (InstallerError, zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, zipfile.LargeZipFile) as exc:
-        raise BuildError(f"{where}: cannot install: {exc}", "the wheel is corrupt or not a wheel; re-download or rebuild it") from exc
+    with _malformed(wheel), zipfile.ZipFile(wheel) as zf:
+        source = _VerifyingWheel(zf)
+        install(source, _TarDestination(writer, paths, source.distribution, where), {"INSTALLER": INSTALLER_NAME})
 
 
 def wheel_file_map(wheel: Path, paths: InstallPaths) -> dict[str, str]:
@@ -242,7 +304,7 @@ def wheel_file_map(wheel: Path, paths: InstallPaths) -> dict[str, str]:
     from installer.utils import parse_entrypoints, parse_metadata_file
 
     out: dict[str, str] = {}
-    with zipfile.ZipFile(wheel) as zf:
+    with _malformed(wheel), zipfile.ZipFile(wheel) as zf:
         source = WheelFile(zf)
         dist = source.distribution
         wheel_meta = parse_metadata_file(source.read_dist_info("WHEEL"))
@@ -265,3 +327,74 @@ def wheel_file_map(wheel: Path, paths: InstallPaths) -> dict[str, str]:
             for ep_name, *_ in parse_entrypoints(source.read_dist_info("entry_points.txt")):
                 out[posixpath.join(paths.bin, ep_name)] = ""
     return out
+
+
+_NAMESPACE_CALLS = {"extend_path", "declare_namespace"}
+_NAMESPACE_MODULES = {"pkgutil", "pkg_resources"}
+_MAX_INIT_READ = 64 << 10  # namespace boilerplate is a few lines; a bigger __init__.py is real code
+
+
+def is_namespace_boilerplate(source: bytes) -> bool:
+    """True if ``source`` is an empty ``__init__.py`` or only pre-PEP 420 namespace boilerplate: docstrings,
+    ``pass``, imports of pkgutil/pkg_resources, ``__path__ = …extend_path(__path__, __name__)`` and
+    ``…declare_namespace(__name__)``, also inside ``try``/``except ImportError``. Anything else is code a
+    second wheel must not replace."""
+    import ast
+
+    if len(source) > _MAX_INIT_READ:
+        return False
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return False
+
+    def call_name(node: ast.AST) -> str:
+        if isinstance(node, ast.Call):
+            func = node.func
+            return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        return ""
+
+    def allowed(stmt: ast.stmt) -> bool:
+        if isinstance(stmt, ast.Pass):
+            return True
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
+            return True
+        if isinstance(stmt, ast.Import):
+            return all(a.name in _NAMESPACE_MODULES for a in stmt.names)
+        if isinstance(stmt, ast.ImportFrom):
+            return stmt.module in _NAMESPACE_MODULES and all(a.name in _NAMESPACE_CALLS for a in stmt.names)
+        if isinstance(stmt, ast.Assign):
+            targets = [t.id for t in stmt.targets if isinstance(t, ast.Name)]
+            return targets == ["__path__"] and len(stmt.targets) == 1 and call_name(stmt.value) == "extend_path"
+        if isinstance(stmt, ast.Expr):
+            return call_name(stmt.value) == "declare_namespace"
+        if isinstance(stmt, ast.Try):
+            handlers = [s for h in stmt.handlers for s in h.body]
+            return all(allowed(s) for s in [*stmt.body, *handlers, *stmt.orelse, *stmt.finalbody])
+        return False
+
+    return all(allowed(stmt) for stmt in tree.body)
+
+
+def namespace_inits(wheel: Path, paths: InstallPaths) -> list[str]:
+    """In-image paths (as ``wheel_file_map`` names them) of the wheel's ``__init__.py`` files that are namespace
+    boilerplate, which several wheels of one namespace may each ship (``is_namespace_boilerplate``)."""
+    from installer.utils import parse_metadata_file
+
+    out = []
+    with _malformed(wheel), zipfile.ZipFile(wheel) as zf:
+        source = WheelFile(zf)
+        root = "purelib" if parse_metadata_file(source.read_dist_info("WHEEL")).get("Root-Is-Purelib") == "true" else "platlib"
+        data_dir = source.data_dir + "/"
+        for info in zf.infolist():
+            if not info.filename.endswith("__init__.py") or posixpath.basename(info.filename) != "__init__.py":
+                continue
+            rel = safe_member_path(info.filename, where=wheel.name)
+            scheme = root
+            if rel.startswith(data_dir):
+                scheme, _, rel = rel[len(data_dir):].partition("/")
+                if scheme not in ("purelib", "platlib"):
+                    continue
+            if info.file_size <= _MAX_INIT_READ and is_namespace_boilerplate(zf.read(info)):
+                out.append(posixpath.join(paths.scheme_dir(scheme, source.distribution), rel))
+    return sorted(out)

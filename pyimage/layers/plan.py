@@ -96,10 +96,17 @@ def plan_layers(
     for group in heavy:
         matching = [w for w in wheels if group.matches(w.name) and (app is None or w.name != app.name)]
         members = [w for w in matching if w.name in remaining and claimed.get(w.name, group.name) == group.name]
-        if not matching:
+        # every exact name must match, not just one of the group's patterns: a typo inside a named group is not
+        # ignored (a glob may match nothing on some platforms: `nvidia-*` on a CPU-only set)
+        unmatched = [
+            p for p in group.patterns
+            if not any(c in p for c in "*?[") and not any(HeavyGroup(group.name, (p,)).matches(w.name) for w in wheels if app is None or w.name != app.name)
+        ]
+        if unmatched or not matching:
+            unmatched = unmatched or list(group.patterns)
             known = ", ".join(sorted(w.name for w in wheels)) or "none"
             raise ConfigError(
-                f"heavy group {group.name!r}: {', '.join(group.patterns)} matches no package in the wheel set",
+                f"heavy group {group.name!r}: {', '.join(unmatched)} matches no package in the wheel set",
                 f"check the spelling in [tool.pyimage] heavy; the wheel set has: {known}",
             )
         if not members:

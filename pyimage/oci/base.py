@@ -1,7 +1,10 @@
 """Base images: where they come from (``scratch``, ``oci:``, ``docker-archive:``, ``rootfs:``, a registry
 reference) and what is inside that the build needs to know (its Python interpreters, its libc).
 
-The facts come from the base's own files, scanned once per set of layer diff_ids and cached.
+Bases are untrusted. Every layer blob enters the cache through one door: copied in while hashed (``oci:``,
+``docker-archive:``) or fetched and hashed (registries), then inflated once to check the diff_id its config
+claims; both results are remembered by digest, so later builds trust them after a ``stat`` (the cache's
+stat-stamp rule). The facts come from the base's own files, scanned once per set of verified diff_ids.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import re
 import shutil
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -20,8 +23,8 @@ from pyimage.cache import Cache, LayerRecord
 from pyimage.errors import BuildError, ConfigError
 from pyimage.layers.compress import BlobWriter, decompress_stream, file_sha256, media_type_for
 from pyimage.oci.dockerarchive import read_docker_archive
-from pyimage.oci.layout import read_layout, split_layout_ref
-from pyimage.oci.model import MEDIA_OCI_LAYER_GZIP, Descriptor, Image, Layer, Platform
+from pyimage.oci.layout import open_blob, read_layout, split_layout_ref
+from pyimage.oci.model import MEDIA_OCI_LAYER_GZIP, Descriptor, Image, Layer, Platform, parse_digest
 
 if TYPE_CHECKING:
     from pyimage.publish import RegistrySettings
@@ -31,6 +34,7 @@ __all__ = ["BaseFacts", "load_base", "scan_base", "scratch_image"]
 _PYTHON_RE = re.compile(r"^(?:.*/)?bin/python(3\.\d+)$")
 _GLIBC_RE = re.compile(rb"GLIBC_2\.(\d+)")
 _SCAN_FORMAT = 2
+_MAX_LIBC_READ = 64 << 20  # libc.so.6 is ~2 MB; a bigger one is not read into memory
 
 
 @dataclass(frozen=True)
@@ -82,22 +86,74 @@ def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str
     return Image(config=config, layers=(layer,))
 
 
-def _docker_archive_image(path: Path, cache: Cache) -> Image:
-    """A ``docker save`` archive as a base; its layers are extracted into the cache once per archive version."""
+def _docker_archive_image(path: Path, cache: Cache, verify_layers: bool = True) -> Image:
+    """A ``docker save`` archive as a base; its layers are hashed into the cache once per archive version."""
     if not path.is_file():
         raise ConfigError(f"base docker-archive:{path}: no such file", "make one with `docker save` or `skopeo copy … docker-archive:FILE`")
+    where = f"base docker-archive:{path}"
     key = f"docker-archive-{_stat_key(path, path.stat())}"
     known = cache.get_meta(key)
-    if known is not None:
-        layers = [Layer("base", Descriptor(l["media_type"], l["digest"], l["size"]), l["diff_id"], cache.blob_path(l["digest"]), cached=True, history="base") for l in known["layers"]]
-        if all(cache.valid_blob(l.digest, l.size) for l in layers):
-            return Image(config=known["config"], layers=tuple(layers))
-    image = read_docker_archive(path, cache.root / "blobs" / "sha256")
-    for layer in image.layers:
-        cache.mark_verified(layer.digest)  # hashed while extracted
-    layers_json = [{"media_type": l.descriptor.media_type, "digest": l.digest, "size": l.size, "diff_id": l.diff_id} for l in image.layers]
+    if isinstance(known, dict):
+        try:
+            layers = [Layer("base", Descriptor(l["media_type"], l["digest"], l["size"]), l["diff_id"], cache.blob_path(l["digest"]), cached=True, history="base") for l in known["layers"]]
+            if all(cache.valid_blob(l.digest, l.size) for l in layers):
+                return Image(config=known["config"], layers=tuple(_verified_diff_id(l, cache, where) for l in layers))
+        except (KeyError, TypeError, ValueError):
+            pass  # an old or damaged record: read the archive again
+    image = read_docker_archive(path, lambda src, size, claimed, what: cache.ingest_blob(src, claimed, size, what))
+    layers = tuple(_verified_diff_id(l, cache, where) for l in image.layers)
+    layers_json = [{"media_type": l.descriptor.media_type, "digest": l.digest, "size": l.size, "diff_id": l.diff_id} for l in layers]
     cache.put_meta(key, {"config": dict(image.config), "layers": layers_json})
-    return image
+    return Image(config=image.config, layers=layers)
+
+
+def _layout_image(directory: Path, tag: str | None, platform: Platform, cache: Cache, verify_layers: bool) -> Image:
+    """An image from an OCI layout; each layer is copied into the cache through ``ingest_blob`` and verified."""
+    image = read_layout(directory, tag, platform)
+    if not verify_layers:
+        return image
+    where = f"base oci:{directory}"
+    layers = []
+    for layer in image.layers:
+        if cache.valid_blob(layer.digest, layer.size) is None:
+            with open_blob(directory, layer.digest) as src:
+                cache.ingest_blob(src, layer.digest, layer.size, where)
+        layers.append(_verified_diff_id(replace(layer, blob=cache.blob_path(layer.digest)), cache, where))
+    return Image(config=image.config, layers=tuple(layers))
+
+
+def _verified_diff_id(layer: Layer, cache: Cache, where: str) -> Layer:
+    """``layer`` once its blob (in the cache, digest verified) inflates to the diff_id its config claims.
+
+    The inflated hash is computed once per blob and remembered under the blob's digest, so this costs a JSON
+    read on later builds; a mismatch (damaged, truncated or forged base) is a BuildError, never an image.
+    """
+    try:
+        algo, _ = parse_digest(layer.diff_id)
+    except ValueError as exc:
+        raise BuildError(f"{where}: base layer {layer.digest[:19]}…: {exc}", "the base is damaged or tampered with") from None
+    key = f"diffid-{algo}-{layer.digest.replace(':', '-')}"
+    known = cache.get_meta(key)
+    if not (isinstance(known, dict) and isinstance(known.get("diff_id"), str) and isinstance(known.get("size"), int)):
+        h = hashlib.new(algo)
+        size = 0
+        try:
+            for data in decompress_stream(layer.blob, layer.descriptor.media_type):
+                h.update(data)
+                size += len(data)
+        except Exception as exc:  # isal, zlib and zstd each raise their own error type for a corrupt stream
+            raise BuildError(
+                f"{where}: base layer {layer.digest[:19]}… cannot be decompressed ({type(exc).__name__}: {str(exc)[:120]})",
+                "the base is damaged or tampered with; re-export or re-pull it",
+            ) from None
+        known = {"diff_id": f"{algo}:{h.hexdigest()}", "size": size}
+        cache.put_meta(key, known)
+    if known["diff_id"] != layer.diff_id:
+        raise BuildError(
+            f"{where}: base layer {layer.digest[:19]}… unpacks to diff_id {known['diff_id'][:19]}…, not the {layer.diff_id[:19]}… its config claims",
+            "the base is damaged or tampered with; re-export or re-pull it",
+        )
+    return replace(layer, uncompressed_size=known["size"])
 
 
 def _stat_key(path: Path, st: os.stat_result) -> str:
@@ -129,17 +185,25 @@ def _compress_rootfs(path: Path, magic: bytes, cache: Cache, compression: str, k
     return record
 
 
-def load_base(source: str, platform: Platform, cache: Cache, compression: str = "gzip", registry: RegistrySettings | None = None) -> tuple[Image, str]:
-    """The base image named by ``source`` and a description for reports (with a pinned digest when pulled)."""
+def load_base(
+    source: str, platform: Platform, cache: Cache, compression: str = "gzip", registry: RegistrySettings | None = None, *, verify_layers: bool = True
+) -> tuple[Image, str]:
+    """The base image named by ``source`` and a description for reports (with a pinned digest when pulled).
+
+    Its layers are in the cache, their digests and diff_ids verified; ``verify_layers=False`` (for ``inspect``)
+    reads only the manifest and config of a local layout.
+    """
     source = source.strip()
     if source in ("", "scratch"):
         return scratch_image(platform), "scratch"
     kind, sep, rest = source.partition(":")
     if sep and kind == "oci":
         directory, tag = split_layout_ref(rest, default_tag="")
-        return read_layout(directory, tag or None, platform), source
+        if not str(directory):
+            raise ConfigError(f"base {source!r}: no directory given", "use oci:DIR[:TAG]")
+        return _layout_image(directory, tag or None, platform, cache, verify_layers), source
     if sep and kind == "docker-archive":
-        return _docker_archive_image(Path(rest), cache), source
+        return _docker_archive_image(Path(rest), cache, verify_layers), source
     if sep and kind == "rootfs":
         return _rootfs_image(Path(rest).expanduser(), platform, cache, compression), source
     from pyimage.oci.pull import pull_image
@@ -158,7 +222,8 @@ def load_base(source: str, platform: Platform, cache: Cache, compression: str = 
         is_valid=lambda path, desc: cache.valid_blob(desc.digest, desc.size) is not None,
         progress=lambda digest, status, _size: cache.mark_verified(digest) if status == "downloaded" else None,
     )
-    layers = tuple(Layer("base", l.descriptor, l.diff_id, l.blob, cached=True, history="base") for l in pulled.layers)
+    where = f"base {ref}"
+    layers = tuple(_verified_diff_id(Layer("base", l.descriptor, l.diff_id, l.blob, cached=True, history="base"), cache, where) for l in pulled.layers)
     return Image(config=pulled.config, layers=layers), str(pulled.pinned)
 
 
@@ -205,7 +270,7 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
                     if base.startswith("ld-musl-"):
                         libc, libc_version = "musl", "1.2"
                         machine = base[len("ld-musl-"):].split(".so")[0]
-                    if base == "libc.so.6" and member.isfile():
+                    if base == "libc.so.6" and member.isfile() and member.size <= _MAX_LIBC_READ:
                         data = tar.extractfile(member).read()  # type: ignore[union-attr]
                         found = [int(v) for v in _GLIBC_RE.findall(data)]
                         if found:

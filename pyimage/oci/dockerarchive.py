@@ -8,31 +8,40 @@ deterministic and written to a temp file renamed at the end.
 
 from __future__ import annotations
 
-import hashlib
+import fcntl
 import io
 import json
 import os
 import tarfile
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from pyimage.errors import BuildError
 from pyimage.oci.layout import REF_NAME
 from pyimage.oci.model import (
+    MAX_BLOB_SIZE,
+    MAX_DESCRIPTORS,
+    MAX_JSON_BYTES,
     MEDIA_OCI_INDEX,
     MEDIA_OCI_LAYER,
     MEDIA_OCI_LAYER_GZIP,
+    MEDIA_OCI_LAYER_ZSTD,
     Descriptor,
     Image,
     Layer,
+    blob_relpath,
     canonical_json,
+    parse_digest,
+    parse_json_object,
 )
 
-__all__ = ["archive_chunks", "write_docker_archive", "read_docker_archive"]
+__all__ = ["archive_chunks", "write_docker_archive", "read_docker_archive", "check_output_file", "Store"]
 
 _BLOCK = 512
 _CHUNK = 1 << 20
+# (stream, size, claimed digest or None, where) -> (digest, path of the kept blob); raises BuildError on a mismatch
+Store = Callable[[BinaryIO, int, "str | None", str], "tuple[str, Path]"]
 
 
 def _header(name: str, size: int, directory: bool = False) -> bytes:
@@ -43,6 +52,26 @@ def _header(name: str, size: int, directory: bool = False) -> bytes:
     info.mtime = 0
     info.uname = info.gname = ""
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def check_output_file(path: Path) -> None:
+    """Refuses an output path that exists and is not a file holding an image archive, so a typo never
+    overwrites a directory, a device or an unrelated file."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_file():
+        raise BuildError(f"output {path} exists and is not a regular file", "choose another docker-archive: path, or delete it")
+    if path.stat().st_size == 0:
+        return  # an empty file made for us (mktemp)
+    try:
+        with tarfile.open(path) as tar:
+            for info in tar:
+                if info.name in ("manifest.json", "index.json", "oci-layout", "repositories"):
+                    return
+    except (OSError, EOFError, tarfile.TarError):
+        pass
+    raise BuildError(f"output {path} exists and is not an image archive; refusing to overwrite it", "choose another docker-archive: path, or delete that file first")
 
 
 def _split_tag(tag: str) -> tuple[str, str]:
@@ -61,7 +90,7 @@ def archive_chunks(image: Image, tag: str, *, omit: frozenset[str] = frozenset()
     manifest_desc = image.manifest_descriptor(platform=image.platform)
 
     def blob_name(digest: str) -> str:
-        return "blobs/sha256/" + digest.partition(":")[2]
+        return blob_relpath(digest)
 
     docker_manifest = [
         {
@@ -114,60 +143,95 @@ def archive_chunks(image: Image, tag: str, *, omit: frozenset[str] = frozenset()
 
 
 def write_docker_archive(image: Image, path: Path, tag: str) -> None:
-    """Writes ``image`` as a loadable archive at ``path``, tagged ``tag`` (``name:tag``)."""
+    """Writes ``image`` as a loadable archive at ``path``, tagged ``tag`` (``name:tag``); a temp file beside it
+    (locked while written, removed on any failure) is renamed over ``path`` at the end."""
+    from pyimage.oci.layout import sweep_stale
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    check_output_file(path)
     try:
-        with open(tmp, "wb") as out:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildError(f"output {path}: cannot create {path.parent} ({exc.strerror})", "check the path and its permissions") from None
+    sweep_stale(path.parent, prefix=f".{path.name}.")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "xb") as out:
+            fcntl.flock(out, fcntl.LOCK_EX)  # a sweep by another run leaves a file that is being written alone
             for chunk in archive_chunks(image, tag):
                 out.write(chunk)
+            out.flush()
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-def read_docker_archive(path: Path, blobs_dir: Path) -> Image:
-    """The image in a ``docker save`` archive, its layer blobs extracted into ``blobs_dir`` by digest."""
+def read_docker_archive(path: Path, store: Store) -> Image:
+    """The image in a ``docker save`` archive; each layer goes through ``store`` (which hashes and keeps it).
+
+    The archive is untrusted: members are looked up by name inside the tar only (never on disk), must be regular
+    files (a symlink or hard-link member is refused), JSON is bounded, and a layer named ``blobs/<alg>/<hex>``
+    must hash to that digest. The config's diff_ids are returned as claimed; the caller verifies them.
+    """
     path = Path(path)
+    hint = "make it with `docker save` or `skopeo copy … docker-archive:FILE`"
     try:
-        tar = tarfile.open(path)
-    except (OSError, tarfile.TarError) as exc:
-        raise BuildError(f"{path}: not a readable docker-archive ({exc})", "make one with `docker save` or `skopeo copy … docker-archive:FILE`") from exc
-    with tar:
-        try:
-            manifest = json.loads(_member(tar, "manifest.json").read())
-            entry = manifest[0]
-            config = json.loads(_member(tar, entry["Config"]).read())
-        except (KeyError, IndexError, ValueError) as exc:
-            raise BuildError(f"{path}: no usable manifest.json in the archive", "make it with `docker save` or skopeo") from exc
-        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
-        layers = []
-        blobs_dir.mkdir(parents=True, exist_ok=True)
-        for i, name in enumerate(entry.get("Layers", [])):
-            tmp = blobs_dir / f".{uuid.uuid4().hex}.tmp"
-            src = _member(tar, name)
-            h = hashlib.sha256()
-            with open(tmp, "wb") as out:
-                head = src.read(2)
-                h.update(head)
-                out.write(head)
-                while data := src.read(1 << 20):
-                    h.update(data)
-                    out.write(data)
-            digest = "sha256:" + h.hexdigest()  # hashed on the way: the extracted blob is not read again
-            dest = blobs_dir / digest.partition(":")[2]
-            os.replace(tmp, dest)
-            media = MEDIA_OCI_LAYER_GZIP if head == b"\x1f\x8b" else MEDIA_OCI_LAYER
-            if head == b"\x28\xb5":
-                media = "application/vnd.oci.image.layer.v1.tar+zstd"
-            layers.append(Layer("base", Descriptor(media, digest, dest.stat().st_size), diff_ids[i], dest, cached=True, history="base"))
+        with tarfile.open(path) as tar:
+            try:
+                manifest = json.loads(_member(tar, "manifest.json", MAX_JSON_BYTES).read())
+                entry = manifest[0]
+                config_name, layer_names = entry["Config"], entry.get("Layers", [])
+                if not isinstance(config_name, str) or not isinstance(layer_names, list) or not all(isinstance(n, str) for n in layer_names):
+                    raise ValueError("Config/Layers have the wrong types")
+                if len(layer_names) > MAX_DESCRIPTORS:
+                    raise ValueError(f"more than {MAX_DESCRIPTORS} layers")
+                config = parse_json_object(_member(tar, config_name, MAX_JSON_BYTES).read(), "config")
+            except (KeyError, IndexError, TypeError, ValueError, UnicodeDecodeError) as exc:
+                raise BuildError(f"{path}: no usable manifest.json in the archive ({exc})", hint) from None
+            rootfs = config.get("rootfs")
+            diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+            if not isinstance(diff_ids, list) or len(diff_ids) != len(layer_names):
+                raise BuildError(f"{path}: manifest.json names {len(layer_names)} layers but the config lists {len(diff_ids) if isinstance(diff_ids, list) else 'no'} diff_ids", hint)
+            layers = []
+            for name, diff_id in zip(layer_names, diff_ids):
+                try:
+                    parse_digest(diff_id)
+                    claimed = _claimed_digest(name)
+                    src = _member(tar, name, MAX_BLOB_SIZE)
+                except (KeyError, ValueError) as exc:
+                    raise BuildError(f"{path}: layer {name[:80]!r}: {exc}", hint) from None
+                size = tar.getmember(name).size
+                digest, blob = store(src, size, claimed, f"{path}: layer {name[:80]}")
+                with open(blob, "rb") as f:
+                    head = f.read(4)
+                media = MEDIA_OCI_LAYER_GZIP if head[:2] == b"\x1f\x8b" else MEDIA_OCI_LAYER
+                if head == b"\x28\xb5\x2f\xfd":
+                    media = MEDIA_OCI_LAYER_ZSTD
+                layers.append(Layer("base", Descriptor(media, digest, size), diff_id, blob, cached=True, history="base"))
+    except (OSError, EOFError, tarfile.TarError) as exc:
+        raise BuildError(f"{path}: not a readable docker-archive ({exc})", hint) from None
     return Image(config=config, layers=tuple(layers))
 
 
-def _member(tar: tarfile.TarFile, name: str) -> BinaryIO:
-    f = tar.extractfile(name)
+def _claimed_digest(name: str) -> str | None:
+    """The digest a member name claims (``blobs/sha256/<hex>``, OCI style), or None (``<id>/layer.tar``)."""
+    parts = name.split("/")
+    if len(parts) == 3 and parts[0] == "blobs":
+        digest = f"{parts[1]}:{parts[2]}"
+        parse_digest(digest)
+        return digest
+    return None
+
+
+def _member(tar: tarfile.TarFile, name: str, limit: int) -> BinaryIO:
+    """The member called ``name``: a regular file of at most ``limit`` bytes, or KeyError/ValueError."""
+    info = tar.getmember(name)
+    if not info.isreg():
+        raise ValueError(f"{name[:80]!r} is a link or not a regular file; refused")
+    if info.size > limit:
+        raise ValueError(f"{name[:80]!r} is {info.size} bytes, more than {limit}")
+    f = tar.extractfile(info)
     if f is None:
         raise KeyError(name)
     return f  # type: ignore[return-value]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,7 +34,58 @@ __all__ = [
     "canonical_json",
     "sha256_digest",
     "oci_layer_media_type",
+    "DIGEST_ALGORITHMS",
+    "MAX_JSON_BYTES",
+    "MAX_DESCRIPTORS",
+    "MAX_BLOB_SIZE",
+    "parse_digest",
+    "blob_relpath",
+    "parse_json_object",
 ]
+
+# Bounds on what an untrusted manifest, index or config may make us read or hold: far above any real image
+# (the largest configs seen are ~100 KB of history; runtimes refuse more than ~127 layers).
+MAX_JSON_BYTES = 8 << 20
+MAX_DESCRIPTORS = 1024  # entries of an index, layers of a manifest, annotations of a descriptor
+MAX_BLOB_SIZE = 1 << 40  # 1 TiB: a descriptor claiming more is a lie or an attack
+
+# The digest algorithms the OCI image spec registers, with their hex length. A digest becomes a file name
+# (``blobs/<alg>/<hex>``) and a URL path, so it is parsed here, strictly, before either is made.
+DIGEST_ALGORITHMS = {"sha256": 64, "sha512": 128}
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def parse_digest(value: object) -> tuple[str, str]:
+    """``(algorithm, hex)`` of a well-formed digest (``sha256:`` + 64 lowercase hex, or ``sha512:`` + 128).
+
+    Anything else (another algorithm, upper case, a ``/`` or ``..``, a non-string) raises ValueError. This is
+    the one place a digest is checked; every path and URL built from a digest goes through it.
+    """
+    if isinstance(value, str):
+        algo, sep, hexpart = value.partition(":")
+        if sep and DIGEST_ALGORITHMS.get(algo) == len(hexpart) and _HEX.fullmatch(hexpart):
+            return algo, hexpart
+    shown = value[:80] if isinstance(value, str) else type(value).__name__
+    raise ValueError(f"not a valid digest: {shown!r} (expected sha256:<64 lowercase hex digits>)")
+
+
+def blob_relpath(digest: str) -> str:
+    """``blobs/<alg>/<hex>``: where a blob lives in an OCI layout or a content store (the digest is checked)."""
+    algo, hexpart = parse_digest(digest)
+    return f"blobs/{algo}/{hexpart}"
+
+
+def parse_json_object(data: bytes, what: str, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    """An untrusted JSON document that must be an object of at most ``limit`` bytes; ValueError naming ``what``."""
+    if len(data) > limit:
+        raise ValueError(f"{what} is {len(data)} bytes, more than the {limit} a manifest, index or config may have")
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ValueError(f"{what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    return value
 
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -116,16 +168,31 @@ class Descriptor:
         return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Descriptor":
+    def from_json(cls, data: Any) -> "Descriptor":
+        """A descriptor from untrusted JSON: every field checked (types, digest form, size range); ValueError names
+        the field that is wrong."""
+        if not isinstance(data, Mapping):
+            raise ValueError("a descriptor is not a JSON object")
+        media_type, digest, size = data.get("mediaType"), data.get("digest"), data.get("size")
+        if not isinstance(media_type, str) or not media_type or len(media_type) > 255:
+            raise ValueError("a descriptor has no valid mediaType")
+        parse_digest(digest)
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_BLOB_SIZE:
+            raise ValueError(f"descriptor {digest}: size {size!r} is not a byte count")
+        annotations = data.get("annotations") or {}
+        if not isinstance(annotations, Mapping) or len(annotations) > MAX_DESCRIPTORS or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+        ):
+            raise ValueError(f"descriptor {digest}: annotations are not a table of strings")
         plat = data.get("platform")
+        if plat is not None and not (isinstance(plat, Mapping) and all(isinstance(plat.get(k, ""), str) for k in ("os", "architecture", "variant"))):
+            raise ValueError(f"descriptor {digest}: platform is not an object of strings")
         return cls(
-            media_type=data["mediaType"],
-            digest=data["digest"],
-            size=int(data["size"]),
-            annotations=dict(data.get("annotations") or {}),
-            platform=Platform(plat.get("os", ""), plat.get("architecture", ""), plat.get("variant", ""))
-            if plat
-            else None,
+            media_type=media_type,
+            digest=digest,  # type: ignore[arg-type]
+            size=size,
+            annotations=dict(annotations),
+            platform=Platform(plat.get("os", ""), plat.get("architecture", ""), plat.get("variant", "")) if plat else None,
         )
 
 

@@ -32,6 +32,7 @@ from pyimage.oci.model import (
     MEDIA_DOCKER_MANIFEST,
     MEDIA_OCI_INDEX,
     MEDIA_OCI_MANIFEST,
+    parse_digest,
 )
 from pyimage.oci.reference import DOCKER_HUB, DOCKER_HUB_API
 
@@ -66,7 +67,6 @@ DEFAULT_TOKEN_LIFETIME = 60  # docker token-auth spec: expires_in defaults to 60
 _IO_CHUNK = 1024 * 1024
 _OCTET = "application/octet-stream"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
 # Where docker and podman look for a registry's private CA; trusting what users already put there is free.
 _CERTS_DIRS = ("/etc/docker/certs.d", "/etc/containers/certs.d")
@@ -101,8 +101,10 @@ def is_loopback(host: str) -> bool:
 
 def check_digest(digest: str) -> str:
     """``digest`` if it is a well-formed sha256/sha512 digest; it goes into URLs and file names, so this guards both."""
-    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
-        raise RegistryError(f"not a valid digest: {digest!r}", "a digest looks like sha256:<64 lowercase hex digits>")
+    try:
+        parse_digest(digest)
+    except ValueError:
+        raise RegistryError(f"not a valid digest: {str(digest)[:80]!r}", "a digest looks like sha256:<64 lowercase hex digits>") from None
     return digest
 
 

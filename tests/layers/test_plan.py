@@ -282,3 +282,8 @@ def test_threshold_layer_names_never_collide_with_a_user_group() -> None:
     names = [layer.name for layer in plan.layers]
     assert len(names) == len(set(names))
     assert "heavy:torch-by-size" in names
+
+
+def test_a_misspelled_name_inside_a_named_group_is_an_error_not_ignored() -> None:
+    with pytest.raises(ConfigError, match="'ml': torhc matches no package"):
+        plan_layers([*SMALL, TORCH], APP, [group("nvidia-*", "torhc", "torch", name="ml")])

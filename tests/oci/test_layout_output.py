@@ -1,0 +1,160 @@
+"""Output layouts shared by several writers and tools: no tag lost, no blob shared with the cache, nothing
+overwritten that is not an image layout, no temp files left behind."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from support.registry import make_image, make_layer
+from support.tiny import assert_one_error, offline_env, run_pyimage, snapshot, tiny_base, tiny_project, verify_clean
+
+from pyimage.cache import Cache
+from pyimage.oci.layout import REF_NAME, sweep_stale, write_layout
+
+
+def _tags(layout: Path) -> set[str]:
+    index = json.loads((layout / "index.json").read_text())
+    return {m["annotations"][REF_NAME] for m in index["manifests"]}
+
+
+def _write_one(args: tuple[str, str, int]) -> None:
+    layers_dir, layout, i = args
+    layer = make_layer(Path(layers_dir) / str(i), {f"file{i}": f"content {i}".encode()})
+    write_layout(make_image([layer], label=str(i)), Path(layout), f"tag{i}")
+
+
+def test_concurrent_writers_creating_one_layout_keep_every_tag(tmp_path: Path) -> None:
+    layout = tmp_path / "shared" / "layout"
+    with multiprocessing.get_context("fork").Pool(10) as pool:
+        pool.map(_write_one, [(str(tmp_path / "layers"), str(layout), i) for i in range(20)])
+    assert _tags(layout) == {f"tag{i}" for i in range(20)}
+    assert not [p for p in layout.parent.iterdir() if p.name != "layout"], "staging directories left behind"
+    assert not list(layout.rglob("*.tmp"))
+
+
+def test_ten_parallel_builds_into_one_layout_keep_all_ten_tags(tmp_path: Path) -> None:
+    project = tiny_project(tmp_path / "project")
+    base = tiny_base(tmp_path / "base")
+    cache = tmp_path / "cache"
+    layout = tmp_path / "out"
+    assert run_pyimage("build", "-C", str(project), "--base", base, "-o", f"oci:{tmp_path / 'warm'}", cache=cache).returncode == 0
+    cmd = [sys.executable, "-m", "pyimage", "build", "-C", str(project), "--base", base, "--cache-dir", str(cache)]
+    procs = [subprocess.Popen([*cmd, "-o", f"oci:{layout}:t{i}"], env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(10)]
+    for proc in procs:
+        _out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    assert _tags(layout) == {f"t{i}" for i in range(10)}
+    umoci = subprocess.run(["umoci", "ls", "--layout", str(layout)], capture_output=True, text=True)
+    if umoci.returncode == 0 or "not found" not in umoci.stderr:
+        assert set(umoci.stdout.split()) == {f"t{i}" for i in range(10)}, umoci.stderr
+    verify_clean(cache)
+
+
+def test_layout_blobs_are_copies_so_editing_one_in_place_cannot_reach_the_cache(tmp_path: Path) -> None:
+    project = tiny_project(tmp_path / "project")
+    base = tiny_base(tmp_path / "base")
+    cache, layout = tmp_path / "cache", tmp_path / "out"
+    first = run_pyimage("build", "--json", "-C", str(project), "--base", base, "-o", f"oci:{layout}:v1", cache=cache)
+    assert first.returncode == 0, first.stderr
+    app = next(l for l in json.loads(first.stdout)["layers"] if l["name"] == "app")["digest"].split(":")[1]
+    in_layout, in_cache = layout / "blobs" / "sha256" / app, cache / "blobs" / "sha256" / app
+    assert in_layout.stat().st_ino != in_cache.stat().st_ino
+    good = in_cache.read_bytes()
+
+    with open(in_layout, "r+b") as f:  # a tool editing the layout's blob in place, same size
+        f.seek(len(good) // 2)
+        f.write(bytes([good[len(good) // 2] ^ 0xFF]))
+    assert in_cache.read_bytes() == good
+    verify_clean(cache)
+
+    again = run_pyimage("build", "-C", str(project), "--base", base, "-o", f"oci:{layout}:v2", cache=cache)
+    assert again.returncode == 0, again.stderr
+    assert in_layout.read_bytes() == good, "a rebuild must replace a damaged blob, not keep it because the size matches"
+
+
+def test_an_unchanged_copy_from_an_earlier_build_is_not_written_again(tmp_path: Path) -> None:
+    project = tiny_project(tmp_path / "project")
+    base = tiny_base(tmp_path / "base")
+    cache, layout = tmp_path / "cache", tmp_path / "out"
+    assert run_pyimage("build", "-C", str(project), "--base", base, "-o", f"oci:{layout}:v1", cache=cache).returncode == 0
+    inodes = {p.name: p.stat().st_ino for p in (layout / "blobs" / "sha256").iterdir()}
+    assert run_pyimage("build", "-C", str(project), "--base", base, "-o", f"oci:{layout}:v2", cache=cache).returncode == 0
+    assert {p.name: p.stat().st_ino for p in (layout / "blobs" / "sha256").iterdir()} == inodes
+
+
+@pytest.mark.parametrize(
+    "kind, make, needle",
+    [
+        ("oci", lambda p: (p.mkdir(), (p / "notes.txt").write_text("mine")), "not an OCI image layout"),
+        ("oci", lambda p: p.write_text("a file"), "not a directory"),
+        ("docker-archive", lambda p: p.write_text("[project]\nname = 'x'\n"), "not an image archive"),
+        ("docker-archive", lambda p: (p.mkdir(), (p / "keep").write_text("x")), "not a regular file"),
+    ],
+    ids=["oci-foreign-dir", "oci-file", "archive-foreign-file", "archive-dir"],
+)
+def test_an_output_path_holding_something_else_is_refused_before_any_work(tmp_path: Path, kind: str, make, needle: str) -> None:  # type: ignore[no-untyped-def]
+    project = tiny_project(tmp_path / "project")
+    target = tmp_path / "target"
+    make(target)
+    before = snapshot(tmp_path / "project") | {"target": snapshot(target) if target.is_dir() else target.read_text()}  # type: ignore[dict-item]
+    result = run_pyimage("build", "-C", str(project), "--base", "oci:/nonexistent/never-read", "-o", f"{kind}:{target}", cache=tmp_path / "cache")
+    assert_one_error(result, 1, needle, str(target))
+    assert snapshot(tmp_path / "project") | {"target": snapshot(target) if target.is_dir() else target.read_text()} == before  # type: ignore[dict-item]
+    assert not (tmp_path / "cache").exists(), "refused before the cache was even opened"
+
+
+def test_an_existing_docker_archive_is_replaced_and_an_empty_dir_becomes_a_layout(tmp_path: Path) -> None:
+    project = tiny_project(tmp_path / "project")
+    base = tiny_base(tmp_path / "base")
+    archive, empty = tmp_path / "image.tar", tmp_path / "empty"
+    empty.mkdir()
+    for _ in range(2):
+        result = run_pyimage("build", "-C", str(project), "--base", base, "-o", f"docker-archive:{archive}", "-o", f"oci:{empty}", cache=tmp_path / "cache")
+        assert result.returncode == 0, result.stderr
+    with tarfile.open(archive) as tar:
+        assert "manifest.json" in tar.getnames()
+    assert _tags(empty) == {"1.0"}
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_stale_staging_left_by_a_killed_writer_is_swept_but_a_live_one_is_kept(tmp_path: Path) -> None:
+    dead = tmp_path / ".out.999-dead.tmp"
+    live = tmp_path / ".out.998-live.tmp"
+    young = tmp_path / ".out.997-young.tmp"
+    for d in (dead, live, young):
+        d.mkdir()
+        (d / "blob").write_bytes(b"x" * 1000)
+    old = time.time() - 3600
+    for d in (dead, live):
+        os.utime(d, (old, old))
+    fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        removed = sweep_stale(tmp_path, prefix=".out.")
+    finally:
+        os.close(fd)
+    assert removed == [dead]
+    assert live.exists() and young.exists() and not dead.exists()
+
+
+def test_cache_blob_stamps_trust_only_an_unchanged_copy(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"abc")
+    digest = "sha256:" + "ab" * 32
+    assert not cache.intact(blob, digest)
+    cache.placed(blob, digest)
+    assert cache.intact(blob, digest)
+    assert not cache.intact(blob, "sha256:" + "cd" * 32)
+    blob.write_bytes(b"abd")  # same size, new mtime
+    os.utime(blob, ns=(0, 0))
+    assert not cache.intact(blob, digest)
