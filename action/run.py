@@ -121,8 +121,8 @@ class Inputs:
         self.sets = split_list(get("set"), commas=False)
         self.username = get("username")
         self.password = get("password")
-        if len(self.platforms) > 1:
-            raise InputError(f"platforms: pyimage builds one platform per run, got {len(self.platforms)} ({', '.join(self.platforms)}); run the action once per platform (a matrix)")
+        if len(self.platforms) > 1 and self.load:
+            raise InputError(f"platforms: load puts one platform's image into the engine, got {len(self.platforms)} ({', '.join(self.platforms)}); load one platform, or push the index")
         if "\n" in self.working_directory or "\0" in self.working_directory:
             raise InputError("working-directory: a path cannot contain a newline")
         if self.push and not self.tags and not self._project_repository():
@@ -164,7 +164,7 @@ def build_argv(pyimage: Sequence[str], inputs: Inputs, load_archive: Path | None
     if inputs.base:
         argv += ["--base", inputs.base]
     if inputs.platforms:
-        argv += ["--platform", inputs.platforms[0]]
+        argv += ["--platform", ",".join(inputs.platforms)]
     for name in inputs.heavy:
         argv += ["--heavy", name]
     for item in inputs.sets:

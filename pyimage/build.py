@@ -27,7 +27,7 @@ from pyimage.layers.interpreter import Interpreter, choose_base_python, standalo
 from pyimage.layers.plan import LayerPlan, plan_layers
 from pyimage.oci.base import load_base, scan_base
 from pyimage.oci.engine import Loaded
-from pyimage.oci.model import Image, Layer
+from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
 from pyimage.publish import RegistrySettings
 from pyimage.resolve.appwheel import build_app_wheel
 from pyimage.resolve.lock import inputs_key, read_lock, write_lock
@@ -77,28 +77,45 @@ class BuildResult:
     pushed: tuple[dict[str, Any], ...] = ()
     notes: tuple[str, ...] = field(default=())
     loaded: tuple[Loaded, ...] = ()
+    index: ImageIndex | None = None  # several platforms: ``image``/``prepared`` are the first one's
+    platforms: tuple[tuple[Prepared, Image], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "image": {"digest": self.image.digest, "config_digest": self.image.config_descriptor().digest, "platform": str(self.image.platform), "size": self.image.size},
+        """The ``--json`` report. With several platforms, ``image`` is the index (its digest is what the tag
+        names) and ``platforms`` lists each platform's manifest and layers; ``layers`` are the first one's."""
+        image: dict[str, Any] = {"digest": self.image.digest, "config_digest": self.image.config_descriptor().digest, "platform": str(self.image.platform), "size": self.image.size}
+        if self.index is not None:
+            image = {"digest": self.index.digest, "platform": ",".join(str(i.platform) for i in self.index.images), "size": self.index.size, "media_type": MEDIA_OCI_INDEX}
+        out: dict[str, Any] = {
+            "image": image,
             "base": self.prepared.base_source,
-            "layers": [
-                {
-                    "name": layer.name,
-                    "digest": layer.digest,
-                    "diff_id": layer.diff_id,
-                    "size": layer.size,
-                    "uncompressed_size": layer.uncompressed_size,
-                    "packages": list(layer.packages),
-                    "cached": layer.cached,
-                }
-                for layer in self.image.layers
-            ],
+            "layers": _layers_json(self.image),
             "outputs": list(self.outputs),
             "pushed": list(self.pushed),
             "loaded": [item.to_json() for item in self.loaded],
             "notes": list(self.notes),
         }
+        if self.platforms:
+            out["platforms"] = [
+                {"platform": str(image.platform), "digest": image.digest, "base": prep.base_source, "layers": _layers_json(image)}
+                for prep, image in self.platforms
+            ]
+        return out
+
+
+def _layers_json(image: Image) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": layer.name,
+            "digest": layer.digest,
+            "diff_id": layer.diff_id,
+            "size": layer.size,
+            "uncompressed_size": layer.uncompressed_size,
+            "packages": list(layer.packages),
+            "cached": layer.cached,
+        }
+        for layer in image.layers
+    ]
 
 
 def _requires_dist(app: Path) -> tuple[str, list[str], list[str]]:
@@ -442,7 +459,7 @@ OUTPUT_KINDS = ("oci", "docker-archive", "docker-daemon", "podman")
 _OUTPUT_HINT = "use oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:[NAME:TAG] or podman:[NAME:TAG] (push with --push REF)"
 
 
-def check_outputs(outputs: Sequence[str], project_dir: Path) -> None:
+def check_outputs(outputs: Sequence[str], project_dir: Path, platforms: int = 1) -> None:
     """Refuses, before any work, an ``oci:`` / ``docker-archive:`` output that names no path or a path holding
     something that is not ours to overwrite (a file or foreign directory for a layout, a directory or a
     non-archive file for an archive)."""
@@ -453,6 +470,11 @@ def check_outputs(outputs: Sequence[str], project_dir: Path) -> None:
         kind, sep, rest = out.partition(":")
         if not sep or kind not in OUTPUT_KINDS:
             raise ConfigError(f"output {out!r}: unknown kind", _OUTPUT_HINT)
+        if platforms > 1 and kind != "oci":
+            raise ConfigError(
+                f"output {out!r}: a {kind} holds one platform, and this build makes {platforms}",
+                "write the image index to a layout (-o oci:DIR) or push it (--push REF); for one platform's image, build with --platform OS/ARCH",
+            )
         if kind not in ("oci", "docker-archive"):
             continue
         path = split_layout_ref(rest)[0] if kind == "oci" else Path(rest.partition(":")[0])
@@ -474,9 +496,10 @@ class Written:
 
 
 
-def write_outputs(image: Image, prep: Prepared, outputs: Sequence[str]) -> Written:
+def write_outputs(image: Image | ImageIndex, prep: Prepared, outputs: Sequence[str]) -> Written:
     """Writes ``image`` to each ``oci:DIR[:TAG]`` / ``docker-archive:FILE[:NAME:TAG]``, and loads it into each
-    ``docker-daemon:[NAME:TAG]`` / ``podman:[NAME:TAG]`` engine."""
+    ``docker-daemon:[NAME:TAG]`` / ``podman:[NAME:TAG]`` engine. An image index goes to layouts only
+    (``check_outputs`` refuses the rest before any work)."""
     from pyimage.oci.dockerarchive import write_docker_archive
     from pyimage.oci.engine import load_docker, load_podman
     from pyimage.oci.layout import split_layout_ref, write_layout
@@ -509,6 +532,31 @@ def write_outputs(image: Image, prep: Prepared, outputs: Sequence[str]) -> Writt
             loaded.append(result)
             written.append(f"{kind}:{ref}")
     return Written(tuple(written), tuple(loaded))
+
+
+def prepare_platforms(
+    cfg: Config, cache: Cache, events: Events = _quiet, *, registry: RegistrySettings | None = None
+) -> list[Prepared]:
+    """``prepare`` for each target platform (per-platform tables resolved), every decision made before any
+    layer work; progress lines name the platform when there are several."""
+    preps: list[Prepared] = []
+    try:
+        for platform in cfg.platforms:
+            say = events if len(cfg.platforms) == 1 else (lambda line, p=platform: events(f"{p}: {line}"))
+            preps.append(prepare(cfg.for_platform(platform), cache, say, registry=registry))
+    except BaseException:
+        for prep in preps:
+            prep.cleanup()
+        raise
+    return preps
+
+
+def build_images(preps: Sequence[Prepared], events: Events = _quiet, jobs: int = 2) -> tuple[Image, ...]:
+    """Each platform's image; layers that are the same for several platforms (pure-Python wheels) are built
+    once and found in the cache by the others."""
+    if len(preps) == 1:
+        return (build_image(preps[0], events, jobs=jobs),)
+    return tuple(build_image(prep, lambda line, p=prep.target.platform: events(f"{p}: {line}"), jobs=jobs) for prep in preps)
 
 
 def lock_only(cfg: Config, cache: Cache, events: Events = _quiet, upgrade: bool = False) -> Prepared:

@@ -149,8 +149,9 @@ def build(
     as_json: bool = JsonOpt,
 ) -> None:
     """Build the project's image and write it to each --output (default: oci:dist/image)."""
-    from pyimage.build import build_image, check_outputs, default_output, prepare, write_outputs
+    from pyimage.build import build_images, check_outputs, default_output, prepare_platforms, write_outputs
     from pyimage.config import load_config
+    from pyimage.oci.model import ImageIndex
 
     overrides = _overrides(sets, base, python, heavy, platform, compression=compression)
     if output:
@@ -163,29 +164,36 @@ def build(
         cfg = load_config(project, overrides)
     cfg = _add_pairs(cfg, labels=label, annotations=annotation)
     outputs = list(cfg["output"]) or ([] if push or cfg["repository"] else [default_output(cfg)])
-    check_outputs(outputs, cfg.project_dir)
+    check_outputs(outputs, cfg.project_dir, len(cfg.platforms))
     cache = _cache(cache_dir)
     events = _events(as_json)
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
     with cache.lock("cache", shared=True):  # the whole build: `cache prune` waits instead of pulling files from under it
         cache.sweep()
-        prep = prepare(cfg, cache, events, registry=registry)
+        preps = prepare_platforms(cfg, cache, events, registry=registry)
         try:
-            image = build_image(prep, events, jobs=jobs)
-            written = write_outputs(image, prep, outputs)
-            pushed = _push(image, prep, list(push or []), registry, events)
+            images = build_images(preps, events, jobs=jobs)
+            index = ImageIndex(images, dict(cfg["annotations"])) if len(images) > 1 else None
+            written = write_outputs(index or images[0], preps[0], outputs)
+            pushed = _push(index or images[0], preps[0], list(push or []), registry, events)
         finally:
-            prep.cleanup()
+            for one in preps:
+                one.cleanup()
     from pyimage.build import BuildResult
 
-    result = BuildResult(image, prep, written.outputs, tuple(pushed), prep.notes, written.loaded)
+    prep, image = preps[0], images[0]
+    notes = tuple(dict.fromkeys(note for one in preps for note in one.notes))
+    result = BuildResult(image, prep, written.outputs, tuple(pushed), notes, written.loaded, index, tuple(zip(preps, images)) if index else ())
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
         return
-    for note in prep.notes:
+    for note in notes:
         _err(f"note: {note}")
-    rows = [[l.name, l.digest[7:19], _human(l.size), "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")] for l in image.layers]
-    _table(f"image {image.digest}", ["layer", "digest", "size", "", "packages"], rows)
+    for one in images:
+        rows = [[l.name, l.digest[7:19], _human(l.size), "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")] for l in one.layers]
+        _table(f"image {one.digest}" + (f" ({one.platform})" if index else ""), ["layer", "digest", "size", "", "packages"], rows)
+    if index is not None:
+        _err(f"image index {index.digest} ({', '.join(str(i.platform) for i in images)})")
     for w in written.outputs:
         if not w.startswith(("docker-daemon:", "podman:")):
             _err(f"wrote {w}")

@@ -186,6 +186,33 @@ def _platform(v: Any) -> Platform:
     return Platform.parse(_str(v))
 
 
+def _platforms(v: Any) -> tuple[Platform, ...]:
+    """``"linux/amd64"``, ``"linux/amd64,linux/arm64"`` or a list of them; each once, at least one."""
+    items = [x.strip() for x in v.split(",")] if isinstance(v, str) else v
+    if not isinstance(items, list) or not items or not all(isinstance(x, str) and x for x in items):
+        raise ValueError
+    platforms = tuple(_platform(x) for x in items)
+    if len(set(platforms)) != len(platforms):
+        raise ValueError
+    return platforms
+
+
+PER_PLATFORM_KEYS = ("base", "interpreter", "interpreter-sha256")
+
+
+def _per_platform(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A key that also takes a table keyed by platform: ``{ "linux/amd64" = …, "linux/arm64" = … }``."""
+
+    def per(v: Any) -> Any:
+        if isinstance(v, dict):
+            if not v:
+                raise ValueError
+            return {str(_platform(k)): check(x) for k, x in v.items()}
+        return check(v)
+
+    return per
+
+
 MAX_ID = 2**32 - 2  # uid/gid 4294967295 is (uid_t)-1, "no change" to chown(2); bigger wraps around to root
 
 
@@ -327,11 +354,11 @@ def _max_layers(v: Any) -> int:  # noqa: D401
 
 
 KEYS: dict[str, Key] = {
-    "base": Key("string", DEFAULT_BASE, "Base image: `scratch`, `oci:DIR[:TAG]`, `docker-archive:FILE`, `rootfs:FILE.tar`, or a registry reference (`python:3.12-slim`, `docker://REF`).", _base),
+    "base": Key("string, or a table of them keyed by platform", DEFAULT_BASE, "Base image: `scratch`, `oci:DIR[:TAG]`, `docker-archive:FILE`, `rootfs:FILE.tar`, or a registry reference (`python:3.12-slim`, `docker://REF`); a table keyed by platform gives each platform its own.", _per_platform(_base)),
     "python": Key('string "X.Y"', None, "Target Python version; default: the one interpreter found in the base (or in `interpreter`).", _python_version),
-    "interpreter": Key('"base" or a path/URL', "base", "`base` uses the base image's Python; a directory or `.tar.gz`/`.tar.zst` archive of a relocatable CPython (e.g. python-build-standalone `install_only`) is written as its own layer at `/opt/python`.", _str),
-    "interpreter-sha256": Key("hex string", None, "sha256 of the `interpreter` archive; required when it is a URL.", _sha256_hex),
-    "platform": Key('string "os/arch"', "linux/amd64", "Target platform.", _platform),
+    "interpreter": Key('"base" or a path/URL, or a table of them keyed by platform', "base", "`base` uses the base image's Python; a directory or `.tar.gz`/`.tar.zst` archive of a relocatable CPython (e.g. python-build-standalone `install_only`) is written as its own layer at `/opt/python`.", _per_platform(_str)),
+    "interpreter-sha256": Key("hex string, or a table of them keyed by platform", None, "sha256 of the `interpreter` archive; required when it is a URL.", _per_platform(_sha256_hex)),
+    "platform": Key('string "os/arch" (or "os/arch/variant"), or a list of them', "linux/amd64", "Target platform; several (`[\"linux/amd64\", \"linux/arm64\"]` or `linux/amd64,linux/arm64`) make one image index.", _platforms),
     "heavy": Key("list of names, globs or {name, packages} tables", [], "Packages that get a layer of their own (`torch`), or share one (`{ name = \"cuda\", packages = [\"nvidia-*\", \"triton\"] }`).", _heavy),
     "heavy-threshold": Key('size ("100MB") or bytes', DEFAULT_THRESHOLD, "Any wheel that installs at least this much gets a layer of its own; `0` turns this off.", parse_size),
     "max-layers": Key("integer 2..127", MAX_LAYERS_DEFAULT, "Upper bound on the image's layer count (base included); the smallest heavy groups merge into `site-packages` to stay under it.", _max_layers),
@@ -361,9 +388,28 @@ class Config:
     project_dir: Path
     pyproject: Path
     values: Mapping[str, Any] = field(default_factory=dict)
+    all_platforms: tuple[Platform, ...] = ()  # every target platform, when there are several
+    per_platform: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # key -> {platform: value} tables
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
+
+    @property
+    def platforms(self) -> tuple[Platform, ...]:
+        """Every target platform; ``self["platform"]`` is the first, and what single-platform code reads."""
+        return self.all_platforms or (self.values["platform"],)
+
+    def for_platform(self, platform: Platform) -> "Config":
+        """This config for one of its platforms: per-platform tables resolved, ``platform`` that one, and (when
+        there are several) its own lock file beside the configured one (``pylock.linux-arm64.toml``)."""
+        values = dict(self.values)
+        values["platform"] = platform
+        for key, table in self.per_platform.items():
+            values[key] = table[str(platform)]
+        if len(self.platforms) > 1 and platform != self.platforms[0]:
+            lock = Path(self.values["lock"])
+            values["lock"] = str(lock.with_name(f"{lock.stem}.{str(platform).replace('/', '-')}{lock.suffix}"))
+        return Config(self.project_dir, self.pyproject, values)
 
     @property
     def epoch(self) -> int:
@@ -385,6 +431,8 @@ def _anchor_paths(key: str, value: Any, anchor: Path) -> Any:
     def absolute(text: str) -> str:
         return text if text.startswith("/") else str((anchor / text).resolve())
 
+    if key in ("base", "interpreter") and isinstance(value, dict):
+        return {k: _anchor_paths(key, v, anchor) for k, v in value.items()}
     if key == "base" and value.startswith(_PATH_SOURCES):
         kind, _, rest = value.partition(":")
         return f"{kind}:{absolute(rest)}"
@@ -446,6 +494,20 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
     for key, spec in KEYS.items():
         if key not in values:
             values[key] = spec.check(spec.default) if spec.default is not None else None
-    if values["interpreter"].startswith(("http://", "https://")) and not values["interpreter-sha256"]:
-        raise ConfigError(f"{pyproject}: [tool.pyimage] interpreter is a URL but interpreter-sha256 is not set", "add interpreter-sha256 = \"<hex>\" (the archive's sha256)")
-    return Config(project_dir=Path(project_dir).resolve(), pyproject=pyproject, values=values)
+    platforms = values["platform"]
+    values["platform"] = platforms[0]
+    tables = {key: values[key] for key in PER_PLATFORM_KEYS if isinstance(values[key], dict)}
+    for key, table in tables.items():
+        missing = [str(p) for p in platforms if str(p) not in table]
+        if missing:
+            raise ConfigError(
+                f"{pyproject}: [tool.pyimage] {key} has no entry for {', '.join(missing)} (it has: {', '.join(table)})",
+                f"add \"{missing[0]}\" = … to the {key} table, or drop that platform",
+            )
+        values[key] = table[str(platforms[0])]
+    for platform in platforms:
+        interp = tables.get("interpreter", {}).get(str(platform), values["interpreter"])
+        sha = tables.get("interpreter-sha256", {}).get(str(platform), values["interpreter-sha256"])
+        if interp.startswith(("http://", "https://")) and not sha:
+            raise ConfigError(f"{pyproject}: [tool.pyimage] interpreter is a URL but interpreter-sha256 is not set" + (f" for {platform}" if tables else ""), "add interpreter-sha256 = \"<hex>\" (the archive's sha256)")
+    return Config(Path(project_dir).resolve(), pyproject, values, platforms if len(platforms) > 1 else (), tables)

@@ -239,12 +239,12 @@ def test_line_numbers_count_from_the_top_of_the_file_not_the_section(tmp_path: P
         ('venv = "relative/venv"', "venv", "absolute path"),
         ('venv = "/opt/../etc"', "venv", "absolute path"),
         ('python = "3"', "python", 'string "X.Y"'),
-        ('platform = "amd64"', "platform", 'string "os/arch"'),
+        ('platform = "amd64"', "platform", 'string "os/arch" (or "os/arch/variant"), or a list of them'),
         ('owner = "app"', "owner", 'string "uid:gid"'),
         ("compile-bytecode = 1", "compile-bytecode", "boolean"),
         ("source-date-epoch = -1", "source-date-epoch", "integer 0..253402300799"),
         ("entrypoint = [1, 2]", "entrypoint", "list of strings or a string"),
-        ("base = 3", "base", "string"),
+        ("base = 3", "base", "string, or a table of them keyed by platform"),
     ],
 )
 def test_wrong_type_names_the_key_the_file_the_line_and_the_accepted_kind(line: str, key: str, kind: str, tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ from pyimage.oci.model import (
     MEDIA_OCI_INDEX,
     Descriptor,
     Image,
+    ImageIndex,
     Layer,
     Platform,
     blob_relpath,
@@ -350,8 +351,9 @@ def sweep_stale(directory: Path, prefix: str = ".", older_than: float = STALE_AF
     return removed
 
 
-def write_layout(image: Image, directory: Path, tag: str, stamps: BlobStamps | None = None) -> Descriptor:
-    """Adds ``image`` to the layout at ``directory`` (created if missing) under ``tag``; returns its descriptor.
+def write_layout(image: Image | ImageIndex, directory: Path, tag: str, stamps: BlobStamps | None = None) -> Descriptor:
+    """Adds ``image`` (or an image index of several platforms) to the layout at ``directory`` (created if
+    missing) under ``tag``; returns its descriptor.
 
     An existing entry with the same tag is replaced; other tags stay, also those another writer adds meanwhile.
     """
@@ -369,7 +371,7 @@ def write_layout(image: Image, directory: Path, tag: str, stamps: BlobStamps | N
         return _write_into(image, directory, tag, stamps)
 
 
-def _create_layout(image: Image, directory: Path, tag: str, stamps: BlobStamps | None) -> Descriptor | None:
+def _create_layout(image: Image | ImageIndex, directory: Path, tag: str, stamps: BlobStamps | None) -> Descriptor | None:
     """Makes the layout beside ``directory`` and renames it into place whole; None if another writer won."""
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -395,15 +397,24 @@ def _create_layout(image: Image, directory: Path, tag: str, stamps: BlobStamps |
     return entry
 
 
-def _write_into(image: Image, directory: Path, tag: str, stamps: BlobStamps | None) -> Descriptor:
+def _documents(image: Image | ImageIndex) -> list[tuple[str, bytes]]:
+    """The JSON blobs an image (config, manifest) or an index (each image's, then the index) is made of."""
+    images = image.images if isinstance(image, ImageIndex) else (image,)
+    out = [(d.digest, data) for i in images for d, data in ((i.config_descriptor(), i.config_bytes()), (i.manifest_descriptor(), i.manifest_bytes()))]
+    if isinstance(image, ImageIndex):
+        out.append((image.digest, image.index_bytes()))
+    return out
+
+
+def _write_into(image: Image | ImageIndex, directory: Path, tag: str, stamps: BlobStamps | None) -> Descriptor:
     """Blobs first, then ``index.json`` merged and replaced; the caller holds the layout's lock (or owns it)."""
     for layer in image.layers:
         dest = directory / blob_relpath(layer.digest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         _place_blob(layer.blob, dest, layer.digest, stamps)
     (directory / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-    _write_bytes(directory / blob_relpath(image.config_descriptor().digest), image.config_bytes(), reuse=True)
-    _write_bytes(directory / blob_relpath(image.manifest_descriptor().digest), image.manifest_bytes(), reuse=True)
+    for digest, data in _documents(image):
+        _write_bytes(directory / blob_relpath(digest), data, reuse=True)
     _write_bytes(directory / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}', reuse=True)
 
     index: dict[str, Any] = {"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": []}
@@ -416,7 +427,7 @@ def _write_into(image: Image, directory: Path, tag: str, stamps: BlobStamps | No
     if not isinstance(manifests, list):
         raise BuildError(f"output {directory}: index.json manifests is not a list", "delete the output directory and build again")
     kept = [m for m in manifests if not (isinstance(m, dict) and isinstance(m.get("annotations"), dict) and m["annotations"].get(REF_NAME) == tag)]
-    desc = image.manifest_descriptor(platform=image.platform)
+    desc = image.descriptor() if isinstance(image, ImageIndex) else image.manifest_descriptor(platform=image.platform)
     entry = Descriptor(desc.media_type, desc.digest, desc.size, {REF_NAME: tag}, desc.platform)
     index["manifests"] = kept + [entry.to_json()]
     index.setdefault("schemaVersion", 2)

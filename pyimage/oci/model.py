@@ -30,6 +30,7 @@ __all__ = [
     "Descriptor",
     "Layer",
     "Image",
+    "ImageIndex",
     "canonical_json",
     "sha256_digest",
     "oci_layer_media_type",
@@ -275,3 +276,49 @@ class Image:
     def size(self) -> int:
         """Bytes a registry stores for this image: manifest + config + layer blobs."""
         return len(self.manifest_bytes()) + len(self.config_bytes()) + sum(layer.size for layer in self.layers)
+
+
+@dataclass(frozen=True)
+class ImageIndex:
+    """Several single-platform images under one tag: an OCI image index listing each manifest by platform.
+
+    Writers place every image's blobs, configs and manifests, then the index; layers the images share (a
+    pure-Python ``site-packages``) are one blob.
+    """
+
+    images: tuple[Image, ...]
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    def index(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_OCI_INDEX,
+            "manifests": [image.manifest_descriptor(platform=image.platform).to_json() for image in self.images],
+        }
+        if self.annotations:
+            out["annotations"] = dict(sorted(self.annotations.items()))
+        return out
+
+    def index_bytes(self) -> bytes:
+        return canonical_json(self.index())
+
+    def descriptor(self) -> Descriptor:
+        data = self.index_bytes()
+        return Descriptor(MEDIA_OCI_INDEX, sha256_digest(data), len(data))
+
+    @property
+    def digest(self) -> str:
+        return self.descriptor().digest
+
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        """Every layer of every image, each blob once."""
+        seen: dict[str, Layer] = {}
+        for image in self.images:
+            for layer in image.layers:
+                seen.setdefault(layer.digest, layer)
+        return tuple(seen.values())
+
+    @property
+    def size(self) -> int:
+        return len(self.index_bytes()) + sum(len(i.manifest_bytes()) + len(i.config_bytes()) for i in self.images) + sum(l.size for l in self.layers)

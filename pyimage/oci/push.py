@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from pyimage.errors import BuildError, ConfigError
-from pyimage.oci.model import MEDIA_OCI_MANIFEST, Descriptor, Image
+from pyimage.oci.model import MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, Descriptor, Image, ImageIndex
 from pyimage.oci.reference import Reference
 from pyimage.oci.registry import ClientFactory, RegistryClient, default_client_factory
 
@@ -35,7 +35,7 @@ class PushResult:
 
 
 def push_image(
-    image: Image,
+    image: Image | ImageIndex,
     refs: Sequence[Reference],
     *,
     client_factory: ClientFactory = default_client_factory,
@@ -45,6 +45,9 @@ def push_image(
 ) -> PushResult:
     """Push ``image`` to every ref; returns its manifest digest and what was uploaded, mounted or skipped.
 
+    An ``ImageIndex`` goes up as every image's blobs, then each image's manifest by digest, then the index under
+    the tags, so no tag ever names a manifest or blob the registry lacks.
+
     Clients come from ``client_factory(registry_host)`` and are closed when the push ends.
     ``mount_from`` names repositories on the same registry (``org/base`` or ``host/org/base``) that may already
     hold some blobs. ``progress(digest, status, size)`` is called as each blob is done, with status
@@ -52,7 +55,8 @@ def push_image(
     """
     if not refs:
         raise ConfigError("nothing to push to: no image reference given", "pass --push REF (e.g. ghcr.io/org/app:1.0)")
-    manifest = image.manifest_bytes()
+    images = image.images if isinstance(image, ImageIndex) else (image,)
+    manifest, media_type = (image.index_bytes(), MEDIA_OCI_INDEX) if isinstance(image, ImageIndex) else (image.manifest_bytes(), MEDIA_OCI_MANIFEST)
     digest = image.digest
     for ref in refs:
         if ref.digest and ref.digest != digest:
@@ -60,9 +64,12 @@ def push_image(
                 f"{ref} pins digest {ref.digest}, but the image built is {digest}",
                 "push to a tag, or drop the @digest part",
             )
-    config = image.config_bytes()
-    blobs: list[tuple[Descriptor, Path | bytes]] = [(image.config_descriptor(), config)]
-    seen = {image.config_descriptor().digest}
+    blobs: list[tuple[Descriptor, Path | bytes]] = []
+    seen: set[str] = set()
+    for one in images:
+        if one.config_descriptor().digest not in seen:
+            seen.add(one.config_descriptor().digest)
+            blobs.append((one.config_descriptor(), one.config_bytes()))
     for layer in image.layers:
         if layer.digest in seen:
             continue
@@ -95,8 +102,12 @@ def push_image(
             client.prepare_push(ref.repository, sources)
             _push_blobs(client, ref.repository, blobs, sources, jobs, record)
             pushed.setdefault(ref.registry, []).append(ref.repository)
+        if isinstance(image, ImageIndex):  # each platform's manifest by digest first: the index names them
+            for ref in refs:
+                for one in images:
+                    clients[ref.registry].put_manifest(ref.repository, one.digest, one.manifest_bytes(), MEDIA_OCI_MANIFEST)
         for ref in refs:
-            clients[ref.registry].put_manifest(ref.repository, ref.tag or digest, manifest, MEDIA_OCI_MANIFEST)
+            clients[ref.registry].put_manifest(ref.repository, ref.tag or digest, manifest, media_type)
     finally:
         for client in clients.values():
             client.close()

@@ -78,9 +78,14 @@ def test_a_boolean_input_is_true_or_false(name: str, tmp_path: Path, monkeypatch
         inputs(tmp_path, monkeypatch, **{name: "yes"})
 
 
-def test_several_platforms_are_refused_until_pyimage_builds_an_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(run.InputError, match=r"platforms: pyimage builds one platform per run, got 2 \(linux/amd64, linux/arm64\)"):
-        inputs(tmp_path, monkeypatch, platforms="linux/amd64,linux/arm64")
+def test_several_platforms_go_to_pyimage_as_one_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = run.build_argv(PYIMAGE, inputs(tmp_path, monkeypatch, platforms="linux/amd64\nlinux/arm64"))
+    assert argv[argv.index("--platform") + 1] == "linux/amd64,linux/arm64"
+
+
+def test_several_platforms_cannot_be_loaded_into_one_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(run.InputError, match=r"platforms: load puts one platform's image into the engine, got 2 \(linux/amd64, linux/arm64\)"):
+        inputs(tmp_path, monkeypatch, platforms="linux/amd64,linux/arm64", load="true")
 
 
 def test_labels_must_be_key_value_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,10 +9,11 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
+from support.engines import Dockerd, Storage, make_storage, start_dockerd
 from support.runc import skip_unless_tools
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -69,6 +70,28 @@ def assert_image_ok(path: Path) -> None:
 
     report = check_image(path)
     assert report.ok, "\n".join(report.findings)
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[Dockerd]:
+    """A private Docker Engine (with its containerd) for the whole test session, stopped at the end."""
+    skip_unless_tools("dockerd", "ctr")
+    engine = start_dockerd()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def storage() -> Iterator[Storage]:
+    """A private containers/storage root (podman, skopeo's containers-storage:) for the session."""
+    skip_unless_tools("podman", "skopeo")
+    store = make_storage()
+    try:
+        yield store
+    finally:
+        store.clean()
 
 
 @pytest.fixture(scope="session")

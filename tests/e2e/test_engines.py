@@ -10,40 +10,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from support.engines import Dockerd, Storage, make_storage, start_dockerd
+from support.engines import Dockerd, Storage
 from support.registry import start_registry
-from support.runc import skip_unless_tools
 
 from .conftest import Pyimage, copy_example
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engines]
 
 HELLO_OUTPUT = ("hello, world", "python 3.11 at /opt/venv/bin/python", "123.5 MB is a natural size")
-
-
-@pytest.fixture(scope="module")
-def dockerd() -> Iterator[Dockerd]:
-    skip_unless_tools("dockerd", "ctr")
-    engine = start_dockerd()
-    try:
-        yield engine
-    finally:
-        engine.stop()
-
-
-@pytest.fixture(scope="module")
-def storage() -> Iterator[Storage]:
-    skip_unless_tools("podman", "skopeo")
-    store = make_storage()
-    try:
-        yield store
-    finally:
-        store.clean()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,134 @@
+"""One build, several platforms: an OCI image index of linux/amd64 and linux/arm64 images, built on x86 with no
+emulation (pyimage never runs target code), then each image run: amd64 natively, arm64 under qemu-user-static.
+
+The arm64 base is a Debian bookworm rootfs made by ``mmdebstrap --arch=arm64`` (its maintainer scripts run under
+qemu; minutes the first time, then cached by its inputs like the amd64 one).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.engines import Dockerd
+from support.registry import start_registry
+from support.rootfs import debian_rootfs, qemu_ready
+from support.runc import run_image
+
+from .conftest import Pyimage, copy_example
+
+pytestmark = [pytest.mark.e2e, pytest.mark.platforms]
+
+PLATFORMS = "linux/amd64,linux/arm64"
+MACHINE = "import platform; print(platform.machine())"
+
+
+@pytest.fixture(scope="session")
+def arm64_rootfs(test_cache_dir: Path) -> Path:
+    if not qemu_ready("aarch64"):
+        import os
+
+        reason = "arm64 binaries do not run here (apt-get install qemu-user-static binfmt-support; see .ci/run)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    return debian_rootfs(test_cache_dir, arch="arm64")
+
+
+def bases(pyimage: Pyimage, arm64_rootfs: Path) -> str:
+    return f'base={{ "linux/amd64" = "rootfs:{pyimage.base}", "linux/arm64" = "rootfs:{arm64_rootfs}" }}'
+
+
+def build_both(pyimage: Pyimage, arm64_rootfs: Path, project: Path, *args: str) -> dict:
+    done = pyimage.run("build", "--json", "--platform", PLATFORMS, "--set", bases(pyimage, arm64_rootfs), *args, project=project, base=False)
+    return json.loads(done.stdout)
+
+
+def one_platform(layout: Path, tag: str, arch: str, dest: Path) -> Path:
+    """The image for ``arch`` out of the index, copied into its own layout as a runtime would pick it."""
+    subprocess.run(["skopeo", "copy", "--quiet", "--override-arch", arch, f"oci:{layout}:{tag}", f"oci:{dest}:{arch}"], check=True)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def hello_index(pyimage: Pyimage, arm64_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    work = tmp_path_factory.mktemp("hello-index")
+    project = copy_example("hello-cli", work)
+    report = build_both(pyimage, arm64_rootfs, project, "-o", f"oci:{work / 'layout'}:multi")
+    return work / "layout", report
+
+
+def test_two_platforms_make_one_image_index_under_one_tag(hello_index: tuple[Path, dict]) -> None:
+    layout, report = hello_index
+    raw = json.loads(subprocess.run(["skopeo", "inspect", "--raw", f"oci:{layout}:multi"], capture_output=True, text=True, check=True).stdout)
+    assert raw["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert [m["platform"]["architecture"] for m in raw["manifests"]] == ["amd64", "arm64"]
+    assert report["image"]["digest"] == json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+    assert [p["platform"] for p in report["platforms"]] == ["linux/amd64", "linux/arm64"]
+    assert [m["digest"] for m in raw["manifests"]] == [p["digest"] for p in report["platforms"]]
+    subprocess.run(["skopeo", "copy", "--all", "--quiet", f"oci:{layout}:multi", f"oci:{layout.parent / 'all'}:multi"], check=True)
+
+
+def test_pure_python_layers_are_one_blob_for_both_platforms_built_once(hello_index: tuple[Path, dict]) -> None:
+    _layout, report = hello_index
+    amd, arm = ({l["name"]: l for l in p["layers"]} for p in report["platforms"])
+    assert amd["base"]["digest"] != arm["base"]["digest"]
+    for name in ("interpreter", "site-packages", "app"):
+        assert amd[name]["digest"] == arm[name]["digest"], name
+        assert arm[name]["cached"], f"{name} was built again for arm64"
+
+
+def test_each_platform_runs_its_own_image(hello_index: tuple[Path, dict], tmp_path: Path) -> None:
+    layout, _report = hello_index
+    for arch, machine in (("amd64", "x86_64"), ("arm64", "aarch64")):
+        single = one_platform(layout, "multi", arch, tmp_path / arch)
+        assert run_image(single, arch, args=["/opt/venv/bin/python", "-c", MACHINE], timeout=300).stdout.strip() == machine
+        assert "hello, world" in run_image(single, arch, timeout=300).stdout
+
+
+def test_a_native_extension_loads_on_arm64(pyimage: Pyimage, arm64_rootfs: Path, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path, "hello-numpy")
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"attrs>=23"', '"attrs>=23", "numpy>=2"'))
+    report = build_both(pyimage, arm64_rootfs, project, "-o", f"oci:{tmp_path / 'layout'}:np")
+    amd, arm = ({l["name"]: l for l in p["layers"]} for p in report["platforms"])
+    assert amd["site-packages"]["digest"] != arm["site-packages"]["digest"]  # numpy's wheels differ per platform
+    assert any(p.startswith("numpy==") for p in arm["site-packages"]["packages"])
+    single = one_platform(tmp_path / "layout", "np", "arm64", tmp_path / "arm")
+    code = "import numpy, platform; print(platform.machine(), numpy.arange(4).sum(), numpy.__file__)"
+    out = run_image(single, "arm64", args=["/opt/venv/bin/python", "-c", code], timeout=300).stdout.split()
+    assert out[:2] == ["aarch64", "6"] and out[2].startswith("/opt/venv/lib/python3.11/site-packages/numpy/")
+
+
+def test_the_index_is_pushed_and_docker_pulls_each_platform(pyimage: Pyimage, arm64_rootfs: Path, dockerd: Dockerd, tmp_path: Path) -> None:
+    reg = start_registry(tmp_path / "reg")
+    try:
+        project = copy_example("hello-cli", tmp_path)
+        ref = f"{reg.host}/apps/hello:multi"
+        cmd = [sys.executable, "-m", "pyimage", "build", "--json", "--cache-dir", str(pyimage.cache_dir), "-C", str(project),
+               "--platform", PLATFORMS, "--set", bases(pyimage, arm64_rootfs), "--push", ref, "--username", "alice", "--password-stdin"]
+        done = subprocess.run(cmd, input="wonderland\n", capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["pushed"][0]["digest"] == report["image"]["digest"]
+        dockerd.docker("login", reg.host, "--username", "alice", "--password-stdin", input="wonderland\n")
+        for arch in ("arm64", "amd64"):  # amd64 last: the tag then names the image this machine runs
+            dockerd.docker("pull", "--platform", f"linux/{arch}", ref)
+            assert dockerd.docker("image", "inspect", "--format", "{{.Architecture}}", ref).stdout.strip() == arch
+        assert "hello, world" in dockerd.docker("run", "--rm", "--network", "none", ref).stdout
+    finally:
+        reg.stop()
+
+
+def test_a_docker_archive_of_several_platforms_is_refused_before_any_work(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    done = pyimage.run("build", "--platform", PLATFORMS, "-o", f"docker-archive:{tmp_path / 'a.tar'}", "--cache-dir", str(tmp_path / "fresh"), project=project, check=False)
+    assert done.returncode == 2
+    error, hint = done.stderr.strip().splitlines()[-2:]
+    assert "a docker-archive holds one platform, and this build makes 2" in error
+    assert hint.startswith("hint:") and "oci:DIR" in hint
+    assert not (tmp_path / "fresh" / "blobs").exists() or not any((tmp_path / "fresh" / "blobs").rglob("*"))
