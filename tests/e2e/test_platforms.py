@@ -132,3 +132,12 @@ def test_a_docker_archive_of_several_platforms_is_refused_before_any_work(pyimag
     assert "a docker-archive holds one platform, and this build makes 2" in error
     assert hint.startswith("hint:") and "oci:DIR" in hint
     assert not (tmp_path / "fresh" / "blobs").exists() or not any((tmp_path / "fresh" / "blobs").rglob("*"))
+
+
+def test_plan_shows_each_platform_and_what_they_share(pyimage: Pyimage, arm64_rootfs: Path, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    done = pyimage.run("plan", "--json", "--platform", PLATFORMS, "--set", bases(pyimage, arm64_rootfs), project=project, base=False)
+    plan = json.loads(done.stdout)
+    assert [p["platform"] for p in plan["platforms"]] == ["linux/amd64", "linux/arm64"]
+    assert plan["shared"] == ["site-packages", "app"]
+    assert "arm64" in plan["platforms"][1]["target"]
