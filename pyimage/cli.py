@@ -339,6 +339,7 @@ def inspect(
     if image.startswith("rootfs:") or image in ("", "scratch"):
         raise ConfigError(f"inspect {image!r}: not an image", "give oci:DIR[:TAG], docker-archive:FILE or a registry reference")
     loaded, source = load_base(image, Platform.parse(platform), _cache(cache_dir), verify_layers=False)
+    platforms = _index_platforms(image)
     history = [h for h in loaded.config.get("history", []) if not h.get("empty_layer")]
     names = [str(h.get("created_by", "")).removeprefix("pyimage: ") for h in history] if len(history) == len(loaded.layers) else [""] * len(loaded.layers)
     run = loaded.config.get("config") or {}
@@ -349,12 +350,26 @@ def inspect(
         "layers": [{"name": n, "digest": l.digest, "size": l.size, "media_type": l.descriptor.media_type} for n, l in zip(names, loaded.layers)],
         "config": {k: run.get(k) for k in ("Entrypoint", "Cmd", "Env", "User", "WorkingDir", "Labels") if run.get(k) is not None},
     }
+    if platforms:
+        data["index"] = [{"platform": str(d.platform), "digest": d.digest, "size": d.size} for d in platforms]
     if as_json:
         print(json.dumps(data, indent=2))
         return
+    if platforms:
+        _table(f"{source}: an image index of {len(platforms)} platforms (--platform picks one)", ["platform", "manifest", "size"], [[str(d.platform), d.digest[7:19], _human(d.size)] for d in platforms])
     _table(f"{source} ({data['platform']}, created {data['created']})", ["layer", "digest", "size"], [[n, l.digest[7:19], _human(l.size)] for n, l in zip(names, loaded.layers)])
     for key, value in data["config"].items():
         _err(f"{key}: {json.dumps(value)}")
+
+
+def _index_platforms(image: str) -> list[Any]:
+    """For an ``oci:`` layout whose tag names an image index, that index's platform manifests."""
+    if not image.startswith("oci:"):
+        return []
+    from pyimage.oci.layout import index_platforms, split_layout_ref
+
+    directory, tag = split_layout_ref(image[len("oci:"):], default_tag="")
+    return index_platforms(directory, tag or None)
 
 
 def _check(image: str, as_json: bool) -> None:

@@ -73,6 +73,13 @@ def test_two_platforms_make_one_image_index_under_one_tag(hello_index: tuple[Pat
     subprocess.run(["skopeo", "copy", "--all", "--quiet", f"oci:{layout}:multi", f"oci:{layout.parent / 'all'}:multi"], check=True)
 
 
+def test_inspect_lists_the_platforms_of_the_index(pyimage: Pyimage, hello_index: tuple[Path, dict]) -> None:
+    layout, report = hello_index
+    data = json.loads(pyimage.run("inspect", "--json", "--platform", "linux/arm64", f"oci:{layout}:multi", base=False).stdout)
+    assert [(i["platform"], i["digest"]) for i in data["index"]] == [(p["platform"], p["digest"]) for p in report["platforms"]]
+    assert data["platform"] == "linux/arm64"
+
+
 def test_pure_python_layers_are_one_blob_for_both_platforms_built_once(hello_index: tuple[Path, dict]) -> None:
     _layout, report = hello_index
     amd, arm = ({l["name"]: l for l in p["layers"]} for p in report["platforms"])
