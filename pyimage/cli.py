@@ -252,13 +252,35 @@ def plan(
     as_json: bool = JsonOpt,
 ) -> None:
     """Print the layer plan (packages, installed sizes, why each is where it is); builds no layer."""
-    from pyimage.build import prepare
+    from pyimage.build import prepare_platforms
     from pyimage.config import load_config
 
     cfg = load_config(project, _overrides(sets, base, python, heavy, platform))
-    prep = prepare(cfg, _cache(cache_dir), _events(as_json))
-    prep.cleanup()
-    layers = [{"name": "base", "count": len(prep.base.layers), "source": prep.base_source}, {"name": "interpreter", "python": prep.interpreter.executable}]
+    preps = prepare_platforms(cfg, _cache(cache_dir), _events(as_json))
+    for one in preps:
+        one.cleanup()
+    shared = _shared_layers(preps)
+    plans = [{"target": prep.target.describe(), "platform": str(prep.target.platform), "layers": _plan_layers(prep), "notes": list(prep.notes)} for prep in preps]
+    if as_json:
+        doc: dict[str, Any] = dict(plans[0])
+        if len(preps) > 1:
+            doc = {"platforms": plans, "shared": shared, "notes": sorted({n for p in plans for n in p["notes"]})}
+        print(json.dumps(doc, indent=2))
+        return
+    for prep in preps:
+        rows = [["base", f"{len(prep.base.layers)} layer(s)", "", prep.base_source], ["interpreter", "", "", f"venv {prep.config['venv']} -> {prep.interpreter.executable}"]]
+        for spec in prep.plan.layers:
+            for i, w in enumerate(spec.wheels):
+                rows.append([spec.name if i == 0 else "", f"{w.name}=={w.version}", _human(w.installed_size), dict(spec.reasons)[w.name]])
+        _table(f"layer plan for {prep.target.describe()}", ["layer", "package", "installed", "why"], rows)
+    if len(preps) > 1:
+        _err(f"the same on every platform (one blob, built once): {', '.join(shared) or 'no wheel layer'}")
+    for note in dict.fromkeys(n for prep in preps for n in prep.notes):
+        _err(f"note: {note}")
+
+
+def _plan_layers(prep: Any) -> list[dict[str, Any]]:
+    layers: list[dict[str, Any]] = [{"name": "base", "count": len(prep.base.layers), "source": prep.base_source}, {"name": "interpreter", "python": prep.interpreter.executable}]
     for spec in prep.plan.layers:
         layers.append(
             {
@@ -267,16 +289,16 @@ def plan(
                 "packages": [{"name": w.name, "version": w.version, "installed_size": w.installed_size, "reason": dict(spec.reasons)[w.name]} for w in spec.wheels],
             }
         )
-    if as_json:
-        print(json.dumps({"target": prep.target.describe(), "layers": layers, "notes": list(prep.notes)}, indent=2))
-        return
-    rows = [["base", f"{len(prep.base.layers)} layer(s)", "", prep.base_source], ["interpreter", "", "", f"venv {prep.config['venv']} -> {prep.interpreter.executable}"]]
-    for spec in prep.plan.layers:
-        for i, w in enumerate(spec.wheels):
-            rows.append([spec.name if i == 0 else "", f"{w.name}=={w.version}", _human(w.installed_size), dict(spec.reasons)[w.name]])
-    _table(f"layer plan for {prep.target.describe()}", ["layer", "package", "installed", "why"], rows)
-    for note in prep.notes:
-        _err(f"note: {note}")
+    return layers
+
+
+def _shared_layers(preps: List[Any]) -> List[str]:
+    """Wheel layers every platform's plan fills with the very same wheels (so the same blob)."""
+    def wheels(prep: Any) -> dict[str, tuple[str, ...]]:
+        return {spec.name: tuple(w.sha256 for w in spec.wheels) for spec in prep.plan.layers}
+
+    first, rest = wheels(preps[0]), [wheels(p) for p in preps[1:]]
+    return [name for name, shas in first.items() if all(other.get(name) == shas for other in rest)]
 
 
 @app.command()
@@ -317,6 +339,7 @@ def inspect(
     if image.startswith("rootfs:") or image in ("", "scratch"):
         raise ConfigError(f"inspect {image!r}: not an image", "give oci:DIR[:TAG], docker-archive:FILE or a registry reference")
     loaded, source = load_base(image, Platform.parse(platform), _cache(cache_dir), verify_layers=False)
+    platforms = _index_platforms(image)
     history = [h for h in loaded.config.get("history", []) if not h.get("empty_layer")]
     names = [str(h.get("created_by", "")).removeprefix("pyimage: ") for h in history] if len(history) == len(loaded.layers) else [""] * len(loaded.layers)
     run = loaded.config.get("config") or {}
@@ -327,12 +350,26 @@ def inspect(
         "layers": [{"name": n, "digest": l.digest, "size": l.size, "media_type": l.descriptor.media_type} for n, l in zip(names, loaded.layers)],
         "config": {k: run.get(k) for k in ("Entrypoint", "Cmd", "Env", "User", "WorkingDir", "Labels") if run.get(k) is not None},
     }
+    if platforms:
+        data["index"] = [{"platform": str(d.platform), "digest": d.digest, "size": d.size} for d in platforms]
     if as_json:
         print(json.dumps(data, indent=2))
         return
+    if platforms:
+        _table(f"{source}: an image index of {len(platforms)} platforms (--platform picks one)", ["platform", "manifest", "size"], [[str(d.platform), d.digest[7:19], _human(d.size)] for d in platforms])
     _table(f"{source} ({data['platform']}, created {data['created']})", ["layer", "digest", "size"], [[n, l.digest[7:19], _human(l.size)] for n, l in zip(names, loaded.layers)])
     for key, value in data["config"].items():
         _err(f"{key}: {json.dumps(value)}")
+
+
+def _index_platforms(image: str) -> list[Any]:
+    """For an ``oci:`` layout whose tag names an image index, that index's platform manifests."""
+    if not image.startswith("oci:"):
+        return []
+    from pyimage.oci.layout import index_platforms, split_layout_ref
+
+    directory, tag = split_layout_ref(image[len("oci:"):], default_tag="")
+    return index_platforms(directory, tag or None)
 
 
 def _check(image: str, as_json: bool) -> None:

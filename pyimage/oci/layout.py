@@ -166,6 +166,18 @@ def _pick(manifests: list[Descriptor], platform: Platform, where: str) -> Descri
     return exact[0]
 
 
+def index_platforms(directory: Path, tag: str | None) -> list[Descriptor]:
+    """The platform manifests of the image index ``tag`` names in the layout (empty when it names one image)."""
+    directory = Path(directory).resolve()
+    index = _read_json(directory, "index.json", "index")
+    manifests = _descriptors(index.get("manifests", []), directory, "index.json manifests")
+    tagged = [m for m in manifests if tag is None or m.annotations.get(REF_NAME) == tag]
+    if len(tagged) != 1 or tagged[0].media_type not in INDEX_MEDIA_TYPES:
+        return []
+    nested = _load(directory, tagged[0], "index")
+    return _descriptors(nested.get("manifests", []), directory, f"index {tagged[0].digest[:19]}…")
+
+
 def read_layout(directory: Path, tag: str | None, platform: Platform) -> Image:
     """The image tagged ``tag`` (or the only one) in the layout at ``directory``, its layers named ``base``.
 

@@ -73,6 +73,13 @@ def test_two_platforms_make_one_image_index_under_one_tag(hello_index: tuple[Pat
     subprocess.run(["skopeo", "copy", "--all", "--quiet", f"oci:{layout}:multi", f"oci:{layout.parent / 'all'}:multi"], check=True)
 
 
+def test_inspect_lists_the_platforms_of_the_index(pyimage: Pyimage, hello_index: tuple[Path, dict]) -> None:
+    layout, report = hello_index
+    data = json.loads(pyimage.run("inspect", "--json", "--platform", "linux/arm64", f"oci:{layout}:multi", base=False).stdout)
+    assert [(i["platform"], i["digest"]) for i in data["index"]] == [(p["platform"], p["digest"]) for p in report["platforms"]]
+    assert data["platform"] == "linux/arm64"
+
+
 def test_pure_python_layers_are_one_blob_for_both_platforms_built_once(hello_index: tuple[Path, dict]) -> None:
     _layout, report = hello_index
     amd, arm = ({l["name"]: l for l in p["layers"]} for p in report["platforms"])
@@ -132,3 +139,12 @@ def test_a_docker_archive_of_several_platforms_is_refused_before_any_work(pyimag
     assert "a docker-archive holds one platform, and this build makes 2" in error
     assert hint.startswith("hint:") and "oci:DIR" in hint
     assert not (tmp_path / "fresh" / "blobs").exists() or not any((tmp_path / "fresh" / "blobs").rglob("*"))
+
+
+def test_plan_shows_each_platform_and_what_they_share(pyimage: Pyimage, arm64_rootfs: Path, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    done = pyimage.run("plan", "--json", "--platform", PLATFORMS, "--set", bases(pyimage, arm64_rootfs), project=project, base=False)
+    plan = json.loads(done.stdout)
+    assert [p["platform"] for p in plan["platforms"]] == ["linux/amd64", "linux/arm64"]
+    assert plan["shared"] == ["site-packages", "app"]
+    assert "arm64" in plan["platforms"][1]["target"]
