@@ -168,7 +168,7 @@ class Cache:
         tmp = self.tmp_path(".blob")
         got = 0
         try:
-            with open(tmp, "wb") as out:
+            with _naming(tmp), open(tmp, "wb") as out:
                 while data := src.read(min(1 << 20, size - got + 1)):
                     got += len(data)
                     if got > size:
@@ -469,6 +469,17 @@ class Cache:
                 if not digest or not self.blob_path(digest).exists():
                     record.unlink()
         return removed, freed
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Puts ``path`` on an OSError that has none (``write`` on a full disk), so the user is told where."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
 
 
 def _remove(path: Path) -> None:
