@@ -226,8 +226,10 @@ def plan(
     from pyimage.config import load_config
 
     cfg = load_config(project, _overrides(sets, base, python, heavy, platform))
-    prep = prepare(cfg, _cache(cache_dir), _events(as_json))
-    prep.cleanup()
+    cache = _cache(cache_dir)
+    with cache.lock("cache", shared=True):  # a `cache prune` waits, as for a build
+        prep = prepare(cfg, cache, _events(as_json))
+        prep.cleanup()
     layers = [{"name": "base", "count": len(prep.base.layers), "source": prep.base_source}, {"name": "interpreter", "python": prep.interpreter.executable}]
     for spec in prep.plan.layers:
         layers.append(
@@ -264,8 +266,10 @@ def lock(
     from pyimage.config import load_config
 
     cfg = load_config(project, _overrides(sets, base, python, None, platform))
-    prep = lock_only(cfg, _cache(cache_dir), _events(False), upgrade=upgrade)
-    prep.cleanup()
+    cache = _cache(cache_dir)
+    with cache.lock("cache", shared=True):
+        prep = lock_only(cfg, cache, _events(False), upgrade=upgrade)
+        prep.cleanup()
     _err(f"wrote {cfg.project_dir / cfg['lock']} ({len(prep.wheels)} wheels)")
 
 
