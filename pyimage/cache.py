@@ -42,7 +42,7 @@ __all__ = ["Cache", "LayerRecord", "default_cache_dir", "CacheStats", "VerifyRep
 
 STALE_AFTER = 600.0  # seconds without a write before a dead process's temp entry counts as a leftover
 STALE_AFTER_UNOWNED = 86400.0  # entries not named <pid>-… (made by tools we call): a day, to be safe
-_PROCESS_LOCKS: dict[str, int] = {}  # cache root -> the descriptor holding this process's pid lock
+_PROCESS_LOCKS: dict[str, int] = {}  # "pid:cache root" -> the descriptor holding that process's pid lock
 
 
 def file_digest(path: Path, algo: str = "sha256") -> str:
@@ -122,7 +122,7 @@ class Cache:
         return self.root / "tmp" / f"{os.getpid()}-{uuid.uuid4().hex[:12]}{hint}"
 
     def _hold_process_lock(self) -> None:
-        key = str(self.root.resolve())
+        key = f"{os.getpid()}:{self.root.resolve()}"  # a forked child needs a lock of its own
         if _PROCESS_LOCKS.get(key) is not None:
             return
         fd = os.open(self.root / "locks" / f"pid-{os.getpid()}.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -168,7 +168,7 @@ class Cache:
         tmp = self.tmp_path(".blob")
         got = 0
         try:
-            with open(tmp, "wb") as out:
+            with _naming(tmp), open(tmp, "wb") as out:
                 while data := src.read(min(1 << 20, size - got + 1)):
                     got += len(data)
                     if got > size:
@@ -469,6 +469,17 @@ class Cache:
                 if not digest or not self.blob_path(digest).exists():
                     record.unlink()
         return removed, freed
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Puts ``path`` on an OSError that has none (``write`` on a full disk), so the user is told where."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
 
 
 def _remove(path: Path) -> None:

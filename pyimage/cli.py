@@ -90,10 +90,15 @@ def _overrides(sets: Optional[List[str]], base: Optional[str], python: Optional[
     return out
 
 
+_CACHE_ROOT: Optional[Path] = None  # named in an OS error that carries no path (a full disk under a thread's write)
+
+
 def _cache(cache_dir: Optional[Path]):  # type: ignore[no-untyped-def]
     from pyimage.cache import Cache, default_cache_dir
 
-    return Cache(cache_dir or default_cache_dir())
+    global _CACHE_ROOT
+    _CACHE_ROOT = cache_dir or default_cache_dir()
+    return Cache(_CACHE_ROOT)
 
 
 def _events(quiet: bool):  # type: ignore[no-untyped-def]
@@ -256,9 +261,11 @@ def plan(
     from pyimage.config import load_config
 
     cfg = load_config(project, _overrides(sets, base, python, heavy, platform))
-    preps = prepare_platforms(cfg, _cache(cache_dir), _events(as_json))
-    for one in preps:
-        one.cleanup()
+    cache = _cache(cache_dir)
+    with cache.lock("cache", shared=True):  # a `cache prune` waits, as for a build
+        preps = prepare_platforms(cfg, cache, _events(as_json))
+        for one in preps:
+            one.cleanup()
     shared = _shared_layers(preps)
     plans = [{"target": prep.target.describe(), "platform": str(prep.target.platform), "layers": _plan_layers(prep), "notes": list(prep.notes)} for prep in preps]
     if as_json:
@@ -316,8 +323,10 @@ def lock(
     from pyimage.config import load_config
 
     cfg = load_config(project, _overrides(sets, base, python, None, platform))
-    prep = lock_only(cfg, _cache(cache_dir), _events(False), upgrade=upgrade)
-    prep.cleanup()
+    cache = _cache(cache_dir)
+    with cache.lock("cache", shared=True):
+        prep = lock_only(cfg, cache, _events(False), upgrade=upgrade)
+        prep.cleanup()
     _err(f"wrote {cfg.project_dir / cfg['lock']} ({len(prep.wheels)} wheels)")
 
 
@@ -511,19 +520,16 @@ _OS_HINTS = {
 }
 
 
-class _Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM: unwinds like KeyboardInterrupt (every ``finally`` removes its temp files)."""
-
-    exit_code = 130
+_SIGNALLED = 0  # the signal that interrupted this run: typer turns the KeyboardInterrupt into a plain exit code
 
 
 def _on_signal(signum: int, _frame: object) -> None:
+    global _SIGNALLED
+    _SIGNALLED = signum
     # A second Ctrl-C while temp files are being removed would leave them behind: ignore further signals.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    exc = _Interrupted()
-    exc.exit_code = 128 + signum
-    raise exc
+    raise KeyboardInterrupt  # unwinds the build: every ``finally`` on the way removes its temp files
 
 
 def _interrupted(code: int = 130) -> None:
@@ -540,6 +546,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     except PyimageError as exc:
         if _DEBUG:
             traceback.print_exc()
+        for line in exc.details:
+            _err(f"  | {line}")
         _err(f"error: {exc.message}")
         if exc.hint:
             _err(f"hint: {exc.hint}")
@@ -552,27 +560,30 @@ def main(argv: Optional[List[str]] = None) -> None:
             _err(f"error: internal error: {exc!r}")
             _err("hint: this is a bug in pyimage; run again with --debug and report the traceback")
             sys.exit(70)
-        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "") if exc.filename else "a file pyimage writes"
+        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "") if exc.filename else f"writing into the cache ({_CACHE_ROOT or 'its directory'}) or an output"
         _err(f"error: {where}: {exc.strerror or exc}")
         _err(f"hint: {hint}")
         sys.exit(1)
-    except typer.Abort as exc:  # click turns a KeyboardInterrupt into Abort
-        context = exc.__context__
-        _interrupted(getattr(context, "exit_code", 130))
+    except typer.Abort:  # click turns a KeyboardInterrupt into Abort
+        _interrupted(128 + (_SIGNALLED or signal.SIGINT))
     except typer.Exit as exc:
+        if _SIGNALLED:
+            _interrupted(128 + _SIGNALLED)
         sys.exit(exc.exit_code)
     except _USAGE_ERRORS as exc:
         if exc.format_message().strip():  # empty for a bare `pyimage`: typer has already printed the help
             _err(f"error: {exc.format_message()}")
             _err("hint: run `pyimage --help` or `pyimage COMMAND --help`")
         sys.exit(2)
-    except KeyboardInterrupt as exc:
-        _interrupted(getattr(exc, "exit_code", 130))
+    except KeyboardInterrupt:
+        _interrupted(128 + (_SIGNALLED or signal.SIGINT))
     except Exception:
         if _DEBUG:
             raise
         _err(f"error: internal error: {traceback.format_exc().strip().splitlines()[-1]}")
         _err("hint: this is a bug in pyimage; run again with --debug and report the traceback")
         sys.exit(70)
+    if _SIGNALLED:  # newer typer returns Ctrl-C as exit code 130 instead of raising
+        _interrupted(128 + _SIGNALLED)
     if isinstance(code, int) and code:
         sys.exit(code)

@@ -13,10 +13,11 @@ class PyimageError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", details: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details = details  # context shown above the error line (a backend's own last lines), never a traceback
 
     def __str__(self) -> str:
         return self.message

@@ -97,18 +97,19 @@ def _download(url: str, sha256: str, cache: Cache) -> Path:
     tmp = cache.tmp_path(".tar")
     h = hashlib.sha256()
     try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=60) as resp, open(tmp, "wb") as f:
-            resp.raise_for_status()
-            for chunk in resp.iter_bytes(1 << 20):
-                h.update(chunk)
-                f.write(chunk)
-    except httpx.HTTPError as exc:
-        tmp.unlink(missing_ok=True)
-        raise BuildError(f"cannot download interpreter {url}: {exc}", "check the URL and the network, or use a local archive") from exc
-    if h.hexdigest() != sha256:
-        tmp.unlink()
-        raise BuildError(f"interpreter {url}: sha256 {h.hexdigest()[:12]}… is not interpreter-sha256 {sha256[:12]}…", "fix interpreter-sha256, or check the download")
-    os.replace(tmp, dest)
+        try:
+            with httpx.stream("GET", url, follow_redirects=True, timeout=60) as resp, open(tmp, "wb") as f:
+                resp.raise_for_status()
+                for chunk in resp.iter_bytes(1 << 20):
+                    h.update(chunk)
+                    f.write(chunk)
+        except httpx.HTTPError as exc:
+            raise BuildError(f"cannot download interpreter {url}: {exc}", "check the URL and the network, or use a local archive") from exc
+        if h.hexdigest() != sha256:
+            raise BuildError(f"interpreter {url}: sha256 {h.hexdigest()[:12]}… is not interpreter-sha256 {sha256[:12]}…", "fix interpreter-sha256, or check the download")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)  # any failure, Ctrl-C included, leaves no partial download
     return dest
 
 

@@ -162,25 +162,32 @@ def _stat_key(path: Path, st: os.stat_result) -> str:
 
 
 def _compress_rootfs(path: Path, magic: bytes, cache: Cache, compression: str, key: str) -> LayerRecord:
-    if magic[:2] == b"\x1f\x8b":  # already gzip: ship the bytes as they are
-        h = hashlib.sha256()
-        raw_size = 0
-        for data in decompress_stream(path, MEDIA_OCI_LAYER_GZIP):
-            h.update(data)
-            raw_size += len(data)
-        tmp = cache.tmp_path(".blob")
-        shutil.copyfile(path, tmp)
-        digest = file_sha256(tmp)
-        cache.commit_blob(tmp, digest)
-        record = LayerRecord(digest, "sha256:" + h.hexdigest(), path.stat().st_size, MEDIA_OCI_LAYER_GZIP, raw_size)
-    else:
-        tmp = cache.tmp_path(".blob")
-        with BlobWriter(tmp, compression) as sink, open(path, "rb") as f:
-            while data := f.read(1 << 20):
-                sink.write(data)
-            result = sink.close()
-        cache.commit_blob(tmp, result.digest)
-        record = LayerRecord(result.digest, result.diff_id, result.size, media_type_for(compression), result.uncompressed_size)
+    tmp = cache.tmp_path(".blob")
+    try:
+        if magic[:2] == b"\x1f\x8b":  # already gzip: ship the bytes as they are
+            h = hashlib.sha256()
+            raw_size = 0
+            try:
+                for data in decompress_stream(path, MEDIA_OCI_LAYER_GZIP):
+                    h.update(data)
+                    raw_size += len(data)
+            except OSError:
+                raise
+            except Exception as exc:  # isal/zlib's own error types for a corrupt stream
+                raise BuildError(f"base rootfs:{path}: not a readable gzip ({str(exc)[:120]})", "give an uncompressed or gzip'd root filesystem tar") from None
+            shutil.copyfile(path, tmp)
+            digest = file_sha256(tmp)
+            cache.commit_blob(tmp, digest)
+            record = LayerRecord(digest, "sha256:" + h.hexdigest(), path.stat().st_size, MEDIA_OCI_LAYER_GZIP, raw_size)
+        else:
+            with BlobWriter(tmp, compression) as sink, open(path, "rb") as f:
+                while data := f.read(1 << 20):
+                    sink.write(data)
+                result = sink.close()
+            cache.commit_blob(tmp, result.digest)
+            record = LayerRecord(result.digest, result.diff_id, result.size, media_type_for(compression), result.uncompressed_size)
+    finally:
+        tmp.unlink(missing_ok=True)
     cache.put_layer(key, record)
     return record
 

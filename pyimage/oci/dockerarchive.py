@@ -162,6 +162,9 @@ def write_docker_archive(image: Image, path: Path, tag: str) -> None:
                 out.write(chunk)
             out.flush()
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk under tarfile's writes carries no path: name the output
+        exc.filename = exc.filename or str(path)
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

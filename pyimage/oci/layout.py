@@ -306,7 +306,11 @@ def _place_blob(src: Path, dest: Path, digest: str, stamps: BlobStamps | None) -
         return  # our own unchanged copy from an earlier build: no need to write it again
     tmp = _tmp_name(dest)
     try:
-        copy_blob(src, tmp)
+        try:
+            copy_blob(src, tmp)
+        except OSError as exc:  # a full disk: say where
+            exc.filename = exc.filename or str(dest)
+            raise
         os.replace(tmp, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -391,7 +395,16 @@ def _create_layout(image: Image | ImageIndex, directory: Path, tag: str, stamps:
         raise BuildError(f"output {directory}: cannot create {directory.parent} ({exc.strerror})", "check the path and its permissions") from None
     sweep_stale(directory.parent, prefix=f".{directory.name}.")
     staging = _tmp_name(directory)
-    staging.mkdir()
+    try:
+        staging.mkdir()
+        return _create_in(image, directory, tag, stamps, staging)
+    except OSError as exc:  # name the output, not the staging path the user never chose
+        if exc.filename and str(exc.filename).startswith(str(staging)):
+            exc.filename = str(directory)
+        raise
+
+
+def _create_in(image: Image, directory: Path, tag: str, stamps: BlobStamps | None, staging: Path) -> Descriptor | None:
     try:
         with _flocked(staging):  # held while writing, so a sweep by another run never takes it
             entry = _write_into(image, staging, tag, None)

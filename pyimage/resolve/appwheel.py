@@ -84,7 +84,7 @@ def source_fingerprint(project_dir: Path, extra: object) -> str:
                         stack.append(Path(entry.path))
                 elif entry.is_file() and not (here == project_dir and entry.name.startswith("pylock.") and entry.name.endswith(".toml")):
                     st = entry.stat()  # (pyimage's own lock file is an output, not a source)
-                    h.update(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                    h.update(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))  # any file name, UTF-8 or not
     for name in (".git/HEAD", ".git/index"):
         path = project_dir / name
         if path.exists():
@@ -128,8 +128,7 @@ def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires:
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), **(extra_environ or {}))
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-            raise BuildError(f"building the project's wheel failed:\n{tail}", "run `python -m build --wheel` in the project to see the full output")
+            raise backend_failure(proc.stdout + "\n" + proc.stderr)
 
     builder = ProjectBuilder(project_dir, python_executable=str(python), runner=runner)
     # The backend's dynamic build requirements are asked once per environment and pyproject.toml, not per build.
@@ -142,4 +141,27 @@ def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires:
             checked.touch()
         return Path(builder.build("wheel", out_dir))
     except BuildBackendException as exc:
-        raise BuildError(f"building the project's wheel failed: {exc}", "run `python -m build --wheel` in the project to see the full output") from exc
+        inner = getattr(exc, "exception", None)
+        raise (inner if isinstance(inner, BuildError) else backend_failure(str(exc))) from None
+
+
+def backend_failure(output: str, keep: int = 10) -> BuildError:
+    """The backend's own last lines, without Python traceback frames: its final line (the exception, or what it
+    printed last) is the error, the lines before it are shown above as context."""
+    lines: list[str] = []
+    in_traceback = False
+    for line in output.splitlines():
+        if line.startswith("Traceback (most recent call last):"):
+            in_traceback = True
+            continue
+        if in_traceback and (line.startswith(" ") or not line.strip()):
+            continue  # a frame ("  File …", its source line) of the traceback
+        in_traceback = False
+        if line.strip():
+            lines.append(line.rstrip())
+    last = lines[-1].strip() if lines else "the build backend failed without a message"
+    return BuildError(
+        f"building the project's wheel failed: {last[:300]}",
+        "fix the error above in the project, or run `python -m build --wheel` there to see the full output",
+        tuple(l[:300] for l in lines[-keep:-1]),
+    )

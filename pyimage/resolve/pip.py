@@ -108,7 +108,7 @@ def resolve(
     built_dir = cache.root / "sdist-wheels" / target.python
     built_dir.mkdir(parents=True, exist_ok=True)
     tried: set[str] = set()
-    with tempfile.TemporaryDirectory(dir=cache.root / "tmp") as tmp:
+    with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix=f"{os.getpid()}-") as tmp:
         report = Path(tmp) / "report.json"
         for _ in range(_MAX_SDIST_ROUNDS):
             proc = _pip(
@@ -182,7 +182,7 @@ def fetch_wheels(pins: Sequence[Pin], target: Target, cache: Cache) -> dict[str,
         else:
             missing.append(pin)
     if missing:
-        with tempfile.TemporaryDirectory(dir=cache.root / "tmp") as tmp:
+        with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix=f"{os.getpid()}-") as tmp:
             reqs = Path(tmp) / "requirements.txt"
             reqs.write_text("".join(f"{p.name} @ {p.url} --hash=sha256:{p.sha256}\n" for p in missing))
             dest = Path(tmp) / "wheels"

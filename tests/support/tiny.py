@@ -9,6 +9,7 @@ network, so each hostile case can end with a rerun that must succeed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,13 +18,15 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
+
+import pytest
 
 from support.registry import make_image, make_layer
 
 from pyimage.oci.layout import write_layout
 
-__all__ = ["tiny_project", "tiny_base", "snapshot", "Run", "run_pyimage", "assert_one_error", "verify_clean"]
+__all__ = ["tiny_project", "tiny_base", "snapshot", "Run", "run_pyimage", "assert_one_error", "verify_clean", "offline_env", "small_tmpfs"]
 
 _BACKEND = '''\
 """A PEP 517 backend for tests: packages src/ into a wheel with a correct RECORD, nothing installed."""
@@ -39,6 +42,13 @@ def _h(data):
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    if os.path.exists("FAIL"):  # a test's way to make the backend fail, with this message
+        print("tiny backend: checking the sources", file=sys.stderr)
+        raise RuntimeError(open("FAIL").read().strip())
+    if os.path.exists("SLEEP"):  # a test's way to hold the build here (to interrupt or kill it)
+        import time
+        open("SLEEPING", "w").close()
+        time.sleep(float(open("SLEEP").read()))
     with open("pyproject.toml", "rb") as f:
         project = tomllib.load(f)["project"]
     name, version = project["name"].replace("-", "_"), project["version"]
@@ -157,3 +167,20 @@ def verify_clean(cache: Path) -> None:
     """``pyimage cache verify`` exits 0 and calls the cache clean (no corrupt blob, no leftover temp file)."""
     done = run_pyimage("cache", "verify", cache=cache)
     assert done.returncode == 0 and "clean" in done.stderr, done.stderr
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str = "1m", read_only: bool = False) -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted at ``path`` (root only): a disk that fills up, or a read-only one."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
