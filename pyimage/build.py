@@ -29,7 +29,7 @@ from pyimage.layers.plan import LayerPlan, plan_layers
 from pyimage.oci.base import load_base, scan_base
 from pyimage.oci.model import Image, Layer
 from pyimage.publish import RegistrySettings
-from pyimage.resolve.appwheel import build_app_wheel
+from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, requires_python
 from pyimage.resolve.lock import inputs_key, read_lock, write_lock
 from pyimage.resolve.pip import Pin, fetch_wheels, resolve
 from pyimage.resolve.target import Target
@@ -99,8 +99,8 @@ class BuildResult:
         }
 
 
-def _requires_dist(app: Path) -> tuple[str, list[str], list[str]]:
-    """(name, Requires-Dist lines, console script names) from the app wheel's metadata."""
+def _requires_dist(app: Path) -> tuple[str, list[str], list[str], str | None]:
+    """(name, Requires-Dist lines, console script names, Requires-Python) from the app wheel's metadata."""
     from email.parser import Parser
 
     from installer.utils import parse_entrypoints
@@ -112,7 +112,7 @@ def _requires_dist(app: Path) -> tuple[str, list[str], list[str]]:
         with contextlib.suppress(KeyError):
             eps = zf.read(f"{dist_info}/entry_points.txt").decode("utf-8")
             scripts = [name for name, _m, _a, section in parse_entrypoints(eps) if section == "console"]
-    return meta["Name"], meta.get_all("Requires-Dist") or [], sorted(scripts)
+    return meta["Name"], meta.get_all("Requires-Dist") or [], sorted(scripts), meta.get("Requires-Python")
 
 
 def _interpreter(cfg: Config, base: Image, cache: Cache) -> tuple[Interpreter, Target]:
@@ -280,10 +280,12 @@ def prepare(
     paths = InstallPaths(cfg["venv"], interp.version)
     workdir = Path(tempfile.mkdtemp(prefix="appwheel-", dir=cache.root / "tmp"))
     try:
+        check_requires_python(requires_python(cfg.project_dir), target, str(cfg.pyproject))
         events("building the project's wheel")
-        app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch)
+        app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch, target)
         app = read_wheel(app_path)
-        _name, requires, scripts = _requires_dist(app_path)
+        _name, requires, scripts, wheel_requires_python = _requires_dist(app_path)
+        check_requires_python(wheel_requires_python, target, f"{cfg.project_dir.name} (its wheel's metadata)")
         pins = _pins(cfg, app_path, requires, target, cache, events, refresh_lock, upgrade)
         wheels = _wheel_values(pins, target, cache, paths)
         conflict_notes = _check_conflicts([*wheels, app], paths, cache)

@@ -24,6 +24,7 @@ from packaging.utils import canonicalize_name
 
 from pyimage.cache import Cache
 from pyimage.errors import BuildError
+from pyimage.resolve.interpreters import find_python, host_version
 from pyimage.resolve.target import Target
 
 __all__ = ["Pin", "resolve", "fetch_wheels", "host_python"]
@@ -47,18 +48,8 @@ class Pin:
 
 
 def host_python(version: str) -> str | None:
-    """An interpreter of Python ``version`` on this machine (this one, PATH, or pyenv), for sdist builds."""
-    if version == f"{sys.version_info[0]}.{sys.version_info[1]}":
-        return sys.executable
-    found = shutil.which(f"python{version}")
-    if found:
-        return found
-    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-    for cand in sorted(root.glob(f"{version}.*"), reverse=True):
-        exe = cand / "bin" / f"python{version}"
-        if exe.exists():
-            return str(exe)
-    return None
+    """An interpreter of Python ``version`` on this machine (this one, PATH, pyenv, uv), for sdist builds."""
+    return find_python(version)
 
 
 def _pip(args: Sequence[str], *, python: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -152,8 +143,8 @@ def _build_sdist(name: str, spec: str, target: Target, out: Path, extra_args: Se
     python = host_python(target.python)
     if python is None:
         raise BuildError(
-            f"{name}: no wheel for {target.describe()}, and building its sdist needs a Python {target.python} on this machine",
-            f"install python{target.python} (e.g. with pyenv), or pin a {name} version that publishes wheels",
+            f"{name}: no wheel for {target.describe()}, and building its sdist needs a Python {target.python} on this machine (pyimage runs on {host_version()}; none of {target.python} found on PATH, in pyenv or uv)",
+            f"install Python {target.python} (pyenv install {target.python} or uv python install {target.python}), or pin a {name} version that publishes wheels",
         )
     proc = _pip(["wheel", "--no-deps", "--no-binary", name, "--wheel-dir", str(out), *extra_args, f"{name}{spec}"], python=python)
     if proc.returncode != 0:
