@@ -31,7 +31,7 @@ from pyimage.oci.model import Image, Layer
 from pyimage.publish import RegistrySettings
 from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, requires_python
 from pyimage.resolve.lock import inputs_key, read_lock, write_lock
-from pyimage.resolve.pip import Pin, fetch_wheels, resolve
+from pyimage.resolve.pip import Pin, fetch_wheels, resolve, sdist_wheel
 from pyimage.resolve.target import Target
 from pyimage.wheels import Wheel, read_wheel
 
@@ -229,7 +229,9 @@ def _files_key(sha256: str, paths: InstallPaths) -> str:
 
 def _wheel_values(pins: Sequence[Pin], target: Target, cache: Cache, paths: InstallPaths) -> list[Wheel]:
     """``Wheel`` values for the pins. A wheel whose facts (installed size, file map) the cache already holds by
-    its sha256 is neither downloaded nor read here; a layer that misses the cache fetches it (``_fetcher``)."""
+    its sha256 is neither downloaded nor read here; a layer that misses the cache fetches it (``_fetcher``).
+    An sdist pin stands for the wheel built from it for this target (kept in the cache, or built now)."""
+    pins = [_built_pin(pin, target, cache) if pin.is_sdist else pin for pin in pins]
     known: dict[str, Wheel] = {}
     need: list[Pin] = []
     for pin in pins:
@@ -248,6 +250,11 @@ def _wheel_values(pins: Sequence[Pin], target: Target, cache: Cache, paths: Inst
             cache.put_meta(f"wheel-{pin.sha256}", wheel.installed_size)
         out.append(wheel)
     return out
+
+
+def _built_pin(pin: Pin, target: Target, cache: Cache) -> Pin:
+    path, sha = sdist_wheel(pin, target, cache)
+    return Pin(pin.name, pin.version, path.name, "", sha)
 
 
 def _fetcher(pins: Sequence[Pin], target: Target, cache: Cache) -> Callable[[tuple[Wheel, ...]], tuple[Wheel, ...]]:

@@ -28,7 +28,7 @@ def find_python(version: str) -> str | None:
     if version == host_version():
         return sys.executable
     found = shutil.which(f"python{version}")
-    if found:
+    if found and Path(found).parent.name != "shims":  # pyenv's shims fail for versions not selected globally
         return found
     root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
     if root.is_dir():
