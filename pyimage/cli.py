@@ -1,4 +1,7 @@
-"""The ``pyimage`` command: thin typer commands over the library, for people (stderr) and machines (--json).
+"""The ``pyimage`` command: thin typer commands over the library, for people and for machines (--json).
+
+Results (tables, what was written, --json) go to stdout, so ``pyimage plan | less`` and ``pyimage inspect … > f``
+capture them; progress lines, notes and errors go to stderr.
 
 A ``PyimageError`` becomes two lines, ``error: …`` and ``hint: …``, and its exit code (2 for configuration,
 1 for build errors); anything else is a bug and shows its traceback with ``--debug``.
@@ -39,6 +42,7 @@ app.add_typer(cache_app, name="cache")
 _DEBUG = False
 
 ProjectOpt = typer.Option(Path("."), "--project", "-C", help="Project directory (holds pyproject.toml).")
+DirArg = typer.Argument(None, metavar="DIR", help="Project directory (the same as -C; default: the current directory).", show_default=False)
 SetOpt = typer.Option(None, "--set", "-s", help="Override any [tool.pyimage] key: --set key=value (repeatable; TOML values allowed).")
 BaseOpt = typer.Option(None, "--base", help="Base image (overrides `base`).")
 PythonOpt = typer.Option(None, "--python", help="Target Python X.Y (overrides `python`).")
@@ -51,6 +55,21 @@ JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout (a
 def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
+
+
+def _out(text: str) -> None:
+    """A result line (stdout), as opposed to progress and notes (stderr)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _project(directory: Optional[Path], project: Path) -> Path:
+    """The project directory from ``pyimage build DIR`` or ``-C DIR`` (both: they must agree)."""
+    if directory is None:
+        return project
+    if project != Path(".") and project.resolve() != directory.resolve():
+        raise ConfigError(f"two project directories: {directory} and -C {project}", "give the directory once, as an argument or with -C")
+    return directory
 
 
 def _parse_set(items: List[str]) -> dict[str, Any]:
@@ -121,11 +140,12 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
         table.add_column(h, overflow="fold")
     for row in rows:
         table.add_row(*row)
-    Console(stderr=True, width=max(100, shutil.get_terminal_size((120, 20)).columns)).print(table)
+    Console(width=max(100, shutil.get_terminal_size((120, 20)).columns)).print(table)
 
 
 @app.command()
 def build(
+    directory: Optional[Path] = DirArg,
     project: Path = ProjectOpt,
     output: Optional[List[str]] = typer.Option(None, "--output", "-o", help="oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG] (repeatable)."),
     push: Optional[List[str]] = typer.Option(None, "--push", help="Push to a registry reference (repeatable)."),
@@ -150,7 +170,7 @@ def build(
     overrides = _overrides(sets, base, python, heavy, platform, compression=compression)
     if output:
         overrides["output"] = list(output)
-    cfg = load_config(project, overrides)
+    cfg = load_config(_project(directory, project), overrides)
     cache = _cache(cache_dir)
     events = _events(as_json)
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
@@ -171,11 +191,11 @@ def build(
     for note in prep.notes:
         _err(f"note: {note}")
     rows = [[l.name, l.digest[7:19], _human(l.size), "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")] for l in image.layers]
-    _table(f"image {image.digest}", ["layer", "digest", "size", "", "packages"], rows)
+    _table(f"image {image.digest}", ["layer", "digest", "size", "cache", "packages"], rows)
     for w in written:
-        _err(f"wrote {w}")
+        _out(f"wrote {w}")
     for p in pushed:
-        _err(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
+        _out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
 
 
 def _registry_settings(username: Optional[str], password_stdin: bool, insecure: Optional[List[str]], ca_bundle: Optional[Path], push: List[str]) -> Any:
@@ -202,6 +222,7 @@ def _push(image: Any, prep: Any, refs: list[str], registry: Any, events: Any) ->
 
 @app.command()
 def plan(
+    directory: Optional[Path] = DirArg,
     project: Path = ProjectOpt,
     sets: Optional[List[str]] = SetOpt,
     base: Optional[str] = BaseOpt,
@@ -215,7 +236,7 @@ def plan(
     from pyimage.build import prepare
     from pyimage.config import load_config
 
-    cfg = load_config(project, _overrides(sets, base, python, heavy, platform))
+    cfg = load_config(_project(directory, project), _overrides(sets, base, python, heavy, platform))
     prep = prepare(cfg, _cache(cache_dir), _events(as_json))
     prep.cleanup()
     layers = [{"name": "base", "count": len(prep.base.layers), "source": prep.base_source}, {"name": "interpreter", "python": prep.interpreter.executable}]
@@ -241,6 +262,7 @@ def plan(
 
 @app.command()
 def lock(
+    directory: Optional[Path] = DirArg,
     project: Path = ProjectOpt,
     upgrade: bool = typer.Option(False, "--upgrade", help="Take the newest versions allowed instead of keeping locked ones."),
     sets: Optional[List[str]] = SetOpt,
@@ -253,10 +275,10 @@ def lock(
     from pyimage.build import lock_only
     from pyimage.config import load_config
 
-    cfg = load_config(project, _overrides(sets, base, python, None, platform))
+    cfg = load_config(_project(directory, project), _overrides(sets, base, python, None, platform))
     prep = lock_only(cfg, _cache(cache_dir), _events(False), upgrade=upgrade)
     prep.cleanup()
-    _err(f"wrote {cfg.project_dir / cfg['lock']} ({len(prep.wheels)} wheels)")
+    _out(f"wrote {cfg.project_dir / cfg['lock']} ({len(prep.wheels)} wheels)")
 
 
 @app.command()
@@ -288,7 +310,7 @@ def inspect(
         return
     _table(f"{source} ({data['platform']}, created {data['created']})", ["layer", "digest", "size"], [[n, l.digest[7:19], _human(l.size)] for n, l in zip(names, loaded.layers)])
     for key, value in data["config"].items():
-        _err(f"{key}: {json.dumps(value)}")
+        _out(f"{key}: {json.dumps(value)}")
 
 
 @app.command()
@@ -374,9 +396,17 @@ def _root(
         raise typer.Exit()
 
 
+def _debug_first(argv: List[str]) -> List[str]:
+    """``--debug`` anywhere (``pyimage build --debug``, as the hint says) means the global option."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" not in argv[:end]:
+        return argv
+    return ["--debug", *(a for a in argv[:end] if a != "--debug"), *argv[end:]]
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     try:
-        code = app(args=argv, standalone_mode=False)  # a typer.Exit / Ctrl-C comes back as its exit code
+        code = app(args=_debug_first(list(sys.argv[1:] if argv is None else argv)), standalone_mode=False)  # a typer.Exit / Ctrl-C comes back as its exit code
     except PyimageError as exc:
         if _DEBUG:
             traceback.print_exc()
