@@ -29,9 +29,9 @@ from pyimage.oci.base import load_base, scan_base
 from pyimage.oci.engine import Loaded
 from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
 from pyimage.publish import RegistrySettings
-from pyimage.resolve.appwheel import build_app_wheel
+from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, requires_python
 from pyimage.resolve.lock import inputs_key, read_lock, write_lock
-from pyimage.resolve.pip import Pin, fetch_wheels, resolve
+from pyimage.resolve.pip import Pin, fetch_wheels, resolve, sdist_wheel
 from pyimage.resolve.target import Target
 from pyimage.wheels import Wheel, read_wheel
 
@@ -118,8 +118,8 @@ def _layers_json(image: Image) -> list[dict[str, Any]]:
     ]
 
 
-def _requires_dist(app: Path) -> tuple[str, list[str], list[str]]:
-    """(name, Requires-Dist lines, console script names) from the app wheel's metadata."""
+def _requires_dist(app: Path) -> tuple[str, list[str], list[str], str | None]:
+    """(name, Requires-Dist lines, console script names, Requires-Python) from the app wheel's metadata."""
     from email.parser import Parser
 
     from installer.utils import parse_entrypoints
@@ -131,7 +131,7 @@ def _requires_dist(app: Path) -> tuple[str, list[str], list[str]]:
         with contextlib.suppress(KeyError):
             eps = zf.read(f"{dist_info}/entry_points.txt").decode("utf-8")
             scripts = [name for name, _m, _a, section in parse_entrypoints(eps) if section == "console"]
-    return meta["Name"], meta.get_all("Requires-Dist") or [], sorted(scripts)
+    return meta["Name"], meta.get_all("Requires-Dist") or [], sorted(scripts), meta.get("Requires-Python")
 
 
 def _interpreter(cfg: Config, base: Image, cache: Cache) -> tuple[Interpreter, Target]:
@@ -287,7 +287,9 @@ def _files_key(sha256: str, paths: InstallPaths) -> str:
 
 def _wheel_values(pins: Sequence[Pin], target: Target, cache: Cache, paths: InstallPaths) -> list[Wheel]:
     """``Wheel`` values for the pins. A wheel whose facts (installed size, file map) the cache already holds by
-    its sha256 is neither downloaded nor read here; a layer that misses the cache fetches it (``_fetcher``)."""
+    its sha256 is neither downloaded nor read here; a layer that misses the cache fetches it (``_fetcher``).
+    An sdist pin stands for the wheel built from it for this target (kept in the cache, or built now)."""
+    pins = [_built_pin(pin, target, cache) if pin.is_sdist else pin for pin in pins]
     known: dict[str, Wheel] = {}
     need: list[Pin] = []
     for pin in pins:
@@ -306,6 +308,11 @@ def _wheel_values(pins: Sequence[Pin], target: Target, cache: Cache, paths: Inst
             cache.put_meta(f"wheel-{pin.sha256}", wheel.installed_size)
         out.append(wheel)
     return out
+
+
+def _built_pin(pin: Pin, target: Target, cache: Cache) -> Pin:
+    path, sha = sdist_wheel(pin, target, cache)
+    return Pin(pin.name, pin.version, path.name, "", sha)
 
 
 def _fetcher(pins: Sequence[Pin], target: Target, cache: Cache) -> Callable[[tuple[Wheel, ...]], tuple[Wheel, ...]]:
@@ -342,10 +349,12 @@ def prepare(
     workdir = cache.tmp_path("-appwheel")
     workdir.mkdir()
     try:
+        check_requires_python(requires_python(cfg.project_dir), target, str(cfg.pyproject))
         events("building the project's wheel")
-        app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch)
+        app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch, target)
         app = read_wheel(app_path)
-        _name, requires, scripts = _requires_dist(app_path)
+        _name, requires, scripts, wheel_requires_python = _requires_dist(app_path)
+        check_requires_python(wheel_requires_python, target, f"{cfg.project_dir.name} (its wheel's metadata)")
         pins = _pins(cfg, app_path, requires, target, cache, events, refresh_lock, upgrade)
         wheels = _wheel_values(pins, target, cache, paths)
         conflict_notes = _check_conflicts([*wheels, app], paths, cache)

@@ -1,4 +1,7 @@
-"""The ``pyimage`` command: thin typer commands over the library, for people (stderr) and machines (--json).
+"""The ``pyimage`` command: thin typer commands over the library, for people and for machines (--json).
+
+Results (tables, what was written, --json) go to stdout, so ``pyimage plan | less`` and ``pyimage inspect … > f``
+capture them; progress lines, notes and errors go to stderr.
 
 A ``PyimageError`` becomes two lines, ``error: …`` and ``hint: …``, and its exit code (2 for configuration,
 1 for build errors); anything else is a bug and shows its traceback with ``--debug``.
@@ -41,6 +44,7 @@ app.add_typer(cache_app, name="cache")
 _DEBUG = False
 
 ProjectOpt = typer.Option(Path("."), "--project", "-C", help="Project directory (holds pyproject.toml).")
+DirArg = typer.Argument(None, metavar="DIR", help="Project directory (the same as -C; default: the current directory).", show_default=False)
 SetOpt = typer.Option(None, "--set", "-s", help="Override any [tool.pyimage] key: --set key=value (repeatable; TOML values allowed).")
 BaseOpt = typer.Option(None, "--base", help="Base image (overrides `base`).")
 PythonOpt = typer.Option(None, "--python", help="Target Python X.Y (overrides `python`).")
@@ -53,6 +57,21 @@ JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout (a
 def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
+
+
+def _out(text: str) -> None:
+    """A result line (stdout), as opposed to progress and notes (stderr)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _project(directory: Optional[Path], project: Path) -> Path:
+    """The project directory from ``pyimage build DIR`` or ``-C DIR`` (both: they must agree)."""
+    if directory is None:
+        return project
+    if project != Path(".") and project.resolve() != directory.resolve():
+        raise ConfigError(f"two project directories: {directory} and -C {project}", "give the directory once, as an argument or with -C")
+    return directory
 
 
 def _parse_set(items: List[str]) -> dict[str, Any]:
@@ -128,11 +147,12 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
         table.add_column(h, overflow="fold")
     for row in rows:
         table.add_row(*row)
-    Console(stderr=True, width=max(100, shutil.get_terminal_size((120, 20)).columns)).print(table)
+    Console(width=max(100, shutil.get_terminal_size((120, 20)).columns)).print(table)
 
 
 @app.command()
 def build(
+    directory: Optional[Path] = DirArg,
     project: Path = ProjectOpt,
     output: Optional[List[str]] = typer.Option(None, "--output", "-o", help="oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:[NAME:TAG] or podman:[NAME:TAG] (repeatable)."),
     load: bool = typer.Option(False, "--load", help="Load the image into the local engine: Docker (DOCKER_HOST or the docker context), else podman."),
@@ -161,12 +181,13 @@ def build(
     overrides = _overrides(sets, base, python, heavy, platform, compression=compression)
     if output:
         overrides["output"] = list(output)
-    cfg = load_config(project, overrides)
+    proj = _project(directory, project)
+    cfg = load_config(proj, overrides)
     if load:
         from pyimage.oci.engine import default_engine_output
 
         overrides["output"] = [*cfg["output"], default_engine_output()]
-        cfg = load_config(project, overrides)
+        cfg = load_config(proj, overrides)
     cfg = _add_pairs(cfg, labels=label, annotations=annotation)
     outputs = list(cfg["output"]) or ([] if push or cfg["repository"] else [default_output(cfg)])
     check_outputs(outputs, cfg.project_dir, len(cfg.platforms))
@@ -196,16 +217,16 @@ def build(
         _err(f"note: {note}")
     for one in images:
         rows = [[l.name, l.digest[7:19], _human(l.size), "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")] for l in one.layers]
-        _table(f"image {one.digest}" + (f" ({one.platform})" if index else ""), ["layer", "digest", "size", "", "packages"], rows)
+        _table(f"image {one.digest}" + (f" ({one.platform})" if index else ""), ["layer", "digest", "size", "cache", "packages"], rows)
     if index is not None:
-        _err(f"image index {index.digest} ({', '.join(str(i.platform) for i in images)})")
+        _out(f"image index {index.digest} ({', '.join(str(i.platform) for i in images)})")
     for w in written.outputs:
         if not w.startswith(("docker-daemon:", "podman:")):
-            _err(f"wrote {w}")
+            _out(f"wrote {w}")
     for item in written.loaded:
-        _err(f"loaded into {item.engine} ({item.endpoint}) as {item.reference}, image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
+        _out(f"loaded into {item.engine} ({item.endpoint}) as {item.reference}, image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
     for p in pushed:
-        _err(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
+        _out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
 
 
 def _add_pairs(cfg: Any, **pairs: Optional[List[str]]) -> Any:
@@ -247,6 +268,7 @@ def _push(image: Any, prep: Any, refs: list[str], registry: Any, events: Any) ->
 
 @app.command()
 def plan(
+    directory: Optional[Path] = DirArg,
     project: Path = ProjectOpt,
     sets: Optional[List[str]] = SetOpt,
     base: Optional[str] = BaseOpt,
@@ -260,7 +282,7 @@ def plan(
     from pyimage.build import prepare_platforms
     from pyimage.config import load_config
 
-    cfg = load_config(project, _overrides(sets, base, python, heavy, platform))
+    cfg = load_config(_project(directory, project), _overrides(sets, base, python, heavy, platform))
     cache = _cache(cache_dir)
     with cache.lock("cache", shared=True):  # a `cache prune` waits, as for a build
         preps = prepare_platforms(cfg, cache, _events(as_json))
@@ -281,7 +303,7 @@ def plan(
                 rows.append([spec.name if i == 0 else "", f"{w.name}=={w.version}", _human(w.installed_size), dict(spec.reasons)[w.name]])
         _table(f"layer plan for {prep.target.describe()}", ["layer", "package", "installed", "why"], rows)
     if len(preps) > 1:
-        _err(f"the same on every platform (one blob, built once): {', '.join(shared) or 'no wheel layer'}")
+        _out(f"the same on every platform (one blob, built once): {', '.join(shared) or 'no wheel layer'}")
     for note in dict.fromkeys(n for prep in preps for n in prep.notes):
         _err(f"note: {note}")
 
@@ -310,6 +332,7 @@ def _shared_layers(preps: List[Any]) -> List[str]:
 
 @app.command()
 def lock(
+    directory: Optional[Path] = DirArg,
     project: Path = ProjectOpt,
     upgrade: bool = typer.Option(False, "--upgrade", help="Take the newest versions allowed instead of keeping locked ones."),
     sets: Optional[List[str]] = SetOpt,
@@ -322,12 +345,12 @@ def lock(
     from pyimage.build import lock_only
     from pyimage.config import load_config
 
-    cfg = load_config(project, _overrides(sets, base, python, None, platform))
+    cfg = load_config(_project(directory, project), _overrides(sets, base, python, None, platform))
     cache = _cache(cache_dir)
     with cache.lock("cache", shared=True):
         prep = lock_only(cfg, cache, _events(False), upgrade=upgrade)
         prep.cleanup()
-    _err(f"wrote {cfg.project_dir / cfg['lock']} ({len(prep.wheels)} wheels)")
+    _out(f"wrote {cfg.project_dir / cfg['lock']} ({len(prep.wheels)} wheels)")
 
 
 @app.command()
@@ -368,7 +391,7 @@ def inspect(
         _table(f"{source}: an image index of {len(platforms)} platforms (--platform picks one)", ["platform", "manifest", "size"], [[str(d.platform), d.digest[7:19], _human(d.size)] for d in platforms])
     _table(f"{source} ({data['platform']}, created {data['created']})", ["layer", "digest", "size"], [[n, l.digest[7:19], _human(l.size)] for n, l in zip(names, loaded.layers)])
     for key, value in data["config"].items():
-        _err(f"{key}: {json.dumps(value)}")
+        _out(f"{key}: {json.dumps(value)}")
 
 
 def _index_platforms(image: str) -> list[Any]:
@@ -538,11 +561,19 @@ def _interrupted(code: int = 130) -> None:
     sys.exit(code)
 
 
+def _debug_first(argv: List[str]) -> List[str]:
+    """``--debug`` anywhere (``pyimage build --debug``, as the hint says) means the global option."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" not in argv[:end]:
+        return argv
+    return ["--debug", *(a for a in argv[:end] if a != "--debug"), *argv[end:]]
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
-        code = app(args=argv, standalone_mode=False)  # a typer.Exit / Ctrl-C comes back as its exit code
+        code = app(args=_debug_first(list(sys.argv[1:] if argv is None else argv)), standalone_mode=False)  # a typer.Exit / Ctrl-C comes back as its exit code
     except PyimageError as exc:
         if _DEBUG:
             traceback.print_exc()

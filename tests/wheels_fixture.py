@@ -68,16 +68,22 @@ def make_wheel(
     executable: tuple[str, ...] = (),
     purelib: bool = True,
     tamper: Mapping[str, bytes] | None = None,
+    requires_python: str | None = None,
+    requires: tuple[str, ...] = (),
 ) -> Path:
     """Writes ``{name}-{version}-py3-none-any.whl`` into ``directory`` and returns its path.
 
     ``files`` maps archive paths to contents (any path, even ``../x``: the caller chooses the defect);
     RECORD lists every file with its true hash, except that ``tamper`` replaces a file's stored bytes after
-    its hash was recorded. ``executable`` paths get mode 0755 in the zip.
+    its hash was recorded. ``executable`` paths get mode 0755 in the zip. ``requires_python`` and ``requires``
+    become METADATA's Requires-Python and Requires-Dist.
     """
     dist_info = f"{name}-{version}.dist-info"
     members: dict[str, bytes] = dict(files or {})
-    members[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    metadata += f"Requires-Python: {requires_python}\n" if requires_python else ""
+    metadata += "".join(f"Requires-Dist: {req}\n" for req in requires)
+    members[f"{dist_info}/METADATA"] = metadata.encode()
     members[f"{dist_info}/WHEEL"] = (
         f"Wheel-Version: 1.0\nGenerator: pyimage-tests\nRoot-Is-Purelib: {'true' if purelib else 'false'}\n"
         "Tag: py3-none-any\n"

@@ -1,8 +1,14 @@
 """The project's own wheel, built with pypa/build in a build environment that is made once and reused.
 
 A fresh isolated environment per build costs seconds (pip installing the backend each time); a code change
-must cost well under one. One environment per ``build-system.requires`` (and host Python) lives in the cache,
+must cost well under one. One environment per ``build-system.requires`` and interpreter lives in the cache,
 is marked ready only after its requirements installed, and is rebuilt if that mark is missing.
+
+The interpreter is one of the target's minor version when this machine has one (``interpreters.find_python``),
+so compiled extensions get the image's ABI. The wheel is reused only while its inputs are provably the same:
+the content of every source file, the backend and its requirements, the interpreter, and for VCS-derived
+versions the checked-out commit and the repository's tags (``vcs.vcs_state``). Files the backend itself writes
+(a ``version-file``) are not inputs, and what setuptools leaves behind (``build/``, ``*.egg-info``) is removed.
 """
 
 from __future__ import annotations
@@ -15,23 +21,47 @@ import subprocess
 import sys
 import venv
 from pathlib import Path
+from typing import Any, Iterable
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import parse_wheel_filename
 
 from pyimage.cache import Cache
-from pyimage.errors import BuildError
+from pyimage.errors import BuildError, ConfigError
+from pyimage.resolve.interpreters import find_python, host_version
+from pyimage.resolve.target import Target
+from pyimage.resolve.vcs import vcs_state
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["build_app_wheel", "build_requires", "source_fingerprint"]
+__all__ = [
+    "build_app_wheel",
+    "build_requires",
+    "source_fingerprint",
+    "backend_written_files",
+    "check_requires_python",
+    "check_wheel_fits",
+]
 
 _DEFAULT_SYSTEM = {"requires": ["setuptools>=40.8.0"], "build-backend": "setuptools.build_meta:__legacy__"}
+_FINGERPRINT_FORMAT = 2  # bump when what the fingerprint covers changes
+
+
+def _pyproject(project_dir: Path) -> dict[str, Any]:
+    path = project_dir / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})", "fix the syntax error at that line") from exc
 
 
 def build_requires(project_dir: Path) -> tuple[list[str], str]:
-    data = tomllib.loads((project_dir / "pyproject.toml").read_text())
-    system = data.get("build-system") or _DEFAULT_SYSTEM
+    system = _pyproject(project_dir).get("build-system") or _DEFAULT_SYSTEM
     return sorted(system.get("requires", [])), system.get("build-backend", _DEFAULT_SYSTEM["build-backend"])
 
 
@@ -49,65 +79,199 @@ def _install(env_python: Path, requirements: list[str]) -> None:
         raise BuildError(f"cannot install the build requirements {requirements}: {last[0]}", "check [build-system] requires and your index settings")
 
 
-def _env(cache: Cache, requires: list[str]) -> Path:
-    key = hashlib.sha256(json.dumps([sys.version, requires]).encode()).hexdigest()[:24]
+def _env(cache: Cache, requires: list[str], python: str) -> Path:
+    """A venv of ``python`` holding ``requires``, made once per (interpreter, requirements)."""
+    key = hashlib.sha256(json.dumps([sys.version if python == sys.executable else python, requires]).encode()).hexdigest()[:24]
     env_dir = cache.root / "envs" / key
-    python = env_dir / "bin" / "python"
+    env_python = env_dir / "bin" / "python"
     ready = env_dir / ".pyimage-ready"
     with cache.lock(f"env-{key}"):
-        if not (ready.exists() and python.exists()):
+        if not (ready.exists() and env_python.exists()):
             if env_dir.exists():
                 shutil.rmtree(env_dir)
-            venv.create(env_dir, with_pip=False, symlinks=True)
-            _install(python, requires)
-            ready.write_text(json.dumps(requires))
-    return python
+            if python == sys.executable:
+                venv.create(env_dir, with_pip=False, symlinks=True)
+            else:
+                proc = subprocess.run([python, "-m", "venv", "--without-pip", str(env_dir)], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise BuildError(f"cannot make a build environment with {python}: {proc.stderr.strip()[-300:]}", "check that this interpreter has the venv module")
+            _install(env_python, requires)
+            ready.write_text(json.dumps([python, requires]))
+    return env_python
 
 
-_SKIP_DIRS = {".git", ".hg", ".svn", "dist", "build", "__pycache__", ".venv", "venv", ".tox", ".nox", "node_modules", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".cache"}
+# Directories that are never sources: VCS data, caches, tool state. Anywhere in the tree.
+_SKIP_ANYWHERE = {".git", ".hg", ".svn", "__pycache__", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".cache", "node_modules", ".venv"}
+# Output directories, only at the project's top (a package may well be called ``build``).
+_SKIP_TOP = {"dist", "build", "venv"}
+
+
+def backend_written_files(project_dir: Path) -> set[str]:
+    """Paths (relative, posix) that the build backend writes into the tree as declared in pyproject.toml:
+    setuptools-scm's ``version_file``/``write_to``, hatch-vcs' ``version-file``, pdm-backend's ``write_to``."""
+    data = _pyproject(project_dir)
+    tool = data.get("tool") or {}
+    out: set[str] = set()
+
+    def add(value: object, *roots: str) -> None:
+        if isinstance(value, str) and value:
+            for root in roots or (".",):
+                out.add(os.path.normpath(os.path.join(root, value)).replace(os.sep, "/"))
+
+    scm = tool.get("setuptools_scm") or {}
+    if isinstance(scm, dict):
+        root = scm.get("root", ".") if isinstance(scm.get("root", "."), str) else "."
+        for key in ("version_file", "write_to"):
+            add(scm.get(key), ".", root)
+    hatch = tool.get("hatch") or {}
+    if isinstance(hatch, dict):
+        build = hatch.get("build") or {}
+        hooks = [build.get("hooks") or {}]
+        hooks += [(target or {}).get("hooks") or {} for target in (build.get("targets") or {}).values() if isinstance(target, dict)]
+        for hook in hooks:
+            if isinstance(hook, dict) and isinstance(hook.get("vcs"), dict):
+                add(hook["vcs"].get("version-file"))
+    pdm_version = ((tool.get("pdm") or {}).get("version") or {}) if isinstance(tool.get("pdm"), dict) else {}
+    if isinstance(pdm_version, dict):
+        add(pdm_version.get("write_to"), ".", "src")
+    return out
+
+
+def _tree_files(project_dir: Path) -> Iterable[tuple[str, os.DirEntry[str]]]:
+    stack: list[tuple[Path, str]] = [(project_dir, "")]
+    while stack:
+        here, rel = stack.pop()
+        with os.scandir(here) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                path = f"{rel}{entry.name}"
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name in _SKIP_ANYWHERE or entry.name.endswith(".egg-info"):
+                        continue
+                    if not rel and entry.name in _SKIP_TOP and not os.path.exists(os.path.join(entry.path, "__init__.py")):
+                        continue
+                    if os.path.exists(os.path.join(entry.path, "pyvenv.cfg")):
+                        continue  # a virtual environment
+                    stack.append((Path(entry.path), path + "/"))
+                else:
+                    yield path, entry
 
 
 def source_fingerprint(project_dir: Path, extra: object) -> str:
-    """A hash of every file the build backend could read (path, size, mtime) plus ``extra``.
+    """A hash of the content of every file the build backend could read, the VCS state, and ``extra``.
 
-    Output and tool directories are skipped; git's HEAD and index stamps are included so that a version taken
-    from VCS (setuptools-scm, hatch-vcs) changes the fingerprint too.
+    Contents, not mtimes: a file rewritten with the same bytes (a ``version-file``, ``git checkout``) changes
+    nothing, an edit within the same second does. Files the backend declares it writes are left out; so is
+    pyimage's own lock file, an output of the build.
     """
-    h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
-    stack = [project_dir]
-    while stack:
-        here = stack.pop()
-        with os.scandir(here) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                if entry.is_dir(follow_symlinks=False):
-                    if entry.name not in _SKIP_DIRS and not entry.name.endswith(".egg-info"):
-                        stack.append(Path(entry.path))
-                elif entry.is_file() and not (here == project_dir and entry.name.startswith("pylock.") and entry.name.endswith(".toml")):
-                    st = entry.stat()  # (pyimage's own lock file is an output, not a source)
-                    h.update(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))  # any file name, UTF-8 or not
-    for name in (".git/HEAD", ".git/index"):
-        path = project_dir / name
-        if path.exists():
-            st = path.stat()
-            h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{path.read_bytes()[:200] if name.endswith('HEAD') else b''}\n".encode())
+    written = backend_written_files(project_dir)
+    h = hashlib.sha256(json.dumps([_FINGERPRINT_FORMAT, extra, vcs_state(project_dir)], sort_keys=True, default=str).encode())
+    for rel, entry in _tree_files(project_dir):
+        if rel in written or ("/" not in rel and rel.startswith("pylock.") and rel.endswith(".toml")):
+            continue
+        if entry.is_symlink():
+            h.update(f"{rel}\0link\0{os.readlink(entry.path)}\n".encode("utf-8", "surrogateescape"))  # any file name, UTF-8 or not
+        elif entry.is_file():
+            digest = hashlib.sha256()
+            with open(entry.path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            h.update(f"{rel}\0{entry.stat().st_mode & 0o111 != 0}\0{digest.hexdigest()}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:32]
 
 
-def build_app_wheel(project_dir: Path, out_dir: Path, cache: Cache, epoch: int) -> Path:
+def requires_python(project_dir: Path) -> str | None:
+    """``[project] requires-python`` when pyproject.toml states it (not dynamic)."""
+    value = (_pyproject(project_dir).get("project") or {}).get("requires-python")
+    return value if isinstance(value, str) else None
+
+
+def check_requires_python(spec: str | None, target: Target, where: str) -> None:
+    """Refuses a project whose Requires-Python excludes the target's Python (any patch release of it)."""
+    if not spec:
+        return
+    try:
+        specifier = SpecifierSet(spec)
+    except InvalidSpecifier as exc:
+        raise ConfigError(f"{where}: requires-python {spec!r} is not a valid specifier ({exc})", "use a PEP 440 specifier such as \">=3.10\"") from exc
+    if not any(specifier.contains(f"{target.python}.{patch}", prereleases=True) for patch in range(0, 40)):
+        raise ConfigError(
+            f"{where} requires Python {spec}, but the target is Python {target.python} (the base's interpreter, {target.describe()})",
+            f"use a base with a Python that satisfies {spec} (or set python = \"X.Y\"), or relax requires-python",
+        )
+
+
+def check_wheel_fits(wheel: Path, target: Target, built_with: str) -> None:
+    """Refuses an app wheel whose tags cannot run on the target (another CPython ABI, architecture or libc).
+
+    ``built_with`` is the "X.Y" of the interpreter that built it, named in the error.
+    """
+    _name, _version, _build, tags = parse_wheel_filename(wheel.name)
+    platforms = set(target.platform_tags()) | {"any"}
+    nodot = target.python.replace(".", "")
+    minor = int(target.python.split(".")[1])
+
+    def fits(tag: Any) -> bool:
+        interp_ok = tag.interpreter in (f"cp{nodot}", f"py{nodot}", "py3", f"py{nodot[0]}") or (
+            tag.abi == "abi3" and tag.interpreter.startswith("cp3") and tag.interpreter[3:].isdigit() and int(tag.interpreter[3:]) <= minor
+        )
+        abi_ok = tag.abi in (f"cp{nodot}", "abi3", "none")
+        return interp_ok and abi_ok and tag.platform in platforms
+
+    if any(fits(tag) for tag in tags):
+        if target.libc == "musl" and any(t.platform.startswith("linux_") for t in tags):
+            raise BuildError(
+                f"the project's wheel {wheel.name} has compiled code built here against this machine's glibc, but the base uses musl ({target.describe()})",
+                "build on a musl machine (or a base with glibc), or make the project pure Python",
+            )
+        return
+    tag_text = wheel.name[: -len(".whl")].split("-", 2)[-1]
+    if built_with != target.python:
+        raise BuildError(
+            f"the project's wheel is for {tag_text} (built with this machine's Python {built_with}), but the image has Python {target.python}, and no Python {target.python} was found here",
+            f"install Python {target.python} (pyenv install {target.python}, uv python install {target.python}, or python{target.python} from your distribution) so pyimage can build with it",
+        )
+    raise BuildError(
+        f"the project's wheel is for {tag_text}, which does not run on {target.describe()}",
+        "build for the target's architecture and libc (pick a base that matches this machine, or set platform)",
+    )
+
+
+def _debris(project_dir: Path) -> set[Path]:
+    """What setuptools leaves in a tree: ``build/`` and ``*.egg-info`` (at the top or one level down, ``src/``)."""
+    found = {p for p in (project_dir / "build",) if p.is_dir()}
+    found |= set(project_dir.glob("*.egg-info")) | set(project_dir.glob("*/*.egg-info"))
+    return found
+
+
+def build_app_wheel(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, target: Target | None = None) -> Path:
     """The project's wheel in ``out_dir`` (built with SOURCE_DATE_EPOCH=``epoch``); returns its path.
 
-    A wheel built from the same sources (same fingerprint) is taken from the cache instead of running the
-    backend again: a no-change rebuild starts no build subprocess at all.
+    Built with a Python of ``target``'s version when there is one here, else with this one (fine for a pure
+    wheel; a compiled one is refused, naming both versions). A wheel built from the same inputs (same
+    fingerprint) is taken from the cache instead of running the backend: a no-change rebuild starts no
+    subprocess at all.
     """
     requires, backend = build_requires(project_dir)
-    fingerprint = source_fingerprint(project_dir, [requires, backend, epoch, sys.version])
+    wanted = target.python if target is not None else host_version()
+    python = find_python(wanted) or sys.executable
+    built_with = wanted if python != sys.executable or wanted == host_version() else host_version()
+    fingerprint = source_fingerprint(project_dir, [requires, backend, epoch, python, built_with, sys.version if python == sys.executable else ""])
     kept = cache.root / "appwheels" / fingerprint
     out_dir.mkdir(parents=True, exist_ok=True)
     for wheel in kept.glob("*.whl") if kept.is_dir() else ():
         dest = out_dir / wheel.name
         shutil.copyfile(wheel, dest)
+        if target is not None:
+            check_wheel_fits(dest, target, built_with)
         return dest
-    built = _build(project_dir, out_dir, cache, epoch, requires)
+    before = _debris(project_dir)
+    try:
+        built = _build(project_dir, out_dir, cache, epoch, requires, python)
+    finally:
+        for path in _debris(project_dir) - before:
+            shutil.rmtree(path, ignore_errors=True)
+    if target is not None:
+        check_wheel_fits(built, target, built_with)
     staging = cache.tmp_path("-appwheel")
     staging.mkdir()
     shutil.copyfile(built, staging / built.name)
@@ -119,10 +283,10 @@ def build_app_wheel(project_dir: Path, out_dir: Path, cache: Cache, epoch: int) 
     return built
 
 
-def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires: list[str]) -> Path:
+def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires: list[str], python: str) -> Path:
     from build import BuildBackendException, ProjectBuilder
 
-    python = _env(cache, requires)
+    env_python = _env(cache, requires, python)
 
     def runner(cmd, cwd=None, extra_environ=None):  # type: ignore[no-untyped-def]
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), **(extra_environ or {}))
@@ -130,14 +294,16 @@ def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires:
         if proc.returncode != 0:
             raise backend_failure(proc.stdout + "\n" + proc.stderr)
 
-    builder = ProjectBuilder(project_dir, python_executable=str(python), runner=runner)
+    builder = ProjectBuilder(project_dir, python_executable=str(env_python), runner=runner)
     # The backend's dynamic build requirements are asked once per environment and pyproject.toml, not per build.
-    checked = python.parent.parent / f".deps-{hashlib.sha256((project_dir / 'pyproject.toml').read_bytes()).hexdigest()[:16]}"
+    pyproject = project_dir / "pyproject.toml"
+    stamp = hashlib.sha256(pyproject.read_bytes() if pyproject.is_file() else b"").hexdigest()[:16]
+    checked = env_python.parent.parent / f".deps-{stamp}"
     try:
         if not checked.exists():
             missing = builder.check_dependencies("wheel")
             if missing:
-                _install(python, sorted({r for group in missing for r in group[:1]}))
+                _install(env_python, sorted({r for group in missing for r in group[:1]}))
             checked.touch()
         return Path(builder.build("wheel", out_dir))
     except BuildBackendException as exc:

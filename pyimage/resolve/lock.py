@@ -1,5 +1,10 @@
 """The lock file: the resolved wheel set in PEP 751's ``pylock.toml``, reused while its inputs are unchanged.
 
+It travels: a wheel is recorded by the URL it is published at and its sha256; a dependency built here from an
+sdist is recorded as that sdist (``sdist = {…}``, its index URL and sha256), never as the wheel in this
+machine's cache; a file from a local find-links directory or ``file://`` index has no ``url`` and is found
+again through pip's configuration by name, version and hash. No path of this machine is ever written.
+
 ``[tool.pyimage].inputs`` records a hash of everything resolution depends on (the project's Requires-Dist
 and extras, the requirements file, pip's configuration, the target); a build whose inputs hash differs is
 told the lock is stale and resolves again, never silently using the old pins.
@@ -72,19 +77,23 @@ def _q(value: str) -> str:
 def write_lock(path: Path, pins: Sequence[Pin], inputs: str, target: Target) -> None:
     lines = [
         "# Written by pyimage: the resolved wheel set for the image (PEP 751). Refresh with `pyimage lock`.",
+        "# A file without a url came from a local find-links directory or file:// index: pip's configuration finds it",
+        "# again by name, version and sha256. An sdist entry is a dependency without a wheel, built for the target.",
         'lock-version = "1.0"',
         'created-by = "pyimage"',
         f"requires-python = {_q('==' + target.python + '.*')}",
         "",
     ]
     for pin in pins:
+        if pin.url.startswith("file:") or not pin.sha256:
+            raise ConfigError(
+                f"{pin.name} {pin.version}: {pin.url or pin.filename} is a file of this machine (or has no hash), so {path.name} would not work elsewhere; not writing it",
+                "report this with --debug output",
+            )
         lines += ["[[packages]]", f"name = {_q(pin.name)}", f"version = {_q(pin.version)}"]
-        lines += [
-            "wheels = [",
-            f"  {{ name = {_q(pin.filename)}, url = {_q(pin.url)}, hashes = {{ sha256 = {_q(pin.sha256)} }} }},",
-            "]",
-            "",
-        ]
+        url = f"url = {_q(pin.url)}, " if pin.url else ""
+        entry = f"{{ name = {_q(pin.filename)}, {url}hashes = {{ sha256 = {_q(pin.sha256)} }} }}"
+        lines += [f"sdist = {entry}", ""] if pin.is_sdist else ["wheels = [", f"  {entry},", "]", ""]
     lines += ["[tool.pyimage]", f"inputs = {_q(inputs)}", f"target = {_q(target.describe())}", ""]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("\n".join(lines))
@@ -98,8 +107,8 @@ def read_lock(path: Path) -> Lock | None:
         data = tomllib.loads(path.read_text())
         pins = []
         for pkg in data.get("packages", []):
-            wheel = pkg["wheels"][0]
-            pins.append(Pin(pkg["name"], pkg["version"], wheel["name"], wheel["url"], wheel["hashes"]["sha256"]))
+            file = pkg["wheels"][0] if pkg.get("wheels") else pkg["sdist"]
+            pins.append(Pin(pkg["name"], pkg["version"], file["name"], file.get("url", ""), file["hashes"]["sha256"]))
         return Lock(pins, data.get("tool", {}).get("pyimage", {}).get("inputs", ""))
     except (tomllib.TOMLDecodeError, KeyError, IndexError, TypeError) as exc:
         raise ConfigError(f"{path}: not a lock file pyimage can read ({exc})", "delete it and run `pyimage lock`") from exc

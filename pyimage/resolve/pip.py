@@ -3,7 +3,9 @@
 pip runs as ``python -m pip`` from pyimage's own environment, so the user's pip configuration (pip.conf,
 ``PIP_*`` variables: index-url, extra-index-url, find-links, constraints, certificates) applies as it does to
 their ``pip install``. Dependencies published only as sdists are built into wheels on this machine with an
-interpreter of the target's version and offered back to the resolver through a find-links directory.
+interpreter of the target's version and offered back to the resolver through a find-links directory; the pin
+records the sdist itself (its index URL and sha256), never that directory, so a lock travels and a cache
+that lacks the wheel rebuilds it from the sdist.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,16 +25,22 @@ from packaging.utils import canonicalize_name
 
 from pyimage.cache import Cache
 from pyimage.errors import BuildError
+from pyimage.resolve import diagnose
+from pyimage.resolve.interpreters import find_python, host_version
 from pyimage.resolve.target import Target
 
-__all__ = ["Pin", "resolve", "fetch_wheels", "host_python"]
+__all__ = ["Pin", "resolve", "fetch_wheels", "host_python", "sdist_wheel"]
 
 _MAX_SDIST_ROUNDS = 20
 
 
 @dataclass(frozen=True)
 class Pin:
-    """One resolved distribution: a wheel file, where to get it, and its sha256 (hex)."""
+    """One resolved distribution: a wheel (or, for a dependency without one, its sdist) and its sha256 (hex).
+
+    ``url`` is where the file is published (an index URL); it is empty for a file found in a local find-links
+    directory or ``file://`` index, which is fetched again through pip's configuration by name, version and hash.
+    """
 
     name: str
     version: str
@@ -42,31 +49,22 @@ class Pin:
     sha256: str
     size: int | None = None
 
+    @property
+    def is_sdist(self) -> bool:
+        return not self.filename.endswith(".whl")
+
     def to_json(self) -> dict[str, object]:
         return {"name": self.name, "version": self.version, "filename": self.filename, "url": self.url, "sha256": self.sha256}
 
 
 def host_python(version: str) -> str | None:
-    """An interpreter of Python ``version`` on this machine (this one, PATH, or pyenv), for sdist builds."""
-    if version == f"{sys.version_info[0]}.{sys.version_info[1]}":
-        return sys.executable
-    found = shutil.which(f"python{version}")
-    if found:
-        return found
-    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-    for cand in sorted(root.glob(f"{version}.*"), reverse=True):
-        exe = cand / "bin" / f"python{version}"
-        if exe.exists():
-            return str(exe)
-    return None
+    """An interpreter of Python ``version`` on this machine (this one, PATH, pyenv, uv), for sdist builds."""
+    return find_python(version)
 
 
 def _pip(args: Sequence[str], *, python: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", PIP_PROGRESS_BAR="off")
     return subprocess.run([python or sys.executable, "-m", "pip", *args], capture_output=True, text=True, env=env)
-
-
-_NO_MATCH = re.compile(r"No matching distribution found for ([A-Za-z0-9][A-Za-z0-9._-]*)(\S*)")
 
 
 def _last_error(stderr: str) -> str:
@@ -87,14 +85,23 @@ def _build_failure(output: str) -> str:
     return _last_error(output)
 
 
+def _is_local(url: str) -> bool:
+    return urllib.parse.urlparse(url).scheme in ("file", "")
+
+
+def _local_path(url: str) -> Path:
+    return Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
+
+
 def resolve(
     requirements: Sequence[str], target: Target, cache: Cache, *, extra_args: Sequence[str] = (), prefer: Sequence[Pin] = ()
 ) -> list[Pin]:
     """Pins for ``requirements`` (and everything they need) as wheels for ``target``.
 
     ``requirements`` are pip arguments (a wheel path, ``-r file``, ``name==1.0``). ``prefer`` (the old lock)
-    is tried as constraints first, so a refresh keeps versions that still fit. Raises BuildError naming the
-    package when no wheel exists for the target and its sdist cannot be built here.
+    is tried as constraints first, so a refresh keeps versions that still fit. Raises BuildError in the
+    user's terms: an unknown name, no version satisfying a specifier, conflicting requirements, a dependency
+    with no wheel for the target whose sdist cannot be built here, a local path dependency.
     """
     if prefer:
         constraints = cache.tmp_path("-constraints.txt")
@@ -105,7 +112,7 @@ def resolve(
             pass  # the old versions no longer fit the new inputs: resolve freely
         finally:
             constraints.unlink(missing_ok=True)
-    built_dir = cache.root / "sdist-wheels" / target.python
+    built_dir = cache.root / "sdist-wheels" / "v2" / target.python  # v2: each wheel has its <wheel>.sdist.json
     built_dir.mkdir(parents=True, exist_ok=True)
     tried: set[str] = set()
     with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix=f"{os.getpid()}-") as tmp:
@@ -113,82 +120,190 @@ def resolve(
         for _ in range(_MAX_SDIST_ROUNDS):
             proc = _pip(
                 [
-                    "install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
+                    "install", "--dry-run", "--ignore-installed", "--report", str(report),
                     "--target", str(Path(tmp) / "unused-target"), "--find-links", str(built_dir),
                     *target.pip_args(), *extra_args, *requirements,
                 ]
             )
             if proc.returncode == 0:
                 break
-            missing = _NO_MATCH.search(proc.stderr)
-            if not missing or canonicalize_name(missing.group(1)) in tried:
-                name = missing.group(1) if missing else None
+            output = proc.stdout + "\n" + proc.stderr
+            conflict = diagnose.conflict_error(output)
+            if conflict is not None:
+                raise conflict
+            wrong_python = diagnose.python_error(output, target.describe())
+            if wrong_python is not None:
+                raise wrong_python
+            missing = diagnose.no_match(output)
+            if not missing or canonicalize_name(missing[0]) in tried:
                 raise BuildError(
                     f"cannot resolve the dependencies for {target.describe()}: {_last_error(proc.stderr)}",
-                    f"{name} has no wheel for this target and no sdist that builds here; pin a version that has one, or pick a base/python that matches"
-                    if name
-                    else "run the same requirements through `pip install --dry-run` to see pip's full message",
+                    "run the same requirements through `pip install --dry-run` to see pip's full message",
                 )
-            name, spec = missing.group(1), missing.group(2)
+            name, spec = missing
             tried.add(canonicalize_name(name))
-            _build_sdist(name, spec, target, built_dir, extra_args)
+            _build_sdist(name, spec, target, built_dir, cache.root / "tmp", extra_args, output)
         else:
             raise BuildError("dependency resolution did not converge", "report this with `pyimage build --debug` output")
         data = json.loads(report.read_text())
-    pins = []
-    for item in data.get("install", []):
-        meta, info = item["metadata"], item.get("download_info", {})
-        url = info.get("url", "")
-        hashes = info.get("archive_info", {}).get("hashes", {})
-        sha = hashes.get("sha256") or info.get("archive_info", {}).get("hash", "").partition("=")[2]
-        filename = urllib.parse.unquote(url.rsplit("/", 1)[-1].split("#")[0])
-        if not filename.endswith(".whl"):
-            raise BuildError(f"{meta['name']}: pip chose {filename or url}, which is not a wheel", "report this with --debug output")
-        pins.append(Pin(canonicalize_name(meta["name"]), meta["version"], filename, url, sha))
+    requested = {str(Path(r.split("[")[0]).resolve()) for r in requirements if r.split("[")[0].endswith(".whl")}
+    pins = [_pin(item, built_dir, requested, target, cache) for item in data.get("install", [])]
     return sorted(pins, key=lambda p: p.name)
 
 
-def _build_sdist(name: str, spec: str, target: Target, out: Path, extra_args: Sequence[str]) -> None:
+def _pin(item: dict, built_dir: Path, requested: set[str], target: Target, cache: Cache) -> Pin:
+    meta, info = item["metadata"], item.get("download_info", {})
+    name, version = canonicalize_name(meta["name"]), meta["version"]
+    url = info.get("url", "")
+    archive = info.get("archive_info", {})
+    sha = archive.get("hashes", {}).get("sha256") or archive.get("hash", "").partition("=")[2]
+    filename = urllib.parse.unquote(url.rsplit("/", 1)[-1].split("#")[0])
+    local = _is_local(url)
+    if "dir_info" in info:
+        raise BuildError(
+            f"{name} is a local path dependency ({name} @ {url}): pyimage installs wheels from an index and cannot lock a directory of this machine",
+            f"build {name} into a wheel and publish it to an index (or a find-links directory), then depend on it by name and version",
+        )
+    if "vcs_info" in info:
+        raise BuildError(
+            f"{name} is a version-control dependency ({name} @ {url}): pyimage needs a published wheel or sdist to lock it",
+            f"publish {name} to an index (or a find-links directory) and depend on it by name and version",
+        )
+    if local and _local_path(url).parent.resolve() == built_dir.resolve():  # a wheel we built from an sdist: the pin is the sdist
+        origin = json.loads((built_dir / f"{filename}.sdist.json").read_text())
+        wheel_path, wheel_sha = cache.add_wheel(built_dir / filename)
+        cache.put_meta(_sdist_key(origin["sha256"], target), {"filename": filename, "sha256": wheel_sha})
+        return Pin(name, version, origin["filename"], origin["url"], origin["sha256"])
+    if item.get("is_direct") and local and str(_local_path(url).resolve()) not in requested:
+        raise BuildError(
+            f"{name} is a local file dependency ({name} @ {url}): a lock naming a file of this machine would not work anywhere else",
+            f"publish {name} to an index, or put the file in a find-links directory and depend on {name}=={version}",
+        )
+    if not filename.endswith(".whl"):
+        if item.get("is_direct") and not local:  # `name @ https://…/name-1.0.tar.gz`: built like any sdist
+            return Pin(name, version, filename, url, sha)
+        raise BuildError(f"{name}: pip chose {filename or url}, which is not a wheel", "report this with --debug output")
+    return Pin(name, version, filename, "" if local else url, sha)
+
+
+def _sdist_key(sdist_sha256: str, target: Target) -> str:
+    return f"sdist-wheel-{sdist_sha256}-{target.python}-{target.machine}-{target.libc}"
+
+
+def _sdist_requirement(name: str, version: str, url: str, sha256: str) -> str:
+    """A hash-checked requirement for the sdist: by URL when it has one, else by name and version."""
+    source = f"{name} @ {url}" if url else f"{name}=={version}"
+    return f"{source} --hash=sha256:{sha256}\n"
+
+
+def _target_python(name: str, target: Target, output: str) -> str:
     python = host_python(target.python)
     if python is None:
         raise BuildError(
-            f"{name}: no wheel for {target.describe()}, and building its sdist needs a Python {target.python} on this machine",
-            f"install python{target.python} (e.g. with pyenv), or pin a {name} version that publishes wheels",
+            f"{name}: no wheel for {target.describe()}, and building its sdist needs a Python {target.python} on this machine (pyimage runs on {host_version()}; no {target.python} found on PATH, in pyenv or uv)",
+            f"install Python {target.python} (pyenv install {target.python} or uv python install {target.python}), or pin a {name} version that publishes wheels",
         )
-    proc = _pip(["wheel", "--no-deps", "--no-binary", name, "--wheel-dir", str(out), *extra_args, f"{name}{spec}"], python=python)
+    return python
+
+
+def _build_sdist(name: str, spec: str, target: Target, out: Path, tmp_root: Path, extra_args: Sequence[str], output: str) -> None:
+    """Builds ``name spec`` from its sdist into ``out`` with the target's Python, recording where the sdist came
+    from (``<wheel>.sdist.json``: index URL or none, sha256) for the lock."""
+    python = _target_python(name, target, output)
+    with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
+        report = Path(tmp) / "sdist.json"
+        found = _pip(
+            ["install", "--dry-run", "--ignore-installed", "--no-deps", "--no-binary", name, "--report", str(report),
+             "--target", str(Path(tmp) / "unused"), *extra_args, f"{name}{spec}"],
+            python=python,
+        )
+        if found.returncode != 0:
+            both = output + "\n" + found.stdout + "\n" + found.stderr
+            if diagnose.no_match(found.stdout + found.stderr):
+                raise diagnose.missing_error(name, spec, both, target.describe())
+            raise BuildError(
+                f"{name}: no wheel for {target.describe()}, and its sdist failed to build: {_build_failure(found.stdout + found.stderr)}",
+                f"install the build requirements of {name} (compiler, headers), or pin a version that publishes wheels",
+            )
+        (item,) = json.loads(report.read_text())["install"]
+        info = item.get("download_info", {})
+        url = info.get("url", "")
+        archive = info.get("archive_info", {})
+        sha = archive.get("hashes", {}).get("sha256") or archive.get("hash", "").partition("=")[2]
+        if not sha or "dir_info" in info or "vcs_info" in info:
+            raise BuildError(f"{name}: pip offered {url} as its sdist, which is not an archive with a hash", "publish an sdist archive of it to your index")
+        version = item["metadata"]["version"]
+        filename = urllib.parse.unquote(url.rsplit("/", 1)[-1].split("#")[0])
+        wheel = _wheel_from_sdist(canonicalize_name(name), version, "" if _is_local(url) else url, sha, python, Path(tmp) / "wheel", extra_args)
+        (out / f"{wheel.name}.sdist.json").write_text(json.dumps({"filename": filename, "url": "" if _is_local(url) else url, "sha256": sha}))
+        os.replace(wheel, out / wheel.name)
+
+
+def _wheel_from_sdist(name: str, version: str, url: str, sha256: str, python: str, dest: Path, extra_args: Sequence[str] = ()) -> Path:
+    """The wheel pip builds from exactly this sdist (hash-checked), in ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    reqs = dest / "requirements.txt"
+    reqs.write_text(_sdist_requirement(name, version, url, sha256))
+    proc = _pip(["wheel", "--no-deps", "--no-binary", name, "--require-hashes", "--wheel-dir", str(dest), *extra_args, "-r", str(reqs)], python=python)
+    reqs.unlink()
     if proc.returncode != 0:
         raise BuildError(
-            f"{name}: no wheel for {target.describe()}, and its sdist failed to build: {_build_failure(proc.stdout + proc.stderr)}",
+            f"{name}: no wheel for this target, and its sdist failed to build: {_build_failure(proc.stdout + proc.stderr)}",
             f"install the build requirements of {name} (compiler, headers), or pin a version that publishes wheels",
         )
-    for built in out.glob("*.whl"):
-        if not any(t in built.name for t in ("-none-any", f"linux_{target.machine}", "manylinux", "musllinux")):
-            built.unlink()
+    wheels = [w for w in dest.glob("*.whl") if canonicalize_name(w.name.split("-")[0]) == name]
+    if len(wheels) != 1:
+        raise BuildError(f"{name}: building its sdist gave {len(wheels)} wheels", "report this with --debug output")
+    return wheels[0]
+
+
+def sdist_wheel(pin: Pin, target: Target, cache: Cache) -> tuple[Path, str]:
+    """(path, sha256) of the wheel built from ``pin``'s sdist for ``target``: from the cache, or rebuilt from the
+    sdist (fetched by its URL, or by name, version and hash through pip's configuration)."""
+    known = cache.get_meta(_sdist_key(pin.sha256, target))
+    if isinstance(known, dict):
+        hit = cache.cached_wheel(known["sha256"], known["filename"])
+        if hit is not None:
+            return hit, known["sha256"]
+    python = _target_python(pin.name, target, "")
+    with tempfile.TemporaryDirectory(dir=cache.root / "tmp") as tmp:
+        wheel = _wheel_from_sdist(pin.name, pin.version, pin.url, pin.sha256, python, Path(tmp))
+        path, sha = cache.add_wheel(wheel)
+    cache.put_meta(_sdist_key(pin.sha256, target), {"filename": path.name, "sha256": sha})
+    return path, sha
 
 
 def fetch_wheels(pins: Sequence[Pin], target: Target, cache: Cache) -> dict[str, Path]:
-    """The local path of every pinned wheel, by name; downloads only what the cache lacks, verified by sha256."""
+    """The local path of every pinned wheel, by name; downloads only what the cache lacks, verified by sha256.
+
+    An sdist pin gives the wheel built from it (``sdist_wheel``); a pin without a URL (a local find-links
+    directory or ``file://`` index when locked) is fetched through the current pip configuration by name,
+    version and hash, so the lock works wherever that configuration finds the same file.
+    """
     paths: dict[str, Path] = {}
     missing: list[Pin] = []
     for pin in pins:
-        hit = cache.cached_wheel(pin.sha256, pin.filename) if pin.sha256 else None
+        hit = cache.cached_wheel(pin.sha256, pin.filename) if pin.sha256 and not pin.is_sdist else None
         if hit:
             paths[pin.name] = hit
-        elif pin.url.startswith("file:"):
-            local = Path(urllib.parse.unquote(urllib.parse.urlparse(pin.url).path))
-            if not local.is_file():
-                raise BuildError(f"{pin.name}: {local} is gone", "run `pyimage lock` to resolve again")
-            paths[pin.name], _ = cache.add_wheel(local, pin.sha256 or None)
+        elif pin.is_sdist:
+            paths[pin.name], _ = sdist_wheel(pin, target, cache)
+        elif pin.url.startswith("file:"):  # a lock written before pins lost their local paths
+            local = _local_path(pin.url)
+            if local.is_file():
+                paths[pin.name], _ = cache.add_wheel(local, pin.sha256 or None)
+            else:
+                missing.append(Pin(pin.name, pin.version, pin.filename, "", pin.sha256))
         else:
             missing.append(pin)
     if missing:
         with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix=f"{os.getpid()}-") as tmp:
             reqs = Path(tmp) / "requirements.txt"
-            reqs.write_text("".join(f"{p.name} @ {p.url} --hash=sha256:{p.sha256}\n" for p in missing))
+            reqs.write_text("".join(f"{p.name} @ {p.url} --hash=sha256:{p.sha256}\n" if p.url else f"{p.name}=={p.version} --hash=sha256:{p.sha256}\n" for p in missing))
             dest = Path(tmp) / "wheels"
             proc = _pip(["download", "--no-deps", "--require-hashes", "--dest", str(dest), *target.pip_args(), "-r", str(reqs)])
             if proc.returncode != 0:
-                raise BuildError(f"cannot download the locked wheels: {_last_error(proc.stderr)}", "check the network and index settings, or run `pyimage lock`")
+                raise BuildError(f"cannot download the locked wheels: {_last_error(proc.stderr)}", "check the network and index settings (find-links, index-url), or run `pyimage lock`")
             for pin in missing:
                 got = dest / pin.filename
                 if not got.exists():

@@ -1,0 +1,115 @@
+"""What makes the project's wheel 'unchanged': file contents and VCS state, not mtimes or the backend's own writes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pyimage.errors import BuildError, ConfigError
+from pyimage.oci.model import Platform
+from pyimage.resolve.appwheel import backend_written_files, check_requires_python, check_wheel_fits, source_fingerprint
+from pyimage.resolve.target import Target
+
+
+def _project(root: Path) -> Path:
+    (root / "src" / "app").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "app"\nversion = "1"\n\n[tool.hatch.build.hooks.vcs]\nversion-file = "src/app/_version.py"\n')
+    (root / "src" / "app" / "__init__.py").write_text("X = 1\n")
+    return root
+
+
+def test_touching_a_file_changes_nothing_and_editing_it_changes_the_fingerprint(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    first = source_fingerprint(project, [])
+    init = project / "src" / "app" / "__init__.py"
+    os.utime(init, (1, 1))
+    init.write_text("X = 1\n")
+    assert source_fingerprint(project, []) == first
+    init.write_text("X = 2\n")  # same size, maybe the same mtime second: still a change
+    assert source_fingerprint(project, []) != first
+
+
+def test_the_declared_version_file_is_an_output_not_an_input(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    assert backend_written_files(project) == {"src/app/_version.py"}
+    first = source_fingerprint(project, [])
+    (project / "src" / "app" / "_version.py").write_text("version = '9'\n")
+    assert source_fingerprint(project, []) == first
+
+
+def test_a_package_named_build_is_a_source_but_setuptools_debris_is_not(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    first = source_fingerprint(project, [])
+    (project / "build" / "lib").mkdir(parents=True)
+    (project / "build" / "lib" / "stale.py").write_text("")
+    (project / "src" / "app.egg-info").mkdir()
+    (project / "src" / "app.egg-info" / "PKG-INFO").write_text("x")
+    assert source_fingerprint(project, []) == first
+    (project / "src" / "app" / "build").mkdir()
+    (project / "src" / "app" / "build" / "__init__.py").write_text("")
+    assert source_fingerprint(project, []) != first
+
+
+def test_commits_and_tags_change_the_fingerprint_without_running_git(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@e", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@e", GIT_CONFIG_GLOBAL="/dev/null")
+    git = lambda *a: subprocess.run(["git", "-C", str(project), *a], check=True, capture_output=True, env=env)  # noqa: E731
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "one")
+    seen = {source_fingerprint(project, [])}
+    git("commit", "-q", "--allow-empty", "-m", "two")
+    seen.add(source_fingerprint(project, []))
+    git("tag", "v1")
+    seen.add(source_fingerprint(project, []))
+    git("pack-refs", "--all")  # the same refs, now in packed-refs: the same state
+    assert source_fingerprint(project, []) in seen
+    git("tag", "-d", "v1")
+    git("tag", "-a", "v2", "-m", "annotated")
+    seen.add(source_fingerprint(project, []))
+    assert len(seen) == 4
+
+
+TARGET = Target("3.11", Platform.parse("linux/amd64"), "glibc", "2.36")
+
+
+def test_requires_python_is_checked_against_the_target_and_names_it() -> None:
+    check_requires_python(">=3.9", TARGET, "pyproject.toml")
+    check_requires_python(">=3.11.4", TARGET, "pyproject.toml")  # some 3.11 release satisfies it
+    with pytest.raises(ConfigError) as err:
+        check_requires_python(">=3.12", TARGET, "pyproject.toml")
+    assert "requires Python >=3.12, but the target is Python 3.11" in err.value.message
+
+
+@pytest.mark.parametrize(
+    "name, fits",
+    [
+        ("app-1-py3-none-any.whl", True),
+        ("app-1-cp311-cp311-linux_x86_64.whl", True),
+        ("app-1-cp38-abi3-manylinux_2_17_x86_64.whl", True),
+        ("app-1-cp312-cp312-linux_x86_64.whl", False),
+        ("app-1-cp311-cp311-linux_aarch64.whl", False),
+        ("app-1-cp311-cp311-manylinux_2_39_x86_64.whl", False),
+    ],
+)
+def test_an_app_wheel_with_a_platform_tag_must_fit_the_target(name: str, fits: bool) -> None:
+    if fits:
+        check_wheel_fits(Path(name), TARGET, "3.11")
+    else:
+        with pytest.raises(BuildError):
+            check_wheel_fits(Path(name), TARGET, "3.11")
+
+
+def test_a_compiled_wheel_from_another_host_python_names_both_versions() -> None:
+    with pytest.raises(BuildError) as err:
+        check_wheel_fits(Path("app-1-cp312-cp312-linux_x86_64.whl"), TARGET, "3.12")
+    assert "this machine's Python 3.12" in err.value.message and "the image has Python 3.11" in err.value.message
+
+
+def test_a_wheel_compiled_here_is_refused_for_a_musl_base() -> None:
+    musl = Target("3.11", Platform.parse("linux/amd64"), "musl", "1.2")
+    with pytest.raises(BuildError, match="musl"):
+        check_wheel_fits(Path("app-1-cp311-cp311-linux_x86_64.whl"), musl, "3.11")
