@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -235,6 +236,12 @@ def _build_sdist(name: str, spec: str, target: Target, out: Path, tmp_root: Path
         version = item["metadata"]["version"]
         filename = urllib.parse.unquote(url.rsplit("/", 1)[-1].split("#")[0])
         wheel = _wheel_from_sdist(canonicalize_name(name), version, "" if _is_local(url) else url, sha, python, Path(tmp) / "wheel", extra_args)
+        host = platform.machine()
+        if target.machine != host and not wheel.name.endswith("-any.whl"):  # compiled for this machine, not the target
+            raise BuildError(
+                f"{name}: no wheel for {target.describe()}, and its sdist builds native code, which cannot be compiled here for {target.machine} (this machine is {host})",
+                f"publish a {target.platform} wheel of {name} (or pin a version that has one), or build {target.platform} alone on a {target.machine} runner",
+            )
         (out / f"{wheel.name}.sdist.json").write_text(json.dumps({"filename": filename, "url": "" if _is_local(url) else url, "sha256": sha}))
         os.replace(wheel, out / wheel.name)
 

@@ -148,3 +148,34 @@ def test_plan_shows_each_platform_and_what_they_share(pyimage: Pyimage, arm64_ro
     assert [p["platform"] for p in plan["platforms"]] == ["linux/amd64", "linux/arm64"]
     assert plan["shared"] == ["site-packages", "app"]
     assert "arm64" in plan["platforms"][1]["target"]
+
+
+def test_an_sdist_with_native_code_for_a_foreign_platform_is_one_error_before_any_layer(pyimage: Pyimage, arm64_rootfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import tarfile
+
+    links = tmp_path / "links"
+    links.mkdir()
+    files = {
+        "cext-1.0/PKG-INFO": b"Metadata-Version: 2.1\nName: cext\nVersion: 1.0\n",
+        "cext-1.0/pyproject.toml": b'[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n',
+        "cext-1.0/setup.py": b"from setuptools import Extension, setup\nsetup(name='cext', version='1.0', ext_modules=[Extension('cext', ['cext.c'])])\n",
+        "cext-1.0/cext.c": b'#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, "cext"};\nPyMODINIT_FUNC PyInit_cext(void) { return PyModule_Create(&m); }\n',
+    }
+    with tarfile.open(links / "cext-1.0.tar.gz", "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    project = copy_example("hello-cli", tmp_path, "hello-cext")
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"attrs>=23"', '"attrs>=23", "cext==1.0"'))
+    monkeypatch.setenv("PIP_FIND_LINKS", f"/opt/wheels {links}")
+    cache = tmp_path / "cache"
+    done = pyimage.run("build", "--platform", PLATFORMS, "--set", bases(pyimage, arm64_rootfs), "-o", f"oci:{tmp_path / 'out'}",
+                       "--cache-dir", str(cache), project=project, base=False, check=False)
+    assert done.returncode == 1, done.stderr
+    error, hint = done.stderr.strip().splitlines()[-2:]
+    assert error.startswith("error: cext: no wheel for CPython 3.11 on linux/arm64") and "cannot be compiled here for aarch64" in error
+    assert hint.startswith("hint:") and "linux/arm64" in hint
+    assert not (tmp_path / "out").exists()
