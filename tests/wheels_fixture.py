@@ -21,7 +21,7 @@ from typing import Mapping
 
 import pytest
 
-__all__ = ["REAL_WHEELS", "download_wheel", "make_wheel", "record_hash", "real_wheels"]
+__all__ = ["REAL_WHEELS", "download_wheel", "make_sdist", "make_wheel", "record_hash", "real_wheels"]
 
 # Small, pure-Python, and on the local PyPI mirror: six is one module; wheel has a console script.
 REAL_WHEELS = {"six": "six==1.17.0", "wheel": "wheel==0.46.3"}
@@ -103,4 +103,25 @@ def make_wheel(
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = (0o100755 if member in executable else 0o100644) << 16
             zf.writestr(info, data)
+    return path
+
+
+SETUPTOOLS_PYPROJECT = b'[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+
+
+def make_sdist(directory: Path, name: str, version: str, files: Mapping[str, bytes]) -> Path:
+    """Writes ``{name}-{version}.tar.gz`` (PKG-INFO and a setuptools pyproject.toml, plus ``files`` under its top
+    directory) into ``directory`` and returns its path."""
+    import io
+    import tarfile
+
+    top = f"{name}-{version}"
+    members = {"PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(), "pyproject.toml": SETUPTOOLS_PYPROJECT, **files}
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{top}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for member, data in members.items():
+            info = tarfile.TarInfo(f"{top}/{member}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return path

@@ -227,20 +227,10 @@ def test_old_style_namespace_package_split_across_wheels_builds_and_imports(pyim
 
 
 def test_an_sdist_that_cannot_be_built_is_named_in_one_error(pyimage: Pyimage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import io
+    from wheels_fixture import make_sdist
 
     links = tmp_path / "links"
-    links.mkdir()
-    files = {
-        "needs-fortran-1.0/PKG-INFO": b"Metadata-Version: 2.1\nName: needs-fortran\nVersion: 1.0\n",
-        "needs-fortran-1.0/pyproject.toml": b'[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n',
-        "needs-fortran-1.0/setup.py": b'raise SystemExit("error: this package needs a Fortran compiler")\n',
-    }
-    with tarfile.open(links / "needs-fortran-1.0.tar.gz", "w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    make_sdist(links, "needs-fortran", "1.0", {"setup.py": b'raise SystemExit("error: this package needs a Fortran compiler")\n'})
     project = copy_example("hello-cli", tmp_path)
     pyproject = project / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"attrs>=23"', '"attrs>=23", "needs-fortran==1.0"'))

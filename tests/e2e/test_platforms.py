@@ -151,22 +151,13 @@ def test_plan_shows_each_platform_and_what_they_share(pyimage: Pyimage, arm64_ro
 
 
 def test_an_sdist_with_native_code_for_a_foreign_platform_is_one_error_before_any_layer(pyimage: Pyimage, arm64_rootfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import io
-    import tarfile
+    from wheels_fixture import make_sdist
 
     links = tmp_path / "links"
-    links.mkdir()
-    files = {
-        "cext-1.0/PKG-INFO": b"Metadata-Version: 2.1\nName: cext\nVersion: 1.0\n",
-        "cext-1.0/pyproject.toml": b'[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n',
-        "cext-1.0/setup.py": b"from setuptools import Extension, setup\nsetup(name='cext', version='1.0', ext_modules=[Extension('cext', ['cext.c'])])\n",
-        "cext-1.0/cext.c": b'#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, "cext"};\nPyMODINIT_FUNC PyInit_cext(void) { return PyModule_Create(&m); }\n',
-    }
-    with tarfile.open(links / "cext-1.0.tar.gz", "w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    make_sdist(links, "cext", "1.0", {
+        "setup.py": b"from setuptools import Extension, setup\nsetup(name='cext', version='1.0', ext_modules=[Extension('cext', ['cext.c'])])\n",
+        "cext.c": b'#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, "cext"};\nPyMODINIT_FUNC PyInit_cext(void) { return PyModule_Create(&m); }\n',
+    })
     project = copy_example("hello-cli", tmp_path, "hello-cext")
     pyproject = project / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"attrs>=23"', '"attrs>=23", "cext==1.0"'))
