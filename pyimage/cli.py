@@ -370,7 +370,11 @@ def inspect(
         return
     if image.startswith("rootfs:") or image in ("", "scratch"):
         raise ConfigError(f"inspect {image!r}: not an image", "give oci:DIR[:TAG], docker-archive:FILE or a registry reference")
-    loaded, source = load_base(image, Platform.parse(platform), _cache(cache_dir), verify_layers=False)
+    try:
+        wanted = Platform.parse(platform)
+    except ValueError as exc:
+        raise ConfigError(f"--platform {platform!r}: {exc}", "give os/arch[/variant], e.g. linux/amd64 or linux/arm64") from None
+    loaded, source = load_base(image, wanted, _cache(cache_dir), verify_layers=False)
     platforms = _index_platforms(image)
     history = [h for h in loaded.config.get("history", []) if not h.get("empty_layer")]
     names = [str(h.get("created_by", "")).removeprefix("pyimage: ") for h in history] if len(history) == len(loaded.layers) else [""] * len(loaded.layers)
