@@ -155,9 +155,6 @@ def test_version_prints_the_package_version(tmp_path: Path) -> None:
 
 
 def test_inspect_with_a_malformed_platform_is_one_config_error(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     done = subprocess.run([sys.executable, "-m", "pyimage", "inspect", "--platform", "amd64", f"oci:{tmp_path}"], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-2] == "error: --platform 'amd64': not a platform: 'amd64' (expected os/arch[/variant], e.g. linux/amd64)"
