@@ -244,7 +244,7 @@ def summary_markdown(report: Mapping[str, Any], skipped_annotations: Sequence[st
     outputs = report.get("outputs") or []
     if outputs:
         lines += ["", "**Written**", ""] + [f"- <code>{_cell(o)}</code>" for o in outputs]
-    notes = list(report.get("notes") or []) + [f"annotation {k} skipped: pyimage writes one manifest and no index" for k in skipped_annotations]
+    notes = list(report.get("notes") or []) + [f"annotation {k} skipped: the action sets manifest annotations only" for k in skipped_annotations]
     if notes:
         lines += ["", "**Notes**", ""] + [f"- {_cell(n)}" for n in notes]
     return "\n".join(lines) + "\n"
