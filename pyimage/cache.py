@@ -98,6 +98,12 @@ class CacheStats:
     envs: int
     hits: int
     misses: int
+    env_bytes: int = 0  # build environments (envs/)
+    app_wheels: int = 0  # the project's own wheels kept by source fingerprint (appwheels/)
+    app_wheel_bytes: int = 0
+    sdist_wheels: int = 0  # wheels built here from sdist-only dependencies (sdist-wheels/)
+    sdist_wheel_bytes: int = 0
+    total_bytes: int = 0  # everything under the cache root
 
 
 class Cache:
@@ -215,11 +221,13 @@ class Cache:
         except (OSError, ValueError):
             stamp = None
         if stamp == [st.st_size, st.st_mtime_ns, st.st_ino]:
+            self.touch(path)
             return path
         if file_digest(path, digest.partition(":")[0]) != digest:
             self._discard(path)
             return None
         self._stamp(path)
+        self.touch(path)
         return path
 
     def _discard(self, path: Path) -> None:
@@ -284,7 +292,10 @@ class Cache:
 
     def cached_wheel(self, sha256: str, filename: str) -> Path | None:
         path = self.wheel_path(sha256, filename)
-        return path if path.is_file() else None
+        if not path.is_file():
+            return None
+        self.touch(path)
+        return path
 
     def add_wheel(self, source: Path, sha256: str | None = None) -> tuple[Path, str]:
         """Copies (or hard-links) a wheel in, verifying ``sha256`` when given; returns (path, sha256)."""
@@ -327,6 +338,7 @@ class Cache:
             for line in (self.root / "meta" / "hits.log").read_text().split():
                 hits += line == "hit"
                 misses += line == "miss"
+        units = {kind: self._units(kind) for kind in _UNIT_DIRS}
         return CacheStats(
             root=self.root,
             blobs=len(blobs),
@@ -334,10 +346,33 @@ class Cache:
             layers=len(list((self.root / "layers").glob("*.json"))),
             wheels=len(wheels),
             wheel_bytes=sum(p.stat().st_size for p in wheels),
-            envs=len([p for p in (self.root / "envs").iterdir() if p.is_dir()]),
+            envs=len(units["envs"]),
             hits=hits,
             misses=misses,
+            env_bytes=sum(size for _, _, size in units["envs"]),
+            app_wheels=len(units["appwheels"]),
+            app_wheel_bytes=sum(size for _, _, size in units["appwheels"]),
+            sdist_wheels=len(units["sdist-wheels"]),
+            sdist_wheel_bytes=sum(size for _, _, size in units["sdist-wheels"]),
+            total_bytes=_tree_size(self.root),
         )
+
+    def touch(self, path: Path) -> None:
+        """Marks ``path`` (a blob, a wheel, an entry's directory) as just used, for ``prune``'s recency: its
+        access time is set now, its mtime kept (so stat stamps stay valid). Hits call this; atime updates by the
+        file system alone (noatime, relatime) are not relied on."""
+        with contextlib.suppress(OSError):
+            os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
+
+    def _units(self, kind: str) -> list[tuple[Path, float, int]]:
+        """``(path, last use, bytes)`` of each prunable entry of a directory of whole entries: a build
+        environment, a kept app wheel's directory, an sdist-built wheel (with its ``.sdist.json``)."""
+        root = self.root / kind
+        if not root.is_dir():
+            return []
+        if kind == "sdist-wheels":
+            return [(p, p.stat().st_atime, p.stat().st_size + _size(p.with_name(p.name + ".sdist.json"))) for p in root.rglob("*.whl") if p.is_file()]
+        return [(p, p.stat().st_atime, _tree_size(p)) for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
 
     def _tmp_entries(self) -> Iterator[tuple[Path, bool, int]]:
         """``(path, stale, bytes)`` for each entry of ``tmp/`` (and each download part file beside the blobs):
@@ -433,8 +468,10 @@ class Cache:
         return VerifyReport(tuple(bad), tuple(leftovers), tuple(in_use), tuple(dangling), freed)
 
     def prune(self, max_size: int | None = None, older_than: float | None = None) -> tuple[int, int]:
-        """Removes least-recently-used blobs and wheels until under ``max_size`` bytes, and any entry unused
-        for ``older_than`` seconds; returns (files removed, bytes freed). Holds the cache lock exclusively."""
+        """Removes least-recently-used entries until under ``max_size`` bytes, and any entry unused for
+        ``older_than`` seconds; returns (entries removed, bytes freed). Entries are blobs, wheels, build
+        environments, kept app wheels and sdist-built wheels; recency is the last hit (``touch``). Holds the cache
+        lock exclusively, so it waits for running builds."""
         removed = freed = 0
         with self.lock("cache"):
             with contextlib.suppress(FileNotFoundError):
@@ -443,24 +480,32 @@ class Cache:
                 pid, sep, _ = entry.name.partition("-")
                 if not (sep and pid.isdigit() and self._process_alive(int(pid))):  # builds hold the cache lock
                     _remove(entry)  # shared, so none runs now; a live `plan` or `lock` keeps its entries
-            entries = [p for p in (self.root / "blobs" / "sha256").iterdir() if p.is_file() and not p.name.startswith(".")]
-            entries += [p for p in (self.root / "wheels").glob("*/*") if p.is_file()]
-            entries.sort(key=lambda p: p.stat().st_atime)
-            total = sum(p.stat().st_size for p in entries)
+            files = [p for p in (self.root / "blobs" / "sha256").iterdir() if p.is_file() and not p.name.startswith(".")]
+            files += [p for p in (self.root / "wheels").glob("*/*") if p.is_file()]
+            entries = [(p, max(st.st_atime, st.st_mtime), st.st_size) for p in files for st in (p.stat(),)]
+            entries += [unit for kind in _UNIT_DIRS for unit in self._units(kind)]
+            entries.sort(key=lambda e: e[1])  # least recently used first (hits `touch` what they use)
+            total = sum(size for _, _, size in entries)
             now = time.time()
-            for path in entries:
-                st = path.stat()
-                too_old = older_than is not None and now - max(st.st_atime, st.st_mtime) > older_than
+            for path, used, size in entries:
+                too_old = older_than is not None and now - used > older_than
                 too_big = max_size is not None and total > max_size
                 if not (too_old or too_big):
                     continue
-                self._discard(path)
-                if path.parent.parent.name == "wheels":
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                elif path.parent.parent.name == "wheels":
+                    path.unlink(missing_ok=True)
                     with contextlib.suppress(OSError):
-                        path.parent.rmdir()
+                        path.parent.rmdir()  # wheels/<sha256>/ holds just that wheel
+                elif path.suffix == ".whl":  # sdist-wheels/: the wheel and the record of its sdist
+                    path.unlink(missing_ok=True)
+                    path.with_name(path.name + ".sdist.json").unlink(missing_ok=True)
+                else:
+                    self._discard(path)
                 removed += 1
-                freed += st.st_size
-                total -= st.st_size
+                freed += size
+                total -= size
             for record in (self.root / "layers").glob("*.json"):  # drop records whose blob is gone
                 try:
                     digest = json.loads(record.read_text())["digest"]
@@ -469,6 +514,25 @@ class Cache:
                 if not digest or not self.blob_path(digest).exists():
                     record.unlink()
         return removed, freed
+
+
+_UNIT_DIRS = ("envs", "appwheels", "sdist-wheels")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for here, _dirs, names in os.walk(root):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(here, name)).st_size
+    return total
 
 
 @contextlib.contextmanager

@@ -501,9 +501,11 @@ def cache_prune(
     max_size: Optional[str] = typer.Option(None, "--max-size", help="Keep the cache under this size (e.g. 20GB)."),
     older_than: Optional[str] = typer.Option(None, "--older-than", help="Remove entries unused for this long (e.g. 30d, 12h)."),
 ) -> None:
-    """Remove least-recently-used blobs and wheels."""
+    """Remove least-recently-used entries (blobs, wheels, build environments, kept app wheels)."""
     from pyimage.config import parse_size
 
+    if not max_size and not older_than:
+        raise ConfigError("cache prune: nothing to do without a limit", "give --max-size (e.g. 20GB) and/or --older-than (e.g. 30d)")
     try:
         size = parse_size(max_size) if max_size else None
     except ValueError:

@@ -86,6 +86,7 @@ def _env(cache: Cache, requires: list[str], python: str) -> Path:
     env_python = env_dir / "bin" / "python"
     ready = env_dir / ".pyimage-ready"
     with cache.lock(f"env-{key}"):
+        cache.touch(env_dir)
         if not (ready.exists() and env_python.exists()):
             if env_dir.exists():
                 shutil.rmtree(env_dir)
@@ -259,6 +260,7 @@ def build_app_wheel(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, 
     kept = cache.root / "appwheels" / fingerprint
     out_dir.mkdir(parents=True, exist_ok=True)
     for wheel in kept.glob("*.whl") if kept.is_dir() else ():
+        cache.touch(kept)
         dest = out_dir / wheel.name
         shutil.copyfile(wheel, dest)
         if target is not None:

@@ -109,9 +109,10 @@ def test_cache_info_and_prune(pyimage: Pyimage, tmp_path: Path) -> None:
     mine.build(copy_example("hello-cli", tmp_path), tmp_path / "layout")
     info = json.loads(subprocess.run([sys.executable, "-m", "pyimage", "cache", "info", "--json", "--cache-dir", str(cache)], capture_output=True, text=True, check=True).stdout)
     assert info["blobs"] >= 4 and info["layers"] >= 3 and info["blob_bytes"] > 0
+    assert info["envs"] == 1 and info["env_bytes"] > 0 and info["app_wheels"] == 1 and info["total_bytes"] > info["blob_bytes"]
     subprocess.run([sys.executable, "-m", "pyimage", "cache", "prune", "--max-size", "0", "--cache-dir", str(cache)], check=True, capture_output=True)
     after = json.loads(subprocess.run([sys.executable, "-m", "pyimage", "cache", "info", "--json", "--cache-dir", str(cache)], capture_output=True, text=True, check=True).stdout)
-    assert after["blobs"] == 0 and after["layers"] == 0
+    assert after["blobs"] == 0 and after["layers"] == 0 and after["envs"] == 0 and after["app_wheels"] == 0
 
 
 def test_lock_file_is_written_reused_and_detected_stale(pyimage: Pyimage, tmp_path: Path) -> None:
