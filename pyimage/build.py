@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pyimage.cache import Cache
-from pyimage.config import Config
+from pyimage.config import DEFAULT_LOCK, Config
 from pyimage.errors import BuildError, ConfigError
 from pyimage.layers.build import LayerContext, build_custom_layer, build_layer
 from pyimage.layers.bytecode import can_compile
@@ -30,7 +30,7 @@ from pyimage.oci.engine import Loaded
 from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
 from pyimage.publish import RegistrySettings
 from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, requires_python
-from pyimage.resolve.lock import inputs_key, read_lock, write_lock
+from pyimage.resolve.lock import inputs_key, read_lock, write_lock, written_by_pyimage
 from pyimage.resolve.pip import Pin, fetch_wheels, resolve, sdist_wheel
 from pyimage.resolve.target import Target
 from pyimage.wheels import Wheel, read_wheel
@@ -166,7 +166,18 @@ def _pins(
     req_text = (cfg.project_dir / req_file).read_text() if req_file else ""
     key = inputs_key(requires, cfg["extras"], req_text, target)
     lock_path = cfg.project_dir / cfg["lock"]
-    lock = read_lock(lock_path)
+    if lock_path.exists() and not written_by_pyimage(lock_path):
+        raise ConfigError(
+            f"{lock_path} was not written by pyimage (another tool's lock); pyimage never overwrites it",
+            f"keep pyimage's own lock elsewhere: remove `lock = \"{cfg['lock']}\"` from [tool.pyimage] (the default is {DEFAULT_LOCK})",
+        )
+    legacy = cfg.project_dir / "pylock.toml"  # where pyimage kept its lock before it used a name of its own
+    moved = cfg["lock"] == DEFAULT_LOCK and not lock_path.exists() and legacy.is_file() and written_by_pyimage(legacy)
+    lock = read_lock(legacy if moved else lock_path)
+    if moved:
+        events(f"pyimage's lock moves from pylock.toml to {DEFAULT_LOCK} (pylock.toml is left to your own tools)")
+        lock_path.write_bytes(legacy.read_bytes())
+        legacy.unlink()
     if lock is not None and lock.inputs == key and not refresh:
         return lock.pins
     if lock is not None and lock.inputs != key:

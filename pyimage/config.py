@@ -28,6 +28,7 @@ else:  # pragma: no cover
 __all__ = ["Config", "KEYS", "load_config", "parse_size", "DEFAULT_BASE"]
 
 DEFAULT_BASE = "docker.io/library/python:3.12-slim"
+DEFAULT_LOCK = "pylock.pyimage.toml"  # PEP 751 lets tools name their locks; `pylock.toml` is the user's (uv, pip lock)
 DEFAULT_THRESHOLD = "100MB"  # torch, tensorflow, jaxlib, nvidia-* get a layer of their own; numpy does not
 
 
@@ -379,7 +380,7 @@ KEYS: dict[str, Key] = {
     "output": Key("list of strings", [], "Where to write the image: `oci:DIR[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `docker-daemon:[NAME:TAG]` or `podman:[NAME:TAG]` (load into a local engine); default `oci:dist/image:<version>`.", _outputs),
     "repository": Key("string", None, "Registry repository to push to (`ghcr.io/org/app`), without a tag.", _repository),
     "tags": Key("list of strings", [], "Tags to push under `repository`; default: the project version.", _names(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")),
-    "lock": Key("path", "pylock.toml", "Lock file recording the resolved wheel set (PEP 751).", _path),
+    "lock": Key("path", DEFAULT_LOCK, "pyimage's own lock file: the resolved wheel set (PEP 751 named lock; never another tool's `pylock.toml`).", _path),
 }
 
 
@@ -401,7 +402,7 @@ class Config:
 
     def for_platform(self, platform: Platform) -> "Config":
         """This config for one of its platforms: per-platform tables resolved, ``platform`` that one, and (when
-        there are several) its own lock file beside the configured one (``pylock.linux-arm64.toml``)."""
+        there are several) its own lock file beside the configured one (``pylock.pyimage.linux-arm64.toml``)."""
         values = dict(self.values)
         values["platform"] = platform
         for key, table in self.per_platform.items():

@@ -70,7 +70,7 @@ DEFAULTS: dict[str, Any] = {
     "output": (),
     "repository": None,
     "tags": (),
-    "lock": "pylock.toml",
+    "lock": "pylock.pyimage.toml",
 }
 
 

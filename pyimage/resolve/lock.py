@@ -1,4 +1,6 @@
-"""The lock file: the resolved wheel set in PEP 751's ``pylock.toml``, reused while its inputs are unchanged.
+"""The lock file: the resolved wheel set as a PEP 751 named lock (``pylock.pyimage.toml``), reused while its
+inputs are unchanged. ``pylock.toml`` belongs to the user's own tools (``uv export``, ``pip lock``): pyimage
+never writes it, and moves a ``pylock.toml`` it wrote itself (before it used its own name) to its own name.
 
 It travels: a wheel is recorded by the URL it is published at and its sha256; a dependency built here from an
 sdist is recorded as that sdist (``sdist = {…}``, its index URL and sha256), never as the wheel in this
@@ -28,7 +30,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Lock", "inputs_key", "read_lock", "write_lock", "pip_config_fingerprint"]
+__all__ = ["Lock", "inputs_key", "read_lock", "write_lock", "written_by_pyimage", "pip_config_fingerprint"]
 
 _PIP_CONFIG_FILES = ("/etc/pip.conf", "/etc/xdg/pip/pip.conf", "~/.config/pip/pip.conf", "~/.pip/pip.conf")
 
@@ -98,6 +100,15 @@ def write_lock(path: Path, pins: Sequence[Pin], inputs: str, target: Target) -> 
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("\n".join(lines))
     os.replace(tmp, path)
+
+
+def written_by_pyimage(path: Path) -> bool:
+    """Whether the lock at ``path`` is one pyimage wrote (``created-by = "pyimage"``), not a user's or another
+    tool's (``uv export``, ``pip lock``), which pyimage never rewrites."""
+    try:
+        return tomllib.loads(path.read_text()).get("created-by") == "pyimage"
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
 
 
 def read_lock(path: Path) -> Lock | None:
