@@ -526,15 +526,6 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _tree_size(root: Path) -> int:
-    total = 0
-    for here, _dirs, names in os.walk(root):
-        for name in names:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(here, name)).st_size
-    return total
-
-
 @contextlib.contextmanager
 def _naming(path: Path) -> Iterator[None]:
     """Puts ``path`` on an OSError that has none (``write`` on a full disk), so the user is told where."""
