@@ -371,7 +371,7 @@ class Cache:
         if not root.is_dir():
             return []
         if kind == "sdist-wheels":
-            return [(p, p.stat().st_atime, p.stat().st_size + _size(p.with_name(p.name + ".sdist.json"))) for p in root.rglob("*.whl") if p.is_file()]
+            return [(p, p.stat().st_atime, p.stat().st_size + _tree_size(p.with_name(p.name + ".sdist.json"))) for p in root.rglob("*.whl") if p.is_file()]
         return [(p, p.stat().st_atime, _tree_size(p)) for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
 
     def _tmp_entries(self) -> Iterator[tuple[Path, bool, int]]:
@@ -517,13 +517,6 @@ class Cache:
 
 
 _UNIT_DIRS = ("envs", "appwheels", "sdist-wheels")
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 @contextlib.contextmanager
