@@ -92,11 +92,12 @@ def act(test_cache_dir: Path, base_rootfs: Path, tmp_path_factory: pytest.TempPa
     binary = _act_binary()
     skip_unless_tools("git")
     home = test_cache_dir / "act"
-    # The action names its venv by a hash of the source; venvs of older sources are of no further use.
+    # The action names its venv by a hash of the source; venvs of other sources unused for a day are of no
+    # further use (a younger one may belong to a test run of another checkout going on right now).
     current = subprocess.run([sys.executable, str(ROOT / "action" / "run.py"), "source-id", str(ROOT)], capture_output=True, text=True, check=True).stdout.strip()
     venvs = home / "tool_cache" / "pyimage-action"
     for old in venvs.glob("*") if venvs.is_dir() else []:
-        if old.name.split(".")[0] != current:
+        if old.name.split(".")[0] != current and time.time() - old.stat().st_mtime > 86400:
             shutil.rmtree(old) if old.is_dir() else old.unlink()
     return Act(binary, home, tmp_path_factory.mktemp("pyimage-cache"), base_rootfs)
 
