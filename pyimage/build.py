@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import datetime as dt
 import posixpath
 import shutil
@@ -31,6 +32,7 @@ from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
 from pyimage.publish import RegistrySettings
 from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, requires_python
 from pyimage.resolve.lock import inputs_key, read_lock, write_lock
+from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins
 from pyimage.resolve.pip import Pin, fetch_wheels, resolve, sdist_wheel
 from pyimage.resolve.target import Target
 from pyimage.wheels import Wheel, read_wheel
@@ -164,8 +166,16 @@ def _pins(
     if req_file and not (cfg.project_dir / req_file).is_file():
         raise ConfigError(f"requirements file {req_file} not found in {cfg.project_dir}", "fix [tool.pyimage] requirements")
     req_text = (cfg.project_dir / req_file).read_text() if req_file else ""
+    app_name = app.name.split("-")[0].replace("_", "-").lower()
+    team_lock = None if req_file else detect_lock_input(cfg.project_dir, cfg["lock-input"])
+    if team_lock is not None:  # the team's lock: installed as locked, never resolved again, never written
+        if refresh:
+            fix = "uv lock" if team_lock.name == "uv.lock" else "the tool that wrote it (uv export, pip lock)"
+            raise ConfigError(f"the project's lock is {team_lock.name}; pyimage does not rewrite it", f"update it with {fix}, or set lock-input = \"none\" to let pyimage resolve")
+        return locked_pins(team_lock, app_name, requires, cfg["extras"], cfg["groups"], target, cache, events)
     key = inputs_key(requires, cfg["extras"], req_text, target)
     lock_path = cfg.project_dir / cfg["lock"]
+    _migrate_lock(lock_path, events)
     lock = read_lock(lock_path)
     if lock is not None and lock.inputs == key and not refresh:
         return lock.pins
@@ -178,10 +188,21 @@ def _pins(
     pins = resolve(request, target, cache, prefer=prefer)
     if req_file:
         _check_requirements_cover(requires, cfg["extras"], pins, target, req_file)
-    app_name = app.name.split("-")[0].replace("_", "-").lower()
     pins = [p for p in pins if p.name != app_name]
     write_lock(lock_path, pins, key, target)
     return pins
+
+
+def _migrate_lock(lock_path: Path, events: Events) -> None:
+    """pyimage's lock was ``pylock.toml`` (``pylock.<platform>.toml``) before it took the name
+    ``pylock.pyimage.toml``: such a file that pyimage wrote (it carries ``[tool.pyimage] inputs``) is renamed
+    once; any other file by the old name belongs to another tool and is left alone."""
+    if lock_path.exists() or not lock_path.name.startswith("pylock.pyimage."):
+        return
+    old = lock_path.with_name("pylock." + lock_path.name.removeprefix("pylock.pyimage."))
+    if old.is_file() and is_pyimage_lock(old):
+        os.replace(old, lock_path)
+        events(f"{old.name} was pyimage's lock: renamed to {lock_path.name} (pyimage's lock no longer takes the name other tools write)")
 
 
 def _check_requirements_cover(requires: list[str], extras: Sequence[str], pins: list[Pin], target: Target, req_file: str) -> None:

@@ -106,7 +106,7 @@ def copy_into(dest: Path, files: dict[str, Path]) -> Path:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "dist", "pylock.toml"))
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "dist", "pylock*.toml"))
         else:
             shutil.copy2(source, target)
     return dest

@@ -41,7 +41,7 @@ def test_inspect_names_the_layers_pyimage_wrote(tmp_path: Path, base_rootfs: Pat
     project = Path(__file__).resolve().parents[1] / "examples" / "hello-cli"
     import shutil
 
-    shutil.copytree(project, tmp_path / "p", ignore=shutil.ignore_patterns("pylock.toml", "dist"))
+    shutil.copytree(project, tmp_path / "p", ignore=shutil.ignore_patterns("pylock*.toml", "dist"))
     cache = tmp_path / "cache"
     built = _pyimage("build", "-C", str(tmp_path / "p"), "--base", f"rootfs:{base_rootfs}", "--cache-dir", str(cache), "-o", f"oci:{tmp_path / 'img'}:t")
     assert built.returncode == 0, built.stderr

@@ -70,7 +70,9 @@ DEFAULTS: dict[str, Any] = {
     "output": (),
     "repository": None,
     "tags": (),
-    "lock": "pylock.toml",
+    "lock-input": None,
+    "groups": (),
+    "lock": "pylock.pyimage.toml",
 }
 
 

@@ -107,7 +107,7 @@ def pyimage(tmp_path_factory: pytest.TempPathFactory, base_rootfs: Path, e2e_too
 def copy_example(name: str, dest_root: Path, new_name: str | None = None) -> Path:
     """A private copy of ``examples/name`` (optionally renamed as another project) to build and edit."""
     dest = dest_root / (new_name or name)
-    shutil.copytree(EXAMPLES / name, dest, ignore=shutil.ignore_patterns("dist", "pylock.toml", "__pycache__"))
+    shutil.copytree(EXAMPLES / name, dest, ignore=shutil.ignore_patterns("dist", "pylock*.toml", "__pycache__"))
     if new_name:
         pyproject = dest / "pyproject.toml"
         pyproject.write_text(pyproject.read_text().replace(f'name = "{name}"', f'name = "{new_name}"', 1))

@@ -117,7 +117,7 @@ def test_cache_info_and_prune(pyimage: Pyimage, tmp_path: Path) -> None:
 def test_lock_file_is_written_reused_and_detected_stale(pyimage: Pyimage, tmp_path: Path) -> None:
     project = copy_example("hello-cli", tmp_path)
     pyimage.build(project, tmp_path / "layout")
-    lock = project / "pylock.toml"
+    lock = project / "pylock.pyimage.toml"
     text = lock.read_text()
     assert 'lock-version = "1.0"' in text and "[[packages]]" in text and "humanize" in text
     done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}", project=project)
@@ -125,7 +125,7 @@ def test_lock_file_is_written_reused_and_detected_stale(pyimage: Pyimage, tmp_pa
     pyproject = project / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"attrs>=23"', '"attrs>=23", "six"'))
     done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}", project=project)
-    assert "pylock.toml is stale" in done.stderr
+    assert "pylock.pyimage.toml is stale" in done.stderr
     assert 'name = "six"' in lock.read_text()
     os.utime(lock)
 

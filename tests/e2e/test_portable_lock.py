@@ -37,7 +37,7 @@ def test_a_lock_with_an_sdist_and_a_find_links_wheel_is_used_unchanged_with_anot
     pyproject.write_text(pyproject.read_text().replace('"attrs>=23"', '"attrs>=23", "sdist-greeting==0.3", "local-wheel==1.0"'))
     cache_a = tmp_path / "cache-a"
     first = Pyimage(cache_a, pyimage.base).build(project, tmp_path / "layout-a", "t")
-    lock = (project / "pylock.toml").read_text()
+    lock = (project / "pylock.pyimage.toml").read_text()
     assert "file:///" not in lock and str(tmp_path) not in lock and "/root" not in lock and "cache" not in lock
     assert 'sdist = { name = "sdist_greeting-0.3.tar.gz", hashes = { sha256 = "' in lock  # found in find-links: no url
     assert 'name = "local_wheel-1.0-py3-none-any.whl", hashes = { sha256 = "' in lock
@@ -50,7 +50,7 @@ def test_a_lock_with_an_sdist_and_a_find_links_wheel_is_used_unchanged_with_anot
     cache_b = tmp_path / "cache-b"
     done = Pyimage(cache_b, pyimage.base).run("build", "--json", "-o", f"oci:{tmp_path / 'layout-b'}:t", project=elsewhere)
     assert "resolving dependencies" not in done.stderr and "stale" not in done.stderr
-    assert (elsewhere / "pylock.toml").read_text() == lock
+    assert (elsewhere / "pylock.pyimage.toml").read_text() == lock
     import json
 
     second = json.loads(done.stdout)

@@ -63,7 +63,7 @@ def test_image_in_a_registry_is_used_as_base(pyimage: Pyimage, tmp_path: Path) -
         first = json.loads(_build_push(pyimage, project, f"{reg.host}/base/hello:1").stdout)
         # the pushed image (Debian + python3 + a venv) serves as the base of another build
         other = copy_example("web-service", tmp_path / "w")
-        (other / "pylock.toml").unlink(missing_ok=True)
+        (other / "pylock.pyimage.toml").unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "pyimage", "build", "--json", "--cache-dir", str(tmp_path / "fresh-cache"), "-C", str(other),
                "--base", f"docker://{reg.host}/base/hello:1", "--username", "alice", "--password-stdin", "-o", f"oci:{tmp_path / 'out'}:w"]
         done = subprocess.run(cmd, input="wonderland\n", capture_output=True, text=True)

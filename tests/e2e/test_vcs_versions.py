@@ -95,7 +95,7 @@ def test_image_version_follows_git_tags_and_commits_like_git_describe(pyimage: P
     git(project, "commit", "-q", "--allow-empty", "-m", "after the release")
     build_and_check("e")
     # nothing left behind in the user's tree but the lock: no build/, no *.egg-info
-    assert git(project, "status", "--porcelain", "--ignored", "--untracked-files=all").splitlines() == ["?? pylock.toml"]
+    assert git(project, "status", "--porcelain", "--ignored", "--untracked-files=all").splitlines() == ["?? pylock.pyimage.toml"]
     assert "scmapp 2.0.2.dev1+g" in run_image(layout, "e").stdout
 
 
