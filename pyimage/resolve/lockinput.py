@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -164,7 +165,7 @@ def locked_pins(
             )
         )
     except PylockSelectError as exc:
-        raise BuildError(f"{lock.name} cannot be installed on {target.describe()}: {exc}", f"update the lock for this target (`{fix}`)") from exc
+        raise _select_error(str(exc), pylock, lock.name, target, fix) from exc
     pins: list[Pin] = []
     for package, dist in chosen:
         name = canonicalize_name(package.name)
@@ -193,6 +194,26 @@ def locked_pins(
         pins.append(pin)
     _check_covers(requires, extras, pins, target, lock.name, fix)
     return sorted(pins, key=lambda p: p.name)
+
+
+def _select_error(message: str, pylock: object, lock_name: str, target: Target, fix: str) -> BuildError:
+    """packaging's selection failure in the user's terms: which package (or the whole lock) misses the target."""
+    missing = re.search(r"package '([^']+)'", message)
+    if missing and "wheel" in message:
+        name = canonicalize_name(missing.group(1))
+        versions = {str(p.version) for p in getattr(pylock, "packages", []) if canonicalize_name(p.name) == name and p.version}
+        version = f" {sorted(versions)[0]}" if len(versions) == 1 else ""
+        return BuildError(
+            f"{name}{version}: {lock_name} lists no wheel for {target.describe()}",
+            f"lock for this platform too (`{fix}`; uv: include it in [tool.uv] environments / required-environments), or choose a {name} with a wheel for it",
+        )
+    environments = getattr(pylock, "environments", None)
+    if environments:
+        return BuildError(
+            f"{lock_name} does not cover {target.describe()}: it is locked for {' or '.join(str(e) for e in environments)}",
+            f"add the target to the lock's environments ([tool.uv] environments), then `{fix}`",
+        )
+    return BuildError(f"{lock_name} cannot be installed on {target.describe()}: {message}", f"update the lock for this target (`{fix}`)")
 
 
 def _fetch(pin: Pin, path: str | None, lock_dir: Path, cache: Cache) -> None:
