@@ -64,7 +64,7 @@ def main() -> int:
         # The peer: pip install of the same locked wheels inside each rootfs; arm64 runs under qemu.
         emulated: dict[str, float] = {}
         for platform, rootfs in roots.items():
-            lock = project / ("pylock.toml" if platform == PLATFORMS[0] else f"pylock.{platform.replace('/', '-')}.toml")
+            lock = project / ("pylock.pyimage.toml" if platform == PLATFORMS[0] else f"pylock.pyimage.{platform.replace('/', '-')}.toml")
             pins = [f"{p['name']}=={p['version']}" for p in __import__("tomllib").loads(lock.read_text())["packages"]]
             wheels = work / f"wheels-{platform.replace('/', '-')}"
             wheels.mkdir()

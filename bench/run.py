@@ -145,7 +145,7 @@ class Pin:
 
 
 def read_pins(project: Path) -> list[Pin]:
-    data = tomllib.loads((project / "pylock.toml").read_text())
+    data = tomllib.loads((project / "pylock.pyimage.toml").read_text())
     pins = []
     for pkg in data.get("packages", []):
         wheel = pkg["wheels"][0]
@@ -356,7 +356,7 @@ def console_script(project: Path) -> str:
 
 def buildah_context(template: Path, dst: Path, wheels: Path, pins: list[Pin], pip_wheel: str) -> Path:
     copy_project(template, dst)
-    (dst / "pylock.toml").unlink(missing_ok=True)
+    (dst / "pylock.pyimage.toml").unlink(missing_ok=True)
     link_tree(wheels, dst / "wheels")
     (dst / ".dockerignore").write_text("wheels\nDockerfile\n.dockerignore\n")
     pin_args = " ".join(f"{p.name}=={p.version}" for p in pins)
@@ -564,7 +564,7 @@ STAGES = (
     ("  load_base (rootfs stamp, layer record)", "pyimage/oci/base.py", "load_base"),
     ("  scan_base", "pyimage/oci/base.py", "scan_base"),
     ("  build_app_wheel (hatchling in a subprocess, unless the sources are unchanged)", "pyimage/resolve/appwheel.py", "build_app_wheel"),
-    ("  _pins (read pylock.toml, inputs hash)", "pyimage/build.py", "_pins"),
+    ("  _pins (read pylock.pyimage.toml, inputs hash)", "pyimage/build.py", "_pins"),
     ("  fetch_wheels", "pyimage/resolve/pip.py", "fetch_wheels"),
     ("  _wheel_values (read wheels)", "pyimage/build.py", "_wheel_values"),
     ("  _check_conflicts", "pyimage/build.py", "_check_conflicts"),
@@ -725,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"base rootfs {rootfs} ({human(rootfs.stat().st_size)})")
 
     # Warm-up, untimed: each app built once into a seed cache (downloads its wheels, makes the build backend's
-    # environment, writes pylock.toml where the example has none). Every later project copy starts from here.
+    # environment, writes pylock.pyimage.toml where the example has none). Every later project copy starts from here.
     seed = work / "seed-cache"
     templates: dict[str, Path] = {}
     pins: dict[str, list[Pin]] = {}

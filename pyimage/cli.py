@@ -341,7 +341,7 @@ def lock(
     platform: Optional[str] = PlatformOpt,
     cache_dir: Optional[Path] = CacheDirOpt,
 ) -> None:
-    """Resolve the dependencies again and rewrite the lock file (pylock.toml)."""
+    """Resolve the dependencies again and rewrite pyimage's lock file (pylock.pyimage.toml)."""
     from pyimage.build import lock_only
     from pyimage.config import load_config
 
