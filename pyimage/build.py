@@ -176,8 +176,10 @@ def _pins(
     key = inputs_key(requires, cfg["extras"], req_text, target)
     lock_path = cfg.project_dir / cfg["lock"]
     _migrate_lock(lock_path, events)
-    lock = read_lock(lock_path)
+    lock = read_lock(lock_path, target)
     if lock is not None and lock.inputs == key and not refresh:
+        if lock.legacy:  # pyimage's lock of the old single-platform form: rewritten once with per-platform entries
+            write_lock(lock_path, lock.pins, key, target)
         return lock.pins
     if lock is not None and lock.inputs != key:
         events(f"{lock_path.name} is stale (dependencies, pip configuration or target changed): resolving again")

@@ -402,15 +402,12 @@ class Config:
         return self.all_platforms or (self.values["platform"],)
 
     def for_platform(self, platform: Platform) -> "Config":
-        """This config for one of its platforms: per-platform tables resolved, ``platform`` that one, and (when
-        there are several) its own lock file beside the configured one (``pylock.pyimage.linux-arm64.toml``)."""
+        """This config for one of its platforms: per-platform tables resolved, ``platform`` that one (the lock
+        file is shared: pyimage's lock holds one entry per platform)."""
         values = dict(self.values)
         values["platform"] = platform
         for key, table in self.per_platform.items():
             values[key] = table[str(platform)]
-        if len(self.platforms) > 1 and platform != self.platforms[0]:
-            lock = Path(self.values["lock"])
-            values["lock"] = str(lock.with_name(f"{lock.stem}.{str(platform).replace('/', '-')}{lock.suffix}"))
         return Config(self.project_dir, self.pyproject, values)
 
     @property

@@ -38,16 +38,14 @@ else:  # pragma: no cover
 
 __all__ = ["detect", "is_pyimage_lock", "locked_pins", "target_environment", "target_tags"]
 
-PYIMAGE_MARKER = ("tool", "pyimage", "inputs")  # what pyimage's own lock carries and no other tool writes
-
-
 def is_pyimage_lock(path: Path) -> bool:
-    """Whether ``path`` is a lock pyimage wrote (it has ``[tool.pyimage] inputs``)."""
+    """Whether ``path`` is a lock pyimage wrote (``[tool.pyimage] inputs``, or ``targets`` since one file holds every platform)."""
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return False
-    return isinstance(data.get("tool"), dict) and isinstance(data["tool"].get("pyimage"), dict) and "inputs" in data["tool"]["pyimage"]
+    tool = data.get("tool", {}).get("pyimage") if isinstance(data.get("tool"), dict) else None
+    return isinstance(tool, dict) and ("inputs" in tool or "targets" in tool)
 
 
 def detect(project_dir: Path, configured: str | None) -> Path | None:

@@ -145,14 +145,63 @@ def test_pyimages_own_lock_takes_a_name_no_other_tool_writes_and_an_old_one_is_r
     pyimage.build(project, tmp_path / "layout")
     own = project / "pylock.pyimage.toml"
     assert own.is_file() and not (project / "pylock.toml").exists()
-    text = own.read_text()
-    own.rename(project / "pylock.toml")  # as pyimage wrote it before
+    pins = locked_versions(own.read_text())
+    # as pyimage wrote it before: named pylock.toml, one target, its inputs hash at [tool.pyimage] inputs
+    data = tomllib.loads(own.read_text())
+    (table,) = data["tool"]["pyimage"]["targets"].values()
+    text = own.read_text().split("[tool.pyimage.targets.")[0]
+    text = "\n".join(line for line in text.splitlines() if not line.startswith(("marker = ", "tool.pyimage.target = ")))
+    (project / "pylock.toml").write_text(text + f'\n[tool.pyimage]\ninputs = "{table["inputs"]}"\ntarget = "{table["target"]}"\n')
+    own.unlink()
 
     done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}", project=project)
 
     assert "pylock.toml was pyimage's lock: renamed to pylock.pyimage.toml" in done.stderr
     assert "resolving dependencies" not in done.stderr  # the migrated lock is still valid: no resolution
-    assert own.read_text() == text and not (project / "pylock.toml").exists()
+    assert locked_versions(own.read_text()) == pins and not (project / "pylock.toml").exists()
+    assert "targets" in tomllib.loads(own.read_text())["tool"]["pyimage"]  # rewritten once in the per-platform form
+
+
+def test_another_tools_pylock_toml_is_never_taken_for_pyimages_own(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "team-app", ["six"], '\n[tool.pyimage]\nlock-input = "none"\n')
+    subprocess.run([sys.executable, "-m", "pip", "lock", "-q", "-o", "pylock.toml", "."], cwd=project, check=True, capture_output=True)
+    theirs = (project / "pylock.toml").read_bytes()
+
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}:t", project=project)
+
+    assert "renamed" not in done.stderr and (project / "pylock.toml").read_bytes() == theirs
+    assert (project / "pylock.pyimage.toml").is_file()
+
+
+def test_building_amd64_then_arm64_leaves_pyimages_lock_unchanged_the_second_time(pyimage: Pyimage, arm64_rootfs: Path, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    own = project / "pylock.pyimage.toml"
+
+    def build(platform: str, rootfs: Path) -> str:
+        return pyimage.run("build", "--platform", platform, "--base", f"rootfs:{rootfs}", "-o", f"oci:{tmp_path / 'layout'}:t", project=project, base=False).stderr
+
+    build("linux/amd64", pyimage.base)
+    build("linux/arm64", arm64_rootfs)
+    first_round = own.read_bytes()
+    assert set(tomllib.loads(first_round.decode())["tool"]["pyimage"]["targets"]) == {"linux/amd64", "linux/arm64"}
+    assert "platform_machine == 'aarch64'" in first_round.decode() and "platform_machine == 'x86_64'" in first_round.decode()
+    from packaging.pylock import Pylock
+
+    Pylock.from_dict(tomllib.loads(first_round.decode()))  # a valid PEP 751 file, readable by other tools
+    assert "resolving dependencies" not in build("linux/amd64", pyimage.base)
+    assert "resolving dependencies" not in build("linux/arm64", arm64_rootfs)
+    assert own.read_bytes() == first_round
+
+
+def test_pyimage_lock_refuses_to_rewrite_the_teams_lock(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "team-app", ["six"])
+    uv(project, "lock")
+    lock_bytes = (project / "uv.lock").read_bytes()
+
+    done = pyimage.run("lock", project=project, check=False)
+
+    assert done.returncode == 2 and "error: the project's lock is uv.lock; pyimage does not rewrite it" in done.stderr
+    assert (project / "uv.lock").read_bytes() == lock_bytes
 
 
 def test_lock_input_none_ignores_the_teams_lock_and_pyimage_resolves(pyimage: Pyimage, tmp_path: Path) -> None:
