@@ -64,8 +64,8 @@ def main() -> int:
         # The peer: pip install of the same locked wheels inside each rootfs; arm64 runs under qemu.
         emulated: dict[str, float] = {}
         for platform, rootfs in roots.items():
-            lock = project / ("pylock.pyimage.toml" if platform == PLATFORMS[0] else f"pylock.pyimage.{platform.replace('/', '-')}.toml")
-            pins = [f"{p['name']}=={p['version']}" for p in __import__("tomllib").loads(lock.read_text())["packages"]]
+            lock = __import__("tomllib").loads((project / "pylock.pyimage.toml").read_text())
+            pins = [f"{p['name']}=={p['version']}" for p in lock["packages"] if p.get("tool", {}).get("pyimage", {}).get("target") == platform]
             wheels = work / f"wheels-{platform.replace('/', '-')}"
             wheels.mkdir()
             for sha in (seed / "wheels").iterdir():

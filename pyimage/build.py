@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import datetime as dt
 import posixpath
 import shutil
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pyimage.cache import Cache
-from pyimage.config import DEFAULT_LOCK, Config
+from pyimage.config import Config
 from pyimage.errors import BuildError, ConfigError
 from pyimage.layers.build import LayerContext, build_custom_layer, build_layer
 from pyimage.layers.bytecode import can_compile
@@ -30,7 +31,8 @@ from pyimage.oci.engine import Loaded
 from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
 from pyimage.publish import RegistrySettings
 from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, requires_python
-from pyimage.resolve.lock import inputs_key, read_lock, write_lock, written_by_pyimage
+from pyimage.resolve.lock import inputs_key, read_lock, write_lock
+from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins
 from pyimage.resolve.pip import Pin, fetch_wheels, resolve, sdist_wheel
 from pyimage.resolve.target import Target
 from pyimage.wheels import Wheel, read_wheel
@@ -164,21 +166,20 @@ def _pins(
     if req_file and not (cfg.project_dir / req_file).is_file():
         raise ConfigError(f"requirements file {req_file} not found in {cfg.project_dir}", "fix [tool.pyimage] requirements")
     req_text = (cfg.project_dir / req_file).read_text() if req_file else ""
+    app_name = app.name.split("-")[0].replace("_", "-").lower()
+    team_lock = None if req_file else detect_lock_input(cfg.project_dir, cfg["lock-input"])
+    if team_lock is not None:  # the team's lock: installed as locked, never resolved again, never written
+        if refresh:
+            fix = "uv lock" if team_lock.name == "uv.lock" else "the tool that wrote it (uv export, pip lock)"
+            raise ConfigError(f"the project's lock is {team_lock.name}; pyimage does not rewrite it", f"update it with {fix}, or set lock-input = \"none\" to let pyimage resolve")
+        return locked_pins(team_lock, app_name, requires, cfg["extras"], cfg["groups"], target, cache, events)
     key = inputs_key(requires, cfg["extras"], req_text, target)
     lock_path = cfg.project_dir / cfg["lock"]
-    if lock_path.exists() and not written_by_pyimage(lock_path):
-        raise ConfigError(
-            f"{lock_path} was not written by pyimage (another tool's lock); pyimage never overwrites it",
-            f"keep pyimage's own lock elsewhere: remove `lock = \"{cfg['lock']}\"` from [tool.pyimage] (the default is {DEFAULT_LOCK})",
-        )
-    legacy = cfg.project_dir / "pylock.toml"  # where pyimage kept its lock before it used a name of its own
-    moved = cfg["lock"] == DEFAULT_LOCK and not lock_path.exists() and legacy.is_file() and written_by_pyimage(legacy)
-    lock = read_lock(legacy if moved else lock_path)
-    if moved:
-        events(f"pyimage's lock moves from pylock.toml to {DEFAULT_LOCK} (pylock.toml is left to your own tools)")
-        lock_path.write_bytes(legacy.read_bytes())
-        legacy.unlink()
+    _migrate_lock(lock_path, events)
+    lock = read_lock(lock_path, target)
     if lock is not None and lock.inputs == key and not refresh:
+        if lock.legacy:  # pyimage's lock of the old single-platform form: rewritten once with per-platform entries
+            write_lock(lock_path, lock.pins, key, target)
         return lock.pins
     if lock is not None and lock.inputs != key:
         events(f"{lock_path.name} is stale (dependencies, pip configuration or target changed): resolving again")
@@ -189,10 +190,21 @@ def _pins(
     pins = resolve(request, target, cache, prefer=prefer)
     if req_file:
         _check_requirements_cover(requires, cfg["extras"], pins, target, req_file)
-    app_name = app.name.split("-")[0].replace("_", "-").lower()
     pins = [p for p in pins if p.name != app_name]
     write_lock(lock_path, pins, key, target)
     return pins
+
+
+def _migrate_lock(lock_path: Path, events: Events) -> None:
+    """pyimage's lock was ``pylock.toml`` (``pylock.<platform>.toml``) before it took the name
+    ``pylock.pyimage.toml``: such a file that pyimage wrote (it carries ``[tool.pyimage] inputs``) is renamed
+    once; any other file by the old name belongs to another tool and is left alone."""
+    if lock_path.exists() or not lock_path.name.startswith("pylock.pyimage."):
+        return
+    old = lock_path.with_name("pylock." + lock_path.name.removeprefix("pylock.pyimage."))
+    if old.is_file() and is_pyimage_lock(old):
+        os.replace(old, lock_path)
+        events(f"{old.name} was pyimage's lock: renamed to {lock_path.name} (pyimage's lock no longer takes the name other tools write)")
 
 
 def _check_requirements_cover(requires: list[str], extras: Sequence[str], pins: list[Pin], target: Target, req_file: str) -> None:

@@ -28,7 +28,6 @@ else:  # pragma: no cover
 __all__ = ["Config", "KEYS", "load_config", "parse_size", "DEFAULT_BASE"]
 
 DEFAULT_BASE = "docker.io/library/python:3.12-slim"
-DEFAULT_LOCK = "pylock.pyimage.toml"  # PEP 751 lets tools name their locks; `pylock.toml` is the user's (uv, pip lock)
 DEFAULT_THRESHOLD = "100MB"  # torch, tensorflow, jaxlib, nvidia-* get a layer of their own; numpy does not
 
 
@@ -380,7 +379,9 @@ KEYS: dict[str, Key] = {
     "output": Key("list of strings", [], "Where to write the image: `oci:DIR[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `docker-daemon:[NAME:TAG]` or `podman:[NAME:TAG]` (load into a local engine); default `oci:dist/image:<version>`.", _outputs),
     "repository": Key("string", None, "Registry repository to push to (`ghcr.io/org/app`), without a tag.", _repository),
     "tags": Key("list of strings", [], "Tags to push under `repository`; default: the project version.", _names(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")),
-    "lock": Key("path", DEFAULT_LOCK, "pyimage's own lock file: the resolved wheel set (PEP 751 named lock; never another tool's `pylock.toml`).", _path),
+    "lock-input": Key('path, or "none"', None, "The team's lock to install from, never resolving again: `uv.lock`, a PEP 751 `pylock.toml` / `pylock.<name>.toml`; default: `uv.lock`, else a `pylock.toml` another tool wrote, else none (pyimage resolves and writes `lock`). `\"none\"` ignores the project's locks.", _opt_path),
+    "groups": Key("list of strings", [], "Dependency groups to install from the lock input (none by default: a `dev` group stays out of the image).", _names(r"[A-Za-z0-9][A-Za-z0-9._\-]*")),
+    "lock": Key("path", "pylock.pyimage.toml", "pyimage's own lock file (a PEP 751 named lock), written when the project has no lock of its own (`lock-input`).", _path),
 }
 
 
@@ -401,15 +402,12 @@ class Config:
         return self.all_platforms or (self.values["platform"],)
 
     def for_platform(self, platform: Platform) -> "Config":
-        """This config for one of its platforms: per-platform tables resolved, ``platform`` that one, and (when
-        there are several) its own lock file beside the configured one (``pylock.pyimage.linux-arm64.toml``)."""
+        """This config for one of its platforms: per-platform tables resolved, ``platform`` that one (the lock
+        file is shared: pyimage's lock holds one entry per platform)."""
         values = dict(self.values)
         values["platform"] = platform
         for key, table in self.per_platform.items():
             values[key] = table[str(platform)]
-        if len(self.platforms) > 1 and platform != self.platforms[0]:
-            lock = Path(self.values["lock"])
-            values["lock"] = str(lock.with_name(f"{lock.stem}.{str(platform).replace('/', '-')}{lock.suffix}"))
         return Config(self.project_dir, self.pyproject, values)
 
     @property

@@ -70,6 +70,8 @@ DEFAULTS: dict[str, Any] = {
     "output": (),
     "repository": None,
     "tags": (),
+    "lock-input": None,
+    "groups": (),
     "lock": "pylock.pyimage.toml",
 }
 

@@ -1,13 +1,16 @@
-"""The lock file: the resolved wheel set as a PEP 751 named lock (``pylock.pyimage.toml``), reused while its
-inputs are unchanged. ``pylock.toml`` belongs to the user's own tools (``uv export``, ``pip lock``): pyimage
-never writes it, and moves a ``pylock.toml`` it wrote itself (before it used its own name) to its own name.
+"""pyimage's own lock: the resolved wheel set as a PEP 751 named lock (``pylock.pyimage.toml``), reused while its
+inputs are unchanged. It is written only when the project has no lock of its own (``resolve/lockinput.py``).
+
+One file holds every target platform: each package entry carries the platform's marker and
+``tool.pyimage.target``, and ``[tool.pyimage.targets."linux/arm64"]`` that platform's inputs hash, so building
+for one platform never rewrites another's entries.
 
 It travels: a wheel is recorded by the URL it is published at and its sha256; a dependency built here from an
 sdist is recorded as that sdist (``sdist = {…}``, its index URL and sha256), never as the wheel in this
 machine's cache; a file from a local find-links directory or ``file://`` index has no ``url`` and is found
 again through pip's configuration by name, version and hash. No path of this machine is ever written.
 
-``[tool.pyimage].inputs`` records a hash of everything resolution depends on (the project's Requires-Dist
+Each target's ``inputs`` records a hash of everything resolution depends on (the project's Requires-Dist
 and extras, the requirements file, pip's configuration, the target); a build whose inputs hash differs is
 told the lock is stale and resolves again, never silently using the old pins.
 """
@@ -30,7 +33,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Lock", "inputs_key", "read_lock", "write_lock", "written_by_pyimage", "pip_config_fingerprint"]
+__all__ = ["Lock", "inputs_key", "read_lock", "write_lock", "pip_config_fingerprint"]
 
 _PIP_CONFIG_FILES = ("/etc/pip.conf", "/etc/xdg/pip/pip.conf", "~/.config/pip/pip.conf", "~/.pip/pip.conf")
 
@@ -68,58 +71,102 @@ def inputs_key(requires_dist: Sequence[str], extras: Sequence[str], requirements
 
 
 class Lock:
-    def __init__(self, pins: list[Pin], inputs: str) -> None:
-        self.pins, self.inputs = pins, inputs
+    def __init__(self, pins: list[Pin], inputs: str, legacy: bool = False) -> None:
+        self.pins, self.inputs, self.legacy = pins, inputs, legacy  # legacy: the old single-target form
 
 
 def _q(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def target_key(target: Target) -> str:
+    """What one lock entry is for: the platform (its Python and libc are in the entry's inputs hash)."""
+    return str(target.platform)
+
+
+def _marker(target: Target) -> str:
+    """A PEP 508 marker other tools can select this target's entries by (libc is not expressible)."""
+    return f"sys_platform == 'linux' and platform_machine == '{target.machine}' and python_version == '{target.python}'"
+
+
+def _read_table(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a lock file pyimage can read ({exc})", "delete it and run `pyimage lock`") from exc
+
+
+def _package_lines(pin: Pin, path: Path, key: str, marker: str) -> list[str]:
+    if pin.url.startswith("file:") or not pin.sha256:
+        raise ConfigError(
+            f"{pin.name} {pin.version}: {pin.url or pin.filename} is a file of this machine (or has no hash), so {path.name} would not work elsewhere; not writing it",
+            "report this with --debug output",
+        )
+    lines = ["[[packages]]", f"name = {_q(pin.name)}", f"version = {_q(pin.version)}", f"marker = {_q(marker)}"]
+    url = f"url = {_q(pin.url)}, " if pin.url else ""
+    entry = f"{{ name = {_q(pin.filename)}, {url}hashes = {{ sha256 = {_q(pin.sha256)} }} }}"
+    lines += [f"sdist = {entry}"] if pin.is_sdist else ["wheels = [", f"  {entry},", "]"]
+    return lines + [f"tool.pyimage.target = {_q(key)}", ""]
+
+
+def _pin_of(pkg: dict) -> Pin:
+    file = pkg["wheels"][0] if pkg.get("wheels") else pkg["sdist"]
+    return Pin(pkg["name"], pkg["version"], file["name"], file.get("url", ""), file["hashes"]["sha256"])
+
+
 def write_lock(path: Path, pins: Sequence[Pin], inputs: str, target: Target) -> None:
+    """Writes ``target``'s entries into ``path``, keeping every other platform's entries as they are, so
+    building for amd64 and then arm64 leaves the amd64 entries (and, unchanged, the whole file) alone."""
+    key = target_key(target)
+    others: dict[str, tuple[dict, list[Pin], str]] = {}  # target key -> (its table, its pins, its marker)
+    if path.exists():
+        data = _read_table(path)
+        targets = data.get("tool", {}).get("pyimage", {}).get("targets", {})
+        for other, table in targets.items() if isinstance(targets, dict) else ():
+            if other != key and isinstance(table, dict):
+                entries = [p for p in data.get("packages", []) if p.get("tool", {}).get("pyimage", {}).get("target") == other]
+                try:
+                    others[other] = (table, [_pin_of(p) for p in entries], entries[0]["marker"] if entries else "")
+                except (KeyError, IndexError, TypeError):
+                    continue  # an entry this version cannot read: resolved again when that platform is built
+    tables = {**{k: v[0] for k, v in others.items()}, key: {"inputs": inputs, "target": target.describe(), "marker": _marker(target)}}
     lines = [
-        "# Written by pyimage: the resolved wheel set for the image (PEP 751). Refresh with `pyimage lock`.",
-        "# A file without a url came from a local find-links directory or file:// index: pip's configuration finds it",
-        "# again by name, version and sha256. An sdist entry is a dependency without a wheel, built for the target.",
+        "# Written by pyimage: the resolved wheel set for the image (PEP 751), one entry per package and target",
+        "# platform (its marker). Refresh with `pyimage lock`. A file without a url came from a local find-links",
+        "# directory or file:// index: pip's configuration finds it again by name, version and sha256. An sdist",
+        "# entry is a dependency without a wheel, built for the target.",
         'lock-version = "1.0"',
         'created-by = "pyimage"',
-        f"requires-python = {_q('==' + target.python + '.*')}",
         "",
     ]
-    for pin in pins:
-        if pin.url.startswith("file:") or not pin.sha256:
-            raise ConfigError(
-                f"{pin.name} {pin.version}: {pin.url or pin.filename} is a file of this machine (or has no hash), so {path.name} would not work elsewhere; not writing it",
-                "report this with --debug output",
-            )
-        lines += ["[[packages]]", f"name = {_q(pin.name)}", f"version = {_q(pin.version)}"]
-        url = f"url = {_q(pin.url)}, " if pin.url else ""
-        entry = f"{{ name = {_q(pin.filename)}, {url}hashes = {{ sha256 = {_q(pin.sha256)} }} }}"
-        lines += [f"sdist = {entry}", ""] if pin.is_sdist else ["wheels = [", f"  {entry},", "]", ""]
-    lines += ["[tool.pyimage]", f"inputs = {_q(inputs)}", f"target = {_q(target.describe())}", ""]
+    for k in sorted(tables):
+        entry_pins, marker = (pins, _marker(target)) if k == key else (others[k][1], str(tables[k].get("marker") or others[k][2]))
+        for pin in sorted(entry_pins, key=lambda p: p.name):
+            lines += _package_lines(pin, path, k, marker)
+    for k in sorted(tables):
+        lines.append(f"[tool.pyimage.targets.{_q(k)}]")
+        lines += [f"{name} = {_q(str(value))}" for name, value in sorted(tables[k].items())]
+        lines.append("")
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("\n".join(lines))
     os.replace(tmp, path)
 
 
-def written_by_pyimage(path: Path) -> bool:
-    """Whether the lock at ``path`` is one pyimage wrote (``created-by = "pyimage"``), not a user's or another
-    tool's (``uv export``, ``pip lock``), which pyimage never rewrites."""
-    try:
-        return tomllib.loads(path.read_text()).get("created-by") == "pyimage"
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return False
-
-
-def read_lock(path: Path) -> Lock | None:
+def read_lock(path: Path, target: Target | None = None) -> Lock | None:
+    """``target``'s entries of the lock at ``path`` (None: no lock, or no entry for it). A lock of the old
+    single-target form (``[tool.pyimage] inputs``) is read whole: its inputs hash says whether it fits."""
     if not path.exists():
         return None
+    data = _read_table(path)
     try:
-        data = tomllib.loads(path.read_text())
-        pins = []
-        for pkg in data.get("packages", []):
-            file = pkg["wheels"][0] if pkg.get("wheels") else pkg["sdist"]
-            pins.append(Pin(pkg["name"], pkg["version"], file["name"], file.get("url", ""), file["hashes"]["sha256"]))
-        return Lock(pins, data.get("tool", {}).get("pyimage", {}).get("inputs", ""))
-    except (tomllib.TOMLDecodeError, KeyError, IndexError, TypeError) as exc:
+        tool = data.get("tool", {}).get("pyimage", {})
+        if "targets" not in tool:
+            return Lock([_pin_of(p) for p in data.get("packages", [])], tool.get("inputs", ""), legacy=True)
+        key = target_key(target) if target is not None else next(iter(tool["targets"]), "")
+        table = tool["targets"].get(key)
+        if not isinstance(table, dict):
+            return None
+        entries = [p for p in data.get("packages", []) if p.get("tool", {}).get("pyimage", {}).get("target") == key]
+        return Lock([_pin_of(p) for p in entries], str(table.get("inputs", "")))
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{path}: not a lock file pyimage can read ({exc})", "delete it and run `pyimage lock`") from exc
