@@ -15,6 +15,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,8 @@ class RegistryClient:
             self.host, name=registry_host, policy=self.policy, insecure=insecure, ca_bundle=ca_bundle, timeout=timeout
         )
         self._auth = Authenticator(registry_host, self._transport, credentials)
+        self._connected = False
+        self._connect_lock = threading.Lock()
         self._push_scopes: dict[str, tuple[str, ...]] = {}
 
     @property
@@ -472,9 +475,13 @@ class RegistryClient:
     # -- requests and auth ------------------------------------------------------------------------------------
 
     def _connect(self) -> None:
-        """The ``/v2/`` ping (once): fixes the scheme, and the challenge tells how to authenticate."""
-        if self._transport.base is None:
-            self._auth.learn(self._transport.connect(f"connecting to {self.registry}"))
+        """The ``/v2/`` ping (once): fixes the scheme, and its challenge tells how to authenticate."""
+        if self._connected:
+            return
+        with self._connect_lock:  # no thread sends before the challenge is learnt
+            if not self._connected:
+                self._auth.learn(self._transport.connect(f"connecting to {self.registry}"))
+                self._connected = True
 
     def _send(
         self,

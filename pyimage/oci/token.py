@@ -46,6 +46,7 @@ LOGIN_HINT = "run docker login {registry}, or pass --username and --password-std
 # RFC 9110 §11: a challenge is a scheme token, then comma-separated ``name=value`` (token or quoted string).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_BARE = re.compile(r'[^,\s"]*')  # laxer than a token: some registries send an unquoted realm URL
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,14 @@ def parse_challenges(values: Iterable[str]) -> list[Challenge]:
             if scheme is not None and value.startswith("=", pos):
                 pos = _skip(value, pos + 1, " \t")
                 quoted = _QUOTED.match(value, pos)
-                bare = None if quoted else _TOKEN.match(value, pos)
                 if quoted is not None:
                     params.append((token.group().lower(), re.sub(r"\\(.)", r"\1", quoted.group(1))))
                     pos = quoted.end()
                 else:
-                    params.append((token.group().lower(), bare.group() if bare else ""))
-                    pos = bare.end() if bare else pos
+                    bare = _BARE.match(value, pos)
+                    assert bare is not None  # [^…]* matches the empty string
+                    params.append((token.group().lower(), bare.group()))
+                    pos = bare.end()
             else:  # a new scheme starts (a token68 after a scheme would land here too, and be ignored)
                 if scheme is not None:
                     out.append(Challenge(scheme, tuple(params)))
