@@ -610,3 +610,42 @@ def test_a_failed_chunk_resumes_from_the_reported_range(
     assert patches == [202, 502, 202, 202, 202]  # chunk 2 sent again after the status check, chunk 1 not
     assert [st for m, p, st in proxy.log if m == "GET" and "/blobs/uploads/" in p] == [204]
     assert len([1 for m, _, _ in proxy.log if m == "POST"]) == 1
+
+
+def test_a_failed_monolithic_put_is_never_resent_to_the_same_session(
+    registry: Registry, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    data = os.urandom(10 * KiB)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    proxy.faults.append(Fault("PUT", "/blobs/uploads/", 500))
+
+    with proxied_factory(registry, proxy)(proxy.host) as client:
+        client.upload_blob("mono", digest, len(data), data)
+        assert client.blob_exists("mono", digest)
+
+    steps = [(m, p.split("?")[0], st) for m, p, st in proxy.log if "/blobs/" in p]
+    puts = [(p, st) for m, p, st in steps if m == "PUT"]
+    assert [st for _, st in puts] == [500, 201]
+    assert puts[0][0] != puts[1][0], "the second PUT went to a new upload session"
+    # Between them: did the blob land after all? (no) then a new session.
+    assert [(m, st) for m, _, st in steps] == [("POST", 202), ("PUT", 500), ("HEAD", 404), ("POST", 202),
+                                               ("PUT", 201), ("HEAD", 200)]
+
+
+def test_a_rate_limited_chunk_waits_as_retry_after_asks_then_resumes(
+    registry: Registry, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    data = os.urandom(4 * 64 * KiB)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    proxy.faults.append(Fault("PATCH", "/blobs/uploads/", 429, {"Retry-After": "1"}, after=1))
+    factory = proxied_factory(registry, proxy, monolithic_max=64 * KiB, chunk_size=64 * KiB)
+    started = time.monotonic()
+
+    with factory(proxy.host) as client:
+        client.upload_blob("limited", digest, len(data), path)
+
+    assert time.monotonic() - started >= 1.0  # the one retry policy honours Retry-After for upload steps too
+    assert [st for m, _, st in proxy.log if m == "PATCH"] == [202, 429, 202, 202, 202]
+    assert len([1 for m, _, _ in proxy.log if m == "POST"]) == 1
