@@ -159,7 +159,6 @@ def locked_pins(
                 tags=target_tags(target),
                 extras=[] if is_uv else list(extras),  # uv export has applied them already
                 dependency_groups=[] if is_uv else list(groups),
-                prefer_sdist_predicate=lambda _name: False,
             )
         )
     except PylockSelectError as exc:
