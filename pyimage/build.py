@@ -115,6 +115,7 @@ def _layers_json(image: Image) -> list[dict[str, Any]]:
             "uncompressed_size": layer.uncompressed_size,
             "packages": list(layer.packages),
             "cached": layer.cached,
+            "remote": layer.remote,
         }
         for layer in image.layers
     ]
@@ -454,8 +455,10 @@ def _image_config(prep: Prepared, layers: Sequence[Layer]) -> dict[str, Any]:
     return config
 
 
-def build_image(prep: Prepared, events: Events = _quiet, jobs: int = 2) -> Image:
-    """Builds (or finds in the cache) every layer of the plan and assembles the image."""
+def build_image(prep: Prepared, events: Events = _quiet, jobs: int = 2, remote: Callable[[str], bool] | None = None) -> Image:
+    """Builds (or finds in the cache) every layer of the plan and assembles the image. ``remote`` (push-only
+    builds) says whether the push targets hold a blob: a layer built before whose blob was pruned is then
+    taken from the registry instead of being built again (``TargetBlobs``)."""
     cfg = prep.config
     ctx = LayerContext(
         cache=prep.cache,
@@ -465,6 +468,7 @@ def build_image(prep: Prepared, events: Events = _quiet, jobs: int = 2) -> Image
         compression=cfg["compression"],
         compile_bytecode=cfg["compile-bytecode"] and can_compile(prep.interpreter.version),
         fetch=_fetcher(prep.pins, prep.target, prep.cache),
+        remote=remote,
     )
     interp = prep.interpreter
     with prep.cache.lock("cache", shared=True):
@@ -478,9 +482,13 @@ def build_image(prep: Prepared, events: Events = _quiet, jobs: int = 2) -> Image
             futures = {i: pool.submit(build_layer, specs[i], ctx) for i in order}
             for i in order:
                 built[i] = futures[i].result()
-                events(f"layer {built[i].name}: {'cached' if built[i].cached else 'built'} {built[i].digest[:19]}")
+                events(f"layer {built[i].name}: {_status(built[i])} {built[i].digest[:19]}")
     layers = [*prep.base.layers, interp_layer, *(built[i] for i in range(len(specs)))]
     return Image(config=_image_config(prep, layers), layers=tuple(layers), annotations=dict(cfg["annotations"]))
+
+
+def _status(layer: Layer) -> str:
+    return "in registry" if layer.remote else "cached" if layer.cached else "built"
 
 
 def default_output(cfg: Config) -> str:
@@ -583,12 +591,12 @@ def prepare_platforms(
     return preps
 
 
-def build_images(preps: Sequence[Prepared], events: Events = _quiet, jobs: int = 2) -> tuple[Image, ...]:
+def build_images(preps: Sequence[Prepared], events: Events = _quiet, jobs: int = 2, remote: Callable[[str], bool] | None = None) -> tuple[Image, ...]:
     """Each platform's image; layers that are the same for several platforms (pure-Python wheels) are built
     once and found in the cache by the others."""
     if len(preps) == 1:
-        return (build_image(preps[0], events, jobs=jobs),)
-    return tuple(build_image(prep, lambda line, p=prep.target.platform: events(f"{p}: {line}"), jobs=jobs) for prep in preps)
+        return (build_image(preps[0], events, jobs=jobs, remote=remote),)
+    return tuple(build_image(prep, lambda line, p=prep.target.platform: events(f"{p}: {line}"), jobs=jobs, remote=remote) for prep in preps)
 
 
 def lock_only(cfg: Config, cache: Cache, events: Events = _quiet, upgrade: bool = False) -> Prepared:

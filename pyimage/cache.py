@@ -261,12 +261,19 @@ class Cache:
             self._count("miss")
             return None
         if self.valid_blob(record.digest, record.size) is None:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            self._count("miss")
+            self._count("miss")  # the record stays: a push-only build may find its blob in the registry
             return None
         self._count("hit")
         return record
+
+    def layer_record(self, key: str) -> LayerRecord | None:
+        """The record of ``key`` whether or not its blob is still here. ``prune`` removes blobs but keeps their
+        records (a few hundred bytes each), so a push-only build can ask the registry for a layer it built
+        before instead of downloading wheels to build it again."""
+        try:
+            return LayerRecord(**json.loads((self.root / "layers" / f"{key}.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
 
     def put_layer(self, key: str, record: LayerRecord) -> None:
         self._write_json(self.root / "layers" / f"{key}.json", asdict(record))
@@ -425,8 +432,8 @@ class Cache:
         return removed
 
     def verify(self) -> VerifyReport:
-        """Re-hashes every blob (deleting the ones that do not match), removes leftovers of killed runs and layer
-        records whose blob is gone, and lists the temp entries of builds still running (left alone)."""
+        """Re-hashes every blob (deleting the ones that do not match), removes leftovers of killed runs and
+        unreadable layer records, and lists the temp entries of builds still running (left alone)."""
         bad = []
         for algo in DIGEST_ALGORITHMS:
             folder = self.root / "blobs" / algo
@@ -455,15 +462,12 @@ class Cache:
                 freed += size
             else:
                 in_use.append(shown)
-        dangling = []
+        dangling = []  # unreadable layer records; one whose blob is gone stays (``layer_record``)
         for record in sorted((self.root / "layers").glob("*.json")):
             try:
-                digest = json.loads(record.read_text())["digest"]
-                present = self.blob_path(digest).is_file()
+                parse_digest(json.loads(record.read_text())["digest"])
             except (OSError, ValueError, KeyError, TypeError):
-                present = False
-            if not present:
-                record.unlink()
+                record.unlink(missing_ok=True)
                 dangling.append(f"layers/{record.name}")
         return VerifyReport(tuple(bad), tuple(leftovers), tuple(in_use), tuple(dangling), freed)
 
@@ -506,13 +510,10 @@ class Cache:
                 removed += 1
                 freed += size
                 total -= size
-            for record in (self.root / "layers").glob("*.json"):  # drop records whose blob is gone
-                try:
-                    digest = json.loads(record.read_text())["digest"]
-                except (OSError, ValueError, KeyError):
-                    digest = ""
-                if not digest or not self.blob_path(digest).exists():
-                    record.unlink()
+            # Layer records stay when their blob goes (see ``layer_record``); unreadable ones are dropped.
+            for record in (self.root / "layers").glob("*.json"):
+                if self.layer_record(record.stem) is None:
+                    record.unlink(missing_ok=True)
         return removed, freed
 
 

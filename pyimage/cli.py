@@ -177,6 +177,7 @@ def build(
     from pyimage.build import build_images, check_outputs, default_output, prepare_platforms, write_outputs
     from pyimage.config import load_config
     from pyimage.oci.model import ImageIndex
+    from pyimage.publish import push_targets
 
     overrides = _overrides(sets, base, python, heavy, platform, compression=compression)
     if output:
@@ -194,15 +195,22 @@ def build(
     cache = _cache(cache_dir)
     events = _events(as_json)
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
+    remote = None
+    if not outputs and push_targets(push or [], cfg["repository"]):
+        from pyimage.publish import TargetBlobs  # push-only: layers the targets hold need no blob here
+
+        remote = TargetBlobs(push_targets(push or [], cfg["repository"]), registry, cache)
     with cache.lock("cache", shared=True):  # the whole build: `cache prune` waits instead of pulling files from under it
         cache.sweep()
         preps = prepare_platforms(cfg, cache, events, registry=registry)
         try:
-            images = build_images(preps, events, jobs=jobs)
+            images = build_images(preps, events, jobs=jobs, remote=remote)
             index = ImageIndex(images, dict(cfg["annotations"])) if len(images) > 1 else None
             written = write_outputs(index or images[0], preps[0], outputs)
             pushed = _push(index or images[0], preps[0], list(push or []), registry, events)
         finally:
+            if remote is not None:
+                remote.close()
             for one in preps:
                 one.cleanup()
     from pyimage.build import BuildResult
@@ -216,7 +224,7 @@ def build(
     for note in notes:
         _err(f"note: {note}")
     for one in images:
-        rows = [[l.name, l.digest[7:19], _human(l.size), "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")] for l in one.layers]
+        rows = [[l.name, l.digest[7:19], _human(l.size), "in registry" if l.remote else "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")] for l in one.layers]
         _table(f"image {one.digest}" + (f" ({one.platform})" if index else ""), ["layer", "digest", "size", "cache", "packages"], rows)
     if index is not None:
         _out(f"image index {index.digest} ({', '.join(str(i.platform) for i in images)})")
@@ -490,7 +498,7 @@ def cache_verify(cache_dir: Optional[Path] = CacheDirOpt) -> None:
     if report.leftovers:
         parts.append(f"{len(report.leftovers)} leftover temp file(s) removed ({_human(report.leftover_bytes)})")
     if report.dangling:
-        parts.append(f"{len(report.dangling)} dangling layer record(s) removed")
+        parts.append(f"{len(report.dangling)} unreadable layer record(s) removed")
     _err("cache verified: " + "; ".join(parts))
     raise typer.Exit(1)
 

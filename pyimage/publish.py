@@ -7,13 +7,14 @@ printed: reports carry references, digests and counts only.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from pyimage.cache import Cache
 from pyimage.oci.model import Image
 
-__all__ = ["RegistrySettings", "push_refs"]
+__all__ = ["RegistrySettings", "push_refs", "push_targets", "TargetBlobs"]
 
 
 @dataclass(frozen=True, repr=False)
@@ -41,6 +42,64 @@ class RegistrySettings:
         return make
 
 
+def push_targets(refs: Sequence[str], repository: str | None) -> list[str]:
+    """The repositories a build pushes to (``--push`` references, else the ``repository`` key), known before it
+    builds anything, since tags may name the app's version."""
+    return list(refs) or ([repository] if repository else [])
+
+
+def _mount_sources(cache: Cache | None, registry: str, repository: str) -> list[str]:
+    known: dict[str, list[str]] = (cache.get_meta("pushed-repositories") if cache else None) or {}
+    return sorted(repo for repo in known.get(registry, []) if repo != repository)
+
+
+class TargetBlobs:
+    """Answers "does every push target already hold this blob?" for a push-only build, before it builds a
+    layer whose blob is no longer on this machine. A blob is held when the target repository has it, or when it
+    can be mounted there from a repository on the same registry this cache pushed to before (the mount is done
+    now; the push would do it anyway). Any registry error answers "no": the layer is then built here, and the
+    push reports the error in its own words."""
+
+    def __init__(self, refs: Sequence[str], settings: RegistrySettings, cache: Cache | None) -> None:
+        from pyimage.oci.reference import parse_reference
+
+        self._targets = [parse_reference(r) for r in refs]
+        self._make = settings.client_factory()
+        self._cache = cache
+        self._clients: dict[str, Any] = {}
+        self._answers: dict[str, bool] = {}
+        self._prepared: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, digest: str) -> bool:
+        from pyimage.errors import PyimageError
+
+        with self._lock:  # layers are built in parallel; the answers and the clients are shared
+            if digest not in self._answers:
+                try:
+                    self._answers[digest] = all(self._held(ref, digest) for ref in self._targets)
+                except (PyimageError, OSError):
+                    self._answers[digest] = False
+            return self._answers[digest]
+
+    def _held(self, ref: Any, digest: str) -> bool:
+        sources = _mount_sources(self._cache, ref.registry, ref.repository)
+        client = self._clients.get(ref.registry)
+        if client is None:
+            client = self._clients[ref.registry] = self._make(ref.registry)
+        if (ref.registry, ref.repository) not in self._prepared:
+            client.prepare_push(ref.repository, sources)
+            self._prepared.add((ref.registry, ref.repository))
+        if client.blob_exists(ref.repository, digest):
+            return True
+        return any(client.mount_blob(ref.repository, digest, source) for source in sources)
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+
 def push_refs(image: Image, refs: Sequence[str], settings: RegistrySettings, events: Callable[[str], None], cache: Cache | None = None) -> list[dict[str, Any]]:
     """Pushes ``image`` to each reference (blobs first, manifests last); one report dict per reference.
 
@@ -52,7 +111,7 @@ def push_refs(image: Image, refs: Sequence[str], settings: RegistrySettings, eve
 
     parsed = [parse_reference(r) for r in refs]
     known: dict[str, list[str]] = (cache.get_meta("pushed-repositories") if cache else None) or {}
-    mount_from = sorted({repo for ref in parsed for repo in known.get(ref.registry, []) if repo != ref.repository})
+    mount_from = sorted({repo for ref in parsed for repo in _mount_sources(cache, ref.registry, ref.repository)})
     events(f"pushing to {', '.join(str(r) for r in parsed)}")
     result = push_image(image, parsed, client_factory=settings.client_factory(), mount_from=mount_from)
     if cache is not None:

@@ -47,6 +47,9 @@ class LayerContext:
     compile_bytecode: bool = False
     # Gives wheels their files when a layer must really be built (a cache hit never needs them).
     fetch: Callable[[tuple[Wheel, ...]], tuple[Wheel, ...]] = field(default=lambda wheels: wheels, compare=False)
+    # Push-only builds: "do the push targets hold this blob?" A layer whose record is known but whose blob is
+    # gone (pruned) is then taken from the registry's word instead of being built again from its wheels.
+    remote: Callable[[str], bool] | None = field(default=None, compare=False)
 
     def key(self, kind: str, parts: object) -> str:
         material = {
@@ -78,7 +81,7 @@ def layer_key(spec: LayerSpec, ctx: LayerContext) -> str:
     return ctx.key(spec.kind if spec.kind != "heavy" else "wheels", [w.sha256 for w in spec.wheels])
 
 
-def _layer(name: str, record: LayerRecord, cache: Cache, packages: tuple[str, ...], cached: bool) -> Layer:
+def _layer(name: str, record: LayerRecord, cache: Cache, packages: tuple[str, ...], cached: bool, remote: bool = False) -> Layer:
     return Layer(
         name=name,
         descriptor=Descriptor(record.media_type, record.digest, record.size),
@@ -88,7 +91,19 @@ def _layer(name: str, record: LayerRecord, cache: Cache, packages: tuple[str, ..
         cached=cached,
         history=f"pyimage: {name}",
         uncompressed_size=record.uncompressed_size or None,
+        remote=remote,
     )
+
+
+def _in_registry(ctx: LayerContext, key: str) -> LayerRecord | None:
+    """The record of a layer built before whose blob is gone from this machine but held by every push target;
+    None when the build should find or build the blob here (no push-only build, a local hit, or unknown)."""
+    if ctx.remote is None:
+        return None
+    record = ctx.cache.layer_record(key)
+    if record is None or ctx.cache.valid_blob(record.digest, record.size) is not None:
+        return None
+    return record if ctx.remote(record.digest) else None
 
 
 def _write_blob(
@@ -146,6 +161,9 @@ def _install_all(wheels: Iterable[Wheel], ctx: LayerContext) -> Callable[[TarWri
 def build_layer(spec: LayerSpec, ctx: LayerContext) -> Layer:
     """The layer for ``spec``, from the cache when its key is known there."""
     key = layer_key(spec, ctx)
+    remote = _in_registry(ctx, key)
+    if remote is not None:  # no wheel is fetched or read
+        return _layer(spec.name, remote, ctx.cache, spec.packages, True, remote=True)
     if len(spec.wheels) > 1:
         record, cached = _cached_or_build(ctx, key, lambda: _assemble(spec.wheels, ctx))
     else:
@@ -155,7 +173,11 @@ def build_layer(spec: LayerSpec, ctx: LayerContext) -> Layer:
 
 def build_custom_layer(name: str, parts: object, fill: Callable[[TarWriter], None], ctx: LayerContext) -> Layer:
     """A layer whose content ``fill`` writes, cached under the key of ``parts`` (which must name every input)."""
-    record, cached = _cached_or_build(ctx, ctx.key(name, parts), lambda: _write_blob(ctx, fill, True))
+    key = ctx.key(name, parts)
+    remote = _in_registry(ctx, key)
+    if remote is not None:
+        return _layer(name, remote, ctx.cache, (), True, remote=True)
+    record, cached = _cached_or_build(ctx, key, lambda: _write_blob(ctx, fill, True))
     return _layer(name, record, ctx.cache, (), cached)
 
 

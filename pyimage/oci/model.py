@@ -212,6 +212,8 @@ class Layer:
     cached: bool = False
     history: str = ""
     uncompressed_size: int | None = None  # the tar's size, when pyimage built (or ingested) the layer
+    # Not on this machine: a push-only build found it in every push target (``blob`` does not exist).
+    remote: bool = False
 
     @property
     def digest(self) -> str:

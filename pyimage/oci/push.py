@@ -64,7 +64,7 @@ def push_image(
                 f"{ref} pins digest {ref.digest}, but the image built is {digest}",
                 "push to a tag, or drop the @digest part",
             )
-    blobs: list[tuple[Descriptor, Path | bytes]] = []
+    blobs: list[tuple[Descriptor, Path | bytes | None]] = []  # None: a remote layer, already in the targets
     seen: set[str] = set()
     for one in images:
         if one.config_descriptor().digest not in seen:
@@ -74,6 +74,9 @@ def push_image(
         if layer.digest in seen:
             continue
         seen.add(layer.digest)
+        if layer.remote and not Path(layer.blob).is_file():
+            blobs.append((layer.descriptor, None))
+            continue
         if not Path(layer.blob).is_file():
             raise BuildError(f"layer {layer.name} ({layer.digest}) has no blob at {layer.blob}", "rebuild the image")
         blobs.append((layer.descriptor, Path(layer.blob)))
@@ -137,7 +140,7 @@ def _mount_sources(ref: Reference, mount_from: Sequence[str], done_here: list[st
 def _push_blobs(
     client: RegistryClient,
     repository: str,
-    blobs: list[tuple[Descriptor, Path | bytes]],
+    blobs: list[tuple[Descriptor, Path | bytes | None]],
     sources: tuple[str, ...],
     jobs: int,
     record: Callable[[Descriptor, str], None],
@@ -145,7 +148,7 @@ def _push_blobs(
     """Skip, mount or upload each blob, in parallel; the first failure stops new work and is raised."""
     stop = threading.Event()
 
-    def one(desc: Descriptor, content: Path | bytes) -> None:
+    def one(desc: Descriptor, content: Path | bytes | None) -> None:
         if stop.is_set():
             return
         try:
@@ -154,7 +157,7 @@ def _push_blobs(
             stop.set()  # before this future completes, so queued blobs see it and do not start
             raise
 
-    def transfer(desc: Descriptor, content: Path | bytes) -> None:
+    def transfer(desc: Descriptor, content: Path | bytes | None) -> None:
         if client.blob_exists(repository, desc.digest):
             record(desc, "skipped")
             return
@@ -162,6 +165,11 @@ def _push_blobs(
             if client.mount_blob(repository, desc.digest, source):
                 record(desc, "mounted")
                 return
+        if content is None:
+            raise BuildError(
+                f"{desc.digest} is no longer in {repository}, and this machine does not hold it",
+                "build again: the layer is then built here (or add an output such as -o oci:DIR)",
+            )
         client.upload_blob(repository, desc.digest, desc.size, content)
         record(desc, "uploaded")
 

@@ -100,3 +100,46 @@ def test_repository_and_tags_from_config_push_over_tls_with_a_ca_bundle(pyimage:
             assert info["Digest"] == report["image"]["digest"]
     finally:
         reg.stop()
+
+
+def test_a_push_only_build_takes_pruned_layers_from_the_registry_without_fetching_wheels(pyimage: Pyimage, tmp_path: Path) -> None:
+    """CI keeps a small cache: `cache prune` drops the blobs and wheels but keeps the layer records. A push-only
+    rebuild after a code change then asks the registry for the layers it built before instead of downloading
+    their wheels again; only the app layer and the config go up, and the image runs."""
+    reg = start_registry(tmp_path / "reg")
+    try:
+        cache = tmp_path / "ci-cache"
+        mine = Pyimage(cache, pyimage.base)
+        project = copy_example("hello-cli", tmp_path)
+        ref = f"{reg.host}/apps/hello:1.0"
+        first = _build_push(mine, project, ref)
+        assert first.returncode == 0, first.stderr
+        first_layers = {l["name"]: l for l in json.loads(first.stdout)["layers"]}
+
+        pruned = subprocess.run([sys.executable, "-m", "pyimage", "cache", "prune", "--max-size", "0", "--cache-dir", str(cache)], capture_output=True, text=True)
+        assert pruned.returncode == 0, pruned.stderr
+        assert not list((cache / "wheels").glob("*/*.whl")) and not list((cache / "blobs" / "sha256").iterdir())
+        module = project / "src" / "hello_cli" / "__init__.py"
+        module.write_text(module.read_text().replace('f"hello, {self.name}"', 'f"hello again, {self.name}"'))
+
+        done = _build_push(mine, project, ref)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        layers = {l["name"]: l for l in report["layers"]}
+        for name in ("interpreter", "site-packages"):
+            assert layers[name]["remote"] and layers[name]["digest"] == first_layers[name]["digest"], name
+        assert not layers["app"]["remote"] and layers["app"]["digest"] != first_layers["app"]["digest"]
+        assert not list((cache / "wheels").glob("*/*.whl")), "a wheel was fetched for a layer the registry holds"
+        assert not (cache / "blobs" / "sha256" / layers["site-packages"]["digest"][7:]).exists()
+        assert report["pushed"][0]["uploaded"] == 2  # the app layer and the config
+
+        subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--src-creds", reg.creds(), f"docker://{ref}", f"oci:{tmp_path / 'pulled'}:x"], check=True)
+        assert "hello again, world" in run_image(tmp_path / "pulled", "x").stdout
+
+        # With an output on this machine the blobs are needed: the layers are built here again, same digests.
+        local = mine.build(project, tmp_path / "out")
+        built = {l["name"]: l for l in local["layers"]}
+        assert not built["site-packages"]["remote"] and built["site-packages"]["digest"] == first_layers["site-packages"]["digest"]
+        assert list((cache / "wheels").glob("*/*.whl"))
+    finally:
+        reg.stop()
