@@ -231,7 +231,7 @@ def summary_markdown(report: Mapping[str, Any], skipped_annotations: Sequence[st
     for layer in report["layers"]:
         packages = layer.get("packages") or []
         shown = ", ".join(packages[:8]) + (f" … (+{len(packages) - 8})" if len(packages) > 8 else "")
-        state = "cached" if layer.get("cached") else "built"
+        state = "in registry" if layer.get("remote") else "cached" if layer.get("cached") else "built"
         lines.append(f"| {_cell(layer['name'])} | {_human(layer['size'])} | {state} | {_cell(shown)} |")
     pushed = report.get("pushed") or []
     if pushed:
