@@ -92,7 +92,7 @@ class CacheStats:
     root: Path
     blobs: int
     blob_bytes: int
-    layers: int
+    layers: int  # layer records whose blob is here
     wheels: int
     wheel_bytes: int
     envs: int
@@ -104,6 +104,7 @@ class CacheStats:
     sdist_wheels: int = 0  # wheels built here from sdist-only dependencies (sdist-wheels/)
     sdist_wheel_bytes: int = 0
     total_bytes: int = 0  # everything under the cache root
+    remote_layers: int = 0  # records kept after their blob was pruned (push-only builds use them)
 
 
 class Cache:
@@ -346,11 +347,14 @@ class Cache:
                 hits += line == "hit"
                 misses += line == "miss"
         units = {kind: self._units(kind) for kind in _UNIT_DIRS}
+        present = {p.name for p in blobs}
+        records = [self.layer_record(p.stem) for p in (self.root / "layers").glob("*.json")]
+        local = sum(1 for r in records if r is not None and r.digest.partition(":")[2] in present)
         return CacheStats(
             root=self.root,
             blobs=len(blobs),
             blob_bytes=sum(p.stat().st_size for p in blobs),
-            layers=len(list((self.root / "layers").glob("*.json"))),
+            layers=local,
             wheels=len(wheels),
             wheel_bytes=sum(p.stat().st_size for p in wheels),
             envs=len(units["envs"]),
@@ -362,6 +366,7 @@ class Cache:
             sdist_wheels=len(units["sdist-wheels"]),
             sdist_wheel_bytes=sum(size for _, _, size in units["sdist-wheels"]),
             total_bytes=_tree_size(self.root),
+            remote_layers=sum(1 for r in records if r is not None) - local,
         )
 
     def touch(self, path: Path) -> None:

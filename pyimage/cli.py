@@ -488,7 +488,7 @@ def cache_verify(cache_dir: Optional[Path] = CacheDirOpt) -> None:
     for path in report.leftovers:
         _err(f"removed leftover temp file {path} (from a run that was killed)")
     for path in report.dangling:
-        _err(f"removed layer record {path} (its blob is gone)")
+        _err(f"removed unreadable layer record {path}")
     for path in report.in_use:
         _err(f"kept {path}: a running pyimage process is writing it")
     if report.clean:

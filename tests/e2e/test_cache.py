@@ -113,6 +113,7 @@ def test_cache_info_and_prune(pyimage: Pyimage, tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "pyimage", "cache", "prune", "--max-size", "0", "--cache-dir", str(cache)], check=True, capture_output=True)
     after = json.loads(subprocess.run([sys.executable, "-m", "pyimage", "cache", "info", "--json", "--cache-dir", str(cache)], capture_output=True, text=True, check=True).stdout)
     assert after["blobs"] == 0 and after["layers"] == 0 and after["envs"] == 0 and after["app_wheels"] == 0
+    assert after["remote_layers"] == info["layers"]  # the records stay for push-only builds (bench/push_only.py)
 
 
 def test_lock_file_is_written_reused_and_detected_stale(pyimage: Pyimage, tmp_path: Path) -> None:
