@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import BENCH_HOME, EXAMPLES, Registry, copy_project, find_pyimage, human, link_tree, log, one_line_change, run, timed  # noqa: E402
+from run import BENCH_HOME, EXAMPLES, Registry, copy_project, find_pyimage, human, log, one_line_change, run, timed  # noqa: E402
 from rootfs import debian_rootfs  # noqa: E402
 
 
@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for n, (name, prune, records) in enumerate((("whole cache", False, True), ("pruned cache", True, True), ("pruned, no records", True, False)), 1):
             cache = work / f"cache-{n}"
-            link_tree(seed, cache)
+            # A copy, not hard links: a hit touches what it uses, and shared inodes would let one scenario's
+            # hits reorder the next one's prune.
+            shutil.copytree(seed, cache, symlinks=True)
             if prune:
                 run([exe, "cache", "prune", "--max-size", args.max_size, "--cache-dir", str(cache)])
             if not records:

@@ -361,9 +361,11 @@ def prepare(
     refresh_lock: bool = False,
     upgrade: bool = False,
     registry: RegistrySettings | None = None,
+    remote: Callable[[str], bool] | None = None,
 ) -> Prepared:
-    """Resolves and plans; no layer is built. The app wheel lives in ``Prepared.workdir`` until cleanup."""
-    base, base_source = load_base(cfg["base"], cfg["platform"], cache, cfg["compression"], registry or RegistrySettings())
+    """Resolves and plans; no layer is built. The app wheel lives in ``Prepared.workdir`` until cleanup.
+    ``remote`` (push-only builds, see ``build_image``) lets base blobs the push targets hold stay undownloaded."""
+    base, base_source = load_base(cfg["base"], cfg["platform"], cache, cfg["compression"], registry or RegistrySettings(), remote=remote)
     events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg["base"] else ""))
     interp, target = _interpreter(cfg, base, cache)
     paths = InstallPaths(cfg["venv"], interp.version)
@@ -575,7 +577,7 @@ def write_outputs(image: Image | ImageIndex, prep: Prepared, outputs: Sequence[s
 
 
 def prepare_platforms(
-    cfg: Config, cache: Cache, events: Events = _quiet, *, registry: RegistrySettings | None = None
+    cfg: Config, cache: Cache, events: Events = _quiet, *, registry: RegistrySettings | None = None, remote: Callable[[str], bool] | None = None
 ) -> list[Prepared]:
     """``prepare`` for each target platform (per-platform tables resolved), every decision made before any
     layer work; progress lines name the platform when there are several."""
@@ -583,7 +585,7 @@ def prepare_platforms(
     try:
         for platform in cfg.platforms:
             say = events if len(cfg.platforms) == 1 else (lambda line, p=platform: events(f"{p}: {line}"))
-            preps.append(prepare(cfg.for_platform(platform), cache, say, registry=registry))
+            preps.append(prepare(cfg.for_platform(platform), cache, say, registry=registry, remote=remote))
     except BaseException:
         for prep in preps:
             prep.cleanup()

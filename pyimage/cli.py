@@ -202,7 +202,7 @@ def build(
         remote = TargetBlobs(push_targets(push or [], cfg["repository"]), registry, cache)
     with cache.lock("cache", shared=True):  # the whole build: `cache prune` waits instead of pulling files from under it
         cache.sweep()
-        preps = prepare_platforms(cfg, cache, events, registry=registry)
+        preps = prepare_platforms(cfg, cache, events, registry=registry, remote=remote)
         try:
             images = build_images(preps, events, jobs=jobs, remote=remote)
             index = ImageIndex(images, dict(cfg["annotations"])) if len(images) > 1 else None

@@ -17,7 +17,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from pyimage.cache import Cache, LayerRecord
 from pyimage.errors import BuildError, ConfigError
@@ -60,7 +60,7 @@ def scratch_image(platform: Platform) -> Image:
     return Image(config=config, layers=())
 
 
-def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str) -> Image:
+def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str, remote: Callable[[str], bool] | None = None) -> Image:
     """A plain root-filesystem tarball as a one-layer image; compressed once, cached by the file's sha256."""
     if not path.is_file():
         raise ConfigError(f"base rootfs:{path}: no such file", "build one, e.g. `mmdebstrap --include=python3 bookworm rootfs.tar`")
@@ -75,11 +75,16 @@ def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str
     key = f"rootfs-{sha.partition(':')[2]}-{compression}"
     record = cache.get_layer(key)
     cached = record is not None
+    in_registry = False
+    if record is None and remote is not None:  # compressed before, blob pruned, and the push targets hold it
+        known = cache.layer_record(key)
+        if known is not None and cache.get_meta(_scan_key([known.diff_id])) is not None and remote(known.digest):
+            record, cached, in_registry = known, True, True
     if record is None:
         with cache.lock(key):
             record = cache.get_layer(key) or _compress_rootfs(path, magic, cache, compression, key)
     image = scratch_image(platform)
-    layer = Layer("base", Descriptor(record.media_type, record.digest, record.size), record.diff_id, cache.blob_path(record.digest), cached=cached, history=f"rootfs {path.name}", uncompressed_size=record.uncompressed_size or None)
+    layer = Layer("base", Descriptor(record.media_type, record.digest, record.size), record.diff_id, cache.blob_path(record.digest), cached=cached, history=f"rootfs {path.name}", uncompressed_size=record.uncompressed_size or None, remote=in_registry)
     config = dict(image.config)
     config["rootfs"] = {"type": "layers", "diff_ids": [record.diff_id]}
     config["history"] = [{"created": "1970-01-01T00:00:00Z", "created_by": f"rootfs:{path.name}"}]
@@ -132,7 +137,7 @@ def _verified_diff_id(layer: Layer, cache: Cache, where: str) -> Layer:
         algo, _ = parse_digest(layer.diff_id)
     except ValueError as exc:
         raise BuildError(f"{where}: base layer {layer.digest[:19]}…: {exc}", "the base is damaged or tampered with") from None
-    key = f"diffid-{algo}-{layer.digest.replace(':', '-')}"
+    key = _diff_id_key(layer.digest, algo)
     known = cache.get_meta(key)
     if not (isinstance(known, dict) and isinstance(known.get("diff_id"), str) and isinstance(known.get("size"), int)):
         h = hashlib.new(algo)
@@ -154,6 +159,16 @@ def _verified_diff_id(layer: Layer, cache: Cache, where: str) -> Layer:
             "the base is damaged or tampered with; re-export or re-pull it",
         )
     return replace(layer, uncompressed_size=known["size"])
+
+
+def _diff_id_key(digest: str, algo: str = "sha256") -> str:
+    """The meta record of a base blob's verified diff_id (``_verified_diff_id``)."""
+    return f"diffid-{algo}-{digest.replace(':', '-')}"
+
+
+def _scan_key(diff_ids: list[str]) -> str:
+    """The meta record of what ``scan_base`` found in the layers with these diff_ids."""
+    return "scan-" + hashlib.sha256(f"{_SCAN_FORMAT}|{diff_ids}".encode()).hexdigest()[:32]
 
 
 def _stat_key(path: Path, st: os.stat_result) -> str:
@@ -193,12 +208,21 @@ def _compress_rootfs(path: Path, magic: bytes, cache: Cache, compression: str, k
 
 
 def load_base(
-    source: str, platform: Platform, cache: Cache, compression: str = "gzip", registry: RegistrySettings | None = None, *, verify_layers: bool = True
+    source: str,
+    platform: Platform,
+    cache: Cache,
+    compression: str = "gzip",
+    registry: RegistrySettings | None = None,
+    *,
+    verify_layers: bool = True,
+    remote: Callable[[str], bool] | None = None,
 ) -> tuple[Image, str]:
     """The base image named by ``source`` and a description for reports (with a pinned digest when pulled).
 
     Its layers are in the cache, their digests and diff_ids verified; ``verify_layers=False`` (for ``inspect``)
-    reads only the manifest and config of a local layout.
+    reads only the manifest and config of a local layout. ``remote`` (push-only builds): a registry or rootfs
+    base layer this cache verified and scanned before, whose blob was pruned, is not fetched (or compressed)
+    again when the push targets hold it; the layer is marked ``remote``.
     """
     source = source.strip()
     if source in ("", "scratch"):
@@ -212,7 +236,7 @@ def load_base(
     if sep and kind == "docker-archive":
         return _docker_archive_image(Path(rest), cache, verify_layers), source
     if sep and kind == "rootfs":
-        return _rootfs_image(Path(rest).expanduser(), platform, cache, compression), source
+        return _rootfs_image(Path(rest).expanduser(), platform, cache, compression, remote), source
     from pyimage.oci.pull import pull_image
     from pyimage.oci.reference import parse_reference
     from pyimage.publish import RegistrySettings
@@ -228,9 +252,15 @@ def load_base(
         # verified is stamped as such
         is_valid=lambda path, desc: cache.valid_blob(desc.digest, desc.size) is not None,
         progress=lambda digest, status, _size: cache.mark_verified(digest) if status == "downloaded" else None,
+        skip=None if remote is None else lambda desc: cache.get_meta(_diff_id_key(desc.digest)) is not None and remote(desc.digest),
     )
     where = f"base {ref}"
-    layers = tuple(_verified_diff_id(Layer("base", l.descriptor, l.diff_id, l.blob, cached=True, history="base"), cache, where) for l in pulled.layers)
+    layers = tuple(
+        _verified_diff_id(Layer("base", l.descriptor, l.diff_id, l.blob, cached=True, history="base", remote=remote is not None and cache.valid_blob(l.digest, l.size) is None), cache, where)
+        for l in pulled.layers
+    )
+    if any(l.remote for l in layers) and cache.get_meta(_scan_key([l.diff_id for l in layers])) is None:
+        raise BuildError(f"{where}: some of its layers are neither on this machine nor scanned before", "build again with an output such as -o oci:DIR, which downloads them")
     return Image(config=pulled.config, layers=layers), str(pulled.pinned)
 
 
@@ -254,7 +284,7 @@ class _IterReader(io.RawIOBase):
 
 def scan_base(image: Image, cache: Cache) -> BaseFacts:
     """Finds the base's Python interpreters and libc by reading its layers' tar headers (and libc.so.6)."""
-    key = "scan-" + hashlib.sha256(f"{_SCAN_FORMAT}|{[l.diff_id for l in image.layers]}".encode()).hexdigest()[:32]
+    key = _scan_key([l.diff_id for l in image.layers])
     hit = cache.get_meta(key)
     if hit is not None:
         return BaseFacts(hit["pythons"], hit["libc"], hit["libc_version"], hit.get("machine", ""))

@@ -60,12 +60,14 @@ def pull_image(
     jobs: int = PULL_JOBS,
     progress: Callable[[str, str, int], None] | None = None,
     is_valid: Callable[[Path, Descriptor], bool] | None = None,
+    skip: Callable[[Descriptor], bool] | None = None,
 ) -> PulledImage:
     """Resolve ``ref`` (a tag, a digest, an index) to ``platform``'s image and make its blobs present in ``blobs_dir``.
 
     ``progress(digest, status, size)`` reports each blob as ``cached`` or ``downloaded``. ``is_valid(path, desc)``
     decides whether a blob already on disk can be reused (default: size and sha256 match); a content store
-    that tracks what it verified passes its own cheaper check.
+    that tracks what it verified passes its own cheaper check. A layer blob that is not on disk and for which
+    ``skip(desc)`` is true is not downloaded (its path is still returned): a push-only build whose targets hold it.
     """
     shown = str(ref)
     with client_factory(ref.registry) as client:
@@ -102,7 +104,7 @@ def pull_image(
             fetched = dict(
                 zip(
                     (d.digest for d in unique),
-                    pool.map(lambda d: _ensure_blob(client, ref.repository, d, blobs_dir, progress, is_valid or _is_valid), unique),
+                    pool.map(lambda d: _ensure_blob(client, ref.repository, d, blobs_dir, progress, is_valid or _is_valid, skip), unique),
                     strict=True,
                 )
             )
@@ -165,11 +167,16 @@ def _ensure_blob(
     blobs_dir: Path,
     progress: Callable[[str, str, int], None] | None,
     is_valid: Callable[[Path, Descriptor], bool],
+    skip: Callable[[Descriptor], bool] | None = None,
 ) -> Path:
     path = blob_path(blobs_dir, desc.digest)
     if is_valid(path, desc):
         if progress is not None:
             progress(desc.digest, "cached", desc.size)
+        return path
+    if skip is not None and skip(desc):
+        if progress is not None:
+            progress(desc.digest, "skipped", desc.size)
         return path
     client.fetch_blob(repository, desc.digest, path, size=desc.size)
     if progress is not None:

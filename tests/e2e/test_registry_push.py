@@ -126,7 +126,7 @@ def test_a_push_only_build_takes_pruned_layers_from_the_registry_without_fetchin
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
         layers = {l["name"]: l for l in report["layers"]}
-        for name in ("interpreter", "site-packages"):
+        for name in ("base", "interpreter", "site-packages"):  # the rootfs base is not compressed again either
             assert layers[name]["remote"] and layers[name]["digest"] == first_layers[name]["digest"], name
         assert not layers["app"]["remote"] and layers["app"]["digest"] != first_layers["app"]["digest"]
         assert not list((cache / "wheels").glob("*/*.whl")), "a wheel was fetched for a layer the registry holds"
@@ -141,5 +141,36 @@ def test_a_push_only_build_takes_pruned_layers_from_the_registry_without_fetchin
         built = {l["name"]: l for l in local["layers"]}
         assert not built["site-packages"]["remote"] and built["site-packages"]["digest"] == first_layers["site-packages"]["digest"]
         assert list((cache / "wheels").glob("*/*.whl"))
+    finally:
+        reg.stop()
+
+
+def test_a_push_only_build_does_not_download_a_registry_base_the_target_holds(pyimage: Pyimage, tmp_path: Path) -> None:
+    """With a registry base, the pruned cache still knows the base's verified diff_ids and what its scan found,
+    so a push-only build neither downloads the base's blobs nor any wheel; without the push only, it does."""
+    reg = start_registry(tmp_path / "reg")
+    try:
+        base_ref = f"{reg.host}/base/hello:1"
+        assert _build_push(pyimage, copy_example("hello-cli", tmp_path / "b"), base_ref).returncode == 0
+        cache = tmp_path / "ci-cache"
+        mine = Pyimage(cache, pyimage.base)
+        project = copy_example("hello-cli", tmp_path, new_name="hello-two")
+        ref = f"{reg.host}/apps/two:ci"
+        first = _build_push(mine, project, ref, base=f"docker://{base_ref}")
+        assert first.returncode == 0, first.stderr
+        subprocess.run([sys.executable, "-m", "pyimage", "cache", "prune", "--max-size", "0", "--cache-dir", str(cache)], check=True, capture_output=True)
+        module = project / "src" / "hello_two" / "__init__.py"
+        module.write_text(module.read_text() + "\nREVISION = 2\n")
+
+        done = _build_push(mine, project, ref, base=f"docker://{base_ref}")
+        assert done.returncode == 0, done.stderr
+        layers = json.loads(done.stdout)["layers"]
+        assert all(l["remote"] for l in layers if l["name"] == "base") and sum(l["name"] == "base" for l in layers) >= 3
+        assert not list((cache / "blobs" / "sha256").iterdir()) or all(
+            (cache / "blobs" / "sha256" / l["digest"][7:]).exists() is False for l in layers if l["name"] != "app"
+        )
+        assert not list((cache / "wheels").glob("*/*.whl"))
+        subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--src-creds", reg.creds(), f"docker://{ref}", f"oci:{tmp_path / 'pulled'}:x"], check=True)
+        assert "hello, world" in run_image(tmp_path / "pulled", "x").stdout
     finally:
         reg.stop()
