@@ -442,6 +442,55 @@ def _check(image: str, as_json: bool) -> None:
         raise BuildError(f"{path}: {len(report.findings)} problem(s) found", "see the lines above; rebuild the image with this pyimage, or report how it was made")
 
 
+@app.command("index")
+def index_cmd(
+    images: List[str] = typer.Argument(..., metavar="IMAGE...", help="Per-platform images pyimage built: REF (a registry) or oci:DIR[:TAG]."),
+    output: Optional[List[str]] = typer.Option(None, "--output", "-o", help="Write the index to oci:DIR[:TAG] (repeatable)."),
+    push: Optional[List[str]] = typer.Option(None, "--push", help="Push the index to a registry reference (repeatable)."),
+    annotation: Optional[List[str]] = typer.Option(None, "--annotation", help="Index annotation KEY=VALUE (repeatable)."),
+    cache_dir: Optional[Path] = CacheDirOpt,
+    username: Optional[str] = typer.Option(None, "--username", help="Registry user for --push and registry images."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the registry password from stdin."),
+    insecure_registry: Optional[List[str]] = typer.Option(None, "--insecure-registry", help="Allow plain HTTP to this registry host."),
+    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA certificates to trust for registries."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Merge single-platform images built apart (a CI matrix) into one image index, unchanged."""
+    from pyimage.merge import load_sources, merge_index
+
+    outputs = list(output or [])
+    for out in outputs:
+        if not out.startswith("oci:") or not out[4:]:
+            raise ConfigError(f"--output {out!r}: an image index goes to an OCI layout", "use -o oci:DIR[:TAG], or --push REF")
+    if not outputs and not push:
+        raise ConfigError("pyimage index: nowhere to put the index", "add --push REF (e.g. ghcr.io/org/app:1.0) or -o oci:DIR[:TAG]")
+    notes: dict[str, str] = {}
+    for item in annotation or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--annotation {item!r}: expected KEY=VALUE", "e.g. --annotation org.opencontainers.image.version=1.0")
+        notes[key.strip()] = value
+    registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, list(push or []))
+    cache = _cache(cache_dir)
+    events = _events(as_json)
+    with cache.lock("cache", shared=True):
+        cache.sweep()
+        from pyimage.oci.reference import parse_reference
+
+        targets = [parse_reference(r).registry for r in push or []]  # parsed before any work: a bad one is one error
+        sources = load_sources(images, cache, registry, outputs=bool(outputs), push_registries=targets)
+        index, written, pushed = merge_index(sources, notes, outputs, list(push or []), registry, cache, events)
+    platforms = [{"platform": str(s.image.platform), "digest": s.image.digest, "source": s.shown} for s in sources]
+    if as_json:
+        print(json.dumps({"version": 1, "index": {"digest": index.digest, "size": len(index.index_bytes())}, "platforms": platforms, "outputs": written, "pushed": pushed}, indent=2))
+        return
+    _table(f"image index {index.digest}", ["platform", "manifest", "from"], [[p["platform"], p["digest"][7:19], p["source"]] for p in platforms])
+    for w in written:
+        _out(f"wrote {w}")
+    for p in pushed:
+        _out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
+
+
 @app.command()
 def init(
     project: Path = ProjectOpt,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from pyimage.cache import Cache
-from pyimage.oci.model import Image
+from pyimage.oci.model import Image, ImageIndex
 
 __all__ = ["RegistrySettings", "push_refs", "push_targets", "TargetBlobs"]
 
@@ -100,7 +100,14 @@ class TargetBlobs:
         self._clients.clear()
 
 
-def push_refs(image: Image, refs: Sequence[str], settings: RegistrySettings, events: Callable[[str], None], cache: Cache | None = None) -> list[dict[str, Any]]:
+def push_refs(
+    image: Image | ImageIndex,
+    refs: Sequence[str],
+    settings: RegistrySettings,
+    events: Callable[[str], None],
+    cache: Cache | None = None,
+    mount_from: Sequence[str] = (),
+) -> list[dict[str, Any]]:
     """Pushes ``image`` to each reference (blobs first, manifests last); one report dict per reference.
 
     Repositories this cache pushed to before on the same registry are offered as cross-repository mount
@@ -111,7 +118,7 @@ def push_refs(image: Image, refs: Sequence[str], settings: RegistrySettings, eve
 
     parsed = [parse_reference(r) for r in refs]
     known: dict[str, list[str]] = (cache.get_meta("pushed-repositories") if cache else None) or {}
-    mount_from = sorted({repo for ref in parsed for repo in _mount_sources(cache, ref.registry, ref.repository)})
+    mount_from = sorted({repo for ref in parsed for repo in _mount_sources(cache, ref.registry, ref.repository)} | set(mount_from))
     events(f"pushing to {', '.join(str(r) for r in parsed)}")
     result = push_image(image, parsed, client_factory=settings.client_factory(), mount_from=mount_from)
     if cache is not None:

@@ -124,7 +124,7 @@ def _layout_image(directory: Path, tag: str | None, platform: Platform, cache: C
             with open_blob(directory, layer.digest) as src:
                 cache.ingest_blob(src, layer.digest, layer.size, where)
         layers.append(_verified_diff_id(replace(layer, blob=cache.blob_path(layer.digest)), cache, where))
-    return Image(config=image.config, layers=tuple(layers))
+    return Image(config=image.config, layers=tuple(layers), annotations=image.annotations)
 
 
 def _verified_diff_id(layer: Layer, cache: Cache, where: str) -> Layer:

@@ -178,6 +178,33 @@ def index_platforms(directory: Path, tag: str | None) -> list[Descriptor]:
     return _descriptors(nested.get("manifests", []), directory, f"index {tagged[0].digest[:19]}…")
 
 
+def layout_platforms(directory: Path, tag: str | None) -> list[Descriptor]:
+    """The manifest descriptors of the image(s) ``tag`` (or the only entry) names in the layout, each with its
+    platform: every platform of an image index, or the one image (its platform from the descriptor, else its
+    config)."""
+    directory = Path(directory).resolve()
+    if not (directory / "index.json").is_file():
+        raise BuildError(f"{directory} is not an OCI image layout (no index.json)", "give a directory pyimage build wrote with -o oci:DIR")
+    nested = index_platforms(directory, tag)
+    if nested:
+        return [m for m in nested if m.platform is not None and m.platform.os != "unknown"]
+    index = _read_json(directory, "index.json", "index")
+    manifests = _descriptors(index.get("manifests", []), directory, "index.json manifests")
+    tagged = [m for m in manifests if tag is None or m.annotations.get(REF_NAME) == tag]
+    if len(tagged) != 1:
+        tags = sorted(m.annotations.get(REF_NAME, "?") for m in manifests)
+        raise BuildError(f"{directory}: {'no' if not tagged else 'more than one'} image tagged {tag!r} (tags: {', '.join(tags) or 'none'})", f"use oci:{directory}:<tag>")
+    desc = tagged[0]
+    if desc.media_type not in MANIFEST_MEDIA_TYPES:
+        raise BuildError(f"{directory}: {desc.digest[:19]}… is a {desc.media_type}, not an image manifest", "give an image layout")
+    if desc.platform is not None:
+        return [desc]
+    manifest = _load(directory, desc, "manifest")
+    config = _load(directory, _descriptors([manifest.get("config")], directory, "manifest config")[0], "config")
+    found = Platform(str(config.get("os", "linux")), str(config.get("architecture", "amd64")), str(config.get("variant", "") or ""))
+    return [Descriptor(desc.media_type, desc.digest, desc.size, desc.annotations, found)]
+
+
 def read_layout(directory: Path, tag: str | None, platform: Platform) -> Image:
     """The image tagged ``tag`` (or the only one) in the layout at ``directory``, its layers named ``base``.
 
@@ -226,7 +253,9 @@ def read_layout(directory: Path, tag: str | None, platform: Platform) -> Image:
         except ValueError as exc:
             raise BuildError(f"{directory}: config diff_ids: {exc}", "the layout is damaged or hostile; re-export it") from None
         layers.append(Layer("base", d, diff_id, directory / blob_relpath(d.digest), cached=True, history="base"))
-    return Image(config=config, layers=tuple(layers))
+    notes = manifest.get("annotations")
+    annotations = {str(k): str(v) for k, v in notes.items()} if isinstance(notes, dict) else {}
+    return Image(config=config, layers=tuple(layers), annotations=annotations)
 
 
 # -- writing into a shared layout ----------------------------------------------------------------------------

@@ -61,6 +61,7 @@ def pull_image(
     progress: Callable[[str, str, int], None] | None = None,
     is_valid: Callable[[Path, Descriptor], bool] | None = None,
     skip: Callable[[Descriptor], bool] | None = None,
+    any_platform: bool = False,
 ) -> PulledImage:
     """Resolve ``ref`` (a tag, a digest, an index) to ``platform``'s image and make its blobs present in ``blobs_dir``.
 
@@ -68,6 +69,7 @@ def pull_image(
     decides whether a blob already on disk can be reused (default: size and sha256 match); a content store
     that tracks what it verified passes its own cheaper check. A layer blob that is not on disk and for which
     ``skip(desc)`` is true is not downloaded (its path is still returned): a push-only build whose targets hold it.
+    ``any_platform``: a single image is taken whatever its platform (``platform`` still picks from an index).
     """
     shown = str(ref)
     with client_factory(ref.registry) as client:
@@ -91,7 +93,8 @@ def pull_image(
 
         config_file = _ensure_blob(client, ref.repository, config_desc, blobs_dir, progress, is_valid or _is_valid)
         config = _json(config_file.read_bytes(), f"config of {shown}")
-        _check_platform(config, platform, shown)
+        if not any_platform or index_digest is not None:
+            _check_platform(config, platform, shown)
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         if len(diff_ids) != len(layer_descs):
             raise RegistryError(

@@ -19,7 +19,7 @@ from support.registry import start_registry
 from support.rootfs import debian_rootfs, qemu_ready
 from support.runc import run_image
 
-from .conftest import Pyimage, copy_example
+from .conftest import Pyimage, assert_image_ok, copy_example
 
 pytestmark = [pytest.mark.e2e, pytest.mark.platforms]
 
@@ -170,3 +170,54 @@ def test_an_sdist_with_native_code_for_a_foreign_platform_is_one_error_before_an
     assert error.startswith("error: cext: no wheel for CPython 3.11 on linux/arm64") and "cannot be compiled here for aarch64" in error
     assert hint.startswith("hint:") and "linux/arm64" in hint
     assert not (tmp_path / "out").exists()
+
+
+def _pyimage(*args: str, cache: Path, stdin: str | None = "wonderland\n") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pyimage", *args, "--cache-dir", str(cache)], input=stdin, capture_output=True, text=True)
+
+
+def test_a_ci_matrix_merges_its_per_platform_builds_into_one_index(pyimage: Pyimage, arm64_rootfs: Path, tmp_path: Path) -> None:
+    """Each platform built on its own runner (own cache) and pushed by tag; `pyimage index` lists the two
+    manifests unchanged under one tag, downloading no layer; the same sources in layouts give the same index."""
+    reg = start_registry(tmp_path / "reg")
+    try:
+        project = copy_example("hello-cli", tmp_path)
+        auth = ["--username", "alice", "--password-stdin"]
+        built = {}
+        for arch, base, repo in (("amd64", pyimage.base, "apps/hello"), ("arm64", arm64_rootfs, "apps/hello-arm64")):
+            done = _pyimage("build", "--json", "-C", str(project), "--platform", f"linux/{arch}", "--base", f"rootfs:{base}",
+                            "--push", f"{reg.host}/{repo}:{arch}", "-o", f"oci:{tmp_path / arch}:{arch}", *auth, cache=tmp_path / f"runner-{arch}")
+            assert done.returncode == 0, done.stderr
+            built[arch] = json.loads(done.stdout)["image"]["digest"]
+
+        fresh = tmp_path / "merge-cache"
+        done = _pyimage("index", "--json", "--push", f"{reg.host}/apps/hello:1.0", "--annotation", "org.opencontainers.image.version=1.0",
+                        f"{reg.host}/apps/hello:amd64", f"docker://{reg.host}/apps/hello-arm64:arm64", *auth, cache=fresh)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert [(p["platform"], p["digest"]) for p in report["platforms"]] == [("linux/amd64", built["amd64"]), ("linux/arm64", built["arm64"])]
+        assert report["pushed"][0]["uploaded"] == 0  # arm64's blobs were mounted from its repository, amd64's were there
+        blobs = [p for p in (fresh / "blobs" / "sha256").iterdir()] if (fresh / "blobs" / "sha256").is_dir() else []
+        assert len(blobs) <= 2, "a layer was downloaded to merge an index"  # the two configs at most
+        raw = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--creds", reg.creds(), f"docker://{reg.host}/apps/hello:1.0"],
+                                        capture_output=True, text=True, check=True).stdout)
+        assert [m["digest"] for m in raw["manifests"]] == [built["amd64"], built["arm64"]]
+        assert raw["annotations"] == {"org.opencontainers.image.version": "1.0"}
+        subprocess.run(["skopeo", "copy", "--quiet", "--override-arch", "arm64", "--src-tls-verify=false", "--src-creds", reg.creds(),
+                        f"docker://{reg.host}/apps/hello:1.0", f"oci:{tmp_path / 'pulled'}:arm64"], check=True)
+        assert run_image(tmp_path / "pulled", "arm64", args=["/opt/venv/bin/python", "-c", MACHINE], timeout=300).stdout.strip() == "aarch64"
+
+        local = _pyimage("index", "--json", "-o", f"oci:{tmp_path / 'merged'}:1.0", "--annotation", "org.opencontainers.image.version=1.0",
+                         f"oci:{tmp_path / 'amd64'}:amd64", f"oci:{tmp_path / 'arm64'}:arm64", cache=fresh, stdin=None)
+        assert local.returncode == 0, local.stderr
+        assert json.loads(local.stdout)["index"]["digest"] == report["index"]["digest"]
+        assert_image_ok(tmp_path / "merged")
+
+        twice = _pyimage("index", "-o", f"oci:{tmp_path / 'x'}", f"oci:{tmp_path / 'amd64'}:amd64", f"{reg.host}/apps/hello:amd64", *auth, cache=fresh)
+        assert twice.returncode == 2 and "linux/amd64 comes from both" in twice.stderr and "Traceback" not in twice.stderr
+        subprocess.run(["skopeo", "copy", "--quiet", "--format", "v2s2", "--dest-tls-verify=false", "--dest-creds", reg.creds(),
+                        f"oci:{tmp_path / 'amd64'}:amd64", f"docker://{reg.host}/apps/docker-made:amd64"], check=True)
+        foreign = _pyimage("index", "--push", f"{reg.host}/apps/hello:2.0", f"{reg.host}/apps/docker-made:amd64", *auth, cache=fresh)
+        assert foreign.returncode == 1 and "is not one pyimage wrote" in foreign.stderr and "Traceback" not in foreign.stderr
+    finally:
+        reg.stop()
