@@ -186,14 +186,27 @@ def _pins(
         events(f"{lock_path.name} is stale (dependencies, pip configuration or target changed): resolving again")
     prefer = [] if upgrade or lock is None else lock.pins
     extras = f"[{','.join(cfg['extras'])}]" if cfg["extras"] else ""
-    events(f"resolving dependencies for {target.describe()}")
     request = ["-r", str(cfg.project_dir / req_file)] if req_file else [f"{app}{extras}"]
-    pins = resolve(request, target, cache, prefer=prefer)
+    pins = _resolve(cfg["resolver"], request, target, cache, prefer, events)
     if req_file:
         _check_requirements_cover(requires, cfg["extras"], pins, target, req_file)
     pins = [p for p in pins if p.name != app_name]
     write_lock(lock_path, pins, key, target)
     return pins
+
+
+def _resolve(resolver: str, request: list[str], target: Target, cache: Cache, prefer: list[Pin], events: Events) -> list[Pin]:
+    """uv for ``auto`` where it can serve (resolve/uv.py says when it cannot), else pip; ``uv`` and ``pip`` force one."""
+    from pyimage.resolve import uv
+
+    why_not = "" if resolver == "pip" else uv.why_not_uv(target)
+    if resolver == "uv" and why_not:
+        raise ConfigError(f"resolver = \"uv\" cannot serve this build: {why_not}", 'set resolver = "pip" (or "auto", which falls back to pip)')
+    if resolver != "pip" and not why_not:
+        events(f"resolving dependencies for {target.describe()} with uv")
+        return uv.resolve(request, target, cache, prefer=prefer)
+    events(f"resolving dependencies for {target.describe()} with pip" + (f" ({why_not})" if resolver == "auto" else ""))
+    return resolve(request, target, cache, prefer=prefer)
 
 
 def _migrate_lock(lock_path: Path, events: Events) -> None:

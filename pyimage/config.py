@@ -381,6 +381,7 @@ KEYS: dict[str, Key] = {
     "tags": Key("list of strings", [], "Tags to push under `repository`; default: the project version.", _names(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")),
     "lock-input": Key('path, or "none"', None, "The team's lock to install from, never resolving again: `uv.lock`, a PEP 751 `pylock.toml` / `pylock.<name>.toml`; default: `uv.lock`, else a `pylock.toml` another tool wrote, else none (pyimage resolves and writes `lock`). `\"none\"` ignores the project's locks.", _opt_path),
     "groups": Key("list of strings", [], "Dependency groups to install from the lock input (none by default: a `dev` group stays out of the image).", _names(r"[A-Za-z0-9][A-Za-z0-9._\-]*")),
+    "resolver": Key('"auto", "uv" or "pip"', "auto", "Who resolves the dependencies: uv (fast; from pip's configuration) or pip; `auto` takes uv unless it cannot serve the build (a pip setting it has no flag for, a platform it cannot target).", _choice("auto", "uv", "pip")),
     "lock": Key("path", "pylock.pyimage.toml", "pyimage's own lock file (a PEP 751 named lock), written when the project has no lock of its own (`lock-input`).", _path),
 }
 

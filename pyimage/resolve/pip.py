@@ -236,14 +236,19 @@ def _build_sdist(name: str, spec: str, target: Target, out: Path, tmp_root: Path
         version = item["metadata"]["version"]
         filename = urllib.parse.unquote(url.rsplit("/", 1)[-1].split("#")[0])
         wheel = _wheel_from_sdist(canonicalize_name(name), version, "" if _is_local(url) else url, sha, python, Path(tmp) / "wheel", extra_args)
-        host = platform.machine()
-        if target.machine != host and not wheel.name.endswith("-any.whl"):  # compiled for this machine, not the target
-            raise BuildError(
-                f"{name}: no wheel for {target.describe()}, and its sdist builds native code, which cannot be compiled here for {target.machine} (this machine is {host})",
-                f"publish a {target.platform} wheel of {name} (or pin a version that has one), or build {target.platform} alone on a {target.machine} runner",
-            )
+        _check_native(name, wheel, target)
         (out / f"{wheel.name}.sdist.json").write_text(json.dumps({"filename": filename, "url": "" if _is_local(url) else url, "sha256": sha}))
         os.replace(wheel, out / wheel.name)
+
+
+def _check_native(name: str, wheel: Path, target: Target) -> None:
+    """A wheel built here from an sdist runs on the target only if it is pure Python or the machines match."""
+    host = platform.machine()
+    if target.machine != host and not wheel.name.endswith("-any.whl"):  # compiled for this machine, not the target
+        raise BuildError(
+            f"{name}: no wheel for {target.describe()}, and its sdist builds native code, which cannot be compiled here for {target.machine} (this machine is {host})",
+            f"publish a {target.platform} wheel of {name} (or pin a version that has one), or build {target.platform} alone on a {target.machine} runner",
+        )
 
 
 def _wheel_from_sdist(name: str, version: str, url: str, sha256: str, python: str, dest: Path, extra_args: Sequence[str] = ()) -> Path:
@@ -275,6 +280,7 @@ def sdist_wheel(pin: Pin, target: Target, cache: Cache) -> tuple[Path, str]:
     python = _target_python(pin.name, target, "")
     with tempfile.TemporaryDirectory(dir=cache.root / "tmp") as tmp:
         wheel = _wheel_from_sdist(pin.name, pin.version, pin.url, pin.sha256, python, Path(tmp))
+        _check_native(pin.name, wheel, target)
         path, sha = cache.add_wheel(wheel)
     cache.put_meta(_sdist_key(pin.sha256, target), {"filename": path.name, "sha256": sha})
     return path, sha

@@ -252,3 +252,22 @@ def test_a_base_for_another_architecture_is_refused(pyimage: Pyimage, tmp_path: 
     layout = pyimage.run("plan", "--platform", "linux/arm64", "--base", f"oci:{tmp_path / 'base-layout'}:amd64", project=project, check=False, base=False)
     assert layout.returncode == 2
     assert "no image for platform linux/arm64" in layout.stderr or "is for linux/amd64" in layout.stderr
+
+
+def test_uv_resolves_by_default_and_pip_takes_over_where_uv_cannot_serve(pyimage: Pyimage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    by_uv = pyimage.run("plan", "--cache-dir", str(tmp_path / "c1"), project=project)
+    assert "with uv" in by_uv.stderr
+    uv_lock = (project / "pylock.pyimage.toml").read_text()
+    (project / "pylock.pyimage.toml").unlink()
+    monkeypatch.setenv("PIP_PREFER_BINARY", "1")  # a pip setting uv has no flag for
+    by_pip = pyimage.run("plan", "--cache-dir", str(tmp_path / "c2"), project=project)
+    assert "with pip (pip setting 'prefer-binary' has no uv equivalent)" in by_pip.stderr
+    pins = lambda text: [l for l in text.splitlines() if not l.startswith("inputs = ")]  # noqa: E731  (pip's settings changed)
+    assert pins((project / "pylock.pyimage.toml").read_text()) == pins(uv_lock)  # the same pins, the same lock
+    (project / "pylock.pyimage.toml").unlink()
+    forced = pyimage.run("plan", "--set", "resolver=uv", "--cache-dir", str(tmp_path / "c3"), project=project, check=False)
+    assert forced.returncode == 2
+    error, hint = forced.stderr.strip().splitlines()[-2:]
+    assert error == "error: resolver = \"uv\" cannot serve this build: pip setting 'prefer-binary' has no uv equivalent"
+    assert hint.startswith("hint:") and "pip" in hint

@@ -1,0 +1,329 @@
+"""Resolution with uv (the ``uv`` wheel from PyPI, a dependency of pyimage): ``uv pip compile`` for the target's
+Python and platform, its answer read as a PEP 751 lock. It resolves the same inputs as the pip backend
+(``resolve/pip.py``) several times faster (bench/resolve.py), and gives the same ``Pin`` values, so the lock,
+wheel fetching, sdist builds and the portable-lock rules are shared.
+
+pip's configuration stays the source of truth: pyimage reads it as pip would (config files, then ``PIP_*``
+variables; ``[global]`` and ``[install]``) and passes it to uv as flags — index-url, extra-index-url,
+find-links, no-index, trusted-host, constraint, pre, cert — with pip's index semantics (the best version
+across every index, ``--index-strategy unsafe-best-match``). uv's own configuration files and the project's
+``[tool.uv]`` are not read (``--no-config``), so both backends resolve from the same settings.
+
+The pip backend is used instead (``resolver = "auto"``) when uv cannot serve: a pip setting it has no flag
+for (e.g. ``only-binary``, ``no-binary``, ``prefer-binary``), a platform uv cannot target (glibc older than
+2.17, musl other than 1.2, an architecture other than x86_64/aarch64), or no uv binary.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+import urllib.parse
+from pathlib import Path
+from typing import Sequence
+
+from packaging.utils import canonicalize_name
+
+from pyimage.cache import Cache
+from pyimage.errors import BuildError
+from pyimage.resolve import diagnose
+from pyimage.resolve.pip import Pin
+from pyimage.resolve.target import Target
+
+__all__ = ["uv_binary", "uv_platform", "pip_settings_for_uv", "why_not_uv", "resolve"]
+
+# pip settings that do not change what is resolved (or that uv handles its own way, like the cache)
+_HARMLESS = {
+    "timeout", "default-timeout", "retries", "disable-pip-version-check", "no-cache-dir", "cache-dir", "progress-bar",
+    "quiet", "verbose", "no-input", "root-user-action", "break-system-packages", "require-virtualenv", "no-color",
+    "user", "log", "no-warn-script-location", "no-python-version-warning", "use-feature", "keyring-provider",
+    "config-file", "isolated", "python",
+}
+_TRANSLATED = {"index-url", "extra-index-url", "find-links", "no-index", "trusted-host", "constraint", "pre", "cert"}
+
+
+def uv_binary() -> str | None:
+    """The uv executable: from the ``uv`` package in pyimage's environment, else on PATH."""
+    try:
+        import uv  # the PyPI wheel ships the binary and this finder
+
+        found = uv.find_uv_bin()
+        if found and os.access(found, os.X_OK):
+            return str(found)
+    except (ImportError, FileNotFoundError):
+        pass
+    import shutil
+
+    return shutil.which("uv")
+
+
+def uv_platform(target: Target) -> str | None:
+    """uv's ``--python-platform`` for the target, or None when uv has no value for it."""
+    arch = target.machine
+    if arch not in ("x86_64", "aarch64"):
+        return None
+    if target.libc == "musl":
+        return f"{arch}-unknown-linux-musl" if target.libc_version in ("", "1.2") else None
+    try:
+        minor = int((target.libc_version or "2.28").split(".")[1])
+    except (IndexError, ValueError):
+        return None
+    if minor < 17:
+        return None
+    return f"{arch}-manylinux_2_{min(minor, 40)}"
+
+
+def _pip_settings() -> dict[str, str]:
+    """pip's effective settings for ``pip install``: files, then the ``[install]`` section, then ``PIP_*``."""
+    from pip._internal.configuration import Configuration  # pip is a dependency; this is how pip reads them
+
+    config = Configuration(isolated=False)
+    config.load()
+    merged: dict[str, str] = {}
+    files = list(config.items())  # (file, {"section.key": value}) in pip's override order; ":env:" is PIP_*
+    for section in ("global", "install", ":env:"):  # as pip orders them for `pip install`: the later wins
+        for _file, values in files:
+            for key, value in values.items():
+                sect, _, name = key.partition(".")
+                if sect == section:
+                    merged[name.replace("_", "-")] = str(value)
+    return merged
+
+
+def pip_settings_for_uv() -> tuple[list[str], dict[str, str], str]:
+    """(uv flags, environment additions, reason) from pip's configuration; the reason is empty when every
+    setting that matters has a uv equivalent, else it names the first one that does not."""
+    try:
+        settings = _pip_settings()
+    except Exception as exc:  # a pip.conf pip itself cannot parse: the pip backend reports it in pip's words
+        return [], {}, f"pip's configuration cannot be read ({str(exc)[:80]})"
+    args: list[str] = []
+    env: dict[str, str] = {}
+    for key, value in settings.items():
+        if key in _HARMLESS:
+            continue
+        if key not in _TRANSLATED:
+            return [], {}, f"pip setting {key!r} has no uv equivalent"
+    words = lambda key: [w for w in settings.get(key, "").split() if w]  # noqa: E731
+    if settings.get("no-index", "").lower() in ("1", "true", "yes", "on"):
+        args.append("--no-index")
+    if settings.get("index-url"):
+        args += ["--index-url", settings["index-url"]]
+    for url in words("extra-index-url"):
+        args += ["--extra-index-url", url]
+    for location in words("find-links"):
+        args += ["--find-links", location]
+    for host in words("trusted-host"):
+        args += ["--allow-insecure-host", host]
+    for path in words("constraint"):
+        args += ["--constraint", path]
+    if settings.get("pre", "").lower() in ("1", "true", "yes", "on"):
+        args += ["--prerelease", "allow"]
+    if settings.get("cert"):
+        env["SSL_CERT_FILE"] = settings["cert"]
+    return args, env, ""
+
+
+def why_not_uv(target: Target) -> str:
+    """Empty when uv can resolve for ``target`` with the current pip configuration, else why not."""
+    if uv_binary() is None:
+        return "no uv binary (install the `uv` package)"
+    if uv_platform(target) is None:
+        return f"uv cannot target {target.describe()}"
+    return pip_settings_for_uv()[2]
+
+
+def _input_lines(requirements: Sequence[str]) -> list[str]:
+    """pip-style arguments (a wheel path with optional extras, ``-r FILE``, a requirement) as requirement lines."""
+    lines: list[str] = []
+    items = list(requirements)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if item in ("-r", "--requirement") and i + 1 < len(items):
+            lines.append(f"-r {items[i + 1]}")
+            i += 2
+            continue
+        path, bracket, extras = item.partition("[")
+        if path.endswith(".whl"):
+            name = canonicalize_name(Path(path).name.split("-")[0])
+            lines.append(f"{name}{bracket}{extras} @ {Path(path).resolve().as_uri()}")
+        else:
+            lines.append(item)
+        i += 1
+    return lines
+
+
+def _run(uv: str, args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ, **env)
+    full.setdefault("UV_NO_PROGRESS", "1")
+    return subprocess.run([uv, *args], capture_output=True, text=True, env=full)
+
+
+def _compile(uv: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Wheels only, as the pip backend resolves; sdists are allowed only when some requirement has no wheel for
+    the target at all (they are built into wheels for it when their layer needs them)."""
+    proc = _run(uv, [*args, "--only-binary", ":all:"], env)
+    if proc.returncode != 0 and "has no usable wheels" in proc.stderr:
+        proc = _run(uv, args, env)
+    return proc
+
+
+def resolve(
+    requirements: Sequence[str], target: Target, cache: Cache, *, extra_args: Sequence[str] = (), prefer: Sequence[Pin] = ()
+) -> list[Pin]:
+    """Pins for ``requirements`` as the pip backend gives them, resolved by uv for ``target``."""
+    uv = uv_binary()
+    platform_name = uv_platform(target)
+    flags, env, reason = pip_settings_for_uv()
+    if uv is None or platform_name is None or reason:
+        raise BuildError(f"the uv resolver cannot serve this build: {why_not_uv(target)}", 'set resolver = "pip" (or "auto")')
+    (cache.root / "tmp").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix=f"{os.getpid()}-") as tmp:
+        work = Path(tmp)
+        (work / "requirements.in").write_text("".join(line + "\n" for line in _input_lines(requirements)))
+        base = [
+            "pip", "compile", str(work / "requirements.in"), "--format", "pylock.toml", "-o", str(work / "pylock.toml"),
+            "--python-version", target.python, "--python-platform", platform_name, "--no-config", "--no-header",
+            "--index-strategy", "unsafe-best-match", "--quiet", *flags, *extra_args,
+        ]
+        proc = None
+        if prefer:
+            (work / "prefer.txt").write_text("".join(f"{p.name}=={p.version}\n" for p in prefer))
+            proc = _compile(uv, [*base, "--constraint", str(work / "prefer.txt")], env)
+        if proc is None or proc.returncode != 0:  # the old versions no longer fit the new inputs: resolve freely
+            proc = _compile(uv, base, env)
+        if proc.returncode != 0:
+            raise _error(proc.stderr, target)
+        from pyimage.config import tomllib
+
+        try:
+            data = tomllib.loads((work / "pylock.toml").read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise BuildError(f"uv wrote no readable resolution ({exc})", 'report this with --debug output, or set resolver = "pip"') from None
+    requested = {str(Path(r.split("[")[0]).resolve()) for r in requirements if r.split("[")[0].endswith(".whl")}
+    pins = [pin for item in data.get("packages", []) if (pin := _pin(item, requested, target)) is not None]
+    return sorted(pins, key=lambda p: p.name)
+
+
+def _file(entry: dict) -> tuple[str, str, str]:
+    """(filename, url or "" for a local file, sha256) of a pylock file entry."""
+    url = str(entry.get("url") or "")
+    path = str(entry.get("path") or "")
+    if url.startswith("file:"):
+        url, path = "", urllib.parse.unquote(urllib.parse.urlparse(url).path)
+    name = str(entry.get("name") or urllib.parse.unquote((url or path).rsplit("/", 1)[-1].split("#")[0]))
+    sha = str((entry.get("hashes") or {}).get("sha256") or "")
+    return name, url, sha
+
+
+def _best_wheel(name: str, wheels: list[dict], target: Target) -> dict:
+    """The wheel pip would install on the target among those uv lists (every one that fits): the one whose
+    best tag comes first in the target's tag priority (a cp311 manylinux build before ``py3-none-any``)."""
+    from packaging.tags import compatible_tags, cpython_tags
+    from packaging.utils import parse_wheel_filename
+
+    version = tuple(int(p) for p in target.python.split("."))
+    platforms = target.platform_tags()
+    order = {tag: i for i, tag in enumerate([*cpython_tags(version, platforms=platforms), *compatible_tags(version, f"cp{target.python.replace('.', '')}", platforms)])}
+    ranked = []
+    for entry in wheels:
+        try:
+            tags = parse_wheel_filename(_file(entry)[0])[3]
+        except ValueError:
+            continue
+        rank = min((order[t] for t in tags if t in order), default=None)
+        if rank is not None:
+            ranked.append((rank, _file(entry)[0], entry))
+    if not ranked:
+        raise BuildError(f"{name}: none of the wheels uv chose fits {target.describe()}", 'report this with --debug output, or set resolver = "pip"')
+    return min(ranked, key=lambda r: (r[0], r[1]))[2]
+
+
+def _pin(item: dict, requested: set[str], target: Target) -> Pin | None:
+    name, version = canonicalize_name(str(item.get("name", ""))), str(item.get("version") or "")
+    if "directory" in item:
+        where = item["directory"].get("path", "") if isinstance(item["directory"], dict) else ""
+        raise BuildError(
+            f"{name} is a local path dependency ({name} @ {where}): pyimage installs wheels from an index and cannot lock a directory of this machine",
+            f"build {name} into a wheel and publish it to an index (or a find-links directory), then depend on it by name and version",
+        )
+    if "vcs" in item:
+        raise BuildError(
+            f"{name} is a version-control dependency: pyimage needs a published wheel or sdist to lock it",
+            f"publish {name} to an index (or a find-links directory) and depend on it by name and version",
+        )
+    archive = item.get("archive")
+    if isinstance(archive, dict):
+        filename, url, sha = _file(archive)
+        local = str(archive.get("path") or "") or (urllib.parse.unquote(urllib.parse.urlparse(str(archive.get("url", ""))).path) if str(archive.get("url", "")).startswith("file:") else "")
+        if local:
+            if str(Path(local).resolve()) in requested:
+                return None  # the project's own wheel, given as the input
+            raise BuildError(
+                f"{name} is a local file dependency ({name} @ {local}): a lock naming a file of this machine would not work anywhere else",
+                f"publish {name} to an index, or put the file in a find-links directory and depend on {name}=={version}",
+            )
+        return Pin(name, version, filename, url, sha)
+    wheels = item.get("wheels") or []
+    if wheels:
+        best = _best_wheel(name, wheels, target)
+        filename, url, sha = _file(best)
+        if best.get("path") and str(Path(str(best["path"])).resolve()) in requested:
+            return None
+        return Pin(name, version, filename, url, sha, best.get("size"))
+    sdist = item.get("sdist")
+    if isinstance(sdist, dict):  # no wheel for the target: built from this sdist when its layer needs it
+        filename, url, sha = _file(sdist)
+        return Pin(name, version, filename, url, sha)
+    raise BuildError(f"{name}: uv's resolution names no file for it", 'report this with --debug output, or set resolver = "pip"')
+
+
+_BUILD_FAILED = re.compile(r"Failed to (?:download and )?build `([^`=\s]+)[^`]*`")
+_NOT_FOUND = re.compile(r"Because (\S+?) was not found in the (?:package registry|provided package locations)")
+
+
+def _explanation(stderr: str) -> str:
+    """uv's explanation as one line: its "Because …" sentences, without the heading, the tree drawing and the
+    closing sentence about the project itself ("… you require app, we can conclude …")."""
+    lines = [l.strip() for l in stderr.splitlines() if l.strip()]
+    lines = [l for l in lines if not l.startswith(("error: No solution found", "× No solution found", "hint:", "help:"))]
+    parts = [l.lstrip("╰─▶ ").removeprefix("cause:").strip() for l in lines]
+    text = " ".join(p if p.endswith((".", ":")) or i == len(parts) - 1 else p + ";" for i, p in enumerate(parts))
+    text = re.sub(r"\s+", " ", text).strip().removeprefix("error: ")
+    sentences = re.split(r"(?<=\.) (?=And because|Because)", text)
+    if len(sentences) > 1 and "you require" in sentences[-1]:
+        sentences = sentences[:-1]
+    return " ".join(sentences)
+
+
+def _error(stderr: str, target: Target) -> BuildError:
+    """uv's failure in the user's terms: an sdist that cannot be built, an unknown name (with a suggestion),
+    else uv's own explanation."""
+    build = _BUILD_FAILED.search(stderr)
+    if build:  # the backend's own last words, as for pip (resolve/pip.py ``_build_failure``)
+        said = [l.strip().removeprefix("cause:").strip() for l in stderr.split(build.group(0), 1)[1].splitlines()]
+        said = [l for l in said if l and not l.startswith(("hint:", "help:", "[stderr]", "[stdout]"))]
+        return BuildError(
+            f"{build.group(1)}: no wheel for {target.describe()}, and its sdist failed to build: {said[-1] if said else 'no message'}",
+            f"install the build requirements of {build.group(1)} (compiler, headers; on the configured indexes), or pin a version that publishes wheels",
+        )
+    found = _NOT_FOUND.search(stderr)
+    if found:
+        name = found.group(1)
+        who = re.search(rf"and (\S+?) depends on {re.escape(name)}\b", stderr)
+        suggestion = diagnose.did_you_mean(name)
+        by = f" (required by {who.group(1)})" if who else ""
+        return BuildError(
+            f"no package named {name!r} on the configured indexes{by}" + (f"; did you mean {suggestion!r}?" if suggestion else ""),
+            "fix the name in [project] dependencies (or the requirements file); if it is on a private index, add it to pip's index-url/extra-index-url/find-links",
+        )
+    why = _explanation(stderr)
+    if len(why) > 600:
+        why = why[:600] + " …"
+    return BuildError(
+        f"cannot resolve the dependencies for {target.describe()}: {why or 'uv failed without a message'}",
+        "change the requirements uv names so they can agree (or relax a pin)",
+    )

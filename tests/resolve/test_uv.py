@@ -1,0 +1,129 @@
+"""The uv resolver backend against the pip one: the same pins for the same inputs (the machine's own pip
+configuration: its local indexes, find-links, constraints and PyPI), pip's configuration handed to uv, the
+cases where uv cannot serve, and failures in the user's terms — all with real uv and pip runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pyimage.cache import Cache
+from pyimage.errors import BuildError
+from pyimage.oci.model import Platform
+from pyimage.resolve import pip as pip_backend
+from pyimage.resolve import uv as uv_backend
+from pyimage.resolve.target import Target
+from wheels_fixture import make_wheel
+
+TARGET = Target("3.11", Platform.parse("linux/amd64"), "glibc", "2.36")
+
+
+def _same(requirements: list[str], tmp_path: Path, target: Target = TARGET) -> dict[str, tuple[str, str, str]]:
+    by_uv = uv_backend.resolve(requirements, target, Cache(tmp_path / "uv-cache"))
+    by_pip = pip_backend.resolve(requirements, target, Cache(tmp_path / "pip-cache"))
+    as_dict = lambda pins: {p.name: (p.version, p.filename, p.sha256) for p in pins}  # noqa: E731
+    assert as_dict(by_uv) == as_dict(by_pip)
+    assert [p.url for p in by_uv] == [p.url for p in by_pip]  # index URLs alike; local files have none
+    return as_dict(by_uv)
+
+
+@pytest.mark.parametrize(
+    "requirements",
+    [
+        pytest.param(["attrs>=23", "humanize>=4"], id="hello-cli"),
+        pytest.param(["fastapi>=0.110", "uvicorn>=0.29"], id="web-service"),
+        pytest.param(["torch==2.13.0", "numpy>=1.26"], id="torch-app"),
+    ],
+)
+def test_uv_pins_what_pip_pins_for_the_examples(requirements: list[str], tmp_path: Path) -> None:
+    pins = _same(requirements, tmp_path)
+    assert all(sha for _, _, sha in pins.values())
+
+
+def test_uv_pins_what_pip_pins_for_arm64(tmp_path: Path) -> None:
+    pins = _same(["numpy>=1.26", "attrs>=23"], tmp_path, Target("3.11", Platform.parse("linux/arm64"), "glibc", "2.36"))
+    assert "aarch64" in pins["numpy"][1]
+
+
+@pytest.fixture
+def links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A find-links directory that is the only source (no index, no pip.conf)."""
+    links = tmp_path / "links"
+    for name, version, kwargs in [
+        ("six", "1.16.0", {}),
+        ("six", "1.17.0", {}),
+        ("newpy", "1.0", {}),
+        ("newpy", "2.0", {"requires_python": ">=3.12"}),
+        ("left", "1.0", {"requires": ("six==1.16.0",)}),
+        ("right", "1.0", {"requires": ("middle",)}),
+        ("middle", "1.0", {"requires": ("six==1.17.0",)}),
+    ]:
+        make_wheel(links, name, version, **kwargs)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    return links
+
+
+def _app(links: Path, *requires: str) -> str:
+    return str(make_wheel(links.parent / "app", "app", "1.0", requires=requires))
+
+
+def _error(links: Path, tmp_path: Path, *requires: str) -> BuildError:
+    with pytest.raises(BuildError) as err:
+        uv_backend.resolve([_app(links, *requires)], TARGET, Cache(tmp_path / "cache"))
+    return err.value
+
+
+def test_pip_configuration_reaches_uv_as_flags(links: Path) -> None:
+    flags, _env, reason = uv_backend.pip_settings_for_uv()
+    assert reason == ""
+    assert flags == ["--no-index", "--find-links", str(links)]
+
+
+def test_the_app_wheel_is_the_input_not_a_pin_and_the_target_python_decides(links: Path, tmp_path: Path) -> None:
+    pins = uv_backend.resolve([_app(links, "newpy", "six")], TARGET, Cache(tmp_path / "c"))
+    assert {p.name: p.version for p in pins} == {"newpy": "1.0", "six": "1.17.0"}
+    assert all(p.url == "" for p in pins)  # local find-links files: found again by name, version and hash
+    newer = uv_backend.resolve([_app(links, "newpy")], Target("3.12", TARGET.platform, "glibc", "2.36"), Cache(tmp_path / "c"))
+    assert {p.name: p.version for p in newer} == {"newpy": "2.0"}
+
+
+def test_a_typo_is_an_unknown_name_with_a_suggestion(links: Path, tmp_path: Path) -> None:
+    err = _error(links, tmp_path, "midle")
+    assert err.message == "no package named 'midle' on the configured indexes (required by app==1.0); did you mean 'middle'?"
+    assert "[project] dependencies" in err.hint
+
+
+def test_an_unsatisfiable_version_and_a_conflict_are_uvs_explanation_in_one_line(links: Path, tmp_path: Path) -> None:
+    missing = _error(links, tmp_path, "six>=2099.1")
+    assert missing.message == (
+        "cannot resolve the dependencies for CPython 3.11 on linux/amd64 (glibc 2.36): Because only six<=1.17.0 is "
+        "available and app==1.0 depends on six>=2099.1, we can conclude that app==1.0 cannot be used."
+    )
+    conflict = _error(links, tmp_path, "left", "right")
+    assert "all versions of left depend on six==1.16.0" in conflict.message and "\n" not in conflict.message
+    assert "you require app" not in conflict.message  # uv's closing sentence about the input adds nothing
+
+
+@pytest.mark.parametrize(
+    ("env", "target", "reason"),
+    [
+        ({"PIP_ONLY_BINARY": ":all:"}, TARGET, "pip setting 'only-binary' has no uv equivalent"),
+        ({}, Target("3.11", Platform.parse("linux/ppc64le"), "glibc", "2.36"), "uv cannot target CPython 3.11 on linux/ppc64le"),
+        ({}, Target("3.11", TARGET.platform, "musl", "1.1"), "uv cannot target"),
+        ({}, Target("3.11", TARGET.platform, "glibc", "2.12"), "uv cannot target"),
+    ],
+)
+def test_where_uv_cannot_serve_it_says_why(env: dict[str, str], target: Target, reason: str, links: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert uv_backend.why_not_uv(target).startswith(reason)
+
+
+def test_platform_names(links: Path) -> None:
+    assert uv_backend.uv_platform(TARGET) == "x86_64-manylinux_2_36"
+    assert uv_backend.uv_platform(Target("3.12", Platform.parse("linux/arm64"), "glibc", "2.41")) == "aarch64-manylinux_2_40"
+    assert uv_backend.uv_platform(Target("3.12", Platform.parse("linux/arm64"), "musl", "1.2")) == "aarch64-unknown-linux-musl"
