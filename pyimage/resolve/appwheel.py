@@ -66,8 +66,25 @@ def build_requires(project_dir: Path) -> tuple[list[str], str]:
 
 
 def _install(env_python: Path, requirements: list[str]) -> None:
+    """Installs the build requirements into the environment: with uv when it can take pip's configuration
+    (resolve/uv.py; ~0.3 s against pip's 2–4 s for hatchling), else with pip."""
     if not requirements:
         return
+    from pyimage.resolve.uv import pip_settings_for_uv, uv_binary
+
+    uv = uv_binary()
+    flags, uv_env, why_not = pip_settings_for_uv() if uv else ([], {}, "no uv")
+    if uv and not why_not:
+        proc = subprocess.run(
+            [uv, "pip", "install", "--quiet", "--no-config", "--python", str(env_python), "--index-strategy", "unsafe-best-match", *flags, *requirements],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, UV_NO_PROGRESS="1", **uv_env),
+        )
+        if proc.returncode == 0:
+            return
+        said = [l.strip().removeprefix("cause:").strip() for l in proc.stderr.splitlines() if l.strip() and not l.strip().startswith(("hint:", "help:"))]
+        raise BuildError(f"cannot install the build requirements {requirements}: {said[-1] if said else 'uv failed'}", "check [build-system] requires and your index settings")
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(env_python), "install", "--quiet", *requirements],
         capture_output=True,

@@ -127,3 +127,16 @@ def test_platform_names(links: Path) -> None:
     assert uv_backend.uv_platform(TARGET) == "x86_64-manylinux_2_36"
     assert uv_backend.uv_platform(Target("3.12", Platform.parse("linux/arm64"), "glibc", "2.41")) == "aarch64-manylinux_2_40"
     assert uv_backend.uv_platform(Target("3.12", Platform.parse("linux/arm64"), "musl", "1.2")) == "aarch64-unknown-linux-musl"
+
+
+@pytest.mark.parametrize(("env", "installer"), [({}, "uv"), ({"PIP_PREFER_BINARY": "1"}, "pip")])
+def test_the_build_environment_is_made_by_uv_where_it_can_take_pips_settings(env: dict[str, str], installer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from pyimage.resolve.appwheel import _env
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    python = _env(Cache(tmp_path / "cache"), ["hatchling>=1.18"], sys.executable)
+    (record,) = python.parent.parent.glob("lib/python*/site-packages/hatchling-*.dist-info/INSTALLER")
+    assert record.read_text().strip() == installer
