@@ -72,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "tags": (),
     "lock-input": None,
     "groups": (),
+    "resolver": "auto",
     "lock": "pylock.pyimage.toml",
 }
 

@@ -159,8 +159,10 @@ def test_a_dependency_without_record_is_one_error_naming_the_wheel(setup: Setup)
     setup.project = tiny_project(setup.root / "project2", dependencies=["norecord"])
     env = offline_env(find_links=wheels)
     result = setup.build(setup.root / "out", env=env)
-    assert_one_error(result, 1, "norecord-1.0-py3-none-any.whl: malformed wheel", "RECORD")
+    assert_one_error(result, 1, "norecord 1.0: malformed wheel", "RECORD")  # uv, the default resolver, reads it first
     verify_clean(setup.cache)
+    by_pip = setup.build(setup.root / "out", "--set", "resolver=pip", env=env)  # pip leaves it to the installer
+    assert_one_error(by_pip, 1, "norecord-1.0-py3-none-any.whl: malformed wheel", "RECORD")
 
 
 def test_a_failing_build_backend_shows_its_own_last_lines_not_a_traceback(setup: Setup) -> None:

@@ -169,6 +169,8 @@ def _tree_files(project_dir: Path) -> Iterable[tuple[str, os.DirEntry[str]]]:
                         continue
                     if os.path.exists(os.path.join(entry.path, "pyvenv.cfg")):
                         continue  # a virtual environment
+                    if os.path.exists(os.path.join(entry.path, "oci-layout")):
+                        continue  # an image pyimage (or skopeo) wrote, e.g. `-o oci:out`: an output, not a source
                     stack.append((Path(entry.path), path + "/"))
                 else:
                     yield path, entry

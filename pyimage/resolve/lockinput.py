@@ -18,12 +18,9 @@ import shutil
 import subprocess
 import sys
 import urllib.parse
-import urllib.request
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from packaging import tags
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from pyimage.cache import Cache
@@ -87,10 +84,12 @@ def target_environment(target: Target) -> dict[str, str]:
     }
 
 
-def target_tags(target: Target) -> list[tags.Tag]:
+def target_tags(target: Target) -> list[Any]:
     """Every wheel tag the target's interpreter accepts, most specific first."""
     version = tuple(int(p) for p in target.python.split(".")[:2])
     platforms = target.platform_tags()
+    from packaging import tags  # only installing from a team's lock needs them
+
     return [*tags.cpython_tags(version, [f"cp{version[0]}{version[1]}"], platforms), *tags.compatible_tags(version, f"cp{version[0]}{version[1]}", platforms)]
 
 
@@ -231,6 +230,8 @@ def _fetch(pin: Pin, path: str | None, lock_dir: Path, cache: Cache) -> None:
     digest = hashlib.sha256()
     try:
         try:
+            import urllib.request  # only a wheel the cache lacks is downloaded
+
             with urllib.request.urlopen(pin.url, timeout=180) as response, open(got, "wb") as out:  # noqa: S310 (scheme checked)
                 while chunk := response.read(1 << 20):
                     digest.update(chunk)
@@ -250,6 +251,8 @@ def _check_covers(requires: Sequence[str], extras: Sequence[str], pins: Sequence
     by_name = {p.name: p for p in pins}
     env = target_environment(target)
     for line in requires:
+        from packaging.requirements import Requirement
+
         req = Requirement(line)
         if req.marker and not any(req.marker.evaluate(dict(env, extra=e)) for e in [*extras, ""]):
             continue

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -26,7 +25,6 @@ from packaging.utils import canonicalize_name
 
 from pyimage.cache import Cache
 from pyimage.errors import BuildError
-from pyimage.resolve import diagnose
 from pyimage.resolve.interpreters import find_python, host_version
 from pyimage.resolve.target import Target
 
@@ -113,6 +111,8 @@ def resolve(
             pass  # the old versions no longer fit the new inputs: resolve freely
         finally:
             constraints.unlink(missing_ok=True)
+    from pyimage.resolve import diagnose  # only resolution needs it (a lock hit does not)
+
     built_dir = cache.root / "sdist-wheels" / "v2" / target.python  # v2: each wheel has its <wheel>.sdist.json
     built_dir.mkdir(parents=True, exist_ok=True)
     tried: set[str] = set()
@@ -210,6 +210,8 @@ def _target_python(name: str, target: Target, output: str) -> str:
 def _build_sdist(name: str, spec: str, target: Target, out: Path, tmp_root: Path, extra_args: Sequence[str], output: str) -> None:
     """Builds ``name spec`` from its sdist into ``out`` with the target's Python, recording where the sdist came
     from (``<wheel>.sdist.json``: index URL or none, sha256) for the lock."""
+    from pyimage.resolve import diagnose
+
     python = _target_python(name, target, output)
     with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
         report = Path(tmp) / "sdist.json"
@@ -243,6 +245,8 @@ def _build_sdist(name: str, spec: str, target: Target, out: Path, tmp_root: Path
 
 def _check_native(name: str, wheel: Path, target: Target) -> None:
     """A wheel built here from an sdist runs on the target only if it is pure Python or the machines match."""
+    import platform  # 15 ms of regexes at import: only sdist builds need it
+
     host = platform.machine()
     if target.machine != host and not wheel.name.endswith("-any.whl"):  # compiled for this machine, not the target
         raise BuildError(

@@ -28,7 +28,6 @@ from packaging.utils import canonicalize_name
 
 from pyimage.cache import Cache
 from pyimage.errors import BuildError
-from pyimage.resolve import diagnose
 from pyimage.resolve.pip import Pin
 from pyimage.resolve.target import Target
 
@@ -281,6 +280,7 @@ def _pin(item: dict, requested: set[str], target: Target) -> Pin | None:
     raise BuildError(f"{name}: uv's resolution names no file for it", 'report this with --debug output, or set resolver = "pip"')
 
 
+_DOWNLOAD_FAILED = re.compile(r"Failed to (?:download|read) `([^`=\s]+)==([^`\s]+)`")
 _BUILD_FAILED = re.compile(r"Failed to (?:download and )?build `([^`=\s]+)[^`]*`")
 _NOT_FOUND = re.compile(r"Because (\S+?) was not found in the (?:package registry|provided package locations)")
 
@@ -310,10 +310,20 @@ def _error(stderr: str, target: Target) -> BuildError:
             f"{build.group(1)}: no wheel for {target.describe()}, and its sdist failed to build: {said[-1] if said else 'no message'}",
             f"install the build requirements of {build.group(1)} (compiler, headers; on the configured indexes), or pin a version that publishes wheels",
         )
+    damaged = _DOWNLOAD_FAILED.search(stderr)
+    if damaged:  # a wheel uv cannot read (no RECORD, not a zip, a hash mismatch)
+        said = [l.strip().removeprefix("cause:").strip() for l in stderr.split(damaged.group(0), 1)[1].splitlines()]
+        said = [l for l in said if l and not l.startswith(("hint:", "help:"))]
+        return BuildError(
+            f"{damaged.group(1)} {damaged.group(2)}: malformed wheel: {said[-1] if said else 'uv cannot read it'}",
+            f"the file on your index or find-links is damaged or not a valid wheel: publish a good {damaged.group(1)} wheel, or pin another version",
+        )
     found = _NOT_FOUND.search(stderr)
     if found:
         name = found.group(1)
         who = re.search(rf"and (\S+?) depends on {re.escape(name)}\b", stderr)
+        from pyimage.resolve import diagnose
+
         suggestion = diagnose.did_you_mean(name)
         by = f" (required by {who.group(1)})" if who else ""
         return BuildError(
