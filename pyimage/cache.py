@@ -109,7 +109,9 @@ class CacheStats:
 
 class Cache:
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        # Absolute: build environments and backends run in the project directory, where a relative
+        # `--cache-dir c` would name another place.
+        self.root = Path(root).absolute()
         if self.root.exists() and not self.root.is_dir():
             raise BuildError(f"cache directory {self.root} exists and is not a directory", "pass another --cache-dir (or PYIMAGE_CACHE_DIR), or remove that file")
         try:

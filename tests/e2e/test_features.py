@@ -271,3 +271,16 @@ def test_uv_resolves_by_default_and_pip_takes_over_where_uv_cannot_serve(pyimage
     error, hint = forced.stderr.strip().splitlines()[-2:]
     assert error == "error: resolver = \"uv\" cannot serve this build: pip setting 'prefer-binary' has no uv equivalent"
     assert hint.startswith("hint:") and "pip" in hint
+
+
+def test_a_relative_cache_dir_works_from_anywhere(pyimage: Pyimage, tmp_path: Path) -> None:
+    """`--cache-dir cache` names a directory of the current one, although the build backend runs in the project."""
+    import os
+    import subprocess
+    import sys
+
+    project = copy_example("hello-cli", tmp_path)
+    done = subprocess.run([sys.executable, "-m", "pyimage", "build", "-C", str(project), "--base", f"rootfs:{pyimage.base}", "--cache-dir", "rel-cache",
+                           "-o", f"oci:{tmp_path / 'out'}:t"], cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "rel-cache" / "envs").is_dir() and not (project / "rel-cache").exists()
