@@ -3,7 +3,6 @@ wheels: a typo'd name, a version that does not exist, requirements that conflict
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,27 +14,8 @@ from pyimage.resolve.pip import resolve
 from pyimage.resolve.target import Target
 from wheels_fixture import make_wheel
 
+
 TARGET = Target("3.11", Platform.parse("linux/amd64"), "glibc", "2.36")
-
-
-@pytest.fixture
-def links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A find-links directory that is pip's only source (no index, no pip.conf)."""
-    links = tmp_path / "links"
-    for name, version, kwargs in [
-        ("six", "1.16.0", {}),
-        ("six", "1.17.0", {}),
-        ("newpy", "1.0", {}),
-        ("newpy", "2.0", {"requires_python": ">=3.12"}),
-        ("left", "1.0", {"requires": ("six==1.16.0",)}),
-        ("right", "1.0", {"requires": ("middle",)}),
-        ("middle", "1.0", {"requires": ("six==1.17.0",)}),
-    ]:
-        make_wheel(links, name, version, **kwargs)
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
-    return links
 
 
 def _app(links: Path, *requires: str) -> str:

@@ -4,7 +4,6 @@ cases where uv cannot serve, and failures in the user's terms — all with real 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -45,26 +44,6 @@ def test_uv_pins_what_pip_pins_for_the_examples(requirements: list[str], tmp_pat
 def test_uv_pins_what_pip_pins_for_arm64(tmp_path: Path) -> None:
     pins = _same(["numpy>=1.26", "attrs>=23"], tmp_path, Target("3.11", Platform.parse("linux/arm64"), "glibc", "2.36"))
     assert "aarch64" in pins["numpy"][1]
-
-
-@pytest.fixture
-def links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A find-links directory that is the only source (no index, no pip.conf)."""
-    links = tmp_path / "links"
-    for name, version, kwargs in [
-        ("six", "1.16.0", {}),
-        ("six", "1.17.0", {}),
-        ("newpy", "1.0", {}),
-        ("newpy", "2.0", {"requires_python": ">=3.12"}),
-        ("left", "1.0", {"requires": ("six==1.16.0",)}),
-        ("right", "1.0", {"requires": ("middle",)}),
-        ("middle", "1.0", {"requires": ("six==1.17.0",)}),
-    ]:
-        make_wheel(links, name, version, **kwargs)
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
-    return links
 
 
 def _app(links: Path, *requires: str) -> str:
