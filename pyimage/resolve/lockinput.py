@@ -230,9 +230,9 @@ def _fetch(pin: Pin, path: str | None, lock_dir: Path, cache: Cache) -> None:
     digest = hashlib.sha256()
     try:
         try:
-            import urllib.request  # only a wheel the cache lacks is downloaded
+            from urllib.request import urlopen  # only a wheel the cache lacks is downloaded
 
-            with urllib.request.urlopen(pin.url, timeout=180) as response, open(got, "wb") as out:  # noqa: S310 (scheme checked)
+            with urlopen(pin.url, timeout=180) as response, open(got, "wb") as out:  # noqa: S310 (scheme checked)
                 while chunk := response.read(1 << 20):
                     digest.update(chunk)
                     out.write(chunk)
