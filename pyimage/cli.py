@@ -373,6 +373,7 @@ def inspect(
     from pyimage.oci.base import load_base
     from pyimage.oci.model import Platform
 
+    image = _local_image(image)
     if check:
         _check(image, as_json)
         return
@@ -404,6 +405,21 @@ def inspect(
     _table(f"{source} ({data['platform']}, created {data['created']})", ["layer", "digest", "size"], [[n, l.digest[7:19], _human(l.size)] for n, l in zip(names, loaded.layers)])
     for key, value in data["config"].items():
         _out(f"{key}: {json.dumps(value)}")
+
+
+def _local_image(text: str) -> str:
+    """``DIR[:TAG]`` naming an OCI layout here, or ``FILE`` naming a tar here, as ``oci:``/``docker-archive:``;
+    anything else is left as it is (a registry reference). ``pyimage inspect dist/image`` reads the layout the
+    build wrote instead of asking Docker Hub for an image called ``dist/image``."""
+    if text.startswith(("oci:", "docker-archive:", "docker://")):
+        return text
+    for path, tag in ((text, ""), tuple(text.rsplit(":", 1)) if ":" in text else (text, "")):
+        where = Path(path).expanduser()
+        if where.is_dir() and (where / "index.json").is_file():
+            return f"oci:{path}" + (f":{tag}" if tag else "")
+        if not tag and where.is_file():
+            return f"docker-archive:{path}"
+    return text
 
 
 def _index_platforms(image: str) -> list[Any]:

@@ -33,3 +33,8 @@ def test_plan_build_and_inspect_print_their_results_on_stdout(pyimage: Pyimage, 
     assert done.returncode == 0 and done.stderr == ""
     text = out.read_text()
     assert "site-packages" in text and 'Entrypoint: ["/opt/venv/bin/hello"]' in text
+    # A directory here that holds a layout is read as one, with or without its tag (never looked up on Docker Hub).
+    for name in ("layout", "layout:t"):
+        here = subprocess.run([*pyimage_cmd, "inspect", "--json", name, "--cache-dir", str(pyimage.cache_dir)], cwd=tmp_path, capture_output=True, text=True)
+        assert here.returncode == 0, here.stderr
+        assert '"image": "oci:layout' in here.stdout and "docker.io" not in here.stdout + here.stderr
