@@ -63,6 +63,23 @@ INSECURE_HINT = (
     "check that the registry is running and reachable (for a registry without TLS use --insecure-registry {host}); "
     "offline, use a local base: oci:DIR, docker-archive:FILE or rootfs:FILE.tar"
 )
+PUBLIC_HINT = (
+    "check the network (or HTTPS_PROXY) from here to {host}; "
+    "offline, use a local base: oci:DIR, docker-archive:FILE or rootfs:FILE.tar"
+)
+# Registries that always speak TLS on the internet: "use plain HTTP" is never the fix for them.
+_PUBLIC = ("registry-1.docker.io", "docker.io", "index.docker.io", "ghcr.io", "quay.io", "gcr.io", "mcr.microsoft.com", "public.ecr.aws")
+_PUBLIC_SUFFIXES = (".pkg.dev", ".gcr.io", ".amazonaws.com", ".azurecr.io")
+
+
+def unreachable_hint(host: str) -> str:
+    """What to do about a registry that cannot be reached: plain HTTP is offered only for private ones."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if name in _PUBLIC or name.endswith(_PUBLIC_SUFFIXES):
+        return PUBLIC_HINT.format(host=host)
+    return INSECURE_HINT.format(host=host)
+
+
 CA_BUNDLE_HINT = (
     "trust the registry's CA with --ca-bundle FILE (or put it in /etc/docker/certs.d/{host}/ca.crt); "
     "for a throwaway test registry, --insecure-registry {host}"
@@ -261,9 +278,9 @@ def transport_error(exc: httpx.TransportError, what: str, host: str) -> Registry
         return RegistryError(f"TLS handshake with {host} failed ({reason}) while {what}",
                              f"if {host} serves plain HTTP, use --insecure-registry {host}")
     if isinstance(exc, httpx.TimeoutException):
-        message, hint = f"timed out talking to {host} while {what}", INSECURE_HINT.format(host=host)
+        message, hint = f"timed out talking to {host} while {what}", unreachable_hint(host)
     elif isinstance(exc, httpx.ConnectError):
-        message, hint = f"cannot connect to {host}: {reason}", INSECURE_HINT.format(host=host)
+        message, hint = f"cannot connect to {host}: {reason}", unreachable_hint(host)
     else:
         message, hint = f"connection to {host} failed while {what}: {reason}", "retry; check the network"
     if isinstance(exc, (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)):

@@ -306,3 +306,11 @@ def test_plain_http_is_refused_for_other_hosts_unless_insecure(serve: Serve, tra
     insecure = transport_for(server, [], insecure=True)
     insecure.connect("connecting")
     assert insecure.base == f"http://{server.host}"
+
+
+@pytest.mark.parametrize("host", ["registry-1.docker.io", "ghcr.io", "europe-docker.pkg.dev", "123.dkr.ecr.eu-west-1.amazonaws.com"])
+def test_an_unreachable_public_registry_is_never_told_to_use_plain_http(host: str) -> None:
+    from pyimage.oci.transport import unreachable_hint
+
+    assert "--insecure-registry" not in unreachable_hint(host) and "network" in unreachable_hint(host)
+    assert "--insecure-registry registry.internal:5000" in unreachable_hint("registry.internal:5000")
