@@ -26,6 +26,7 @@ from pyimage.layers.bytecode import can_compile
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
 from pyimage.layers.plan import LayerPlan, plan_layers
+from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
 from pyimage.oci.base import load_base, scan_base
 from pyimage.oci.engine import Loaded
 from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
@@ -64,6 +65,12 @@ class Prepared:
     workdir: Path | None = None
     pins: tuple[Pin, ...] = ()
     console_scripts: tuple[str, ...] = ()  # the app wheel's, read once with its Requires-Dist
+    files: tuple[ProjectFile, ...] = ()  # the `files` layer's content, checked before any work
+    user: RuntimeUser | None = None  # the runtime user (created in the `runtime` layer when the base lacks it)
+
+    @property
+    def has_runtime_layer(self) -> bool:
+        return (self.user is not None and self.user.created) or bool(self.config["writable"])
 
     def cleanup(self) -> None:
         """Removes the scratch directory holding the app wheel (call once the image is written)."""
@@ -378,9 +385,12 @@ def prepare(
 ) -> Prepared:
     """Resolves and plans; no layer is built. The app wheel lives in ``Prepared.workdir`` until cleanup.
     ``remote`` (push-only builds, see ``build_image``) lets base blobs the push targets hold stay undownloaded."""
+    files = collect_files(cfg.project_dir, cfg["files"])  # a bad entry is an error before any work
     base, base_source = load_base(cfg["base"], cfg["platform"], cache, cfg["compression"], registry or RegistrySettings(), remote=remote)
     events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg["base"] else ""))
     interp, target = _interpreter(cfg, base, cache)
+    facts = scan_base(base, cache)  # a cache hit: _interpreter scanned it
+    user = runtime_user(cfg["user"], facts.passwd, facts.group)
     paths = InstallPaths(cfg["venv"], interp.version)
     venv = "/" + cfg["venv"].strip("/")
     if posixpath.commonpath([venv, interp.executable]) == venv:
@@ -398,14 +408,15 @@ def prepare(
         wheels = _wheel_values(pins, target, cache, paths)
         conflict_notes = _check_conflicts([*wheels, app], paths, cache)
         threshold = cfg["heavy-threshold"] or None
-        plan = plan_layers(wheels, app, cfg["heavy"], threshold, cfg["max-layers"], fixed_layers=len(base.layers) + 1)
+        extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg["writable"]))
+        plan = plan_layers(wheels, app, cfg["heavy"], threshold, cfg["max-layers"], fixed_layers=len(base.layers) + 1 + extra)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     notes = list(plan.notes) + conflict_notes
     if cfg["compile-bytecode"] and not can_compile(interp.version):
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
-    return Prepared(cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir, tuple(pins), tuple(scripts))
+    return Prepared(cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir, tuple(pins), tuple(scripts), tuple(files), user)
 
 
 def _entrypoint(prep: Prepared) -> list[str] | None:
@@ -448,7 +459,9 @@ def _image_config(prep: Prepared, layers: Sequence[Layer]) -> dict[str, Any]:
         run.pop("Cmd", None)
     if cfg["command"] is not None:
         run["Cmd"] = list(cfg["command"])
-    if cfg["user"]:
+    if prep.user is not None and prep.user.created:
+        run["User"] = prep.user.config_user  # numeric: runtimes can check it is not root
+    elif cfg["user"]:
         run["User"] = cfg["user"]
     if cfg["workdir"]:
         run["WorkingDir"] = cfg["workdir"]
@@ -498,7 +511,14 @@ def build_image(prep: Prepared, events: Events = _quiet, jobs: int = 2, remote: 
             for i in order:
                 built[i] = futures[i].result()
                 events(f"layer {built[i].name}: {_status(built[i])} {built[i].digest[:19]}")
-    layers = [*prep.base.layers, interp_layer, *(built[i] for i in range(len(specs)))]
+        extra: list[Layer] = []
+        if prep.has_runtime_layer:
+            extra.append(build_custom_layer("runtime", runtime_parts(prep.user, cfg["writable"]), runtime_filler(prep.user, cfg["writable"]), ctx))
+        if prep.files:
+            extra.append(build_custom_layer("files", files_parts(prep.files), files_filler(prep.files), ctx))
+        for layer in extra:
+            events(f"layer {layer.name}: {_status(layer)} {layer.digest[:19]}")
+    layers = [*prep.base.layers, interp_layer, *(built[i] for i in range(len(specs))), *extra]
     return Image(config=_image_config(prep, layers), layers=tuple(layers), annotations=dict(cfg["annotations"]))
 
 

@@ -309,6 +309,8 @@ def plan(
         for spec in prep.plan.layers:
             for i, w in enumerate(spec.wheels):
                 rows.append([spec.name if i == 0 else "", f"{w.name}=={w.version}", _human(w.installed_size), dict(spec.reasons)[w.name]])
+        for extra in _plan_layers(prep)[2 + len(prep.plan.layers):]:
+            rows.append([extra["name"], "", _human(extra.get("installed_size", 0)), extra["why"]])
         _table(f"layer plan for {prep.target.describe()}", ["layer", "package", "installed", "why"], rows)
     if len(preps) > 1:
         _out(f"the same on every platform (one blob, built once): {', '.join(shared) or 'no wheel layer'}")
@@ -326,6 +328,13 @@ def _plan_layers(prep: Any) -> list[dict[str, Any]]:
                 "packages": [{"name": w.name, "version": w.version, "installed_size": w.installed_size, "reason": dict(spec.reasons)[w.name]} for w in spec.wheels],
             }
         )
+    user, writable = prep.user, list(prep.config["writable"])
+    if prep.has_runtime_layer:
+        made = f"user {user.name} ({user.uid}:{user.gid}) created, home {user.home}" if user is not None and user.created else ""
+        why = "; ".join(p for p in (made, f"writable {', '.join(writable)}" if writable else "") if p)
+        layers.append({"name": "runtime", "installed_size": 0, "why": why, "writable": writable})
+    if prep.files:
+        layers.append({"name": "files", "installed_size": sum(f.size for f in prep.files), "why": f"{len(prep.files)} project file(s) from `files`", "files": ["/" + f.dest for f in prep.files]})
     return layers
 
 

@@ -279,6 +279,44 @@ def _user(v: Any) -> str | None:
     return v
 
 
+_GLOB_OR_PATH = re.compile(r"[A-Za-z0-9._+\-/*?\[\]{}@=,~ ]+")
+
+
+def _image_path(text: Any) -> str:
+    """An absolute in-image path, normalised; no ``..``, no control characters."""
+    s = _plain(text)
+    if not s.startswith("/") or ".." in s.split("/"):
+        raise ValueError
+    return "/" + "/".join(p for p in s.split("/") if p and p != ".") + ("/" if s.endswith("/") and s.strip("/") else "")
+
+
+def _files(v: Any) -> tuple[dict[str, Any], ...]:
+    """``[{src = "migrations/**", dest = "/app/migrations/", mode = "0644", exclude = ["*.pyc"]}, …]``: ``src``
+    a path or glob inside the project (never absolute, never ``..``), ``dest`` an absolute in-image path (a
+    directory when it ends in ``/`` or ``src`` names several files)."""
+    if not isinstance(v, list):
+        raise ValueError
+    out = []
+    for item in v:
+        if not isinstance(item, dict) or not set(item) <= {"src", "dest", "mode", "exclude"} or not {"src", "dest"} <= set(item):
+            raise ValueError
+        src = _plain(item["src"]).strip()
+        if not src or src.startswith("/") or ".." in src.replace("\\", "/").split("/") or not _GLOB_OR_PATH.fullmatch(src):
+            raise ValueError
+        mode = item.get("mode")
+        if mode is not None:
+            mode = int(mode, 8) if isinstance(mode, str) and re.fullmatch(r"0?[0-7]{3,4}", mode) else mode
+            if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+                raise ValueError
+        exclude = _str_list(item.get("exclude", []))
+        out.append({"src": src, "dest": _image_path(item["dest"]), "mode": mode, "exclude": exclude})
+    return tuple(out)
+
+
+def _writable(v: Any) -> tuple[str, ...]:
+    return tuple(_image_path(x).rstrip("/") for x in _str_list(v))
+
+
 def _workdir(v: Any) -> str | None:
     if v in (None, ""):
         return None
@@ -367,8 +405,10 @@ KEYS: dict[str, Key] = {
     "env": Key("table of strings", {}, "Extra environment variables (names: letters, digits, `_`, `.`, `-`; not starting with a digit).", _env),
     "labels": Key("table of strings", {}, "Image labels.", _table),
     "annotations": Key("table of strings", {}, "Manifest annotations (`org.opencontainers.image.source`, …).", _table),
-    "user": Key("string", None, "User the app runs as (`1000`, `1000:1000`, `app`); default: the base's.", _user),
+    "user": Key("string", None, "User the app runs as (`1000`, `1000:1000`, `app`); a name the base lacks is created (passwd, group, home) in the `runtime` layer and set by its numeric id; default: the base's.", _user),
     "workdir": Key("absolute path", None, "Working directory; default: the base's.", _workdir),
+    "files": Key("list of tables", [], 'Files outside the package, in a `files` layer above `app`: `{src = "PATH or GLOB in the project", dest = "/ABS/PATH[/]", mode = "0644", exclude = ["GLOB"]}`.', _files),
+    "writable": Key("list of absolute paths", [], "Directories created owned by the runtime `user` (and writable by it) in the `runtime` layer, e.g. `/data`.", _writable),
     "venv": Key("absolute path", "/opt/venv", "The in-image virtual environment; `PATH` starts with its `bin`. Not a system directory (`/usr`, `/opt`, `/usr/local`, …); letters, digits and `._+-` only.", _venv),
     "source-date-epoch": Key("integer 0..253402300799", None, "Timestamp for every file and the image's `created`; default: `$SOURCE_DATE_EPOCH`, else 0.", lambda v: None if v is None else _epoch(v)),
     "compile-bytecode": Key("boolean", False, "Write unchecked-hash `.pyc` files (needs a host Python of the target's version).", _bool),

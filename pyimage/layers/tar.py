@@ -106,7 +106,8 @@ class TarWriter:
         return sorted(self._dirs)
 
     # -- entries -----------------------------------------------------------------------------------------
-    def add_dir(self, path: str, mode: int = 0o755) -> None:
+    def add_dir(self, path: str, mode: int = 0o755, *, owner: Owner | None = None) -> None:
+        """A directory (and its missing parents, root-owned); ``owner`` overrides the writer's rule for it."""
         path = path.strip("/")
         if not path or path in self._dirs:
             return
@@ -115,15 +116,16 @@ class TarWriter:
         self._ensure_parents(path)
         self._dirs.add(path)
         if self._emit_dirs:
-            self._header(path + "/", tarfile.DIRTYPE, 0, mode)
+            self._header(path + "/", tarfile.DIRTYPE, 0, mode, owner=owner)
 
-    def add_file(self, path: str, stream: BinaryIO, size: int, *, executable: bool = False) -> str:
-        """Copies exactly ``size`` bytes from ``stream``; returns their sha256 hex digest."""
+    def add_file(self, path: str, stream: BinaryIO, size: int, *, executable: bool = False, mode: int | None = None) -> str:
+        """Copies exactly ``size`` bytes from ``stream``; returns their sha256 hex digest. ``mode`` overrides the
+        0644 (0755 when ``executable``) a wheel's files get."""
         path = path.strip("/")
         if path in self._skip:
             return _drain(stream, size, path)
         self._ensure_parents(path)
-        self._header(path, tarfile.REGTYPE, size, 0o755 if executable else 0o644)
+        self._header(path, tarfile.REGTYPE, size, mode if mode is not None else 0o755 if executable else 0o644)
         digest = hashlib.sha256()
         remaining = size
         write = self._sink.write
@@ -146,10 +148,10 @@ class TarWriter:
             self.sources.append((path, b"".join(keep)))
         return digest.hexdigest()
 
-    def add_bytes(self, path: str, data: bytes, *, executable: bool = False) -> str:
+    def add_bytes(self, path: str, data: bytes, *, executable: bool = False, mode: int | None = None) -> str:
         import io
 
-        return self.add_file(path, io.BytesIO(data), len(data), executable=executable)
+        return self.add_file(path, io.BytesIO(data), len(data), executable=executable, mode=mode)
 
     def add_symlink(self, path: str, target: str) -> None:
         path = path.strip("/")
@@ -171,10 +173,11 @@ class TarWriter:
         root = self._owned_root
         return not root or path == root or path.startswith(root + "/")
 
-    def _header(self, name: str, kind: bytes, size: int, mode: int, linkname: str = "") -> None:
+    def _header(self, name: str, kind: bytes, size: int, mode: int, linkname: str = "", owner: Owner | None = None) -> None:
         if kind != tarfile.DIRTYPE and (name in self.files or name in self._dirs):
             raise BuildError(f"/{name} is written twice in one layer", _TWICE_HINT)
-        owner = self._owner if self._owned(name.rstrip("/")) else Owner()
+        if owner is None:
+            owner = self._owner if self._owned(name.rstrip("/")) else Owner()
         header = _ustar_header(name, kind, size, mode, self._mtime, owner.uid, owner.gid, linkname)
         if header is None:  # long or non-ASCII names, huge sizes: tarfile writes the PAX extension header
             info = tarfile.TarInfo(name)

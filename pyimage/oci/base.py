@@ -33,7 +33,8 @@ __all__ = ["BaseFacts", "load_base", "scan_base", "scratch_image"]
 
 _PYTHON_RE = re.compile(r"^(?:.*/)?bin/python(3\.\d+)$")
 _GLIBC_RE = re.compile(rb"GLIBC_2\.(\d+)")
-_SCAN_FORMAT = 2
+_SCAN_FORMAT = 3  # 3: /etc/passwd and /etc/group
+_MAX_ACCOUNTS_READ = 1 << 20
 _MAX_LIBC_READ = 64 << 20  # libc.so.6 is ~2 MB; a bigger one is not read into memory
 
 
@@ -45,6 +46,8 @@ class BaseFacts:
     libc: str  # "glibc" | "musl" | ""
     libc_version: str  # "2.36", "1.2", or ""
     machine: str = ""  # "x86_64", "aarch64", … from where libc lives (lib/x86_64-linux-gnu, ld-musl-aarch64)
+    passwd: str = ""  # /etc/passwd and /etc/group as the base leaves them ("" when it has none)
+    group: str = ""
 
 
 def scratch_image(platform: Platform) -> Image:
@@ -287,8 +290,9 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
     key = _scan_key([l.diff_id for l in image.layers])
     hit = cache.get_meta(key)
     if hit is not None:
-        return BaseFacts(hit["pythons"], hit["libc"], hit["libc_version"], hit.get("machine", ""))
+        return BaseFacts(hit["pythons"], hit["libc"], hit["libc_version"], hit.get("machine", ""), hit.get("passwd", ""), hit.get("group", ""))
     present: dict[str, str] = {}
+    accounts: dict[str, str] = {}
     libc, libc_version, machine = "", "", ""
     for layer in image.layers:
         stream = io.BufferedReader(_IterReader(decompress_stream(layer.blob, layer.descriptor.media_type)), 1 << 20)
@@ -300,7 +304,10 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
                     if base.startswith(".wh."):
                         gone = name[: -len(base)] + base[4:]
                         present.pop(gone, None)
+                        accounts.pop(gone, None)
                         continue
+                    if name in ("etc/passwd", "etc/group") and member.isfile() and member.size <= _MAX_ACCOUNTS_READ:
+                        accounts[name] = tar.extractfile(member).read().decode("utf-8", "replace")  # type: ignore[union-attr]
                     m = _PYTHON_RE.match(name)
                     if m and (member.isfile() or member.issym() or member.islnk()):
                         present[name] = m.group(1)
@@ -317,6 +324,6 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
                             machine = triplet.split("-")[0]
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise BuildError(f"base layer {layer.digest[:19]}… is not a readable tar ({exc})", "check the base image") from exc
-    facts = BaseFacts({"/" + k: v for k, v in sorted(present.items())}, libc, libc_version, machine)
-    cache.put_meta(key, {"pythons": facts.pythons, "libc": facts.libc, "libc_version": facts.libc_version, "machine": machine})
+    facts = BaseFacts({"/" + k: v for k, v in sorted(present.items())}, libc, libc_version, machine, accounts.get("etc/passwd", ""), accounts.get("etc/group", ""))
+    cache.put_meta(key, {"pythons": facts.pythons, "libc": facts.libc, "libc_version": facts.libc_version, "machine": machine, "passwd": facts.passwd, "group": facts.group})
     return facts

@@ -284,3 +284,69 @@ def test_a_relative_cache_dir_works_from_anywhere(pyimage: Pyimage, tmp_path: Pa
                            "-o", f"oci:{tmp_path / 'out'}:t"], cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "rel-cache" / "envs").is_dir() and not (project / "rel-cache").exists()
+
+
+def test_files_writable_dirs_and_a_created_user_run_as_that_user(pyimage: Pyimage, tmp_path: Path) -> None:
+    """`files` (a config file and a migrations tree), `writable = ["/data"]` and `user = "app"` on a base without
+    that user: the image runs as a non-root uid that exists in /etc/passwd, reads the files, writes /data and
+    cannot write /app; a changed file rebuilds the files layer only."""
+    project = copy_example("hello-cli", tmp_path)
+    (project / "conf").mkdir()
+    (project / "conf" / "gunicorn.conf.py").write_text("bind = '0.0.0.0:8000'\n")
+    (project / "migrations" / "sub").mkdir(parents=True)
+    (project / "migrations" / "0001.sql").write_text("-- one\n")
+    (project / "migrations" / "sub" / "0002.sql").write_text("-- two\n")
+    (project / "migrations" / "stale.pyc").write_bytes(b"\0")
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + """
+files = [
+  { src = "conf/gunicorn.conf.py", dest = "/app/gunicorn.conf.py" },
+  { src = "migrations", dest = "/app/migrations/", exclude = ["*.pyc"] },
+]
+writable = ["/data"]
+user = "app"
+""")
+    first = pyimage.build(project, tmp_path / "out")
+    names = [l["name"] for l in first["layers"]]
+    assert names[-3:] == ["app", "runtime", "files"]
+    code = (
+        "import os, pwd, pathlib\n"
+        "print(os.getuid(), os.getgid(), pwd.getpwuid(os.getuid()).pw_name, pwd.getpwuid(os.getuid()).pw_dir)\n"
+        "print(sorted(str(p) for p in pathlib.Path('/app').rglob('*') if p.is_file()))\n"
+        "pathlib.Path('/data/ok').write_text('x'); print('data writable')\n"
+        "try:\n    pathlib.Path('/app/nope').write_text('x')\nexcept PermissionError:\n    print('app read-only')\n"
+    )
+    out = run_image(tmp_path / "out", "test", args=["/opt/venv/bin/python", "-c", code]).stdout.splitlines()
+    assert out[0] == "1000 1000 app /home/app"
+    assert out[1] == "['/app/gunicorn.conf.py', '/app/migrations/0001.sql', '/app/migrations/sub/0002.sql']"
+    assert out[2:] == ["data writable", "app read-only"]
+    assert "hello, world" in run_image(tmp_path / "out", "test").stdout  # the entrypoint runs as that user too
+
+    (project / "migrations" / "0003.sql").write_text("-- three\n")
+    second = pyimage.build(project, tmp_path / "out")
+    changed = [l["name"] for l, m in zip(second["layers"], first["layers"]) if l["digest"] != m["digest"]]
+    assert changed == ["files"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        ('{ src = "../secrets.txt", dest = "/app/" }', "files: expected"),
+        ('{ src = "nothing-here/*.sql", dest = "/app/" }', "nothing in"),
+        ('{ src = "link", dest = "/app/" }', "points outside the project"),
+        ('{ src = "pyproject.toml", dest = "app/x" }', "files: expected"),
+    ],
+)
+def test_a_bad_files_entry_is_one_error_before_any_work(pyimage: Pyimage, tmp_path: Path, entry: str, needle: str) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    (tmp_path / "secrets.txt").write_text("s3cret")
+    (project / "link").symlink_to(tmp_path / "secrets.txt")
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + f"files = [{entry}]\n")
+    cache = tmp_path / "fresh-cache"
+    done = Pyimage(cache, pyimage.base).run("build", "-o", f"oci:{tmp_path / 'out'}", project=project, check=False)
+    assert done.returncode == 2, done.stderr
+    error, hint = done.stderr.strip().splitlines()[-2:]
+    assert error.startswith("error:") and needle in error and hint.startswith("hint:")
+    assert "s3cret" not in done.stderr and not (tmp_path / "out").exists()
+    assert not cache.exists() or not any((cache / "blobs" / "sha256").iterdir()) and not any((cache / "envs").iterdir())  # nothing built
