@@ -60,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
     "annotations": {},
     "user": None,
     "workdir": None,
+    "files": (),
+    "writable": (),
     "venv": "/opt/venv",
     "source-date-epoch": None,
     "compile-bytecode": False,
