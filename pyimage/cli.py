@@ -526,7 +526,12 @@ def init(
 
     pyproject = project / "pyproject.toml"
     if not pyproject.exists():
-        raise ConfigError(f"no pyproject.toml in {project}", "create the project first (e.g. with `uv init` or by hand)")
+        legacy = [name for name in ("setup.py", "setup.cfg") if (project / name).is_file()]
+        if not legacy:
+            raise ConfigError(f"no pyproject.toml, setup.py or setup.cfg in {project}", "create the project first (e.g. with `uv init` or by hand), or pass -C DIR")
+        # A setuptools project without pyproject.toml: one holding only [tool.pyimage]. With no [build-system] table
+        # its wheel is built by setuptools' legacy backend, as pip does, so the project is otherwise unchanged.
+        pyproject.write_text(f"# pyimage's settings for this {legacy[0]} project; without [build-system], setuptools builds it as before.\n")
     text = pyproject.read_text()
     if "[tool.pyimage]" in text:
         _err(f"{pyproject} already has [tool.pyimage]; left as it is")

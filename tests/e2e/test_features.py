@@ -350,3 +350,23 @@ def test_a_bad_files_entry_is_one_error_before_any_work(pyimage: Pyimage, tmp_pa
     assert error.startswith("error:") and needle in error and hint.startswith("hint:")
     assert "s3cret" not in done.stderr and not (tmp_path / "out").exists()
     assert not cache.exists() or not any((cache / "blobs" / "sha256").iterdir()) and not any((cache / "envs").iterdir())  # nothing built
+
+
+def test_a_setup_py_project_gets_a_pyproject_holding_only_tool_pyimage_and_builds(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = tmp_path / "legacy"
+    (project / "legacyapp").mkdir(parents=True)
+    (project / "setup.py").write_text(
+        'from setuptools import setup\nsetup(name="legacyapp", version="0.3", packages=["legacyapp"], install_requires=["attrs"],\n'
+        '      entry_points={"console_scripts": ["legacyapp=legacyapp:main"]})\n'
+    )
+    (project / "legacyapp" / "__init__.py").write_text("def main():\n    import attrs\n    print('legacy ok')\n")
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "pyimage", "init", "-C", str(project)], check=True, capture_output=True)
+    text = (project / "pyproject.toml").read_text()
+    tables = [line for line in text.splitlines() if line.startswith("[")]
+    assert tables == ["[tool.pyimage]"]
+    pyimage.build(project, tmp_path / "out")
+    assert run_image(tmp_path / "out", "test").stdout.strip() == "legacy ok"
+    assert sorted(p.name for p in project.iterdir()) == ["legacyapp", "pylock.pyimage.toml", "pyproject.toml", "setup.py"]  # no build/, no egg-info
