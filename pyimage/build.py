@@ -13,7 +13,7 @@ import datetime as dt
 import posixpath
 import shutil
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -399,8 +399,7 @@ def prepare(
     workdir.mkdir()
     try:
         check_requires_python(requires_python(cfg.project_dir), target, str(cfg.pyproject))
-        events("building the project's wheel")
-        app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch, target)
+        app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch, target, events)
         app = read_wheel(app_path)
         _name, requires, scripts, wheel_requires_python = _requires_dist(app_path)
         check_requires_python(wheel_requires_python, target, f"{cfg.project_dir.name} (its wheel's metadata)")
@@ -507,9 +506,10 @@ def build_image(prep: Prepared, events: Events = _quiet, jobs: int = 2, remote: 
         order = sorted(range(len(specs)), key=lambda i: -specs[i].installed_size)
         built: dict[int, Layer] = {}
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = {i: pool.submit(build_layer, specs[i], ctx) for i in order}
-            for i in order:
-                built[i] = futures[i].result()
+            futures = {pool.submit(build_layer, specs[i], ctx): i for i in order}
+            for future in as_completed(futures):  # reported as each finishes, so a long torch layer is not silent
+                i = futures[future]
+                built[i] = future.result()
                 events(f"layer {built[i].name}: {_status(built[i])} {built[i].digest[:19]}")
         extra: list[Layer] = []
         if prep.has_runtime_layer:

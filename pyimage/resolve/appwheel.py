@@ -21,7 +21,7 @@ import subprocess
 import sys
 import venv
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import parse_wheel_filename
@@ -263,7 +263,9 @@ def _debris(project_dir: Path) -> set[Path]:
     return found
 
 
-def build_app_wheel(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, target: Target | None = None) -> Path:
+def build_app_wheel(
+    project_dir: Path, out_dir: Path, cache: Cache, epoch: int, target: Target | None = None, events: Callable[[str], None] = lambda _: None
+) -> Path:
     """The project's wheel in ``out_dir`` (built with SOURCE_DATE_EPOCH=``epoch``); returns its path.
 
     Built with a Python of ``target``'s version when there is one here, else with this one (fine for a pure
@@ -279,12 +281,14 @@ def build_app_wheel(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, 
     kept = cache.root / "appwheels" / fingerprint
     out_dir.mkdir(parents=True, exist_ok=True)
     for wheel in kept.glob("*.whl") if kept.is_dir() else ():
+        events("the project's wheel: reused (its sources are unchanged)")
         cache.touch(kept)
         dest = out_dir / wheel.name
         shutil.copyfile(wheel, dest)
         if target is not None:
             check_wheel_fits(dest, target, built_with)
         return dest
+    events("building the project's wheel")
     before = _debris(project_dir)
     try:
         built = _build(project_dir, out_dir, cache, epoch, requires, python)
