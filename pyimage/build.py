@@ -31,7 +31,7 @@ from pyimage.oci.base import load_base, scan_base
 from pyimage.oci.engine import Loaded
 from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
 from pyimage.publish import RegistrySettings
-from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, requires_python
+from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, project_table, requires_python
 from pyimage.resolve.lock import inputs_key, read_lock, write_lock
 from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins
 from pyimage.resolve.pip import Pin, fetch_wheels, resolve, sdist_wheel
@@ -64,7 +64,7 @@ class Prepared:
     notes: tuple[str, ...] = ()
     workdir: Path | None = None
     pins: tuple[Pin, ...] = ()
-    console_scripts: tuple[str, ...] = ()  # the app wheel's, read once with its Requires-Dist
+    console_scripts: tuple[str, ...] = ()  # the app wheel's console and legacy scripts, read once with its Requires-Dist
     files: tuple[ProjectFile, ...] = ()  # the `files` layer's content, checked before any work
     user: RuntimeUser | None = None  # the runtime user (created in the `runtime` layer when the base lacks it)
 
@@ -129,7 +129,9 @@ def _layers_json(image: Image) -> list[dict[str, Any]]:
 
 
 def _requires_dist(app: Path) -> tuple[str, list[str], list[str], str | None]:
-    """(name, Requires-Dist lines, console script names, Requires-Python) from the app wheel's metadata."""
+    """(name, Requires-Dist lines, script names, Requires-Python) from the app wheel's metadata. The scripts are its
+    console scripts and the legacy scripts it carries in ``NAME.data/scripts/`` (setup.py's ``scripts=['hg']``):
+    both land in the venv's bin, so either can be the image's entrypoint."""
     from email.parser import Parser
 
     from installer.utils import parse_entrypoints
@@ -141,7 +143,9 @@ def _requires_dist(app: Path) -> tuple[str, list[str], list[str], str | None]:
         with contextlib.suppress(KeyError):
             eps = zf.read(f"{dist_info}/entry_points.txt").decode("utf-8")
             scripts = [name for name, _m, _a, section in parse_entrypoints(eps) if section == "console"]
-    return meta["Name"], meta.get_all("Requires-Dist") or [], sorted(scripts), meta.get("Requires-Python")
+        data = dist_info[: -len(".dist-info")] + ".data/scripts/"
+        scripts += [n[len(data) :] for n in zf.namelist() if n.startswith(data) and "/" not in n[len(data) :] and n[len(data) :]]
+    return meta["Name"], meta.get_all("Requires-Dist") or [], sorted(set(scripts)), meta.get("Requires-Python")
 
 
 def _interpreter(cfg: Config, base: Image, cache: Cache) -> tuple[Interpreter, Target]:
@@ -386,6 +390,7 @@ def prepare(
     """Resolves and plans; no layer is built. The app wheel lives in ``Prepared.workdir`` until cleanup.
     ``remote`` (push-only builds, see ``build_image``) lets base blobs the push targets hold stay undownloaded."""
     files = collect_files(cfg.project_dir, cfg["files"])  # a bad entry is an error before any work
+    _check_entrypoint(cfg)
     base, base_source = load_base(cfg["base"], cfg["platform"], cache, cfg["compression"], registry or RegistrySettings(), remote=remote)
     events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg["base"] else ""))
     interp, target = _interpreter(cfg, base, cache)
@@ -403,6 +408,7 @@ def prepare(
         app = read_wheel(app_path)
         _name, requires, scripts, wheel_requires_python = _requires_dist(app_path)
         check_requires_python(wheel_requires_python, target, f"{cfg.project_dir.name} (its wheel's metadata)")
+        _entrypoint(cfg, scripts, paths.bin)  # no or several scripts: said before resolving and building layers
         pins = _pins(cfg, app_path, requires, target, cache, events, refresh_lock, upgrade)
         wheels = _wheel_values(pins, target, cache, paths)
         conflict_notes = _check_conflicts([*wheels, app], paths, cache)
@@ -418,13 +424,28 @@ def prepare(
     return Prepared(cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir, tuple(pins), tuple(scripts), tuple(files), user)
 
 
-def _entrypoint(prep: Prepared) -> list[str] | None:
-    cfg = prep.config
+def _declared_scripts(cfg: Config) -> list[str] | None:
+    """The console scripts pyproject.toml declares statically, or None when the backend decides them (``scripts`` in
+    ``dynamic``, no ``[project]`` table, setup.py): lets an ambiguous entrypoint fail before the wheel is built."""
+    project = project_table(cfg.project_dir)
+    if not project or "scripts" in (project.get("dynamic") or []):
+        return None
+    scripts = project.get("scripts") or {}
+    return sorted(scripts) if isinstance(scripts, dict) else None
+
+
+def _check_entrypoint(cfg: Config) -> None:
+    """Before any work: several console scripts declared in pyproject.toml and no ``entrypoint`` is ambiguous."""
+    scripts = _declared_scripts(cfg)
+    if cfg["entrypoint"] is None and scripts is not None and len(scripts) > 1:
+        _entrypoint(cfg, tuple(scripts), "bin")
+
+
+def _entrypoint(cfg: Config, scripts: Sequence[str], bin_dir: str) -> list[str] | None:
     if cfg["entrypoint"] is not None:
         return list(cfg["entrypoint"])
-    scripts = prep.console_scripts
     if len(scripts) == 1:
-        return [posixpath.join("/", prep.paths.bin, scripts[0])]
+        return [posixpath.join("/", bin_dir, scripts[0])]
     if not scripts:
         if cfg["command"] is not None:
             return None
@@ -452,7 +473,7 @@ def _image_config(prep: Prepared, layers: Sequence[Layer]) -> dict[str, Any]:
     env["VIRTUAL_ENV"] = "/" + prep.paths.venv.strip("/")
     env.update(cfg["env"])
     run["Env"] = [f"{k}={v}" for k, v in env.items()]
-    entrypoint = _entrypoint(prep)
+    entrypoint = _entrypoint(cfg, prep.console_scripts, prep.paths.bin)
     if entrypoint is not None:
         run["Entrypoint"] = entrypoint
         run.pop("Cmd", None)

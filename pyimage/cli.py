@@ -520,9 +520,10 @@ def index_cmd(
 def init(
     project: Path = ProjectOpt,
     ci: Optional[str] = typer.Option(None, "--ci", help="Also write a CI workflow: github."),
+    base: Optional[str] = typer.Option(None, "--base", help="The base to write (default python:3.12-slim, or a python image of the local Docker Engine when Docker Hub cannot be reached)."),
 ) -> None:
     """Add a \\[tool.pyimage] section to pyproject.toml (and a CI workflow with --ci github)."""
-    from pyimage.templates import render
+    from pyimage.templates import DEFAULT_INIT_BASE, offline_base, render
 
     pyproject = project / "pyproject.toml"
     if not pyproject.exists():
@@ -536,8 +537,14 @@ def init(
     if "[tool.pyimage]" in text:
         _err(f"{pyproject} already has [tool.pyimage]; left as it is")
     else:
-        pyproject.write_text(text.rstrip("\n") + "\n\n" + render("pyproject-section.toml"))
-        _err(f"added [tool.pyimage] to {pyproject}")
+        chosen, note = (base, None) if base else offline_base()
+        section = render("pyproject-section.toml")
+        if chosen and chosen != DEFAULT_INIT_BASE:
+            section = section.replace(f'base = "{DEFAULT_INIT_BASE}"', f"base = {json.dumps(chosen)}")
+        pyproject.write_text(text.rstrip("\n") + "\n\n" + section)
+        _err(f"added [tool.pyimage] to {pyproject} (base = {chosen or DEFAULT_INIT_BASE})")
+        if note:
+            _err(f"note: {note}")
     if ci == "github":
         dest = project / ".github" / "workflows" / "pyimage.yml"
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -356,7 +356,7 @@ def _outputs(v: Any) -> tuple[str, ...]:
 
 def _base(v: Any) -> str:
     s = _plain(v).strip()
-    if s.startswith(("oci:", "docker-archive:", "rootfs:")) and not s.partition(":")[2].strip():
+    if s.startswith(("oci:", "docker-archive:", "rootfs:", "docker-daemon:")) and not s.partition(":")[2].strip():
         raise ValueError
     return s
 
@@ -392,7 +392,7 @@ def _max_layers(v: Any) -> int:  # noqa: D401
 
 
 KEYS: dict[str, Key] = {
-    "base": Key("string, or a table of them keyed by platform", DEFAULT_BASE, "Base image: `scratch`, `oci:DIR[:TAG]`, `docker-archive:FILE`, `rootfs:FILE.tar`, or a registry reference (`python:3.12-slim`, `docker://REF`); a table keyed by platform gives each platform its own.", _per_platform(_base)),
+    "base": Key("string, or a table of them keyed by platform", DEFAULT_BASE, "Base image: `scratch`, `oci:DIR[:TAG]`, `docker-archive:FILE`, `docker-daemon:NAME:TAG` (an image of the local Docker Engine), `rootfs:FILE.tar`, or a registry reference (`python:3.12-slim`, `docker://REF`); a table keyed by platform gives each platform its own.", _per_platform(_base)),
     "python": Key('string "X.Y"', None, "Target Python version; default: the one interpreter found in the base (or in `interpreter`).", _python_version),
     "interpreter": Key('"base" or a path/URL, or a table of them keyed by platform', "base", "`base` uses the base image's Python; a directory or `.tar.gz`/`.tar.zst` archive of a relocatable CPython (e.g. python-build-standalone `install_only`) is written as its own layer at `/opt/python`.", _per_platform(_str)),
     "interpreter-sha256": Key("hex string, or a table of them keyed by platform", None, "sha256 of the `interpreter` archive; required when it is a URL.", _per_platform(_sha256_hex)),

@@ -30,6 +30,26 @@ def test_init_adds_a_loadable_section_and_a_github_workflow(tmp_path: Path) -> N
     assert (tmp_path / "pyproject.toml").read_text() == text
 
 
+def test_init_writes_the_base_asked_for_and_says_when_the_default_cannot_be_reached(tmp_path: Path) -> None:
+    from pyimage.config import load_config
+    from pyimage.templates import _docker_hub_reachable
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "pyproject.toml").write_text('[project]\nname = "demo"\nversion = "1.0"\n')
+    done = _pyimage("init", "-C", str(tmp_path / "a"), "--base", "rootfs:base.tar")
+    assert done.returncode == 0, done.stderr
+    assert load_config(tmp_path / "a")["base"] == f"rootfs:{tmp_path / 'a' / 'base.tar'}"
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "pyproject.toml").write_text('[project]\nname = "demo"\nversion = "1.0"\n')
+    env = {k: v for k, v in __import__("os").environ.items() if k != "DOCKER_HOST"} | {"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}
+    done = subprocess.run([sys.executable, "-m", "pyimage", "init", "-C", str(tmp_path / "b")], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    if _docker_hub_reachable():
+        pytest.skip("Docker Hub is reachable from this machine: init has nothing to warn about")
+    assert "note: Docker Hub cannot be reached from here, so base = 'python:3.12-slim' will not build" in done.stderr
+    assert "docker-daemon:NAME:TAG" in done.stderr and "rootfs:FILE.tar" in done.stderr
+
+
 def test_init_without_a_project_is_one_clear_error(tmp_path: Path) -> None:
     done = _pyimage("init", "-C", str(tmp_path))
     assert done.returncode == 2

@@ -98,8 +98,32 @@ def _docker_archive_image(path: Path, cache: Cache, verify_layers: bool = True) 
     """A ``docker save`` archive as a base; its layers are hashed into the cache once per archive version."""
     if not path.is_file():
         raise ConfigError(f"base docker-archive:{path}: no such file", "make one with `docker save` or `skopeo copy … docker-archive:FILE`")
-    where = f"base docker-archive:{path}"
-    key = f"docker-archive-{_stat_key(path, path.stat())}"
+    return _archive_image(f"docker-archive-{_stat_key(path, path.stat())}", path, cache, f"base docker-archive:{path}")
+
+
+def _daemon_image(name: str, cache: Cache) -> Image:
+    """An image of the local Docker Engine as a base (Jib's ``docker://``): exported once per image ID through the
+    Engine API (``docker save``) and read as an untrusted archive; a later build with the same ID reads nothing."""
+    from pyimage.oci.engine import docker_image_id, save_docker
+
+    if not name:
+        raise ConfigError("base docker-daemon:: no image named", "use docker-daemon:NAME:TAG, e.g. docker-daemon:python:3.12-slim")
+    image_id = docker_image_id(name)
+    key = f"docker-daemon-{image_id.removeprefix('sha256:')}"
+    tmp = cache.tmp_path("-docker-save.tar")
+    try:
+        known = _archive_record(key, cache, f"base docker-daemon:{name}")
+        if known is not None:
+            return known
+        with open(tmp, "wb") as out:
+            save_docker(name, out)
+        return _archive_image(key, tmp, cache, f"base docker-daemon:{name}")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _archive_record(key: str, cache: Cache, where: str) -> Image | None:
+    """The base an earlier build read from the same archive (``key``), when all its blobs are still cached."""
     known = cache.get_meta(key)
     if isinstance(known, dict):
         try:
@@ -108,6 +132,14 @@ def _docker_archive_image(path: Path, cache: Cache, verify_layers: bool = True) 
                 return Image(config=known["config"], layers=tuple(_verified_diff_id(l, cache, where) for l in layers))
         except (KeyError, TypeError, ValueError):
             pass  # an old or damaged record: read the archive again
+    return None
+
+
+def _archive_image(key: str, path: Path, cache: Cache, where: str) -> Image:
+    """A ``docker save`` archive's image, its layers hashed into the cache and recorded under ``key``."""
+    known = _archive_record(key, cache, where)
+    if known is not None:
+        return known
     image = read_docker_archive(path, lambda src, size, claimed, what: cache.ingest_blob(src, claimed, size, what))
     layers = tuple(_verified_diff_id(l, cache, where) for l in image.layers)
     layers_json = [{"media_type": l.descriptor.media_type, "digest": l.digest, "size": l.size, "diff_id": l.diff_id} for l in layers]
@@ -238,6 +270,8 @@ def load_base(
         return _layout_image(directory, tag or None, platform, cache, verify_layers), source
     if sep and kind == "docker-archive":
         return _docker_archive_image(Path(rest), cache, verify_layers), source
+    if sep and kind == "docker-daemon":
+        return _daemon_image(rest, cache), source
     if sep and kind == "rootfs":
         return _rootfs_image(Path(rest).expanduser(), platform, cache, compression, remote), source
     from pyimage.oci.pull import pull_image

@@ -24,7 +24,7 @@ from pyimage.errors import BuildError
 from pyimage.oci.dockerarchive import archive_chunks
 from pyimage.oci.model import Image
 
-__all__ = ["Loaded", "DockerEndpoint", "docker_endpoint", "default_engine_output", "load_docker", "load_podman", "ENGINES"]
+__all__ = ["Loaded", "DockerEndpoint", "docker_endpoint", "default_engine_output", "load_docker", "load_podman", "docker_image_id", "docker_python_images", "save_docker", "ENGINES"]
 
 ENGINES = ("docker", "podman")
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
@@ -139,6 +139,72 @@ def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = 
     except httpx.HTTPStatusError as exc:
         raise BuildError(f"docker ({endpoint.host}) answered {exc.response.status_code}: {_message(exc.response.content)}", "check that the engine runs and that you may use its socket") from exc
     return Loaded("docker", endpoint.host, reference, image_id, len({layer.digest for layer in image.layers} - held))
+
+
+def _engine_call(endpoint: DockerEndpoint, what: str):  # type: ignore[no-untyped-def]
+    """The Engine API errors of reading an image, in the user's terms."""
+    import httpx
+
+    @contextlib.contextmanager
+    def call():  # type: ignore[no-untyped-def]
+        try:
+            with _client(endpoint) as client:
+                yield client
+        except httpx.TransportError as exc:
+            raise BuildError(
+                f"{what}: cannot reach the Docker Engine at {endpoint.host} ({endpoint.source}): {exc}",
+                "start Docker, or point DOCKER_HOST (or `docker context use`) at a running engine",
+            ) from exc
+
+    return call()
+
+
+def docker_image_id(name: str, endpoint: DockerEndpoint | None = None) -> str:
+    """The image ID (its config's digest) the engine holds under ``name``; an error naming the engine when none."""
+    endpoint = endpoint or docker_endpoint()
+    with _engine_call(endpoint, f"base docker-daemon:{name}") as client:
+        info = client.get(f"/images/{name}/json")
+    if info.status_code == 404:
+        raise BuildError(f"base docker-daemon:{name}: the Docker Engine at {endpoint.host} has no image {name}", f"`docker pull {name}` (or `docker load`) first, or pick one `docker images` lists")
+    if info.status_code != 200:
+        raise BuildError(f"base docker-daemon:{name}: docker ({endpoint.host}) answered {info.status_code}: {_message(info.content)}", "check that the engine runs and that you may use its socket")
+    image_id = str(info.json().get("Id", ""))
+    if not image_id.startswith("sha256:"):
+        raise BuildError(f"base docker-daemon:{name}: the engine gave no image ID", "update Docker")
+    return image_id
+
+
+def docker_python_images(endpoint: DockerEndpoint | None = None) -> list[str]:
+    """``python`` images the local engine holds (``python:3.12-slim``, ``REGISTRY/library/python:TAG``), newest
+    first; empty when there is no engine to ask. For ``pyimage init`` on a machine without a registry."""
+    import httpx
+
+    endpoint = endpoint or docker_endpoint()
+    try:
+        with _client(endpoint) as client:
+            reply = client.get("/images/json", timeout=5.0)
+    except (httpx.HTTPError, BuildError, OSError):
+        return []
+    if reply.status_code != 200 or not isinstance(reply.json(), list):
+        return []
+    found = []
+    for image in sorted(reply.json(), key=lambda i: -int(i.get("Created") or 0) if isinstance(i, dict) else 0):
+        for tag in (image.get("RepoTags") or []) if isinstance(image, dict) else []:
+            repository = str(tag).rpartition(":")[0]
+            if repository.rsplit("/", 1)[-1] == "python" and tag not in found:
+                found.append(str(tag))
+    return found
+
+
+def save_docker(name: str, dest: BinaryIO, endpoint: DockerEndpoint | None = None) -> None:
+    """Writes ``docker save NAME`` (the Engine API's ``GET /images/NAME/get``) to ``dest``; read as untrusted."""
+    endpoint = endpoint or docker_endpoint()
+    with _engine_call(endpoint, f"base docker-daemon:{name}") as client:
+        with client.stream("GET", f"/images/{name}/get") as reply:
+            if reply.status_code != 200:
+                raise BuildError(f"base docker-daemon:{name}: docker ({endpoint.host}) answered {reply.status_code}: {_message(reply.read())}", "check the image name (`docker images`)")
+            for chunk in reply.iter_bytes(1 << 20):
+                dest.write(chunk)
 
 
 def _layers_held(client: object, image: Image, reference: str) -> frozenset[str]:

@@ -44,6 +44,8 @@ __all__ = [
     "backend_written_files",
     "check_requires_python",
     "check_wheel_fits",
+    "project_table",
+    "requires_python",
 ]
 
 _DEFAULT_SYSTEM = {"requires": ["setuptools>=40.8.0"], "build-backend": "setuptools.build_meta:__legacy__"}
@@ -199,9 +201,15 @@ def source_fingerprint(project_dir: Path, extra: object) -> str:
     return h.hexdigest()[:32]
 
 
+def project_table(project_dir: Path) -> dict[str, Any]:
+    """pyproject.toml's ``[project]`` table, empty when there is none (a setup.py project)."""
+    project = _pyproject(project_dir).get("project")
+    return project if isinstance(project, dict) else {}
+
+
 def requires_python(project_dir: Path) -> str | None:
     """``[project] requires-python`` when pyproject.toml states it (not dynamic)."""
-    value = (_pyproject(project_dir).get("project") or {}).get("requires-python")
+    value = project_table(project_dir).get("requires-python")
     return value if isinstance(value, str) else None
 
 

@@ -184,3 +184,30 @@ def test_torch_app_loads_into_docker_and_runs(pyimage: Pyimage, dockerd: Dockerd
     assert [layer["name"] for layer in report["layers"]][2:4] == ["heavy:torch", "heavy:numpy"]
     out = dockerd.docker("run", "--rm", "--network", "none", report["loaded"][0]["reference"], timeout=300).stdout
     assert out.startswith("torch 2.13.0 numpy ") and "learned w=3.00 b=2.00" in out
+
+
+def test_an_image_of_the_local_docker_engine_is_a_base(pyimage: Pyimage, dockerd: Dockerd, hello: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    """``docker-daemon:NAME`` (an offline machine's way to a python base): exported once through the Engine API,
+    read as untrusted, its layer identical to the rootfs it was imported from; a missing image is one error."""
+    _layout, _archive, report = hello
+    dockerd.docker("import", "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", str(pyimage.base), "local-python:bookworm")
+    project = copy_example("web-service", tmp_path, "from-daemon")
+    argv = ("build", "--json", "--base", "docker-daemon:local-python:bookworm", "-o", f"docker-daemon:from-daemon:1")
+    built = json.loads(pyimage.run(*argv, project=project, base=False, env=dockerd.env).stdout)
+    assert built["layers"][0]["diff_id"] == report["layers"][0]["diff_id"]  # the same bookworm rootfs, byte for byte
+    out = dockerd.docker("run", "--rm", "--network", "none", "--entrypoint", "/opt/venv/bin/python", "from-daemon:1", "-c", "import fastapi; print('fastapi', fastapi.__version__)").stdout
+    assert out.startswith("fastapi ")
+    again = pyimage.run(*argv, project=project, base=False, env=dockerd.env)
+    assert [l["digest"] for l in json.loads(again.stdout)["layers"]] == [l["digest"] for l in built["layers"]]
+    missing = pyimage.run("build", "--base", "docker-daemon:no-such:image", "-o", f"oci:{tmp_path / 'x'}", project=project, base=False, env=dockerd.env, check=False)
+    assert missing.returncode == 1
+    error, hint = missing.stderr.strip().splitlines()[-2:]
+    assert error == f"error: base docker-daemon:no-such:image: the Docker Engine at {dockerd.host} has no image no-such:image", missing.stderr
+    assert hint.startswith("hint: `docker pull no-such:image`")
+    # pyimage init on this offline machine offers the engine's python image as the base
+    dockerd.docker("tag", "local-python:bookworm", "python:bookworm-local")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "pyproject.toml").write_text('[project]\nname = "fresh"\nversion = "1.0"\n')
+    init = subprocess.run([sys.executable, "-m", "pyimage", "init", "-C", str(fresh)], capture_output=True, text=True, env=dockerd.env, check=True)
+    assert 'base = "docker-daemon:python:bookworm-local"' in (fresh / "pyproject.toml").read_text(), init.stderr

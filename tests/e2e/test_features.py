@@ -143,9 +143,11 @@ def test_several_console_scripts_and_no_entrypoint_is_an_error_listing_them(pyim
     project = copy_example("hello-cli", tmp_path)
     pyproject = project / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('hello = "hello_cli:main"', 'hello = "hello_cli:main"\nhello-too = "hello_cli:main"'))
-    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'out'}", project=project, check=False)
-    assert done.returncode == 2
-    assert "several console scripts (hello, hello-too)" in done.stderr
+    for command in (["build", "-o", f"oci:{tmp_path / 'out'}"], ["plan"]):
+        done = pyimage.run(*command, project=project, check=False)
+        assert done.returncode == 2, done.stderr
+        assert "several console scripts (hello, hello-too)" in done.stderr
+        assert "project's wheel" not in done.stderr and "base:" not in done.stderr  # said before any work
     assert not (tmp_path / "out").exists()
     report = pyimage.build(project, tmp_path / "ok", "t", "--set", 'entrypoint=["hello-too"]', "--set", 'command=["from-cmd"]')
     assert "hello, from-cmd" in run_image(tmp_path / "ok", "t").stdout
@@ -353,12 +355,15 @@ def test_a_bad_files_entry_is_one_error_before_any_work(pyimage: Pyimage, tmp_pa
 
 
 def test_a_setup_py_project_gets_a_pyproject_holding_only_tool_pyimage_and_builds(pyimage: Pyimage, tmp_path: Path) -> None:
+    """Like mercurial: setup.py only, and its command is a legacy ``scripts=[...]`` file, not a console script."""
     project = tmp_path / "legacy"
     (project / "legacyapp").mkdir(parents=True)
+    (project / "scripts").mkdir()
     (project / "setup.py").write_text(
         'from setuptools import setup\nsetup(name="legacyapp", version="0.3", packages=["legacyapp"], install_requires=["attrs"],\n'
-        '      entry_points={"console_scripts": ["legacyapp=legacyapp:main"]})\n'
+        '      scripts=["scripts/legacy-tool"])\n'
     )
+    (project / "scripts" / "legacy-tool").write_text("#!/usr/bin/env python\nimport legacyapp\nlegacyapp.main()\n")
     (project / "legacyapp" / "__init__.py").write_text("def main():\n    import attrs\n    print('legacy ok')\n")
     import subprocess
     import sys
@@ -369,4 +374,4 @@ def test_a_setup_py_project_gets_a_pyproject_holding_only_tool_pyimage_and_build
     assert tables == ["[tool.pyimage]"]
     pyimage.build(project, tmp_path / "out")
     assert run_image(tmp_path / "out", "test").stdout.strip() == "legacy ok"
-    assert sorted(p.name for p in project.iterdir()) == ["legacyapp", "pylock.pyimage.toml", "pyproject.toml", "setup.py"]  # no build/, no egg-info
+    assert sorted(p.name for p in project.iterdir()) == ["legacyapp", "pylock.pyimage.toml", "pyproject.toml", "scripts", "setup.py"]  # no build/, no egg-info
