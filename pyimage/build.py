@@ -27,7 +27,7 @@ from pyimage.layers.paths import InstallPaths
 from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
 from pyimage.layers.plan import LayerPlan, plan_layers
 from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
-from pyimage.oci.base import load_base, scan_base
+from pyimage.base import load_base, scan_base
 from pyimage.oci.engine import Loaded
 from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
 from pyimage.publish import RegistrySettings

@@ -379,7 +379,7 @@ def inspect(
     check: bool = typer.Option(False, "--check", help="Check the image as strict engines read it (schemas, digests, diff_ids, repeated paths)."),
 ) -> None:
     """Show an image's layers (with the names pyimage gave them), sizes and run configuration."""
-    from pyimage.oci.base import load_base
+    from pyimage.base import load_base
     from pyimage.oci.model import Platform
 
     image = _local_image(image)

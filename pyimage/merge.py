@@ -78,7 +78,7 @@ def _named(image: Image) -> Image:
 
 
 def _layout_sources(rest: str, cache: Cache) -> list[Source]:
-    from pyimage.oci.base import load_base
+    from pyimage.base import load_base
     from pyimage.oci.layout import layout_platforms, split_layout_ref
 
     directory, tag = split_layout_ref(rest, default_tag="")

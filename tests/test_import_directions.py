@@ -1,0 +1,93 @@
+"""The package map stays true: imports only point down the data flow (docs/architecture.md, "Import directions").
+
+Every ``import``/``from … import`` of a ``pyimage`` module counts, lazy ones inside functions included, since a
+lazy import is still a dependency (it only hides a cycle). Units are the top-level modules and the subpackages
+(``pyimage.oci``, ``pyimage.layers``, ``pyimage.resolve``); imports inside a unit are free.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pyimage"
+
+# What each unit may import. Leaves first; a unit absent from a set must not be imported by it.
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "oci": {"errors", "pyimage"},  # serializes and transports images: nothing of the pipeline (pyimage: __version__)
+    "layers": {"errors", "oci", "cache", "wheels"},
+    "wheels": {"errors", "layers"},  # wheels uses layers.compress.file_sha256 only (checked below)
+    "cache": {"errors", "oci", "layers"},  # oci.model's digest helpers, layers.compress.file_sha256 only (checked below)
+    "config": {"errors", "oci", "layers"},  # the value types it parses into
+    "resolve": {"errors", "oci", "cache", "config"},
+    "publish": {"errors", "oci", "cache"},
+    "base": {"errors", "oci", "cache", "layers", "publish"},
+    "templates": {"errors", "oci"},
+    "merge": {"errors", "oci", "cache", "publish", "base"},
+    "build": {"errors", "oci", "cache", "config", "layers", "resolve", "wheels", "publish", "base"},
+    "cli": {"pyimage", "errors", "oci", "cache", "config", "build", "publish", "merge", "templates", "base"},
+    "__main__": {"cli"},
+}
+# Where a lower unit reaches into a higher one for one shared chore, only that module may be used.
+NARROW = {("wheels", "layers"): {"pyimage.layers.compress"}, ("cache", "layers"): {"pyimage.layers.compress"}}
+
+
+def _unit(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "pyimage"
+
+
+def _imports() -> list[tuple[str, str, str]]:
+    """(file, importing unit, imported module) for every pyimage import in the package."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            found += [(str(path.relative_to(PACKAGE.parent)), _unit(module), name) for name in names if name.split(".")[0] == "pyimage"]
+    return found
+
+
+def test_every_unit_is_in_the_map() -> None:
+    units = {_unit(unit) for _f, unit, _m in _imports()} | {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    assert units - {"__init__", "pyimage"} <= set(ALLOWED), f"add these to ALLOWED with the units they may import: {sorted(units - set(ALLOWED) - {'__init__', 'pyimage'})}"
+
+
+def test_imports_only_point_down_the_data_flow() -> None:
+    wrong = []
+    for path, unit, imported in _imports():
+        target = _unit(imported)
+        if target == unit:
+            continue
+        if target not in ALLOWED.get(unit, set()):
+            wrong.append(f"{path}: {unit} imports {imported}")
+        elif (unit, target) in NARROW and not any(imported == m or imported.startswith(m + ".") for m in NARROW[unit, target]):
+            wrong.append(f"{path}: {unit} may use only {sorted(NARROW[unit, target])} of {target}, not {imported}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_allowed_graph_has_no_cycle() -> None:
+    """The map itself is a DAG once the narrow exceptions are set aside (they are single shared helpers)."""
+    graph = {unit: {t for t in targets if (unit, t) not in NARROW and t != "pyimage"} for unit, targets in ALLOWED.items()}
+    seen: dict[str, int] = {}
+
+    def visit(unit: str, stack: tuple[str, ...]) -> None:
+        if seen.get(unit) == 2:
+            return
+        assert seen.get(unit) != 1, f"cycle: {' -> '.join((*stack, unit))}"
+        seen[unit] = 1
+        for target in graph.get(unit, set()):
+            visit(target, (*stack, unit))
+        seen[unit] = 2
+
+    for unit in graph:
+        visit(unit, ())
+
+
+def test_the_check_sees_a_wrong_import(tmp_path: Path) -> None:
+    """The scanner is not blind: oci importing the cache would be reported."""
+    assert ("cache" not in ALLOWED["oci"]) and _unit("pyimage.oci.layout") == "oci" and _unit("pyimage.cache") == "cache"
+    assert any(unit == "base" and imported == "pyimage.cache" for _p, unit, imported in _imports())
