@@ -82,6 +82,8 @@ class _VerifyingWheel(WheelFile):
     signatures (``RECORD.jws``, ``RECORD.p7s``), which the spec lets go unhashed.
     """
 
+    current: _Member | None = None  # the member being read: closed by install_wheel when installing fails
+
     def get_contents(self) -> Iterator[tuple[tuple[str, str, str], BinaryIO, bool]]:
         records = {r[0]: r for r in parse_record_file(self.read_dist_info("RECORD").splitlines())}
         where = Path(self._zipfile.filename or "wheel").name
@@ -104,8 +106,9 @@ class _VerifyingWheel(WheelFile):
             executable = bool((item.external_attr >> 16) & 0o111)
             seekable = path.startswith(scripts_dir)  # installer rewrites their shebang: needs seek()
             raw = self._zipfile.open(item) if seekable else _open_member(self._zipfile, item)
-            stream = _Member(raw, item.file_size, record[1], item.filename)
+            stream = self.current = _Member(raw, item.file_size, record[1], item.filename)
             yield record, stream, executable
+            stream.close()
 
 
 class _InflatingReader(io.RawIOBase):
@@ -293,7 +296,11 @@ def install_wheel(wheel: Path, writer: TarWriter, paths: InstallPaths) -> None:
     where = wheel.name
     with _malformed(wheel), zipfile.ZipFile(wheel) as zf:
         source = _VerifyingWheel(zf)
-        install(source, _TarDestination(writer, paths, source.distribution, where), {"INSTALLER": INSTALLER_NAME})
+        try:
+            install(source, _TarDestination(writer, paths, source.distribution, where), {"INSTALLER": INSTALLER_NAME})
+        finally:
+            if source.current is not None:  # a member left open by an error holds the wheel's file open
+                source.current.close()
 
 
 def wheel_file_map(wheel: Path, paths: InstallPaths) -> dict[str, str]:

@@ -90,7 +90,7 @@ def test_env_credentials_beat_files(env: dict[str, str], home: Path) -> None:
 
 
 def test_half_given_credentials_are_a_config_error(env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="a username needs a password"):
         lookup_credentials("ghcr.io", username="me", env=env)
     env["PYIMAGE_REGISTRY_USERNAME"] = "envuser"
     with pytest.raises(ConfigError) as info:

@@ -99,7 +99,7 @@ def test_an_app_wheel_with_a_platform_tag_must_fit_the_target(name: str, fits: b
     if fits:
         check_wheel_fits(Path(name), TARGET, "3.11")
     else:
-        with pytest.raises(BuildError):
+        with pytest.raises(BuildError, match=r"which does not run on CPython 3.11 on linux/amd64"):
             check_wheel_fits(Path(name), TARGET, "3.11")
 
 
