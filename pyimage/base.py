@@ -17,7 +17,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pyimage.cache import Cache, LayerRecord
 from pyimage.errors import BuildError, ConfigError
@@ -308,7 +308,7 @@ class _IterReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+    def readinto(self, b: Any) -> int:  # a writable buffer (memoryview or bytearray)
         while not self._buf:
             try:
                 self._buf = next(self._chunks)

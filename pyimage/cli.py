@@ -29,7 +29,7 @@ from pyimage.errors import ConfigError, PyimageError
 # raises its own TyperException subclasses and does not install click at all.
 _USAGE_ERRORS: tuple[type[Exception], ...] = (typer.TyperException,) if hasattr(typer, "TyperException") else ()
 try:
-    from click import ClickException
+    from click import ClickException  # type: ignore[import-not-found,unused-ignore]
 
     _USAGE_ERRORS += (ClickException,)
 except ImportError:  # pragma: no cover - depends on the installed typer
@@ -223,9 +223,9 @@ def build(
         return
     for note in notes:
         _err(f"note: {note}")
-    for one in images:
-        rows = [[l.name, l.digest[7:19], _human(l.size), "in registry" if l.remote else "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")] for l in one.layers]
-        _table(f"image {one.digest}" + (f" ({one.platform})" if index else ""), ["layer", "digest", "size", "cache", "packages"], rows)
+    for built in images:
+        rows = [[l.name, l.digest[7:19], _human(l.size), "in registry" if l.remote else "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")] for l in built.layers]
+        _table(f"image {built.digest}" + (f" ({built.platform})" if index else ""), ["layer", "digest", "size", "cache", "packages"], rows)
     if index is not None:
         _out(f"image index {index.digest} ({', '.join(str(i.platform) for i in images)})")
     for w in written.outputs:
@@ -397,7 +397,7 @@ def inspect(
     history = [h for h in loaded.config.get("history", []) if not h.get("empty_layer")]
     names = [str(h.get("created_by", "")).removeprefix("pyimage: ") for h in history] if len(history) == len(loaded.layers) else [""] * len(loaded.layers)
     run = loaded.config.get("config") or {}
-    data = {
+    data: dict[str, Any] = {
         "image": source,
         "platform": str(loaded.platform),
         "created": loaded.config.get("created"),
@@ -558,11 +558,11 @@ def init(
 def cache_info(cache_dir: Optional[Path] = CacheDirOpt, as_json: bool = JsonOpt) -> None:
     """Size, entries and hit counts of the cache."""
     stats = _cache(cache_dir).stats()
-    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in stats.__dict__.items()}
+    data: dict[str, Any] = {k: (str(v) if isinstance(v, Path) else v) for k, v in stats.__dict__.items()}
     if as_json:
         print(json.dumps(data, indent=2))
         return
-    _table(f"cache {stats.root}", ["entry", "value"], [[k, _human(v) if k.endswith("bytes") else str(v)] for k, v in data.items() if k != "root"])
+    _table(f"cache {stats.root}", ["entry", "value"], [[k, _human(int(v)) if k.endswith("bytes") else str(v)] for k, v in data.items() if k != "root"])
 
 
 @cache_app.command("verify")
@@ -702,8 +702,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             _interrupted(128 + _SIGNALLED)
         sys.exit(exc.exit_code)
     except _USAGE_ERRORS as exc:
-        if exc.format_message().strip():  # empty for a bare `pyimage`: typer has already printed the help
-            _err(f"error: {exc.format_message()}")
+        message = str(getattr(exc, "format_message", lambda: str(exc))())
+        if message.strip():  # empty for a bare `pyimage`: typer has already printed the help
+            _err(f"error: {message}")
             _err("hint: run `pyimage --help` or `pyimage COMMAND --help`")
         sys.exit(2)
     except KeyboardInterrupt:

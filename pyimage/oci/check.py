@@ -382,7 +382,7 @@ def _decompress(blob: BinaryIO, kind: str) -> Iterator[bytes]:
     try:
         from isal import isal_zlib as inflate
     except ImportError:  # pragma: no cover - isal is a declared dependency
-        inflate = zlib  # type: ignore[assignment]
+        inflate = zlib  # type: ignore[assignment,misc]
     obj = inflate.decompressobj(16 + zlib.MAX_WBITS)
     started = False  # whether the current member has been fed any byte
     while data := blob.read(1 << 20):
@@ -438,7 +438,7 @@ class _RawReader:
 
 
 def _schema_errors(value: Any, doc_schema: dict[str, Any]) -> list[str]:
-    from jsonschema import Draft7Validator
+    from jsonschema import Draft7Validator  # type: ignore[import-untyped]
 
     validator = Draft7Validator(doc_schema, format_checker=Draft7Validator.FORMAT_CHECKER)
     out = []

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import IO, BinaryIO, Iterable
 
 from pyimage.errors import BuildError
 from pyimage.oci.dockerarchive import archive_chunks
@@ -281,7 +281,7 @@ def load_podman(image: Image, reference: str, podman: str | None = None) -> Load
     return Loaded("podman", "podman", reference, done.stdout.strip(), len({layer.digest for layer in image.layers}))
 
 
-def _feed(pipe: BinaryIO, chunks: Iterable[bytes]) -> None:
+def _feed(pipe: IO[bytes], chunks: Iterable[bytes]) -> None:
     for chunk in chunks:
         pipe.write(chunk)
 

@@ -433,7 +433,7 @@ def _create_layout(image: Image | ImageIndex, directory: Path, tag: str, stamps:
         raise
 
 
-def _create_in(image: Image, directory: Path, tag: str, stamps: BlobStamps | None, staging: Path) -> Descriptor | None:
+def _create_in(image: Image | ImageIndex, directory: Path, tag: str, stamps: BlobStamps | None, staging: Path) -> Descriptor | None:
     try:
         with _flocked(staging):  # held while writing, so a sweep by another run never takes it
             entry = _write_into(image, staging, tag, None)

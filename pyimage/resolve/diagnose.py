@@ -88,7 +88,7 @@ def required_by(output: str, name: str) -> str:
         if parent:
             parents.setdefault(_name_of(req), parent.strip())
     chain: list[str] = []
-    current = canonicalize_name(name)
+    current: str = canonicalize_name(name)
     while current in parents and len(chain) < 10:
         parent = parents[current]
         if "->" in parent:  # pip >= 25 writes the whole chain: "right->app==1.0"
