@@ -570,7 +570,7 @@ STAGES = (
     ("  _check_conflicts", "pyimage/build.py", "_check_conflicts"),
     ("  plan_layers", "pyimage/layers/plan.py", "plan_layers"),
     ("build_image (layer cache lookups)", "pyimage/build.py", "build_image"),
-    ("write_outputs (OCI layout)", "pyimage/build.py", "write_outputs"),
+    ("write_outputs (OCI layout)", "pyimage/outputs.py", "write_outputs"),
 )
 
 

@@ -174,9 +174,10 @@ def build(
     as_json: bool = JsonOpt,
 ) -> None:
     """Build the project's image and write it to each --output (default: oci:dist/image)."""
-    from pyimage.build import build_images, check_outputs, default_output, prepare_platforms, write_outputs
+    from pyimage.build import build_images, prepare_platforms
     from pyimage.config import load_config
     from pyimage.oci.model import ImageIndex
+    from pyimage.outputs import Naming, RegistryOutput, default_output, parse_outputs, write_outputs
     from pyimage.publish import push_targets
 
     overrides = _overrides(sets, base, python, heavy, platform, compression=compression)
@@ -190,13 +191,15 @@ def build(
         overrides["output"] = [*cfg.output, default_engine_output()]
         cfg = load_config(proj, overrides)
     cfg = _add_pairs(cfg, labels=label, annotations=annotation)
-    outputs = list(cfg.output) or ([] if push or cfg.repository else [default_output(cfg)])
-    check_outputs(outputs, cfg.project_dir, len(cfg.platforms))
+    specs = list(cfg.output) or ([] if push or cfg.repository else [default_output(cfg.project_dir)])
+    outputs = list(parse_outputs(specs, cfg.project_dir, len(cfg.platforms)))  # every output checked before any work
     cache = _cache(cache_dir)
     events = _events(as_json)
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
+    if push or cfg.repository:
+        outputs.append(RegistryOutput("--push", tuple(push or []), cfg.repository, cfg.tags, registry, events))
     remote = None
-    if not outputs and push_targets(push or [], cfg.repository):
+    if not specs and push_targets(push or [], cfg.repository):
         from pyimage.publish import TargetBlobs  # push-only: layers the targets hold need no blob here
 
         remote = TargetBlobs(push_targets(push or [], cfg.repository), registry, cache)
@@ -206,8 +209,7 @@ def build(
         try:
             images = build_images(preps, events, jobs=jobs, remote=remote)
             index = ImageIndex(images, dict(cfg.annotations)) if len(images) > 1 else None
-            written = write_outputs(index or images[0], preps[0], outputs)
-            pushed = _push(index or images[0], preps[0], list(push or []), registry, events)
+            written = write_outputs(index or images[0], outputs, Naming(preps[0].app.name, preps[0].app.version, cache))
         finally:
             if remote is not None:
                 remote.close()
@@ -217,7 +219,7 @@ def build(
 
     prep, image = preps[0], images[0]
     notes = tuple(dict.fromkeys(note for one in preps for note in one.notes))
-    result = BuildResult(image, prep, written.outputs, tuple(pushed), notes, written.loaded, index, tuple(zip(preps, images)) if index else ())
+    result = BuildResult(image, prep, written.outputs, written.pushed, notes, written.loaded, index, tuple(zip(preps, images)) if index else ())
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
         return
@@ -233,7 +235,7 @@ def build(
             _out(f"wrote {w}")
     for item in written.loaded:
         _out(f"loaded into {item.engine} ({item.endpoint}) as {item.reference}, image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
-    for p in pushed:
+    for p in written.pushed:
         _out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
 
 
@@ -259,17 +261,6 @@ def _registry_settings(username: Optional[str], password_stdin: bool, insecure: 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
     targets = frozenset(parse_reference(ref).registry for ref in push) if push else None
     return RegistrySettings(username, password, frozenset(insecure or []), str(ca_bundle) if ca_bundle else None, targets)
-
-
-def _push(image: Any, prep: Any, refs: list[str], registry: Any, events: Any) -> list[dict[str, Any]]:
-    cfg = prep.config
-    if not refs and cfg.repository:
-        refs = [f"{cfg.repository}:{tag}" for tag in (cfg.tags or [prep.app.version.replace("+", "_")])]
-    if not refs:
-        return []
-    from pyimage.publish import push_refs
-
-    return push_refs(image, refs, registry, events, prep.cache)
 
 
 @app.command()

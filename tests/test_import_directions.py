@@ -25,8 +25,9 @@ ALLOWED: dict[str, set[str]] = {
     "base": {"errors", "oci", "cache", "layers", "publish"},
     "templates": {"errors", "oci"},
     "merge": {"errors", "oci", "cache", "publish", "base"},
+    "outputs": {"errors", "oci", "cache", "publish"},
     "build": {"errors", "oci", "cache", "config", "layers", "resolve", "wheels", "publish", "base"},
-    "cli": {"pyimage", "errors", "oci", "cache", "config", "build", "publish", "merge", "templates", "base"},
+    "cli": {"pyimage", "errors", "oci", "cache", "config", "build", "publish", "merge", "templates", "base", "outputs"},
     "__main__": {"cli"},
 }
 # Where a lower unit reaches into a higher one for one shared chore, only that module may be used.

@@ -1,0 +1,215 @@
+"""Where a built image goes: one family of outputs behind one small interface, as ko's publishers are.
+
+Each ``-o``/``output`` string is parsed once, when the config is read, into an ``Output`` value that knows its
+place; ``check`` refuses, before any work, what cannot be written (no path, a path holding something that is
+not ours to overwrite, one platform's format for an index); ``write`` serializes the image there. Adding an
+output kind means adding a class here and a line in ``parse_output``.
+
+- ``oci:DIR[:TAG]``: an OCI layout (``oci/layout.py``; tags merge into an existing layout);
+- ``docker-archive:FILE[:NAME:TAG]``: ``docker save``'s format (``oci/dockerarchive.py``);
+- ``docker-daemon:[NAME:TAG]`` / ``podman:[NAME:TAG]``: loaded into a local engine (``oci/engine.py``);
+- registry references (``--push REF``, or ``repository`` + ``tags``): pushed (``publish.py``).
+A name or tag left out defaults to the project's ``name:version`` (``Naming``), known once the wheel is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+
+from pyimage.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyimage.cache import Cache
+    from pyimage.oci.engine import Loaded
+    from pyimage.oci.model import Image, ImageIndex
+    from pyimage.publish import RegistrySettings
+
+__all__ = [
+    "ArchiveOutput",
+    "EngineOutput",
+    "LayoutOutput",
+    "Naming",
+    "Output",
+    "OUTPUT_KINDS",
+    "RegistryOutput",
+    "Written",
+    "default_output",
+    "parse_output",
+    "parse_outputs",
+    "write_outputs",
+]
+
+OUTPUT_KINDS = ("oci", "docker-archive", "docker-daemon", "podman")
+_HINT = "use oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:[NAME:TAG] or podman:[NAME:TAG] (push with --push REF)"
+
+
+@dataclass(frozen=True)
+class Naming:
+    """What an output needs that is known only after the build: the project's ``name:version`` for names and
+    tags left out, and the cache (layout blobs are stamped as the cache's copies)."""
+
+    name: str
+    version: str
+    cache: Cache
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}:{self.version}".replace("+", "_")
+
+
+@dataclass(frozen=True)
+class Written:
+    outputs: tuple[str, ...]  # each output as written (kind:where[:tag])
+    loaded: tuple[Loaded, ...]  # images loaded into local engines, with the engine's image ID
+    pushed: tuple[dict[str, Any], ...] = ()  # one report per pushed reference
+
+
+class Output(Protocol):
+    @property
+    def spec(self) -> str:
+        """The output as the user wrote it."""
+
+    def check(self, platforms: int) -> None:
+        """Raises ConfigError, before any work, when the image cannot go there."""
+
+    def write(self, image: Image | ImageIndex, naming: Naming, written: _Collect) -> None:
+        """Serializes ``image`` there, reporting into ``written``."""
+
+
+@dataclass
+class _Collect:
+    outputs: list[str]
+    loaded: list[Loaded]
+    pushed: list[dict[str, Any]]
+
+
+def _one_platform(spec: str, kind: str, platforms: int) -> None:
+    if platforms > 1:
+        raise ConfigError(
+            f"output {spec!r}: a {kind} holds one platform, and this build makes {platforms}",
+            "write the image index to a layout (-o oci:DIR) or push it (--push REF); for one platform's image, build with --platform OS/ARCH",
+        )
+
+
+@dataclass(frozen=True)
+class LayoutOutput:
+    spec: str
+    directory: Path
+    tag: str | None
+
+    def check(self, platforms: int) -> None:
+        from pyimage.oci.layout import check_output_dir
+
+        check_output_dir(self.directory)
+
+    def write(self, image: Image | ImageIndex, naming: Naming, written: _Collect) -> None:
+        from pyimage.oci.layout import write_layout
+
+        tag = self.tag or naming.reference.partition(":")[2]
+        write_layout(image, self.directory, tag, stamps=naming.cache)
+        written.outputs.append(f"oci:{self.directory}:{tag}")
+
+
+@dataclass(frozen=True)
+class ArchiveOutput:
+    spec: str
+    path: Path
+    reference: str | None
+
+    def check(self, platforms: int) -> None:
+        from pyimage.oci.dockerarchive import check_output_file
+
+        _one_platform(self.spec, "docker-archive", platforms)
+        check_output_file(self.path)
+
+    def write(self, image: Image | ImageIndex, naming: Naming, written: _Collect) -> None:
+        from pyimage.oci.dockerarchive import write_docker_archive
+        from pyimage.oci.model import Image
+
+        assert isinstance(image, Image)  # check() refused an index
+        ref = self.reference or naming.reference
+        write_docker_archive(image, self.path, ref)
+        written.outputs.append(f"docker-archive:{self.path}:{ref}")
+
+
+@dataclass(frozen=True)
+class EngineOutput:
+    spec: str
+    engine: str  # "docker-daemon" | "podman"
+    reference: str | None
+
+    def check(self, platforms: int) -> None:
+        _one_platform(self.spec, self.engine, platforms)
+
+    def write(self, image: Image | ImageIndex, naming: Naming, written: _Collect) -> None:
+        from pyimage.oci.engine import load_docker, load_podman
+        from pyimage.oci.model import Image
+
+        assert isinstance(image, Image)  # check() refused an index
+        ref = self.reference or naming.reference
+        if ":" not in ref.rsplit("/", 1)[-1]:
+            ref += f":{naming.reference.partition(':')[2]}"
+        written.loaded.append(load_docker(image, ref) if self.engine == "docker-daemon" else load_podman(image, ref))
+        written.outputs.append(f"{self.engine}:{ref}")
+
+
+@dataclass(frozen=True)
+class RegistryOutput:
+    """Registry references, pushed together (blobs once, then each tag's manifest). Empty ``references``: the
+    config's ``repository`` with its ``tags`` (default: the project's version)."""
+
+    spec: str
+    references: tuple[str, ...]
+    repository: str | None
+    tags: tuple[str, ...]
+    settings: RegistrySettings
+    events: Callable[[str], None]
+
+    def check(self, platforms: int) -> None:
+        pass  # references were parsed when this was made; credentials are asked for where they are used
+
+    def write(self, image: Image | ImageIndex, naming: Naming, written: _Collect) -> None:
+        from pyimage.publish import push_refs
+
+        refs = list(self.references) or [f"{self.repository}:{tag}" for tag in (self.tags or [naming.reference.partition(":")[2]])]
+        written.pushed.extend(push_refs(image, refs, self.settings, self.events, naming.cache))
+
+
+def default_output(project_dir: Path) -> str:
+    return f"oci:{project_dir / 'dist' / 'image'}"
+
+
+def parse_output(spec: str, project_dir: Path) -> Output:
+    """One ``kind:rest`` output; a relative path is the project's."""
+    from pyimage.oci.layout import split_layout_ref
+
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind not in OUTPUT_KINDS:
+        raise ConfigError(f"output {spec!r}: unknown kind", _HINT)
+    if kind in ("docker-daemon", "podman"):
+        return EngineOutput(spec, kind, rest or None)
+    path = split_layout_ref(rest)[0] if kind == "oci" else Path(rest.partition(":")[0])
+    if not rest or str(path) in ("", "."):
+        raise ConfigError(f"output {spec!r}: no path given", f"use {kind}:PATH, e.g. {kind}:dist/{'image' if kind == 'oci' else 'image.tar'}")
+    path = path if path.is_absolute() else project_dir / path
+    if kind == "oci":
+        return LayoutOutput(spec, path, split_layout_ref(rest, default_tag="")[1] or None)
+    return ArchiveOutput(spec, path, rest.partition(":")[2] or None)
+
+
+def parse_outputs(specs: Sequence[str], project_dir: Path, platforms: int = 1) -> tuple[Output, ...]:
+    """Every output parsed and checked: all before any work."""
+    outputs = tuple(parse_output(spec, project_dir) for spec in specs)
+    for out in outputs:
+        out.check(platforms)
+    return outputs
+
+
+def write_outputs(image: Image | ImageIndex, outputs: Sequence[Output], naming: Naming) -> Written:
+    """Writes ``image`` to each output, in order."""
+    collect = _Collect([], [], [])
+    for out in outputs:
+        out.write(image, naming, collect)
+    return Written(tuple(collect.outputs), tuple(collect.loaded), tuple(collect.pushed))
