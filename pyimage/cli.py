@@ -12,10 +12,8 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any, List, Optional
@@ -23,6 +21,7 @@ from typing import Any, List, Optional
 import typer
 
 from pyimage import __version__
+from pyimage import console
 from pyimage.errors import ConfigError, PyimageError
 
 # Usage errors (unknown flag or command): click's with older typer; newer typer vendors click as typer._click,
@@ -54,15 +53,8 @@ CacheDirOpt = typer.Option(None, "--cache-dir", help="Cache directory (default $
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout (a stable contract).")
 
 
-def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
 
 
-def _out(text: str) -> None:
-    """A result line (stdout), as opposed to progress and notes (stderr)."""
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 def _project(directory: Optional[Path], project: Path) -> Path:
@@ -120,34 +112,10 @@ def _cache(cache_dir: Optional[Path]):  # type: ignore[no-untyped-def]
     return Cache(_CACHE_ROOT)
 
 
-def _events(quiet: bool):  # type: ignore[no-untyped-def]
-    start = time.perf_counter()
-
-    def event(line: str) -> None:
-        if not quiet:
-            _err(f"[{time.perf_counter() - start:5.2f}s] {line}")
-
-    return event
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
 
 
-def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for h in header:
-        table.add_column(h, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    Console(width=max(100, shutil.get_terminal_size((120, 20)).columns)).print(table)
 
 
 @app.command()
@@ -194,7 +162,7 @@ def build(
     specs = list(cfg.output) or ([] if push or cfg.repository else [default_output(cfg.project_dir)])
     outputs = list(parse_outputs(specs, cfg.project_dir, len(cfg.platforms)))  # every output checked before any work
     cache = _cache(cache_dir)
-    events = _events(as_json)
+    events = console.events(as_json)
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
     if push or cfg.repository:
         outputs.append(RegistryOutput("--push", tuple(push or []), cfg.repository, cfg.tags, registry, events))
@@ -221,22 +189,22 @@ def build(
     notes = tuple(dict.fromkeys(note for one in preps for note in one.notes))
     result = BuildResult(image, prep, written.outputs, written.pushed, notes, written.loaded, index, tuple(zip(preps, images)) if index else ())
     if as_json:
-        print(json.dumps(result.to_json(), indent=2))
+        console.print_json(result.to_json())
         return
     for note in notes:
-        _err(f"note: {note}")
+        console.err(f"note: {note}")
     for built in images:
-        rows = [[l.name, l.digest[7:19], _human(l.size), "in registry" if l.remote else "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")] for l in built.layers]
-        _table(f"image {built.digest}" + (f" ({built.platform})" if index else ""), ["layer", "digest", "size", "cache", "packages"], rows)
+        rows = [[l.name, l.digest[7:19], console.human_size(l.size), "in registry" if l.remote else "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")] for l in built.layers]
+        console.table(f"image {built.digest}" + (f" ({built.platform})" if index else ""), ["layer", "digest", "size", "cache", "packages"], rows)
     if index is not None:
-        _out(f"image index {index.digest} ({', '.join(str(i.platform) for i in images)})")
+        console.out(f"image index {index.digest} ({', '.join(str(i.platform) for i in images)})")
     for w in written.outputs:
         if not w.startswith(("docker-daemon:", "podman:")):
-            _out(f"wrote {w}")
+            console.out(f"wrote {w}")
     for item in written.loaded:
-        _out(f"loaded into {item.engine} ({item.endpoint}) as {item.reference}, image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
+        console.out(f"loaded into {item.engine} ({item.endpoint}) as {item.reference}, image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
     for p in written.pushed:
-        _out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
+        console.out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
 
 
 def _add_pairs(cfg: Any, **pairs: Optional[List[str]]) -> Any:
@@ -282,7 +250,7 @@ def plan(
     cfg = load_config(_project(directory, project), _overrides(sets, base, python, heavy, platform))
     cache = _cache(cache_dir)
     with cache.lock("cache", shared=True):  # a `cache prune` waits, as for a build
-        preps = prepare_platforms(cfg, cache, _events(as_json))
+        preps = prepare_platforms(cfg, cache, console.events(as_json))
         for one in preps:
             one.cleanup()
     shared = _shared_layers(preps)
@@ -291,20 +259,20 @@ def plan(
         doc: dict[str, Any] = dict(plans[0])
         if len(preps) > 1:
             doc = {"platforms": plans, "shared": shared, "notes": sorted({n for p in plans for n in p["notes"]})}
-        print(json.dumps(doc, indent=2))
+        console.print_json(doc)
         return
     for prep in preps:
         rows = [["base", f"{len(prep.base.layers)} layer(s)", "", prep.base_source], ["interpreter", "", "", f"venv {prep.config.venv} -> {prep.interpreter.executable}"]]
         for spec in prep.plan.layers:
             for i, w in enumerate(spec.wheels):
-                rows.append([spec.name if i == 0 else "", f"{w.name}=={w.version}", _human(w.installed_size), dict(spec.reasons)[w.name]])
+                rows.append([spec.name if i == 0 else "", f"{w.name}=={w.version}", console.human_size(w.installed_size), dict(spec.reasons)[w.name]])
         for extra in _plan_layers(prep)[2 + len(prep.plan.layers):]:
-            rows.append([extra["name"], "", _human(extra.get("installed_size", 0)), extra["why"]])
-        _table(f"layer plan for {prep.target.describe()}", ["layer", "package", "installed", "why"], rows)
+            rows.append([extra["name"], "", console.human_size(extra.get("installed_size", 0)), extra["why"]])
+        console.table(f"layer plan for {prep.target.describe()}", ["layer", "package", "installed", "why"], rows)
     if len(preps) > 1:
-        _out(f"the same on every platform (one blob, built once): {', '.join(shared) or 'no wheel layer'}")
+        console.out(f"the same on every platform (one blob, built once): {', '.join(shared) or 'no wheel layer'}")
     for note in dict.fromkeys(n for prep in preps for n in prep.notes):
-        _err(f"note: {note}")
+        console.err(f"note: {note}")
 
 
 def _plan_layers(prep: Any) -> list[dict[str, Any]]:
@@ -354,9 +322,9 @@ def lock(
     cfg = load_config(_project(directory, project), _overrides(sets, base, python, None, platform))
     cache = _cache(cache_dir)
     with cache.lock("cache", shared=True):
-        prep = lock_only(cfg, cache, _events(False), upgrade=upgrade)
+        prep = lock_only(cfg, cache, console.events(False), upgrade=upgrade)
         prep.cleanup()
-    _out(f"wrote {cfg.project_dir / cfg.lock} ({len(prep.wheels)} wheels)")
+    console.out(f"wrote {cfg.project_dir / cfg.lock} ({len(prep.wheels)} wheels)")
 
 
 @app.command()
@@ -396,13 +364,13 @@ def inspect(
     if platforms:
         data["index"] = [{"platform": str(d.platform), "digest": d.digest, "size": d.size} for d in platforms]
     if as_json:
-        print(json.dumps(data, indent=2))
+        console.print_json(data)
         return
     if platforms:
-        _table(f"{source}: an image index of {len(platforms)} platforms (--platform picks one)", ["platform", "manifest", "size"], [[str(d.platform), d.digest[7:19], _human(d.size)] for d in platforms])
-    _table(f"{source} ({data['platform']}, created {data['created']})", ["layer", "digest", "size"], [[n, l.digest[7:19], _human(l.size)] for n, l in zip(names, loaded.layers)])
+        console.table(f"{source}: an image index of {len(platforms)} platforms (--platform picks one)", ["platform", "manifest", "size"], [[str(d.platform), d.digest[7:19], console.human_size(d.size)] for d in platforms])
+    console.table(f"{source} ({data['platform']}, created {data['created']})", ["layer", "digest", "size"], [[n, l.digest[7:19], console.human_size(l.size)] for n, l in zip(names, loaded.layers)])
     for key, value in data["config"].items():
-        _out(f"{key}: {json.dumps(value)}")
+        console.out(f"{key}: {json.dumps(value)}")
 
 
 def _local_image(text: str) -> str:
@@ -447,11 +415,11 @@ def _check(image: str, as_json: bool) -> None:
         raise ConfigError(f"inspect --check {image}: no such layout or archive", "give oci:DIR, docker-archive:FILE or a path (copy a registry image to a layout first: skopeo copy docker://REF oci:DIR:TAG)")
     report = check_image(path)
     if as_json:
-        print(json.dumps({"image": str(path), "ok": report.ok, "manifests": report.manifests, "layers": report.layers, "blobs": report.blobs, "findings": report.findings}, indent=2))
+        console.print_json({"image": str(path), "ok": report.ok, "manifests": report.manifests, "layers": report.layers, "blobs": report.blobs, "findings": report.findings})
     else:
         for finding in report.findings:
             print(finding)
-        _err(f"checked {path}: {report.manifests} manifest(s), {report.layers} layer(s), {report.blobs} blob(s)")
+        console.err(f"checked {path}: {report.manifests} manifest(s), {report.layers} layer(s), {report.blobs} blob(s)")
     if not report.ok:
         raise BuildError(f"{path}: {len(report.findings)} problem(s) found", "see the lines above; rebuild the image with this pyimage, or report how it was made")
 
@@ -486,7 +454,7 @@ def index_cmd(
         notes[key.strip()] = value
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, list(push or []))
     cache = _cache(cache_dir)
-    events = _events(as_json)
+    events = console.events(as_json)
     with cache.lock("cache", shared=True):
         cache.sweep()
         from pyimage.oci.reference import parse_reference
@@ -496,13 +464,13 @@ def index_cmd(
         index, written, pushed = merge_index(sources, notes, outputs, list(push or []), registry, cache, events)
     platforms = [{"platform": str(s.image.platform), "digest": s.image.digest, "source": s.shown} for s in sources]
     if as_json:
-        print(json.dumps({"version": 1, "index": {"digest": index.digest, "size": len(index.index_bytes())}, "platforms": platforms, "outputs": written, "pushed": pushed}, indent=2))
+        console.print_json({"index": {"digest": index.digest, "size": len(index.index_bytes())}, "platforms": platforms, "outputs": written, "pushed": pushed})
         return
-    _table(f"image index {index.digest}", ["platform", "manifest", "from"], [[p["platform"], p["digest"][7:19], p["source"]] for p in platforms])
+    console.table(f"image index {index.digest}", ["platform", "manifest", "from"], [[p["platform"], p["digest"][7:19], p["source"]] for p in platforms])
     for w in written:
-        _out(f"wrote {w}")
+        console.out(f"wrote {w}")
     for p in pushed:
-        _out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
+        console.out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
 
 
 @app.command()
@@ -524,21 +492,21 @@ def init(
         pyproject.write_text(f"# pyimage's settings for this {legacy[0]} project; without [build-system], setuptools builds it as before.\n")
     text = pyproject.read_text()
     if "[tool.pyimage]" in text:
-        _err(f"{pyproject} already has [tool.pyimage]; left as it is")
+        console.err(f"{pyproject} already has [tool.pyimage]; left as it is")
     else:
         chosen, note = (base, None) if base else offline_base()
         section = render("pyproject-section.toml")
         if chosen and chosen != DEFAULT_INIT_BASE:
             section = section.replace(f'base = "{DEFAULT_INIT_BASE}"', f"base = {json.dumps(chosen)}")
         pyproject.write_text(text.rstrip("\n") + "\n\n" + section)
-        _err(f"added [tool.pyimage] to {pyproject} (base = {chosen or DEFAULT_INIT_BASE})")
+        console.err(f"added [tool.pyimage] to {pyproject} (base = {chosen or DEFAULT_INIT_BASE})")
         if note:
-            _err(f"note: {note}")
+            console.err(f"note: {note}")
     if ci == "github":
         dest = project / ".github" / "workflows" / "pyimage.yml"
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(render("github-workflow.yml"))
-        _err(f"wrote {dest}: replace OWNER/pyimage@v1 in it with the pyimage action you use, pinned to a commit sha")
+        console.err(f"wrote {dest}: replace OWNER/pyimage@v1 in it with the pyimage action you use, pinned to a commit sha")
     elif ci:
         raise ConfigError(f"--ci {ci}: unknown CI", "supported: github")
 
@@ -549,9 +517,9 @@ def cache_info(cache_dir: Optional[Path] = CacheDirOpt, as_json: bool = JsonOpt)
     stats = _cache(cache_dir).stats()
     data: dict[str, Any] = {k: (str(v) if isinstance(v, Path) else v) for k, v in stats.__dict__.items()}
     if as_json:
-        print(json.dumps(data, indent=2))
+        console.print_json(data)
         return
-    _table(f"cache {stats.root}", ["entry", "value"], [[k, _human(int(v)) if k.endswith("bytes") else str(v)] for k, v in data.items() if k != "root"])
+    console.table(f"cache {stats.root}", ["entry", "value"], [[k, console.human_size(int(v)) if k.endswith("bytes") else str(v)] for k, v in data.items() if k != "root"])
 
 
 @cache_app.command("verify")
@@ -559,22 +527,22 @@ def cache_verify(cache_dir: Optional[Path] = CacheDirOpt) -> None:
     """Re-hash every blob (removing the ones that do not match) and report temp files and other leftovers."""
     report = _cache(cache_dir).verify()
     for digest in report.corrupt:
-        _err(f"removed corrupt blob {digest}")
+        console.err(f"removed corrupt blob {digest}")
     for path in report.leftovers:
-        _err(f"removed leftover temp file {path} (from a run that was killed)")
+        console.err(f"removed leftover temp file {path} (from a run that was killed)")
     for path in report.dangling:
-        _err(f"removed unreadable layer record {path}")
+        console.err(f"removed unreadable layer record {path}")
     for path in report.in_use:
-        _err(f"kept {path}: a running pyimage process is writing it")
+        console.err(f"kept {path}: a running pyimage process is writing it")
     if report.clean:
-        _err("cache verified: clean" + (f" ({len(report.in_use)} temp file(s) of running builds)" if report.in_use else ""))
+        console.err("cache verified: clean" + (f" ({len(report.in_use)} temp file(s) of running builds)" if report.in_use else ""))
         return
     parts = [f"{len(report.corrupt)} corrupt blob(s) removed; they will be rebuilt"] if report.corrupt else []
     if report.leftovers:
-        parts.append(f"{len(report.leftovers)} leftover temp file(s) removed ({_human(report.leftover_bytes)})")
+        parts.append(f"{len(report.leftovers)} leftover temp file(s) removed ({console.human_size(report.leftover_bytes)})")
     if report.dangling:
         parts.append(f"{len(report.dangling)} unreadable layer record(s) removed")
-    _err("cache verified: " + "; ".join(parts))
+    console.err("cache verified: " + "; ".join(parts))
     raise typer.Exit(1)
 
 
@@ -600,7 +568,7 @@ def cache_prune(
             raise ConfigError(f"--older-than {older_than!r}: not an age", "e.g. --older-than 30d (s, m, h, d, w)")
         age = int(older_than[:-1]) * units[older_than[-1]]
     removed, freed = _cache(cache_dir).prune(size, age)
-    _err(f"removed {removed} entries, freed {_human(freed)}")
+    console.err(f"removed {removed} entries, freed {console.human_size(freed)}")
 
 
 @app.callback(invoke_without_command=True)
@@ -645,8 +613,8 @@ def _on_signal(signum: int, _frame: object) -> None:
 
 
 def _interrupted(code: int = 130) -> None:
-    _err("error: interrupted")
-    _err("hint: nothing half-written was kept; run the command again to finish")
+    console.err("error: interrupted")
+    console.err("hint: nothing half-written was kept; run the command again to finish")
     sys.exit(code)
 
 
@@ -667,22 +635,22 @@ def main(argv: Optional[List[str]] = None) -> None:
         if _DEBUG:
             traceback.print_exc()
         for line in exc.details:
-            _err(f"  | {line}")
-        _err(f"error: {exc.message}")
+            console.err(f"  | {line}")
+        console.err(f"error: {exc.message}")
         if exc.hint:
-            _err(f"hint: {exc.hint}")
+            console.err(f"hint: {exc.hint}")
         sys.exit(exc.exit_code)
     except OSError as exc:
         hint = _OS_HINTS.get(exc.errno or 0)
         if hint is None or _DEBUG:
             if _DEBUG:
                 traceback.print_exc()
-            _err(f"error: internal error: {exc!r}")
-            _err("hint: this is a bug in pyimage; run again with --debug and report the traceback")
+            console.err(f"error: internal error: {exc!r}")
+            console.err("hint: this is a bug in pyimage; run again with --debug and report the traceback")
             sys.exit(70)
         where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "") if exc.filename else f"writing into the cache ({_CACHE_ROOT or 'its directory'}) or an output"
-        _err(f"error: {where}: {exc.strerror or exc}")
-        _err(f"hint: {hint}")
+        console.err(f"error: {where}: {exc.strerror or exc}")
+        console.err(f"hint: {hint}")
         sys.exit(1)
     except typer.Abort:  # click turns a KeyboardInterrupt into Abort
         _interrupted(128 + (_SIGNALLED or signal.SIGINT))
@@ -693,16 +661,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     except _USAGE_ERRORS as exc:
         message = str(getattr(exc, "format_message", lambda: str(exc))())
         if message.strip():  # empty for a bare `pyimage`: typer has already printed the help
-            _err(f"error: {message}")
-            _err("hint: run `pyimage --help` or `pyimage COMMAND --help`")
+            console.err(f"error: {message}")
+            console.err("hint: run `pyimage --help` or `pyimage COMMAND --help`")
         sys.exit(2)
     except KeyboardInterrupt:
         _interrupted(128 + (_SIGNALLED or signal.SIGINT))
     except Exception:
         if _DEBUG:
             raise
-        _err(f"error: internal error: {traceback.format_exc().strip().splitlines()[-1]}")
-        _err("hint: this is a bug in pyimage; run again with --debug and report the traceback")
+        console.err(f"error: internal error: {traceback.format_exc().strip().splitlines()[-1]}")
+        console.err("hint: this is a bug in pyimage; run again with --debug and report the traceback")
         sys.exit(70)
     if _SIGNALLED:  # newer typer returns Ctrl-C as exit code 130 instead of raising
         _interrupted(128 + _SIGNALLED)

@@ -15,8 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pyimage"
 # What each unit may import. Leaves first; a unit absent from a set must not be imported by it.
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "console": set(),  # what is shown (streams, tables, sizes, --json): a leaf every stage may use
     "oci": {"errors", "pyimage"},  # serializes and transports images: nothing of the pipeline (pyimage: __version__)
-    "layers": {"errors", "oci", "cache", "wheels"},
+    "layers": {"errors", "console", "oci", "cache", "wheels"},
     "wheels": {"errors", "layers"},  # wheels uses layers.compress.file_sha256 only (checked below)
     "cache": {"errors", "oci", "layers"},  # oci.model's digest helpers, layers.compress.file_sha256 only (checked below)
     "config": {"errors", "oci", "layers"},  # the value types it parses into
@@ -26,8 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "templates": {"errors", "oci"},
     "merge": {"errors", "oci", "cache", "publish", "base"},
     "outputs": {"errors", "oci", "cache", "publish"},
-    "build": {"errors", "oci", "cache", "config", "layers", "resolve", "wheels", "publish", "base"},
-    "cli": {"pyimage", "errors", "oci", "cache", "config", "build", "publish", "merge", "templates", "base", "outputs"},
+    "build": {"errors", "console", "oci", "cache", "config", "layers", "resolve", "wheels", "publish", "base"},
+    "cli": {"pyimage", "console", "errors", "oci", "cache", "config", "build", "publish", "merge", "templates", "base", "outputs"},
     "__main__": {"cli"},
 }
 # Where a lower unit reaches into a higher one for one shared chore, only that module may be used.

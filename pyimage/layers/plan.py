@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from pyimage.console import human_size
 from pyimage.errors import ConfigError
 from pyimage.wheels import Wheel
 
@@ -58,14 +59,6 @@ class LayerSpec:
 class LayerPlan:
     layers: tuple[LayerSpec, ...]
     notes: tuple[str, ...] = field(default=())
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    return str(n)
 
 
 def plan_layers(
@@ -120,7 +113,7 @@ def plan_layers(
         taken = {g[0] for g in groups}
         for w in [w for w in remaining.values() if w.installed_size >= threshold]:
             del remaining[w.name]
-            why = f"installs {_size(w.installed_size)}, at or over heavy-threshold {_size(threshold)}"
+            why = f"installs {human_size(w.installed_size)}, at or over heavy-threshold {human_size(threshold)}"
             name = w.name if w.name not in taken else f"{w.name}-by-size"  # a user group already has the name
             taken.add(name)
             groups.append((name, [w], [(w.name, why)]))

@@ -194,4 +194,4 @@ def test_inspect_check_passes_a_good_archive_with_json(tmp_path: Path) -> None:
     write_docker_archive(image_of(layer_from_tar(tar_of([("opt/a", b"a")]), tmp_path / "blobs")), tmp_path / "app.tar", "app:1")
     done = _inspect_check(f"docker-archive:{tmp_path / 'app.tar'}", "--json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"image": str(tmp_path / "app.tar"), "ok": True, "manifests": 1, "layers": 1, "blobs": 3, "findings": []}
+    assert json.loads(done.stdout) == {"version": 1, "image": str(tmp_path / "app.tar"), "ok": True, "manifests": 1, "layers": 1, "blobs": 3, "findings": []}

@@ -1,0 +1,74 @@
+"""Everything pyimage shows a person or a program: results on stdout, progress and notes on stderr, tables,
+sizes, and the ``--json`` documents.
+
+Streams: a result (``wrote …``, a table, a JSON document) goes to stdout, so ``pyimage plan | less`` and
+``pyimage inspect … > f`` capture it; progress (``[ 1.23s] layer app: built …``), notes, errors and hints go to
+stderr. With ``--json``, stdout holds exactly one JSON object and progress is silent.
+
+Every ``--json`` document carries ``"version": JSON_VERSION``; a field is only ever added under one version,
+and a change that could break a reader (a field renamed, removed or retyped) bumps it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+__all__ = ["JSON_VERSION", "Events", "err", "events", "human_size", "out", "print_json", "table"]
+
+JSON_VERSION = 1
+
+Events = Callable[[str], None]
+
+
+def err(text: str) -> None:
+    """A progress, note, error or hint line (stderr)."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def out(text: str) -> None:
+    """A result line (stdout), as opposed to progress and notes (stderr)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def print_json(document: dict[str, Any]) -> None:
+    """The one JSON object of a ``--json`` run, with the document format's version first."""
+    print(json.dumps({"version": JSON_VERSION, **{k: v for k, v in document.items() if k != "version"}}, indent=2))
+
+
+def events(quiet: bool) -> Events:
+    """A progress printer: each line on stderr with the seconds since it was made; silent when ``quiet``."""
+    start = time.perf_counter()
+
+    def event(line: str) -> None:
+        if not quiet:
+            err(f"[{time.perf_counter() - start:5.2f}s] {line}")
+
+    return event
+
+
+def human_size(n: float) -> str:
+    """Bytes in SI units, the one spelling everywhere: ``512 B``, ``167.5 kB``, ``1.2 GB``."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A titled table with named columns on stdout (rich; wraps rather than truncates)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    grid = Table(title=title, title_justify="left")
+    for h in header:
+        grid.add_column(h, overflow="fold")
+    for row in rows:
+        grid.add_row(*row)
+    Console(width=max(100, shutil.get_terminal_size((120, 20)).columns)).print(grid)
