@@ -178,7 +178,7 @@ def _pins(
     team_lock = None if req_file else detect_lock_input(cfg.project_dir, cfg["lock-input"])
     if team_lock is not None:  # the team's lock: installed as locked, never resolved again, never written
         if refresh:
-            fix = "uv lock" if team_lock.name == "uv.lock" else "the tool that wrote it (uv export, pip lock)"
+            fix = {"uv.lock": "uv lock", "poetry.lock": "poetry lock"}.get(team_lock.name, "the tool that wrote it (uv export, pip lock)")
             raise ConfigError(f"the project's lock is {team_lock.name}; pyimage does not rewrite it", f"update it with {fix}, or set lock-input = \"none\" to let pyimage resolve")
         return locked_pins(team_lock, app_name, requires, cfg["extras"], cfg["groups"], target, cache, events)
     key = inputs_key(requires, cfg["extras"], req_text, target)
