@@ -31,6 +31,7 @@ from pyimage.oci.base import load_base, scan_base
 from pyimage.oci.engine import Loaded
 from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
 from pyimage.publish import RegistrySettings
+from pyimage.resolve import hashedreqs
 from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, requires_python
 from pyimage.resolve.lock import inputs_key, read_lock, write_lock
 from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins
@@ -175,6 +176,12 @@ def _pins(
         raise ConfigError(f"requirements file {req_file} not found in {cfg.project_dir}", "fix [tool.pyimage] requirements")
     req_text = (cfg.project_dir / req_file).read_text() if req_file else ""
     app_name = app.name.split("-")[0].replace("_", "-").lower()
+    if req_file and hashedreqs.is_hashed(req_text):  # every requirement pinned and hashed: a lock, installed as it is
+        if refresh:
+            raise ConfigError(f"{req_file} pins and hashes every requirement; pyimage does not rewrite it", hashedreqs.FIX)
+        pins = [p for p in hashedreqs.locked_pins(cfg.project_dir / req_file, target, cache, events) if p.name != app_name]
+        _check_requirements_cover(requires, cfg["extras"], pins, target, req_file)
+        return pins
     team_lock = None if req_file else detect_lock_input(cfg.project_dir, cfg["lock-input"])
     if team_lock is not None:  # the team's lock: installed as locked, never resolved again, never written
         if refresh:
@@ -386,6 +393,9 @@ def prepare(
     """Resolves and plans; no layer is built. The app wheel lives in ``Prepared.workdir`` until cleanup.
     ``remote`` (push-only builds, see ``build_image``) lets base blobs the push targets hold stay undownloaded."""
     files = collect_files(cfg.project_dir, cfg["files"])  # a bad entry is an error before any work
+    requirements = cfg.project_dir / cfg["requirements"] if cfg["requirements"] else None
+    if requirements is not None and requirements.is_file() and hashedreqs.is_hashed(requirements.read_text()):
+        hashedreqs.parse(requirements)  # a partly hashed or unpinned file too
     base, base_source = load_base(cfg["base"], cfg["platform"], cache, cfg["compression"], registry or RegistrySettings(), remote=remote)
     events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg["base"] else ""))
     interp, target = _interpreter(cfg, base, cache)

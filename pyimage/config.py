@@ -414,7 +414,7 @@ KEYS: dict[str, Key] = {
     "compile-bytecode": Key("boolean", False, "Write unchecked-hash `.pyc` files (needs a host Python of the target's version).", _bool),
     "compression": Key('"gzip" or "zstd"', "gzip", "Layer compression. zstd needs Docker ≥ 23, containerd ≥ 1.5 or podman.", _choice("gzip", "zstd")),
     "owner": Key('string "uid:gid"', "0:0", "Numeric owner of everything under `venv`, set at write time (no chown layer); uid and gid in 0..4294967294.", _owner),
-    "requirements": Key("path", None, "A pinned requirements file to resolve from instead of the project's dependencies.", _opt_path),
+    "requirements": Key("path", None, "A pinned requirements file to resolve from instead of the project's dependencies; one with `--hash` on every line is installed as a lock, without resolving.", _opt_path),
     "extras": Key("list of strings", [], "Extras of the project to install.", _names(r"[A-Za-z0-9][A-Za-z0-9._\-]*")),
     "output": Key("list of strings", [], "Where to write the image: `oci:DIR[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `docker-daemon:[NAME:TAG]` or `podman:[NAME:TAG]` (load into a local engine); default `oci:dist/image:<version>`.", _outputs),
     "repository": Key("string", None, "Registry repository to push to (`ghcr.io/org/app`), without a tag.", _repository),

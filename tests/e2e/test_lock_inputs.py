@@ -274,3 +274,32 @@ def test_a_poetry_lock_out_of_date_with_pyproject_is_one_error_with_the_fix(pyim
     assert "hint: run `poetry lock`" in done.stderr and "Traceback" not in done.stderr
     subprocess.run([*POETRY, "lock", "--no-interaction"], cwd=project, check=True, capture_output=True)
     assert "installing from poetry.lock" in pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}:t", project=project).stderr
+
+
+def test_a_requirements_file_with_hashes_is_installed_as_locked_with_no_resolver(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "team-app", ["six>=1.15", "attrs", "markupsafe"], '\n[tool.pyimage]\nrequirements = "requirements.txt"\n')
+    (project / "requirements.in").write_text("six==1.16.0\nattrs\nmarkupsafe\n")  # the team's tested pin of six is old
+    uv(project, "pip", "compile", "--generate-hashes", "--universal", "--no-config", "-q", "requirements.in", "-o", "requirements.txt")
+    text = (project / "requirements.txt").read_text()
+    assert "--hash=sha256:" in text
+    pinned = dict(line.split(" ")[0].split("==") for line in text.splitlines() if "==" in line and not line.startswith(("#", " ")))
+
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}:t", project=project, env=no_resolver_env(tmp_path))
+
+    assert "installing from requirements.txt as locked" in done.stderr and "resolving dependencies" not in done.stderr
+    assert (project / "requirements.txt").read_text() == text and not (project / "pylock.pyimage.toml").exists()
+    versions = installed(tmp_path / "layout", "t")
+    assert {name: versions[name] for name in pinned} == pinned and pinned["six"] == "1.16.0"
+
+
+def test_a_partly_hashed_requirements_file_is_one_error_before_any_work(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "team-app", ["six"], '\n[tool.pyimage]\nrequirements = "requirements.txt"\n')
+    (project / "requirements.txt").write_text("six==1.16.0 --hash=sha256:" + "1" * 64 + "\nattrs==25.1.0\n")
+
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}:t", project=project, check=False)
+
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: requirements.txt line 2: attrs has no --hash=sha256:…, and once one requirement has a hash every one must (pip's rule)"]
+    assert "--generate-hashes" in done.stderr and "Traceback" not in done.stderr
+    assert "base:" not in done.stderr  # refused before the base is read or the project's wheel built
