@@ -18,7 +18,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from packaging.utils import canonicalize_name
 
@@ -180,8 +180,9 @@ def locked_pins(path: Path, target: Target, cache: Cache, events: Callable[[str]
         if req.name in chosen:
             raise ConfigError(f"{path.name} line {req.line}: {req.name} is pinned twice for {target.describe()} (also line {chosen[req.name].line})", FIX)
         chosen[req.name] = req
-    pins: list[Pin] = []
-    for name, req in sorted(chosen.items()):
+
+    def one(req: HashedRequirement) -> Pin:
+        name = req.name
         listed = set(req.hashes)
         candidates: dict[str, tuple[indexfiles.IndexFile, str]] = {}
         for found in indexfiles.project_files(name, sources):
@@ -207,5 +208,6 @@ def locked_pins(path: Path, target: Target, cache: Cache, events: Callable[[str]
         found, sha = candidates[fitting[0] if fitting else sdists[0]]
         pin = Pin(name, req.version, found.filename, "" if found.url.startswith("file:") else found.url, sha)
         indexfiles.fetch(Pin(name, req.version, found.filename, found.url, sha), sources, cache, path.name)
-        pins.append(pin)
-    return pins
+        return pin
+
+    return indexfiles.in_parallel(one, [chosen[n] for n in sorted(chosen)])

@@ -21,11 +21,12 @@ import json
 import netrc
 import os
 import shutil
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from packaging.utils import canonicalize_name
 
@@ -34,7 +35,10 @@ from pyimage.errors import BuildError
 from pyimage.resolve.pip import Pin
 from pyimage.resolve.target import Target
 
-__all__ = ["IndexFile", "Sources", "configured_sources", "project_files", "rank_wheels", "fetch", "redact"]
+__all__ = ["IndexFile", "Sources", "configured_sources", "project_files", "rank_wheels", "fetch", "redact", "in_parallel"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 PYPI = "https://pypi.org/simple"
 _JSON = "application/vnd.pypi.simple.v1+json"
@@ -271,3 +275,15 @@ def _check_hash(pin: Pin, path: Path, lock_name: str) -> None:
             f"{pin.name} {pin.version}: {pin.filename} from {redact(pin.url)} does not match the sha256 in {lock_name}",
             "the index served a different file: check the index, or re-create the lock",
         )
+
+
+def in_parallel(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``work`` on each item, a few at a time (one index page and download per package: latency, not CPU),
+    results in the items' order; the first failure (in that order) is raised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(items) < 2:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+        futures = [pool.submit(work, item) for item in items]
+        return [future.result() for future in futures]

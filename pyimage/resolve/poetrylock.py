@@ -215,14 +215,14 @@ def locked_pins(
     _check_fresh(lock, text, data)
     events(f"installing from {lock.name} as locked (no resolution)")
     default = indexfiles.configured_sources()
-    pins: list[Pin] = []
-    for package in selected_packages(data, target_environment(target), extras, groups, lock.name):
-        name = canonicalize_name(package["name"])
-        if name == canonicalize_name(app_name):
-            continue
-        sources = _sources_for(package, default, name, lock.name)
+    packages = [p for p in selected_packages(data, target_environment(target), extras, groups, lock.name) if canonicalize_name(p["name"]) != canonicalize_name(app_name)]
+    chosen = [(p, _sources_for(p, default, canonicalize_name(p["name"]), lock.name)) for p in packages]  # a path source fails here, before any request
+
+    def one(item: tuple[dict[str, Any], indexfiles.Sources]) -> Pin:
+        package, sources = item
         pin, where = _pin(package, sources, target, lock.name)
         indexfiles.fetch(Pin(pin.name, pin.version, pin.filename, where, pin.sha256), sources, cache, lock.name)
-        pins.append(pin)
-    return pins
+        return pin
+
+    return indexfiles.in_parallel(one, chosen)
 
