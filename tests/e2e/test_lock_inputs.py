@@ -290,6 +290,9 @@ def test_a_requirements_file_with_hashes_is_installed_as_locked_with_no_resolver
     assert (project / "requirements.txt").read_text() == text and not (project / "pylock.pyimage.toml").exists()
     versions = installed(tmp_path / "layout", "t")
     assert {name: versions[name] for name in pinned} == pinned and pinned["six"] == "1.16.0"
+    refused = pyimage.run("lock", project=project, check=False)
+    assert refused.returncode == 2 and "error: requirements.txt pins and hashes every requirement; pyimage does not rewrite it" in refused.stderr
+    assert (project / "requirements.txt").read_text() == text
 
 
 def test_a_partly_hashed_requirements_file_is_one_error_before_any_work(pyimage: Pyimage, tmp_path: Path) -> None:

@@ -154,3 +154,37 @@ def test_poetry_lock_is_detected_after_uv_lock_and_before_pylock_toml(tmp_path: 
     assert detect(tmp_path, None) == tmp_path / "uv.lock"
     assert detect(tmp_path, "poetry.lock") == tmp_path / "poetry.lock"
     assert target_environment(AMD64)["platform_machine"] == "x86_64"
+
+
+def test_a_lock_poetry_made_against_a_private_index_is_fetched_with_poetrys_credentials(tmp_path: Path, test_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from support.simpleindex import make_simple_index, serve
+    from wheels_fixture import download_wheel, make_wheel
+
+    six = download_wheel("six==1.16.0", test_cache_dir / "wheels")
+    onlyhere = make_wheel(tmp_path / "made", "onlyhere", "1.0", {"onlyhere.py": b""}, requires=("six",))
+    index = make_simple_index(tmp_path / "index", [six, onlyhere])
+    secret = "p0etry-S3cret"
+    monkeypatch.setenv("POETRY_HTTP_BASIC_TEAM_INDEX_USERNAME", "builder")
+    monkeypatch.setenv("POETRY_HTTP_BASIC_TEAM_INDEX_PASSWORD", secret)
+    project = tmp_path / "app"
+    project.mkdir()
+    with serve(index, "builder", secret) as (url, seen):
+        (project / "pyproject.toml").write_text(
+            '[project]\nname = "team-app"\nversion = "1.0"\nrequires-python = ">=3.9"\ndependencies = ["onlyhere"]\n\n'
+            f'[[tool.poetry.source]]\nname = "team-index"\nurl = "{url}/simple/"\npriority = "primary"\n'
+        )
+        subprocess.run([sys.executable, "-m", "poetry", "lock", "--no-interaction"], cwd=project, check=True, capture_output=True, text=True)
+        seen.clear()
+        cache = Cache(tmp_path / "cache")
+        pins = locked_pins(project / "poetry.lock", "team-app", ["onlyhere"], [], [], AMD64, cache, lambda _: None)
+        assert "/files/six-1.16.0-py2.py3-none-any.whl" in seen  # downloaded from the source poetry locked against
+
+        monkeypatch.setenv("POETRY_HTTP_BASIC_TEAM_INDEX_PASSWORD", "wrong")
+        with pytest.raises(BuildError) as caught:
+            locked_pins(project / "poetry.lock", "team-app", ["onlyhere"], [], [], AMD64, Cache(tmp_path / "cache2"), lambda _: None)
+    assert [(p.name, p.version, p.url.startswith(url)) for p in pins] == [("onlyhere", "1.0", True), ("six", "1.16.0", True)]
+    assert all(cache.cached_wheel(p.sha256, p.filename) for p in pins) and all(secret not in p.url for p in pins)
+    assert "answered HTTP 401" in str(caught.value) and "wrong" not in str(caught.value) and secret not in str(caught.value)
