@@ -157,26 +157,32 @@ def _read(url: str, sources: Sources, accept: str) -> tuple[bytes, str, str] | N
         raise BuildError(f"cannot read the index page {redact(url)}: {exc}", "check the network (and proxy settings) and the index URL") from None
 
 
+def _acceptable(filename: str, url: str, page_url: str) -> bool:
+    """An index page is untrusted: a file name must be a plain name (it becomes a path in the cache), and a
+    page served over HTTP may only point at HTTP(S) files, never at this machine's files."""
+    if not filename or "/" in filename or "\\" in filename or filename.startswith(".") or "\0" in filename:
+        return False
+    allowed = ("http", "https", "file") if urllib.parse.urlsplit(page_url).scheme == "file" else ("http", "https")
+    return urllib.parse.urlsplit(url).scheme in allowed
+
+
 def _from_page(body: bytes, content_type: str, page_url: str) -> list[IndexFile]:
     if content_type.split(";")[0].strip() == _JSON:
         try:
             data: Any = json.loads(body)
-            entries = [(f["filename"], urllib.parse.urljoin(page_url, f["url"]), (f.get("hashes") or {}).get("sha256", "")) for f in data["files"]]
-        except (ValueError, KeyError, TypeError) as exc:
+            entries = [(str(f["filename"]), urllib.parse.urljoin(page_url, str(f["url"])), str((f.get("hashes") or {}).get("sha256", "") or "")) for f in data["files"]]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BuildError(f"the index page {redact(page_url)} is not PEP 691 JSON ({exc})", "check the index URL") from None
-        return [IndexFile(str(n), _strip_credentials(str(u)), str(h or "")) for n, u, h in entries]
-    links = _Links()
-    links.feed(body.decode("utf-8", errors="replace"))
-    base = urllib.parse.urljoin(page_url, links.base) if links.base else page_url
-    files = []
-    for href in links.hrefs:
-        url = urllib.parse.urljoin(base, href)
-        clean, _, fragment = url.partition("#")
-        algorithm, _, digest = fragment.partition("=")
-        name = urllib.parse.unquote(urllib.parse.urlsplit(clean).path.rsplit("/", 1)[-1])
-        if name:
-            files.append(IndexFile(name, _strip_credentials(clean), digest.lower() if algorithm == "sha256" else ""))
-    return files
+    else:
+        links = _Links()
+        links.feed(body.decode("utf-8", errors="replace"))
+        base = urllib.parse.urljoin(page_url, links.base) if links.base else page_url
+        entries = []
+        for href in links.hrefs:
+            url, _, fragment = urllib.parse.urljoin(base, href).partition("#")
+            algorithm, _, digest = fragment.partition("=")
+            entries.append((urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]), url, digest if algorithm == "sha256" else ""))
+    return [IndexFile(n, _strip_credentials(u), h.lower()) for n, u, h in entries if _acceptable(n, u, page_url)]
 
 
 def _is_of(filename: str, name: str) -> bool:
