@@ -31,11 +31,13 @@ from pyimage.base import load_base, scan_base
 from pyimage.oci.engine import Loaded
 from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
 from pyimage.publish import RegistrySettings
+from pyimage.resolve import hashedreqs
 from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, project_table, requires_python
 from pyimage.resolve.lock import inputs_key, read_lock, write_lock
 from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins
 from pyimage.resolve.pip import Pin, fetch_wheels, resolve, sdist_wheel
 from pyimage.resolve.target import Target
+from pyimage.resolve.uvsources import UvSources, prefetch as prefetch_from_uv_indexes, read as read_uv_sources, refuse_pip
 from pyimage.wheels import Wheel, read_wheel
 
 __all__ = ["Prepared", "BuildResult", "prepare", "build_image", "write_outputs", "check_outputs", "default_output", "lock_only"]
@@ -179,43 +181,57 @@ def _pins(
         raise ConfigError(f"requirements file {req_file} not found in {cfg.project_dir}", "fix [tool.pyimage] requirements")
     req_text = (cfg.project_dir / req_file).read_text() if req_file else ""
     app_name = app.name.split("-")[0].replace("_", "-").lower()
+    if req_file and hashedreqs.is_hashed(req_text):  # every requirement pinned and hashed: a lock, installed as it is
+        if refresh:
+            raise ConfigError(f"{req_file} pins and hashes every requirement; pyimage does not rewrite it", hashedreqs.FIX)
+        pins = [p for p in hashedreqs.locked_pins(cfg.project_dir / req_file, target, cache, events) if p.name != app_name]
+        _check_requirements_cover(requires, cfg.extras, pins, target, req_file)
+        return pins
     team_lock = None if req_file else detect_lock_input(cfg.project_dir, cfg.lock_input)
     if team_lock is not None:  # the team's lock: installed as locked, never resolved again, never written
         if refresh:
-            fix = "uv lock" if team_lock.name == "uv.lock" else "the tool that wrote it (uv export, pip lock)"
+            fix = {"uv.lock": "uv lock", "poetry.lock": "poetry lock"}.get(team_lock.name, "the tool that wrote it (uv export, pip lock)")
             raise ConfigError(f"the project's lock is {team_lock.name}; pyimage does not rewrite it", f"update it with {fix}, or set lock-input = \"none\" to let pyimage resolve")
         return locked_pins(team_lock, app_name, requires, cfg.extras, cfg.groups, target, cache, events)
-    key = inputs_key(requires, cfg.extras, req_text, target)
+    uv_sources = UvSources() if req_file else read_uv_sources(cfg.project_dir)
+    key = inputs_key(requires, cfg.extras, req_text, target, uv_sources.fingerprint())
     lock_path = cfg.project_dir / cfg.lock
     _migrate_lock(lock_path, events)
     lock = read_lock(lock_path, target)
     if lock is not None and lock.inputs == key and not refresh:
         if lock.legacy:  # pyimage's lock of the old single-platform form: rewritten once with per-platform entries
             write_lock(lock_path, lock.pins, key, target)
+        prefetch_from_uv_indexes(lock.pins, uv_sources, cache)
         return lock.pins
     if lock is not None and lock.inputs != key:
         events(f"{lock_path.name} is stale (dependencies, pip configuration or target changed): resolving again")
     prefer = [] if upgrade or lock is None else lock.pins
     extras = f"[{','.join(cfg.extras)}]" if cfg.extras else ""
     request = ["-r", str(cfg.project_dir / req_file)] if req_file else [f"{app}{extras}"]
-    pins = _resolve(cfg.resolver, request, target, cache, prefer, events)
+    pins = _resolve(cfg.resolver, request, target, cache, prefer, events, uv_sources, cfg.extras)
     if req_file:
         _check_requirements_cover(requires, cfg.extras, pins, target, req_file)
     pins = [p for p in pins if p.name != app_name]
+    prefetch_from_uv_indexes(pins, uv_sources, cache)
     write_lock(lock_path, pins, key, target)
     return pins
 
 
-def _resolve(resolver: str, request: list[str], target: Target, cache: Cache, prefer: list[Pin], events: Events) -> list[Pin]:
-    """uv for ``auto`` where it can serve (resolve/uv.py says when it cannot), else pip; ``uv`` and ``pip`` force one."""
+def _resolve(
+    resolver: str, request: list[str], target: Target, cache: Cache, prefer: list[Pin], events: Events, sources: UvSources = UvSources(), extras: Sequence[str] = ()
+) -> list[Pin]:
+    """uv for ``auto`` where it can serve (resolve/uv.py says when it cannot), else pip; ``uv`` and ``pip`` force one.
+    A project pinning packages to uv indexes (resolve/uvsources.py) is never resolved by pip, which cannot honour them."""
     from pyimage.resolve import uv
 
     why_not = "" if resolver == "pip" else uv.why_not_uv(target)
     if resolver == "uv" and why_not:
         raise ConfigError(f"resolver = \"uv\" cannot serve this build: {why_not}", 'set resolver = "pip" (or "auto", which falls back to pip)')
+    if sources.declared and (resolver == "pip" or why_not):
+        raise refuse_pip(sources, why_not)
     if resolver != "pip" and not why_not:
         events(f"resolving dependencies for {target.describe()} with uv")
-        return uv.resolve(request, target, cache, prefer=prefer)
+        return uv.resolve(request, target, cache, prefer=prefer, project=sources, extras=extras)
     events(f"resolving dependencies for {target.describe()} with pip" + (f" ({why_not})" if resolver == "auto" else ""))
     return resolve(request, target, cache, prefer=prefer)
 
@@ -390,6 +406,9 @@ def prepare(
     """Resolves and plans; no layer is built. The app wheel lives in ``Prepared.workdir`` until cleanup.
     ``remote`` (push-only builds, see ``build_image``) lets base blobs the push targets hold stay undownloaded."""
     files = collect_files(cfg.project_dir, cfg.files)  # a bad entry is an error before any work
+    requirements = cfg.project_dir / cfg.requirements if cfg.requirements else None
+    if requirements is not None and requirements.is_file() and hashedreqs.is_hashed(requirements.read_text()):
+        hashedreqs.parse(requirements)  # a partly hashed or unpinned file too
     _check_entrypoint(cfg)
     base, base_source = load_base(cfg.base, cfg.platform, cache, cfg.compression, registry or RegistrySettings(), remote=remote)
     events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg.base else ""))

@@ -59,7 +59,7 @@ def pip_config_fingerprint() -> str:
     return h.hexdigest()
 
 
-def inputs_key(requires_dist: Sequence[str], extras: Sequence[str], requirements_text: str, target: Target) -> str:
+def inputs_key(requires_dist: Sequence[str], extras: Sequence[str], requirements_text: str, target: Target, uv_sources: str = "") -> str:
     material = {
         "requires": sorted(requires_dist),
         "extras": sorted(extras),
@@ -67,6 +67,8 @@ def inputs_key(requires_dist: Sequence[str], extras: Sequence[str], requirements
         "pip": pip_config_fingerprint(),
         "target": [target.python, str(target.platform), target.libc, target.libc_version],
     }
+    if uv_sources:  # only projects declaring uv indexes: every other lock keeps its key
+        material["uv-sources"] = uv_sources
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 

@@ -46,21 +46,21 @@ def is_pyimage_lock(path: Path) -> bool:
 
 
 def detect(project_dir: Path, configured: str | None) -> Path | None:
-    """The lock to build from: ``lock-input`` when set (``"none"``: no lock input), else ``uv.lock``, else a
-    ``pylock.toml`` another tool wrote; None when pyimage resolves by itself."""
+    """The lock to build from: ``lock-input`` when set (``"none"``: no lock input), else ``uv.lock``, else
+    ``poetry.lock``, else a ``pylock.toml`` another tool wrote; None when pyimage resolves by itself."""
     if configured is not None:
         if configured == "none":
             return None
         path = project_dir / configured
         if not path.is_file():
             raise ConfigError(f"lock-input {configured} not found in {project_dir}", 'fix [tool.pyimage] lock-input, or set it to "none" to let pyimage resolve')
-        if path.name != "uv.lock" and not (path.name.startswith("pylock.") and path.name.endswith(".toml")):
+        if path.name not in ("uv.lock", "poetry.lock") and not (path.name.startswith("pylock.") and path.name.endswith(".toml")):
             raise ConfigError(
-                f"lock-input {configured}: pyimage reads uv.lock and PEP 751 pylock.toml / pylock.<name>.toml files",
+                f"lock-input {configured}: pyimage reads uv.lock, poetry.lock and PEP 751 pylock.toml / pylock.<name>.toml files",
                 "export the lock as PEP 751 (`uv export --format pylock.toml`, `pip lock`) and point lock-input at it",
             )
         return path
-    for name in ("uv.lock", "pylock.toml"):
+    for name in ("uv.lock", "poetry.lock", "pylock.toml"):
         path = project_dir / name
         if path.is_file() and not is_pyimage_lock(path):
             return path
@@ -142,6 +142,12 @@ def locked_pins(
     wheel for the target, a local path dependency."""
     from packaging.pylock import PackageDirectory, PackageSdist, PackageWheel, Pylock, PylockSelectError, PylockValidationError
 
+    if lock.name == "poetry.lock":
+        from pyimage.resolve import poetrylock
+
+        pins = poetrylock.locked_pins(lock, app_name, extras, groups, target, cache, events)
+        _check_covers(requires, extras, pins, target, lock.name, poetrylock.FIX)
+        return sorted(pins, key=lambda p: p.name)
     is_uv = lock.name == "uv.lock"
     fix = "uv lock" if is_uv else "uv export --format pylock.toml (or pip lock)"
     events(f"installing from {lock.name} as locked (no resolution)")

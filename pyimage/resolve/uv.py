@@ -7,7 +7,9 @@ pip's configuration stays the source of truth: pyimage reads it as pip would (co
 variables; ``[global]`` and ``[install]``) and passes it to uv as flags — index-url, extra-index-url,
 find-links, no-index, trusted-host, constraint, pre, cert — with pip's index semantics (the best version
 across every index, ``--index-strategy unsafe-best-match``). uv's own configuration files and the project's
-``[tool.uv]`` are not read (``--no-config``), so both backends resolve from the same settings.
+``[tool.uv]`` settings are not read (``--no-config``), so both backends resolve from the same settings; the
+project's index declarations (``[tool.uv.sources]`` index pins, ``[[tool.uv.index]]``) are the exception, applied
+by compiling the project's pyproject.toml (resolve/uvsources.py).
 
 The pip backend is used instead (``resolver = "auto"``) when uv cannot serve: a pip setting it has no flag
 for (e.g. ``only-binary``, ``no-binary``, ``prefer-binary``), a platform uv cannot target (glibc older than
@@ -30,6 +32,7 @@ from pyimage.cache import Cache
 from pyimage.errors import BuildError
 from pyimage.resolve.pip import Pin
 from pyimage.resolve.target import Target
+from pyimage.resolve.uvsources import UvSources
 
 __all__ = ["uv_binary", "uv_platform", "pip_settings_for_uv", "why_not_uv", "resolve"]
 
@@ -171,9 +174,18 @@ def _compile(uv: str, args: list[str], env: dict[str, str]) -> subprocess.Comple
 
 
 def resolve(
-    requirements: Sequence[str], target: Target, cache: Cache, *, extra_args: Sequence[str] = (), prefer: Sequence[Pin] = ()
+    requirements: Sequence[str],
+    target: Target,
+    cache: Cache,
+    *,
+    extra_args: Sequence[str] = (),
+    prefer: Sequence[Pin] = (),
+    project: UvSources | None = None,
+    extras: Sequence[str] = (),
 ) -> list[Pin]:
-    """Pins for ``requirements`` as the pip backend gives them, resolved by uv for ``target``."""
+    """Pins for ``requirements`` as the pip backend gives them, resolved by uv for ``target``. With ``project``
+    (its uv index declarations, resolve/uvsources.py) the project's pyproject.toml is compiled instead, with
+    ``extras``, so that its ``[tool.uv.sources]`` apply."""
     uv = uv_binary()
     platform_name = uv_platform(target)
     flags, env, reason = pip_settings_for_uv()
@@ -183,10 +195,14 @@ def resolve(
     with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix=f"{os.getpid()}-") as tmp:
         work = Path(tmp)
         (work / "requirements.in").write_text("".join(line + "\n" for line in _input_lines(requirements)))
+        source: list[str] = [str(work / "requirements.in")]
+        if project is not None and project.declared and project.pyproject is not None:
+            source = [str(project.pyproject), *[a for e in extras for a in ("--extra", e)], *project.uv_args()]
         base = [
-            "pip", "compile", str(work / "requirements.in"), "--format", "pylock.toml", "-o", str(work / "pylock.toml"),
+            "pip", "compile", *source, "--format", "pylock.toml", "-o", str(work / "pylock.toml"),
             "--python-version", target.python, "--python-platform", platform_name, "--no-config", "--no-header",
-            "--index-strategy", "unsafe-best-match", "--quiet", *flags, *extra_args,
+            *(["--index-strategy", "unsafe-best-match"] if project is None or not project.index_strategy else []),
+            "--quiet", *flags, *extra_args,
         ]
         proc = None
         if prefer:

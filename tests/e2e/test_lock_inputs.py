@@ -212,3 +212,97 @@ def test_lock_input_none_ignores_the_teams_lock_and_pyimage_resolves(pyimage: Py
 
     assert "resolving dependencies" in done.stderr and (project / "pylock.pyimage.toml").is_file()
     assert (project / "uv.lock").read_bytes() == lock_bytes
+
+
+POETRY = [sys.executable, "-m", "poetry"]
+# This machine's PyPI serves the simple API but not the JSON API Poetry's default source reads, so the test
+# projects name PyPI's simple index as their source (poetry.lock then records it as each package's source).
+POETRY_PROJECT = """
+[project.optional-dependencies]
+fancy = ["idna"]
+
+[tool.poetry.group.dev.dependencies]
+iniconfig = "*"
+
+[[tool.poetry.source]]
+name = "pypi-simple"
+url = "https://pypi.org/simple/"
+priority = "primary"
+
+[tool.pyimage]
+extras = ["fancy"]
+"""
+
+
+def poetry_project(root: Path, dependencies: list[str]) -> Path:
+    project = make_project(root, dependencies, POETRY_PROJECT)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('requires = ["hatchling"]\nbuild-backend = "hatchling.build"', 'requires = ["poetry-core>=2.0"]\nbuild-backend = "poetry.core.masonry.api"'))
+    (project / "src" / "team_app" / "__init__.py").write_text("import markupsafe, six\n\ndef main():\n    print('hi', markupsafe.escape('<b>'), six.__version__)\n")
+    subprocess.run([*POETRY, "lock", "--no-interaction"], cwd=project, check=True, capture_output=True, text=True)
+    return project
+
+
+def test_a_poetry_lock_is_installed_as_locked_with_no_resolver_and_left_byte_for_byte(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = poetry_project(tmp_path / "team-app", ["six>=1.15,<1.17", "attrs", "markupsafe; python_version >= '3.9'"])
+    lock_bytes = (project / "poetry.lock").read_bytes()
+
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}:t", project=project, env=no_resolver_env(tmp_path))
+
+    assert "installing from poetry.lock as locked" in done.stderr and "resolving dependencies" not in done.stderr
+    assert (project / "poetry.lock").read_bytes() == lock_bytes
+    assert not (project / "pylock.pyimage.toml").exists()
+    locked = {name: versions.pop() for name, versions in locked_versions(lock_bytes.decode()).items()}
+    versions = installed(tmp_path / "layout", "t")
+    assert {name: versions[name] for name in ("six", "attrs", "markupsafe", "idna")} == {n: locked[n] for n in ("six", "attrs", "markupsafe", "idna")}
+    assert versions["six"] == "1.16.0"
+    assert "iniconfig" not in versions  # the dev group stays out of the image
+    out = run_image(tmp_path / "layout", "t").stdout
+    assert f"hi &lt;b&gt; {locked['six']}" in out  # markupsafe's compiled wheel for the target runs there
+
+
+def test_a_poetry_lock_out_of_date_with_pyproject_is_one_error_with_the_fix(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = poetry_project(tmp_path / "team-app", ["six"])
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('["six"]', '["six", "attrs"]'))
+
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}:t", project=project, check=False)
+
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {project / 'poetry.lock'} is out of date with pyproject.toml (its content-hash differs)"]
+    assert "hint: run `poetry lock`" in done.stderr and "Traceback" not in done.stderr
+    subprocess.run([*POETRY, "lock", "--no-interaction"], cwd=project, check=True, capture_output=True)
+    assert "installing from poetry.lock" in pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}:t", project=project).stderr
+
+
+def test_a_requirements_file_with_hashes_is_installed_as_locked_with_no_resolver(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "team-app", ["six>=1.15", "attrs", "markupsafe"], '\n[tool.pyimage]\nrequirements = "requirements.txt"\n')
+    (project / "requirements.in").write_text("six==1.16.0\nattrs\nmarkupsafe\n")  # the team's tested pin of six is old
+    uv(project, "pip", "compile", "--generate-hashes", "--universal", "--no-config", "-q", "requirements.in", "-o", "requirements.txt")
+    text = (project / "requirements.txt").read_text()
+    assert "--hash=sha256:" in text
+    pinned = dict(line.split(" ")[0].split("==") for line in text.splitlines() if "==" in line and not line.startswith(("#", " ")))
+
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}:t", project=project, env=no_resolver_env(tmp_path))
+
+    assert "installing from requirements.txt as locked" in done.stderr and "resolving dependencies" not in done.stderr
+    assert (project / "requirements.txt").read_text() == text and not (project / "pylock.pyimage.toml").exists()
+    versions = installed(tmp_path / "layout", "t")
+    assert {name: versions[name] for name in pinned} == pinned and pinned["six"] == "1.16.0"
+    refused = pyimage.run("lock", project=project, check=False)
+    assert refused.returncode == 2 and "error: requirements.txt pins and hashes every requirement; pyimage does not rewrite it" in refused.stderr
+    assert (project / "requirements.txt").read_text() == text
+
+
+def test_a_partly_hashed_requirements_file_is_one_error_before_any_work(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "team-app", ["six"], '\n[tool.pyimage]\nrequirements = "requirements.txt"\n')
+    (project / "requirements.txt").write_text("six==1.16.0 --hash=sha256:" + "1" * 64 + "\nattrs==25.1.0\n")
+
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}:t", project=project, check=False)
+
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: requirements.txt line 2: attrs has no --hash=sha256:…, and once one requirement has a hash every one must (pip's rule)"]
+    assert "--generate-hashes" in done.stderr and "Traceback" not in done.stderr
+    assert "base:" not in done.stderr  # refused before the base is read or the project's wheel built

@@ -40,7 +40,7 @@ def test_a_named_pylock_is_only_used_when_lock_input_names_it(tmp_path: Path) ->
 
 @pytest.mark.parametrize(
     ("configured", "message"),
-    [("pylock.missing.toml", "lock-input pylock.missing.toml not found"), ("requirements.txt", "pyimage reads uv.lock and PEP 751")],
+    [("pylock.missing.toml", "lock-input pylock.missing.toml not found"), ("requirements.txt", "pyimage reads uv.lock, poetry.lock and PEP 751")],
 )
 def test_a_lock_input_that_is_not_there_or_not_a_lock_is_one_config_error(tmp_path: Path, configured: str, message: str) -> None:
     (tmp_path / "requirements.txt").write_text("six==1.16.0\n")

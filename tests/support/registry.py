@@ -354,9 +354,20 @@ class Registry:
         return self.start()
 
     def requests(self) -> list[AccessLogEntry]:
-        """Every request the registry served so far, from its (combined-format) access log."""
+        """Every request the registry served so far, from its (combined-format) access log. The registry writes a
+        line after it has answered, so the log is read once it has stopped growing (a client that just got its
+        reply could otherwise count one request short)."""
+        import time
+
+        text, deadline = self.access_log.read_text(errors="replace"), time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            again = self.access_log.read_text(errors="replace")
+            if again == text:
+                break
+            text = again
         out = []
-        for line in self.access_log.read_text(errors="replace").splitlines():
+        for line in text.splitlines():
             match = _ACCESS_RE.match(line)
             if match:
                 out.append(AccessLogEntry(match.group(1), match.group(2), int(match.group(3))))

@@ -1,0 +1,37 @@
+"""Index pages are untrusted: what they may name, and where the files they list may be; passwords stay out of
+every message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from support.simpleindex import serve
+
+from pyimage.resolve import indexfiles
+
+
+def test_a_served_page_cannot_point_at_this_machines_files_or_name_a_path(tmp_path: Path) -> None:
+    page = tmp_path / "simple" / "six"
+    page.mkdir(parents=True)
+    digest = "a" * 64
+    (page / "index.html").write_text(
+        f'<a href="file:///etc/passwd#sha256={digest}">six-1.0-py3-none-any.whl</a>\n'
+        f'<a href="../../files/..%2F..%2Fescape.whl#sha256={digest}">x</a>\n'
+        f'<a href="../../files/six-1.0-py3-none-any.whl#sha256={digest.upper()}">six-1.0-py3-none-any.whl</a>\n'
+    )
+    with serve(tmp_path) as (url, _seen):
+        served = indexfiles.project_files("six", indexfiles.Sources((f"{url}/simple",), ()))
+    assert served == [indexfiles.IndexFile("six-1.0-py3-none-any.whl", f"{url}/files/six-1.0-py3-none-any.whl", digest)]
+    local = indexfiles.project_files("Six", indexfiles.Sources(((tmp_path / "simple").as_uri(),), ()))
+    assert [f.url for f in local] == ["file:///etc/passwd", (tmp_path / "files" / "six-1.0-py3-none-any.whl").as_uri()]  # the user's own directory
+
+
+def test_credentials_are_sent_to_their_host_only_and_never_shown(tmp_path: Path) -> None:
+    (tmp_path / "simple" / "six").mkdir(parents=True)
+    (tmp_path / "simple" / "six" / "index.html").write_text('<a href="../../files/six-1.0-py3-none-any.whl">six-1.0-py3-none-any.whl</a>')
+    with serve(tmp_path, "builder", "hunter2") as (url, seen):
+        index = url.replace("http://", "http://builder:hunter2@") + "/simple"
+        files = indexfiles.project_files("six", indexfiles.Sources((index,), ()))
+    assert seen == ["/simple/six/"] and files[0].url == f"{url}/files/six-1.0-py3-none-any.whl"
+    assert indexfiles.redact(index) == url.replace("http://", "http://builder:***@") + "/simple"
+    assert "hunter2" not in indexfiles.Sources((index,), ()).describe()
