@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from packaging.utils import canonicalize_name
+
 from pyimage.cache import Cache
 from pyimage.config import Config
 from pyimage.errors import BuildError, ConfigError
@@ -33,9 +35,10 @@ from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
 from pyimage.publish import RegistrySettings
 from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, project_table, requires_python
 from pyimage.resolve.lock import inputs_key, read_lock, write_lock
-from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins
+from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins, target_environment
 from pyimage.resolve.pip import Pin, fetch_wheels, resolve, sdist_wheel
 from pyimage.resolve.target import Target
+from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, collect as collect_local, find_workspace, relative_path
 from pyimage.wheels import Wheel, read_wheel
 
 __all__ = ["Prepared", "BuildResult", "prepare", "build_image", "write_outputs", "check_outputs", "default_output", "lock_only"]
@@ -67,6 +70,8 @@ class Prepared:
     console_scripts: tuple[str, ...] = ()  # the app wheel's console and legacy scripts, read once with its Requires-Dist
     files: tuple[ProjectFile, ...] = ()  # the `files` layer's content, checked before any work
     user: RuntimeUser | None = None  # the runtime user (created in the `runtime` layer when the base lacks it)
+    workspace: tuple[Wheel, ...] = ()  # first-party packages built from local paths (the `workspace` layer)
+    workspace_root: Path | None = None  # the uv workspace the project is a member of
 
     @property
     def has_runtime_layer(self) -> bool:
@@ -171,42 +176,102 @@ def _interpreter(cfg: Config, base: Image, cache: Cache) -> tuple[Interpreter, T
     return interp, target
 
 
+def _local_packages(
+    cfg: Config, workspace: Workspace | None, app_name: str, requires: list[str], target: Target, cache: Cache, workdir: Path, events: Events
+) -> list[LocalPackage]:
+    """The first-party packages the app depends on by path (resolve/workspace.py), each built into a wheel in
+    ``workdir`` as the app's is: reused while its sources are unchanged, checked against the target."""
+
+    def build_one(source: LocalSource) -> tuple[Path, list[str]]:
+        check_requires_python(requires_python(source.directory), target, str(source.directory / "pyproject.toml"))
+        label = f"the wheel of {source.name} ({source.kind})"
+        wheel = build_app_wheel(source.directory, workdir / "local" / source.name, cache, cfg.epoch, target, events, label=label)
+        name, reqs, _scripts, wheel_requires_python = _requires_dist(wheel)
+        if canonicalize_name(name) != source.name:
+            raise ConfigError(f"{source.declared} names {source.name}, but the project at {source.directory} is {name}", f"point {source.name}'s source at its own directory")
+        check_requires_python(wheel_requires_python, target, f"{source.name} (its wheel's metadata)")
+        return wheel, reqs
+
+    return collect_local(requires, cfg["extras"], cfg.project_dir, app_name, workspace, target_environment(target), build_one)
+
+
+def _local_material(local: Sequence[LocalPackage], start: Path) -> list[str]:
+    """What the local packages add to resolution (their names, places and Requires-Dist), without machine paths."""
+    return sorted(f"local {p.source.name} at {relative_path(p.source.directory, start)}: {r}" for p in local for r in (*p.requires, ""))
+
+
 def _pins(
-    cfg: Config, app: Path, requires: list[str], target: Target, cache: Cache, events: Events, refresh: bool, upgrade: bool
+    cfg: Config,
+    app: Path,
+    requires: list[str],
+    target: Target,
+    cache: Cache,
+    events: Events,
+    refresh: bool,
+    upgrade: bool,
+    local: Sequence[LocalPackage] = (),
+    workspace: Workspace | None = None,
 ) -> list[Pin]:
     req_file = cfg["requirements"]
     if req_file and not (cfg.project_dir / req_file).is_file():
         raise ConfigError(f"requirements file {req_file} not found in {cfg.project_dir}", "fix [tool.pyimage] requirements")
     req_text = (cfg.project_dir / req_file).read_text() if req_file else ""
     app_name = app.name.split("-")[0].replace("_", "-").lower()
+    local_names = frozenset(p.source.name for p in local)
     team_lock = None if req_file else detect_lock_input(cfg.project_dir, cfg["lock-input"])
+    if team_lock is None and not req_file and cfg["lock-input"] is None and workspace is not None and (workspace.root / "uv.lock").is_file():
+        team_lock = workspace.root / "uv.lock"  # a member builds from the workspace root's lock
     if team_lock is not None:  # the team's lock: installed as locked, never resolved again, never written
         if refresh:
             fix = "uv lock" if team_lock.name == "uv.lock" else "the tool that wrote it (uv export, pip lock)"
             raise ConfigError(f"the project's lock is {team_lock.name}; pyimage does not rewrite it", f"update it with {fix}, or set lock-input = \"none\" to let pyimage resolve")
-        return locked_pins(team_lock, app_name, requires, cfg["extras"], cfg["groups"], target, cache, events)
-    key = inputs_key(requires, cfg["extras"], req_text, target)
+        all_requires = [*requires, *(r for p in local for r in p.requires)]
+        where = {p.source.name: p.source.directory for p in local}
+        return locked_pins(team_lock, app_name, all_requires, cfg["extras"], cfg["groups"], target, cache, events, local=where, project_dir=cfg.project_dir)
     lock_path = cfg.project_dir / cfg["lock"]
+    key = inputs_key([*requires, *_local_material(local, lock_path.parent)], cfg["extras"], req_text, target)
     _migrate_lock(lock_path, events)
     lock = read_lock(lock_path, target)
+    local_entries = [(p.source.name, relative_path(p.source.directory, lock_path.parent)) for p in local]
     if lock is not None and lock.inputs == key and not refresh:
         if lock.legacy:  # pyimage's lock of the old single-platform form: rewritten once with per-platform entries
-            write_lock(lock_path, lock.pins, key, target)
+            write_lock(lock_path, lock.pins, key, target, local_entries)
         return lock.pins
     if lock is not None and lock.inputs != key:
         events(f"{lock_path.name} is stale (dependencies, pip configuration or target changed): resolving again")
     prefer = [] if upgrade or lock is None else lock.pins
     extras = f"[{','.join(cfg['extras'])}]" if cfg["extras"] else ""
-    request = ["-r", str(cfg.project_dir / req_file)] if req_file else [f"{app}{extras}"]
-    pins = _resolve(cfg["resolver"], request, target, cache, prefer, events)
+    request = ["-r", str(cfg.project_dir / req_file)] if req_file else [f"{app}{extras}", *_local_request(local)]
+    pins = _resolve(cfg["resolver"], request, target, cache, prefer, events, local_names)
     if req_file:
-        _check_requirements_cover(requires, cfg["extras"], pins, target, req_file)
-    pins = [p for p in pins if p.name != app_name]
-    write_lock(lock_path, pins, key, target)
+        _check_requirements_cover([r for r in requires if _requirement_name(r) not in local_names], cfg["extras"], pins, target, req_file)
+    pins = [p for p in pins if p.name != app_name and p.name not in local_names]
+    write_lock(lock_path, pins, key, target, local_entries)
     return pins
 
 
-def _resolve(resolver: str, request: list[str], target: Target, cache: Cache, prefer: list[Pin], events: Events) -> list[Pin]:
+def _local_request(local: Sequence[LocalPackage]) -> list[str]:
+    """The local packages as resolver inputs: the built wheel, or for a ``name @ file:`` dependency that same
+    URL (a resolver refuses two different URLs for one name), so their own dependencies are resolved too."""
+    out = []
+    for p in local:
+        extras = f"[{','.join(p.source.extras)}]" if p.source.extras else ""
+        out.append(f"{p.source.name}{extras} @ {p.source.url}" if p.source.url else f"{p.wheel}{extras}")
+    return out
+
+
+def _requirement_name(line: str) -> str:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        return canonicalize_name(Requirement(line).name)
+    except InvalidRequirement:
+        return ""
+
+
+def _resolve(
+    resolver: str, request: list[str], target: Target, cache: Cache, prefer: list[Pin], events: Events, local: frozenset[str] = frozenset()
+) -> list[Pin]:
     """uv for ``auto`` where it can serve (resolve/uv.py says when it cannot), else pip; ``uv`` and ``pip`` force one."""
     from pyimage.resolve import uv
 
@@ -215,9 +280,9 @@ def _resolve(resolver: str, request: list[str], target: Target, cache: Cache, pr
         raise ConfigError(f"resolver = \"uv\" cannot serve this build: {why_not}", 'set resolver = "pip" (or "auto", which falls back to pip)')
     if resolver != "pip" and not why_not:
         events(f"resolving dependencies for {target.describe()} with uv")
-        return uv.resolve(request, target, cache, prefer=prefer)
+        return uv.resolve(request, target, cache, prefer=prefer, local=local)
     events(f"resolving dependencies for {target.describe()} with pip" + (f" ({why_not})" if resolver == "auto" else ""))
-    return resolve(request, target, cache, prefer=prefer)
+    return resolve(request, target, cache, prefer=prefer, local=local)
 
 
 def _migrate_lock(lock_path: Path, events: Events) -> None:
@@ -400,28 +465,34 @@ def prepare(
     venv = "/" + cfg["venv"].strip("/")
     if posixpath.commonpath([venv, interp.executable]) == venv:
         raise ConfigError(f"venv = {venv!r} holds the base's interpreter {interp.executable}; the venv would replace it", 'set venv to a directory of its own, e.g. "/opt/venv"')
+    workspace = find_workspace(cfg.project_dir)
     workdir = cache.tmp_path("-appwheel")
     workdir.mkdir()
     try:
         check_requires_python(requires_python(cfg.project_dir), target, str(cfg.pyproject))
         app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch, target, events)
         app = read_wheel(app_path)
-        _name, requires, scripts, wheel_requires_python = _requires_dist(app_path)
+        app_name, requires, scripts, wheel_requires_python = _requires_dist(app_path)
         check_requires_python(wheel_requires_python, target, f"{cfg.project_dir.name} (its wheel's metadata)")
         _entrypoint(cfg, scripts, paths.bin)  # no or several scripts: said before resolving and building layers
-        pins = _pins(cfg, app_path, requires, target, cache, events, refresh_lock, upgrade)
+        local = _local_packages(cfg, workspace, app_name, requires, target, cache, workdir, events)
+        local_wheels = [(read_wheel(p.wheel), f"built from {relative_path(p.source.directory, cfg.project_dir)} ({p.source.kind})") for p in local]
+        pins = _pins(cfg, app_path, requires, target, cache, events, refresh_lock, upgrade, local, workspace)
         wheels = _wheel_values(pins, target, cache, paths)
-        conflict_notes = _check_conflicts([*wheels, app], paths, cache)
+        conflict_notes = _check_conflicts([*wheels, *(w for w, _ in local_wheels), app], paths, cache)
         threshold = cfg["heavy-threshold"] or None
         extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg["writable"]))
-        plan = plan_layers(wheels, app, cfg["heavy"], threshold, cfg["max-layers"], fixed_layers=len(base.layers) + 1 + extra)
+        plan = plan_layers(wheels, app, cfg["heavy"], threshold, cfg["max-layers"], fixed_layers=len(base.layers) + 1 + extra, workspace=local_wheels)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     notes = list(plan.notes) + conflict_notes
     if cfg["compile-bytecode"] and not can_compile(interp.version):
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
-    return Prepared(cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir, tuple(pins), tuple(scripts), tuple(files), user)
+    return Prepared(
+        cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir, tuple(pins), tuple(scripts), tuple(files), user,
+        tuple(w for w, _ in local_wheels), workspace.root if workspace is not None else None,
+    )
 
 
 def _declared_scripts(cfg: Config) -> list[str] | None:

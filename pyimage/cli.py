@@ -45,6 +45,7 @@ _DEBUG = False
 
 ProjectOpt = typer.Option(Path("."), "--project", "-C", help="Project directory (holds pyproject.toml).")
 DirArg = typer.Argument(None, metavar="DIR", help="Project directory (the same as -C; default: the current directory).", show_default=False)
+PackageOpt = typer.Option(None, "--package", help="Build this member of the uv workspace the project directory is in (with the workspace root's uv.lock).")
 SetOpt = typer.Option(None, "--set", "-s", help="Override any [tool.pyimage] key: --set key=value (repeatable; TOML values allowed).")
 BaseOpt = typer.Option(None, "--base", help="Base image (overrides `base`).")
 PythonOpt = typer.Option(None, "--python", help="Target Python X.Y (overrides `python`).")
@@ -65,13 +66,17 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
-def _project(directory: Optional[Path], project: Path) -> Path:
-    """The project directory from ``pyimage build DIR`` or ``-C DIR`` (both: they must agree)."""
-    if directory is None:
-        return project
-    if project != Path(".") and project.resolve() != directory.resolve():
+def _project(directory: Optional[Path], project: Path, package: Optional[str] = None) -> Path:
+    """The project directory from ``pyimage build DIR`` or ``-C DIR`` (both: they must agree); with
+    ``--package NAME``, that member of the uv workspace the directory is in."""
+    if directory is not None and project != Path(".") and project.resolve() != directory.resolve():
         raise ConfigError(f"two project directories: {directory} and -C {project}", "give the directory once, as an argument or with -C")
-    return directory
+    chosen = directory if directory is not None else project
+    if package:
+        from pyimage.resolve.workspace import member_dir
+
+        return member_dir(chosen, package)
+    return chosen
 
 
 def _parse_set(items: List[str]) -> dict[str, Any]:
@@ -154,6 +159,7 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
 def build(
     directory: Optional[Path] = DirArg,
     project: Path = ProjectOpt,
+    package: Optional[str] = PackageOpt,
     output: Optional[List[str]] = typer.Option(None, "--output", "-o", help="oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:[NAME:TAG] or podman:[NAME:TAG] (repeatable)."),
     load: bool = typer.Option(False, "--load", help="Load the image into the local engine: Docker (DOCKER_HOST or the docker context), else podman."),
     push: Optional[List[str]] = typer.Option(None, "--push", help="Push to a registry reference (repeatable)."),
@@ -182,7 +188,7 @@ def build(
     overrides = _overrides(sets, base, python, heavy, platform, compression=compression)
     if output:
         overrides["output"] = list(output)
-    proj = _project(directory, project)
+    proj = _project(directory, project, package)
     cfg = load_config(proj, overrides)
     if load:
         from pyimage.oci.engine import default_engine_output
@@ -278,6 +284,7 @@ def _push(image: Any, prep: Any, refs: list[str], registry: Any, events: Any) ->
 def plan(
     directory: Optional[Path] = DirArg,
     project: Path = ProjectOpt,
+    package: Optional[str] = PackageOpt,
     sets: Optional[List[str]] = SetOpt,
     base: Optional[str] = BaseOpt,
     python: Optional[str] = PythonOpt,
@@ -290,7 +297,7 @@ def plan(
     from pyimage.build import prepare_platforms
     from pyimage.config import load_config
 
-    cfg = load_config(_project(directory, project), _overrides(sets, base, python, heavy, platform))
+    cfg = load_config(_project(directory, project, package), _overrides(sets, base, python, heavy, platform))
     cache = _cache(cache_dir)
     with cache.lock("cache", shared=True):  # a `cache prune` waits, as for a build
         preps = prepare_platforms(cfg, cache, _events(as_json))
@@ -351,6 +358,7 @@ def _shared_layers(preps: List[Any]) -> List[str]:
 def lock(
     directory: Optional[Path] = DirArg,
     project: Path = ProjectOpt,
+    package: Optional[str] = PackageOpt,
     upgrade: bool = typer.Option(False, "--upgrade", help="Take the newest versions allowed instead of keeping locked ones."),
     sets: Optional[List[str]] = SetOpt,
     base: Optional[str] = BaseOpt,
@@ -362,7 +370,7 @@ def lock(
     from pyimage.build import lock_only
     from pyimage.config import load_config
 
-    cfg = load_config(_project(directory, project), _overrides(sets, base, python, None, platform))
+    cfg = load_config(_project(directory, project, package), _overrides(sets, base, python, None, platform))
     cache = _cache(cache_dir)
     with cache.lock("cache", shared=True):
         prep = lock_only(cfg, cache, _events(False), upgrade=upgrade)

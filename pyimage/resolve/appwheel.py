@@ -272,7 +272,13 @@ def _debris(project_dir: Path) -> set[Path]:
 
 
 def build_app_wheel(
-    project_dir: Path, out_dir: Path, cache: Cache, epoch: int, target: Target | None = None, events: Callable[[str], None] = lambda _: None
+    project_dir: Path,
+    out_dir: Path,
+    cache: Cache,
+    epoch: int,
+    target: Target | None = None,
+    events: Callable[[str], None] = lambda _: None,
+    label: str = "the project's wheel",
 ) -> Path:
     """The project's wheel in ``out_dir`` (built with SOURCE_DATE_EPOCH=``epoch``); returns its path.
 
@@ -289,14 +295,14 @@ def build_app_wheel(
     kept = cache.root / "appwheels" / fingerprint
     out_dir.mkdir(parents=True, exist_ok=True)
     for wheel in kept.glob("*.whl") if kept.is_dir() else ():
-        events("the project's wheel: reused (its sources are unchanged)")
+        events(f"{label}: reused (its sources are unchanged)")
         cache.touch(kept)
         dest = out_dir / wheel.name
         shutil.copyfile(wheel, dest)
         if target is not None:
             check_wheel_fits(dest, target, built_with)
         return dest
-    events("building the project's wheel")
+    events(f"building {label}")
     before = _debris(project_dir)
     try:
         built = _build(project_dir, out_dir, cache, epoch, requires, python)

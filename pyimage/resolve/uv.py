@@ -171,9 +171,16 @@ def _compile(uv: str, args: list[str], env: dict[str, str]) -> subprocess.Comple
 
 
 def resolve(
-    requirements: Sequence[str], target: Target, cache: Cache, *, extra_args: Sequence[str] = (), prefer: Sequence[Pin] = ()
+    requirements: Sequence[str],
+    target: Target,
+    cache: Cache,
+    *,
+    extra_args: Sequence[str] = (),
+    prefer: Sequence[Pin] = (),
+    local: frozenset[str] = frozenset(),
 ) -> list[Pin]:
-    """Pins for ``requirements`` as the pip backend gives them, resolved by uv for ``target``."""
+    """Pins for ``requirements`` as the pip backend gives them, resolved by uv for ``target``. Packages named in
+    ``local`` (built from the workspace, given as wheels or directories) are resolved through but not pinned."""
     uv = uv_binary()
     platform_name = uv_platform(target)
     flags, env, reason = pip_settings_for_uv()
@@ -203,7 +210,8 @@ def resolve(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise BuildError(f"uv wrote no readable resolution ({exc})", 'report this with --debug output, or set resolver = "pip"') from None
     requested = {str(Path(r.split("[")[0]).resolve()) for r in requirements if r.split("[")[0].endswith(".whl")}
-    pins = [pin for item in data.get("packages", []) if (pin := _pin(item, requested, target)) is not None]
+    items = [item for item in data.get("packages", []) if canonicalize_name(str(item.get("name", ""))) not in local]
+    pins = [pin for item in items if (pin := _pin(item, requested, target)) is not None]
     return sorted(pins, key=lambda p: p.name)
 
 
