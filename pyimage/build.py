@@ -38,7 +38,7 @@ from pyimage.resolve.lock import inputs_key, read_lock, write_lock
 from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins, target_environment
 from pyimage.resolve.pip import Pin, fetch_wheels, resolve, sdist_wheel
 from pyimage.resolve.target import Target
-from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, collect as collect_local, find_workspace, relative_path
+from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, check_buildable, collect as collect_local, find_workspace, relative_path
 from pyimage.wheels import Wheel, read_wheel
 
 __all__ = ["Prepared", "BuildResult", "prepare", "build_image", "write_outputs", "check_outputs", "default_output", "lock_only"]
@@ -455,6 +455,8 @@ def prepare(
     """Resolves and plans; no layer is built. The app wheel lives in ``Prepared.workdir`` until cleanup.
     ``remote`` (push-only builds, see ``build_image``) lets base blobs the push targets hold stay undownloaded."""
     files = collect_files(cfg.project_dir, cfg["files"])  # a bad entry is an error before any work
+    workspace = find_workspace(cfg.project_dir)
+    check_buildable(cfg.project_dir, workspace)  # a virtual workspace root: name its members, before the entrypoint check
     _check_entrypoint(cfg)
     base, base_source = load_base(cfg["base"], cfg["platform"], cache, cfg["compression"], registry or RegistrySettings(), remote=remote)
     events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg["base"] else ""))
@@ -465,7 +467,6 @@ def prepare(
     venv = "/" + cfg["venv"].strip("/")
     if posixpath.commonpath([venv, interp.executable]) == venv:
         raise ConfigError(f"venv = {venv!r} holds the base's interpreter {interp.executable}; the venv would replace it", 'set venv to a directory of its own, e.g. "/opt/venv"')
-    workspace = find_workspace(cfg.project_dir)
     workdir = cache.tmp_path("-appwheel")
     workdir.mkdir()
     try:

@@ -186,8 +186,13 @@ def locked_pins(
                 f"{name} {package.version}: {lock.name} lists no wheel for {target.describe()}",
                 f"choose a version of {name} with a wheel for this platform, or add it to the lock's environments (`{fix}`)",
             )
+        if isinstance(dist, PackageDirectory):
+            raise ConfigError(
+                f"{name} is a local path dependency in {lock.name} ({dist.path}) that pyproject.toml does not declare for {target.describe()}",
+                f"declare it ([tool.uv.sources] {name} = {{ path = \"…\" }} or {{ workspace = true }}), then `{fix}`",
+            )
         if not isinstance(dist, (PackageWheel, PackageSdist)):
-            kind = "local path" if isinstance(dist, PackageDirectory) else "direct (VCS or archive)"
+            kind = "direct (VCS or archive)"
             raise BuildError(
                 f"{name} is a {kind} dependency in {lock.name}: pyimage installs published wheels and sdists",
                 f"publish {name} to an index and depend on it by name and version, then `{fix}`",

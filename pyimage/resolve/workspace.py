@@ -33,7 +33,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Workspace", "LocalSource", "LocalPackage", "find_workspace", "member_dir", "source_root", "local_sources", "relative_path", "collect"]
+__all__ = ["Workspace", "LocalSource", "LocalPackage", "find_workspace", "member_dir", "source_root", "local_sources", "relative_path", "collect", "check_buildable"]
 
 _MAX_LOCAL = 200  # a chain of path dependencies longer than this is a cycle of misconfiguration, not a workspace
 
@@ -149,6 +149,19 @@ def member_dir(start: Path, package: str) -> Path:
         names = ", ".join(n for n, _d in workspace.members) or "none"
         raise ConfigError(f"--package {package}: no member of the workspace at {workspace.root} is named {canonicalize_name(package)}", f"the members are: {names}")
     return found
+
+
+def check_buildable(project_dir: Path, workspace: Workspace | None) -> None:
+    """Refuses to build a virtual workspace root (no ``[project]``): it has no wheel; one of its members does."""
+    if workspace is None or workspace.root != project_dir.resolve() or _project_name(project_dir) is not None:
+        return
+    if any((project_dir / f).is_file() for f in ("setup.py", "setup.cfg")):
+        return
+    names = ", ".join(n for n, _d in workspace.members) or "none yet"
+    raise ConfigError(
+        f"{project_dir} is the root of a uv workspace and has no [project] of its own to build",
+        f"build one member: --package NAME (members: {names}), or -C its directory",
+    )
 
 
 def source_root(project_dir: Path, workspace: Workspace | None) -> Path:
