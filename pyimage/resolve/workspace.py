@@ -123,7 +123,12 @@ def find_workspace(project_dir: Path) -> Workspace | None:
     pyproject.toml has ``[tool.uv.workspace]`` and whose members include it (or which is the project itself)."""
     project_dir = project_dir.resolve()
     for here in (project_dir, *project_dir.parents):
-        table = _uv(_read(here / "pyproject.toml")).get("workspace")
+        try:
+            table = _uv(_read(here / "pyproject.toml")).get("workspace")
+        except ConfigError:
+            if here == project_dir:
+                raise
+            continue  # a broken pyproject.toml above the project that is no workspace root of it: not ours to judge
         if not isinstance(table, dict):
             continue
         members = _members(here, table)

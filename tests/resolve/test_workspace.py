@@ -177,3 +177,9 @@ def test_a_virtual_workspace_root_is_not_built_and_the_error_names_the_members(m
         check_buildable(monorepo, find_workspace(monorepo))
     assert "--package NAME (members: api, other, shared)" in err.value.hint
     check_buildable(monorepo / "services" / "api", find_workspace(monorepo / "services" / "api"))  # a member is fine
+
+
+def test_an_unreadable_pyproject_above_the_project_does_not_stop_the_search(tmp_path: Path, monorepo: Path) -> None:
+    (monorepo.parent / "pyproject.toml").write_text("this is [not toml")
+    assert find_workspace(monorepo / "services" / "api") is not None
+    assert find_workspace(project(tmp_path / "repo-free" / "app", "app")) is None
