@@ -71,7 +71,6 @@ class Prepared:
     files: tuple[ProjectFile, ...] = ()  # the `files` layer's content, checked before any work
     user: RuntimeUser | None = None  # the runtime user (created in the `runtime` layer when the base lacks it)
     workspace: tuple[Wheel, ...] = ()  # first-party packages built from local paths (the `workspace` layer)
-    workspace_root: Path | None = None  # the uv workspace the project is a member of
 
     @property
     def has_runtime_layer(self) -> bool:
@@ -492,7 +491,7 @@ def prepare(
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
     return Prepared(
         cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir, tuple(pins), tuple(scripts), tuple(files), user,
-        tuple(w for w, _ in local_wheels), workspace.root if workspace is not None else None,
+        tuple(w for w, _ in local_wheels),
     )
 
 

@@ -117,20 +117,21 @@ def test_plan_json_lists_the_workspace_layer_with_where_each_package_was_built_f
     assert list(plan).index("workspace") == list(plan).index("app") - 1
 
 
-def test_a_file_url_path_dependency_without_a_workspace_is_built_and_the_lock_holds_no_machine_path(pyimage: Pyimage, tmp_path: Path) -> None:
+@pytest.mark.parametrize("resolver", ["uv", "pip"])
+def test_a_file_url_path_dependency_without_a_workspace_is_built_and_the_lock_holds_no_machine_path(pyimage: Pyimage, tmp_path: Path, resolver: str) -> None:
     helper = package(tmp_path / "helper", "helper", ["six"], "import six\n\ndef hi():\n    return f'helper says hi (six {six.__version__})'\n")
     app = package(
         tmp_path / "app", "file-app", [f"helper @ {helper.as_uri()}"], "def main():\n    import helper\n    print(helper.hi())\n",
         '[project.scripts]\nfile-app = "file_app:main"\n\n[tool.hatch.metadata]\nallow-direct-references = true\n',
     )
-    report = build(pyimage, "-o", f"oci:{tmp_path / 'img'}:t", "-C", str(app))
+    report = build(pyimage, "-o", f"oci:{tmp_path / 'img'}:t", "-C", str(app), "--set", f'resolver="{resolver}"')
 
     assert [p.split("==")[0] for p in layers(report)["workspace"]["packages"]] == ["helper"]
     assert [p.split("==")[0] for p in layers(report)["site-packages"]["packages"]] == ["six"]
     assert "helper says hi (six 1.17.0)" in run_image(tmp_path / "img", "t").stdout
     lock = (app / "pylock.pyimage.toml").read_text()
     assert str(tmp_path) not in lock and 'directory = { path = "../helper" }' in lock
-    again = build(pyimage, "-o", f"oci:{tmp_path / 'img2'}:t", "-C", str(app))  # the lock is reused, not rewritten
+    again = build(pyimage, "-o", f"oci:{tmp_path / 'img2'}:t", "-C", str(app), "--set", f'resolver="{resolver}"')  # the lock is reused, not rewritten
     assert (app / "pylock.pyimage.toml").read_text() == lock
     assert layers(again)["workspace"]["digest"] == layers(report)["workspace"]["digest"]
 
