@@ -38,10 +38,10 @@ from pyimage.resolve.lock import inputs_key, read_lock, write_lock
 from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins, target_environment
 from pyimage.resolve.pip import Pin, fetch_wheels, resolve, sdist_wheel
 from pyimage.resolve.target import Target
-from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, check_buildable, collect as collect_local, find_workspace, relative_path
+from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, check_buildable, collect as collect_local, find_workspace, member_dir, relative_path
 from pyimage.wheels import Wheel, read_wheel
 
-__all__ = ["Prepared", "BuildResult", "prepare", "build_image", "write_outputs", "check_outputs", "default_output", "lock_only"]
+__all__ = ["Prepared", "BuildResult", "prepare", "build_image", "write_outputs", "check_outputs", "default_output", "lock_only", "workspace_member"]
 
 Events = Callable[[str], None]
 
@@ -173,6 +173,11 @@ def _interpreter(cfg: Config, base: Image, cache: Cache) -> tuple[Interpreter, T
             "use a base made for the target architecture, or set platform to match the base",
         )
     return interp, target
+
+
+def workspace_member(start: Path, package: str) -> Path:
+    """``--package NAME``: the directory of that member of the uv workspace ``start`` is in (resolve/workspace.py)."""
+    return member_dir(start, package)
 
 
 def _local_packages(

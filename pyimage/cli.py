@@ -73,9 +73,9 @@ def _project(directory: Optional[Path], project: Path, package: Optional[str] = 
         raise ConfigError(f"two project directories: {directory} and -C {project}", "give the directory once, as an argument or with -C")
     chosen = directory if directory is not None else project
     if package:
-        from pyimage.resolve.workspace import member_dir
+        from pyimage.build import workspace_member
 
-        return member_dir(chosen, package)
+        return workspace_member(chosen, package)
     return chosen
 
 

@@ -207,8 +207,9 @@ def locked_pins(
         if isinstance(dist, PackageWheel):
             _fetch(pin, dist.path, lock.parent, cache)
         pins.append(pin)
-    for name in sorted(set(local) - seen_local):
-        raise ConfigError(f"{lock.name} is out of date with pyproject.toml: it lacks the local package {name} ({local[name]})", f"update the lock: `{fix}`")
+    unlocked = sorted(set(local) - seen_local)
+    if unlocked:
+        raise ConfigError(f"{lock.name} is out of date with pyproject.toml: it lacks the local package {unlocked[0]} ({local[unlocked[0]]})", f"update the lock: `{fix}`")
     _check_covers([r for r in requires if not _names_local(r, local)], extras, pins, target, lock.name, fix)
     return sorted(pins, key=lambda p: p.name)
 
