@@ -171,7 +171,7 @@ def _pin(item: dict, built_dir: Path, requested: set[str], target: Target, cache
     if "dir_info" in info:
         raise BuildError(
             f"{name} is a local path dependency ({name} @ {url}): pyimage installs wheels from an index and cannot lock a directory of this machine",
-            f"build {name} into a wheel and publish it to an index (or a find-links directory), then depend on it by name and version",
+            f"make {name} a path dependency of the project itself ([tool.uv.sources] {name} = {{ path = \"…\" }}, or {name} @ file:///…), which pyimage builds into the workspace layer; or publish it to an index",
         )
     if "vcs_info" in info:
         raise BuildError(

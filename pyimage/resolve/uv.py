@@ -255,7 +255,7 @@ def _pin(item: dict, requested: set[str], target: Target) -> Pin | None:
         where = item["directory"].get("path", "") if isinstance(item["directory"], dict) else ""
         raise BuildError(
             f"{name} is a local path dependency ({name} @ {where}): pyimage installs wheels from an index and cannot lock a directory of this machine",
-            f"build {name} into a wheel and publish it to an index (or a find-links directory), then depend on it by name and version",
+            f"make {name} a path dependency of the project itself ([tool.uv.sources] {name} = {{ path = \"…\" }}, or {name} @ file:///…), which pyimage builds into the workspace layer; or publish it to an index",
         )
     if "vcs" in item:
         raise BuildError(
