@@ -112,7 +112,7 @@ def _members(root: Path, table: Mapping[str, Any]) -> tuple[tuple[str, Path], ..
             name = _project_name(path)
             if name is None:
                 continue  # uv refuses a member without pyproject.toml; here it simply is no package
-            if name in found and found[name] != path:
+            if name in found and found[name] != path.resolve():
                 raise ConfigError(f"{where}: two members are named {name} ({found[name]} and {path})", "rename one of them")
             found[name] = path.resolve()
     return tuple(sorted(found.items()))
@@ -279,7 +279,8 @@ def local_sources(
                     f"{name}: {where} says {{ workspace = true }}, but " + ("there is no uv workspace here" if workspace is None else f"no member of {workspace.root} is named {name}"),
                     f"add {name}'s directory to [tool.uv.workspace] members, or give its path: {{ path = \"…\" }}",
                 )
-            out.append(LocalSource(name, member, f"workspace member {name}", "workspace member", tuple(sorted(req.extras))))
+            declared = f"{where} [tool.uv.sources] {name} = {{ workspace = true }}"
+            out.append(LocalSource(name, _check_directory(member, name, declared, allowed), declared, "workspace member", tuple(sorted(req.extras))))
         elif isinstance(entry.get("path"), str):
             declared = f"{where} [tool.uv.sources] {name} = {{ path = {entry['path']!r} }}"
             target = base / entry["path"]

@@ -183,3 +183,12 @@ def test_an_unreadable_pyproject_above_the_project_does_not_stop_the_search(tmp_
     (monorepo.parent / "pyproject.toml").write_text("this is [not toml")
     assert find_workspace(monorepo / "services" / "api") is not None
     assert find_workspace(project(tmp_path / "repo-free" / "app", "app")) is None
+
+
+def test_a_member_that_is_a_symlink_out_of_the_workspace_is_refused(tmp_path: Path, monorepo: Path) -> None:
+    project(tmp_path / "elsewhere" / "shared", "shared")
+    (monorepo / "libs" / "shared" / "pyproject.toml").unlink()
+    (monorepo / "libs" / "shared").rmdir()
+    (monorepo / "libs" / "shared").symlink_to(tmp_path / "elsewhere" / "shared")
+    with pytest.raises(ConfigError, match=r"shared: .*workspace = true.* points to .*elsewhere/shared, outside"):
+        sources(["shared"], monorepo / "services" / "api")
