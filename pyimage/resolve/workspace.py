@@ -182,7 +182,7 @@ def source_root(project_dir: Path, workspace: Workspace | None) -> Path:
 
 def relative_path(directory: Path, start: Path) -> str:
     """``directory`` relative to ``start`` as a posix path (what a lock records instead of a machine path)."""
-    return Path(os.path.relpath(directory, start)).as_posix()
+    return Path(os.path.relpath(directory.resolve(), start.resolve())).as_posix()  # both resolved: a symlinked checkout path cancels out
 
 
 def _source_entry(sources: Mapping[str, Any], name: str, env: Mapping[str, str]) -> Mapping[str, Any] | None:
