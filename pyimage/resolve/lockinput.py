@@ -177,7 +177,7 @@ def locked_pins(
         if name == canonicalize_name(app_name):
             continue
         if isinstance(dist, PackageDirectory) and name in local:
-            if os.path.normpath(os.path.join(relative_to, dist.path)) != os.path.normpath(local[name]):
+            if os.path.normpath(os.path.join(os.path.abspath(relative_to), dist.path)) != os.path.normpath(local[name]):  # text only: never opened
                 raise ConfigError(f"{lock.name} takes {name} from {dist.path}, but pyproject.toml says {local[name]}", f"update the lock: `{fix}`")
             seen_local.add(name)
             continue
