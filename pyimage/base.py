@@ -283,7 +283,7 @@ def load_base(
     pulled = pull_image(
         ref,
         platform,
-        cache.root / "blobs",
+        cache.blobs_dir,
         client_factory=factory,
         # the cache's stat stamps decide reuse (no re-hash of every base blob per build); a blob fetch_blob just
         # verified is stamped as such

@@ -74,7 +74,7 @@ class Prepared:
 
     @property
     def has_runtime_layer(self) -> bool:
-        return (self.user is not None and self.user.created) or bool(self.config["writable"])
+        return (self.user is not None and self.user.created) or bool(self.config.writable)
 
     def cleanup(self) -> None:
         """Removes the scratch directory holding the app wheel (call once the image is written)."""
@@ -154,22 +154,22 @@ def _requires_dist(app: Path) -> tuple[str, list[str], list[str], str | None]:
 
 def _interpreter(cfg: Config, base: Image, cache: Cache) -> tuple[Interpreter, Target]:
     facts = scan_base(base, cache)
-    if cfg["interpreter"] == "base":
-        interp = choose_base_python(facts.pythons, cfg["python"], cfg["base"])
+    if cfg.interpreter == "base":
+        interp = choose_base_python(facts.pythons, cfg.python, cfg.base)
     else:
-        interp = standalone_interpreter(cfg["interpreter"], cfg["interpreter-sha256"], cache)
-        if cfg["python"] and cfg["python"] != interp.version:
-            raise ConfigError(f"python = {cfg['python']!r} but the interpreter is Python {interp.version}", "drop python, or point interpreter at a matching CPython")
-    target = Target(interp.version, cfg["platform"], facts.libc or "glibc", facts.libc_version or "2.28")
-    base_arch = base.config.get("architecture") if not cfg["base"].startswith("rootfs:") and base.layers else None
+        interp = standalone_interpreter(cfg.interpreter, cfg.interpreter_sha256, cache)
+        if cfg.python and cfg.python != interp.version:
+            raise ConfigError(f"python = {cfg.python!r} but the interpreter is Python {interp.version}", "drop python, or point interpreter at a matching CPython")
+    target = Target(interp.version, cfg.platform, facts.libc or "glibc", facts.libc_version or "2.28")
+    base_arch = base.config.get("architecture") if not cfg.base.startswith("rootfs:") and base.layers else None
     if base_arch and (base_arch, base.config.get("os", "linux")) != (target.platform.architecture, target.platform.os):
         raise ConfigError(
-            f"base {cfg['base']} is for {base.config.get('os', 'linux')}/{base_arch}, but the target platform is {target.platform}",
+            f"base {cfg.base} is for {base.config.get('os', 'linux')}/{base_arch}, but the target platform is {target.platform}",
             f"use a base built for {target.platform}, or set platform = \"{base.config.get('os', 'linux')}/{base_arch}\"",
         )
     if facts.machine and facts.machine != target.machine:
         raise ConfigError(
-            f"base {cfg['base']} holds {facts.machine} binaries (its libc), but the target platform is {target.platform} ({target.machine})",
+            f"base {cfg.base} holds {facts.machine} binaries (its libc), but the target platform is {target.platform} ({target.machine})",
             "use a base made for the target architecture, or set platform to match the base",
         )
     return interp, target
@@ -196,7 +196,7 @@ def _local_packages(
         check_requires_python(wheel_requires_python, target, f"{source.name} (its wheel's metadata)")
         return wheel, reqs
 
-    return collect_local(requires, cfg["extras"], cfg.project_dir, app_name, workspace, target_environment(target), build_one)
+    return collect_local(requires, cfg.extras, cfg.project_dir, app_name, workspace, target_environment(target), build_one)
 
 
 def _local_material(local: Sequence[LocalPackage], start: Path) -> list[str]:
@@ -216,14 +216,14 @@ def _pins(
     local: Sequence[LocalPackage] = (),
     workspace: Workspace | None = None,
 ) -> list[Pin]:
-    req_file = cfg["requirements"]
+    req_file = cfg.requirements
     if req_file and not (cfg.project_dir / req_file).is_file():
         raise ConfigError(f"requirements file {req_file} not found in {cfg.project_dir}", "fix [tool.pyimage] requirements")
     req_text = (cfg.project_dir / req_file).read_text() if req_file else ""
     app_name = app.name.split("-")[0].replace("_", "-").lower()
     local_names = frozenset(p.source.name for p in local)
-    team_lock = None if req_file else detect_lock_input(cfg.project_dir, cfg["lock-input"])
-    if team_lock is None and not req_file and cfg["lock-input"] is None and workspace is not None and (workspace.root / "uv.lock").is_file():
+    team_lock = None if req_file else detect_lock_input(cfg.project_dir, cfg.lock_input)
+    if team_lock is None and not req_file and cfg.lock_input is None and workspace is not None and (workspace.root / "uv.lock").is_file():
         team_lock = workspace.root / "uv.lock"  # a member builds from the workspace root's lock
     if team_lock is not None:  # the team's lock: installed as locked, never resolved again, never written
         if refresh:
@@ -231,9 +231,9 @@ def _pins(
             raise ConfigError(f"the project's lock is {team_lock.name}; pyimage does not rewrite it", f"update it with {fix}, or set lock-input = \"none\" to let pyimage resolve")
         all_requires = [*requires, *(r for p in local for r in p.requires)]
         where = {p.source.name: p.source.directory for p in local}
-        return locked_pins(team_lock, app_name, all_requires, cfg["extras"], cfg["groups"], target, cache, events, local=where, project_dir=cfg.project_dir)
-    lock_path = cfg.project_dir / cfg["lock"]
-    key = inputs_key([*requires, *_local_material(local, lock_path.parent)], cfg["extras"], req_text, target)
+        return locked_pins(team_lock, app_name, all_requires, cfg.extras, cfg.groups, target, cache, events, local=where, project_dir=cfg.project_dir)
+    lock_path = cfg.project_dir / cfg.lock
+    key = inputs_key([*requires, *_local_material(local, lock_path.parent)], cfg.extras, req_text, target)
     _migrate_lock(lock_path, events)
     lock = read_lock(lock_path, target)
     local_entries = [(p.source.name, relative_path(p.source.directory, lock_path.parent)) for p in local]
@@ -244,11 +244,11 @@ def _pins(
     if lock is not None and lock.inputs != key:
         events(f"{lock_path.name} is stale (dependencies, pip configuration or target changed): resolving again")
     prefer = [] if upgrade or lock is None else lock.pins
-    extras = f"[{','.join(cfg['extras'])}]" if cfg["extras"] else ""
+    extras = f"[{','.join(cfg.extras)}]" if cfg.extras else ""
     request = ["-r", str(cfg.project_dir / req_file)] if req_file else [f"{app}{extras}", *_local_request(local)]
-    pins = _resolve(cfg["resolver"], request, target, cache, prefer, events, local_names)
+    pins = _resolve(cfg.resolver, request, target, cache, prefer, events, local_names)
     if req_file:
-        _check_requirements_cover([r for r in requires if _requirement_name(r) not in local_names], cfg["extras"], pins, target, req_file)
+        _check_requirements_cover([r for r in requires if _requirement_name(r) not in local_names], cfg.extras, pins, target, req_file)
     pins = [p for p in pins if p.name != app_name and p.name not in local_names]
     write_lock(lock_path, pins, key, target, local_entries)
     return pins
@@ -458,17 +458,17 @@ def prepare(
 ) -> Prepared:
     """Resolves and plans; no layer is built. The app wheel lives in ``Prepared.workdir`` until cleanup.
     ``remote`` (push-only builds, see ``build_image``) lets base blobs the push targets hold stay undownloaded."""
-    files = collect_files(cfg.project_dir, cfg["files"])  # a bad entry is an error before any work
+    files = collect_files(cfg.project_dir, cfg.files)  # a bad entry is an error before any work
     workspace = find_workspace(cfg.project_dir)
     check_buildable(cfg.project_dir, workspace)  # a virtual workspace root: name its members, before the entrypoint check
     _check_entrypoint(cfg)
-    base, base_source = load_base(cfg["base"], cfg["platform"], cache, cfg["compression"], registry or RegistrySettings(), remote=remote)
-    events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg["base"] else ""))
+    base, base_source = load_base(cfg.base, cfg.platform, cache, cfg.compression, registry or RegistrySettings(), remote=remote)
+    events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg.base else ""))
     interp, target = _interpreter(cfg, base, cache)
     facts = scan_base(base, cache)  # a cache hit: _interpreter scanned it
-    user = runtime_user(cfg["user"], facts.passwd, facts.group)
-    paths = InstallPaths(cfg["venv"], interp.version)
-    venv = "/" + cfg["venv"].strip("/")
+    user = runtime_user(cfg.user, facts.passwd, facts.group)
+    paths = InstallPaths(cfg.venv, interp.version)
+    venv = "/" + cfg.venv.strip("/")
     if posixpath.commonpath([venv, interp.executable]) == venv:
         raise ConfigError(f"venv = {venv!r} holds the base's interpreter {interp.executable}; the venv would replace it", 'set venv to a directory of its own, e.g. "/opt/venv"')
     workdir = cache.tmp_path("-appwheel")
@@ -485,14 +485,14 @@ def prepare(
         pins = _pins(cfg, app_path, requires, target, cache, events, refresh_lock, upgrade, local, workspace)
         wheels = _wheel_values(pins, target, cache, paths)
         conflict_notes = _check_conflicts([*wheels, *(w for w, _ in local_wheels), app], paths, cache)
-        threshold = cfg["heavy-threshold"] or None
-        extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg["writable"]))
-        plan = plan_layers(wheels, app, cfg["heavy"], threshold, cfg["max-layers"], fixed_layers=len(base.layers) + 1 + extra, workspace=local_wheels)
+        threshold = cfg.heavy_threshold or None
+        extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg.writable))
+        plan = plan_layers(wheels, app, cfg.heavy, threshold, cfg.max_layers, fixed_layers=len(base.layers) + 1 + extra, workspace=local_wheels)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     notes = list(plan.notes) + conflict_notes
-    if cfg["compile-bytecode"] and not can_compile(interp.version):
+    if cfg.compile_bytecode and not can_compile(interp.version):
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
     return Prepared(
         cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir, tuple(pins), tuple(scripts), tuple(files), user,
@@ -513,17 +513,17 @@ def _declared_scripts(cfg: Config) -> list[str] | None:
 def _check_entrypoint(cfg: Config) -> None:
     """Before any work: several console scripts declared in pyproject.toml and no ``entrypoint`` is ambiguous."""
     scripts = _declared_scripts(cfg)
-    if cfg["entrypoint"] is None and scripts is not None and len(scripts) > 1:
+    if cfg.entrypoint is None and scripts is not None and len(scripts) > 1:
         _entrypoint(cfg, tuple(scripts), "bin")
 
 
 def _entrypoint(cfg: Config, scripts: Sequence[str], bin_dir: str) -> list[str] | None:
-    if cfg["entrypoint"] is not None:
-        return list(cfg["entrypoint"])
+    if cfg.entrypoint is not None:
+        return list(cfg.entrypoint)
     if len(scripts) == 1:
         return [posixpath.join("/", bin_dir, scripts[0])]
     if not scripts:
-        if cfg["command"] is not None:
+        if cfg.command is not None:
             return None
         raise ConfigError(
             f"{cfg.pyproject}: the project defines no console script, so there is no default entrypoint",
@@ -547,31 +547,31 @@ def _image_config(prep: Prepared, layers: Sequence[Layer]) -> dict[str, Any]:
     venv_bin = posixpath.join("/", prep.paths.bin)
     env["PATH"] = venv_bin + ":" + env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env["VIRTUAL_ENV"] = "/" + prep.paths.venv.strip("/")
-    env.update(cfg["env"])
+    env.update(cfg.env)
     run["Env"] = [f"{k}={v}" for k, v in env.items()]
     entrypoint = _entrypoint(cfg, prep.console_scripts, prep.paths.bin)
     if entrypoint is not None:
         run["Entrypoint"] = entrypoint
         run.pop("Cmd", None)
-    if cfg["command"] is not None:
-        run["Cmd"] = list(cfg["command"])
+    if cfg.command is not None:
+        run["Cmd"] = list(cfg.command)
     if prep.user is not None and prep.user.created:
         run["User"] = prep.user.config_user  # numeric: runtimes can check it is not root
-    elif cfg["user"]:
-        run["User"] = cfg["user"]
-    if cfg["workdir"]:
-        run["WorkingDir"] = cfg["workdir"]
+    elif cfg.user:
+        run["User"] = cfg.user
+    if cfg.workdir:
+        run["WorkingDir"] = cfg.workdir
     labels = dict(run.get("Labels") or {})
-    labels.update(cfg["labels"])
+    labels.update(cfg.labels)
     if labels:
         run["Labels"] = labels
     config["config"] = run
     created = dt.datetime.fromtimestamp(cfg.epoch, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     config["created"] = created
-    config["architecture"] = cfg["platform"].architecture
-    config["os"] = cfg["platform"].os
-    if cfg["platform"].variant:
-        config["variant"] = cfg["platform"].variant
+    config["architecture"] = cfg.platform.architecture
+    config["os"] = cfg.platform.os
+    if cfg.platform.variant:
+        config["variant"] = cfg.platform.variant
     config["rootfs"] = {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]}
     history = [h for h in base.get("history") or []]
     history += [{"created": created, "created_by": layer.history, "comment": "pyimage"} for layer in layers[len(prep.base.layers):]]
@@ -587,10 +587,10 @@ def build_image(prep: Prepared, events: Events = _quiet, jobs: int = 2, remote: 
     ctx = LayerContext(
         cache=prep.cache,
         paths=prep.paths,
-        owner=cfg["owner"],
+        owner=cfg.owner,
         epoch=cfg.epoch,
-        compression=cfg["compression"],
-        compile_bytecode=cfg["compile-bytecode"] and can_compile(prep.interpreter.version),
+        compression=cfg.compression,
+        compile_bytecode=cfg.compile_bytecode and can_compile(prep.interpreter.version),
         fetch=_fetcher(prep.pins, prep.target, prep.cache),
         remote=remote,
     )
@@ -610,13 +610,13 @@ def build_image(prep: Prepared, events: Events = _quiet, jobs: int = 2, remote: 
                 events(f"layer {built[i].name}: {_status(built[i])} {built[i].digest[:19]}")
         extra: list[Layer] = []
         if prep.has_runtime_layer:
-            extra.append(build_custom_layer("runtime", runtime_parts(prep.user, cfg["writable"]), runtime_filler(prep.user, cfg["writable"]), ctx))
+            extra.append(build_custom_layer("runtime", runtime_parts(prep.user, cfg.writable), runtime_filler(prep.user, cfg.writable), ctx))
         if prep.files:
             extra.append(build_custom_layer("files", files_parts(prep.files), files_filler(prep.files), ctx))
         for layer in extra:
             events(f"layer {layer.name}: {_status(layer)} {layer.digest[:19]}")
     layers = [*prep.base.layers, interp_layer, *(built[i] for i in range(len(specs))), *extra]
-    return Image(config=_image_config(prep, layers), layers=tuple(layers), annotations=dict(cfg["annotations"]))
+    return Image(config=_image_config(prep, layers), layers=tuple(layers), annotations=dict(cfg.annotations))
 
 
 def _status(layer: Layer) -> str:

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -129,6 +130,34 @@ class Cache:
     def tmp_path(self, hint: str = "") -> Path:
         """A fresh path under ``tmp/``, named for this process so a sweep can tell whether its writer lives."""
         return self.root / "tmp" / f"{os.getpid()}-{uuid.uuid4().hex[:12]}{hint}"
+
+    @contextlib.contextmanager
+    def tmp_dir(self) -> Iterator[Path]:
+        """A fresh directory under ``tmp/`` (named for this process), removed afterwards."""
+        with tempfile.TemporaryDirectory(dir=self.root / "tmp", prefix=f"{os.getpid()}-") as tmp:
+            yield Path(tmp)
+
+    # -- the cache's places for what other stages keep (nobody else joins paths under the root) ------------
+    @property
+    def blobs_dir(self) -> Path:
+        """The content-addressed blob store (``blobs/<algorithm>/<hex>``), for code that writes blobs by digest."""
+        return self.root / "blobs"
+
+    def build_env_dir(self, key: str) -> Path:
+        """The kept build environment of one ``build-system.requires`` set and interpreter."""
+        return self.root / "envs" / _plain_key(key)
+
+    def app_wheel_dir(self, fingerprint: str) -> Path:
+        """The project wheel kept for one source fingerprint."""
+        return self.root / "appwheels" / _plain_key(fingerprint)
+
+    def sdist_wheel_dir(self, python: str) -> Path:
+        """Wheels built here from sdists, for one target Python (each beside its ``<wheel>.sdist.json``)."""
+        return self.root / "sdist-wheels" / "v2" / _plain_key(python)  # v2: each wheel has its <wheel>.sdist.json
+
+    def interpreter_archive(self, sha256: str) -> Path:
+        """A downloaded interpreter archive, by its (checked) sha256."""
+        return self.root / "meta" / f"interpreter-{_plain_key(sha256)}.tar"
 
     def _hold_process_lock(self) -> None:
         key = f"{os.getpid()}:{self.root.resolve()}"  # a forked child needs a lock of its own
@@ -525,6 +554,13 @@ class Cache:
 
 
 _UNIT_DIRS = ("envs", "appwheels", "sdist-wheels")
+
+
+def _plain_key(key: str) -> str:
+    """A key that names one directory entry: never a path of its own (no separator, no ``..``)."""
+    if not key or "/" in key or "\0" in key or key in (".", ".."):
+        raise ValueError(f"not a cache key: {key!r}")
+    return key
 
 
 @contextlib.contextmanager

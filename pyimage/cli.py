@@ -193,25 +193,25 @@ def build(
     if load:
         from pyimage.oci.engine import default_engine_output
 
-        overrides["output"] = [*cfg["output"], default_engine_output()]
+        overrides["output"] = [*cfg.output, default_engine_output()]
         cfg = load_config(proj, overrides)
     cfg = _add_pairs(cfg, labels=label, annotations=annotation)
-    outputs = list(cfg["output"]) or ([] if push or cfg["repository"] else [default_output(cfg)])
+    outputs = list(cfg.output) or ([] if push or cfg.repository else [default_output(cfg)])
     check_outputs(outputs, cfg.project_dir, len(cfg.platforms))
     cache = _cache(cache_dir)
     events = _events(as_json)
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
     remote = None
-    if not outputs and push_targets(push or [], cfg["repository"]):
+    if not outputs and push_targets(push or [], cfg.repository):
         from pyimage.publish import TargetBlobs  # push-only: layers the targets hold need no blob here
 
-        remote = TargetBlobs(push_targets(push or [], cfg["repository"]), registry, cache)
+        remote = TargetBlobs(push_targets(push or [], cfg.repository), registry, cache)
     with cache.lock("cache", shared=True):  # the whole build: `cache prune` waits instead of pulling files from under it
         cache.sweep()
         preps = prepare_platforms(cfg, cache, events, registry=registry, remote=remote)
         try:
             images = build_images(preps, events, jobs=jobs, remote=remote)
-            index = ImageIndex(images, dict(cfg["annotations"])) if len(images) > 1 else None
+            index = ImageIndex(images, dict(cfg.annotations)) if len(images) > 1 else None
             written = write_outputs(index or images[0], preps[0], outputs)
             pushed = _push(index or images[0], preps[0], list(push or []), registry, events)
         finally:
@@ -245,9 +245,7 @@ def build(
 
 def _add_pairs(cfg: Any, **pairs: Optional[List[str]]) -> Any:
     """``--label``/``--annotation`` KEY=VALUE items added over the file's (and --set's) table of that key."""
-    from dataclasses import replace
-
-    values = dict(cfg.values)
+    values = {key: dict(getattr(cfg, key)) for key in pairs}
     for key, items in pairs.items():
         for item in items or []:
             name, sep, value = item.partition("=")
@@ -255,7 +253,7 @@ def _add_pairs(cfg: Any, **pairs: Optional[List[str]]) -> Any:
                 flag = "--" + key.rstrip("s")
                 raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE", f"e.g. {flag} org.opencontainers.image.source=https://example.org/app")
             values[key] = {**values[key], name.strip(): value}
-    return replace(cfg, values=values)
+    return cfg.with_values(**values)
 
 
 def _registry_settings(username: Optional[str], password_stdin: bool, insecure: Optional[List[str]], ca_bundle: Optional[Path], push: List[str]) -> Any:
@@ -271,8 +269,8 @@ def _registry_settings(username: Optional[str], password_stdin: bool, insecure: 
 
 def _push(image: Any, prep: Any, refs: list[str], registry: Any, events: Any) -> list[dict[str, Any]]:
     cfg = prep.config
-    if not refs and cfg["repository"]:
-        refs = [f"{cfg['repository']}:{tag}" for tag in (cfg["tags"] or [prep.app.version.replace("+", "_")])]
+    if not refs and cfg.repository:
+        refs = [f"{cfg.repository}:{tag}" for tag in (cfg.tags or [prep.app.version.replace("+", "_")])]
     if not refs:
         return []
     from pyimage.publish import push_refs
@@ -312,7 +310,7 @@ def plan(
         print(json.dumps(doc, indent=2))
         return
     for prep in preps:
-        rows = [["base", f"{len(prep.base.layers)} layer(s)", "", prep.base_source], ["interpreter", "", "", f"venv {prep.config['venv']} -> {prep.interpreter.executable}"]]
+        rows = [["base", f"{len(prep.base.layers)} layer(s)", "", prep.base_source], ["interpreter", "", "", f"venv {prep.config.venv} -> {prep.interpreter.executable}"]]
         for spec in prep.plan.layers:
             for i, w in enumerate(spec.wheels):
                 rows.append([spec.name if i == 0 else "", f"{w.name}=={w.version}", _human(w.installed_size), dict(spec.reasons)[w.name]])
@@ -335,7 +333,7 @@ def _plan_layers(prep: Any) -> list[dict[str, Any]]:
                 "packages": [{"name": w.name, "version": w.version, "installed_size": w.installed_size, "reason": dict(spec.reasons)[w.name]} for w in spec.wheels],
             }
         )
-    user, writable = prep.user, list(prep.config["writable"])
+    user, writable = prep.user, list(prep.config.writable)
     if prep.has_runtime_layer:
         made = f"user {user.name} ({user.uid}:{user.gid}) created, home {user.home}" if user is not None and user.created else ""
         why = "; ".join(p for p in (made, f"writable {', '.join(writable)}" if writable else "") if p)
@@ -375,7 +373,7 @@ def lock(
     with cache.lock("cache", shared=True):
         prep = lock_only(cfg, cache, _events(False), upgrade=upgrade)
         prep.cleanup()
-    _out(f"wrote {cfg.project_dir / cfg['lock']} ({len(prep.wheels)} wheels)")
+    _out(f"wrote {cfg.project_dir / cfg.lock} ({len(prep.wheels)} wheels)")
 
 
 @app.command()

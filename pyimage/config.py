@@ -11,7 +11,7 @@ import os
 import re
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -25,7 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Config", "KEYS", "load_config", "parse_size", "DEFAULT_BASE"]
+__all__ = ["Config", "KEYS", "load_config", "field_name", "parse_size", "DEFAULT_BASE"]
 
 DEFAULT_BASE = "docker.io/library/python:3.12-slim"
 DEFAULT_THRESHOLD = "100MB"  # torch, tensorflow, jaxlib, nvidia-* get a layer of their own; numpy does not
@@ -44,6 +44,10 @@ def parse_size(value: Any) -> int:
         raise ValueError(value)
     power = " KMGT".index(m.group(2).upper() or " ")
     return int(float(m.group(1)) * (1024 if m.group(3) else 1000) ** power)
+
+
+class _Invalid(ValueError):
+    """A validator's reason, said to the user in place of "expected KIND, got VALUE"."""
 
 
 @dataclass(frozen=True)
@@ -161,20 +165,21 @@ def _heavy(v: Any) -> tuple[HeavyGroup, ...]:
             if isinstance(packages, str):
                 packages = [packages]
             if not packages or not all(isinstance(p, str) and p for p in packages):
-                raise ValueError
+                raise _Invalid(f"heavy group {item['name']!r}: packages must be a non-empty list of names or globs")
             groups.append(HeavyGroup(item["name"], tuple(packages)))
         else:
             raise ValueError
     names = [normalize_pattern(g.name) for g in groups]
     if len(set(names)) != len(names):
-        raise ValueError
+        twice = sorted({g.name for g, n in zip(groups, names) if names.count(n) > 1})
+        raise _Invalid(f"the group name {twice[0]!r} appears more than once; each heavy group needs its own name")
     return tuple(groups)
 
 
 def _choice(*options: str) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         if v not in options:
-            raise ValueError
+            raise _Invalid(f"{v!r} is not one of {', '.join(map(repr, options))}")
         return v
 
     return check
@@ -193,7 +198,7 @@ def _platforms(v: Any) -> tuple[Platform, ...]:
         raise ValueError
     platforms = tuple(_platform(x) for x in items)
     if len(set(platforms)) != len(platforms):
-        raise ValueError
+        raise _Invalid(f"{next(str(p) for p in platforms if platforms.count(p) > 1)} is listed twice")
     return platforms
 
 
@@ -225,7 +230,7 @@ def _owner(v: Any) -> Owner:
             raise ValueError
         uid, gid = int(m.group(1)), int(m.group(2) or m.group(1))
     if not (0 <= uid <= MAX_ID and 0 <= gid <= MAX_ID):
-        raise ValueError
+        raise _Invalid(f"uid and gid must be 0..{MAX_ID}")
     return Owner(uid, gid)
 
 
@@ -256,9 +261,9 @@ def _venv(v: Any) -> str:
         raise ValueError
     s = "/" + "/".join(p for p in s.split("/") if p and p != ".")
     if not re.fullmatch(r"[A-Za-z0-9._+\-/]+", s):  # goes into shebangs and pyvenv.cfg: no spaces or quotes
-        raise ValueError
+        raise _Invalid(f"{s!r} has characters a shebang line cannot carry; use letters, digits and ._+- only")
     if s in _SYSTEM_DIRS or (s + "/").startswith(_SYSTEM_TREES):
-        raise ValueError
+        raise _Invalid(f"{s} is a directory of the base's own system; the venv would shadow it (use e.g. /opt/venv)")
     return s
 
 
@@ -387,7 +392,7 @@ def _python_version(v: Any) -> str | None:
 def _max_layers(v: Any) -> int:  # noqa: D401
     n = _int(v)
     if not 2 <= n <= 127:
-        raise ValueError
+        raise _Invalid(f"{n} is outside 2..127 (engines refuse images of more than 127 layers)")
     return n
 
 
@@ -426,40 +431,82 @@ KEYS: dict[str, Key] = {
 }
 
 
+def field_name(key: str) -> str:
+    """The ``Config`` attribute of a ``[tool.pyimage]`` key: ``heavy-threshold`` -> ``heavy_threshold``."""
+    return key.replace("-", "_")
+
+
 @dataclass(frozen=True)
 class Config:
+    """The checked, typed ``[tool.pyimage]`` of one project: one field per key (``KEYS``; ``field_name`` maps a
+    key to its field), with everything that needs no work already checked and resolved (paths anchored, platforms
+    parsed, ``epoch`` from ``source-date-epoch`` or ``$SOURCE_DATE_EPOCH``)."""
+
     project_dir: Path
     pyproject: Path
-    values: Mapping[str, Any] = field(default_factory=dict)
+    base: str
+    python: str | None
+    interpreter: str
+    interpreter_sha256: str | None
+    platform: Platform  # the first target platform; ``platforms`` has them all
+    heavy: tuple[HeavyGroup, ...]
+    heavy_threshold: int
+    max_layers: int
+    entrypoint: tuple[str, ...] | None
+    command: tuple[str, ...] | None
+    env: Mapping[str, str]
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    user: str | None
+    workdir: str | None
+    files: tuple[dict[str, Any], ...]
+    writable: tuple[str, ...]
+    venv: str
+    source_date_epoch: int | None
+    compile_bytecode: bool
+    compression: str
+    owner: Owner
+    requirements: str | None
+    extras: tuple[str, ...]
+    output: tuple[str, ...]
+    repository: str | None
+    tags: tuple[str, ...]
+    lock_input: str | None
+    groups: tuple[str, ...]
+    resolver: str
+    lock: str
+    epoch: int = 0  # source-date-epoch, else $SOURCE_DATE_EPOCH, else 0: resolved at load
     all_platforms: tuple[Platform, ...] = ()  # every target platform, when there are several
     per_platform: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # key -> {platform: value} tables
 
-    def __getitem__(self, key: str) -> Any:
-        return self.values[key]
-
     @property
     def platforms(self) -> tuple[Platform, ...]:
-        """Every target platform; ``self["platform"]`` is the first, and what single-platform code reads."""
-        return self.all_platforms or (self.values["platform"],)
+        """Every target platform; ``platform`` is the first, and what single-platform code reads."""
+        return self.all_platforms or (self.platform,)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every key's value by its ``[tool.pyimage]`` name (for reports and generic checks)."""
+        return {key: getattr(self, field_name(key)) for key in KEYS}
+
+    def with_values(self, **values: Any) -> "Config":
+        """A copy with some keys replaced (``labels=…``), each checked as the file's would be."""
+        checked = {name: KEYS[name.replace("_", "-")].check(value) for name, value in values.items()}
+        return replace(self, **checked)
 
     def for_platform(self, platform: Platform) -> "Config":
         """This config for one of its platforms: per-platform tables resolved, ``platform`` that one (the lock
         file is shared: pyimage's lock holds one entry per platform)."""
-        values = dict(self.values)
-        values["platform"] = platform
-        for key, table in self.per_platform.items():
-            values[key] = table[str(platform)]
-        return Config(self.project_dir, self.pyproject, values)
+        values = {field_name(key): table[str(platform)] for key, table in self.per_platform.items()}
+        return replace(self, platform=platform, all_platforms=(), per_platform={}, **values)
 
-    @property
-    def epoch(self) -> int:
-        value = self.values["source-date-epoch"]
-        if value is None:
-            env = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-            if env and (not env.isdigit() or int(env) > MAX_EPOCH):
-                raise ConfigError(f"SOURCE_DATE_EPOCH={env[:40]!r} is not a whole number of seconds up to {MAX_EPOCH}", "unset it, or set it to e.g. $(git log -1 --format=%ct)")
-            return int(env) if env else 0
+
+def _resolve_epoch(value: int | None) -> int:
+    if value is not None:
         return value
+    env = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if env and (not env.isdigit() or int(env) > MAX_EPOCH):
+        raise ConfigError(f"SOURCE_DATE_EPOCH={env[:40]!r} is not a whole number of seconds up to {MAX_EPOCH}", "unset it, or set it to e.g. $(git log -1 --format=%ct)")
+    return int(env) if env else 0
 
 
 _PATH_SOURCES = ("oci:", "docker-archive:", "rootfs:")
@@ -527,8 +574,9 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
                 raise ConfigError(f"{where}: unknown key", hint)
             try:
                 values[key] = spec.check(raw)
-            except (ValueError, TypeError, json.JSONDecodeError):
-                raise ConfigError(f"{where}: expected {spec.kind}, got {raw!r}", f"{key}: {spec.doc}") from None
+            except (ValueError, TypeError, json.JSONDecodeError) as exc:
+                reason = str(exc) if isinstance(exc, _Invalid) else ""
+                raise ConfigError(f"{where}: {reason}" if reason else f"{where}: expected {spec.kind}, got {raw!r}", f"{key}: {spec.doc}") from None
             anchor = Path(project_dir) if origin == "file" else Path.cwd()
             values[key] = _anchor_paths(key, values[key], anchor)
     for key, spec in KEYS.items():
@@ -550,4 +598,11 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
         sha = tables.get("interpreter-sha256", {}).get(str(platform), values["interpreter-sha256"])
         if interp.startswith(("http://", "https://")) and not sha:
             raise ConfigError(f"{pyproject}: [tool.pyimage] interpreter is a URL but interpreter-sha256 is not set" + (f" for {platform}" if tables else ""), "add interpreter-sha256 = \"<hex>\" (the archive's sha256)")
-    return Config(Path(project_dir).resolve(), pyproject, values, platforms if len(platforms) > 1 else (), tables)
+    return Config(
+        Path(project_dir).resolve(),
+        pyproject,
+        **{field_name(key): value for key, value in values.items()},
+        epoch=_resolve_epoch(values["source-date-epoch"]),
+        all_platforms=platforms if len(platforms) > 1 else (),
+        per_platform=tables,
+    )

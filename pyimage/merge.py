@@ -109,7 +109,7 @@ def _registry_sources(text: str, cache: Cache, settings: RegistrySettings, outpu
         pulled = pull_image(
             ref,
             platform or Platform("linux", "amd64"),
-            cache.root / "blobs",
+            cache.blobs_dir,
             client_factory=factory,
             is_valid=lambda path, desc: cache.valid_blob(desc.digest, desc.size) is not None,
             progress=lambda digest, status, _size: cache.mark_verified(digest) if status == "downloaded" else None,

@@ -22,7 +22,7 @@ def test_init_adds_a_loadable_section_and_a_github_workflow(tmp_path: Path) -> N
     assert "[tool.pyimage]" in text
     from pyimage.config import load_config
 
-    assert load_config(tmp_path)["base"] == "python:3.12-slim"
+    assert load_config(tmp_path).base == "python:3.12-slim"
     workflow = (tmp_path / ".github" / "workflows" / "pyimage.yml").read_text()
     assert "uses: OWNER/pyimage@v1" in workflow and "packages: write" in workflow
     again = _pyimage("init", "-C", str(tmp_path))
@@ -38,7 +38,7 @@ def test_init_writes_the_base_asked_for_and_says_when_the_default_cannot_be_reac
     (tmp_path / "a" / "pyproject.toml").write_text('[project]\nname = "demo"\nversion = "1.0"\n')
     done = _pyimage("init", "-C", str(tmp_path / "a"), "--base", "rootfs:base.tar")
     assert done.returncode == 0, done.stderr
-    assert load_config(tmp_path / "a")["base"] == f"rootfs:{tmp_path / 'a' / 'base.tar'}"
+    assert load_config(tmp_path / "a").base == f"rootfs:{tmp_path / 'a' / 'base.tar'}"
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "pyproject.toml").write_text('[project]\nname = "demo"\nversion = "1.0"\n')
     env = {k: v for k, v in __import__("os").environ.items() if k != "DOCKER_HOST"} | {"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}

@@ -89,7 +89,7 @@ def _strip_top(name: str) -> str:
 
 
 def _download(url: str, sha256: str, cache: Cache) -> Path:
-    dest = cache.root / "meta" / f"interpreter-{sha256}.tar"
+    dest = cache.interpreter_archive(sha256)
     if dest.exists():
         return dest
     import httpx
