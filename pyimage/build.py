@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from packaging.utils import canonicalize_name
+
 from pyimage.cache import Cache
 from pyimage.config import Config
 from pyimage.errors import BuildError, ConfigError
@@ -34,13 +36,14 @@ from pyimage.publish import RegistrySettings
 from pyimage.resolve import hashedreqs
 from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, project_table, requires_python
 from pyimage.resolve.lock import inputs_key, read_lock, write_lock
-from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins
+from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins, target_environment
 from pyimage.resolve.pip import Pin, fetch_wheels, resolve, sdist_wheel
 from pyimage.resolve.target import Target
 from pyimage.resolve.uvsources import UvSources, prefetch as prefetch_from_uv_indexes, read as read_uv_sources, refuse_pip
+from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, check_buildable, collect as collect_local, find_workspace, member_dir, relative_path
 from pyimage.wheels import Wheel, read_wheel
 
-__all__ = ["Prepared", "BuildResult", "prepare", "build_image", "write_outputs", "check_outputs", "default_output", "lock_only"]
+__all__ = ["Prepared", "BuildResult", "prepare", "prepare_platforms", "build_image", "build_images", "lock_only", "workspace_member"]
 
 Events = Callable[[str], None]
 
@@ -69,6 +72,7 @@ class Prepared:
     console_scripts: tuple[str, ...] = ()  # the app wheel's console and legacy scripts, read once with its Requires-Dist
     files: tuple[ProjectFile, ...] = ()  # the `files` layer's content, checked before any work
     user: RuntimeUser | None = None  # the runtime user (created in the `runtime` layer when the base lacks it)
+    workspace: tuple[Wheel, ...] = ()  # first-party packages built from local paths (the `workspace` layer)
 
     @property
     def has_runtime_layer(self) -> bool:
@@ -173,14 +177,53 @@ def _interpreter(cfg: Config, base: Image, cache: Cache) -> tuple[Interpreter, T
     return interp, target
 
 
+def workspace_member(start: Path, package: str) -> Path:
+    """``--package NAME``: the directory of that member of the uv workspace ``start`` is in (resolve/workspace.py)."""
+    return member_dir(start, package)
+
+
+def _local_packages(
+    cfg: Config, workspace: Workspace | None, app_name: str, requires: list[str], target: Target, cache: Cache, workdir: Path, events: Events
+) -> list[LocalPackage]:
+    """The first-party packages the app depends on by path (resolve/workspace.py), each built into a wheel in
+    ``workdir`` as the app's is: reused while its sources are unchanged, checked against the target."""
+
+    def build_one(source: LocalSource) -> tuple[Path, list[str]]:
+        check_requires_python(requires_python(source.directory), target, str(source.directory / "pyproject.toml"))
+        label = f"the wheel of {source.name} ({source.kind})"
+        wheel = build_app_wheel(source.directory, workdir / "local" / source.name, cache, cfg.epoch, target, events, label=label)
+        name, reqs, _scripts, wheel_requires_python = _requires_dist(wheel)
+        if canonicalize_name(name) != source.name:
+            raise ConfigError(f"{source.declared} names {source.name}, but the project at {source.directory} is {name}", f"point {source.name}'s source at its own directory")
+        check_requires_python(wheel_requires_python, target, f"{source.name} (its wheel's metadata)")
+        return wheel, reqs
+
+    return collect_local(requires, cfg.extras, cfg.project_dir, app_name, workspace, target_environment(target), build_one)
+
+
+def _local_material(local: Sequence[LocalPackage], start: Path) -> list[str]:
+    """What the local packages add to resolution (their names, places and Requires-Dist), without machine paths."""
+    return sorted(f"local {p.source.name} at {relative_path(p.source.directory, start)}: {r}" for p in local for r in (*p.requires, ""))
+
+
 def _pins(
-    cfg: Config, app: Path, requires: list[str], target: Target, cache: Cache, events: Events, refresh: bool, upgrade: bool
+    cfg: Config,
+    app: Path,
+    requires: list[str],
+    target: Target,
+    cache: Cache,
+    events: Events,
+    refresh: bool,
+    upgrade: bool,
+    local: Sequence[LocalPackage] = (),
+    workspace: Workspace | None = None,
 ) -> list[Pin]:
     req_file = cfg.requirements
     if req_file and not (cfg.project_dir / req_file).is_file():
         raise ConfigError(f"requirements file {req_file} not found in {cfg.project_dir}", "fix [tool.pyimage] requirements")
     req_text = (cfg.project_dir / req_file).read_text() if req_file else ""
     app_name = app.name.split("-")[0].replace("_", "-").lower()
+    local_names = frozenset(p.source.name for p in local)
     if req_file and hashedreqs.is_hashed(req_text):  # every requirement pinned and hashed: a lock, installed as it is
         if refresh:
             raise ConfigError(f"{req_file} pins and hashes every requirement; pyimage does not rewrite it", hashedreqs.FIX)
@@ -188,37 +231,69 @@ def _pins(
         _check_requirements_cover(requires, cfg.extras, pins, target, req_file)
         return pins
     team_lock = None if req_file else detect_lock_input(cfg.project_dir, cfg.lock_input)
+    if team_lock is None and not req_file and cfg.lock_input is None and workspace is not None and (workspace.root / "uv.lock").is_file():
+        team_lock = workspace.root / "uv.lock"  # a member builds from the workspace root's lock
     if team_lock is not None:  # the team's lock: installed as locked, never resolved again, never written
         if refresh:
             fix = {"uv.lock": "uv lock", "poetry.lock": "poetry lock"}.get(team_lock.name, "the tool that wrote it (uv export, pip lock)")
             raise ConfigError(f"the project's lock is {team_lock.name}; pyimage does not rewrite it", f"update it with {fix}, or set lock-input = \"none\" to let pyimage resolve")
-        return locked_pins(team_lock, app_name, requires, cfg.extras, cfg.groups, target, cache, events)
+        all_requires = [*requires, *(r for p in local for r in p.requires)]
+        where = {p.source.name: p.source.directory for p in local}
+        return locked_pins(team_lock, app_name, all_requires, cfg.extras, cfg.groups, target, cache, events, local=where, project_dir=cfg.project_dir)
     uv_sources = UvSources() if req_file else read_uv_sources(cfg.project_dir)
-    key = inputs_key(requires, cfg.extras, req_text, target, uv_sources.fingerprint())
     lock_path = cfg.project_dir / cfg.lock
+    key = inputs_key([*requires, *_local_material(local, lock_path.parent)], cfg.extras, req_text, target, uv_sources.fingerprint())
     _migrate_lock(lock_path, events)
     lock = read_lock(lock_path, target)
+    local_entries = [(p.source.name, relative_path(p.source.directory, lock_path.parent)) for p in local]
     if lock is not None and lock.inputs == key and not refresh:
         if lock.legacy:  # pyimage's lock of the old single-platform form: rewritten once with per-platform entries
-            write_lock(lock_path, lock.pins, key, target)
+            write_lock(lock_path, lock.pins, key, target, local_entries)
         prefetch_from_uv_indexes(lock.pins, uv_sources, cache)
         return lock.pins
     if lock is not None and lock.inputs != key:
         events(f"{lock_path.name} is stale (dependencies, pip configuration or target changed): resolving again")
     prefer = [] if upgrade or lock is None else lock.pins
     extras = f"[{','.join(cfg.extras)}]" if cfg.extras else ""
-    request = ["-r", str(cfg.project_dir / req_file)] if req_file else [f"{app}{extras}"]
-    pins = _resolve(cfg.resolver, request, target, cache, prefer, events, uv_sources, cfg.extras)
+    request = ["-r", str(cfg.project_dir / req_file)] if req_file else [f"{app}{extras}", *_local_request(local)]
+    pins = _resolve(cfg.resolver, request, target, cache, prefer, events, local_names, uv_sources, cfg.extras)
     if req_file:
-        _check_requirements_cover(requires, cfg.extras, pins, target, req_file)
-    pins = [p for p in pins if p.name != app_name]
+        _check_requirements_cover([r for r in requires if _requirement_name(r) not in local_names], cfg.extras, pins, target, req_file)
+    pins = [p for p in pins if p.name != app_name and p.name not in local_names]
     prefetch_from_uv_indexes(pins, uv_sources, cache)
-    write_lock(lock_path, pins, key, target)
+    write_lock(lock_path, pins, key, target, local_entries)
     return pins
 
 
+def _local_request(local: Sequence[LocalPackage]) -> list[str]:
+    """The local packages as resolver inputs: the built wheel, or for a ``name @ file:`` dependency that same
+    URL (a resolver refuses two different URLs for one name), so their own dependencies are resolved too."""
+    out = []
+    for p in local:
+        extras = f"[{','.join(p.source.extras)}]" if p.source.extras else ""
+        out.append(f"{p.source.name}{extras} @ {p.source.url}" if p.source.url else f"{p.wheel}{extras}")
+    return out
+
+
+def _requirement_name(line: str) -> str:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        return canonicalize_name(Requirement(line).name)
+    except InvalidRequirement:
+        return ""
+
+
 def _resolve(
-    resolver: str, request: list[str], target: Target, cache: Cache, prefer: list[Pin], events: Events, sources: UvSources = UvSources(), extras: Sequence[str] = ()
+    resolver: str,
+    request: list[str],
+    target: Target,
+    cache: Cache,
+    prefer: list[Pin],
+    events: Events,
+    local: frozenset[str] = frozenset(),
+    sources: UvSources = UvSources(),
+    extras: Sequence[str] = (),
 ) -> list[Pin]:
     """uv for ``auto`` where it can serve (resolve/uv.py says when it cannot), else pip; ``uv`` and ``pip`` force one.
     A project pinning packages to uv indexes (resolve/uvsources.py) is never resolved by pip, which cannot honour them."""
@@ -231,9 +306,9 @@ def _resolve(
         raise refuse_pip(sources, why_not)
     if resolver != "pip" and not why_not:
         events(f"resolving dependencies for {target.describe()} with uv")
-        return uv.resolve(request, target, cache, prefer=prefer, project=sources, extras=extras)
+        return uv.resolve(request, target, cache, prefer=prefer, project=sources, extras=extras, local=local)
     events(f"resolving dependencies for {target.describe()} with pip" + (f" ({why_not})" if resolver == "auto" else ""))
-    return resolve(request, target, cache, prefer=prefer)
+    return resolve(request, target, cache, prefer=prefer, local=local)
 
 
 def _migrate_lock(lock_path: Path, events: Events) -> None:
@@ -409,6 +484,8 @@ def prepare(
     requirements = cfg.project_dir / cfg.requirements if cfg.requirements else None
     if requirements is not None and requirements.is_file() and hashedreqs.is_hashed(requirements.read_text()):
         hashedreqs.parse(requirements)  # a partly hashed or unpinned file too
+    workspace = find_workspace(cfg.project_dir)
+    check_buildable(cfg.project_dir, workspace)  # a virtual workspace root: name its members, before the entrypoint check
     _check_entrypoint(cfg)
     base, base_source = load_base(cfg.base, cfg.platform, cache, cfg.compression, registry or RegistrySettings(), remote=remote)
     events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg.base else ""))
@@ -425,22 +502,27 @@ def prepare(
         check_requires_python(requires_python(cfg.project_dir), target, str(cfg.pyproject))
         app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch, target, events)
         app = read_wheel(app_path)
-        _name, requires, scripts, wheel_requires_python = _requires_dist(app_path)
+        app_name, requires, scripts, wheel_requires_python = _requires_dist(app_path)
         check_requires_python(wheel_requires_python, target, f"{cfg.project_dir.name} (its wheel's metadata)")
         _entrypoint(cfg, scripts, paths.bin)  # no or several scripts: said before resolving and building layers
-        pins = _pins(cfg, app_path, requires, target, cache, events, refresh_lock, upgrade)
+        local = _local_packages(cfg, workspace, app_name, requires, target, cache, workdir, events)
+        local_wheels = [(read_wheel(p.wheel), f"built from {relative_path(p.source.directory, cfg.project_dir)} ({p.source.kind})") for p in local]
+        pins = _pins(cfg, app_path, requires, target, cache, events, refresh_lock, upgrade, local, workspace)
         wheels = _wheel_values(pins, target, cache, paths)
-        conflict_notes = _check_conflicts([*wheels, app], paths, cache)
+        conflict_notes = _check_conflicts([*wheels, *(w for w, _ in local_wheels), app], paths, cache)
         threshold = cfg.heavy_threshold or None
         extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg.writable))
-        plan = plan_layers(wheels, app, cfg.heavy, threshold, cfg.max_layers, fixed_layers=len(base.layers) + 1 + extra)
+        plan = plan_layers(wheels, app, cfg.heavy, threshold, cfg.max_layers, fixed_layers=len(base.layers) + 1 + extra, workspace=local_wheels)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     notes = list(plan.notes) + conflict_notes
     if cfg.compile_bytecode and not can_compile(interp.version):
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
-    return Prepared(cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir, tuple(pins), tuple(scripts), tuple(files), user)
+    return Prepared(
+        cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir, tuple(pins), tuple(scripts), tuple(files), user,
+        tuple(w for w, _ in local_wheels),
+    )
 
 
 def _declared_scripts(cfg: Config) -> list[str] | None:

@@ -44,6 +44,7 @@ _DEBUG = False
 
 ProjectOpt = typer.Option(Path("."), "--project", "-C", help="Project directory (holds pyproject.toml).")
 DirArg = typer.Argument(None, metavar="DIR", help="Project directory (the same as -C; default: the current directory).", show_default=False)
+PackageOpt = typer.Option(None, "--package", help="Build this member of the uv workspace the project directory is in (with the workspace root's uv.lock).")
 SetOpt = typer.Option(None, "--set", "-s", help="Override any [tool.pyimage] key: --set key=value (repeatable; TOML values allowed).")
 BaseOpt = typer.Option(None, "--base", help="Base image (overrides `base`).")
 PythonOpt = typer.Option(None, "--python", help="Target Python X.Y (overrides `python`).")
@@ -57,13 +58,17 @@ JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout (a
 
 
 
-def _project(directory: Optional[Path], project: Path) -> Path:
-    """The project directory from ``pyimage build DIR`` or ``-C DIR`` (both: they must agree)."""
-    if directory is None:
-        return project
-    if project != Path(".") and project.resolve() != directory.resolve():
+def _project(directory: Optional[Path], project: Path, package: Optional[str] = None) -> Path:
+    """The project directory from ``pyimage build DIR`` or ``-C DIR`` (both: they must agree); with
+    ``--package NAME``, that member of the uv workspace the directory is in."""
+    if directory is not None and project != Path(".") and project.resolve() != directory.resolve():
         raise ConfigError(f"two project directories: {directory} and -C {project}", "give the directory once, as an argument or with -C")
-    return directory
+    chosen = directory if directory is not None else project
+    if package:
+        from pyimage.build import workspace_member
+
+        return workspace_member(chosen, package)
+    return chosen
 
 
 def _parse_set(items: List[str]) -> dict[str, Any]:
@@ -122,6 +127,7 @@ def _cache(cache_dir: Optional[Path]):  # type: ignore[no-untyped-def]
 def build(
     directory: Optional[Path] = DirArg,
     project: Path = ProjectOpt,
+    package: Optional[str] = PackageOpt,
     output: Optional[List[str]] = typer.Option(None, "--output", "-o", help="oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:[NAME:TAG] or podman:[NAME:TAG] (repeatable)."),
     load: bool = typer.Option(False, "--load", help="Load the image into the local engine: Docker (DOCKER_HOST or the docker context), else podman."),
     push: Optional[List[str]] = typer.Option(None, "--push", help="Push to a registry reference (repeatable)."),
@@ -151,7 +157,7 @@ def build(
     overrides = _overrides(sets, base, python, heavy, platform, compression=compression)
     if output:
         overrides["output"] = list(output)
-    proj = _project(directory, project)
+    proj = _project(directory, project, package)
     cfg = load_config(proj, overrides)
     if load:
         from pyimage.oci.engine import default_engine_output
@@ -235,6 +241,7 @@ def _registry_settings(username: Optional[str], password_stdin: bool, insecure: 
 def plan(
     directory: Optional[Path] = DirArg,
     project: Path = ProjectOpt,
+    package: Optional[str] = PackageOpt,
     sets: Optional[List[str]] = SetOpt,
     base: Optional[str] = BaseOpt,
     python: Optional[str] = PythonOpt,
@@ -247,7 +254,7 @@ def plan(
     from pyimage.build import prepare_platforms
     from pyimage.config import load_config
 
-    cfg = load_config(_project(directory, project), _overrides(sets, base, python, heavy, platform))
+    cfg = load_config(_project(directory, project, package), _overrides(sets, base, python, heavy, platform))
     cache = _cache(cache_dir)
     with cache.lock("cache", shared=True):  # a `cache prune` waits, as for a build
         preps = prepare_platforms(cfg, cache, console.events(as_json))
@@ -308,6 +315,7 @@ def _shared_layers(preps: List[Any]) -> List[str]:
 def lock(
     directory: Optional[Path] = DirArg,
     project: Path = ProjectOpt,
+    package: Optional[str] = PackageOpt,
     upgrade: bool = typer.Option(False, "--upgrade", help="Take the newest versions allowed instead of keeping locked ones."),
     sets: Optional[List[str]] = SetOpt,
     base: Optional[str] = BaseOpt,
@@ -319,7 +327,7 @@ def lock(
     from pyimage.build import lock_only
     from pyimage.config import load_config
 
-    cfg = load_config(_project(directory, project), _overrides(sets, base, python, None, platform))
+    cfg = load_config(_project(directory, project, package), _overrides(sets, base, python, None, platform))
     cache = _cache(cache_dir)
     with cache.lock("cache", shared=True):
         prep = lock_only(cfg, cache, console.events(False), upgrade=upgrade)

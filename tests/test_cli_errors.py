@@ -159,3 +159,30 @@ def test_inspect_with_a_malformed_platform_is_one_config_error(tmp_path: Path) -
     done = subprocess.run([sys.executable, "-m", "pyimage", "inspect", "--platform", "amd64", f"oci:{tmp_path}"], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-2] == "error: --platform 'amd64': not a platform: 'amd64' (expected os/arch[/variant], e.g. linux/amd64)"
+
+
+def make_workspace(tmp_path: Path) -> Path:
+    """A virtual uv workspace root with one member, ``svc`` (a scratch base: nothing is pulled)."""
+    (tmp_path / "pyproject.toml").write_text('[tool.uv.workspace]\nmembers = ["services/*"]\n')
+    member = tmp_path / "services" / "svc"
+    member.mkdir(parents=True)
+    (member / "pyproject.toml").write_text(PYPROJECT.format(body="").replace('"demo"', '"svc"'))
+    return tmp_path
+
+
+def test_package_naming_no_workspace_member_is_one_error_listing_the_members_before_any_work(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path)
+
+    error, hint = assert_user_error(run(["build", "--package", "nope", "-C", str(root)], tmp_path))
+
+    assert "--package nope: no member of the workspace at" in error and hint == "hint: the members are: svc"
+    assert not (tmp_path / ".cache").exists()
+
+
+def test_building_a_virtual_workspace_root_is_one_error_that_points_at_package(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path)
+
+    error, hint = assert_user_error(run(["plan", "-C", str(root)], tmp_path))
+
+    assert "is the root of a uv workspace and has no [project] of its own to build" in error
+    assert "--package NAME (members: svc)" in hint

@@ -1,7 +1,9 @@
 """The layer plan: which wheel goes into which layer, and why. Pure: no I/O, same inputs, same plan.
 
 Lowest first: ``interpreter``; one ``heavy:<group>`` per heavy group (user-named groups in config order,
-then threshold groups by name); ``site-packages`` for everything else; ``app`` for the project's own wheel.
+then threshold groups by name); ``site-packages`` for everything else; ``workspace`` for first-party packages
+built from local paths (workspace members, path dependencies: they change more often than third-party code, less
+often than the app); ``app`` for the project's own wheel.
 The base image's layers sit below all of them and count toward ``max_layers``.
 """
 
@@ -42,7 +44,7 @@ class LayerSpec:
     """What goes into one layer. ``reasons`` maps each wheel's name to why it is in this layer."""
 
     name: str
-    kind: str  # "heavy" | "site-packages" | "app"
+    kind: str  # "heavy" | "site-packages" | "workspace" | "app"
     wheels: tuple[Wheel, ...]
     reasons: tuple[tuple[str, str], ...] = ()
 
@@ -68,12 +70,13 @@ def plan_layers(
     threshold: int | None = None,
     max_layers: int = MAX_LAYERS_DEFAULT,
     fixed_layers: int = 1,
+    workspace: Sequence[tuple[Wheel, str]] = (),
 ) -> LayerPlan:
     """Plans the wheel layers above ``fixed_layers`` (base layers + interpreter).
 
     A heavy pattern that matches no wheel is a ConfigError (a typo must not silently do nothing). When the
     total would exceed ``max_layers``, the smallest heavy groups merge into ``site-packages``, and a note
-    says so.
+    says so. ``workspace`` holds the local packages' wheels, each with where it was built from.
     """
     remaining = {w.name: w for w in sorted(wheels, key=lambda w: w.name) if app is None or w.name != app.name}
     groups: list[tuple[str, list[Wheel], list[tuple[str, str]]]] = []
@@ -122,7 +125,7 @@ def plan_layers(
     rest_reasons = [(w.name, "dependency") for w in rest]
 
     def count() -> int:
-        return fixed_layers + len(groups) + (1 if rest else 0) + (1 if app else 0)
+        return fixed_layers + len(groups) + (1 if rest else 0) + (1 if workspace else 0) + (1 if app else 0)
 
     if count() > max_layers:
         by_size = sorted(groups, key=lambda g: (sum(w.installed_size for w in g[1]), g[0]))
@@ -146,6 +149,9 @@ def plan_layers(
     if rest:
         rest.sort(key=lambda w: w.name)
         layers.append(LayerSpec("site-packages", "site-packages", tuple(rest), tuple(sorted(rest_reasons))))
+    if workspace:
+        local = sorted(workspace, key=lambda item: item[0].name)
+        layers.append(LayerSpec("workspace", "workspace", tuple(w for w, _ in local), tuple(sorted((w.name, why) for w, why in local))))
     if app is not None:
         layers.append(LayerSpec("app", "app", (app,), ((app.name, "the project's own wheel"),)))
     return LayerPlan(tuple(layers), tuple(notes))

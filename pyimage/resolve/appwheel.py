@@ -272,7 +272,13 @@ def _debris(project_dir: Path) -> set[Path]:
 
 
 def build_app_wheel(
-    project_dir: Path, out_dir: Path, cache: Cache, epoch: int, target: Target | None = None, events: Callable[[str], None] = lambda _: None
+    project_dir: Path,
+    out_dir: Path,
+    cache: Cache,
+    epoch: int,
+    target: Target | None = None,
+    events: Callable[[str], None] = lambda _: None,
+    label: str = "the project's wheel",
 ) -> Path:
     """The project's wheel in ``out_dir`` (built with SOURCE_DATE_EPOCH=``epoch``); returns its path.
 
@@ -289,17 +295,17 @@ def build_app_wheel(
     kept = cache.root / "appwheels" / fingerprint
     out_dir.mkdir(parents=True, exist_ok=True)
     for wheel in kept.glob("*.whl") if kept.is_dir() else ():
-        events("the project's wheel: reused (its sources are unchanged)")
+        events(f"{label}: reused (its sources are unchanged)")
         cache.touch(kept)
         dest = out_dir / wheel.name
         shutil.copyfile(wheel, dest)
         if target is not None:
             check_wheel_fits(dest, target, built_with)
         return dest
-    events("building the project's wheel")
+    events(f"building {label}")
     before = _debris(project_dir)
     try:
-        built = _build(project_dir, out_dir, cache, epoch, requires, python)
+        built = _build(project_dir, out_dir, cache, epoch, requires, python, label)
     finally:
         for path in _debris(project_dir) - before:
             shutil.rmtree(path, ignore_errors=True)
@@ -316,7 +322,7 @@ def build_app_wheel(
     return built
 
 
-def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires: list[str], python: str) -> Path:
+def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires: list[str], python: str, label: str = "the project's wheel") -> Path:
     from build import BuildBackendException, ProjectBuilder
 
     env_python = _env(cache, requires, python)
@@ -325,7 +331,7 @@ def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires:
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), **(extra_environ or {}))
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise backend_failure(proc.stdout + "\n" + proc.stderr)
+            raise backend_failure(proc.stdout + "\n" + proc.stderr, label=label)
 
     builder = ProjectBuilder(project_dir, python_executable=str(env_python), runner=runner)
     # The backend's dynamic build requirements are asked once per environment and pyproject.toml, not per build.
@@ -341,10 +347,10 @@ def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires:
         return Path(builder.build("wheel", out_dir))
     except BuildBackendException as exc:
         inner = getattr(exc, "exception", None)
-        raise (inner if isinstance(inner, BuildError) else backend_failure(str(exc))) from None
+        raise (inner if isinstance(inner, BuildError) else backend_failure(str(exc), label=label)) from None
 
 
-def backend_failure(output: str, keep: int = 10) -> BuildError:
+def backend_failure(output: str, keep: int = 10, label: str = "the project's wheel") -> BuildError:
     """The backend's own last lines, without Python traceback frames: its final line (the exception, or what it
     printed last) is the error, the lines before it are shown above as context."""
     lines: list[str] = []
@@ -360,7 +366,7 @@ def backend_failure(output: str, keep: int = 10) -> BuildError:
             lines.append(line.rstrip())
     last = lines[-1].strip() if lines else "the build backend failed without a message"
     return BuildError(
-        f"building the project's wheel failed: {last[:300]}",
+        f"building {label} failed: {last[:300]}",
         "fix the error above in the project, or run `python -m build --wheel` there to see the full output",
         tuple(l[:300] for l in lines[-keep:-1]),
     )

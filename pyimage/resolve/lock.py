@@ -8,7 +8,10 @@ for one platform never rewrites another's entries.
 It travels: a wheel is recorded by the URL it is published at and its sha256; a dependency built here from an
 sdist is recorded as that sdist (``sdist = {…}``, its index URL and sha256), never as the wheel in this
 machine's cache; a file from a local find-links directory or ``file://`` index has no ``url`` and is found
-again through pip's configuration by name, version and hash. No path of this machine is ever written.
+again through pip's configuration by name, version and hash. A first-party package built from the workspace (a
+member, a path dependency) is a ``directory`` entry whose path is relative to the lock, with
+``tool.pyimage.workspace = true``: it is built from its sources each time, never pinned to a file. No path of
+this machine is ever written.
 
 Each target's ``inputs`` records a hash of everything resolution depends on (the project's Requires-Dist
 and extras, the requirements file, pip's configuration, the target); a build whose inputs hash differs is
@@ -111,16 +114,30 @@ def _package_lines(pin: Pin, path: Path, key: str, marker: str) -> list[str]:
     return lines + [f"tool.pyimage.target = {_q(key)}", ""]
 
 
+def _local_lines(name: str, rel: str, key: str, marker: str) -> list[str]:
+    """A first-party package's entry: its directory relative to the lock, no version (PEP 751 lets a source tree
+    omit it; a VCS-derived version would otherwise rewrite the lock on every commit)."""
+    return [
+        "[[packages]]", f"name = {_q(name)}", f"marker = {_q(marker)}",
+        f"directory = {{ path = {_q(rel)} }}", "tool.pyimage.workspace = true", f"tool.pyimage.target = {_q(key)}", "",
+    ]
+
+
 def _pin_of(pkg: dict) -> Pin:
     file = pkg["wheels"][0] if pkg.get("wheels") else pkg["sdist"]
     return Pin(pkg["name"], pkg["version"], file["name"], file.get("url", ""), file["hashes"]["sha256"])
 
 
-def write_lock(path: Path, pins: Sequence[Pin], inputs: str, target: Target) -> None:
+def write_lock(path: Path, pins: Sequence[Pin], inputs: str, target: Target, local: Sequence[tuple[str, str]] = ()) -> None:
     """Writes ``target``'s entries into ``path``, keeping every other platform's entries as they are, so
-    building for amd64 and then arm64 leaves the amd64 entries (and, unchanged, the whole file) alone."""
+    building for amd64 and then arm64 leaves the amd64 entries (and, unchanged, the whole file) alone.
+    ``local``: (name, directory relative to the lock) of each package built from the workspace."""
     key = target_key(target)
+    for name, rel in local:
+        if rel.startswith("/") or "\\" in rel:
+            raise ConfigError(f"{name}: {rel} is not a path relative to {path.name}; not writing it", "report this with --debug output")
     others: dict[str, tuple[dict, list[Pin], str]] = {}  # target key -> (its table, its pins, its marker)
+    others_local: dict[str, list[tuple[str, str]]] = {}
     if path.exists():
         data = _read_table(path)
         targets = data.get("tool", {}).get("pyimage", {}).get("targets", {})
@@ -128,6 +145,8 @@ def write_lock(path: Path, pins: Sequence[Pin], inputs: str, target: Target) -> 
             if other != key and isinstance(table, dict):
                 entries = [p for p in data.get("packages", []) if p.get("tool", {}).get("pyimage", {}).get("target") == other]
                 try:
+                    others_local[other] = [(p["name"], p["directory"]["path"]) for p in entries if "directory" in p]
+                    entries = [p for p in entries if "directory" not in p]
                     others[other] = (table, [_pin_of(p) for p in entries], entries[0]["marker"] if entries else "")
                 except (KeyError, IndexError, TypeError):
                     continue  # an entry this version cannot read: resolved again when that platform is built
@@ -145,6 +164,8 @@ def write_lock(path: Path, pins: Sequence[Pin], inputs: str, target: Target) -> 
         entry_pins, marker = (pins, _marker(target)) if k == key else (others[k][1], str(tables[k].get("marker") or others[k][2]))
         for pin in sorted(entry_pins, key=lambda p: p.name):
             lines += _package_lines(pin, path, k, marker)
+        for name, rel in sorted(local if k == key else others_local.get(k, [])):
+            lines += _local_lines(name, rel, k, marker)
     for k in sorted(tables):
         lines.append(f"[tool.pyimage.targets.{_q(k)}]")
         lines += [f"{name} = {_q(str(value))}" for name, value in sorted(tables[k].items())]
@@ -164,11 +185,12 @@ def read_lock(path: Path, target: Target | None = None) -> Lock | None:
         tool = data.get("tool", {}).get("pyimage", {})
         if "targets" not in tool:
             return Lock([_pin_of(p) for p in data.get("packages", [])], tool.get("inputs", ""), legacy=True)
+        # first-party packages (``directory`` entries) are built from the workspace, not pinned
         key = target_key(target) if target is not None else next(iter(tool["targets"]), "")
         table = tool["targets"].get(key)
         if not isinstance(table, dict):
             return None
-        entries = [p for p in data.get("packages", []) if p.get("tool", {}).get("pyimage", {}).get("target") == key]
+        entries = [p for p in data.get("packages", []) if p.get("tool", {}).get("pyimage", {}).get("target") == key and "directory" not in p]
         return Lock([_pin_of(p) for p in entries], str(table.get("inputs", "")))
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{path}: not a lock file pyimage can read ({exc})", "delete it and run `pyimage lock`") from exc

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from packaging.utils import canonicalize_name
 
@@ -107,8 +107,9 @@ def _uv() -> str | None:
         return None
 
 
-def _export_uv(lock: Path, extras: Sequence[str], groups: Sequence[str]) -> str:
-    """``uv export`` of ``lock`` as PEP 751 text, for the configured extras and groups, without the project."""
+def _export_uv(lock: Path, extras: Sequence[str], groups: Sequence[str], cwd: Path | None = None) -> str:
+    """``uv export`` of ``lock`` as PEP 751 text, for the configured extras and groups, without the project.
+    Run in ``cwd`` (a workspace member's directory: uv exports that member, its directory entries relative to it)."""
     uv = _uv()
     if uv is None:
         raise ConfigError(
@@ -118,7 +119,7 @@ def _export_uv(lock: Path, extras: Sequence[str], groups: Sequence[str]) -> str:
     args = [uv, "export", "--locked", "--format", "pylock.toml", "--no-emit-project", "--no-header", "--no-default-groups", "--quiet"]
     args += [a for e in extras for a in ("--extra", e)] + [a for g in groups for a in ("--group", g)]
     env = dict(os.environ, UV_NO_PROGRESS="1", NO_COLOR="1")
-    done = subprocess.run(args, cwd=lock.parent, capture_output=True, text=True, env=env)
+    done = subprocess.run(args, cwd=cwd or lock.parent, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         message = " ".join(line.strip() for line in done.stderr.splitlines() if line.strip()).removeprefix("error: ")
         if "needs to be updated" in message or "--locked" in message:
@@ -136,10 +137,16 @@ def locked_pins(
     target: Target,
     cache: Cache,
     events: Callable[[str], None],
+    local: Mapping[str, Path] = {},
+    project_dir: Path | None = None,
 ) -> list[Pin]:
     """The pins ``lock`` selects for ``target``: one wheel (or, for a package without any, its sdist) each,
     fetched into the cache and hash-checked. Raises in the user's terms for a stale lock, a package without a
-    wheel for the target, a local path dependency."""
+    wheel for the target, a local path dependency pyproject.toml does not declare.
+
+    ``local`` maps the local packages pyproject.toml declares (built from their directories, not pinned) to
+    their directories; the lock's directory entries must name the same ones (compared as paths, never opened).
+    ``project_dir`` is where the app lives when it is a workspace member and the lock is the root's."""
     from packaging.pylock import PackageDirectory, PackageSdist, PackageWheel, Pylock, PylockSelectError, PylockValidationError
 
     if lock.name == "poetry.lock":
@@ -151,7 +158,7 @@ def locked_pins(
     is_uv = lock.name == "uv.lock"
     fix = "uv lock" if is_uv else "uv export --format pylock.toml (or pip lock)"
     events(f"installing from {lock.name} as locked (no resolution)")
-    text = _export_uv(lock, extras, groups) if is_uv else lock.read_text()
+    text = _export_uv(lock, extras, groups, project_dir) if is_uv else lock.read_text()
     try:
         pylock = Pylock.from_dict(tomllib.loads(text))
     except (tomllib.TOMLDecodeError, PylockValidationError) as exc:
@@ -169,17 +176,29 @@ def locked_pins(
     except PylockSelectError as exc:
         raise _select_error(str(exc), pylock, lock.name, target, fix) from exc
     pins: list[Pin] = []
+    relative_to = project_dir if is_uv and project_dir is not None else lock.parent
+    seen_local: set[str] = set()
     for package, dist in chosen:
         name = canonicalize_name(package.name)
         if name == canonicalize_name(app_name):
+            continue
+        if isinstance(dist, PackageDirectory) and name in local:
+            if os.path.normpath(os.path.join(os.path.abspath(relative_to), dist.path)) != os.path.normpath(local[name]):  # text only: never opened
+                raise ConfigError(f"{lock.name} takes {name} from {dist.path}, but pyproject.toml says {local[name]}", f"update the lock: `{fix}`")
+            seen_local.add(name)
             continue
         if isinstance(dist, PackageSdist) and package.wheels:
             raise BuildError(
                 f"{name} {package.version}: {lock.name} lists no wheel for {target.describe()}",
                 f"choose a version of {name} with a wheel for this platform, or add it to the lock's environments (`{fix}`)",
             )
+        if isinstance(dist, PackageDirectory):
+            raise ConfigError(
+                f"{name} is a local path dependency in {lock.name} ({dist.path}) that pyproject.toml does not declare for {target.describe()}",
+                f"declare it ([tool.uv.sources] {name} = {{ path = \"…\" }} or {{ workspace = true }}), then `{fix}`",
+            )
         if not isinstance(dist, (PackageWheel, PackageSdist)):
-            kind = "local path" if isinstance(dist, PackageDirectory) else "direct (VCS or archive)"
+            kind = "direct (VCS or archive)"
             raise BuildError(
                 f"{name} is a {kind} dependency in {lock.name}: pyimage installs published wheels and sdists",
                 f"publish {name} to an index and depend on it by name and version, then `{fix}`",
@@ -194,8 +213,20 @@ def locked_pins(
         if isinstance(dist, PackageWheel):
             _fetch(pin, dist.path, lock.parent, cache)
         pins.append(pin)
-    _check_covers(requires, extras, pins, target, lock.name, fix)
+    unlocked = sorted(set(local) - seen_local)
+    if unlocked:
+        raise ConfigError(f"{lock.name} is out of date with pyproject.toml: it lacks the local package {unlocked[0]} ({local[unlocked[0]]})", f"update the lock: `{fix}`")
+    _check_covers([r for r in requires if not _names_local(r, local)], extras, pins, target, lock.name, fix)
     return sorted(pins, key=lambda p: p.name)
+
+
+def _names_local(line: str, local: Mapping[str, Path]) -> bool:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        return canonicalize_name(Requirement(line).name) in local
+    except InvalidRequirement:
+        return False
 
 
 def _select_error(message: str, pylock: object, lock_name: str, target: Target, fix: str) -> BuildError:

@@ -93,20 +93,27 @@ def _local_path(url: str) -> Path:
 
 
 def resolve(
-    requirements: Sequence[str], target: Target, cache: Cache, *, extra_args: Sequence[str] = (), prefer: Sequence[Pin] = ()
+    requirements: Sequence[str],
+    target: Target,
+    cache: Cache,
+    *,
+    extra_args: Sequence[str] = (),
+    prefer: Sequence[Pin] = (),
+    local: frozenset[str] = frozenset(),
 ) -> list[Pin]:
     """Pins for ``requirements`` (and everything they need) as wheels for ``target``.
 
     ``requirements`` are pip arguments (a wheel path, ``-r file``, ``name==1.0``). ``prefer`` (the old lock)
     is tried as constraints first, so a refresh keeps versions that still fit. Raises BuildError in the
     user's terms: an unknown name, no version satisfying a specifier, conflicting requirements, a dependency
-    with no wheel for the target whose sdist cannot be built here, a local path dependency.
+    with no wheel for the target whose sdist cannot be built here, a local path dependency. Packages named in
+    ``local`` (built from the workspace, given as wheels or directories) are resolved through but not pinned.
     """
     if prefer:
         constraints = cache.tmp_path("-constraints.txt")
         constraints.write_text("".join(f"{p.name}=={p.version}\n" for p in prefer))
         try:
-            return resolve(requirements, target, cache, extra_args=[*extra_args, "-c", str(constraints)])
+            return resolve(requirements, target, cache, extra_args=[*extra_args, "-c", str(constraints)], local=local)
         except BuildError:
             pass  # the old versions no longer fit the new inputs: resolve freely
         finally:
@@ -148,7 +155,8 @@ def resolve(
             raise BuildError("dependency resolution did not converge", "report this with `pyimage build --debug` output")
         data = json.loads(report.read_text())
     requested = {str(Path(r.split("[")[0]).resolve()) for r in requirements if r.split("[")[0].endswith(".whl")}
-    pins = [_pin(item, built_dir, requested, target, cache) for item in data.get("install", [])]
+    items = [item for item in data.get("install", []) if canonicalize_name(item["metadata"]["name"]) not in local]
+    pins = [_pin(item, built_dir, requested, target, cache) for item in items]
     return sorted(pins, key=lambda p: p.name)
 
 
@@ -163,7 +171,7 @@ def _pin(item: dict, built_dir: Path, requested: set[str], target: Target, cache
     if "dir_info" in info:
         raise BuildError(
             f"{name} is a local path dependency ({name} @ {url}): pyimage installs wheels from an index and cannot lock a directory of this machine",
-            f"build {name} into a wheel and publish it to an index (or a find-links directory), then depend on it by name and version",
+            f"make {name} a path dependency of the project itself ([tool.uv.sources] {name} = {{ path = \"…\" }}, or {name} @ file:///…), which pyimage builds into the workspace layer; or publish it to an index",
         )
     if "vcs_info" in info:
         raise BuildError(

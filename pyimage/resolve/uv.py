@@ -182,10 +182,12 @@ def resolve(
     prefer: Sequence[Pin] = (),
     project: UvSources | None = None,
     extras: Sequence[str] = (),
+    local: frozenset[str] = frozenset(),
 ) -> list[Pin]:
     """Pins for ``requirements`` as the pip backend gives them, resolved by uv for ``target``. With ``project``
     (its uv index declarations, resolve/uvsources.py) the project's pyproject.toml is compiled instead, with
-    ``extras``, so that its ``[tool.uv.sources]`` apply."""
+    ``extras``, so that its ``[tool.uv.sources]`` apply. Packages named in ``local`` (built from the workspace,
+    given as wheels or directories) are resolved through but not pinned."""
     uv = uv_binary()
     platform_name = uv_platform(target)
     flags, env, reason = pip_settings_for_uv()
@@ -219,7 +221,8 @@ def resolve(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise BuildError(f"uv wrote no readable resolution ({exc})", 'report this with --debug output, or set resolver = "pip"') from None
     requested = {str(Path(r.split("[")[0]).resolve()) for r in requirements if r.split("[")[0].endswith(".whl")}
-    pins = [pin for item in data.get("packages", []) if (pin := _pin(item, requested, target)) is not None]
+    items = [item for item in data.get("packages", []) if canonicalize_name(str(item.get("name", ""))) not in local]
+    pins = [pin for item in items if (pin := _pin(item, requested, target)) is not None]
     return sorted(pins, key=lambda p: p.name)
 
 
@@ -263,7 +266,7 @@ def _pin(item: dict, requested: set[str], target: Target) -> Pin | None:
         where = item["directory"].get("path", "") if isinstance(item["directory"], dict) else ""
         raise BuildError(
             f"{name} is a local path dependency ({name} @ {where}): pyimage installs wheels from an index and cannot lock a directory of this machine",
-            f"build {name} into a wheel and publish it to an index (or a find-links directory), then depend on it by name and version",
+            f"make {name} a path dependency of the project itself ([tool.uv.sources] {name} = {{ path = \"…\" }}, or {name} @ file:///…), which pyimage builds into the workspace layer; or publish it to an index",
         )
     if "vcs" in item:
         raise BuildError(

@@ -287,3 +287,20 @@ def test_threshold_layer_names_never_collide_with_a_user_group() -> None:
 def test_a_misspelled_name_inside_a_named_group_is_an_error_not_ignored() -> None:
     with pytest.raises(ConfigError, match="'ml': torhc matches no package"):
         plan_layers([*SMALL, TORCH], APP, [group("nvidia-*", "torhc", "torch", name="ml")])
+
+
+def test_first_party_packages_get_a_workspace_layer_between_site_packages_and_app() -> None:
+    lib, tools = wheel("shared-lib", 2_000), wheel("tools", 1_000)
+    plan = plan_layers([TORCH, *SMALL], APP, [group("torch")], workspace=[(tools, "built from ../tools (path source)"), (lib, "built from ../lib (workspace member)")])
+    assert names(plan) == ["heavy:torch", "site-packages", "workspace", "app"]
+    assert contents(plan)["workspace"] == ["shared-lib", "tools"]
+    assert dict(plan.layers[2].reasons) == {"shared-lib": "built from ../lib (workspace member)", "tools": "built from ../tools (path source)"}
+    assert names(plan_layers(SMALL, APP)) == ["site-packages", "app"]  # no local package: no workspace layer
+
+
+def test_the_workspace_layer_counts_toward_max_layers() -> None:
+    local = [(wheel("shared-lib"), "built from ../lib (workspace member)")]
+    # base + interpreter (2) + heavy:torch + site-packages + workspace + app = 6: torch merges into site-packages at 5
+    plan = plan_layers([TORCH, *SMALL], APP, [group("torch")], max_layers=5, fixed_layers=2, workspace=local)
+    assert names(plan) == ["site-packages", "workspace", "app"]
+    assert names(plan_layers([TORCH, *SMALL], APP, [group("torch")], max_layers=6, fixed_layers=2, workspace=local)) == ["heavy:torch", "site-packages", "workspace", "app"]

@@ -66,3 +66,15 @@ def test_the_target_accepts_manylinux_and_pure_wheels_but_not_another_architectu
     accepted = {str(t) for t in target_tags(AMD64)}
     assert {"cp311-cp311-manylinux_2_17_x86_64", "cp311-abi3-manylinux_2_28_x86_64", "py3-none-any"} <= accepted
     assert not accepted & {"cp311-cp311-manylinux_2_17_aarch64", "cp311-cp311-musllinux_1_2_x86_64", "cp312-cp312-manylinux_2_17_x86_64"}
+
+
+def test_pyimages_lock_records_first_party_packages_as_relative_directories_and_does_not_pin_them(tmp_path: Path) -> None:
+    lock = tmp_path / "pylock.pyimage.toml"
+    write_lock(lock, [SIX], "amd64-inputs", AMD64, local=[("shared-lib", "../../libs/shared")])
+    write_lock(lock, [SIX], "arm64-inputs", ARM64)  # another platform's write keeps amd64's directory entry
+    text = lock.read_text()
+    assert text.count('directory = { path = "../../libs/shared" }') == 1 and str(tmp_path) not in text
+    amd64 = read_lock(lock, AMD64)
+    assert amd64 is not None and [p.name for p in amd64.pins] == ["six"]
+    with pytest.raises(ConfigError, match="not a path relative to"):
+        write_lock(lock, [SIX], "amd64-inputs", AMD64, local=[("shared-lib", "/home/me/libs/shared")])
