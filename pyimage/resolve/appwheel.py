@@ -328,7 +328,10 @@ def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires:
     env_python = _env(cache, requires, python)
 
     def runner(cmd, cwd=None, extra_environ=None):  # type: ignore[no-untyped-def]
-        env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), **(extra_environ or {}))
+        # The build environment's bin first on PATH, as pypa/build's own isolated builds do: backends call tools
+        # installed beside them (uv_build runs its `uv-build` binary, meson-python `ninja`).
+        path = os.pathsep.join([str(env_python.parent), os.environ.get("PATH", os.defpath)])
+        env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), PATH=path, **(extra_environ or {}))
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise backend_failure(proc.stdout + "\n" + proc.stderr, label=label)

@@ -168,7 +168,7 @@ def _compile(uv: str, args: list[str], env: dict[str, str]) -> subprocess.Comple
     """Wheels only, as the pip backend resolves; sdists are allowed only when some requirement has no wheel for
     the target at all (they are built into wheels for it when their layer needs them)."""
     proc = _run(uv, [*args, "--only-binary", ":all:"], env)
-    if proc.returncode != 0 and "has no usable wheels" in proc.stderr:
+    if proc.returncode != 0 and re.search(r"ha(?:s|ve) no usable wheels", proc.stderr):  # one version "has", several "have"
         proc = _run(uv, args, env)
     return proc
 

@@ -113,3 +113,21 @@ def test_a_wheel_compiled_here_is_refused_for_a_musl_base() -> None:
     musl = Target("3.11", Platform.parse("linux/amd64"), "musl", "1.2")
     with pytest.raises(BuildError, match="musl"):
         check_wheel_fits(Path("app-1-cp311-cp311-linux_x86_64.whl"), musl, "3.11")
+
+
+def test_a_uv_build_project_builds_its_wheel(tmp_path: Path) -> None:
+    """``uv init --package`` writes ``build-backend = "uv_build"``, which runs the ``uv-build`` binary installed
+    beside it: the build environment's bin must be on PATH, as in pypa/build's own isolated builds."""
+    from pyimage.cache import Cache
+    from pyimage.resolve.appwheel import build_app_wheel
+
+    project = tmp_path / "uvapp"
+    (project / "src" / "uvapp").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "uvapp"\nversion = "0.1.0"\nrequires-python = ">=3.9"\n\n'
+        '[project.scripts]\nuvapp = "uvapp:main"\n\n'
+        '[build-system]\nrequires = ["uv_build>=0.9,<0.14"]\nbuild-backend = "uv_build"\n'
+    )
+    (project / "src" / "uvapp" / "__init__.py").write_text("def main():\n    print('hello from uv_build')\n")
+    wheel = build_app_wheel(project, tmp_path / "out", Cache(tmp_path / "cache"), 0)
+    assert wheel.name == "uvapp-0.1.0-py3-none-any.whl"

@@ -4,6 +4,7 @@ cases where uv cannot serve, and failures in the user's terms — all with real 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from pyimage.oci.model import Platform
 from pyimage.resolve import pip as pip_backend
 from pyimage.resolve import uv as uv_backend
 from pyimage.resolve.target import Target
-from wheels_fixture import make_wheel
+from wheels_fixture import download_wheel, make_sdist, make_wheel
 
 TARGET = Target("3.11", Platform.parse("linux/amd64"), "glibc", "2.36")
 
@@ -68,6 +69,24 @@ def test_the_app_wheel_is_the_input_not_a_pin_and_the_target_python_decides(link
     assert all(p.url == "" for p in pins)  # local find-links files: found again by name, version and hash
     newer = uv_backend.resolve([_app(links, "newpy")], Target("3.12", TARGET.platform, "glibc", "2.36"), Cache(tmp_path / "c"))
     assert {p.name: p.version for p in newer} == {"newpy": "2.0"}
+
+
+@pytest.mark.parametrize("versions", [("1.7",), ("1.6", "1.7")], ids=["one-version", "several-versions"])
+def test_a_dependency_published_only_as_sdists_is_taken_as_its_sdist(
+    versions: tuple[str, ...], links: Path, tmp_path: Path, test_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv says "has no usable wheels" of one version and "have no usable wheels" of several (crcmod, psycopg2)."""
+    with monkeypatch.context() as online:  # the sdist's build backend, from the real index, into the find-links
+        for name in ("PIP_NO_INDEX", "PIP_FIND_LINKS", "PIP_CONFIG_FILE"):
+            online.delenv(name)
+        backend = download_wheel("setuptools<81", test_cache_dir / "real-wheels")
+    shutil.copy(backend, links / backend.name)
+    for version in versions:
+        setup = f"from setuptools import setup\nsetup(name='onlysdist', version='{version}', packages=['onlysdist'])\n"
+        make_sdist(links, "onlysdist", version, {"onlysdist/__init__.py": b"", "setup.py": setup.encode()})
+    pins = uv_backend.resolve([_app(links, "onlysdist", "six")], TARGET, Cache(tmp_path / "c"))
+    assert {p.name: (p.version, p.filename) for p in pins}["onlysdist"] == (versions[-1], f"onlysdist-{versions[-1]}.tar.gz")
+    assert {p.name: p.filename for p in pins}["six"].endswith(".whl")  # wheels still preferred for the rest
 
 
 def test_a_typo_is_an_unknown_name_with_a_suggestion(links: Path, tmp_path: Path) -> None:
