@@ -670,7 +670,11 @@ def build_images(preps: Sequence[Prepared], events: Events = _quiet, jobs: int =
     once and found in the cache by the others."""
     if len(preps) == 1:
         return (build_image(preps[0], events, jobs=jobs, remote=remote),)
-    return tuple(build_image(prep, lambda line, p=prep.target.platform: events(f"{p}: {line}"), jobs=jobs, remote=remote) for prep in preps)
+
+    def named(platform: object) -> Events:
+        return lambda line: events(f"{platform}: {line}")
+
+    return tuple(build_image(prep, named(prep.target.platform), jobs=jobs, remote=remote) for prep in preps)
 
 
 def lock_only(cfg: Config, cache: Cache, events: Events = _quiet, upgrade: bool = False) -> Prepared:

@@ -667,7 +667,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             _interrupted(128 + _SIGNALLED)
         sys.exit(exc.exit_code)
     except _USAGE_ERRORS as exc:
-        message = str(getattr(exc, "format_message", lambda: str(exc))())
+        formatter = getattr(exc, "format_message", None)
+        message = str(formatter() if formatter is not None else exc)
         if message.strip():  # empty for a bare `pyimage`: typer has already printed the help
             console.err(f"error: {message}")
             console.err("hint: run `pyimage --help` or `pyimage COMMAND --help`")

@@ -9,7 +9,6 @@ deterministic and written to a temp file renamed at the end.
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import os
 import tarfile

@@ -64,7 +64,7 @@ def _pyproject(project_dir: Path) -> dict[str, Any]:
 
 def build_requires(project_dir: Path) -> tuple[list[str], str]:
     system = _pyproject(project_dir).get("build-system") or _DEFAULT_SYSTEM
-    return sorted(system.get("requires", [])), system.get("build-backend", _DEFAULT_SYSTEM["build-backend"])
+    return sorted(system.get("requires", [])), str(system.get("build-backend", _DEFAULT_SYSTEM["build-backend"]))
 
 
 def _install(env_python: Path, requirements: list[str]) -> None:

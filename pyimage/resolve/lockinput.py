@@ -152,9 +152,9 @@ def locked_pins(
     if lock.name == "poetry.lock":
         from pyimage.resolve import poetrylock
 
-        pins = poetrylock.locked_pins(lock, app_name, extras, groups, target, cache, events)
-        _check_covers(requires, extras, pins, target, lock.name, poetrylock.FIX)
-        return sorted(pins, key=lambda p: p.name)
+        from_poetry = poetrylock.locked_pins(lock, app_name, extras, groups, target, cache, events)
+        _check_covers(requires, extras, from_poetry, target, lock.name, poetrylock.FIX)
+        return sorted(from_poetry, key=lambda p: p.name)
     is_uv = lock.name == "uv.lock"
     fix = "uv lock" if is_uv else "uv export --format pylock.toml (or pip lock)"
     events(f"installing from {lock.name} as locked (no resolution)")

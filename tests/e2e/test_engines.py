@@ -192,7 +192,7 @@ def test_an_image_of_the_local_docker_engine_is_a_base(pyimage: Pyimage, dockerd
     _layout, _archive, report = hello
     dockerd.docker("import", "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", str(pyimage.base), "local-python:bookworm")
     project = copy_example("web-service", tmp_path, "from-daemon")
-    argv = ("build", "--json", "--base", "docker-daemon:local-python:bookworm", "-o", f"docker-daemon:from-daemon:1")
+    argv = ("build", "--json", "--base", "docker-daemon:local-python:bookworm", "-o", "docker-daemon:from-daemon:1")
     built = json.loads(pyimage.run(*argv, project=project, base=False, env=dockerd.env).stdout)
     assert built["layers"][0]["diff_id"] == report["layers"][0]["diff_id"]  # the same bookworm rootfs, byte for byte
     out = dockerd.docker("run", "--rm", "--network", "none", "--entrypoint", "/opt/venv/bin/python", "from-daemon:1", "-c", "import fastapi; print('fastapi', fastapi.__version__)").stdout

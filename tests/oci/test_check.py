@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -174,8 +175,7 @@ def test_something_that_is_not_an_image_is_one_finding(tmp_path: Path) -> None:
     assert len(report.findings) == 1 and "neither an OCI layout directory nor a readable tar archive" in report.findings[0]
 
 
-def _inspect_check(*args: str) -> "subprocess.CompletedProcess[str]":
-    import subprocess
+def _inspect_check(*args: str) -> subprocess.CompletedProcess[str]:
     import sys
 
     return subprocess.run([sys.executable, "-m", "pyimage", "inspect", "--check", *args], capture_output=True, text=True)
