@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""How long pyimage takes to build the examples, next to buildah (a best-practice Dockerfile) and pyoci.
+"""How long pyimage takes to build the examples, next to docker build and buildah (a best-practice Dockerfile)
+and pyoci.
 
 For each app (``--apps``) and each repeat, in fresh temp directories (the repo's files are never edited):
 
 * pyimage, as the CLI a user runs: cold (fresh ``--cache-dir`` holding only the downloaded wheels and the build
   backend's environment), cold with the base already ingested, no-change rebuild, rebuild after a one-line change
   in the app, and a second app (a renamed copy with different code) built against the same cache;
+* docker build (BuildKit, overlay2, a private dockerd; the same Dockerfile, made for BuildKit as bench/load.py
+  does): the base rootfs ``docker import``-ed first (timed apart), the builder cache pruned at each repeat, then
+  cold, no-change, one-line change, second app (``--skip-docker`` leaves it out);
 * buildah (``bud --layers --isolation chroot``, vfs storage under a throwaway ``--root``): the base rootfs
   imported first (timed apart), then cold, no-change, one-line change, second app;
 * pyoci (from PyPI, in its own venv under /tmp): cold, no-change, one-line change, from a venv holding the app
@@ -421,6 +425,45 @@ def buildah_series(app: str, template: Path, pins: list[Pin], wheels: Path, pip_
     return out
 
 
+# -- docker build (BuildKit) ---------------------------------------------------------------------------------------
+
+
+def docker_context(ctx: Path) -> Path:
+    """The buildah context, made for BuildKit: a bind mount sees only what .dockerignore lets into the context,
+    so the wheels stay in it and the app's COPY names the project's files instead of ``.``."""
+    (ctx / ".dockerignore").write_text("Dockerfile\n.dockerignore\n")
+    files = sorted(p.name for p in ctx.iterdir() if p.name not in ("wheels", "Dockerfile", ".dockerignore"))
+    copy = "\n".join(f"COPY {name} /src/{name}" for name in files)
+    dockerfile = ctx / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace("COPY . /src/", copy))
+    return ctx
+
+
+def docker_series(engine: Any, import_s: float, app: str, template: Path, pins: list[Pin], wheels: Path, pip_wheel: str, work: Path, rep: int) -> dict[str, Measure]:
+    from engines import DOCKER_CLIENT
+
+    d = work / "docker" / app / f"r{rep}"
+    env = dict(engine.env, DOCKER_BUILDKIT="1")
+    run([DOCKER_CLIENT, "builder", "prune", "--all", "--force"], env=env)
+
+    def build(ctx: Path, tag: str) -> float:
+        seconds, _ = timed([DOCKER_CLIENT, "build", "--network", "host", "-q", "-t", tag, str(ctx)], env=env)
+        return seconds
+
+    out: dict[str, Measure] = {}
+    ctx = docker_context(buildah_context(template, d / "ctx", wheels, pins, pip_wheel))
+    tag = f"bench/{app}:r{rep}"
+    out["cold_base"] = Measure(build(ctx, tag))
+    out["cold"] = Measure(import_s + out["cold_base"].seconds, note=f"docker import of the base {import_s:.1f} s + build")  # type: ignore[operator]
+    out["nochange"] = Measure(build(ctx, tag))
+    one_line_change(ctx, rep + 1)
+    out["change"] = Measure(build(ctx, tag))
+    ctx2 = docker_context(buildah_context(second_app(template, d / "src2", app), d / "ctx2", wheels, pins, pip_wheel))
+    out["second"] = Measure(build(ctx2, f"bench/{app}-2:r{rep}"))
+    shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
 # -- pyoci --------------------------------------------------------------------------------------------------------
 
 
@@ -642,13 +685,13 @@ def median_measure(ms: list[Measure]) -> Measure:
 
 
 def table(app: str, results: dict[str, dict[str, list[Measure]]], repeat: int) -> str:
-    tools = ("pyimage", "buildah", "pyoci")
+    tools = ("pyimage", "docker", "buildah", "pyoci")
     med = {t: {s: median_measure(results.get(t, {}).get(s, [])) for s, _ in SCENARIOS} for t in tools}
     lines = [
         f"### {app}" + (f" (median of {repeat})" if repeat > 1 else ""),
         "",
-        "| scenario | pyimage s | buildah s | pyoci s | buildah/pyimage | pyoci/pyimage | new layers: pyimage gz (tar) | buildah tar | pyoci tar |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | pyimage s | docker build s | buildah s | pyoci s | docker/pyimage | buildah/pyimage | pyoci/pyimage | new layers: pyimage gz (tar) | buildah tar | pyoci tar |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     def sec(m: Measure) -> str:
         return "failed" if m.error else ("—" if m.seconds is None else f"{m.seconds:.2f}")
@@ -657,11 +700,11 @@ def table(app: str, results: dict[str, dict[str, list[Measure]]], repeat: int) -
         return f"{m.seconds / p.seconds:.1f}×" if m.seconds and p.seconds and not m.error and not p.error else "—"
 
     for key, label in SCENARIOS:
-        p, b, o = med["pyimage"][key], med["buildah"][key], med["pyoci"][key]
+        p, k, b, o = med["pyimage"][key], med["docker"][key], med["buildah"][key], med["pyoci"][key]
         p_bytes = "—" if p.seconds is None or p.error else f"{human(p.new_gz)} ({human(p.new_raw)})"
         b_bytes = "—" if b.seconds is None or b.error else human(b.new_raw)
         o_bytes = "—" if o.seconds is None or o.error else human(o.new_raw)
-        lines.append(f"| {label} | {sec(p)} | {sec(b)} | {sec(o)} | {ratio(b, p)} | {ratio(o, p)} | {p_bytes} | {b_bytes} | {o_bytes} |")
+        lines.append(f"| {label} | {sec(p)} | {sec(k)} | {sec(b)} | {sec(o)} | {ratio(k, p)} | {ratio(b, p)} | {ratio(o, p)} | {p_bytes} | {b_bytes} | {o_bytes} |")
     notes = []
     for t in tools:
         for key, label in SCENARIOS:
@@ -693,6 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--apps", default=",".join(APPS_DEFAULT), help="comma-separated examples (default: %(default)s)")
     ap.add_argument("--repeat", type=int, default=1, help="repeats per scenario; the table shows medians")
+    ap.add_argument("--skip-docker", action="store_true", help="leave out docker build (BuildKit)")
     ap.add_argument("--skip-buildah", action="store_true")
     ap.add_argument("--skip-pyoci", action="store_true")
     ap.add_argument("--buildah-driver", default="vfs", choices=("vfs", "overlay"), help="buildah storage driver (default: %(default)s)")
@@ -756,7 +800,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not buildah_skip:
         meta["buildah"] = run(["buildah", "--version"]).stdout.strip() + f", {args.buildah_driver} storage"
 
-    results: Results = {app: {"pyimage": {}, "buildah": {}, "pyoci": {}} for app in apps}
+    docker_skip = "skipped (--skip-docker)" if args.skip_docker else ("" if shutil.which("dockerd") else "docker.io is not installed")
+    engine, docker_import = None, 0.0
+    if not docker_skip:
+        from engines import DOCKER_CLIENT, start_dockerd
+
+        try:
+            engine = start_dockerd(("overlay2",))
+            docker_import, _ = timed([DOCKER_CLIENT, "import", "--change", f"ENV PATH={DEFAULT_PATH}", str(rootfs), BASE_TAG], env=engine.env)
+            meta["docker"] = f"Docker {engine.version()} ({engine.driver}, BuildKit)"
+            log(f"{meta['docker']}; base imported in {docker_import:.1f} s")
+        except (RuntimeError, OSError, BenchError) as exc:
+            docker_skip = f"docker cannot run here: {exc}"
+            log(docker_skip)
+    results: Results = {app: {"pyimage": {}, "docker": {}, "buildah": {}, "pyoci": {}} for app in apps}
 
     def record(app: str, tool_name: str, scenarios: Iterable[str], fn: Callable[..., dict[str, Measure]], *fn_args: Any) -> None:
         try:
@@ -773,6 +830,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for app in apps:
             for rep in range(args.repeat):
                 record(app, "pyimage", [s for s, _ in SCENARIOS], pyimage_series, tool, app, templates[app], seed, work, rep)
+                if engine is not None:
+                    record(app, "docker", [s for s, _ in SCENARIOS], docker_series, engine, docker_import, app, templates[app], pins[app], wheel_dirs[app], pip_wheel.name, work, rep)
                 if not buildah_skip:
                     record(app, "buildah", [s for s, _ in SCENARIOS], buildah_series, app, templates[app], pins[app], wheel_dirs[app],
                            pip_wheel.name, rootfs, work, rep, args.keep, args.buildah_driver)
@@ -787,6 +846,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if registry is not None:
             registry.stop()
+        if engine is not None:
+            engine.stop()
 
     meta["loadavg_end"] = os.getloadavg()
     meta["git_end"] = source_state()
@@ -795,7 +856,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"## pyimage benchmark — {meta['started']}, {meta['cores']} cores, load average {load_start[0]:.2f} → {meta['loadavg_end'][0]:.2f}")
     print()
     moved = "" if meta["git_end"] == meta["git"] else f" (the tree moved to {meta['git_end']} during the run)"
-    print(f"{meta['pyimage']} at {meta['git']}{moved}; {meta.get('buildah', buildah_skip)}; pyoci {meta.get('pyoci', pyoci_skip)}")
+    print(f"{meta['pyimage']} at {meta['git']}{moved}; {meta.get('docker', docker_skip)}; {meta.get('buildah', buildah_skip)}; pyoci {meta.get('pyoci', pyoci_skip)}")
     print(f"base: {rootfs.name} ({human(rootfs.stat().st_size)} Debian bookworm rootfs with python3); total run {meta['total_seconds']:.0f} s")
     for app in apps:
         print()
