@@ -183,7 +183,7 @@ def build(
         try:
             images = build_images(preps, events, jobs=jobs, remote=remote)
             index = ImageIndex(images, dict(cfg.annotations)) if len(images) > 1 else None
-            written = write_outputs(index or images[0], outputs, Naming(preps[0].app.name, preps[0].app.version, cache))
+            written = write_outputs(index or images[0], outputs, Naming(preps[0].name, preps[0].version, cache))
         finally:
             if remote is not None:
                 remote.close()
@@ -292,6 +292,9 @@ def _plan_layers(prep: Any) -> list[dict[str, Any]]:
                 "packages": [{"name": w.name, "version": w.version, "installed_size": w.installed_size, "reason": dict(spec.reasons)[w.name]} for w in spec.wheels],
             }
         )
+    if prep.app_files:
+        where = prep.workdir_in_image
+        layers.append({"name": "app", "installed_size": sum(f.size for f in prep.app_files), "why": f"{len(prep.app_files)} file(s) of the project at {where} (not a package: no wheel)", "workdir": where, "file_count": len(prep.app_files)})
     user, writable = prep.user, list(prep.config.writable)
     if prep.has_runtime_layer:
         made = f"user {user.name} ({user.uid}:{user.gid}) created, home {user.home}" if user is not None and user.created else ""
