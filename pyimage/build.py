@@ -45,7 +45,7 @@ from pyimage.resolve.uvsources import UvSources, prefetch as prefetch_from_uv_in
 from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, check_buildable, collect as collect_local, find_workspace, member_dir, relative_path
 from pyimage.wheels import Wheel, read_wheel
 
-__all__ = ["Prepared", "BuildResult", "prepare", "prepare_platforms", "build_image", "build_images", "lock_only", "workspace_member"]
+__all__ = ["Prepared", "BuildResult", "prepare", "prepare_platforms", "build_image", "build_images", "lock_only", "workspace_member", "unpackaged_app"]
 
 Events = Callable[[str], None]
 
@@ -192,6 +192,15 @@ def _interpreter(cfg: Config, base: Image, cache: Cache) -> tuple[Interpreter, T
             "use a base made for the target architecture, or set platform to match the base",
         )
     return interp, target
+
+
+def unpackaged_app(start: Path) -> tuple[str, list[str]] | None:
+    """For ``pyimage init``: (a project name, a likely entrypoint) when ``start`` is not a package (no
+    ``[build-system]``, setup.py or setup.cfg; resolve/appsource.py), None when it builds into a wheel."""
+    if is_package(start):
+        return None
+    source = app_source(start, ())
+    return source.name, entrypoint_guess(start, source.requires)
 
 
 def workspace_member(start: Path, package: str) -> Path:
