@@ -536,6 +536,7 @@ def prepare(
         check_requires_python(requires_python(cfg.project_dir), target, str(cfg.pyproject))
         app: Wheel | None = None
         scripts: list[str] = []
+        app_input: Path | AppSource
         if source is not None:  # not a package: no wheel; its dependencies come from pyproject.toml
             app_name, requires, app_input = source.name, list(source.requires), source
         else:
