@@ -602,6 +602,11 @@ def _check_entrypoint(cfg: Config, source: AppSource | None = None) -> None:
     if source is not None:
         if cfg.entrypoint is None and cfg.command is None:
             guess = entrypoint_guess(cfg.project_dir, source.requires)
+            if project_table(cfg.project_dir).get("scripts"):  # meant as a package: say what makes it one
+                raise ConfigError(
+                    f"{cfg.pyproject}: [project.scripts] is declared, but without a [build-system] table the project is not built as a package (as with uv), so there is no console script",
+                    'add a [build-system] table (e.g. requires = ["hatchling"], build-backend = "hatchling.build"), or set [tool.pyimage] entrypoint',
+                )
             raise ConfigError(
                 f"{cfg.pyproject}: the project is not a package (no [build-system]), so there is no console script to run; its files go to {cfg.workdir or DEFAULT_WORKDIR}",
                 f"set [tool.pyimage] entrypoint, e.g. entrypoint = {json.dumps(guess)} (run in {cfg.workdir or DEFAULT_WORKDIR}), or add a [build-system] table to build it as a package",

@@ -30,6 +30,12 @@ def test_no_entrypoint_is_one_error_before_any_work_naming_a_file_of_the_project
     assert not any((project / ".cache").rglob("*.whl")) and not (project / "pylock.pyimage.toml").exists()
 
 
+def test_console_scripts_without_a_build_system_say_what_makes_a_package(tmp_path: Path) -> None:
+    project = app(tmp_path, '[project]\nname = "web"\nversion = "0"\n[project.scripts]\nweb = "web:main"\n\n[tool.pyimage]\nbase = "127.0.0.1:9/none:1"\n')
+    error, hint = assert_user_error(run(["build"], project))
+    assert "[project.scripts] is declared" in error and "[build-system]" in hint
+
+
 def test_workdir_at_the_root_is_refused_before_work(tmp_path: Path) -> None:
     project = app(tmp_path, '[tool.pyimage]\nbase = "127.0.0.1:9/none:1"\nentrypoint = ["python", "main.py"]\nworkdir = "/"\n')
     error, hint = assert_user_error(run(["build"], project))
