@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import datetime as dt
 import posixpath
@@ -34,6 +35,7 @@ from pyimage.oci.engine import Loaded
 from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
 from pyimage.publish import RegistrySettings
 from pyimage.resolve import hashedreqs
+from pyimage.resolve.appsource import DEFAULT_WORKDIR, AppSource, app_source, entrypoint_guess, is_package, tree_entries
 from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, project_table, requires_python
 from pyimage.resolve.lock import inputs_key, read_lock, write_lock
 from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins, target_environment
@@ -43,7 +45,7 @@ from pyimage.resolve.uvsources import UvSources, prefetch as prefetch_from_uv_in
 from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, check_buildable, collect as collect_local, find_workspace, member_dir, relative_path
 from pyimage.wheels import Wheel, read_wheel
 
-__all__ = ["Prepared", "BuildResult", "prepare", "prepare_platforms", "build_image", "build_images", "lock_only", "workspace_member"]
+__all__ = ["Prepared", "BuildResult", "prepare", "prepare_platforms", "build_image", "build_images", "lock_only", "workspace_member", "unpackaged_app"]
 
 Events = Callable[[str], None]
 
@@ -62,7 +64,7 @@ class Prepared:
     base_source: str
     interpreter: Interpreter
     target: Target
-    app: Wheel
+    app: Wheel | None  # None for a project that is not a package: ``app_files`` is its app layer
     wheels: tuple[Wheel, ...]
     plan: LayerPlan
     paths: InstallPaths
@@ -73,6 +75,21 @@ class Prepared:
     files: tuple[ProjectFile, ...] = ()  # the `files` layer's content, checked before any work
     user: RuntimeUser | None = None  # the runtime user (created in the `runtime` layer when the base lacks it)
     workspace: tuple[Wheel, ...] = ()  # first-party packages built from local paths (the `workspace` layer)
+    app_files: tuple[ProjectFile, ...] = ()  # a project that is not a package: its source tree, the `app` layer
+    source: AppSource | None = None  # and its name, version and dependencies (no wheel metadata to read them from)
+
+    @property
+    def name(self) -> str:
+        return self.app.name if self.app is not None else self.source.name if self.source is not None else ""
+
+    @property
+    def version(self) -> str:
+        return self.app.version if self.app is not None else self.source.version if self.source is not None else ""
+
+    @property
+    def workdir_in_image(self) -> str | None:
+        """The image's WorkingDir: ``workdir``, else ``/app`` where a project that is not a package is copied."""
+        return self.config.workdir or (None if self.app is not None else DEFAULT_WORKDIR)
 
     @property
     def has_runtime_layer(self) -> bool:
@@ -177,6 +194,15 @@ def _interpreter(cfg: Config, base: Image, cache: Cache) -> tuple[Interpreter, T
     return interp, target
 
 
+def unpackaged_app(start: Path) -> tuple[str, list[str]] | None:
+    """For ``pyimage init``: (a project name, a likely entrypoint) when ``start`` is not a package (no
+    ``[build-system]``, setup.py or setup.cfg; resolve/appsource.py), None when it builds into a wheel."""
+    if is_package(start):
+        return None
+    source = app_source(start, ())
+    return source.name, entrypoint_guess(start, source.requires)
+
+
 def workspace_member(start: Path, package: str) -> Path:
     """``--package NAME``: the directory of that member of the uv workspace ``start`` is in (resolve/workspace.py)."""
     return member_dir(start, package)
@@ -208,7 +234,7 @@ def _local_material(local: Sequence[LocalPackage], start: Path) -> list[str]:
 
 def _pins(
     cfg: Config,
-    app: Path,
+    app: Path | AppSource,
     requires: list[str],
     target: Target,
     cache: Cache,
@@ -222,7 +248,7 @@ def _pins(
     if req_file and not (cfg.project_dir / req_file).is_file():
         raise ConfigError(f"requirements file {req_file} not found in {cfg.project_dir}", "fix [tool.pyimage] requirements")
     req_text = (cfg.project_dir / req_file).read_text() if req_file else ""
-    app_name = app.name.split("-")[0].replace("_", "-").lower()
+    app_name = app.name if isinstance(app, AppSource) else app.name.split("-")[0].replace("_", "-").lower()
     local_names = frozenset(p.source.name for p in local)
     if req_file and hashedreqs.is_hashed(req_text):  # every requirement pinned and hashed: a lock, installed as it is
         if refresh:
@@ -255,8 +281,13 @@ def _pins(
         events(f"{lock_path.name} is stale (dependencies, pip configuration or target changed): resolving again")
     prefer = [] if upgrade or lock is None else lock.pins
     extras = f"[{','.join(cfg.extras)}]" if cfg.extras else ""
-    request = ["-r", str(cfg.project_dir / req_file)] if req_file else [f"{app}{extras}", *_local_request(local)]
-    pins = _resolve(cfg.resolver, request, target, cache, prefer, events, local_names, uv_sources, cfg.extras)
+    if req_file:
+        request = ["-r", str(cfg.project_dir / req_file)]
+    elif isinstance(app, AppSource):  # no wheel: its dependencies themselves (the extras' already among them)
+        request = [*(r for r in requires if _requirement_name(r) not in local_names), *_local_request(local)]
+    else:
+        request = [f"{app}{extras}", *_local_request(local)]
+    pins = _resolve(cfg.resolver, request, target, cache, prefer, events, local_names, uv_sources, cfg.extras) if request else []
     if req_file:
         _check_requirements_cover([r for r in requires if _requirement_name(r) not in local_names], cfg.extras, pins, target, req_file)
     pins = [p for p in pins if p.name != app_name and p.name not in local_names]
@@ -481,12 +512,15 @@ def prepare(
     """Resolves and plans; no layer is built. The app wheel lives in ``Prepared.workdir`` until cleanup.
     ``remote`` (push-only builds, see ``build_image``) lets base blobs the push targets hold stay undownloaded."""
     files = collect_files(cfg.project_dir, cfg.files)  # a bad entry is an error before any work
+    package = is_package(cfg.project_dir)
+    source = None if package else app_source(cfg.project_dir, cfg.extras)
+    app_files = () if package else _app_tree(cfg)
     requirements = cfg.project_dir / cfg.requirements if cfg.requirements else None
     if requirements is not None and requirements.is_file() and hashedreqs.is_hashed(requirements.read_text()):
         hashedreqs.parse(requirements)  # a partly hashed or unpinned file too
     workspace = find_workspace(cfg.project_dir)
     check_buildable(cfg.project_dir, workspace)  # a virtual workspace root: name its members, before the entrypoint check
-    _check_entrypoint(cfg)
+    _check_entrypoint(cfg, source)
     base, base_source = load_base(cfg.base, cfg.platform, cache, cfg.compression, registry or RegistrySettings(), remote=remote)
     events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg.base else ""))
     interp, target = _interpreter(cfg, base, cache)
@@ -500,18 +534,25 @@ def prepare(
     workdir.mkdir()
     try:
         check_requires_python(requires_python(cfg.project_dir), target, str(cfg.pyproject))
-        app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch, target, events)
-        app = read_wheel(app_path)
-        app_name, requires, scripts, wheel_requires_python = _requires_dist(app_path)
-        check_requires_python(wheel_requires_python, target, f"{cfg.project_dir.name} (its wheel's metadata)")
-        _entrypoint(cfg, scripts, paths.bin)  # no or several scripts: said before resolving and building layers
+        app: Wheel | None = None
+        scripts: list[str] = []
+        app_input: Path | AppSource
+        if source is not None:  # not a package: no wheel; its dependencies come from pyproject.toml
+            app_name, requires, app_input = source.name, list(source.requires), source
+        else:
+            app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch, target, events)
+            app = read_wheel(app_path)
+            app_name, requires, scripts, wheel_requires_python = _requires_dist(app_path)
+            check_requires_python(wheel_requires_python, target, f"{cfg.project_dir.name} (its wheel's metadata)")
+            _entrypoint(cfg, scripts, paths.bin)  # no or several scripts: said before resolving and building layers
+            app_input = app_path
         local = _local_packages(cfg, workspace, app_name, requires, target, cache, workdir, events)
         local_wheels = [(read_wheel(p.wheel), f"built from {relative_path(p.source.directory, cfg.project_dir)} ({p.source.kind})") for p in local]
-        pins = _pins(cfg, app_path, requires, target, cache, events, refresh_lock, upgrade, local, workspace)
+        pins = _pins(cfg, app_input, requires, target, cache, events, refresh_lock, upgrade, local, workspace)
         wheels = _wheel_values(pins, target, cache, paths)
-        conflict_notes = _check_conflicts([*wheels, *(w for w, _ in local_wheels), app], paths, cache)
+        conflict_notes = _check_conflicts([*wheels, *(w for w, _ in local_wheels), *([app] if app else [])], paths, cache)
         threshold = cfg.heavy_threshold or None
-        extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg.writable))
+        extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg.writable)) + int(bool(app_files))
         plan = plan_layers(wheels, app, cfg.heavy, threshold, cfg.max_layers, fixed_layers=len(base.layers) + 1 + extra, workspace=local_wheels)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -521,8 +562,28 @@ def prepare(
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
     return Prepared(
         cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir, tuple(pins), tuple(scripts), tuple(files), user,
-        tuple(w for w, _ in local_wheels),
+        tuple(w for w, _ in local_wheels), tuple(app_files), source,
     )
+
+
+def _app_tree(cfg: Config) -> list[ProjectFile]:
+    """The ``app`` layer of a project that is not a package: its tree at the workdir (``COPY . /app``), less
+    what is never meant for an image (resolve/appsource.py) and the build's own outputs; checked before any work
+    like ``files`` (nothing may point outside the project)."""
+    workdir = posixpath.normpath(cfg.workdir or DEFAULT_WORKDIR)
+    venv = "/" + cfg.venv.strip("/")
+    if workdir == "/" or posixpath.commonpath([workdir, venv]) in (workdir, venv):
+        raise ConfigError(
+            f"workdir = {workdir!r}: the project is not a package, so its files are copied there, and that would " + ("fill the image's root" if workdir == "/" else f"mix them with the venv {venv}"),
+            f'set [tool.pyimage] workdir to a directory of its own (default "{DEFAULT_WORKDIR}")',
+        )
+    from pyimage.oci.layout import split_layout_ref
+
+    outputs = [split_layout_ref(o[4:])[0] if o.startswith("oci:") else Path(o.partition(":")[2].partition(":")[0]) for o in cfg.output if o.startswith(("oci:", "docker-archive:"))]
+    files = collect_files(cfg.project_dir, tree_entries(cfg.project_dir, workdir, outputs))
+    if not files:
+        raise ConfigError(f"{cfg.project_dir}: the project is not a package and has no files to copy into the image", "add the app's code, or run pyimage in the app's directory")
+    return files
 
 
 def _declared_scripts(cfg: Config) -> list[str] | None:
@@ -535,8 +596,22 @@ def _declared_scripts(cfg: Config) -> list[str] | None:
     return sorted(scripts) if isinstance(scripts, dict) else None
 
 
-def _check_entrypoint(cfg: Config) -> None:
-    """Before any work: several console scripts declared in pyproject.toml and no ``entrypoint`` is ambiguous."""
+def _check_entrypoint(cfg: Config, source: AppSource | None = None) -> None:
+    """Before any work: several console scripts declared in pyproject.toml and no ``entrypoint`` is ambiguous; a
+    project that is not a package has no console script at all, so it must say what runs."""
+    if source is not None:
+        if cfg.entrypoint is None and cfg.command is None:
+            guess = entrypoint_guess(cfg.project_dir, source.requires)
+            if project_table(cfg.project_dir).get("scripts"):  # meant as a package: say what makes it one
+                raise ConfigError(
+                    f"{cfg.pyproject}: [project.scripts] is declared, but without a [build-system] table the project is not built as a package (as with uv), so there is no console script",
+                    'add a [build-system] table (e.g. requires = ["hatchling"], build-backend = "hatchling.build"), or set [tool.pyimage] entrypoint',
+                )
+            raise ConfigError(
+                f"{cfg.pyproject}: the project is not a package (no [build-system]), so there is no console script to run; its files go to {cfg.workdir or DEFAULT_WORKDIR}",
+                f"set [tool.pyimage] entrypoint, e.g. entrypoint = {json.dumps(guess)} (run in {cfg.workdir or DEFAULT_WORKDIR}), or add a [build-system] table to build it as a package",
+            )
+        return
     scripts = _declared_scripts(cfg)
     if cfg.entrypoint is None and scripts is not None and len(scripts) > 1:
         _entrypoint(cfg, tuple(scripts), "bin")
@@ -584,8 +659,8 @@ def _image_config(prep: Prepared, layers: Sequence[Layer]) -> dict[str, Any]:
         run["User"] = prep.user.config_user  # numeric: runtimes can check it is not root
     elif cfg.user:
         run["User"] = cfg.user
-    if cfg.workdir:
-        run["WorkingDir"] = cfg.workdir
+    if prep.workdir_in_image:
+        run["WorkingDir"] = prep.workdir_in_image
     labels = dict(run.get("Labels") or {})
     labels.update(cfg.labels)
     if labels:
@@ -634,6 +709,8 @@ def build_image(prep: Prepared, events: Events = _quiet, jobs: int = 2, remote: 
                 built[i] = future.result()
                 events(f"layer {built[i].name}: {_status(built[i])} {built[i].digest[:19]}")
         extra: list[Layer] = []
+        if prep.app_files:  # a project that is not a package: its tree, keyed by every file's path, mode and sha256
+            extra.append(build_custom_layer("app", {"tree": files_parts(prep.app_files)}, files_filler(prep.app_files), ctx))
         if prep.has_runtime_layer:
             extra.append(build_custom_layer("runtime", runtime_parts(prep.user, cfg.writable), runtime_filler(prep.user, cfg.writable), ctx))
         if prep.files:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import sys
 import traceback
@@ -183,7 +184,7 @@ def build(
         try:
             images = build_images(preps, events, jobs=jobs, remote=remote)
             index = ImageIndex(images, dict(cfg.annotations)) if len(images) > 1 else None
-            written = write_outputs(index or images[0], outputs, Naming(preps[0].app.name, preps[0].app.version, cache))
+            written = write_outputs(index or images[0], outputs, Naming(preps[0].name, preps[0].version, cache))
         finally:
             if remote is not None:
                 remote.close()
@@ -292,6 +293,9 @@ def _plan_layers(prep: Any) -> list[dict[str, Any]]:
                 "packages": [{"name": w.name, "version": w.version, "installed_size": w.installed_size, "reason": dict(spec.reasons)[w.name]} for w in spec.wheels],
             }
         )
+    if prep.app_files:
+        where = prep.workdir_in_image
+        layers.append({"name": "app", "installed_size": sum(f.size for f in prep.app_files), "why": f"{len(prep.app_files)} file(s) of the project at {where} (not a package: no wheel)", "workdir": where, "file_count": len(prep.app_files)})
     user, writable = prep.user, list(prep.config.writable)
     if prep.has_runtime_layer:
         made = f"user {user.name} ({user.uid}:{user.gid}) created, home {user.home}" if user is not None and user.created else ""
@@ -487,14 +491,27 @@ def init(
     ci: Optional[str] = typer.Option(None, "--ci", help="Also write a CI workflow: github."),
     base: Optional[str] = typer.Option(None, "--base", help="The base to write (default python:3.12-slim, or a python image of the local Docker Engine when Docker Hub cannot be reached)."),
 ) -> None:
-    """Add a \\[tool.pyimage] section to pyproject.toml (and a CI workflow with --ci github)."""
+    """Add a \\[tool.pyimage] section to pyproject.toml (and a CI workflow with --ci github); in an app that is not a
+    package (requirements.txt, manage.py, main.py), write a pyproject.toml for it first."""
+    from pyimage.build import unpackaged_app
     from pyimage.templates import DEFAULT_INIT_BASE, offline_base, render
 
     pyproject = project / "pyproject.toml"
+    told: list[str] = []
     if not pyproject.exists():
         legacy = [name for name in ("setup.py", "setup.cfg") if (project / name).is_file()]
-        if not legacy:
-            raise ConfigError(f"no pyproject.toml, setup.py or setup.cfg in {project}", "create the project first (e.g. with `uv init` or by hand), or pass -C DIR")
+        if not legacy and not ((project / "requirements.txt").is_file() or any(project.glob("*.py"))):
+            raise ConfigError(
+                f"no pyproject.toml, setup.py, setup.cfg, requirements.txt or *.py in {project}",
+                "run it in the app's directory (or pass -C DIR), or create the project first (e.g. with `uv init --app`)",
+            )
+    app = unpackaged_app(project)
+    if not pyproject.exists() and app is not None:
+        # The usual Docker layout (requirements.txt, manage.py, …): a minimal [project] so pyimage and uv can read it;
+        # requirements.txt stays the one list of dependencies (a hashed one is installed as a lock).
+        pyproject.write_text(f'[project]\nname = "{app[0]}"\nversion = "0"\ndependencies = []  # in requirements.txt (see requirements below)\n')
+        told.append(f"wrote {pyproject} with a minimal [project] (name {app[0]!r} from the directory, version \"0\"); no [build-system]: the app is not built as a package")
+    elif not pyproject.exists():
         # A setuptools project without pyproject.toml: one holding only [tool.pyimage]. With no [build-system] table
         # its wheel is built by setuptools' legacy backend, as pip does, so the project is otherwise unchanged.
         pyproject.write_text(f"# pyimage's settings for this {legacy[0]} project; without [build-system], setuptools builds it as before.\n")
@@ -504,9 +521,19 @@ def init(
     else:
         chosen, note = (base, None) if base else offline_base()
         section = render("pyproject-section.toml")
+        if app is not None:
+            entry = f"entrypoint = {json.dumps(app[1])}"
+            lines = [entry + "  # the project is not a package: its files are copied to workdir (/app), and this runs there"]
+            told.append(f"{entry}: guessed from the project's files; change it to what your Dockerfile runs (CMD)")
+            if (project / "requirements.txt").is_file() and not _has_dependencies(pyproject):
+                lines.append('requirements = "requirements.txt"  # the dependencies (a file with --hash on every line is installed as a lock)')
+                told.append("requirements = \"requirements.txt\": the dependencies stay in requirements.txt")
+            section = re.sub(r"^# entrypoint = .*$", lambda _m: "\n".join(lines), section, count=1, flags=re.M)
         if chosen and chosen != DEFAULT_INIT_BASE:
             section = section.replace(f'base = "{DEFAULT_INIT_BASE}"', f"base = {json.dumps(chosen)}")
         pyproject.write_text(text.rstrip("\n") + "\n\n" + section)
+        for line in told:
+            console.err(line)
         console.err(f"added [tool.pyimage] to {pyproject} (base = {chosen or DEFAULT_INIT_BASE})")
         if note:
             console.err(f"note: {note}")
@@ -517,6 +544,20 @@ def init(
         console.err(f"wrote {dest}: replace OWNER/pyimage@v1 in it with the pyimage action you use, pinned to a commit sha")
     elif ci:
         raise ConfigError(f"--ci {ci}: unknown CI", "supported: github")
+
+
+def _has_dependencies(pyproject: Path) -> bool:
+    """Whether pyproject.toml lists any [project] dependencies (then requirements.txt is left for the user to pick)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    try:
+        project = tomllib.loads(pyproject.read_text()).get("project") or {}
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    return bool(isinstance(project, dict) and project.get("dependencies"))
 
 
 @cache_app.command("info")

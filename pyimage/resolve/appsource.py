@@ -1,0 +1,167 @@
+"""A project that is not a package: the usual Docker layout (``manage.py``, ``mysite/``, ``templates/``,
+``requirements.txt``) or what ``uv init --app`` writes. There is no wheel to build; the image gets the project's
+source tree (as ``COPY . /app`` does) and its dependencies from ``[project].dependencies`` (or the lock, or the
+``requirements`` file).
+
+What counts as "not a package" follows uv, the tool most such projects come from: no ``[build-system]`` table
+and no ``setup.py``/``setup.cfg`` (uv calls it virtual and never builds it), or ``[tool.uv] package = false``;
+``package = true`` there makes it a package again (built by setuptools' legacy backend, as uv and pip do).
+
+Everything here reads pyproject.toml and names in the project directory only; no file content is executed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from pyimage.errors import ConfigError
+from pyimage.resolve.appwheel import _pyproject
+
+__all__ = ["AppSource", "is_package", "app_source", "entrypoint_guess", "DEFAULT_WORKDIR", "tree_entries"]
+
+DEFAULT_WORKDIR = "/app"  # where Dockerfiles of such apps put them (`WORKDIR /app`, `COPY . /app`)
+
+# Never part of an app's image: VCS data, virtual environments, tool caches, and what pyimage itself writes into
+# the project (its default output under dist/, its lock). Top-level directories are left out whole (so a .venv's
+# symlinks to the host's Python are never even looked at); the patterns apply inside every other directory.
+_SKIP_TOP = frozenset({".git", ".hg", ".svn", ".venv", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache", "__pycache__", "dist"})
+_SKIP_FILES = ("pylock.pyimage.toml",)
+TREE_EXCLUDES = ("*__pycache__/*", "*.pyc", "*/.git/*")
+
+
+@dataclass(frozen=True)
+class AppSource:
+    """What a project that is not a package contributes: its name and version (image naming, the lock) and its
+    dependencies as requirement lines, the selected extras' included (with no wheel, there is no ``extra``
+    marker to evaluate later)."""
+
+    name: str
+    version: str
+    requires: tuple[str, ...]
+
+
+def _tool_table(data: dict[str, Any], *path: str) -> dict[str, Any]:
+    for part in path:
+        data = data.get(part) if isinstance(data, dict) else None  # type: ignore[assignment]
+    return data if isinstance(data, dict) else {}
+
+
+def is_package(project_dir: Path) -> bool:
+    """Whether the project builds into a wheel (see the module docstring for the rule)."""
+    data = _pyproject(project_dir)
+    declared = _tool_table(data, "tool", "uv").get("package")
+    if isinstance(declared, bool):
+        return declared
+    if any((project_dir / name).is_file() for name in ("setup.py", "setup.cfg")):
+        return True
+    return isinstance(data.get("build-system"), dict)
+
+
+def _name(project: dict[str, Any], project_dir: Path) -> str:
+    name = project.get("name")
+    if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", name):
+        return canonicalize_name(name)
+    return directory_name(project_dir)
+
+
+def directory_name(project_dir: Path) -> str:
+    """A valid project name from the directory's name (``My Site`` -> ``my-site``; ``app`` when nothing is left)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", project_dir.resolve().name).strip("-._")
+    return canonicalize_name(cleaned) if cleaned else "app"
+
+
+def _requirements(lines: Any, where: str, pyproject: Path) -> list[str]:
+    if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+        raise ConfigError(f"{pyproject}: {where} must be a list of requirement strings", 'e.g. dependencies = ["django>=5", "gunicorn"]')
+    for line in lines:
+        try:
+            Requirement(line)
+        except InvalidRequirement as exc:
+            raise ConfigError(f"{pyproject}: {where}: {line!r} is not a valid requirement ({exc})", "write it as PEP 508 says, e.g. \"django>=5\"") from None
+    return list(lines)
+
+
+def app_source(project_dir: Path, extras: Sequence[str]) -> AppSource:
+    """Name, version and dependencies of a project that is not a package, read from pyproject.toml (all of
+    them optional: a pyproject.toml holding only ``[tool.pyimage]`` and ``requirements`` is enough)."""
+    pyproject = project_dir / "pyproject.toml"
+    project = _tool_table(_pyproject(project_dir), "project")
+    dynamic = project.get("dynamic") or []
+    if isinstance(dynamic, list) and ("dependencies" in dynamic or ("optional-dependencies" in dynamic and extras)):
+        raise ConfigError(
+            f"{pyproject}: the project is not a package (no [build-system]), yet its dependencies are dynamic; with no build backend nothing can compute them",
+            "list them in [project] dependencies, or add a [build-system] table to build the project as a package",
+        )
+    requires = _requirements(project.get("dependencies", []), "[project] dependencies", pyproject)
+    optional = project.get("optional-dependencies") or {}
+    if not isinstance(optional, dict):
+        raise ConfigError(f"{pyproject}: [project] optional-dependencies must be a table of lists", 'e.g. [project.optional-dependencies] postgres = ["psycopg"]')
+    by_extra = {canonicalize_name(k): v for k, v in optional.items()}
+    for extra in extras:
+        if canonicalize_name(extra) not in by_extra:
+            known = ", ".join(sorted(optional)) or "none"
+            raise ConfigError(f"extras: the project has no extra {extra!r} (it has: {known})", "fix [tool.pyimage] extras")
+        requires += _requirements(by_extra[canonicalize_name(extra)], f"[project.optional-dependencies] {extra}", pyproject)
+    version = project.get("version")
+    return AppSource(_name(project, project_dir), version if isinstance(version, str) and version else "0", tuple(dict.fromkeys(requires)))
+
+
+def entrypoint_guess(project_dir: Path, requires: Sequence[str] = ()) -> list[str]:
+    """A likely entrypoint from the project's files (by name only, nothing is imported): ``gunicorn X.wsgi`` for a
+    Django project that depends on gunicorn, ``python manage.py runserver`` for one that does not, else ``python``
+    with the first of ``main.py``, ``app.py``, ``run.py``, ``server.py``, ``wsgi.py``, ``__main__.py`` found."""
+    names = set()
+    for line in requires:
+        try:
+            names.add(canonicalize_name(Requirement(line).name))
+        except InvalidRequirement:
+            continue
+    requirements_txt = project_dir / "requirements.txt"
+    if requirements_txt.is_file():
+        for line in requirements_txt.read_text(errors="replace").splitlines():
+            match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+            if match:
+                names.add(canonicalize_name(match.group(1)))
+    if (project_dir / "manage.py").is_file():
+        wsgi = sorted(p.parent.name for p in project_dir.glob("*/wsgi.py"))
+        if wsgi and "gunicorn" in names:
+            return ["gunicorn", "--bind", "0.0.0.0:8000", f"{wsgi[0]}.wsgi"]
+        return ["python", "manage.py", "runserver", "0.0.0.0:8000"]
+    for candidate in ("main.py", "app.py", "run.py", "server.py", "wsgi.py", "__main__.py"):
+        if (project_dir / candidate).is_file():
+            return ["python", candidate]
+    scripts = sorted(p.name for p in project_dir.glob("*.py"))
+    return ["python", scripts[0] if scripts else "main.py"]
+
+
+def tree_entries(project_dir: Path, workdir: str, skip: Sequence[Path] = ()) -> list[dict[str, Any]]:
+    """``files`` entries (layers/runtime.py's ``collect_files`` takes them) that copy the project's tree to
+    ``workdir``, as ``COPY . /app`` does, one entry per top-level name: what is never meant for the image
+    (``_SKIP_TOP``, any virtual environment or OCI layout, the paths in ``skip`` such as the build's own
+    outputs) is left out before anything under it is read."""
+    import glob
+
+    root = project_dir.resolve()
+    inside = [p.resolve().relative_to(root).parts for p in skip if p.resolve().is_relative_to(root) and p.resolve() != root]
+    entries: list[dict[str, Any]] = []
+    for name in sorted(p.name for p in root.iterdir()):
+        path = root / name
+        if name in _SKIP_TOP or name in _SKIP_FILES or (name,) in inside:
+            continue
+        if path.is_dir() and not path.is_symlink() and ((path / "pyvenv.cfg").exists() or (path / "oci-layout").exists()):
+            continue
+        # outputs deeper down: excluded by their path below this entry (a layout directory, or an archive file)
+        deeper = tuple(p for parts in inside if len(parts) > 1 and parts[0] == name for p in ("/".join(parts[1:]), "/".join(parts[1:]) + "/*"))
+        exclude = TREE_EXCLUDES + deeper
+        if any(c in name for c in "*?["):  # a literal name glob would read as a pattern: escaped, copied under workdir
+            entries.append({"src": glob.escape(name), "dest": workdir.rstrip("/") + "/", "mode": None, "exclude": tuple(f"{name}/{x}" for x in exclude) + exclude})
+        else:
+            dest = f"{workdir.rstrip('/')}/{name}" + ("/" if path.is_dir() else "")
+            entries.append({"src": name, "dest": dest, "mode": None, "exclude": exclude})
+    return entries

@@ -1,0 +1,144 @@
+"""Apps that are not packages, as people put them in Docker: a Django-like tree (manage.py, two top-level
+packages, templates, requirements.txt) and what the real ``uv init --app --no-package`` writes. No wheel is built:
+the app layer is the project's tree at /app, the dependencies come from requirements.txt or uv.lock. Each image
+runs in runc and prints what its code, templates and dependencies say."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.runc import run_image
+
+from .conftest import Pyimage
+
+pytestmark = pytest.mark.e2e
+
+MANAGE = """\
+import sys
+
+import six
+
+from mysite.settings import SITE
+from polls.views import index
+
+if __name__ == "__main__":
+    print(f"{SITE}: {index()} (six {six.__version__}) {sys.argv[1:]}")
+"""
+VIEWS = """\
+from pathlib import Path
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def index():
+    return (TEMPLATES / "polls" / "index.html").read_text().strip()
+"""
+
+
+@pytest.fixture
+def django_like(tmp_path: Path) -> Path:
+    """The usual Docker layout: no pyproject.toml at all, a .git and a .venv beside the code (never copied)."""
+    root = tmp_path / "mysite-app"
+    files = {
+        "manage.py": MANAGE,
+        "mysite/__init__.py": "",
+        "mysite/settings.py": 'SITE = "mysite"\n',
+        "mysite/wsgi.py": "application = None\n",
+        "polls/__init__.py": "",
+        "polls/views.py": VIEWS,
+        "templates/polls/index.html": "<h1>polls v1</h1>\n",
+        "static/site.css": "body {}\n",
+        "requirements.txt": "six==1.17.0\n",
+        ".git/HEAD": "ref: refs/heads/main\n",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / ".venv" / "bin").mkdir(parents=True)
+    (root / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    os.symlink(sys.executable, root / ".venv" / "bin" / "python")  # points out of the project
+    return root
+
+
+def init(project: Path) -> subprocess.CompletedProcess[str]:
+    """The real ``pyimage init`` (it takes no cache)."""
+    return subprocess.run([sys.executable, "-m", "pyimage", "init", "--base", "python:3.12-slim", "-C", str(project)], check=True, capture_output=True, text=True)
+
+
+def layers(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {layer["name"]: layer for layer in report["layers"]}
+
+
+def test_django_like_layout_after_init_runs_from_app(pyimage: Pyimage, django_like: Path, tmp_path: Path) -> None:
+    done = init(django_like)
+    text = (django_like / "pyproject.toml").read_text()
+    assert 'name = "mysite-app"' in text and 'version = "0"' in text and "[build-system]" not in text
+    assert 'requirements = "requirements.txt"' in text
+    assert 'entrypoint = ["python", "manage.py", "runserver", "0.0.0.0:8000"]' in text  # no gunicorn in requirements.txt
+    assert "not built as a package" in done.stderr and "guessed from the project's files" in done.stderr
+
+    report = pyimage.build(django_like, tmp_path / "img", "t", "--set", 'entrypoint=["python", "manage.py", "hello"]')
+
+    names = [layer["name"] for layer in report["layers"]]
+    assert names[-2:] == ["site-packages", "app"] and layers(report)["site-packages"]["packages"] == ["six==1.17.0"]
+    assert "mysite: <h1>polls v1</h1> (six 1.17.0) ['hello']" in run_image(tmp_path / "img", "t").stdout
+    listing = run_image(tmp_path / "img", "t", args=["sh", "-c", "pwd; cd /app && find . -type f | sort"]).stdout.split()
+    assert listing[0] == "/app"
+    assert listing[1:] == [
+        "./manage.py", "./mysite/__init__.py", "./mysite/settings.py", "./mysite/wsgi.py", "./polls/__init__.py", "./polls/views.py",
+        "./pyproject.toml", "./requirements.txt", "./static/site.css", "./templates/polls/index.html",
+    ]
+    config = json.loads(subprocess.run(["skopeo", "inspect", "--config", f"oci:{tmp_path / 'img'}:t"], capture_output=True, text=True, check=True).stdout)
+    assert config["config"]["WorkingDir"] == "/app" and config["config"]["Entrypoint"] == ["python", "manage.py", "hello"]
+
+
+def test_a_code_or_template_change_rebuilds_only_the_app_layer(pyimage: Pyimage, django_like: Path, tmp_path: Path) -> None:
+    init(django_like)
+    before = layers(pyimage.build(django_like, tmp_path / "one", "t", "--set", 'entrypoint=["python", "manage.py"]'))
+    (django_like / "templates" / "polls" / "index.html").write_text("<h1>polls v2</h1>\n")
+
+    after = layers(pyimage.build(django_like, tmp_path / "two", "t", "--set", 'entrypoint=["python", "manage.py"]'))
+
+    assert after["app"]["cached"] is False and after["app"]["digest"] != before["app"]["digest"]
+    for unchanged in ("interpreter", "site-packages"):
+        assert after[unchanged]["cached"] is True and after[unchanged]["digest"] == before[unchanged]["digest"], unchanged
+    assert "mysite: <h1>polls v2</h1>" in run_image(tmp_path / "two", "t").stdout
+    again = layers(pyimage.build(django_like, tmp_path / "three", "t", "--set", 'entrypoint=["python", "manage.py"]'))
+    assert again["app"]["cached"] is True and again["app"]["digest"] == after["app"]["digest"]
+
+
+def test_plan_shows_the_app_layer_files(pyimage: Pyimage, django_like: Path) -> None:
+    init(django_like)
+    plan = layers(json.loads(pyimage.run("plan", "--json", project=django_like).stdout))
+    assert plan["app"]["file_count"] == 10 and plan["app"]["workdir"] == "/app"
+    assert plan["app"]["installed_size"] == sum(p.stat().st_size for p in django_like.rglob("*") if p.is_file() and ".git" not in p.parts and ".venv" not in p.parts and p.name != "pylock.pyimage.toml")
+
+
+UV = [sys.executable, "-m", "uv"]
+
+
+def test_uv_init_app_no_package_with_two_modules_installs_from_uv_lock(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = tmp_path / "hello-web"
+    env = dict(os.environ, UV_NO_PROGRESS="1")
+    subprocess.run([*UV, "init", "--app", "--no-package", "--vcs", "none", "--no-readme", str(project)], check=True, capture_output=True, text=True, env=env)
+    subprocess.run([*UV, "add", "--no-sync", "attrs==25.3.0"], cwd=project, check=True, capture_output=True, text=True, env=env)
+    assert "[build-system]" not in (project / "pyproject.toml").read_text() and (project / "uv.lock").is_file()
+    (project / "web.py").write_text("import attrs\n\n@attrs.define\nclass Page:\n    title: str\n\ndef render():\n    return f'page {Page(\"home\").title} (attrs {attrs.__version__})'\n")
+    (project / "main.py").write_text("from web import render\n\nif __name__ == '__main__':\n    print(render())\n")
+    (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text().replace('requires-python = ">=3.12"', 'requires-python = ">=3.11"'))
+    subprocess.run([*UV, "lock"], cwd=project, check=True, capture_output=True, text=True, env=env)
+
+    done = init(project)
+    assert 'entrypoint = ["python", "main.py"]' in (project / "pyproject.toml").read_text() and "wrote" not in done.stderr
+    report = pyimage.build(project, tmp_path / "img", "t")
+
+    assert layers(report)["site-packages"]["packages"] == ["attrs==25.3.0"]
+    assert not (project / "pylock.pyimage.toml").exists()  # installed as uv.lock says, nothing resolved
+    assert "page home (attrs 25.3.0)" in run_image(tmp_path / "img", "t").stdout

@@ -1,0 +1,120 @@
+"""Projects that are not packages (resolve/appsource.py): which projects count, what their dependencies are, which
+of their files the app layer takes, and the entrypoint pyimage suggests. Real directories, no mocks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pyimage.errors import ConfigError
+from pyimage.layers.runtime import collect_files
+from pyimage.resolve.appsource import app_source, entrypoint_guess, is_package, tree_entries
+
+HATCH = '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+
+
+@pytest.mark.parametrize(
+    ("pyproject", "extra_file", "package"),
+    [
+        ('[project]\nname = "a"\nversion = "0"\n', None, False),  # uv init --app: no [build-system]
+        (None, None, False),  # only requirements.txt and code
+        ('[tool.pyimage]\nentrypoint = ["python", "main.py"]\n', None, False),
+        (HATCH + '[project]\nname = "a"\nversion = "0"\n', None, True),
+        (HATCH + '[project]\nname = "a"\nversion = "0"\n[tool.uv]\npackage = false\n', None, False),  # uv's own switch wins
+        ('[project]\nname = "a"\nversion = "0"\n[tool.uv]\npackage = true\n', None, True),
+        ('[project]\nname = "a"\nversion = "0"\n', "setup.py", True),  # setuptools' legacy backend builds it
+        (None, "setup.cfg", True),
+    ],
+)
+def test_what_is_a_package_follows_uv(tmp_path: Path, pyproject: str | None, extra_file: str | None, package: bool) -> None:
+    if pyproject is not None:
+        (tmp_path / "pyproject.toml").write_text(pyproject)
+    if extra_file:
+        (tmp_path / extra_file).write_text("")
+    (tmp_path / "requirements.txt").write_text("six\n")
+    assert is_package(tmp_path) is package
+
+
+def test_dependencies_and_selected_extras_are_the_requirements(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "My_Site"\nversion = "2.1"\ndependencies = ["attrs>=23", "six"]\n'
+        '[project.optional-dependencies]\nPostgres = ["psycopg", "six"]\nredis = ["redis"]\n'
+    )
+    source = app_source(tmp_path, ("postgres",))
+    assert (source.name, source.version) == ("my-site", "2.1")
+    assert source.requires == ("attrs>=23", "six", "psycopg")
+    with pytest.raises(ConfigError, match="no extra 'mysql'.*Postgres, redis"):
+        app_source(tmp_path, ("mysql",))
+
+
+def test_name_and_version_default_to_the_directory_and_0(tmp_path: Path) -> None:
+    project = tmp_path / "My Site!"
+    project.mkdir()
+    source = app_source(project, ())
+    assert (source.name, source.version, source.requires) == ("my-site", "0", ())
+
+
+@pytest.mark.parametrize(
+    ("project", "message"),
+    [
+        ('dynamic = ["dependencies"]', "dependencies are dynamic"),
+        ('dependencies = "six"', "must be a list"),
+        ('dependencies = ["six >=> 1"]', "not a valid requirement"),
+    ],
+)
+def test_dependencies_no_backend_can_read_are_one_error(tmp_path: Path, project: str, message: str) -> None:
+    (tmp_path / "pyproject.toml").write_text(f'[project]\nname = "a"\nversion = "0"\n{project}\n')
+    with pytest.raises(ConfigError, match=message):
+        app_source(tmp_path, ())
+
+
+def test_the_tree_is_copied_to_workdir_without_vcs_venvs_caches_or_outputs(tmp_path: Path) -> None:
+    for rel in ("manage.py", "mysite/__init__.py", "mysite/settings.py", "polls/views.py", "templates/polls/index.html", "static/app.css", "requirements.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    for rel in (".git/HEAD", "polls/__pycache__/views.cpython-311.pyc", "mysite/settings.pyc", "dist/image/oci-layout", "pylock.pyimage.toml", "out/img.tar", "out/keep.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("never")
+    env = tmp_path / "env"  # a venv of any name, its python a link out of the project (collect_files refuses those)
+    (env / "bin").mkdir(parents=True)
+    (env / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    os.symlink("/usr/bin/python3", env / "bin" / "python")
+    (tmp_path / ".venv").mkdir()
+    os.symlink("/usr/bin/python3", tmp_path / ".venv" / "python")
+
+    files = collect_files(tmp_path, tree_entries(tmp_path, "/app", [tmp_path / "out" / "img.tar"]))
+
+    assert [f.dest for f in files] == [
+        "app/manage.py", "app/mysite/__init__.py", "app/mysite/settings.py", "app/out/keep.txt", "app/polls/views.py",
+        "app/requirements.txt", "app/static/app.css", "app/templates/polls/index.html",
+    ]
+    assert all(f.source.read_text() != "never" for f in files if f.dest != "app/out/keep.txt")
+
+
+def test_a_name_with_glob_characters_is_copied_as_it_is(tmp_path: Path) -> None:
+    (tmp_path / "[weird]").mkdir()
+    (tmp_path / "[weird]" / "a.txt").write_text("a")
+    (tmp_path / "w").write_text("w")  # what `[weird]` would match as a pattern
+    files = collect_files(tmp_path, tree_entries(tmp_path, "/srv/app", []))
+    assert [f.dest for f in files] == ["srv/app/[weird]/a.txt", "srv/app/w"]
+
+
+@pytest.mark.parametrize(
+    ("files", "requirements", "expected"),
+    [
+        (["manage.py", "mysite/wsgi.py"], "django\ngunicorn==22.0\n", ["gunicorn", "--bind", "0.0.0.0:8000", "mysite.wsgi"]),
+        (["manage.py", "mysite/wsgi.py"], "django\n", ["python", "manage.py", "runserver", "0.0.0.0:8000"]),
+        (["web.py", "main.py"], "", ["python", "main.py"]),
+        (["app.py"], "flask\n", ["python", "app.py"]),
+        (["tool.py"], "", ["python", "tool.py"]),
+    ],
+)
+def test_the_suggested_entrypoint_comes_from_the_project_files(tmp_path: Path, files: list[str], requirements: str, expected: list[str]) -> None:
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    if requirements:
+        (tmp_path / "requirements.txt").write_text(requirements)
+    assert entrypoint_guess(tmp_path) == expected
