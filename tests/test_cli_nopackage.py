@@ -3,7 +3,6 @@ missing entrypoint is one error before any work, ``init`` writes what such an ap
 
 from __future__ import annotations
 
-import sys
 import tomllib
 from pathlib import Path
 
