@@ -28,9 +28,11 @@ from pyimage.layers.bytecode import can_compile
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
 from pyimage.layers.plan import LayerPlan, plan_layers
+from pyimage.layers.ignore import secret_like
 from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
 from pyimage.base import load_base, scan_base
 from pyimage.oci.engine import Loaded
+from pyimage.oci.layout import split_layout_ref
 from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
 from pyimage.publish import RegistrySettings
 from pyimage.resolve import hashedreqs
@@ -480,7 +482,7 @@ def prepare(
 ) -> Prepared:
     """Resolves and plans; no layer is built. The app wheel lives in ``Prepared.workdir`` until cleanup.
     ``remote`` (push-only builds, see ``build_image``) lets base blobs the push targets hold stay undownloaded."""
-    files = collect_files(cfg.project_dir, cfg.files)  # a bad entry is an error before any work
+    files = collect_files(cfg.project_dir, cfg.files, skip=_output_paths(cfg))  # a bad entry is an error before any work
     requirements = cfg.project_dir / cfg.requirements if cfg.requirements else None
     if requirements is not None and requirements.is_file() and hashedreqs.is_hashed(requirements.read_text()):
         hashedreqs.parse(requirements)  # a partly hashed or unpinned file too
@@ -516,13 +518,47 @@ def prepare(
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    notes = list(plan.notes) + conflict_notes
+    notes = list(plan.notes) + conflict_notes + _files_notes(files) + _bytecode_notes(cfg, user)
     if cfg.compile_bytecode and not can_compile(interp.version):
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
     return Prepared(
         cfg, cache, base, base_source, interp, target, app, tuple(wheels), plan, paths, tuple(notes), workdir, tuple(pins), tuple(scripts), tuple(files), user,
         tuple(w for w, _ in local_wheels),
     )
+
+
+def _output_paths(cfg: Config) -> list[Path]:
+    """The image paths this build writes (a layout directory, an archive): never part of the ``files`` layer,
+    even before the first build made them recognisable. No output configured: the CLI's default, dist/image."""
+    out = []
+    for spec in cfg.output or ["oci:dist/image"]:
+        kind, _, rest = spec.partition(":")
+        if kind == "oci" and rest:
+            path = split_layout_ref(rest)[0]
+        elif kind == "docker-archive" and rest:
+            path = Path(rest.partition(":")[0])
+        else:
+            continue
+        out.append(path if path.is_absolute() else cfg.project_dir / path)
+    return out
+
+
+def _files_notes(files: Sequence[ProjectFile]) -> list[str]:
+    """A note naming files in the ``files`` layer that look like secrets: anyone who can pull the image reads them."""
+    found = secret_like(f.dest for f in files)
+    if not found:
+        return []
+    shown = ", ".join("/" + d for d in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    return [f"the files layer holds what looks like secrets: {shown}; anyone who can pull the image can read them "
+            "(leave them out with a .dockerignore line or the files entry's exclude, and pass secrets at run time)"]
+
+
+def _bytecode_notes(cfg: Config, user: RuntimeUser | None) -> list[str]:
+    """A non-root user cannot write ``__pycache__`` in the root-owned venv, so every start compiles again."""
+    if cfg.compile_bytecode or user is None or user.uid == 0:
+        return []
+    return [f"user {cfg.user!r} cannot write .pyc files into the venv, so each start compiles the app's modules again; "
+            "set compile-bytecode = true to ship them compiled"]
 
 
 def _declared_scripts(cfg: Config) -> list[str] | None:
