@@ -97,3 +97,12 @@ def test_a_checked_entrypoint_through_the_bases_symlinks_runs(pyimage: Pyimage, 
     project = copy_example("hello-cli", tmp_path)
     pyimage.build(project, tmp_path / "out", "test", "--set", 'entrypoint=["/bin/sh", "-c", "exec hello"]')
     assert "hello, world" in run_image(tmp_path / "out", "test").stdout
+
+
+def test_command_is_checked_when_nothing_else_is_the_entrypoint(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('[project.scripts]\nhello = "hello_cli:main"\n', ""))
+    done = pyimage.run("plan", "--set", 'command=["pyhton", "-m", "hello_cli"]', project=project, check=False)
+    assert done.returncode == 2 and "error: command = " in done.stderr and 'did you mean "python"?' in done.stderr
+    pyimage.run("plan", "--set", 'command=["python", "-m", "hello_cli"]', project=project)
