@@ -6,7 +6,8 @@ Two small layers above ``app``, each a pure function of its inputs like every ot
 - ``runtime``: ``/etc/passwd`` and ``/etc/group`` (the base's, plus the new user's lines) and the user's home,
   when ``user`` names someone the base does not have; the ``writable`` directories, owned by the runtime user.
 - ``files``: the project files ``files`` selects, at their in-image paths, root-owned (read-only for a non-root
-  user), keyed by every file's path, mode and sha256 — a changed file rebuilds this layer only.
+  user), keyed by every file's path, mode and sha256 — a changed file rebuilds this layer only. What a directory
+  or glob finds is filtered first (``layers/ignore.py``: built-in excludes, ``.dockerignore``, ``exclude``).
 
 Paths come from the project's config, so they are checked like any untrusted input: a ``src`` never leaves the
 project (no absolute path, no ``..``, no symlink pointing out), a ``dest`` is absolute without ``..``; problems are
