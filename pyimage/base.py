@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import posixpath
 import re
 import shutil
 import tarfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -33,7 +34,7 @@ __all__ = ["BaseFacts", "load_base", "scan_base", "scratch_image"]
 
 _PYTHON_RE = re.compile(r"^(?:.*/)?bin/python(3\.\d+)$")
 _GLIBC_RE = re.compile(rb"GLIBC_2\.(\d+)")
-_SCAN_FORMAT = 3  # 3: /etc/passwd and /etc/group
+_SCAN_FORMAT = 4  # 3: /etc/passwd and /etc/group; 4: executables and symlinks (entrypoint check)
 _MAX_ACCOUNTS_READ = 1 << 20
 _MAX_LIBC_READ = 64 << 20  # libc.so.6 is ~2 MB; a bigger one is not read into memory
 
@@ -48,6 +49,36 @@ class BaseFacts:
     machine: str = ""  # "x86_64", "aarch64", … from where libc lives (lib/x86_64-linux-gnu, ld-musl-aarch64)
     passwd: str = ""  # /etc/passwd and /etc/group as the base leaves them ("" when it has none)
     group: str = ""
+    executables: frozenset[str] = frozenset()  # regular files with an x bit, in-image paths ("/usr/bin/sh")
+    links: dict[str, str] = field(default_factory=dict)  # symlink -> target, so /bin/sh finds /usr/bin/sh (usrmerge)
+
+    def resolve(self, path: str) -> str:
+        """``path`` with the base's symlinks followed (symlinked directories such as ``/bin -> usr/bin`` too), the
+        way the kernel would, at most 40 hops."""
+        path = posixpath.normpath(path)
+        for _ in range(40):
+            parts = path.split("/")
+            for n in range(len(parts), 1, -1):
+                head = "/".join(parts[:n])
+                target = self.links.get(head)
+                if target is not None:
+                    target = target if target.startswith("/") else posixpath.join(posixpath.dirname(head), target)
+                    path = posixpath.normpath("/".join([target, *parts[n:]]))
+                    break
+            else:
+                return path
+        return path
+
+    def has_program(self, path: str) -> bool:
+        """True if the absolute ``path`` is (or links to) an executable file of the base."""
+        return self.resolve(path) in self.executables
+
+    def programs_in(self, directory: str) -> set[str]:
+        """The names of the executables ``directory`` holds, as a PATH lookup there would find them."""
+        real = self.resolve(directory)
+        names = {posixpath.basename(p) for p in self.executables if posixpath.dirname(p) == real}
+        names |= {posixpath.basename(p) for p in self.links if posixpath.dirname(p) == real and self.has_program(p)}
+        return names
 
 
 def scratch_image(platform: Platform) -> Image:
@@ -324,8 +355,13 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
     key = _scan_key([l.diff_id for l in image.layers])
     hit = cache.get_meta(key)
     if hit is not None:
-        return BaseFacts(hit["pythons"], hit["libc"], hit["libc_version"], hit.get("machine", ""), hit.get("passwd", ""), hit.get("group", ""))
+        return BaseFacts(
+            hit["pythons"], hit["libc"], hit["libc_version"], hit.get("machine", ""), hit.get("passwd", ""), hit.get("group", ""),
+            frozenset(hit.get("executables", [])), dict(hit.get("links", {})),
+        )
     present: dict[str, str] = {}
+    executables: set[str] = set()
+    links: dict[str, str] = {}
     accounts: dict[str, str] = {}
     libc, libc_version, machine = "", "", ""
     for layer in image.layers:
@@ -339,7 +375,17 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
                         gone = name[: -len(base)] + base[4:]
                         present.pop(gone, None)
                         accounts.pop(gone, None)
+                        _forget("/" + gone, executables, links)
                         continue
+                    if member.isfile() and member.mode & 0o111:
+                        executables.add("/" + name)
+                    elif member.issym():
+                        links["/" + name.rstrip("/")] = member.linkname
+                    elif member.islnk():
+                        linked = member.linkname[2:] if member.linkname.startswith("./") else member.linkname
+                        target = "/" + linked.lstrip("/")
+                        if target in executables:
+                            executables.add("/" + name)
                     if name in ("etc/passwd", "etc/group") and member.isfile() and member.size <= _MAX_ACCOUNTS_READ:
                         accounts[name] = tar.extractfile(member).read().decode("utf-8", "replace")  # type: ignore[union-attr]
                     m = _PYTHON_RE.match(name)
@@ -358,6 +404,20 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
                             machine = triplet.split("-")[0]
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise BuildError(f"base layer {layer.digest[:19]}… is not a readable tar ({exc})", "check the base image") from exc
-    facts = BaseFacts({"/" + k: v for k, v in sorted(present.items())}, libc, libc_version, machine, accounts.get("etc/passwd", ""), accounts.get("etc/group", ""))
-    cache.put_meta(key, {"pythons": facts.pythons, "libc": facts.libc, "libc_version": facts.libc_version, "machine": machine, "passwd": facts.passwd, "group": facts.group})
+    facts = BaseFacts(
+        {"/" + k: v for k, v in sorted(present.items())}, libc, libc_version, machine, accounts.get("etc/passwd", ""), accounts.get("etc/group", ""),
+        frozenset(executables), links,
+    )
+    cache.put_meta(key, {
+        "pythons": facts.pythons, "libc": facts.libc, "libc_version": facts.libc_version, "machine": machine, "passwd": facts.passwd, "group": facts.group,
+        "executables": sorted(executables), "links": dict(sorted(links.items())),
+    })
     return facts
+
+
+def _forget(gone: str, executables: set[str], links: dict[str, str]) -> None:
+    """A whiteout removes the path and, for a directory, all it held."""
+    for path in [p for p in executables if p == gone or p.startswith(gone + "/")]:
+        executables.discard(path)
+    for path in [p for p in links if p == gone or p.startswith(gone + "/")]:
+        del links[path]

@@ -7,6 +7,7 @@ receives progress lines for people; nothing here prints.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import json
 import os
@@ -27,11 +28,13 @@ from pyimage.errors import BuildError, ConfigError
 from pyimage.layers.build import LayerContext, build_custom_layer, build_layer
 from pyimage.layers.bytecode import can_compile
 from pyimage.layers.paths import InstallPaths
-from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
+from pyimage.layers.interpreter import STANDALONE_HOME, Interpreter, choose_base_python, standalone_interpreter, venv_filler
 from pyimage.layers.plan import LayerPlan, plan_layers
+from pyimage.layers.ignore import secret_like
 from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
-from pyimage.base import load_base, scan_base
+from pyimage.base import BaseFacts, load_base, scan_base
 from pyimage.oci.engine import Loaded
+from pyimage.oci.layout import split_layout_ref
 from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
 from pyimage.publish import RegistrySettings
 from pyimage.resolve import hashedreqs
@@ -48,6 +51,7 @@ from pyimage.wheels import Wheel, read_wheel
 __all__ = ["Prepared", "BuildResult", "prepare", "prepare_platforms", "build_image", "build_images", "lock_only", "workspace_member", "unpackaged_app"]
 
 Events = Callable[[str], None]
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # what runtimes use when the image sets none
 
 
 def _quiet(_: str) -> None:
@@ -511,7 +515,7 @@ def prepare(
 ) -> Prepared:
     """Resolves and plans; no layer is built. The app wheel lives in ``Prepared.workdir`` until cleanup.
     ``remote`` (push-only builds, see ``build_image``) lets base blobs the push targets hold stay undownloaded."""
-    files = collect_files(cfg.project_dir, cfg.files)  # a bad entry is an error before any work
+    files = collect_files(cfg.project_dir, cfg.files, skip=_output_paths(cfg))  # a bad entry is an error before any work
     package = is_package(cfg.project_dir)
     source = None if package else app_source(cfg.project_dir, cfg.extras)
     app_files = () if package else _app_tree(cfg)
@@ -550,14 +554,16 @@ def prepare(
         local_wheels = [(read_wheel(p.wheel), f"built from {relative_path(p.source.directory, cfg.project_dir)} ({p.source.kind})") for p in local]
         pins = _pins(cfg, app_input, requires, target, cache, events, refresh_lock, upgrade, local, workspace)
         wheels = _wheel_values(pins, target, cache, paths)
-        conflict_notes = _check_conflicts([*wheels, *(w for w, _ in local_wheels), *([app] if app else [])], paths, cache)
+        checked = [*wheels, *(w for w, _ in local_wheels), *([app] if app else [])]
+        conflict_notes = _check_conflicts(checked, paths, cache)
+        _check_program(cfg, scripts, base, facts, interp, paths, checked, [*files, *app_files], cache)
         threshold = cfg.heavy_threshold or None
         extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg.writable)) + int(bool(app_files))
         plan = plan_layers(wheels, app, cfg.heavy, threshold, cfg.max_layers, fixed_layers=len(base.layers) + 1 + extra, workspace=local_wheels)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    notes = list(plan.notes) + conflict_notes
+    notes = list(plan.notes) + conflict_notes + _files_notes([*files, *app_files]) + _bytecode_notes(cfg, user)
     if cfg.compile_bytecode and not can_compile(interp.version):
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
     return Prepared(
@@ -577,13 +583,45 @@ def _app_tree(cfg: Config) -> list[ProjectFile]:
             f"workdir = {workdir!r}: the project is not a package, so its files are copied there, and that would " + ("fill the image's root" if workdir == "/" else f"mix them with the venv {venv}"),
             f'set [tool.pyimage] workdir to a directory of its own (default "{DEFAULT_WORKDIR}")',
         )
-    from pyimage.oci.layout import split_layout_ref
-
-    outputs = [split_layout_ref(o[4:])[0] if o.startswith("oci:") else Path(o.partition(":")[2].partition(":")[0]) for o in cfg.output if o.startswith(("oci:", "docker-archive:"))]
-    files = collect_files(cfg.project_dir, tree_entries(cfg.project_dir, workdir, outputs))
+    outputs = _output_paths(cfg)
+    files = collect_files(cfg.project_dir, tree_entries(cfg.project_dir, workdir, outputs), skip=outputs)
     if not files:
         raise ConfigError(f"{cfg.project_dir}: the project is not a package and has no files to copy into the image", "add the app's code, or run pyimage in the app's directory")
     return files
+
+
+def _output_paths(cfg: Config) -> list[Path]:
+    """The image paths this build writes (a layout directory, an archive): never part of the ``files`` layer,
+    even before the first build made them recognisable. No output configured: the CLI's default, dist/image."""
+    out = []
+    for spec in cfg.output or ["oci:dist/image"]:
+        kind, _, rest = spec.partition(":")
+        if kind == "oci" and rest:
+            path = split_layout_ref(rest)[0]
+        elif kind == "docker-archive" and rest:
+            path = Path(rest.partition(":")[0])
+        else:
+            continue
+        out.append(path if path.is_absolute() else cfg.project_dir / path)
+    return out
+
+
+def _files_notes(files: Sequence[ProjectFile]) -> list[str]:
+    """A note naming files in the ``files`` layer (or a non-package app's tree) that look like secrets: anyone who can pull the image reads them."""
+    found = secret_like(f.dest for f in files)
+    if not found:
+        return []
+    shown = ", ".join("/" + d for d in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    return [f"the image holds what looks like secrets: {shown}; anyone who can pull the image can read them "
+            "(leave them out with a .dockerignore line or the files entry's exclude, and pass secrets at run time)"]
+
+
+def _bytecode_notes(cfg: Config, user: RuntimeUser | None) -> list[str]:
+    """A non-root user cannot write ``__pycache__`` in the root-owned venv, so every start compiles again."""
+    if cfg.compile_bytecode or user is None or user.uid == 0:
+        return []
+    return [f"user {cfg.user!r} cannot write .pyc files into the venv, so each start compiles the app's modules again; "
+            "set compile-bytecode = true to ship them compiled"]
 
 
 def _declared_scripts(cfg: Config) -> list[str] | None:
@@ -617,6 +655,63 @@ def _check_entrypoint(cfg: Config, source: AppSource | None = None) -> None:
         _entrypoint(cfg, tuple(scripts), "bin")
 
 
+def _check_program(
+    cfg: Config, scripts: Sequence[str], base: Image, facts: BaseFacts, interp: Interpreter, paths: InstallPaths,
+    wheels: Sequence[Wheel], files: Sequence[ProjectFile], cache: Cache,
+) -> None:
+    """Once the wheel set is known, before layer work: the program an explicit ``entrypoint`` names (or
+    ``command``, when nothing else is the entrypoint) is one the image will hold, else exit 127 at run time.
+    A bare name is looked up on the image's PATH (the venv's bin: every wheel's scripts and ``python``; then the
+    base's PATH directories, from its scan); an absolute path must be in the venv, the ``files`` layer or the base."""
+    base_run = base.config.get("config") or {}
+    if cfg.entrypoint is not None:
+        key, argv = "entrypoint", list(cfg.entrypoint)
+    elif _entrypoint(cfg, scripts, paths.bin) is None and cfg.command and not base_run.get("Entrypoint"):
+        key, argv = "command", list(cfg.command)
+    else:
+        return
+    if not argv or ("/" in argv[0] and not argv[0].startswith("/")):
+        return  # relative to the working directory: not knowable here
+    program = argv[0]
+    venv_bin = "/" + paths.bin.strip("/")
+    in_venv = {"/" + p for w in wheels for p in _wheel_files(w, paths, cache)[0]}
+    in_venv |= {posixpath.join(venv_bin, n) for n in ("python", "python3", f"python{interp.version}")}
+    in_files = {"/" + f.dest for f in files}
+    standalone = interp.source is not None
+
+    def exists(path: str) -> bool:
+        if path in in_venv or path in in_files or facts.has_program(path):
+            return True
+        return standalone and posixpath.commonpath([path, STANDALONE_HOME]) == STANDALONE_HOME  # not enumerated: trusted
+
+    if program.startswith("/"):
+        if exists(posixpath.normpath(program)):
+            return
+        raise ConfigError(
+            f"{key} = {json.dumps(argv)}: {program} is in neither the venv, the files layer nor the base image",
+            f"use a path the image holds, or a bare name found on its PATH (the venv's scripts: {', '.join(sorted(_bin_names(in_venv, venv_bin))[:8])})",
+        )
+    env = {k: v for k, v in (item.partition("=")[::2] for item in base_run.get("Env") or [])}
+    path_dirs = [venv_bin, *(env.get("PATH") or _DEFAULT_PATH).split(":")]
+    if "PATH" in cfg.env:
+        path_dirs = cfg.env["PATH"].split(":")  # replaces the whole PATH in the image config
+    if any(d and exists(posixpath.join(d, program)) for d in path_dirs):
+        return
+    ours = _bin_names(in_venv, venv_bin)
+    theirs = {n for d in path_dirs if d and d != venv_bin for n in facts.programs_in(d)}
+    close = difflib.get_close_matches(program, sorted(ours), n=1, cutoff=0.6) or difflib.get_close_matches(program, sorted(theirs), n=1, cutoff=0.6)
+    listed = sorted(ours - {"python", "python3", f"python{interp.version}"})
+    scripts_list = ", ".join(listed[:10]) + (f" and {len(listed) - 10} more" if len(listed) > 10 else "") if listed else "none"
+    raise ConfigError(
+        f"{key} = {json.dumps(argv)}: {program!r} is no script in the venv (its scripts: {scripts_list}) and no program on the image's PATH",
+        (f'did you mean "{close[0]}"? ' if close else "") + f"fix {key} in [tool.pyimage] (or --set), or add the package that provides {program!r} to the dependencies",
+    )
+
+
+def _bin_names(in_venv: set[str], venv_bin: str) -> set[str]:
+    return {posixpath.basename(p) for p in in_venv if posixpath.dirname(p) == venv_bin}
+
+
 def _entrypoint(cfg: Config, scripts: Sequence[str], bin_dir: str) -> list[str] | None:
     if cfg.entrypoint is not None:
         return list(cfg.entrypoint)
@@ -645,7 +740,7 @@ def _image_config(prep: Prepared, layers: Sequence[Layer]) -> dict[str, Any]:
         k, _, v = item.partition("=")
         env[k] = v
     venv_bin = posixpath.join("/", prep.paths.bin)
-    env["PATH"] = venv_bin + ":" + env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env["PATH"] = venv_bin + ":" + env.get("PATH", _DEFAULT_PATH)
     env["VIRTUAL_ENV"] = "/" + prep.paths.venv.strip("/")
     env.update(cfg.env)
     run["Env"] = [f"{k}={v}" for k, v in env.items()]

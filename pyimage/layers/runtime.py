@@ -6,7 +6,8 @@ Two small layers above ``app``, each a pure function of its inputs like every ot
 - ``runtime``: ``/etc/passwd`` and ``/etc/group`` (the base's, plus the new user's lines) and the user's home,
   when ``user`` names someone the base does not have; the ``writable`` directories, owned by the runtime user.
 - ``files``: the project files ``files`` selects, at their in-image paths, root-owned (read-only for a non-root
-  user), keyed by every file's path, mode and sha256 — a changed file rebuilds this layer only.
+  user), keyed by every file's path, mode and sha256 — a changed file rebuilds this layer only. What a directory
+  or glob finds is filtered first (``layers/ignore.py``: built-in excludes, ``.dockerignore``, ``exclude``).
 
 Paths come from the project's config, so they are checked like any untrusted input: a ``src`` never leaves the
 project (no absolute path, no ``..``, no symlink pointing out), a ``dest`` is absolute without ``..``; problems are
@@ -15,7 +16,6 @@ one error naming the entry, before any layer work.
 
 from __future__ import annotations
 
-import fnmatch
 import glob
 import hashlib
 import os
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pyimage.errors import ConfigError
+from pyimage.layers.ignore import DockerIgnore, builtin_excluded, entry_excluded, read_dockerignore
 from pyimage.layers.tar import Owner, TarWriter
 
 __all__ = ["ProjectFile", "RuntimeUser", "collect_files", "files_parts", "files_filler", "runtime_user", "runtime_parts", "runtime_filler"]
@@ -46,10 +47,6 @@ def _has_magic(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
-def _excluded(rel: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(posixpath.basename(rel), p) for p in patterns)
-
-
 def _inside(path: Path, root: Path, where: str) -> Path:
     real = path.resolve()
     if real != root and root not in real.parents:
@@ -57,10 +54,16 @@ def _inside(path: Path, root: Path, where: str) -> Path:
     return real
 
 
-def collect_files(project_dir: Path, entries: Sequence[dict[str, Any]]) -> list[ProjectFile]:
+def collect_files(project_dir: Path, entries: Sequence[dict[str, Any]], *, skip: Sequence[Path] = ()) -> list[ProjectFile]:
     """The files ``entries`` select, sorted by in-image path; a ConfigError for an entry that selects nothing,
-    leaves the project, or writes a path another entry writes with other content."""
+    leaves the project, or writes a path another entry writes with other content.
+
+    What a directory walk or a glob finds passes the rules in ``layers/ignore.py`` (built-in excludes, the
+    project's ``.dockerignore``, the entry's ``exclude``) before it is checked or read: an excluded directory is
+    never entered. ``skip`` holds the configured output paths (real paths), left out like an OCI layout."""
     root = project_dir.resolve()
+    ignore = read_dockerignore(root)
+    skip = tuple(Path(p).resolve() for p in skip)
     chosen: dict[str, ProjectFile] = {}
     for i, entry in enumerate(entries):
         src, dest = entry["src"], entry["dest"]
@@ -75,20 +78,29 @@ def collect_files(project_dir: Path, entries: Sequence[dict[str, Any]]) -> list[
             prefix = src.strip("/") if (root / src).is_dir() else posixpath.dirname(src.strip("/"))
         if not matches:
             raise ConfigError(f"[tool.pyimage] {where}: nothing in {root} matches it", _FILE_HINT)
+        base = prefix or "."
+        rules = _Rules(root, ignore, skip, entry["exclude"], base)
         files: list[tuple[str, Path]] = []  # (path relative to the prefix, real path)
         for match in matches:
+            rel = posixpath.normpath(match.as_posix())
+            if magic and rules.hidden(rel, root / match):
+                continue
             real = _inside(root / match, root, where)
             if real.is_dir():
                 for dirpath, dirnames, filenames in os.walk(real):
-                    dirnames.sort()
+                    here = Path(dirpath)
+                    here_rel = here.relative_to(root).as_posix()
+                    dirnames[:] = sorted(d for d in dirnames if not rules.drop(posixpath.normpath(posixpath.join(here_rel, d)), here / d, True))
                     for name in sorted(filenames):
-                        found = Path(dirpath) / name
-                        files.append((posixpath.relpath((Path(dirpath) / name).relative_to(root).as_posix(), prefix or "."), _inside(found, root, where)))
+                        found_rel = posixpath.normpath(posixpath.join(here_rel, name))
+                        if not rules.drop(found_rel, here / name, False):
+                            files.append((posixpath.relpath(found_rel, base), _inside(here / name, root, where)))
             elif real.is_file():
-                files.append((posixpath.relpath(match.as_posix(), prefix or "."), real))
+                files.append((posixpath.relpath(rel, base), real))
             else:
                 raise ConfigError(f"[tool.pyimage] {where}: {match} is not a regular file or directory", _FILE_HINT)
-        files = [(rel, real) for rel, real in files if not _excluded(rel, entry["exclude"])]
+        if magic and not files:
+            raise ConfigError(f"[tool.pyimage] {where}: every path it matches is excluded (built-in excludes, .dockerignore or its exclude)", _FILE_HINT)
         single = not magic and len(files) == 1 and not dest.endswith("/") and (root / src).is_file()
         for rel, real in files:
             target = dest.strip("/") if single else posixpath.join(dest.strip("/"), rel)
@@ -104,6 +116,38 @@ def collect_files(project_dir: Path, entries: Sequence[dict[str, Any]]) -> list[
     if clash:
         raise ConfigError(f"[tool.pyimage] files: /{clash} is both a file and a directory", "give the file another dest")
     return [chosen[k] for k in sorted(chosen)]
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """One entry's view of the exclusion rules (``layers/ignore.py``); paths are relative to the project."""
+
+    root: Path
+    ignore: DockerIgnore
+    skip: tuple[Path, ...]
+    exclude: Sequence[str]
+    base: str  # the entry's src directory, what its ``exclude`` globs are relative to
+
+    def drop(self, rel: str, path: Path, is_dir: bool) -> bool:
+        """For a walk: True if ``rel`` is left out (a directory: not entered)."""
+        if builtin_excluded(rel, path, is_dir, self.skip):
+            return True
+        if self.ignore.prunes(rel) if is_dir else self.ignore.excluded(rel):
+            return True
+        return entry_excluded(posixpath.relpath(rel, self.base), self.exclude, is_dir)
+
+    def hidden(self, rel: str, path: Path) -> bool:
+        """For a glob match: True if it, or a directory above it, is left out (files only for .dockerignore's
+        re-includes, which a walk of the match will apply)."""
+        parts = rel.split("/")
+        for n in range(1, len(parts)):
+            above = "/".join(parts[:n])
+            if builtin_excluded(above, self.root / above, True, self.skip) or self.ignore.prunes(above):
+                return True
+        is_dir = path.is_dir() and not path.is_symlink()
+        if builtin_excluded(rel, path, is_dir, self.skip) or (self.ignore.prunes(rel) if is_dir else self.ignore.excluded(rel)):
+            return True
+        return entry_excluded(posixpath.relpath(rel, self.base), self.exclude, is_dir) if posixpath.relpath(rel, self.base) != "." else False
 
 
 def files_parts(files: Sequence[ProjectFile]) -> list[list[object]]:

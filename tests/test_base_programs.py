@@ -1,0 +1,46 @@
+"""The base scan's record of executables and symlinks, which the entrypoint check looks programs up in: read from
+a real root-filesystem tar (a usrmerge layout, versioned python links, a hardlink, a non-executable file)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+from pyimage.base import load_base, scan_base
+from pyimage.cache import Cache
+from pyimage.oci.model import Platform
+
+
+def _rootfs(path: Path) -> Path:
+    with tarfile.open(path, "w") as tar:
+        def add(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o755, link: str = "", data: bytes = b"#!x\n") -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.linkname = kind, mode, link
+            info.size = len(data) if kind == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+        for d in ("usr", "usr/bin", "usr/lib", "usr/local", "usr/local/bin"):
+            add(d, tarfile.DIRTYPE)
+        add("bin", tarfile.SYMTYPE, 0o777, "usr/bin")
+        add("usr/bin/dash")
+        add("usr/bin/sh", tarfile.SYMTYPE, 0o777, "dash")
+        add("usr/bin/python3.11")
+        add("usr/bin/python3", tarfile.SYMTYPE, 0o777, "python3.11")
+        add("usr/bin/perl")
+        add("usr/bin/perl5.36", tarfile.LNKTYPE, 0o755, "usr/bin/perl")
+        add("usr/lib/os-release", mode=0o644, data=b"ID=test\n")
+        add("usr/local/bin/dangling", tarfile.SYMTYPE, 0o777, "/nowhere")
+    return path
+
+
+def test_programs_are_found_through_the_bases_symlinks(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    base, _ = load_base(f"rootfs:{_rootfs(tmp_path / 'rootfs.tar')}", Platform("linux", "amd64"), cache)
+    facts = scan_base(base, cache)
+    for path in ("/bin/sh", "/usr/bin/sh", "/bin/python3", "/usr/bin/python3.11", "/usr/bin/perl5.36", "/bin/../usr/bin/dash"):
+        assert facts.has_program(path), path
+    for path in ("/usr/lib/os-release", "/usr/local/bin/dangling", "/usr/bin/pyhton3", "/usr/bin"):
+        assert not facts.has_program(path), path
+    assert facts.programs_in("/bin") == {"dash", "sh", "python3", "python3.11", "perl", "perl5.36"}
+    assert scan_base(base, cache) == facts  # the cached record reads back the same
