@@ -7,11 +7,8 @@ receives progress lines for people; nothing here prints.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
-import json
 import os
-import datetime as dt
 import posixpath
 import shutil
 import zipfile
@@ -28,30 +25,30 @@ from pyimage.errors import BuildError, ConfigError
 from pyimage.layers.build import LayerContext, build_custom_layer, build_layer
 from pyimage.layers.bytecode import can_compile
 from pyimage.layers.paths import InstallPaths
-from pyimage.layers.interpreter import STANDALONE_HOME, Interpreter, choose_base_python, standalone_interpreter, venv_filler
+from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
 from pyimage.layers.plan import LayerPlan, plan_layers
 from pyimage.layers.ignore import secret_like
 from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
-from pyimage.base import BaseFacts, load_base, scan_base
+from pyimage.base import load_base, scan_base
 from pyimage.oci.engine import Loaded
 from pyimage.oci.layout import split_layout_ref
 from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
 from pyimage.publish import RegistrySettings
 from pyimage.resolve import hashedreqs
 from pyimage.resolve.appsource import DEFAULT_WORKDIR, AppSource, app_source, entrypoint_guess, is_package, tree_entries
-from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, project_table, requires_python
+from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, requires_python
 from pyimage.resolve.lock import inputs_key, read_lock, write_lock
 from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins, target_environment
 from pyimage.resolve.pip import Pin, fetch_wheels, resolve, sdist_wheel
 from pyimage.resolve.target import Target
 from pyimage.resolve.uvsources import UvSources, prefetch as prefetch_from_uv_indexes, read as read_uv_sources, refuse_pip
 from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, check_buildable, collect as collect_local, find_workspace, member_dir, relative_path
+from pyimage.runconfig import bytecode_notes, check_entrypoint, check_program, entrypoint, image_config
 from pyimage.wheels import Wheel, read_wheel
 
 __all__ = ["Prepared", "BuildResult", "prepare", "prepare_platforms", "build_image", "build_images", "lock_only", "workspace_member", "unpackaged_app"]
 
 Events = Callable[[str], None]
-_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # what runtimes use when the image sets none
 
 
 def _quiet(_: str) -> None:
@@ -524,7 +521,7 @@ def prepare(
         hashedreqs.parse(requirements)  # a partly hashed or unpinned file too
     workspace = find_workspace(cfg.project_dir)
     check_buildable(cfg.project_dir, workspace)  # a virtual workspace root: name its members, before the entrypoint check
-    _check_entrypoint(cfg, source)
+    check_entrypoint(cfg, source)
     base, base_source = load_base(cfg.base, cfg.platform, cache, cfg.compression, registry or RegistrySettings(), remote=remote)
     events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg.base else ""))
     interp, target = _interpreter(cfg, base, cache)
@@ -548,7 +545,7 @@ def prepare(
             app = read_wheel(app_path)
             app_name, requires, scripts, wheel_requires_python = _requires_dist(app_path)
             check_requires_python(wheel_requires_python, target, f"{cfg.project_dir.name} (its wheel's metadata)")
-            _entrypoint(cfg, scripts, paths.bin)  # no or several scripts: said before resolving and building layers
+            entrypoint(cfg, scripts, paths.bin)  # no or several scripts: said before resolving and building layers
             app_input = app_path
         local = _local_packages(cfg, workspace, app_name, requires, target, cache, workdir, events)
         local_wheels = [(read_wheel(p.wheel), f"built from {relative_path(p.source.directory, cfg.project_dir)} ({p.source.kind})") for p in local]
@@ -556,14 +553,14 @@ def prepare(
         wheels = _wheel_values(pins, target, cache, paths)
         checked = [*wheels, *(w for w, _ in local_wheels), *([app] if app else [])]
         conflict_notes = _check_conflicts(checked, paths, cache)
-        _check_program(cfg, scripts, base, facts, interp, paths, checked, [*files, *app_files], cache)
+        check_program(cfg, scripts, base, facts, interp, paths, (p for w in checked for p in _wheel_files(w, paths, cache)[0]), [*files, *app_files])
         threshold = cfg.heavy_threshold or None
         extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg.writable)) + int(bool(app_files))
         plan = plan_layers(wheels, app, cfg.heavy, threshold, cfg.max_layers, fixed_layers=len(base.layers) + 1 + extra, workspace=local_wheels)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    notes = list(plan.notes) + conflict_notes + _files_notes([*files, *app_files]) + _bytecode_notes(cfg, user)
+    notes = list(plan.notes) + conflict_notes + _files_notes([*files, *app_files]) + bytecode_notes(cfg, user)
     if cfg.compile_bytecode and not can_compile(interp.version):
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
     return Prepared(
@@ -616,164 +613,6 @@ def _files_notes(files: Sequence[ProjectFile]) -> list[str]:
             "(leave them out with a .dockerignore line or the files entry's exclude, and pass secrets at run time)"]
 
 
-def _bytecode_notes(cfg: Config, user: RuntimeUser | None) -> list[str]:
-    """A non-root user cannot write ``__pycache__`` in the root-owned venv, so every start compiles again."""
-    if cfg.compile_bytecode or user is None or user.uid == 0:
-        return []
-    return [f"user {cfg.user!r} cannot write .pyc files into the venv, so each start compiles the app's modules again; "
-            "set compile-bytecode = true to ship them compiled"]
-
-
-def _declared_scripts(cfg: Config) -> list[str] | None:
-    """The console scripts pyproject.toml declares statically, or None when the backend decides them (``scripts`` in
-    ``dynamic``, no ``[project]`` table, setup.py): lets an ambiguous entrypoint fail before the wheel is built."""
-    project = project_table(cfg.project_dir)
-    if not project or "scripts" in (project.get("dynamic") or []):
-        return None
-    scripts = project.get("scripts") or {}
-    return sorted(scripts) if isinstance(scripts, dict) else None
-
-
-def _check_entrypoint(cfg: Config, source: AppSource | None = None) -> None:
-    """Before any work: several console scripts declared in pyproject.toml and no ``entrypoint`` is ambiguous; a
-    project that is not a package has no console script at all, so it must say what runs."""
-    if source is not None:
-        if cfg.entrypoint is None and cfg.command is None:
-            guess = entrypoint_guess(cfg.project_dir, source.requires)
-            if project_table(cfg.project_dir).get("scripts"):  # meant as a package: say what makes it one
-                raise ConfigError(
-                    f"{cfg.pyproject}: [project.scripts] is declared, but without a [build-system] table the project is not built as a package (as with uv), so there is no console script",
-                    'add a [build-system] table (e.g. requires = ["hatchling"], build-backend = "hatchling.build"), or set [tool.pyimage] entrypoint',
-                )
-            raise ConfigError(
-                f"{cfg.pyproject}: the project is not a package (no [build-system]), so there is no console script to run; its files go to {cfg.workdir or DEFAULT_WORKDIR}",
-                f"set [tool.pyimage] entrypoint, e.g. entrypoint = {json.dumps(guess)} (run in {cfg.workdir or DEFAULT_WORKDIR}), or add a [build-system] table to build it as a package",
-            )
-        return
-    scripts = _declared_scripts(cfg)
-    if cfg.entrypoint is None and scripts is not None and len(scripts) > 1:
-        _entrypoint(cfg, tuple(scripts), "bin")
-
-
-def _check_program(
-    cfg: Config, scripts: Sequence[str], base: Image, facts: BaseFacts, interp: Interpreter, paths: InstallPaths,
-    wheels: Sequence[Wheel], files: Sequence[ProjectFile], cache: Cache,
-) -> None:
-    """Once the wheel set is known, before layer work: the program an explicit ``entrypoint`` names (or
-    ``command``, when nothing else is the entrypoint) is one the image will hold, else exit 127 at run time.
-    A bare name is looked up on the image's PATH (the venv's bin: every wheel's scripts and ``python``; then the
-    base's PATH directories, from its scan); an absolute path must be in the venv, the ``files`` layer or the base."""
-    base_run = base.config.get("config") or {}
-    if cfg.entrypoint is not None:
-        key, argv = "entrypoint", list(cfg.entrypoint)
-    elif _entrypoint(cfg, scripts, paths.bin) is None and cfg.command and not base_run.get("Entrypoint"):
-        key, argv = "command", list(cfg.command)
-    else:
-        return
-    if not argv or ("/" in argv[0] and not argv[0].startswith("/")):
-        return  # relative to the working directory: not knowable here
-    program = argv[0]
-    venv_bin = "/" + paths.bin.strip("/")
-    in_venv = {"/" + p for w in wheels for p in _wheel_files(w, paths, cache)[0]}
-    in_venv |= {posixpath.join(venv_bin, n) for n in ("python", "python3", f"python{interp.version}")}
-    in_files = {"/" + f.dest for f in files}
-    standalone = interp.source is not None
-
-    def exists(path: str) -> bool:
-        if path in in_venv or path in in_files or facts.has_program(path):
-            return True
-        return standalone and posixpath.commonpath([path, STANDALONE_HOME]) == STANDALONE_HOME  # not enumerated: trusted
-
-    if program.startswith("/"):
-        if exists(posixpath.normpath(program)):
-            return
-        raise ConfigError(
-            f"{key} = {json.dumps(argv)}: {program} is in neither the venv, the files layer nor the base image",
-            f"use a path the image holds, or a bare name found on its PATH (the venv's scripts: {', '.join(sorted(_bin_names(in_venv, venv_bin))[:8])})",
-        )
-    env = {k: v for k, v in (item.partition("=")[::2] for item in base_run.get("Env") or [])}
-    path_dirs = [venv_bin, *(env.get("PATH") or _DEFAULT_PATH).split(":")]
-    if "PATH" in cfg.env:
-        path_dirs = cfg.env["PATH"].split(":")  # replaces the whole PATH in the image config
-    if any(d and exists(posixpath.join(d, program)) for d in path_dirs):
-        return
-    ours = _bin_names(in_venv, venv_bin)
-    theirs = {n for d in path_dirs if d and d != venv_bin for n in facts.programs_in(d)}
-    close = difflib.get_close_matches(program, sorted(ours), n=1, cutoff=0.6) or difflib.get_close_matches(program, sorted(theirs), n=1, cutoff=0.6)
-    listed = sorted(ours - {"python", "python3", f"python{interp.version}"})
-    scripts_list = ", ".join(listed[:10]) + (f" and {len(listed) - 10} more" if len(listed) > 10 else "") if listed else "none"
-    raise ConfigError(
-        f"{key} = {json.dumps(argv)}: {program!r} is no script in the venv (its scripts: {scripts_list}) and no program on the image's PATH",
-        (f'did you mean "{close[0]}"? ' if close else "") + f"fix {key} in [tool.pyimage] (or --set), or add the package that provides {program!r} to the dependencies",
-    )
-
-
-def _bin_names(in_venv: set[str], venv_bin: str) -> set[str]:
-    return {posixpath.basename(p) for p in in_venv if posixpath.dirname(p) == venv_bin}
-
-
-def _entrypoint(cfg: Config, scripts: Sequence[str], bin_dir: str) -> list[str] | None:
-    if cfg.entrypoint is not None:
-        return list(cfg.entrypoint)
-    if len(scripts) == 1:
-        return [posixpath.join("/", bin_dir, scripts[0])]
-    if not scripts:
-        if cfg.command is not None:
-            return None
-        raise ConfigError(
-            f"{cfg.pyproject}: the project defines no console script, so there is no default entrypoint",
-            'set [tool.pyimage] entrypoint = ["python", "-m", "yourapp"], or add a [project.scripts] entry',
-        )
-    raise ConfigError(
-        f"{cfg.pyproject}: the project has several console scripts ({', '.join(scripts)}); which one runs is ambiguous",
-        f'set [tool.pyimage] entrypoint = ["{scripts[0]}"] (or another of them)',
-    )
-
-
-def _image_config(prep: Prepared, layers: Sequence[Layer]) -> dict[str, Any]:
-    cfg = prep.config
-    base = prep.base.config
-    config = {k: v for k, v in base.items() if k not in ("container", "container_config", "docker_version", "id", "parent")}
-    run = dict(base.get("config") or {})
-    env = {}
-    for item in run.get("Env") or []:
-        k, _, v = item.partition("=")
-        env[k] = v
-    venv_bin = posixpath.join("/", prep.paths.bin)
-    env["PATH"] = venv_bin + ":" + env.get("PATH", _DEFAULT_PATH)
-    env["VIRTUAL_ENV"] = "/" + prep.paths.venv.strip("/")
-    env.update(cfg.env)
-    run["Env"] = [f"{k}={v}" for k, v in env.items()]
-    entrypoint = _entrypoint(cfg, prep.console_scripts, prep.paths.bin)
-    if entrypoint is not None:
-        run["Entrypoint"] = entrypoint
-        run.pop("Cmd", None)
-    if cfg.command is not None:
-        run["Cmd"] = list(cfg.command)
-    if prep.user is not None and prep.user.created:
-        run["User"] = prep.user.config_user  # numeric: runtimes can check it is not root
-    elif cfg.user:
-        run["User"] = cfg.user
-    if prep.workdir_in_image:
-        run["WorkingDir"] = prep.workdir_in_image
-    labels = dict(run.get("Labels") or {})
-    labels.update(cfg.labels)
-    if labels:
-        run["Labels"] = labels
-    config["config"] = run
-    created = dt.datetime.fromtimestamp(cfg.epoch, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    config["created"] = created
-    config["architecture"] = cfg.platform.architecture
-    config["os"] = cfg.platform.os
-    if cfg.platform.variant:
-        config["variant"] = cfg.platform.variant
-    config["rootfs"] = {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]}
-    history = [h for h in base.get("history") or []]
-    history += [{"created": created, "created_by": layer.history, "comment": "pyimage"} for layer in layers[len(prep.base.layers):]]
-    config["history"] = history
-    return config
-
-
 def build_image(prep: Prepared, events: Events = _quiet, jobs: int = 2, remote: Callable[[str], bool] | None = None) -> Image:
     """Builds (or finds in the cache) every layer of the plan and assembles the image. ``remote`` (push-only
     builds) says whether the push targets hold a blob: a layer built before whose blob was pruned is then
@@ -813,7 +652,7 @@ def build_image(prep: Prepared, events: Events = _quiet, jobs: int = 2, remote: 
         for layer in extra:
             events(f"layer {layer.name}: {_status(layer)} {layer.digest[:19]}")
     layers = [*prep.base.layers, interp_layer, *(built[i] for i in range(len(specs))), *extra]
-    return Image(config=_image_config(prep, layers), layers=tuple(layers), annotations=dict(cfg.annotations))
+    return Image(config=image_config(cfg, prep.base, prep.paths, prep.console_scripts, prep.user, prep.workdir_in_image, layers), layers=tuple(layers), annotations=dict(cfg.annotations))
 
 
 def _status(layer: Layer) -> str:

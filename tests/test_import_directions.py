@@ -27,7 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "templates": {"errors", "oci"},
     "merge": {"errors", "oci", "cache", "publish", "base"},
     "outputs": {"errors", "oci", "cache", "publish"},
-    "build": {"errors", "console", "oci", "cache", "config", "layers", "resolve", "wheels", "publish", "base"},
+    "runconfig": {"errors", "oci", "config", "layers", "resolve", "base"},
+    "build": {"errors", "console", "runconfig", "oci", "cache", "config", "layers", "resolve", "wheels", "publish", "base"},
     "cli": {"pyimage", "console", "errors", "oci", "cache", "config", "build", "publish", "merge", "templates", "base", "outputs"},
     "__main__": {"cli"},
 }

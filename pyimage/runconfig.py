@@ -1,0 +1,189 @@
+"""How the image runs: its entrypoint, command, user, working directory, environment and labels.
+
+Checked before any layer work (``check_entrypoint`` before the wheel is built where pyproject.toml decides;
+``check_program`` once the wheel set is known: the program must be one the image will hold), then written into
+the image config (``image_config``) after the layers are built.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import json
+import posixpath
+from typing import Any, Iterable, Sequence
+
+from pyimage.base import BaseFacts
+from pyimage.config import Config
+from pyimage.errors import ConfigError
+from pyimage.layers.interpreter import STANDALONE_HOME, Interpreter
+from pyimage.layers.paths import InstallPaths
+from pyimage.layers.runtime import ProjectFile, RuntimeUser
+from pyimage.oci.model import Image, Layer
+from pyimage.resolve.appsource import DEFAULT_WORKDIR, AppSource, entrypoint_guess
+from pyimage.resolve.appwheel import project_table
+
+__all__ = ["DEFAULT_PATH", "bytecode_notes", "check_entrypoint", "check_program", "declared_scripts", "entrypoint", "image_config"]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # what runtimes use when the image sets none
+
+
+def bytecode_notes(cfg: Config, user: RuntimeUser | None) -> list[str]:
+    """A non-root user cannot write ``__pycache__`` in the root-owned venv, so every start compiles again."""
+    if cfg.compile_bytecode or user is None or user.uid == 0:
+        return []
+    return [f"user {cfg.user!r} cannot write .pyc files into the venv, so each start compiles the app's modules again; "
+            "set compile-bytecode = true to ship them compiled"]
+
+
+def declared_scripts(cfg: Config) -> list[str] | None:
+    """The console scripts pyproject.toml declares statically, or None when the backend decides them (``scripts`` in
+    ``dynamic``, no ``[project]`` table, setup.py): lets an ambiguous entrypoint fail before the wheel is built."""
+    project = project_table(cfg.project_dir)
+    if not project or "scripts" in (project.get("dynamic") or []):
+        return None
+    scripts = project.get("scripts") or {}
+    return sorted(scripts) if isinstance(scripts, dict) else None
+
+
+def check_entrypoint(cfg: Config, source: AppSource | None = None) -> None:
+    """Before any work: several console scripts declared in pyproject.toml and no ``entrypoint`` is ambiguous; a
+    project that is not a package has no console script at all, so it must say what runs."""
+    if source is not None:
+        if cfg.entrypoint is None and cfg.command is None:
+            guess = entrypoint_guess(cfg.project_dir, source.requires)
+            if project_table(cfg.project_dir).get("scripts"):  # meant as a package: say what makes it one
+                raise ConfigError(
+                    f"{cfg.pyproject}: [project.scripts] is declared, but without a [build-system] table the project is not built as a package (as with uv), so there is no console script",
+                    'add a [build-system] table (e.g. requires = ["hatchling"], build-backend = "hatchling.build"), or set [tool.pyimage] entrypoint',
+                )
+            raise ConfigError(
+                f"{cfg.pyproject}: the project is not a package (no [build-system]), so there is no console script to run; its files go to {cfg.workdir or DEFAULT_WORKDIR}",
+                f"set [tool.pyimage] entrypoint, e.g. entrypoint = {json.dumps(guess)} (run in {cfg.workdir or DEFAULT_WORKDIR}), or add a [build-system] table to build it as a package",
+            )
+        return
+    scripts = declared_scripts(cfg)
+    if cfg.entrypoint is None and scripts is not None and len(scripts) > 1:
+        entrypoint(cfg, tuple(scripts), "bin")
+
+
+def check_program(
+    cfg: Config, scripts: Sequence[str], base: Image, facts: BaseFacts, interp: Interpreter, paths: InstallPaths,
+    venv_files: Iterable[str], files: Sequence[ProjectFile],
+) -> None:
+    """Once the wheel set is known, before layer work: the program an explicit ``entrypoint`` names (or
+    ``command``, when nothing else is the entrypoint) is one the image will hold, else exit 127 at run time.
+    A bare name is looked up on the image's PATH (the venv's bin: every wheel's scripts and ``python``; then the
+    base's PATH directories, from its scan); an absolute path must be in the venv, the ``files`` layer or the base."""
+    base_run = base.config.get("config") or {}
+    if cfg.entrypoint is not None:
+        key, argv = "entrypoint", list(cfg.entrypoint)
+    elif entrypoint(cfg, scripts, paths.bin) is None and cfg.command and not base_run.get("Entrypoint"):
+        key, argv = "command", list(cfg.command)
+    else:
+        return
+    if not argv or ("/" in argv[0] and not argv[0].startswith("/")):
+        return  # relative to the working directory: not knowable here
+    program = argv[0]
+    venv_bin = "/" + paths.bin.strip("/")
+    in_venv = {"/" + p for p in venv_files}
+    in_venv |= {posixpath.join(venv_bin, n) for n in ("python", "python3", f"python{interp.version}")}
+    in_files = {"/" + f.dest for f in files}
+    standalone = interp.source is not None
+
+    def exists(path: str) -> bool:
+        if path in in_venv or path in in_files or facts.has_program(path):
+            return True
+        return standalone and posixpath.commonpath([path, STANDALONE_HOME]) == STANDALONE_HOME  # not enumerated: trusted
+
+    if program.startswith("/"):
+        if exists(posixpath.normpath(program)):
+            return
+        raise ConfigError(
+            f"{key} = {json.dumps(argv)}: {program} is in neither the venv, the files layer nor the base image",
+            f"use a path the image holds, or a bare name found on its PATH (the venv's scripts: {', '.join(sorted(_bin_names(in_venv, venv_bin))[:8])})",
+        )
+    env = {k: v for k, v in (item.partition("=")[::2] for item in base_run.get("Env") or [])}
+    path_dirs = [venv_bin, *(env.get("PATH") or DEFAULT_PATH).split(":")]
+    if "PATH" in cfg.env:
+        path_dirs = cfg.env["PATH"].split(":")  # replaces the whole PATH in the image config
+    if any(d and exists(posixpath.join(d, program)) for d in path_dirs):
+        return
+    ours = _bin_names(in_venv, venv_bin)
+    theirs = {n for d in path_dirs if d and d != venv_bin for n in facts.programs_in(d)}
+    close = difflib.get_close_matches(program, sorted(ours), n=1, cutoff=0.6) or difflib.get_close_matches(program, sorted(theirs), n=1, cutoff=0.6)
+    listed = sorted(ours - {"python", "python3", f"python{interp.version}"})
+    scripts_list = ", ".join(listed[:10]) + (f" and {len(listed) - 10} more" if len(listed) > 10 else "") if listed else "none"
+    raise ConfigError(
+        f"{key} = {json.dumps(argv)}: {program!r} is no script in the venv (its scripts: {scripts_list}) and no program on the image's PATH",
+        (f'did you mean "{close[0]}"? ' if close else "") + f"fix {key} in [tool.pyimage] (or --set), or add the package that provides {program!r} to the dependencies",
+    )
+
+
+def _bin_names(in_venv: set[str], venv_bin: str) -> set[str]:
+    return {posixpath.basename(p) for p in in_venv if posixpath.dirname(p) == venv_bin}
+
+
+def entrypoint(cfg: Config, scripts: Sequence[str], bin_dir: str) -> list[str] | None:
+    if cfg.entrypoint is not None:
+        return list(cfg.entrypoint)
+    if len(scripts) == 1:
+        return [posixpath.join("/", bin_dir, scripts[0])]
+    if not scripts:
+        if cfg.command is not None:
+            return None
+        raise ConfigError(
+            f"{cfg.pyproject}: the project defines no console script, so there is no default entrypoint",
+            'set [tool.pyimage] entrypoint = ["python", "-m", "yourapp"], or add a [project.scripts] entry',
+        )
+    raise ConfigError(
+        f"{cfg.pyproject}: the project has several console scripts ({', '.join(scripts)}); which one runs is ambiguous",
+        f'set [tool.pyimage] entrypoint = ["{scripts[0]}"] (or another of them)',
+    )
+
+
+def image_config(
+    cfg: Config, base_image: Image, paths: InstallPaths, scripts: Sequence[str], user: RuntimeUser | None, workdir: str | None, layers: Sequence[Layer]
+) -> dict[str, Any]:
+    """The image's config: the base's, with the venv on PATH, the entrypoint, user, workdir, labels, the
+    ``created`` time of the epoch, and one history entry per layer above the base."""
+    base = base_image.config
+    config = {k: v for k, v in base.items() if k not in ("container", "container_config", "docker_version", "id", "parent")}
+    run = dict(base.get("config") or {})
+    env = {}
+    for item in run.get("Env") or []:
+        k, _, v = item.partition("=")
+        env[k] = v
+    venv_bin = posixpath.join("/", paths.bin)
+    env["PATH"] = venv_bin + ":" + env.get("PATH", DEFAULT_PATH)
+    env["VIRTUAL_ENV"] = "/" + paths.venv.strip("/")
+    env.update(cfg.env)
+    run["Env"] = [f"{k}={v}" for k, v in env.items()]
+    argv = entrypoint(cfg, scripts, paths.bin)
+    if argv is not None:
+        run["Entrypoint"] = argv
+        run.pop("Cmd", None)
+    if cfg.command is not None:
+        run["Cmd"] = list(cfg.command)
+    if user is not None and user.created:
+        run["User"] = user.config_user  # numeric: runtimes can check it is not root
+    elif cfg.user:
+        run["User"] = cfg.user
+    if workdir:
+        run["WorkingDir"] = workdir
+    labels = dict(run.get("Labels") or {})
+    labels.update(cfg.labels)
+    if labels:
+        run["Labels"] = labels
+    config["config"] = run
+    created = dt.datetime.fromtimestamp(cfg.epoch, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    config["created"] = created
+    config["architecture"] = cfg.platform.architecture
+    config["os"] = cfg.platform.os
+    if cfg.platform.variant:
+        config["variant"] = cfg.platform.variant
+    config["rootfs"] = {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]}
+    history = [h for h in base.get("history") or []]
+    history += [{"created": created, "created_by": layer.history, "comment": "pyimage"} for layer in layers[len(base_image.layers):]]
+    config["history"] = history
+    return config
