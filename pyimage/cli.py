@@ -59,11 +59,19 @@ JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout (a
 
 
 def _project(directory: Optional[Path], project: Path, package: Optional[str] = None) -> Path:
-    """The project directory from ``pyimage build DIR`` or ``-C DIR`` (both: they must agree); with
-    ``--package NAME``, that member of the uv workspace the directory is in."""
+    """The project directory from ``pyimage build DIR`` or ``-C DIR`` (both: they must agree); neither, and no
+    pyproject.toml here: the nearest project above (``config.find_project``); with ``--package NAME``, that
+    member of the uv workspace the directory is in."""
     if directory is not None and project != Path(".") and project.resolve() != directory.resolve():
         raise ConfigError(f"two project directories: {directory} and -C {project}", "give the directory once, as an argument or with -C")
     chosen = directory if directory is not None else project
+    if directory is None and project == Path(".") and not (Path.cwd() / "pyproject.toml").is_file():
+        from pyimage.config import find_project
+
+        found = find_project(Path.cwd())
+        if found is not None:  # run from a subdirectory (src/, tests/): the project it is in, as `uv run` finds it
+            console.err(f"note: using the project at {found} (the nearest pyproject.toml above {Path.cwd()})")
+            chosen = found
     if package:
         from pyimage.build import workspace_member
 
@@ -129,6 +137,7 @@ def build(
     project: Path = ProjectOpt,
     package: Optional[str] = PackageOpt,
     output: Optional[List[str]] = typer.Option(None, "--output", "-o", help="oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:[NAME:TAG] or podman:[NAME:TAG] (repeatable)."),
+    tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", metavar="NAME[:TAG]", help="Name the image, as docker build -t does (repeatable; no TAG means latest): the name --load, docker-daemon:, podman: and docker-archive:FILE use, and the oci: layout's tag."),
     load: bool = typer.Option(False, "--load", help="Load the image into the local engine: Docker (DOCKER_HOST or the docker context), else podman."),
     push: Optional[List[str]] = typer.Option(None, "--push", help="Push to a registry reference (repeatable)."),
     sets: Optional[List[str]] = SetOpt,
@@ -151,9 +160,10 @@ def build(
     from pyimage.build import build_images, prepare_platforms
     from pyimage.config import load_config
     from pyimage.oci.model import ImageIndex
-    from pyimage.outputs import Naming, RegistryOutput, default_output, parse_outputs, write_outputs
+    from pyimage.outputs import Naming, RegistryOutput, default_output, parse_outputs, parse_tags, write_outputs
     from pyimage.publish import push_targets
 
+    tags = parse_tags(tag or [])
     overrides = _overrides(sets, base, python, heavy, platform, compression=compression)
     if output:
         overrides["output"] = list(output)
@@ -168,7 +178,7 @@ def build(
     specs = list(cfg.output) or ([] if push or cfg.repository else [default_output(cfg.project_dir)])
     outputs = list(parse_outputs(specs, cfg.project_dir, len(cfg.platforms)))  # every output checked before any work
     cache = _cache(cache_dir)
-    events = console.events(as_json)
+    events = console.events()
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
     if push or cfg.repository:
         outputs.append(RegistryOutput("--push", tuple(push or []), cfg.repository, cfg.tags, registry, events))
@@ -183,7 +193,7 @@ def build(
         try:
             images = build_images(preps, events, jobs=jobs, remote=remote)
             index = ImageIndex(images, dict(cfg.annotations)) if len(images) > 1 else None
-            written = write_outputs(index or images[0], outputs, Naming(preps[0].app.name, preps[0].app.version, cache))
+            written = write_outputs(index or images[0], outputs, Naming(preps[0].app.name, preps[0].app.version, cache, tags))
         finally:
             if remote is not None:
                 remote.close()
@@ -197,6 +207,8 @@ def build(
     if as_json:
         console.print_json(result.to_json())
         return
+    if tags and not written.loaded:
+        notes = (*notes, f"-t {tags[0]} named the image in {', '.join(written.outputs) or 'no output'}; add --load to load it into your engine as {tags[0]}, as docker build -t does")
     for note in notes:
         console.err(f"note: {note}")
     for built in images:
@@ -208,7 +220,7 @@ def build(
         if not w.startswith(("docker-daemon:", "podman:")):
             console.out(f"wrote {w}")
     for item in written.loaded:
-        console.out(f"loaded into {item.engine} ({item.endpoint}) as {item.reference}, image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
+        console.out(f"loaded into {item.engine} ({item.endpoint}) as {', '.join((item.reference, *item.also))}, image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
     for p in written.pushed:
         console.out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
 
@@ -257,7 +269,7 @@ def plan(
     cfg = load_config(_project(directory, project, package), _overrides(sets, base, python, heavy, platform))
     cache = _cache(cache_dir)
     with cache.lock("cache", shared=True):  # a `cache prune` waits, as for a build
-        preps = prepare_platforms(cfg, cache, console.events(as_json))
+        preps = prepare_platforms(cfg, cache, console.events())
         for one in preps:
             one.cleanup()
     shared = _shared_layers(preps)
@@ -462,7 +474,7 @@ def index_cmd(
         notes[key.strip()] = value
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, list(push or []))
     cache = _cache(cache_dir)
-    events = console.events(as_json)
+    events = console.events()
     with cache.lock("cache", shared=True):
         cache.sweep()
         from pyimage.oci.reference import parse_reference
@@ -634,6 +646,28 @@ def _debug_first(argv: List[str]) -> List[str]:
     return ["--debug", *(a for a in argv[:end] if a != "--debug"), *argv[end:]]
 
 
+# docker build's flags that have no pyimage twin, and the pyimage way to get what they are for.
+_DOCKER_FLAG_HINTS = {
+    ("-f", "--file"): "pyimage reads no Dockerfile: the image comes from pyproject.toml's [tool.pyimage]; give another project as `pyimage build DIR` (or -C DIR)",
+    ("--build-arg",): "pyimage has no Dockerfile ARGs: override a [tool.pyimage] key with --set KEY=VALUE (e.g. --set 'env={MODE=\"prod\"}'), or add --label KEY=VALUE",
+    ("--no-cache",): "layers are reused only when their inputs are identical; to rebuild every layer, pass an empty --cache-dir DIR (or `pyimage cache prune`)",
+    ("--progress", "-q", "--quiet"): "progress goes to stderr (silence it with 2>/dev/null); --json prints the result as one JSON document on stdout",
+    ("--target",): "pyimage has no build stages: the image is the base plus the project's wheels",
+}
+
+
+def _usage_hint(message: str) -> str:
+    """The hint under a usage error: the pyimage way for a docker build flag, else where the help is."""
+    if "No such option" in message:
+        flag = message.split("No such option:", 1)[1].strip().split()[0].rstrip(".") if "No such option:" in message else ""
+        for flags, hint in _DOCKER_FLAG_HINTS.items():
+            if flag in flags:
+                return hint
+    if "'--push' requires an argument" in message:
+        return "--push takes the reference to push to: --push REGISTRY/NAME:TAG (-t names the image for --load and files)"
+    return "run `pyimage --help` or `pyimage COMMAND --help`"
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
@@ -670,7 +704,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         message = str(getattr(exc, "format_message", lambda: str(exc))())
         if message.strip():  # empty for a bare `pyimage`: typer has already printed the help
             console.err(f"error: {message}")
-            console.err("hint: run `pyimage --help` or `pyimage COMMAND --help`")
+            console.err(f"hint: {_usage_hint(message)}")
         sys.exit(2)
     except KeyboardInterrupt:
         _interrupted(128 + (_SIGNALLED or signal.SIGINT))

@@ -38,9 +38,10 @@ class Loaded:
     reference: str  # name:tag
     image_id: str  # what the engine calls the image
     layers_sent: int  # layer blobs streamed: fewer than the image has when the engine held the rest
+    also: tuple[str, ...] = ()  # further names the image was tagged with (-t given more than once)
 
     def to_json(self) -> dict[str, object]:
-        return {"engine": self.engine, "endpoint": self.endpoint, "reference": self.reference, "id": self.image_id, "layers_sent": self.layers_sent}
+        return {"engine": self.engine, "endpoint": self.endpoint, "reference": self.reference, "id": self.image_id, "layers_sent": self.layers_sent, "also_tagged": list(self.also)}
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def _client(endpoint: DockerEndpoint):  # type: ignore[no-untyped-def]
     )
 
 
-def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = None) -> Loaded:
+def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = None, also: tuple[str, ...] = ()) -> Loaded:
     """Streams ``image`` into a Docker Engine tagged ``reference``; returns the engine's image ID.
 
     An image the engine holds under ``reference`` already (same image ID) is not sent again. A rebuild of a tag
@@ -119,7 +120,8 @@ def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = 
             client.get("/_ping").raise_for_status()
             current = client.get(f"/images/{reference}/json")
             if current.status_code == 200 and current.json().get("Id") == image.config_descriptor().digest:
-                return Loaded("docker", endpoint.host, reference, image.config_descriptor().digest, 0)  # it is there already
+                _tag_docker(client, reference, also)
+                return Loaded("docker", endpoint.host, reference, image.config_descriptor().digest, 0, also)  # it is there already
             held = _layers_held(client, image, reference)
             if held:
                 try:
@@ -131,6 +133,7 @@ def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = 
             info = client.get(f"/images/{reference}/json")
             info.raise_for_status()
             image_id = str(info.json().get("Id", ""))
+            _tag_docker(client, reference, also)
     except httpx.TransportError as exc:
         raise BuildError(
             f"cannot reach the Docker Engine at {endpoint.host} ({endpoint.source}): {exc}",
@@ -138,7 +141,14 @@ def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = 
         ) from exc
     except httpx.HTTPStatusError as exc:
         raise BuildError(f"docker ({endpoint.host}) answered {exc.response.status_code}: {_message(exc.response.content)}", "check that the engine runs and that you may use its socket") from exc
-    return Loaded("docker", endpoint.host, reference, image_id, len({layer.digest for layer in image.layers} - held))
+    return Loaded("docker", endpoint.host, reference, image_id, len({layer.digest for layer in image.layers} - held), also)
+
+
+def _tag_docker(client: object, reference: str, also: tuple[str, ...]) -> None:
+    """``docker tag REFERENCE NAME:TAG`` for each further name (``POST /images/{name}/tag``)."""
+    for name in also:
+        repo, _, tag = name.rpartition(":")
+        client.post(f"/images/{reference}/tag", params={"repo": repo, "tag": tag}).raise_for_status()  # type: ignore[attr-defined]
 
 
 def _engine_call(endpoint: DockerEndpoint, what: str):  # type: ignore[no-untyped-def]
@@ -254,8 +264,8 @@ def _raise_stream_error(body: bytes, endpoint: DockerEndpoint) -> None:
             )
 
 
-def load_podman(image: Image, reference: str, podman: str | None = None) -> Loaded:
-    """Feeds ``image`` to ``podman load`` on stdin and tags it ``reference``."""
+def load_podman(image: Image, reference: str, podman: str | None = None, also: tuple[str, ...] = ()) -> Loaded:
+    """Feeds ``image`` to ``podman load`` on stdin and tags it ``reference`` (and each of ``also``)."""
     exe = podman or shutil.which("podman")
     if exe is None:
         raise BuildError("podman is not on PATH", "install podman, or load into Docker with --load / -o docker-daemon:NAME:TAG")
@@ -278,7 +288,11 @@ def load_podman(image: Image, reference: str, podman: str | None = None) -> Load
     done = subprocess.run([exe, "image", "inspect", "--format", "{{.Id}}", reference], capture_output=True, text=True)
     if done.returncode != 0:
         raise BuildError(f"podman loaded the image but cannot find {reference}: {_last_line(done.stderr.encode())}", "run `podman images` to see what was loaded")
-    return Loaded("podman", "podman", reference, done.stdout.strip(), len({layer.digest for layer in image.layers}))
+    for name in also:
+        tagged = subprocess.run([exe, "tag", reference, name], capture_output=True, text=True)
+        if tagged.returncode != 0:
+            raise BuildError(f"podman tag {reference} {name} failed: {_last_line(tagged.stderr.encode())}", "run `podman images` to see what was loaded")
+    return Loaded("podman", "podman", reference, done.stdout.strip(), len({layer.digest for layer in image.layers}), also)
 
 
 def _feed(pipe: IO[bytes], chunks: Iterable[bytes]) -> None:

@@ -1,0 +1,111 @@
+"""Habits users bring from docker and other tools, run through the real CLI on the offline tiny project:
+``-t NAME:TAG``, docker build flags pyimage has no use for, a base written as a bare path, a misspelt
+``[tool.pyimage]``, running from a subdirectory, and ``--json`` with progress."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+from support.tiny import assert_one_error, run_pyimage, tiny_base, tiny_project
+
+
+def _project(tmp_path: Path, **kw: str) -> tuple[Path, Path]:
+    base = tiny_base(tmp_path / "base")
+    return tiny_project(tmp_path / "p", tool=f'base = "{base}"\n' + kw.get("tool", "")), tmp_path / "cache"
+
+
+def test_tag_names_the_layout_tag_and_the_archive_as_docker_build_t_does(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    done = run_pyimage("build", "-C", str(project), "-t", "myapp:dev", "-t", "myapp:also", "-o", f"oci:{tmp_path / 'img'}", "-o", f"docker-archive:{tmp_path / 'a.tar'}", cache=cache)
+    assert done.returncode == 0, done.stderr
+    tags = [m["annotations"]["org.opencontainers.image.ref.name"] for m in json.loads((tmp_path / "img" / "index.json").read_text())["manifests"]]
+    assert tags == ["dev"]
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert manifest[0]["RepoTags"] == ["myapp:dev"]
+    assert "add --load to load it into your engine as myapp:dev" in done.stderr
+    # A name alone is NAME:latest, as `docker build -t myapp` (so `docker run myapp` finds it).
+    bare = run_pyimage("build", "-C", str(project), "-t", "myapp", "-o", f"docker-archive:{tmp_path / 'b.tar'}", cache=cache)
+    assert bare.returncode == 0, bare.stderr
+    assert f"wrote docker-archive:{tmp_path / 'b.tar'}:myapp:latest" in bare.stdout
+
+
+def test_a_bad_tag_is_one_error_before_any_work(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    assert_one_error(run_pyimage("build", "-C", str(project), "-t", "MyApp:dev", cache=cache), 2, "-t 'MyApp:dev'")
+    assert not (project / "dist").exists()
+
+
+def test_docker_build_flags_get_the_pyimage_way_in_the_hint(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    for flag, needle in (("-f", "reads no Dockerfile"), ("--build-arg", "--set KEY=VALUE"), ("--no-cache", "--cache-dir")):
+        done = run_pyimage("build", "-C", str(project), flag, "x", cache=cache)
+        assert done.returncode == 2, done.stderr
+        assert f"error: No such option: {flag}" in done.stderr
+        assert needle in done.stderr.splitlines()[-1] and done.stderr.splitlines()[-1].startswith("hint:")
+
+
+def test_a_base_written_as_a_path_says_which_prefix_it_needs(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as tar:
+        tar.add(project / "pyproject.toml", "usr/bin/python3")
+    saved = tmp_path / "saved.tar"
+    with tarfile.open(saved, "w") as tar:
+        tar.add(project / "pyproject.toml", "manifest.json")
+    cases = [
+        (str(rootfs), f"use rootfs:{rootfs}"),
+        (str(saved), f"docker save` archive: use docker-archive:{saved}"),
+        (str(tmp_path / "base"), f"an OCI layout: use oci:{tmp_path / 'base'}"),
+        ("./missing.tar.gz", "use rootfs:./missing.tar.gz (a root filesystem tar) or docker-archive:./missing.tar.gz"),
+    ]
+    for base, hint in cases:
+        done = run_pyimage("plan", "-C", str(project), "--base", base, cache=cache)
+        assert_one_error(done, 2, f"command line: --base: {base!r} looks like a path, not an image reference")
+        assert hint in done.stderr.splitlines()[-1], done.stderr
+    named = run_pyimage("plan", "-C", str(project), "--base", f"rootfs:{rootfs}", cache=cache)
+    assert "looks like a path" not in named.stderr
+
+
+def test_a_misspelt_tool_pyimage_table_is_an_error_not_a_silent_default(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    text = (project / "pyproject.toml").read_text().replace("[tool.pyimage]", "[tool.pyimgae]")
+    (project / "pyproject.toml").write_text(text)
+    line = text.splitlines().index("[tool.pyimgae]") + 1
+    done = run_pyimage("plan", "-C", str(project), cache=cache)
+    assert_one_error(done, 2, f"pyproject.toml:{line}: [tool.pyimgae] looks like a misspelt [tool.pyimage]")
+
+
+def test_set_of_an_unknown_key_names_set_and_the_nearest_key(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    done = run_pyimage("plan", "-C", str(project), "--set", "writeable=/data", cache=cache)
+    assert_one_error(done, 2, "command line: --set writeable: unknown key")
+    assert "hint: did you mean 'writable'?" in done.stderr
+
+
+def test_a_subdirectory_of_the_project_finds_the_project_above(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    (project / ".git").mkdir()
+    inner = project / "src" / "tinyapp"
+    done = run_pyimage("build", "-o", f"oci:{tmp_path / 'img'}", cache=cache, cwd=inner)
+    assert done.returncode == 0, done.stderr
+    assert f"note: using the project at {project} (the nearest pyproject.toml above {inner})" in done.stderr
+    # The walk stops at the repository's root: a project above it is not this repository's.
+    repo = project / "vendor" / "other"
+    (repo / ".git").mkdir(parents=True)
+    (project / "vendor" / "pyproject.toml").write_text("[tool.ruff]\n")
+    outside = run_pyimage("plan", cache=cache, cwd=repo)
+    assert_one_error(outside, 2, "no pyproject.toml in .")
+
+
+def test_json_keeps_progress_on_stderr_and_one_document_on_stdout(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    done = run_pyimage("build", "-C", str(project), "--json", "-o", f"oci:{tmp_path / 'img'}", cache=cache)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["version"] == 1
+    assert "building the project's wheel" in done.stderr and "layer app: built" in done.stderr
+
+
