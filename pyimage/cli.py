@@ -503,13 +503,20 @@ def init(
     from pyimage.templates import DEFAULT_INIT_BASE, offline_base, render
 
     pyproject = project / "pyproject.toml"
+    created = False
     if not pyproject.exists():
         legacy = [name for name in ("setup.py", "setup.cfg") if (project / name).is_file()]
         if not legacy:
+            from pyimage.config import find_project
+
+            above = find_project(project)
+            if above is not None:  # run from a subdirectory: adding a project here would make a second one
+                raise ConfigError(f"no pyproject.toml, setup.py or setup.cfg in {project}; the project is at {above}", f"run `pyimage init -C {above}` (or run init there)")
             raise ConfigError(f"no pyproject.toml, setup.py or setup.cfg in {project}", "create the project first (e.g. with `uv init` or by hand), or pass -C DIR")
         # A setuptools project without pyproject.toml: one holding only [tool.pyimage]. With no [build-system] table
         # its wheel is built by setuptools' legacy backend, as pip does, so the project is otherwise unchanged.
         pyproject.write_text(f"# pyimage's settings for this {legacy[0]} project; without [build-system], setuptools builds it as before.\n")
+        created = True
     text = pyproject.read_text()
     if "[tool.pyimage]" in text:
         console.err(f"{pyproject} already has [tool.pyimage]; left as it is")
@@ -518,8 +525,15 @@ def init(
         section = render("pyproject-section.toml")
         if chosen and chosen != DEFAULT_INIT_BASE:
             section = section.replace(f'base = "{DEFAULT_INIT_BASE}"', f"base = {json.dumps(chosen)}")
+        scripts = _console_scripts(text)
+        if len(scripts) > 1:  # the build would stop at "which one runs is ambiguous": choose the first, name the rest
+            section = section.replace('# entrypoint = ["myapp"]        # default: the project\'s only console script', f"entrypoint = {json.dumps([scripts[0]])}  # the project's console scripts: {', '.join(scripts)}")
         pyproject.write_text(text.rstrip("\n") + "\n\n" + section)
-        console.err(f"added [tool.pyimage] to {pyproject} (base = {chosen or DEFAULT_INIT_BASE})")
+        details = ["holding only [tool.pyimage]"] if created else []
+        details.append(f"base = {chosen or DEFAULT_INIT_BASE}")
+        if len(scripts) > 1:
+            details.append(f"entrypoint = {scripts[0]}, the first of {len(scripts)} console scripts: edit it to run another")
+        console.err(f"{'created' if created else 'added [tool.pyimage] to'} {pyproject} ({'; '.join(details)})")
         if note:
             console.err(f"note: {note}")
     if ci == "github":
@@ -529,6 +543,17 @@ def init(
         console.err(f"wrote {dest}: replace OWNER/pyimage@v1 in it with the pyimage action you use, pinned to a commit sha")
     elif ci:
         raise ConfigError(f"--ci {ci}: unknown CI", "supported: github")
+
+
+def _console_scripts(pyproject_text: str) -> list[str]:
+    """The console scripts ``[project.scripts]`` declares, in the file's order (for init's ``entrypoint``)."""
+    from pyimage.config import tomllib
+
+    try:
+        scripts = tomllib.loads(pyproject_text).get("project", {}).get("scripts", {})
+    except tomllib.TOMLDecodeError:
+        return []
+    return [str(name) for name in scripts] if isinstance(scripts, dict) else []
 
 
 @cache_app.command("info")

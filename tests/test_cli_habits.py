@@ -109,3 +109,37 @@ def test_json_keeps_progress_on_stderr_and_one_document_on_stdout(tmp_path: Path
     assert "building the project's wheel" in done.stderr and "layer app: built" in done.stderr
 
 
+
+
+def test_init_chooses_the_first_of_several_console_scripts_and_the_build_runs(tmp_path: Path) -> None:
+    base = tiny_base(tmp_path / "base")
+    project = tiny_project(tmp_path / "p")
+    text = (project / "pyproject.toml").read_text()
+    text = text[: text.index("[tool.pyimage]")].replace('[project.scripts]\n', '[project.scripts]\nzed = "tinyapp:main"\n')
+    (project / "pyproject.toml").write_text(text)
+    done = run_pyimage("init", "-C", str(project), "--base", base, cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert "entrypoint = zed, the first of 2 console scripts" in done.stderr
+    assert 'entrypoint = ["zed"]  # the project\'s console scripts: zed, tinyapp' in (project / "pyproject.toml").read_text()
+    built = run_pyimage("build", "-C", str(project), "-o", f"oci:{tmp_path / 'img'}:t", cache=tmp_path / "cache")
+    assert built.returncode == 0, built.stderr
+    shown = run_pyimage("inspect", f"oci:{tmp_path / 'img'}:t", "--json", cache=tmp_path / "cache")
+    assert json.loads(shown.stdout)["config"]["Entrypoint"] == ["zed"], shown.stdout
+
+
+def test_init_of_a_setup_py_project_says_it_created_pyproject_and_from_a_subdirectory_names_the_project(tmp_path: Path) -> None:
+    (tmp_path / "setup.py").write_text("from setuptools import setup\nsetup(name='legacy', version='1.0')\n")
+    done = run_pyimage("init", "-C", str(tmp_path), "--base", "python:3.12-slim", cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert f"created {tmp_path / 'pyproject.toml'} (holding only [tool.pyimage]; base = python:3.12-slim)" in done.stderr
+    (tmp_path / "pkg").mkdir()
+    inner = run_pyimage("init", cache=tmp_path / "cache", cwd=tmp_path / "pkg")
+    assert_one_error(inner, 2, f"the project is at {tmp_path}")
+    assert not (tmp_path / "pkg" / "pyproject.toml").exists()
+
+
+def test_an_unreachable_registry_hint_offers_the_local_engine() -> None:
+    from pyimage.oci.transport import unreachable_hint
+
+    for host in ("registry-1.docker.io", "registry.internal:5000"):
+        assert "docker-daemon:NAME:TAG" in unreachable_hint(host)
