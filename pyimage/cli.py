@@ -623,9 +623,38 @@ def _root(
 ) -> None:
     global _DEBUG
     _DEBUG = debug or bool(os.environ.get("PYIMAGE_DEBUG"))
+    if not _DEBUG:
+        _hold_backend_warnings()
     if version:
         print(f"pyimage {__version__}")
         raise typer.Exit()
+
+
+_BACKEND_WARNINGS: list[str] = []  # first lines of the build backend's warnings, held back (shown with --debug)
+
+
+def _hold_backend_warnings() -> None:
+    """The build backend's warnings (pypa/build re-raises them here as ``BuildBackendWarning``: setuptools'
+    deprecation notices run to ~80 lines for a setup.py project) are held back when the build succeeds, as
+    ``pip install .`` does; a one-line note counts them and ``--debug`` shows them. A failing backend's own
+    output is shown with its error (``backend_failure``)."""
+    import warnings
+
+    try:
+        from pyproject_hooks import BuildBackendWarning
+    except ImportError:  # pragma: no cover - pypa/build depends on it
+        return
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if isinstance(category, type) and issubclass(category, BuildBackendWarning):
+            first = next((l.strip() for l in str(message).splitlines() if l.strip()), "")
+            if first not in _BACKEND_WARNINGS:
+                _BACKEND_WARNINGS.append(first)
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 # OS errors a user's machine or paths cause (not pyimage's bugs), with what to do about each; temp files are
@@ -741,5 +770,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(70)
     if _SIGNALLED:  # newer typer returns Ctrl-C as exit code 130 instead of raising
         _interrupted(128 + _SIGNALLED)
+    if _BACKEND_WARNINGS:
+        console.err(f"note: the build backend warned {len(_BACKEND_WARNINGS)} time(s), e.g. {_BACKEND_WARNINGS[0][:120]!r}; run with --debug to see its warnings")
     if isinstance(code, int) and code:
         sys.exit(code)

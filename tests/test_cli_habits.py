@@ -143,3 +143,22 @@ def test_an_unreachable_registry_hint_offers_the_local_engine() -> None:
 
     for host in ("registry-1.docker.io", "registry.internal:5000"):
         assert "docker-daemon:NAME:TAG" in unreachable_hint(host)
+
+
+def test_backend_warnings_are_held_back_on_success_and_shown_with_debug(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    backend = project / "_backend" / "tiny_backend.py"
+    backend.write_text(backend.read_text().replace(
+        "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n",
+        "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+        "    import warnings\n"
+        "    warnings.warn('tiny backend: the option x is deprecated\\n' + 'a long explanation\\n' * 20)\n",
+    ))
+    quiet = run_pyimage("plan", "-C", str(project), cache=cache)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "a long explanation" not in quiet.stderr
+    assert "note: the build backend warned 1 time(s), e.g. 'tiny backend: the option x is deprecated'; run with --debug" in quiet.stderr
+    (project / "src" / "tinyapp" / "more.py").write_text("")  # new sources: the wheel is built again, not reused
+    loud = run_pyimage("plan", "-C", str(project), "--debug", cache=cache)
+    assert loud.returncode == 0, loud.stderr
+    assert "tiny backend: the option x is deprecated" in loud.stderr and "a long explanation" in loud.stderr
