@@ -108,8 +108,9 @@ def _client(endpoint: DockerEndpoint):  # type: ignore[no-untyped-def]
 def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = None, also: tuple[str, ...] = ()) -> Loaded:
     """Streams ``image`` into a Docker Engine tagged ``reference``; returns the engine's image ID.
 
-    An image the engine holds under ``reference`` already (same image ID) is not sent again. A rebuild of a tag
-    the engine holds sends only the layers above those the two images share (a thin archive;
+    An image the engine holds already (same image ID, under ``reference`` or any other name) is not sent again:
+    it is only tagged. Otherwise only the layers above those it shares with an image the engine holds (the
+    previous build of the tag, the base, another tag of the app) are sent (a thin archive;
     the classic image store skips layers it has without opening their files). Should the engine refuse it (a
     containerd image store wants every blob), the whole archive is sent instead."""
     import httpx
@@ -118,10 +119,15 @@ def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = 
     try:
         with _client(endpoint) as client:
             client.get("/_ping").raise_for_status()
+            image_id = image.config_descriptor().digest
             current = client.get(f"/images/{reference}/json")
-            if current.status_code == 200 and current.json().get("Id") == image.config_descriptor().digest:
+            if current.status_code == 200 and current.json().get("Id") == image_id:
                 _tag_docker(client, reference, also)
-                return Loaded("docker", endpoint.host, reference, image.config_descriptor().digest, 0, also)  # it is there already
+                return Loaded("docker", endpoint.host, reference, image_id, 0, also)  # it is there already
+            same = client.get(f"/images/{image_id}/json")
+            if same.status_code == 200 and same.json().get("Id") == image_id:  # the same image under another name
+                _tag_docker(client, image_id, (reference, *also))
+                return Loaded("docker", endpoint.host, reference, image_id, 0, also)
             held = _layers_held(client, image, reference)
             if held:
                 try:
@@ -217,19 +223,36 @@ def save_docker(name: str, dest: BinaryIO, endpoint: DockerEndpoint | None = Non
                 dest.write(chunk)
 
 
+_CANDIDATES = 100  # images asked for their layers when looking for the ones a new image shares (newest first)
+
+
 def _layers_held(client: object, image: Image, reference: str) -> frozenset[str]:
-    """Digests of the layers the engine already holds as the bottom of the image now under ``reference``
-    (same diff_ids in the same order, so the same layer chain), when its store is the classic one."""
+    """Digests of the layers the engine already holds as the bottom of some image (same diff_ids in the same
+    order, so the same layer chain), when its store is the classic one: the image now under ``reference``
+    first (a rebuild), then the engine's newest images (the base pulled or loaded there, another tag of this
+    app). The candidates are bounded, so an engine holding thousands of images costs a bounded number of
+    local calls; a miss only means more layers are sent."""
     info = client.get("/info")  # type: ignore[attr-defined]
     if info.status_code != 200 or "io.containerd.snapshotter" in json.dumps(info.json().get("DriverStatus")):
         return frozenset()
-    current = client.get(f"/images/{reference}/json")  # type: ignore[attr-defined]
-    if current.status_code != 200:
-        return frozenset()
-    theirs = (current.json().get("RootFS") or {}).get("Layers") or []
+    ours = [layer.diff_id for layer in image.layers]
+    names = [reference]
+    listed = client.get("/images/json")  # type: ignore[attr-defined]
+    if listed.status_code == 200 and isinstance(listed.json(), list):
+        newest = sorted((i for i in listed.json() if isinstance(i, dict) and i.get("Id")), key=lambda i: -int(i.get("Created") or 0))
+        names += [str(i["Id"]) for i in newest[:_CANDIDATES]]
     shared = 0
-    while shared < min(len(theirs), len(image.layers)) and theirs[shared] == image.layers[shared].diff_id:
-        shared += 1
+    for name in dict.fromkeys(names):
+        current = client.get(f"/images/{name}/json")  # type: ignore[attr-defined]
+        if current.status_code != 200:
+            continue
+        theirs = (current.json().get("RootFS") or {}).get("Layers") or []
+        n = 0
+        while n < min(len(theirs), len(ours)) and theirs[n] == ours[n]:
+            n += 1
+        shared = max(shared, n)
+        if shared == len(ours):
+            break
     needed = {layer.digest for layer in image.layers[shared:]}
     return frozenset(layer.digest for layer in image.layers[:shared] if layer.digest not in needed)
 
