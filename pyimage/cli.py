@@ -207,7 +207,7 @@ def build(
     if as_json:
         console.print_json(result.to_json())
         return
-    if tags and not written.loaded:
+    if tags and written.outputs and not written.loaded:
         notes = (*notes, f"-t {tags[0]} named the image in {', '.join(written.outputs) or 'no output'}; add --load to load it into your engine as {tags[0]}, as docker build -t does")
     for note in notes:
         console.err(f"note: {note}")

@@ -631,7 +631,8 @@ def _misspelt_table(pyproject: Path, text: str, data: Mapping[str, Any]) -> None
         return
     for name in tool:
         folded = str(name).lower().replace("-", "").replace("_", "")
-        if folded == "pyimage" or difflib.SequenceMatcher(None, folded, "pyimage").ratio() >= 0.8:
+        # one letter added, dropped or swapped (pyimages, pyimge, pyimgae); [tool.image] is some other tool's
+        if folded == "pyimage" or (abs(len(folded) - 7) <= 1 and difflib.SequenceMatcher(None, folded, "pyimage").ratio() >= 0.85):
             line = next((n for n, l in enumerate(text.splitlines(), 1) if re.match(rf"\s*\[\[?\s*tool\.\"?{re.escape(str(name))}\b", l)), None)
             raise ConfigError(f"{pyproject}:{line or '?'}: [tool.{name}] looks like a misspelt [tool.pyimage]; pyimage reads only [tool.pyimage]", "rename the table to [tool.pyimage]")
 
