@@ -162,3 +162,10 @@ def test_backend_warnings_are_held_back_on_success_and_shown_with_debug(tmp_path
     loud = run_pyimage("plan", "-C", str(project), "--debug", cache=cache)
     assert loud.returncode == 0, loud.stderr
     assert "tiny backend: the option x is deprecated" in loud.stderr and "a long explanation" in loud.stderr
+
+
+def test_another_tools_table_near_the_name_is_left_alone(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(text + "\n[tool.image]\nsize = 1\n")
+    assert "misspelt" not in run_pyimage("plan", "-C", str(project), cache=cache).stderr

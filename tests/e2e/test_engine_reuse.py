@@ -57,3 +57,14 @@ def test_load_sends_only_the_layers_no_image_of_the_engine_holds(dockerd: Docker
     second = _build(other, cache, dockerd, "--load")
     assert second["loaded"][0]["layers_sent"] == 1, second["loaded"]
     _whole(dockerd, "otherapp:1.0", second, tmp_path)
+
+
+def test_every_tag_names_the_image_in_podman(storage, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    base = tiny_base(tmp_path / "base")
+    app = tiny_project(tmp_path / "app", name="podtags", tool=f'base = "{base}"')
+    done = run_pyimage("build", "-C", str(app), "--json", "-t", "localhost/podtags:a", "-t", "localhost/podtags:b", "-o", "podman:", cache=tmp_path / "cache", env=offline_env(**storage.env))
+    assert done.returncode == 0, done.stderr
+    (loaded,) = json.loads(done.stdout)["loaded"]
+    assert loaded["reference"] == "localhost/podtags:a" and loaded["also_tagged"] == ["localhost/podtags:b"]
+    ids = {storage.podman("image", "inspect", "--format", "{{.Id}}", name).stdout.strip() for name in ("localhost/podtags:a", "localhost/podtags:b")}
+    assert len(ids) == 1 and loaded["id"] in ids
