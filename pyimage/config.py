@@ -607,14 +607,15 @@ def _is_project(pyproject: Path) -> bool:
 def find_project(start: Path) -> Path | None:
     """The nearest directory at or above ``start`` whose pyproject.toml has ``[project]`` or ``[tool.pyimage]``,
     as ``uv run`` finds its project from a subdirectory. The walk stops at a VCS root (``.git``, ``.hg``, …),
-    so a project outside the repository the user is in is never picked up; None when there is none."""
+    so a project outside the repository the user is in is never picked up, and at a setup.py project (which is
+    the user's project even before it has a pyproject.toml); None when there is none."""
     here = Path(start).resolve()
     for directory in (here, *here.parents):
         candidate = directory / "pyproject.toml"
         if candidate.is_file() and _is_project(candidate):
             return directory
-        if any((directory / vcs).exists() for vcs in _VCS_DIRS):
-            return None
+        if any((directory / marker).exists() for marker in (*_VCS_DIRS, "setup.py", "setup.cfg")):
+            return None  # a repository's root, or a setup.py project with no pyproject.toml yet (`pyimage init`)
     return None
 
 

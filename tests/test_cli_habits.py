@@ -99,6 +99,11 @@ def test_a_subdirectory_of_the_project_finds_the_project_above(tmp_path: Path) -
     (project / "vendor" / "pyproject.toml").write_text("[tool.ruff]\n")
     outside = run_pyimage("plan", cache=cache, cwd=repo)
     assert_one_error(outside, 2, "no pyproject.toml in .")
+    # A setup.py project inside it is the user's project, not a subdirectory of the one above.
+    legacy = project / "tools" / "legacy"
+    legacy.mkdir(parents=True)
+    (legacy / "setup.py").write_text("from setuptools import setup\nsetup(name='legacy')\n")
+    assert_one_error(run_pyimage("plan", cache=cache, cwd=legacy), 2, "no pyproject.toml in .")
 
 
 def test_json_keeps_progress_on_stderr_and_one_document_on_stdout(tmp_path: Path) -> None:
