@@ -60,11 +60,19 @@ JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout (a
 
 
 def _project(directory: Optional[Path], project: Path, package: Optional[str] = None) -> Path:
-    """The project directory from ``pyimage build DIR`` or ``-C DIR`` (both: they must agree); with
-    ``--package NAME``, that member of the uv workspace the directory is in."""
+    """The project directory from ``pyimage build DIR`` or ``-C DIR`` (both: they must agree); neither, and no
+    pyproject.toml here: the nearest project above (``config.find_project``); with ``--package NAME``, that
+    member of the uv workspace the directory is in."""
     if directory is not None and project != Path(".") and project.resolve() != directory.resolve():
         raise ConfigError(f"two project directories: {directory} and -C {project}", "give the directory once, as an argument or with -C")
     chosen = directory if directory is not None else project
+    if directory is None and project == Path(".") and not (Path.cwd() / "pyproject.toml").is_file():
+        from pyimage.config import find_project
+
+        found = find_project(Path.cwd())
+        if found is not None:  # run from a subdirectory (src/, tests/): the project it is in, as `uv run` finds it
+            console.err(f"note: using the project at {found} (the nearest pyproject.toml above {Path.cwd()})")
+            chosen = found
     if package:
         from pyimage.build import workspace_member
 
@@ -130,6 +138,7 @@ def build(
     project: Path = ProjectOpt,
     package: Optional[str] = PackageOpt,
     output: Optional[List[str]] = typer.Option(None, "--output", "-o", help="oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:[NAME:TAG] or podman:[NAME:TAG] (repeatable)."),
+    tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", metavar="NAME[:TAG]", help="Name the image, as docker build -t does (repeatable; no TAG means latest): the name --load, docker-daemon:, podman: and docker-archive:FILE use, and the oci: layout's tag."),
     load: bool = typer.Option(False, "--load", help="Load the image into the local engine: Docker (DOCKER_HOST or the docker context), else podman."),
     push: Optional[List[str]] = typer.Option(None, "--push", help="Push to a registry reference (repeatable)."),
     sets: Optional[List[str]] = SetOpt,
@@ -152,9 +161,10 @@ def build(
     from pyimage.build import build_images, prepare_platforms
     from pyimage.config import load_config
     from pyimage.oci.model import ImageIndex
-    from pyimage.outputs import Naming, RegistryOutput, default_output, parse_outputs, write_outputs
+    from pyimage.outputs import Naming, RegistryOutput, default_output, parse_outputs, parse_tags, write_outputs
     from pyimage.publish import push_targets
 
+    tags = parse_tags(tag or [])
     overrides = _overrides(sets, base, python, heavy, platform, compression=compression)
     if output:
         overrides["output"] = list(output)
@@ -169,7 +179,7 @@ def build(
     specs = list(cfg.output) or ([] if push or cfg.repository else [default_output(cfg.project_dir)])
     outputs = list(parse_outputs(specs, cfg.project_dir, len(cfg.platforms)))  # every output checked before any work
     cache = _cache(cache_dir)
-    events = console.events(as_json)
+    events = console.events()
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
     if push or cfg.repository:
         outputs.append(RegistryOutput("--push", tuple(push or []), cfg.repository, cfg.tags, registry, events))
@@ -184,7 +194,7 @@ def build(
         try:
             images = build_images(preps, events, jobs=jobs, remote=remote)
             index = ImageIndex(images, dict(cfg.annotations)) if len(images) > 1 else None
-            written = write_outputs(index or images[0], outputs, Naming(preps[0].name, preps[0].version, cache))
+            written = write_outputs(index or images[0], outputs, Naming(preps[0].name, preps[0].version, cache, tags))
         finally:
             if remote is not None:
                 remote.close()
@@ -198,6 +208,8 @@ def build(
     if as_json:
         console.print_json(result.to_json())
         return
+    if tags and written.outputs and not written.loaded:
+        notes = (*notes, f"-t {tags[0]} named the image in {', '.join(written.outputs) or 'no output'}; add --load to load it into your engine as {tags[0]}, as docker build -t does")
     for note in notes:
         console.err(f"note: {note}")
     for built in images:
@@ -209,7 +221,7 @@ def build(
         if not w.startswith(("docker-daemon:", "podman:")):
             console.out(f"wrote {w}")
     for item in written.loaded:
-        console.out(f"loaded into {item.engine} ({item.endpoint}) as {item.reference}, image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
+        console.out(f"loaded into {item.engine} ({item.endpoint}) as {', '.join((item.reference, *item.also))}, image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
     for p in written.pushed:
         console.out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
 
@@ -258,7 +270,7 @@ def plan(
     cfg = load_config(_project(directory, project, package), _overrides(sets, base, python, heavy, platform))
     cache = _cache(cache_dir)
     with cache.lock("cache", shared=True):  # a `cache prune` waits, as for a build
-        preps = prepare_platforms(cfg, cache, console.events(as_json))
+        preps = prepare_platforms(cfg, cache, console.events())
         for one in preps:
             one.cleanup()
     shared = _shared_layers(preps)
@@ -466,7 +478,7 @@ def index_cmd(
         notes[key.strip()] = value
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, list(push or []))
     cache = _cache(cache_dir)
-    events = console.events(as_json)
+    events = console.events()
     with cache.lock("cache", shared=True):
         cache.sweep()
         from pyimage.oci.reference import parse_reference
@@ -498,13 +510,20 @@ def init(
 
     pyproject = project / "pyproject.toml"
     told: list[str] = []
+    created = False
     if not pyproject.exists():
         legacy = [name for name in ("setup.py", "setup.cfg") if (project / name).is_file()]
-        if not legacy and not ((project / "requirements.txt").is_file() or any(project.glob("*.py"))):
-            raise ConfigError(
-                f"no pyproject.toml, setup.py, setup.cfg, requirements.txt or *.py in {project}",
-                "run it in the app's directory (or pass -C DIR), or create the project first (e.g. with `uv init --app`)",
-            )
+        if not legacy:
+            from pyimage.config import find_project
+
+            above = find_project(project)
+            if above is not None:  # run from a subdirectory: adding a project here would make a second one
+                raise ConfigError(f"no pyproject.toml, setup.py or setup.cfg in {project}; the project is at {above}", f"run `pyimage init -C {above}` (or run init there)")
+            if not ((project / "requirements.txt").is_file() or any(project.glob("*.py"))):
+                raise ConfigError(
+                    f"no pyproject.toml, setup.py, setup.cfg, requirements.txt or *.py in {project}",
+                    "run it in the app's directory (or pass -C DIR), or create the project first (e.g. with `uv init --app`)",
+                )
     app = unpackaged_app(project)
     if not pyproject.exists() and app is not None:
         # The usual Docker layout (requirements.txt, manage.py, …): a minimal [project] so pyimage and uv can read it;
@@ -515,6 +534,7 @@ def init(
         # A setuptools project without pyproject.toml: one holding only [tool.pyimage]. With no [build-system] table
         # its wheel is built by setuptools' legacy backend, as pip does, so the project is otherwise unchanged.
         pyproject.write_text(f"# pyimage's settings for this {legacy[0]} project; without [build-system], setuptools builds it as before.\n")
+        created = True
     text = pyproject.read_text()
     if "[tool.pyimage]" in text:
         console.err(f"{pyproject} already has [tool.pyimage]; left as it is")
@@ -531,10 +551,17 @@ def init(
             section = re.sub(r"^# entrypoint = .*$", lambda _m: "\n".join(lines), section, count=1, flags=re.M)
         if chosen and chosen != DEFAULT_INIT_BASE:
             section = section.replace(f'base = "{DEFAULT_INIT_BASE}"', f"base = {json.dumps(chosen)}")
+        scripts = _console_scripts(text)
+        if len(scripts) > 1:  # the build would stop at "which one runs is ambiguous": choose the first, name the rest
+            section = section.replace('# entrypoint = ["myapp"]        # default: the project\'s only console script', f"entrypoint = {json.dumps([scripts[0]])}  # the project's console scripts: {', '.join(scripts)}")
         pyproject.write_text(text.rstrip("\n") + "\n\n" + section)
         for line in told:
             console.err(line)
-        console.err(f"added [tool.pyimage] to {pyproject} (base = {chosen or DEFAULT_INIT_BASE})")
+        details = ["holding only [tool.pyimage]"] if created else []
+        details.append(f"base = {chosen or DEFAULT_INIT_BASE}")
+        if len(scripts) > 1:
+            details.append(f"entrypoint = {scripts[0]}, the first of {len(scripts)} console scripts: edit it to run another")
+        console.err(f"{'created' if created else 'added [tool.pyimage] to'} {pyproject} ({'; '.join(details)})")
         if note:
             console.err(f"note: {note}")
     if ci == "github":
@@ -558,6 +585,17 @@ def _has_dependencies(pyproject: Path) -> bool:
     except (OSError, tomllib.TOMLDecodeError):
         return False
     return bool(isinstance(project, dict) and project.get("dependencies"))
+
+
+def _console_scripts(pyproject_text: str) -> list[str]:
+    """The console scripts ``[project.scripts]`` declares, in the file's order (for init's ``entrypoint``)."""
+    from pyimage.config import tomllib
+
+    try:
+        scripts = tomllib.loads(pyproject_text).get("project", {}).get("scripts", {})
+    except tomllib.TOMLDecodeError:
+        return []
+    return [str(name) for name in scripts] if isinstance(scripts, dict) else []
 
 
 @cache_app.command("info")
@@ -627,9 +665,38 @@ def _root(
 ) -> None:
     global _DEBUG
     _DEBUG = debug or bool(os.environ.get("PYIMAGE_DEBUG"))
+    if not _DEBUG:
+        _hold_backend_warnings()
     if version:
         print(f"pyimage {__version__}")
         raise typer.Exit()
+
+
+_BACKEND_WARNINGS: list[str] = []  # first lines of the build backend's warnings, held back (shown with --debug)
+
+
+def _hold_backend_warnings() -> None:
+    """The build backend's warnings (pypa/build re-raises them here as ``BuildBackendWarning``: setuptools'
+    deprecation notices run to ~80 lines for a setup.py project) are held back when the build succeeds, as
+    ``pip install .`` does; a one-line note counts them and ``--debug`` shows them. A failing backend's own
+    output is shown with its error (``backend_failure``)."""
+    import warnings
+
+    try:
+        from pyproject_hooks import BuildBackendWarning
+    except ImportError:  # pragma: no cover - pypa/build depends on it
+        return
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if isinstance(category, type) and issubclass(category, BuildBackendWarning):
+            first = next((l.strip() for l in str(message).splitlines() if l.strip()), "")
+            if first not in _BACKEND_WARNINGS:
+                _BACKEND_WARNINGS.append(first)
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 # OS errors a user's machine or paths cause (not pyimage's bugs), with what to do about each; temp files are
@@ -675,6 +742,28 @@ def _debug_first(argv: List[str]) -> List[str]:
     return ["--debug", *(a for a in argv[:end] if a != "--debug"), *argv[end:]]
 
 
+# docker build's flags that have no pyimage twin, and the pyimage way to get what they are for.
+_DOCKER_FLAG_HINTS = {
+    ("-f", "--file"): "pyimage reads no Dockerfile: the image comes from pyproject.toml's [tool.pyimage]; give another project as `pyimage build DIR` (or -C DIR)",
+    ("--build-arg",): "pyimage has no Dockerfile ARGs: override a [tool.pyimage] key with --set KEY=VALUE (e.g. --set 'env={MODE=\"prod\"}'), or add --label KEY=VALUE",
+    ("--no-cache",): "layers are reused only when their inputs are identical; to rebuild every layer, pass an empty --cache-dir DIR (or `pyimage cache prune`)",
+    ("--progress", "-q", "--quiet"): "progress goes to stderr (silence it with 2>/dev/null); --json prints the result as one JSON document on stdout",
+    ("--target",): "pyimage has no build stages: the image is the base plus the project's wheels",
+}
+
+
+def _usage_hint(message: str) -> str:
+    """The hint under a usage error: the pyimage way for a docker build flag, else where the help is."""
+    if "No such option" in message:
+        flag = message.split("No such option:", 1)[1].strip().split()[0].rstrip(".") if "No such option:" in message else ""
+        for flags, hint in _DOCKER_FLAG_HINTS.items():
+            if flag in flags:
+                return hint
+    if "'--push' requires an argument" in message:
+        return "--push takes the reference to push to: --push REGISTRY/NAME:TAG (-t names the image for --load and files)"
+    return "run `pyimage --help` or `pyimage COMMAND --help`"
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
@@ -712,7 +801,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         message = str(formatter() if formatter is not None else exc)
         if message.strip():  # empty for a bare `pyimage`: typer has already printed the help
             console.err(f"error: {message}")
-            console.err("hint: run `pyimage --help` or `pyimage COMMAND --help`")
+            console.err(f"hint: {_usage_hint(message)}")
         sys.exit(2)
     except KeyboardInterrupt:
         _interrupted(128 + (_SIGNALLED or signal.SIGINT))
@@ -724,5 +813,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(70)
     if _SIGNALLED:  # newer typer returns Ctrl-C as exit code 130 instead of raising
         _interrupted(128 + _SIGNALLED)
+    if _BACKEND_WARNINGS:
+        console.err(f"note: the build backend warned {len(_BACKEND_WARNINGS)} time(s), e.g. {_BACKEND_WARNINGS[0][:120]!r}; run with --debug to see its warnings")
     if isinstance(code, int) and code:
         sys.exit(code)

@@ -25,7 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Config", "KEYS", "load_config", "field_name", "parse_size", "DEFAULT_BASE"]
+__all__ = ["Config", "KEYS", "load_config", "find_project", "field_name", "parse_size", "DEFAULT_BASE"]
 
 DEFAULT_BASE = "docker.io/library/python:3.12-slim"
 DEFAULT_THRESHOLD = "100MB"  # torch, tensorflow, jaxlib, nvidia-* get a layer of their own; numpy does not
@@ -530,6 +530,54 @@ def _anchor_paths(key: str, value: Any, anchor: Path) -> Any:
     return value
 
 
+_PATH_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.xz")
+
+
+def _refuse_bare_path(base: str, anchor: Path, where: str) -> None:
+    """``base = "/work/base.tar"`` would be read as a registry reference and fail on its empty first component:
+    a base that looks like a path (or names an image file or layout on disk) is an error that says which prefix
+    it needs, after a look at what is there (``manifest.json``: ``docker save``; ``oci-layout``: a layout)."""
+    if base == "scratch" or re.match(r"[a-z][a-z0-9-]*:(?!\d)", base):
+        return  # scratch, or a kind: prefix (oci:, rootfs:, docker://…); NAME:TAG and host:port go on
+    path = Path(base).expanduser()
+    path = path if path.is_absolute() else anchor / path
+    looks = base.startswith(("/", "./", "../", "~")) or base.lower().endswith(_PATH_SUFFIXES)
+    kind = _sniff_image_file(path) if path.exists() else None
+    if not looks and kind not in ("docker-archive", "oci-layout", "oci-archive"):
+        return  # `python` is an image name even with a python/ directory in the project
+    shown = base  # as the user wrote it: a relative path stays relative to the same place under a prefix
+    if kind == "docker-archive":
+        fix = f"it is a `docker save` archive: use docker-archive:{shown}"
+    elif kind == "oci-layout":
+        fix = f"it is an OCI layout: use oci:{shown} (or oci:{shown}:TAG)"
+    elif kind == "oci-archive":
+        fix = f"it is an OCI layout packed in a tar: unpack it (mkdir DIR && tar -xf {shown} -C DIR) and use oci:DIR"
+    elif kind == "rootfs":
+        fix = f"it is a tar without manifest.json, so a root filesystem: use rootfs:{shown} (it needs python3 inside)"
+    elif kind == "directory":
+        fix = "it is a directory without oci-layout: give an OCI layout as oci:DIR, or tar a root filesystem and use rootfs:FILE.tar"
+    else:
+        fix = f"use rootfs:{shown} (a root filesystem tar) or docker-archive:{shown} (docker save); nothing is there yet"
+    raise ConfigError(f"{where}: {base!r} looks like a path, not an image reference", fix)
+
+
+def _sniff_image_file(path: Path) -> str | None:
+    """What an image file or directory on disk is: ``docker-archive``, ``oci-archive``, ``rootfs``, ``oci-layout``,
+    ``directory``; None when it is neither a tar nor a directory. Only names are read (untrusted input)."""
+    import tarfile
+
+    if path.is_dir():
+        return "oci-layout" if (path / "oci-layout").is_file() else "directory"
+    try:
+        with tarfile.open(path) as tar:
+            names = {member.name.lstrip("./") for member in tar}
+    except (OSError, tarfile.TarError, EOFError):
+        return None
+    if "manifest.json" in names:
+        return "docker-archive"
+    return "oci-archive" if "oci-layout" in names else "rootfs"
+
+
 def _line_of(text: str, key: str) -> int | None:
     in_section = False
     for n, line in enumerate(text.splitlines(), 1):
@@ -542,13 +590,65 @@ def _line_of(text: str, key: str) -> int | None:
     return None
 
 
+_VCS_DIRS = (".git", ".hg", ".svn", ".jj")
+
+
+def _is_project(pyproject: Path) -> bool:
+    """A pyproject.toml that makes its directory a project pyimage builds: ``[project]`` or ``[tool.pyimage]``
+    (a tool-only pyproject.toml, ``[tool.ruff]`` alone, is not one)."""
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return True  # unreadable: it is the user's project all the same, and load_config says what is wrong with it
+    tool = data.get("tool")
+    return "project" in data or (isinstance(tool, dict) and "pyimage" in tool)
+
+
+def find_project(start: Path) -> Path | None:
+    """The nearest directory at or above ``start`` whose pyproject.toml has ``[project]`` or ``[tool.pyimage]``,
+    as ``uv run`` finds its project from a subdirectory. The walk stops at a VCS root (``.git``, ``.hg``, …),
+    so a project outside the repository the user is in is never picked up, and at a setup.py project (which is
+    the user's project even before it has a pyproject.toml); None when there is none."""
+    here = Path(start).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file() and _is_project(candidate):
+            return directory
+        if any((directory / marker).exists() for marker in (*_VCS_DIRS, "setup.py", "setup.cfg")):
+            return None  # a repository's root, or a setup.py project with no pyproject.toml yet (`pyimage init`)
+    return None
+
+
+_NO_PROJECT_HINT = "run pyimage in (or below) a project directory, or name it: `pyimage build DIR` or -C DIR; `pyimage init` adds [tool.pyimage] to a project that has a pyproject.toml or setup.py"
+
+
+def _misspelt_table(pyproject: Path, text: str, data: Mapping[str, Any]) -> None:
+    """``[tool.pyimgae]`` would be ignored and the build would go on with every default (and the default base
+    needs Docker Hub): a ``[tool.X]`` table close to ``pyimage`` with no ``[tool.pyimage]`` is an error."""
+    import difflib
+
+    tool = data.get("tool")
+    if not isinstance(tool, dict) or "pyimage" in tool:
+        return
+    for name in tool:
+        folded = str(name).lower().replace("-", "").replace("_", "")
+        # one letter added, dropped or swapped (pyimages, pyimge, pyimgae); [tool.image] is some other tool's
+        if folded == "pyimage" or (abs(len(folded) - 7) <= 1 and difflib.SequenceMatcher(None, folded, "pyimage").ratio() >= 0.85):
+            line = next((n for n, l in enumerate(text.splitlines(), 1) if re.match(rf"\s*\[\[?\s*tool\.\"?{re.escape(str(name))}\b", l)), None)
+            raise ConfigError(f"{pyproject}:{line or '?'}: [tool.{name}] looks like a misspelt [tool.pyimage]; pyimage reads only [tool.pyimage]", "rename the table to [tool.pyimage]")
+
+
+# Keys that have a flag of their own; any other key on the command line came from --set KEY=VALUE.
+_FLAG_KEYS = ("base", "python", "heavy", "platform", "compression", "output")
+
+
 def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -> Config:
     """Reads and checks ``[tool.pyimage]`` of ``project_dir/pyproject.toml``, then applies ``overrides``."""
     pyproject = Path(project_dir) / "pyproject.toml"
     try:
         text = pyproject.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"no pyproject.toml in {project_dir}", "run pyimage in a Python project directory, or `pyimage init` to start one") from None
+        raise ConfigError(f"no pyproject.toml in {project_dir}", _NO_PROJECT_HINT) from None
     except UnicodeDecodeError as exc:
         line = pyproject.read_bytes()[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{pyproject}:{line}: not valid UTF-8 (byte {exc.object[exc.start]:#04x})", "save pyproject.toml as UTF-8 (TOML files must be)") from None
@@ -558,13 +658,14 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{pyproject}: invalid TOML: {exc}", "fix the syntax at the line shown") from None
+    _misspelt_table(pyproject, text, data)
     section = data.get("tool", {}).get("pyimage", {})
     if not isinstance(section, dict):
         raise ConfigError(f"{pyproject}: [tool.pyimage] must be a table", "write it as a [tool.pyimage] section")
     values: dict[str, Any] = {}
     for origin, source in (("file", section), ("flag", dict(overrides or {}))):
         for key, raw in source.items():
-            where = f"{pyproject}:{_line_of(text, key) or '?'}: [tool.pyimage] {key}" if origin == "file" else f"command line: --{key}"
+            where = f"{pyproject}:{_line_of(text, key) or '?'}: [tool.pyimage] {key}" if origin == "file" else f"command line: --{key}" if key in _FLAG_KEYS else f"command line: --set {key}"
             spec = KEYS.get(key)
             if spec is None:
                 import difflib
@@ -578,6 +679,9 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
                 reason = str(exc) if isinstance(exc, _Invalid) else ""
                 raise ConfigError(f"{where}: {reason}" if reason else f"{where}: expected {spec.kind}, got {raw!r}", f"{key}: {spec.doc}") from None
             anchor = Path(project_dir) if origin == "file" else Path.cwd()
+            if key == "base":
+                for one in values[key].values() if isinstance(values[key], dict) else (values[key],):
+                    _refuse_bare_path(one, anchor, where)
             values[key] = _anchor_paths(key, values[key], anchor)
     for key, spec in KEYS.items():
         if key not in values:

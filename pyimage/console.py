@@ -3,7 +3,8 @@ sizes, and the ``--json`` documents.
 
 Streams: a result (``wrote …``, a table, a JSON document) goes to stdout, so ``pyimage plan | less`` and
 ``pyimage inspect … > f`` capture it; progress (``[ 1.23s] layer app: built …``), notes, errors and hints go to
-stderr. With ``--json``, stdout holds exactly one JSON object and progress is silent.
+stderr. With ``--json``, stdout holds exactly one JSON object and progress still goes to stderr (as with
+``docker buildx build --metadata-file``: a person watching a CI log sees the build move; a program reads stdout).
 
 Every ``--json`` document carries ``"version": JSON_VERSION``; a field is only ever added under one version,
 and a change that could break a reader (a field renamed, removed or retyped) bumps it.
@@ -41,7 +42,7 @@ def print_json(document: dict[str, Any]) -> None:
     print(json.dumps({"version": JSON_VERSION, **{k: v for k, v in document.items() if k != "version"}}, indent=2))
 
 
-def events(quiet: bool) -> Events:
+def events(quiet: bool = False) -> Events:
     """A progress printer: each line on stderr with the seconds since it was made; silent when ``quiet``."""
     start = time.perf_counter()
 

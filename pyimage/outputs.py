@@ -9,7 +9,9 @@ output kind means adding a class here and a line in ``parse_output``.
 - ``docker-archive:FILE[:NAME:TAG]``: ``docker save``'s format (``oci/dockerarchive.py``);
 - ``docker-daemon:[NAME:TAG]`` / ``podman:[NAME:TAG]``: loaded into a local engine (``oci/engine.py``);
 - registry references (``--push REF``, or ``repository`` + ``tags``): pushed (``publish.py``).
-A name or tag left out defaults to the project's ``name:version`` (``Naming``), known once the wheel is built.
+A name or tag left out defaults to the first ``-t/--tag NAME[:TAG]`` (as ``docker build -t`` names its image),
+else to the project's ``name:version`` (``Naming``), known once the wheel is built. An engine also gets the other
+``-t`` names (a layout and an archive hold one name: the first).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "default_output",
     "parse_output",
     "parse_outputs",
+    "parse_tags",
     "write_outputs",
 ]
 
@@ -47,16 +50,38 @@ _HINT = "use oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:[NAME:
 
 @dataclass(frozen=True)
 class Naming:
-    """What an output needs that is known only after the build: the project's ``name:version`` for names and
-    tags left out, and the cache (layout blobs are stamped as the cache's copies)."""
+    """What an output needs that is known only after the build: the name for outputs that leave theirs out
+    (the first ``-t`` name, else the project's ``name:version``), and the cache (layout blobs are stamped as
+    the cache's copies)."""
 
     name: str
     version: str
     cache: Cache
+    tags: tuple[str, ...] = ()  # -t/--tag names, each NAME:TAG (checked by ``parse_tags``)
 
     @property
     def reference(self) -> str:
-        return f"{self.name}:{self.version}".replace("+", "_")
+        return self.tags[0] if self.tags else f"{self.name}:{self.version}".replace("+", "_")
+
+
+def parse_tags(tags: Sequence[str]) -> tuple[str, ...]:
+    """``-t NAME[:TAG]`` values, checked before any work; a name without a tag means ``NAME:latest``, as with
+    ``docker build -t`` (so ``docker run NAME`` finds it). Each name once, in the order given."""
+    from pyimage.oci.reference import parse_reference
+
+    out: list[str] = []
+    for raw in tags:
+        text = raw.strip()
+        try:
+            ref = parse_reference(text)
+        except ConfigError as exc:
+            raise ConfigError(f"-t {raw!r}: {exc.message}", "give NAME[:TAG], e.g. -t myapp:dev (a name without a tag is NAME:latest)") from None
+        if ref.digest or text.startswith("docker://"):
+            raise ConfigError(f"-t {raw!r}: a tag names the image by NAME[:TAG], not by digest or URL", "e.g. -t myapp:dev or -t ghcr.io/org/app:1.0")
+        name = text if ":" in text.rsplit("/", 1)[-1] else f"{text}:latest"
+        if name not in out:
+            out.append(name)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -151,8 +176,10 @@ class EngineOutput:
         ref = self.reference or naming.reference
         if ":" not in ref.rsplit("/", 1)[-1]:
             ref += f":{naming.reference.partition(':')[2]}"
-        written.loaded.append(load_docker(image, ref) if self.engine == "docker-daemon" else load_podman(image, ref))
-        written.outputs.append(f"{self.engine}:{ref}")
+        also = tuple(t for t in naming.tags if t != ref) if not self.reference else ()
+        loaded = load_docker(image, ref, also=also) if self.engine == "docker-daemon" else load_podman(image, ref, also=also)
+        written.loaded.append(loaded)
+        written.outputs.extend(f"{self.engine}:{r}" for r in (ref, *also))
 
 
 @dataclass(frozen=True)

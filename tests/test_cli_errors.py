@@ -65,8 +65,8 @@ CASES = {
     "wrong-value": ('compression = "lz4"', [], ("compression: 'lz4' is not one of 'gzip', 'zstd'", "compression: ")),
     "wrong-type": ("heavy = 3", [], ("heavy: expected list of names, globs or {name, packages} tables, got 3", "heavy: ")),
     "set-without-equals": ("", ["--set", "max-layers"], ("--set 'max-layers': expected key=value", "--set max-layers=20")),
-    "set-unknown-key": ("", ["--set", "heavy_treshold=1GB"], ("command line: --heavy_treshold: unknown key", "did you mean 'heavy-threshold'?")),
-    "set-wrong-value": ("", ["--set", "max-layers=500"], ("command line: --max-layers: 500 is outside 2..127", "max-layers: ")),
+    "set-unknown-key": ("", ["--set", "heavy_treshold=1GB"], ("command line: --set heavy_treshold: unknown key", "did you mean 'heavy-threshold'?")),
+    "set-wrong-value": ("", ["--set", "max-layers=500"], ("command line: --set max-layers: 500 is outside 2..127", "max-layers: ")),
 }
 
 

@@ -161,13 +161,13 @@ def test_overrides_win_over_the_file(tmp_path: Path) -> None:
 def test_overrides_are_checked_like_the_file(tmp_path: Path) -> None:
     err = config_error(tmp_path, "", {"max-layers": "lots"})
 
-    assert err.message == "command line: --max-layers: expected integer 2..127, got 'lots'"
+    assert err.message == "command line: --set max-layers: expected integer 2..127, got 'lots'"
 
 
 def test_an_unknown_override_names_the_flag(tmp_path: Path) -> None:
     err = config_error(tmp_path, "", {"max_layers": 3})
 
-    assert err.message == "command line: --max_layers: unknown key"
+    assert err.message == "command line: --set max_layers: unknown key"
     assert err.hint == "did you mean 'max-layers'?"
 
 
@@ -492,7 +492,7 @@ def test_values_at_the_edge_of_their_range_are_accepted(line: str, key: str, val
 
 def test_a_command_line_float_for_an_integer_is_refused(tmp_path: Path) -> None:
     err = config_error(tmp_path, "", {"max-layers": "3.9"})
-    assert err.message == "command line: --max-layers: expected integer 2..127, got '3.9'"
+    assert err.message == "command line: --set max-layers: expected integer 2..127, got '3.9'"
 
 
 def test_a_pyproject_that_is_not_utf8_is_a_config_error_naming_the_line(tmp_path: Path) -> None:

@@ -38,9 +38,10 @@ class Loaded:
     reference: str  # name:tag
     image_id: str  # what the engine calls the image
     layers_sent: int  # layer blobs streamed: fewer than the image has when the engine held the rest
+    also: tuple[str, ...] = ()  # further names the image was tagged with (-t given more than once)
 
     def to_json(self) -> dict[str, object]:
-        return {"engine": self.engine, "endpoint": self.endpoint, "reference": self.reference, "id": self.image_id, "layers_sent": self.layers_sent}
+        return {"engine": self.engine, "endpoint": self.endpoint, "reference": self.reference, "id": self.image_id, "layers_sent": self.layers_sent, "also_tagged": list(self.also)}
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,12 @@ def _client(endpoint: DockerEndpoint):  # type: ignore[no-untyped-def]
     )
 
 
-def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = None) -> Loaded:
+def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = None, also: tuple[str, ...] = ()) -> Loaded:
     """Streams ``image`` into a Docker Engine tagged ``reference``; returns the engine's image ID.
 
-    An image the engine holds under ``reference`` already (same image ID) is not sent again. A rebuild of a tag
-    the engine holds sends only the layers above those the two images share (a thin archive;
+    An image the engine holds already (same image ID, under ``reference`` or any other name) is not sent again:
+    it is only tagged. Otherwise only the layers above those it shares with an image the engine holds (the
+    previous build of the tag, the base, another tag of the app) are sent (a thin archive;
     the classic image store skips layers it has without opening their files). Should the engine refuse it (a
     containerd image store wants every blob), the whole archive is sent instead."""
     import httpx
@@ -117,9 +119,15 @@ def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = 
     try:
         with _client(endpoint) as client:
             client.get("/_ping").raise_for_status()
+            image_id = image.config_descriptor().digest
             current = client.get(f"/images/{reference}/json")
-            if current.status_code == 200 and current.json().get("Id") == image.config_descriptor().digest:
-                return Loaded("docker", endpoint.host, reference, image.config_descriptor().digest, 0)  # it is there already
+            if current.status_code == 200 and current.json().get("Id") == image_id:
+                _tag_docker(client, reference, also)
+                return Loaded("docker", endpoint.host, reference, image_id, 0, also)  # it is there already
+            same = client.get(f"/images/{image_id}/json")
+            if same.status_code == 200 and same.json().get("Id") == image_id:  # the same image under another name
+                _tag_docker(client, image_id, (reference, *also))
+                return Loaded("docker", endpoint.host, reference, image_id, 0, also)
             held = _layers_held(client, image, reference)
             if held:
                 try:
@@ -131,6 +139,7 @@ def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = 
             info = client.get(f"/images/{reference}/json")
             info.raise_for_status()
             image_id = str(info.json().get("Id", ""))
+            _tag_docker(client, reference, also)
     except httpx.TransportError as exc:
         raise BuildError(
             f"cannot reach the Docker Engine at {endpoint.host} ({endpoint.source}): {exc}",
@@ -138,7 +147,14 @@ def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = 
         ) from exc
     except httpx.HTTPStatusError as exc:
         raise BuildError(f"docker ({endpoint.host}) answered {exc.response.status_code}: {_message(exc.response.content)}", "check that the engine runs and that you may use its socket") from exc
-    return Loaded("docker", endpoint.host, reference, image_id, len({layer.digest for layer in image.layers} - held))
+    return Loaded("docker", endpoint.host, reference, image_id, len({layer.digest for layer in image.layers} - held), also)
+
+
+def _tag_docker(client: object, reference: str, also: tuple[str, ...]) -> None:
+    """``docker tag REFERENCE NAME:TAG`` for each further name (``POST /images/{name}/tag``)."""
+    for name in also:
+        repo, _, tag = name.rpartition(":")
+        client.post(f"/images/{reference}/tag", params={"repo": repo, "tag": tag}).raise_for_status()  # type: ignore[attr-defined]
 
 
 def _engine_call(endpoint: DockerEndpoint, what: str):  # type: ignore[no-untyped-def]
@@ -207,19 +223,36 @@ def save_docker(name: str, dest: BinaryIO, endpoint: DockerEndpoint | None = Non
                 dest.write(chunk)
 
 
+_CANDIDATES = 100  # images asked for their layers when looking for the ones a new image shares (newest first)
+
+
 def _layers_held(client: object, image: Image, reference: str) -> frozenset[str]:
-    """Digests of the layers the engine already holds as the bottom of the image now under ``reference``
-    (same diff_ids in the same order, so the same layer chain), when its store is the classic one."""
+    """Digests of the layers the engine already holds as the bottom of some image (same diff_ids in the same
+    order, so the same layer chain), when its store is the classic one: the image now under ``reference``
+    first (a rebuild), then the engine's newest images (the base pulled or loaded there, another tag of this
+    app). The candidates are bounded, so an engine holding thousands of images costs a bounded number of
+    local calls; a miss only means more layers are sent."""
     info = client.get("/info")  # type: ignore[attr-defined]
     if info.status_code != 200 or "io.containerd.snapshotter" in json.dumps(info.json().get("DriverStatus")):
         return frozenset()
-    current = client.get(f"/images/{reference}/json")  # type: ignore[attr-defined]
-    if current.status_code != 200:
-        return frozenset()
-    theirs = (current.json().get("RootFS") or {}).get("Layers") or []
+    ours = [layer.diff_id for layer in image.layers]
+    names = [reference]
+    listed = client.get("/images/json")  # type: ignore[attr-defined]
+    if listed.status_code == 200 and isinstance(listed.json(), list):
+        newest = sorted((i for i in listed.json() if isinstance(i, dict) and i.get("Id")), key=lambda i: -int(i.get("Created") or 0))
+        names += [str(i["Id"]) for i in newest[:_CANDIDATES]]
     shared = 0
-    while shared < min(len(theirs), len(image.layers)) and theirs[shared] == image.layers[shared].diff_id:
-        shared += 1
+    for name in dict.fromkeys(names):
+        current = client.get(f"/images/{name}/json")  # type: ignore[attr-defined]
+        if current.status_code != 200:
+            continue
+        theirs = (current.json().get("RootFS") or {}).get("Layers") or []
+        n = 0
+        while n < min(len(theirs), len(ours)) and theirs[n] == ours[n]:
+            n += 1
+        shared = max(shared, n)
+        if shared == len(ours):
+            break
     needed = {layer.digest for layer in image.layers[shared:]}
     return frozenset(layer.digest for layer in image.layers[:shared] if layer.digest not in needed)
 
@@ -254,8 +287,8 @@ def _raise_stream_error(body: bytes, endpoint: DockerEndpoint) -> None:
             )
 
 
-def load_podman(image: Image, reference: str, podman: str | None = None) -> Loaded:
-    """Feeds ``image`` to ``podman load`` on stdin and tags it ``reference``."""
+def load_podman(image: Image, reference: str, podman: str | None = None, also: tuple[str, ...] = ()) -> Loaded:
+    """Feeds ``image`` to ``podman load`` on stdin and tags it ``reference`` (and each of ``also``)."""
     exe = podman or shutil.which("podman")
     if exe is None:
         raise BuildError("podman is not on PATH", "install podman, or load into Docker with --load / -o docker-daemon:NAME:TAG")
@@ -278,7 +311,11 @@ def load_podman(image: Image, reference: str, podman: str | None = None) -> Load
     done = subprocess.run([exe, "image", "inspect", "--format", "{{.Id}}", reference], capture_output=True, text=True)
     if done.returncode != 0:
         raise BuildError(f"podman loaded the image but cannot find {reference}: {_last_line(done.stderr.encode())}", "run `podman images` to see what was loaded")
-    return Loaded("podman", "podman", reference, done.stdout.strip(), len({layer.digest for layer in image.layers}))
+    for name in also:
+        tagged = subprocess.run([exe, "tag", reference, name], capture_output=True, text=True)
+        if tagged.returncode != 0:
+            raise BuildError(f"podman tag {reference} {name} failed: {_last_line(tagged.stderr.encode())}", "run `podman images` to see what was loaded")
+    return Loaded("podman", "podman", reference, done.stdout.strip(), len({layer.digest for layer in image.layers}), also)
 
 
 def _feed(pipe: IO[bytes], chunks: Iterable[bytes]) -> None:

@@ -61,11 +61,11 @@ _CERTS_DIRS = ("/etc/docker/certs.d", "/etc/containers/certs.d")
 
 INSECURE_HINT = (
     "check that the registry is running and reachable (for a registry without TLS use --insecure-registry {host}); "
-    "offline, use a local base: oci:DIR, docker-archive:FILE or rootfs:FILE.tar"
+    "offline, use a local base: docker-daemon:NAME:TAG (an image your Docker Engine holds, e.g. docker-daemon:python:3.12-slim), oci:DIR, docker-archive:FILE or rootfs:FILE.tar"
 )
 PUBLIC_HINT = (
     "check the network (or HTTPS_PROXY) from here to {host}; "
-    "offline, use a local base: oci:DIR, docker-archive:FILE or rootfs:FILE.tar"
+    "offline, use a local base: docker-daemon:NAME:TAG (an image your Docker Engine holds, e.g. docker-daemon:python:3.12-slim), oci:DIR, docker-archive:FILE or rootfs:FILE.tar"
 )
 # Registries that always speak TLS on the internet: "use plain HTTP" is never the fix for them.
 _PUBLIC = ("registry-1.docker.io", "docker.io", "index.docker.io", "ghcr.io", "quay.io", "gcr.io", "mcr.microsoft.com", "public.ecr.aws")

@@ -1,0 +1,175 @@
+"""Habits users bring from docker and other tools, run through the real CLI on the offline tiny project:
+``-t NAME:TAG``, docker build flags pyimage has no use for, a base written as a bare path, a misspelt
+``[tool.pyimage]``, running from a subdirectory, and ``--json`` with progress."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+from support.tiny import assert_one_error, run_pyimage, tiny_base, tiny_project
+
+
+def _project(tmp_path: Path, **kw: str) -> tuple[Path, Path]:
+    base = tiny_base(tmp_path / "base")
+    return tiny_project(tmp_path / "p", tool=f'base = "{base}"\n' + kw.get("tool", "")), tmp_path / "cache"
+
+
+def test_tag_names_the_layout_tag_and_the_archive_as_docker_build_t_does(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    done = run_pyimage("build", "-C", str(project), "-t", "myapp:dev", "-t", "myapp:also", "-o", f"oci:{tmp_path / 'img'}", "-o", f"docker-archive:{tmp_path / 'a.tar'}", cache=cache)
+    assert done.returncode == 0, done.stderr
+    tags = [m["annotations"]["org.opencontainers.image.ref.name"] for m in json.loads((tmp_path / "img" / "index.json").read_text())["manifests"]]
+    assert tags == ["dev"]
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert manifest[0]["RepoTags"] == ["myapp:dev"]
+    assert "add --load to load it into your engine as myapp:dev" in done.stderr
+    # A name alone is NAME:latest, as `docker build -t myapp` (so `docker run myapp` finds it).
+    bare = run_pyimage("build", "-C", str(project), "-t", "myapp", "-o", f"docker-archive:{tmp_path / 'b.tar'}", cache=cache)
+    assert bare.returncode == 0, bare.stderr
+    assert f"wrote docker-archive:{tmp_path / 'b.tar'}:myapp:latest" in bare.stdout
+
+
+def test_a_bad_tag_is_one_error_before_any_work(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    assert_one_error(run_pyimage("build", "-C", str(project), "-t", "MyApp:dev", cache=cache), 2, "-t 'MyApp:dev'")
+    assert not (project / "dist").exists()
+
+
+def test_docker_build_flags_get_the_pyimage_way_in_the_hint(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    for flag, needle in (("-f", "reads no Dockerfile"), ("--build-arg", "--set KEY=VALUE"), ("--no-cache", "--cache-dir")):
+        done = run_pyimage("build", "-C", str(project), flag, "x", cache=cache)
+        assert done.returncode == 2, done.stderr
+        assert f"error: No such option: {flag}" in done.stderr
+        assert needle in done.stderr.splitlines()[-1] and done.stderr.splitlines()[-1].startswith("hint:")
+
+
+def test_a_base_written_as_a_path_says_which_prefix_it_needs(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as tar:
+        tar.add(project / "pyproject.toml", "usr/bin/python3")
+    saved = tmp_path / "saved.tar"
+    with tarfile.open(saved, "w") as tar:
+        tar.add(project / "pyproject.toml", "manifest.json")
+    cases = [
+        (str(rootfs), f"use rootfs:{rootfs}"),
+        (str(saved), f"docker save` archive: use docker-archive:{saved}"),
+        (str(tmp_path / "base"), f"an OCI layout: use oci:{tmp_path / 'base'}"),
+        ("./missing.tar.gz", "use rootfs:./missing.tar.gz (a root filesystem tar) or docker-archive:./missing.tar.gz"),
+    ]
+    for base, hint in cases:
+        done = run_pyimage("plan", "-C", str(project), "--base", base, cache=cache)
+        assert_one_error(done, 2, f"command line: --base: {base!r} looks like a path, not an image reference")
+        assert hint in done.stderr.splitlines()[-1], done.stderr
+    named = run_pyimage("plan", "-C", str(project), "--base", f"rootfs:{rootfs}", cache=cache)
+    assert "looks like a path" not in named.stderr
+
+
+def test_a_misspelt_tool_pyimage_table_is_an_error_not_a_silent_default(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    text = (project / "pyproject.toml").read_text().replace("[tool.pyimage]", "[tool.pyimgae]")
+    (project / "pyproject.toml").write_text(text)
+    line = text.splitlines().index("[tool.pyimgae]") + 1
+    done = run_pyimage("plan", "-C", str(project), cache=cache)
+    assert_one_error(done, 2, f"pyproject.toml:{line}: [tool.pyimgae] looks like a misspelt [tool.pyimage]")
+
+
+def test_set_of_an_unknown_key_names_set_and_the_nearest_key(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    done = run_pyimage("plan", "-C", str(project), "--set", "writeable=/data", cache=cache)
+    assert_one_error(done, 2, "command line: --set writeable: unknown key")
+    assert "hint: did you mean 'writable'?" in done.stderr
+
+
+def test_a_subdirectory_of_the_project_finds_the_project_above(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    (project / ".git").mkdir()
+    inner = project / "src" / "tinyapp"
+    done = run_pyimage("build", "-o", f"oci:{tmp_path / 'img'}", cache=cache, cwd=inner)
+    assert done.returncode == 0, done.stderr
+    assert f"note: using the project at {project} (the nearest pyproject.toml above {inner})" in done.stderr
+    # The walk stops at the repository's root: a project above it is not this repository's.
+    repo = project / "vendor" / "other"
+    (repo / ".git").mkdir(parents=True)
+    (project / "vendor" / "pyproject.toml").write_text("[tool.ruff]\n")
+    outside = run_pyimage("plan", cache=cache, cwd=repo)
+    assert_one_error(outside, 2, "no pyproject.toml in .")
+    # A setup.py project inside it is the user's project, not a subdirectory of the one above.
+    legacy = project / "tools" / "legacy"
+    legacy.mkdir(parents=True)
+    (legacy / "setup.py").write_text("from setuptools import setup\nsetup(name='legacy')\n")
+    assert_one_error(run_pyimage("plan", cache=cache, cwd=legacy), 2, "no pyproject.toml in .")
+
+
+def test_json_keeps_progress_on_stderr_and_one_document_on_stdout(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    done = run_pyimage("build", "-C", str(project), "--json", "-o", f"oci:{tmp_path / 'img'}", cache=cache)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["version"] == 1
+    assert "building the project's wheel" in done.stderr and "layer app: built" in done.stderr
+
+
+
+
+def test_init_chooses_the_first_of_several_console_scripts_and_the_build_runs(tmp_path: Path) -> None:
+    base = tiny_base(tmp_path / "base")
+    project = tiny_project(tmp_path / "p")
+    text = (project / "pyproject.toml").read_text()
+    text = text[: text.index("[tool.pyimage]")].replace('[project.scripts]\n', '[project.scripts]\nzed = "tinyapp:main"\n')
+    (project / "pyproject.toml").write_text(text)
+    done = run_pyimage("init", "-C", str(project), "--base", base, cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert "entrypoint = zed, the first of 2 console scripts" in done.stderr
+    assert 'entrypoint = ["zed"]  # the project\'s console scripts: zed, tinyapp' in (project / "pyproject.toml").read_text()
+    built = run_pyimage("build", "-C", str(project), "-o", f"oci:{tmp_path / 'img'}:t", cache=tmp_path / "cache")
+    assert built.returncode == 0, built.stderr
+    shown = run_pyimage("inspect", f"oci:{tmp_path / 'img'}:t", "--json", cache=tmp_path / "cache")
+    assert json.loads(shown.stdout)["config"]["Entrypoint"] == ["zed"], shown.stdout
+
+
+def test_init_of_a_setup_py_project_says_it_created_pyproject_and_from_a_subdirectory_names_the_project(tmp_path: Path) -> None:
+    (tmp_path / "setup.py").write_text("from setuptools import setup\nsetup(name='legacy', version='1.0')\n")
+    done = run_pyimage("init", "-C", str(tmp_path), "--base", "python:3.12-slim", cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert f"created {tmp_path / 'pyproject.toml'} (holding only [tool.pyimage]; base = python:3.12-slim)" in done.stderr
+    (tmp_path / "pkg").mkdir()
+    inner = run_pyimage("init", cache=tmp_path / "cache", cwd=tmp_path / "pkg")
+    assert_one_error(inner, 2, f"the project is at {tmp_path}")
+    assert not (tmp_path / "pkg" / "pyproject.toml").exists()
+
+
+def test_an_unreachable_registry_hint_offers_the_local_engine() -> None:
+    from pyimage.oci.transport import unreachable_hint
+
+    for host in ("registry-1.docker.io", "registry.internal:5000"):
+        assert "docker-daemon:NAME:TAG" in unreachable_hint(host)
+
+
+def test_backend_warnings_are_held_back_on_success_and_shown_with_debug(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    backend = project / "_backend" / "tiny_backend.py"
+    backend.write_text(backend.read_text().replace(
+        "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n",
+        "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+        "    import warnings\n"
+        "    warnings.warn('tiny backend: the option x is deprecated\\n' + 'a long explanation\\n' * 20)\n",
+    ))
+    quiet = run_pyimage("plan", "-C", str(project), cache=cache)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "a long explanation" not in quiet.stderr
+    assert "note: the build backend warned 1 time(s), e.g. 'tiny backend: the option x is deprecated'; run with --debug" in quiet.stderr
+    (project / "src" / "tinyapp" / "more.py").write_text("")  # new sources: the wheel is built again, not reused
+    loud = run_pyimage("plan", "-C", str(project), "--debug", cache=cache)
+    assert loud.returncode == 0, loud.stderr
+    assert "tiny backend: the option x is deprecated" in loud.stderr and "a long explanation" in loud.stderr
+
+
+def test_another_tools_table_near_the_name_is_left_alone(tmp_path: Path) -> None:
+    project, cache = _project(tmp_path)
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(text + "\n[tool.image]\nsize = 1\n")
+    assert "misspelt" not in run_pyimage("plan", "-C", str(project), cache=cache).stderr
