@@ -274,7 +274,18 @@ def plan(
         for one in preps:
             one.cleanup()
     shared = _shared_layers(preps)
-    plans = [{"target": prep.target.describe(), "platform": str(prep.target.platform), "layers": _plan_layers(prep), "notes": list(prep.notes)} for prep in preps]
+    from pyimage.runconfig import run_settings
+
+    plans = [
+        {
+            "target": prep.target.describe(),
+            "platform": str(prep.target.platform),
+            "layers": _plan_layers(prep),
+            "config": run_settings(prep.config, prep.console_scripts, prep.paths, prep.user, prep.workdir_in_image),
+            "notes": list(prep.notes),
+        }
+        for prep in preps
+    ]
     if as_json:
         doc: dict[str, Any] = dict(plans[0])
         if len(preps) > 1:
@@ -289,6 +300,8 @@ def plan(
         for extra in _plan_layers(prep)[2 + len(prep.plan.layers):]:
             rows.append([extra["name"], "", console.human_size(extra.get("installed_size", 0)), extra["why"]])
         console.table(f"layer plan for {prep.target.describe()}", ["layer", "package", "installed", "why"], rows)
+        for key, value in run_settings(prep.config, prep.console_scripts, prep.paths, prep.user, prep.workdir_in_image).items():
+            console.out(f"{key}: {json.dumps(value)}")
     if len(preps) > 1:
         console.out(f"the same on every platform (one blob, built once): {', '.join(shared) or 'no wheel layer'}")
     for note in dict.fromkeys(n for prep in preps for n in prep.notes):

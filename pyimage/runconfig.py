@@ -23,7 +23,7 @@ from pyimage.oci.model import Image, Layer
 from pyimage.resolve.appsource import DEFAULT_WORKDIR, AppSource, entrypoint_guess
 from pyimage.resolve.appwheel import project_table
 
-__all__ = ["DEFAULT_PATH", "bytecode_notes", "check_entrypoint", "check_program", "declared_scripts", "entrypoint", "image_config"]
+__all__ = ["DEFAULT_PATH", "bytecode_notes", "check_entrypoint", "check_program", "declared_scripts", "entrypoint", "image_config", "run_settings"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # what runtimes use when the image sets none
 
@@ -142,6 +142,24 @@ def entrypoint(cfg: Config, scripts: Sequence[str], bin_dir: str) -> list[str] |
     )
 
 
+def run_settings(cfg: Config, scripts: Sequence[str], paths: InstallPaths, user: RuntimeUser | None, workdir: str | None) -> dict[str, Any]:
+    """What pyimage sets in the image's run config (the base's value stays where this has none): the one
+    decision ``pyimage plan`` shows and ``image_config`` writes."""
+    out: dict[str, Any] = {}
+    argv = entrypoint(cfg, scripts, paths.bin)
+    if argv is not None:
+        out["Entrypoint"] = argv
+    if cfg.command is not None:
+        out["Cmd"] = list(cfg.command)
+    if user is not None and user.created:
+        out["User"] = user.config_user  # numeric: runtimes can check it is not root
+    elif cfg.user:
+        out["User"] = cfg.user
+    if workdir:
+        out["WorkingDir"] = workdir
+    return out
+
+
 def image_config(
     cfg: Config, base_image: Image, paths: InstallPaths, scripts: Sequence[str], user: RuntimeUser | None, workdir: str | None, layers: Sequence[Layer]
 ) -> dict[str, Any]:
@@ -159,18 +177,10 @@ def image_config(
     env["VIRTUAL_ENV"] = "/" + paths.venv.strip("/")
     env.update(cfg.env)
     run["Env"] = [f"{k}={v}" for k, v in env.items()]
-    argv = entrypoint(cfg, scripts, paths.bin)
-    if argv is not None:
-        run["Entrypoint"] = argv
-        run.pop("Cmd", None)
-    if cfg.command is not None:
-        run["Cmd"] = list(cfg.command)
-    if user is not None and user.created:
-        run["User"] = user.config_user  # numeric: runtimes can check it is not root
-    elif cfg.user:
-        run["User"] = cfg.user
-    if workdir:
-        run["WorkingDir"] = workdir
+    ours = run_settings(cfg, scripts, paths, user, workdir)
+    if "Entrypoint" in ours:
+        run.pop("Cmd", None)  # the base's Cmd was arguments for the base's entrypoint
+    run.update(ours)
     labels = dict(run.get("Labels") or {})
     labels.update(cfg.labels)
     if labels:

@@ -138,3 +138,17 @@ def test_unknown_heavy_name_is_one_clear_error(pyimage: Pyimage, tmp_path: Path)
     assert lines[-1].startswith("hint:") and "humanize" in lines[-1]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("example", ["hello-cli", "web-service"])
+def test_plan_and_build_agree(example: str, pyimage: Pyimage, tmp_path: Path) -> None:
+    """`pyimage plan` is the build's own decision, not a second opinion: the same layers, packages and run config."""
+    project = copy_example(example, tmp_path)
+    plan = json.loads(pyimage.run("plan", "--json", project=project).stdout)
+    report = pyimage.build(project, tmp_path / "layout", "agree")
+    planned = {l["name"]: sorted(f"{p['name']}=={p['version']}" for p in l.get("packages", [])) for l in plan["layers"] if "packages" in l}
+    built = {l["name"]: sorted(l["packages"]) for l in report["layers"] if l["name"] in planned}
+    assert planned == built and planned
+    assert [l["name"] for l in plan["layers"][2:]] == [l["name"] for l in report["layers"] if l["name"] not in ("base", "interpreter")]
+    inspected = json.loads(pyimage.run("inspect", "--json", f"oci:{tmp_path / 'layout'}:agree", base=False).stdout)["config"]
+    assert plan["config"] and all(inspected.get(key) == value for key, value in plan["config"].items()), (plan["config"], inspected)
