@@ -101,7 +101,7 @@ def _install(env_python: Path, requirements: list[str]) -> None:
 def _env(cache: Cache, requires: list[str], python: str) -> Path:
     """A venv of ``python`` holding ``requires``, made once per (interpreter, requirements)."""
     key = hashlib.sha256(json.dumps([sys.version if python == sys.executable else python, requires]).encode()).hexdigest()[:24]
-    env_dir = cache.root / "envs" / key
+    env_dir = cache.build_env_dir(key)
     env_python = env_dir / "bin" / "python"
     ready = env_dir / ".pyimage-ready"
     with cache.lock(f"env-{key}"):
@@ -292,7 +292,7 @@ def build_app_wheel(
     python = find_python(wanted) or sys.executable
     built_with = wanted if python != sys.executable or wanted == host_version() else host_version()
     fingerprint = source_fingerprint(project_dir, [requires, backend, epoch, python, built_with, sys.version if python == sys.executable else ""])
-    kept = cache.root / "appwheels" / fingerprint
+    kept = cache.app_wheel_dir(fingerprint)
     out_dir.mkdir(parents=True, exist_ok=True)
     for wheel in kept.glob("*.whl") if kept.is_dir() else ():
         events(f"{label}: reused (its sources are unchanged)")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 import urllib.parse
 from pathlib import Path
 from typing import Sequence
@@ -193,9 +192,7 @@ def resolve(
     flags, env, reason = pip_settings_for_uv()
     if uv is None or platform_name is None or reason:
         raise BuildError(f"the uv resolver cannot serve this build: {why_not_uv(target)}", 'set resolver = "pip" (or "auto")')
-    (cache.root / "tmp").mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix=f"{os.getpid()}-") as tmp:
-        work = Path(tmp)
+    with cache.tmp_dir() as work:
         (work / "requirements.in").write_text("".join(line + "\n" for line in _input_lines(requirements)))
         source: list[str] = [str(work / "requirements.in")]
         if project is not None and project.declared and project.pyproject is not None:
