@@ -42,6 +42,7 @@ from pyimage.oci.model import (
     Layer,
     Platform,
     blob_relpath,
+    match_platform,
     parse_digest,
     parse_json_object,
 )
@@ -159,11 +160,11 @@ def _load(directory: Path, desc: Descriptor, what: str) -> dict[str, Any]:
 
 
 def _pick(manifests: list[Descriptor], platform: Platform, where: str) -> Descriptor:
-    exact = [m for m in manifests if m.platform is None or (m.platform.os, m.platform.architecture) == (platform.os, platform.architecture)]
-    if not exact:
+    chosen = match_platform(manifests, platform)
+    if chosen is None:
         found = ", ".join(str(m.platform) for m in manifests) or "none"
         raise ConfigError(f"{where}: no image for platform {platform} (has: {found})", "choose a base image built for the target platform, or set platform to one it has")
-    return exact[0]
+    return chosen
 
 
 def index_platforms(directory: Path, tag: str | None) -> list[Descriptor]:

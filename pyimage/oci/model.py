@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 __all__ = [
     "MEDIA_OCI_INDEX",
@@ -38,6 +38,8 @@ __all__ = [
     "MAX_JSON_BYTES",
     "MAX_DESCRIPTORS",
     "MAX_BLOB_SIZE",
+    "DEFAULT_VARIANT",
+    "match_platform",
     "parse_digest",
     "blob_relpath",
     "parse_json_object",
@@ -324,3 +326,24 @@ class ImageIndex:
     @property
     def size(self) -> int:
         return len(self.index_bytes()) + sum(len(i.manifest_bytes()) + len(i.config_bytes()) for i in self.images) + sum(l.size for l in self.layers)
+
+
+DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7"}  # what an index entry without a variant means for these
+
+
+def match_platform(manifests: Sequence[Descriptor], platform: Platform) -> Descriptor | None:
+    """The one rule, for registries and layouts alike, of which index entry serves ``platform``: same os and
+    architecture, the variant equal once defaults are applied (arm64 means v8); with no variant asked for, the
+    first of that os/architecture; entries of os ``unknown`` (attestations) never. An index whose entries carry no
+    platform at all (a one-image layout) serves any. None when nothing fits."""
+    with_platform = [d for d in manifests if d.platform is not None and d.platform.os != "unknown"]
+    want = platform.variant or DEFAULT_VARIANT.get(platform.architecture, "")
+    same = [d for d in with_platform if d.platform is not None and (d.platform.os, d.platform.architecture) == (platform.os, platform.architecture)]
+    for desc in same:
+        assert desc.platform is not None
+        if (desc.platform.variant or DEFAULT_VARIANT.get(desc.platform.architecture, "")) == want:
+            return desc
+    if same and not platform.variant:
+        return same[0]
+    bare = [d for d in manifests if d.platform is None]
+    return bare[0] if bare else None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pyimage.errors import RegistryError
-from pyimage.oci.model import INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, Descriptor, Layer, Platform
+from pyimage.oci.model import INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, Descriptor, Layer, Platform, match_platform
 from pyimage.oci.reference import Reference
 from pyimage.oci.registry import ClientFactory, RegistryClient, check_digest, default_client_factory
 
@@ -24,7 +24,6 @@ __all__ = ["PulledImage", "pull_image", "select_platform", "blob_path", "PULL_JO
 PULL_JOBS = 3  # parallel blob downloads; a few streams saturate most links, more only add contention
 
 # Variants a platform has when its index entry names none (containerd's normalisation).
-_DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7"}
 
 
 @dataclass(frozen=True)
@@ -136,17 +135,9 @@ def select_platform(index: Mapping[str, Any], platform: Platform, shown: str = "
         if desc.platform is None or desc.media_type not in MANIFEST_MEDIA_TYPES or desc.platform.os == "unknown":
             continue  # attestation manifests (unknown/unknown) and nested indexes are not images to run
         entries.append(desc)
-    want_variant = platform.variant or _DEFAULT_VARIANT.get(platform.architecture, "")
-    matches = [
-        d for d in entries
-        if d.platform is not None and d.platform.os == platform.os and d.platform.architecture == platform.architecture
-    ]
-    for desc in matches:
-        assert desc.platform is not None
-        if (desc.platform.variant or _DEFAULT_VARIANT.get(desc.platform.architecture, "")) == want_variant:
-            return desc
-    if matches and not platform.variant:
-        return matches[0]
+    chosen = match_platform(entries, platform)
+    if chosen is not None:
+        return chosen
     available = ", ".join(sorted({str(d.platform) for d in entries})) or "none"
     raise RegistryError(
         f"{shown} has no image for {platform}; it has: {available}",

@@ -158,3 +158,22 @@ def test_cache_blob_stamps_trust_only_an_unchanged_copy(tmp_path: Path) -> None:
     blob.write_bytes(b"abd")  # same size, new mtime
     os.utime(blob, ns=(0, 0))
     assert not cache.intact(blob, digest)
+
+
+def test_one_rule_picks_a_platform_for_registries_and_layouts() -> None:
+    """oci.model.match_platform: the variant defaults (arm64 is v8), attestations never, a bare entry serves any."""
+    from pyimage.oci.model import Descriptor, Platform, match_platform
+
+    def entry(platform: str | None, n: int) -> Descriptor:
+        return Descriptor("application/vnd.oci.image.manifest.v1+json", "sha256:" + f"{n:x}" * 64, 1, platform=Platform.parse(platform) if platform else None)
+
+    amd, arm64, armv7, armv6, attest = entry("linux/amd64", 1), entry("linux/arm64", 2), entry("linux/arm/v7", 3), entry("linux/arm/v6", 4), entry("unknown/unknown", 5)
+    index = [attest, armv6, armv7, arm64, amd]
+    assert match_platform(index, Platform.parse("linux/amd64")) is amd
+    assert match_platform(index, Platform.parse("linux/arm64/v8")) is arm64  # the entry leaves the default variant out
+    assert match_platform(index, Platform.parse("linux/arm/v7")) is armv7
+    assert match_platform(index, Platform.parse("linux/arm")) is armv7  # no variant asked: arm's default, v7
+    assert match_platform(index, Platform.parse("linux/s390x")) is None
+    assert match_platform([attest], Platform.parse("linux/amd64")) is None
+    bare = entry(None, 6)
+    assert match_platform([bare], Platform.parse("linux/arm64")) is bare
