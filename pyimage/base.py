@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import posixpath
 import re
 import shutil
 import tarfile
@@ -33,7 +34,11 @@ __all__ = ["BaseFacts", "load_base", "scan_base", "scratch_image"]
 
 _PYTHON_RE = re.compile(r"^(?:.*/)?bin/python(3\.\d+)$")
 _GLIBC_RE = re.compile(rb"GLIBC_2\.(\d+)")
-_SCAN_FORMAT = 3  # 3: /etc/passwd and /etc/group
+_SCAN_FORMAT = 4  # 3: /etc/passwd and /etc/group; 4: library sonames, libc.so.6 read through its symlink
+# The loader's default directories (and Debian's multiarch ones): a file there is found by its name.
+_LIBRARY_RE = re.compile(r"^(?:usr/(?:local/)?)?lib(?:64)?/(?:[a-z0-9_]+-linux-[a-z0-9_]+/)?([^/]*\.so(?:\.[^/]*)?)$")
+_LIBC_FILE_RE = re.compile(r"^libc(?:\.so\.6|-2\.\d+\.so)$")  # libc.so.6, or what it links to before glibc 2.34
+_MAX_LINK_HOPS = 40  # as Linux's own limit on symlinks followed in one lookup
 _MAX_ACCOUNTS_READ = 1 << 20
 _MAX_LIBC_READ = 64 << 20  # libc.so.6 is ~2 MB; a bigger one is not read into memory
 
@@ -48,6 +53,7 @@ class BaseFacts:
     machine: str = ""  # "x86_64", "aarch64", … from where libc lives (lib/x86_64-linux-gnu, ld-musl-aarch64)
     passwd: str = ""  # /etc/passwd and /etc/group as the base leaves them ("" when it has none)
     group: str = ""
+    libraries: tuple[str, ...] = ()  # file names in the loader's directories (libpq.so.5, libz.so.1, …), sorted
 
 
 def scratch_image(platform: Platform) -> Image:
@@ -320,14 +326,19 @@ class _IterReader(io.RawIOBase):
 
 
 def scan_base(image: Image, cache: Cache) -> BaseFacts:
-    """Finds the base's Python interpreters and libc by reading its layers' tar headers (and libc.so.6)."""
+    """Finds the base's Python interpreters, libc and shared libraries by reading its layers' tar headers (and
+    the libc file, through its symlink where libc.so.6 is one, as on bullseye)."""
     key = _scan_key([l.diff_id for l in image.layers])
     hit = cache.get_meta(key)
     if hit is not None:
-        return BaseFacts(hit["pythons"], hit["libc"], hit["libc_version"], hit.get("machine", ""), hit.get("passwd", ""), hit.get("group", ""))
+        return BaseFacts(hit["pythons"], hit["libc"], hit["libc_version"], hit.get("machine", ""), hit.get("passwd", ""), hit.get("group", ""), tuple(hit.get("libraries", ())))
     present: dict[str, str] = {}
     accounts: dict[str, str] = {}
-    libc, libc_version, machine = "", "", ""
+    libraries: dict[str, str] = {}  # path -> file name, for whiteouts to remove
+    links: dict[str, str] = {}  # symlinks and hard links: path -> target path (absolute in the image, no leading /)
+    libc_files: dict[str, str] = {}  # path -> "2.36" for regular files named like libc
+    libc_names: list[str] = []  # paths of libc.so.6, the last one last
+    musl, machine = False, ""
     for layer in image.layers:
         stream = io.BufferedReader(_IterReader(decompress_stream(layer.blob, layer.descriptor.media_type)), 1 << 20)
         try:
@@ -337,27 +348,71 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
                     base = name.rsplit("/", 1)[-1]
                     if base.startswith(".wh."):
                         gone = name[: -len(base)] + base[4:]
-                        present.pop(gone, None)
-                        accounts.pop(gone, None)
+                        for known in (present, accounts, libraries, links, libc_files):
+                            known.pop(gone, None)
                         continue
+                    for known in (libraries, links, libc_files):  # a later layer's entry replaces the path
+                        known.pop(name, None)
                     if name in ("etc/passwd", "etc/group") and member.isfile() and member.size <= _MAX_ACCOUNTS_READ:
                         accounts[name] = tar.extractfile(member).read().decode("utf-8", "replace")  # type: ignore[union-attr]
                     m = _PYTHON_RE.match(name)
                     if m and (member.isfile() or member.issym() or member.islnk()):
                         present[name] = m.group(1)
+                    if (member.isfile() or member.issym() or member.islnk()) and _LIBRARY_RE.match(name):
+                        libraries[name] = base
+                    if member.issym():  # relative to its directory, or from the image's root; `..` is left to _resolve_link
+                        links[name] = posixpath.join(posixpath.dirname(name), member.linkname).lstrip("/")
+                    elif member.islnk():  # names another member of the archive
+                        links[name] = (member.linkname[2:] if member.linkname.startswith("./") else member.linkname).lstrip("/")
                     if base.startswith("ld-musl-"):
-                        libc, libc_version = "musl", "1.2"
+                        musl = True
                         machine = base[len("ld-musl-"):].split(".so")[0]
-                    if base == "libc.so.6" and member.isfile() and member.size <= _MAX_LIBC_READ:
-                        data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                        found = [int(v) for v in _GLIBC_RE.findall(data)]
-                        if found:
-                            libc, libc_version = "glibc", f"2.{max(found)}"
+                    if base == "libc.so.6":
+                        libc_names.append(name)
                         triplet = name.rsplit("/", 2)[-2] if name.count("/") >= 1 else ""
                         if triplet.endswith("-linux-gnu"):
                             machine = triplet.split("-")[0]
+                    if _LIBC_FILE_RE.match(base) and member.isfile() and member.size <= _MAX_LIBC_READ:
+                        data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                        found = [int(v) for v in _GLIBC_RE.findall(data)]
+                        if found:
+                            libc_files[name] = f"2.{max(found)}"
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise BuildError(f"base layer {layer.digest[:19]}… is not a readable tar ({exc})", "check the base image") from exc
-    facts = BaseFacts({"/" + k: v for k, v in sorted(present.items())}, libc, libc_version, machine, accounts.get("etc/passwd", ""), accounts.get("etc/group", ""))
-    cache.put_meta(key, {"pythons": facts.pythons, "libc": facts.libc, "libc_version": facts.libc_version, "machine": machine, "passwd": facts.passwd, "group": facts.group})
+    libc, libc_version = ("musl", "1.2") if musl else ("", "")
+    for name in libc_names:
+        version = libc_files.get(_resolve_link(name, links), "")
+        if version:
+            libc, libc_version = "glibc", version
+    facts = BaseFacts(
+        {"/" + k: v for k, v in sorted(present.items())}, libc, libc_version, machine, accounts.get("etc/passwd", ""), accounts.get("etc/group", ""),
+        tuple(sorted(set(libraries.values()))),
+    )
+    cache.put_meta(key, {"pythons": facts.pythons, "libc": facts.libc, "libc_version": facts.libc_version, "machine": machine, "passwd": facts.passwd, "group": facts.group, "libraries": list(facts.libraries)})
     return facts
+
+
+def _resolve_link(path: str, links: dict[str, str]) -> str:
+    """``path`` (in the image, no leading /) with every symlink on the way followed through ``links``, as the
+    kernel would inside the image's root (``lib`` -> ``usr/lib`` on merged-/usr bases); at most
+    ``_MAX_LINK_HOPS`` links, ``..`` never leaves the root. Pure string work on the base's names: no host path."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        current = "/".join([*done, part])
+        target = links.get(current)
+        if target is None:
+            done.append(part)
+            continue
+        hops += 1
+        if hops > _MAX_LINK_HOPS:
+            return current
+        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+        done = []  # targets are stored from the root
+    return "/".join(done)

@@ -27,6 +27,7 @@ from pyimage.layers.build import LayerContext, build_custom_layer, build_layer
 from pyimage.layers.bytecode import can_compile
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
+from pyimage.layers.native import check_libraries
 from pyimage.layers.plan import LayerPlan, plan_layers
 from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
 from pyimage.base import load_base, scan_base
@@ -510,6 +511,10 @@ def prepare(
         pins = _pins(cfg, app_path, requires, target, cache, events, refresh_lock, upgrade, local, workspace)
         wheels = _wheel_values(pins, target, cache, paths)
         conflict_notes = _check_conflicts([*wheels, *(w for w, _ in local_wheels), app], paths, cache)
+        check_libraries(  # an extension needing a library the image lacks: said now, not at import in the container
+            [*wheels, *(w for w, _ in local_wheels), app], cache, _fetcher(pins, target, cache), base_libraries=facts.libraries, libc=facts.libc,
+            machine=target.machine, allow=cfg.allow_missing_libraries, base=base_source,
+        )
         threshold = cfg.heavy_threshold or None
         extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg.writable))
         plan = plan_layers(wheels, app, cfg.heavy, threshold, cfg.max_layers, fixed_layers=len(base.layers) + 1 + extra, workspace=local_wheels)
