@@ -380,6 +380,10 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise BuildError(f"base layer {layer.digest[:19]}… is not a readable tar ({exc})", "check the base image") from exc
     libc, libc_version = ("musl", "1.2") if musl else ("", "")
+    # a layer may name a file through a linked directory (lib/… on a merged-/usr base): key everything by the
+    # path its directory resolves to, which is what _resolve_link arrives at
+    links = {_canonical(name, links): target for name, target in links.items()}
+    libc_files = {_canonical(name, links): version for name, version in libc_files.items()}
     for name in libc_names:
         version = libc_files.get(_resolve_link(name, links), "")
         if version:
@@ -390,6 +394,11 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
     )
     cache.put_meta(key, {"pythons": facts.pythons, "libc": facts.libc, "libc_version": facts.libc_version, "machine": machine, "passwd": facts.passwd, "group": facts.group, "libraries": list(facts.libraries)})
     return facts
+
+
+def _canonical(name: str, links: dict[str, str]) -> str:
+    parent, _, base = name.rpartition("/")
+    return "/".join(p for p in (_resolve_link(parent, links), base) if p)
 
 
 def _resolve_link(path: str, links: dict[str, str]) -> str:
