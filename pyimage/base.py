@@ -34,6 +34,7 @@ __all__ = ["BaseFacts", "load_base", "scan_base", "scratch_image"]
 
 _PYTHON_RE = re.compile(r"^(?:.*/)?bin/python(3\.\d+)$")
 _GLIBC_RE = re.compile(rb"GLIBC_2\.(\d+)")
+_GLIBC_RELEASE_RE = re.compile(rb"GNU C Library [^\0\n]{0,100}? release version (2\.\d+)")
 _SCAN_FORMAT = 4  # 3: /etc/passwd and /etc/group; 4: library sonames, libc.so.6 read through its symlink
 # The loader's default directories (and Debian's multiarch ones): a file there is found by its name.
 _LIBRARY_RE = re.compile(r"^(?:usr/(?:local/)?)?lib(?:64)?/(?:[a-z0-9_]+-linux-[a-z0-9_]+/)?([^/]*\.so(?:\.[^/]*)?)$")
@@ -374,9 +375,10 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
                             machine = triplet.split("-")[0]
                     if _LIBC_FILE_RE.match(base) and member.isfile() and member.size <= _MAX_LIBC_READ:
                         data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                        release = _GLIBC_RELEASE_RE.search(data)  # a release adding no symbol version (2.31) says it here
                         found = [int(v) for v in _GLIBC_RE.findall(data)]
-                        if found:
-                            libc_files[name] = f"2.{max(found)}"
+                        if release or found:
+                            libc_files[name] = release.group(1).decode() if release else f"2.{max(found)}"
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise BuildError(f"base layer {layer.digest[:19]}… is not a readable tar ({exc})", "check the base image") from exc
     libc, libc_version = ("musl", "1.2") if musl else ("", "")

@@ -95,3 +95,12 @@ def test_libraries_are_the_names_in_the_loaders_directories(tmp_path: Path) -> N
     assert facts.libraries == ("ld-linux-x86-64.so.2", "libfoo.so.1", "libpq.so.5", "libpq.so.5.15")
     again = _scan(rootfs, Cache(tmp_path / "cache"))  # from the scan record
     assert again == facts
+
+
+def test_a_glibc_release_adding_no_symbol_version_reads_as_its_release(tmp_path: Path) -> None:
+    """glibc 2.31 (bullseye) defines no GLIBC_2.31 symbol version: the newest is GLIBC_2.30; its banner is right."""
+    libc = b"\x7fELF" + b"\0GLIBC_2.2.5\0GLIBC_2.30\0" + b"GNU C Library (Debian GLIBC 2.31-13+deb11u11) stable release version 2.31.\n\0"
+    rootfs = _rootfs(tmp_path / "bullseye.tar", [("./lib/x86_64-linux-gnu/libc-2.31.so", libc), ("./lib/x86_64-linux-gnu/libc.so.6", "-> libc-2.31.so")])
+    assert _scan(rootfs, Cache(tmp_path / "cache")).libc_version == "2.31"
+    no_banner = _rootfs(tmp_path / "stripped.tar", [("./lib/x86_64-linux-gnu/libc.so.6", b"\x7fELF\0GLIBC_2.28\0GLIBC_2.17\0")])
+    assert _scan(no_banner, Cache(tmp_path / "cache2")).libc_version == "2.28"  # else the newest symbol version
