@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import io
 import posixpath
 import re
 import zipfile
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import BinaryIO, Callable, Sequence
 
 from pyimage.cache import Cache
 from pyimage.errors import BuildError
 from pyimage.layers.elf import ELF_MACHINES, MAGIC, read_dynamic
+from pyimage.layers.install import open_member
 from pyimage.wheels import Wheel
 
 __all__ = ["NativeFile", "WheelNatives", "check_libraries", "debian_package", "wheel_natives"]
@@ -65,6 +67,48 @@ def _candidate(name: str) -> bool:
     return bool(base) and (_SHARED_OBJECT.search(base) is not None or ".data/scripts/" in name)
 
 
+class _Member(io.RawIOBase):
+    """A zip member as a seekable stream over isal's inflate (``layers/install.py``; ~3x zipfile's zlib, which
+    counts here: reaching libtorch_cpu.so's dynamic segment inflates most of its 400 MB). A forward seek inflates
+    and drops; a backward one (the ELF reader's string table, early in the file) starts the member again."""
+
+    def __init__(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+        self._zf, self._info = zf, info
+        self._raw: BinaryIO = open_member(zf, info)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence != 0 or offset < 0:
+            raise ValueError("absolute, non-negative offsets only")
+        if offset < self._pos:
+            self._raw.close()
+            self._raw, self._pos = open_member(self._zf, self._info), 0
+        while self._pos < offset:
+            skipped = len(self._raw.read(min(offset - self._pos, 1 << 20)))
+            if not skipped:
+                break
+            self._pos += skipped
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        data = self._raw.read(n)
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def _read_natives(path: str) -> WheelNatives:
     files: list[NativeFile] = []
     provides: set[str] = set()
@@ -73,10 +117,10 @@ def _read_natives(path: str) -> WheelNatives:
             for info in zf.infolist():
                 if info.is_dir() or not _candidate(info.filename) or info.file_size < 64:
                     continue
-                with zf.open(info) as member:
+                with _Member(zf, info) as member:
                     if member.read(4) != MAGIC:
                         continue
-                    found = read_dynamic(member, info.file_size)  # type: ignore[arg-type]  # ZipExtFile seeks
+                    found = read_dynamic(member, info.file_size)  # type: ignore[arg-type]
                 if found is None:
                     continue
                 if _SHARED_OBJECT.search(posixpath.basename(info.filename)):
