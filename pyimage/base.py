@@ -9,6 +9,7 @@ stat-stamp rule). The facts come from the base's own files, scanned once per set
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import os
@@ -36,8 +37,12 @@ _PYTHON_RE = re.compile(r"^(?:.*/)?bin/python(3\.\d+)$")
 _GLIBC_RE = re.compile(rb"GLIBC_2\.(\d+)")
 _GLIBC_RELEASE_RE = re.compile(rb"GNU C Library [^\0\n]{0,100}? release version (2\.\d+)")
 _SCAN_FORMAT = 4  # 3: /etc/passwd and /etc/group; 4: library sonames, libc.so.6 read through its symlink
-# The loader's default directories (and Debian's multiarch ones): a file there is found by its name.
+# The loader's default directories (and Debian's multiarch ones): a file there is found by its name; so is one in
+# a directory /etc/ld.so.conf (and the files it includes, /etc/ld.so.conf.d/*.conf) names.
 _LIBRARY_RE = re.compile(r"^(?:usr/(?:local/)?)?lib(?:64)?/(?:[a-z0-9_]+-linux-[a-z0-9_]+/)?([^/]*\.so(?:\.[^/]*)?)$")
+_SHARED_OBJECT_RE = re.compile(r"^[^/]*\.so(?:\.[^/]*)?$")
+_LD_CONF_RE = re.compile(r"^etc/ld\.so\.conf(?:\.d/[^/]+)?$")
+_MAX_LD_CONF_READ = 64 << 10
 _LIBC_FILE_RE = re.compile(r"^libc(?:\.so\.6|-2\.\d+\.so)$")  # libc.so.6, or what it links to before glibc 2.34
 _MAX_LINK_HOPS = 40  # as Linux's own limit on symlinks followed in one lookup
 _MAX_ACCOUNTS_READ = 1 << 20
@@ -335,7 +340,8 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
         return BaseFacts(hit["pythons"], hit["libc"], hit["libc_version"], hit.get("machine", ""), hit.get("passwd", ""), hit.get("group", ""), tuple(hit.get("libraries", ())))
     present: dict[str, str] = {}
     accounts: dict[str, str] = {}
-    libraries: dict[str, str] = {}  # path -> file name, for whiteouts to remove
+    libraries: dict[str, str] = {}  # path -> file name of shared objects anywhere, for whiteouts to remove
+    ld_conf: dict[str, str] = {}  # etc/ld.so.conf and the files it may include -> their text
     links: dict[str, str] = {}  # symlinks and hard links: path -> target path (absolute in the image, no leading /)
     libc_files: dict[str, str] = {}  # path -> "2.36" for regular files named like libc
     libc_names: list[str] = []  # paths of libc.so.6, the last one last
@@ -349,17 +355,19 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
                     base = name.rsplit("/", 1)[-1]
                     if base.startswith(".wh."):
                         gone = name[: -len(base)] + base[4:]
-                        for known in (present, accounts, libraries, links, libc_files):
+                        for known in (present, accounts, libraries, links, libc_files, ld_conf):
                             known.pop(gone, None)
                         continue
-                    for known in (libraries, links, libc_files):  # a later layer's entry replaces the path
+                    for known in (libraries, links, libc_files, ld_conf):  # a later layer's entry replaces the path
                         known.pop(name, None)
+                    if _LD_CONF_RE.match(name) and member.isfile() and member.size <= _MAX_LD_CONF_READ:
+                        ld_conf[name] = tar.extractfile(member).read().decode("utf-8", "replace")  # type: ignore[union-attr]
                     if name in ("etc/passwd", "etc/group") and member.isfile() and member.size <= _MAX_ACCOUNTS_READ:
                         accounts[name] = tar.extractfile(member).read().decode("utf-8", "replace")  # type: ignore[union-attr]
                     m = _PYTHON_RE.match(name)
                     if m and (member.isfile() or member.issym() or member.islnk()):
                         present[name] = m.group(1)
-                    if (member.isfile() or member.issym() or member.islnk()) and _LIBRARY_RE.match(name):
+                    if (member.isfile() or member.issym() or member.islnk()) and _SHARED_OBJECT_RE.match(base):
                         libraries[name] = base
                     if member.issym():  # relative to its directory, or from the image's root; `..` is left to _resolve_link
                         links[name] = posixpath.join(posixpath.dirname(name), member.linkname).lstrip("/")
@@ -390,12 +398,36 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
         version = libc_files.get(_resolve_link(name, links), "")
         if version:
             libc, libc_version = "glibc", version
+    configured = {_resolve_link(d, links) for d in _ld_conf_dirs(ld_conf)}
+    found = {base for name, base in libraries.items() if _LIBRARY_RE.match(name) or _canonical(name, links).rpartition("/")[0] in configured}
     facts = BaseFacts(
         {"/" + k: v for k, v in sorted(present.items())}, libc, libc_version, machine, accounts.get("etc/passwd", ""), accounts.get("etc/group", ""),
-        tuple(sorted(set(libraries.values()))),
+        tuple(sorted(found)),
     )
     cache.put_meta(key, {"pythons": facts.pythons, "libc": facts.libc, "libc_version": facts.libc_version, "machine": machine, "passwd": facts.passwd, "group": facts.group, "libraries": list(facts.libraries)})
     return facts
+
+
+def _ld_conf_dirs(files: dict[str, str]) -> list[str]:
+    """The directories ``etc/ld.so.conf`` names, following its ``include`` globs among ``files`` (one level deep
+    per include, each file once, as ldconfig reads them). Paths come back without the leading /."""
+    dirs: list[str] = []
+    seen: set[str] = set()
+    todo = ["etc/ld.so.conf"]
+    while todo:
+        name = todo.pop(0)
+        if name in seen or name not in files:
+            continue
+        seen.add(name)
+        for line in files[name].splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("include") and line[7:8] in (" ", "\t"):
+                for pattern in line[8:].split():
+                    pattern = posixpath.join("etc", pattern.lstrip("/")) if not pattern.startswith("/") else pattern.lstrip("/")
+                    todo += sorted(f for f in files if fnmatch.fnmatchcase(f, pattern))
+            elif line.startswith("/"):
+                dirs += [d.strip("/") for d in re.split(r"[\s:,=]+", line) if d.startswith("/")]
+    return dirs
 
 
 def _canonical(name: str, links: dict[str, str]) -> str:

@@ -104,3 +104,17 @@ def test_a_glibc_release_adding_no_symbol_version_reads_as_its_release(tmp_path:
     assert _scan(rootfs, Cache(tmp_path / "cache")).libc_version == "2.31"
     no_banner = _rootfs(tmp_path / "stripped.tar", [("./lib/x86_64-linux-gnu/libc.so.6", b"\x7fELF\0GLIBC_2.28\0GLIBC_2.17\0")])
     assert _scan(no_banner, Cache(tmp_path / "cache2")).libc_version == "2.28"  # else the newest symbol version
+
+
+def test_libraries_in_directories_ld_so_conf_names_count_too(tmp_path: Path) -> None:
+    """As CUDA base images add theirs: /etc/ld.so.conf includes ld.so.conf.d/*.conf, which names the directory."""
+    rootfs = _rootfs(tmp_path / "cuda.tar", [
+        ("./etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n"),
+        ("./etc/ld.so.conf.d/000_cuda.conf", "# the CUDA runtime\n/usr/local/cuda/targets/x86_64-linux/lib\n"),
+        ("./etc/ld.so.conf.d/x86_64-linux-gnu.conf", "/usr/local/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu\n"),
+        ("./usr/local/cuda", "-> cuda-12.4"),
+        ("./usr/local/cuda-12.4/targets/x86_64-linux/lib/libcudart.so.12", b"elf"),
+        ("./opt/vendor/lib/libvendor.so.3", b"elf"),  # named by no configuration: the loader does not look there
+    ])
+    facts = _scan(rootfs, Cache(tmp_path / "cache"))
+    assert facts.libraries == ("libcudart.so.12",)
