@@ -511,10 +511,11 @@ def prepare(
         pins = _pins(cfg, app_path, requires, target, cache, events, refresh_lock, upgrade, local, workspace)
         wheels = _wheel_values(pins, target, cache, paths)
         conflict_notes = _check_conflicts([*wheels, *(w for w, _ in local_wheels), app], paths, cache)
-        check_libraries(  # an extension needing a library the image lacks: said now, not at import in the container
-            [*wheels, *(w for w, _ in local_wheels), app], cache, _fetcher(pins, target, cache), base_libraries=facts.libraries, libc=facts.libc,
-            machine=target.machine, allow=cfg.allow_missing_libraries, base=base_source,
-        )
+        if not refresh_lock:  # `pyimage lock` pins versions; whether the base can run them is the image's question
+            check_libraries(  # an extension needing a library the image lacks: said now, not at import in the container
+                [*wheels, *(w for w, _ in local_wheels), app], cache, _fetcher(pins, target, cache), base_libraries=facts.libraries, libc=facts.libc,
+                machine=target.machine, allow=cfg.allow_missing_libraries, base=base_source,
+            )
         threshold = cfg.heavy_threshold or None
         extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg.writable))
         plan = plan_layers(wheels, app, cfg.heavy, threshold, cfg.max_layers, fixed_layers=len(base.layers) + 1 + extra, workspace=local_wheels)

@@ -49,6 +49,8 @@ def test_an_extension_needing_a_library_the_base_lacks_is_one_error(pyimage: Pyi
     assert "yamlver.cpython-311-x86_64-linux-gnu.so needs libyaml-0.so.2" in error and "base rootfs:" in error
     assert "apt-get install libyaml-0-2" in hint and 'allow-missing-libraries = ["libyaml-0.so.2"]' in hint
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+    assert pyimage.run("plan", project=yaml_project, check=False).returncode == 1  # plan says what build will do
+    assert pyimage.run("lock", project=yaml_project).returncode == 0  # versions are locked whatever the base holds
 
 
 def test_with_a_base_that_has_the_library_it_builds_and_runs(pyimage: Pyimage, yaml_project: Path, tmp_path: Path, test_cache_dir: Path) -> None:
