@@ -21,6 +21,7 @@ _PT_LOAD, _PT_DYNAMIC = 1, 2
 _DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_SONAME, _DT_STRSZ = 0, 1, 5, 14, 10
 _ET_EXEC, _ET_DYN = 2, 3
 _MAX_PHNUM = 4096  # real files have < 20; PN_XNUM (0xffff) files keep the count elsewhere and are not read
+_MAX_PHENTSIZE = 256  # 56 (64-bit) or 32 (32-bit) in every real file; bounds the table read to 1 MB
 _MAX_DYNAMIC = 1 << 20  # bytes of dynamic segment: 65536 entries on 64-bit, where real files have < 100
 _MAX_STRTAB = 16 << 20
 _MAX_NAME = 4096  # a soname longer than this is not one
@@ -71,7 +72,7 @@ def _read(f: BinaryIO, size: int) -> DynamicInfo | None:
         e_type, e_machine, _v, _entry, e_phoff, _shoff, _flags, _ehsize, e_phentsize, e_phnum = struct.unpack(end + "HHIQQQIHHH", header[:42])
     else:
         e_type, e_machine, _v, _entry, e_phoff, _shoff, _flags, _ehsize, e_phentsize, e_phnum = struct.unpack(end + "HHIIIIIHHH", header[:30])
-    if e_type not in (_ET_EXEC, _ET_DYN) or not 0 < e_phnum <= _MAX_PHNUM or e_phentsize < (56 if is64 else 32):
+    if e_type not in (_ET_EXEC, _ET_DYN) or not 0 < e_phnum <= _MAX_PHNUM or not (56 if is64 else 32) <= e_phentsize <= _MAX_PHENTSIZE:
         return None
     table = _at(f, size, e_phoff, e_phentsize * e_phnum)
     loads: list[tuple[int, int, int]] = []  # (vaddr, filesz, offset)
