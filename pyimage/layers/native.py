@@ -29,6 +29,7 @@ from pyimage.wheels import Wheel
 __all__ = ["NativeFile", "WheelNatives", "check_libraries", "debian_package", "wheel_natives"]
 
 _FORMAT = 1  # bump when what is read from a wheel changes, so old per-wheel records are not reused
+_MAX_MEMBER = 4 << 30  # inflating to a dynamic section costs time: the biggest real library (libtorch_cuda) is ~1 GB
 _SHARED_OBJECT = re.compile(r"\.so(?:\.[0-9A-Za-z_]+)*$")  # _ext.cpython-311-x86_64-linux-gnu.so, libpq-1a2b3c.so.5.16
 
 # What the C library itself provides, found by the loader whatever the base's directories hold.
@@ -115,7 +116,7 @@ def _read_natives(path: str) -> WheelNatives:
     try:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
-                if info.is_dir() or not _candidate(info.filename) or info.file_size < 64:
+                if info.is_dir() or not _candidate(info.filename) or not 64 <= info.file_size <= _MAX_MEMBER:
                     continue
                 with _Member(zf, info) as member:
                     if member.read(4) != MAGIC:
