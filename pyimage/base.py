@@ -9,6 +9,7 @@ stat-stamp rule). The facts come from the base's own files, scanned once per set
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import os
@@ -34,7 +35,16 @@ __all__ = ["BaseFacts", "load_base", "scan_base", "scratch_image"]
 
 _PYTHON_RE = re.compile(r"^(?:.*/)?bin/python(3\.\d+)$")
 _GLIBC_RE = re.compile(rb"GLIBC_2\.(\d+)")
-_SCAN_FORMAT = 4  # 3: /etc/passwd and /etc/group; 4: executables and symlinks (entrypoint check)
+_GLIBC_RELEASE_RE = re.compile(rb"GNU C Library [^\0\n]{0,100}? release version (2\.\d+)")
+_SCAN_FORMAT = 5  # 3: /etc/passwd and /etc/group; 4: library sonames, libc.so.6 read through its symlink; 5: executables and links (entrypoint check)
+# The loader's default directories (and Debian's multiarch ones): a file there is found by its name; so is one in
+# a directory /etc/ld.so.conf (and the files it includes, /etc/ld.so.conf.d/*.conf) names.
+_LIBRARY_RE = re.compile(r"^(?:usr/(?:local/)?)?lib(?:64)?/(?:[a-z0-9_]+-linux-[a-z0-9_]+/)?([^/]*\.so(?:\.[^/]*)?)$")
+_SHARED_OBJECT_RE = re.compile(r"^[^/]*\.so(?:\.[^/]*)?$")
+_LD_CONF_RE = re.compile(r"^etc/ld\.so\.conf(?:\.d/[^/]+)?$")
+_MAX_LD_CONF_READ = 64 << 10
+_LIBC_FILE_RE = re.compile(r"^libc(?:\.so\.6|-2\.\d+\.so)$")  # libc.so.6, or what it links to before glibc 2.34
+_MAX_LINK_HOPS = 40  # as Linux's own limit on symlinks followed in one lookup
 _MAX_ACCOUNTS_READ = 1 << 20
 _MAX_LIBC_READ = 64 << 20  # libc.so.6 is ~2 MB; a bigger one is not read into memory
 
@@ -49,6 +59,7 @@ class BaseFacts:
     machine: str = ""  # "x86_64", "aarch64", … from where libc lives (lib/x86_64-linux-gnu, ld-musl-aarch64)
     passwd: str = ""  # /etc/passwd and /etc/group as the base leaves them ("" when it has none)
     group: str = ""
+    libraries: tuple[str, ...] = ()  # file names in the loader's directories (libpq.so.5, libz.so.1, …), sorted
     executables: frozenset[str] = frozenset()  # regular files with an x bit, in-image paths ("/usr/bin/sh")
     links: dict[str, str] = field(default_factory=dict)  # symlink -> target, so /bin/sh finds /usr/bin/sh (usrmerge)
 
@@ -79,6 +90,7 @@ class BaseFacts:
         names = {posixpath.basename(p) for p in self.executables if posixpath.dirname(p) == real}
         names |= {posixpath.basename(p) for p in self.links if posixpath.dirname(p) == real and self.has_program(p)}
         return names
+
 
 
 def scratch_image(platform: Platform) -> Image:
@@ -351,19 +363,24 @@ class _IterReader(io.RawIOBase):
 
 
 def scan_base(image: Image, cache: Cache) -> BaseFacts:
-    """Finds the base's Python interpreters and libc by reading its layers' tar headers (and libc.so.6)."""
+    """Finds the base's Python interpreters, libc and shared libraries by reading its layers' tar headers (and
+    the libc file, through its symlink where libc.so.6 is one, as on bullseye)."""
     key = _scan_key([l.diff_id for l in image.layers])
     hit = cache.get_meta(key)
     if hit is not None:
         return BaseFacts(
             hit["pythons"], hit["libc"], hit["libc_version"], hit.get("machine", ""), hit.get("passwd", ""), hit.get("group", ""),
-            frozenset(hit.get("executables", [])), dict(hit.get("links", {})),
+            tuple(hit.get("libraries", ())), frozenset(hit.get("executables", [])), dict(hit.get("links", {})),
         )
     present: dict[str, str] = {}
-    executables: set[str] = set()
-    links: dict[str, str] = {}
     accounts: dict[str, str] = {}
-    libc, libc_version, machine = "", "", ""
+    libraries: dict[str, str] = {}  # path -> file name of shared objects anywhere, for whiteouts to remove
+    ld_conf: dict[str, str] = {}  # etc/ld.so.conf and the files it may include -> their text
+    links: dict[str, str] = {}  # symlinks and hard links: path -> target path (absolute in the image, no leading /)
+    libc_files: dict[str, str] = {}  # path -> "2.36" for regular files named like libc
+    libc_names: list[str] = []  # paths of libc.so.6, the last one last
+    executables: set[str] = set()  # regular files with an x bit (and hard links to them), no leading /
+    musl, machine = False, ""
     for layer in image.layers:
         stream = io.BufferedReader(_IterReader(decompress_stream(layer.blob, layer.descriptor.media_type)), 1 << 20)
         try:
@@ -373,51 +390,119 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
                     base = name.rsplit("/", 1)[-1]
                     if base.startswith(".wh."):
                         gone = name[: -len(base)] + base[4:]
-                        present.pop(gone, None)
-                        accounts.pop(gone, None)
-                        _forget("/" + gone, executables, links)
+                        for known in (present, accounts, libraries, links, libc_files, ld_conf):
+                            known.pop(gone, None)
+                        executables.difference_update([p for p in executables if p == gone or p.startswith(gone + "/")])  # a directory's whiteout takes its tree
                         continue
-                    if member.isfile() and member.mode & 0o111:
-                        executables.add("/" + name)
-                    elif member.issym():
-                        links["/" + name.rstrip("/")] = member.linkname
-                    elif member.islnk():
-                        linked = member.linkname[2:] if member.linkname.startswith("./") else member.linkname
-                        target = "/" + linked.lstrip("/")
-                        if target in executables:
-                            executables.add("/" + name)
+                    for known in (libraries, links, libc_files, ld_conf):  # a later layer's entry replaces the path
+                        known.pop(name, None)
+                    if _LD_CONF_RE.match(name) and member.isfile() and member.size <= _MAX_LD_CONF_READ:
+                        ld_conf[name] = tar.extractfile(member).read().decode("utf-8", "replace")  # type: ignore[union-attr]
                     if name in ("etc/passwd", "etc/group") and member.isfile() and member.size <= _MAX_ACCOUNTS_READ:
                         accounts[name] = tar.extractfile(member).read().decode("utf-8", "replace")  # type: ignore[union-attr]
                     m = _PYTHON_RE.match(name)
                     if m and (member.isfile() or member.issym() or member.islnk()):
                         present[name] = m.group(1)
+                    if (member.isfile() or member.issym() or member.islnk()) and _SHARED_OBJECT_RE.match(base):
+                        libraries[name] = base
+                    if member.isfile() and member.mode & 0o111:
+                        executables.add(name)
+                    elif member.islnk() and (member.linkname[2:] if member.linkname.startswith("./") else member.linkname).lstrip("/") in executables:
+                        executables.add(name)
+                    else:
+                        executables.discard(name)  # a later layer's entry replaces the path
+                    if member.issym():  # relative to its directory, or from the image's root; `..` is left to _resolve_link
+                        links[name] = posixpath.join(posixpath.dirname(name), member.linkname).lstrip("/")
+                    elif member.islnk():  # names another member of the archive
+                        links[name] = (member.linkname[2:] if member.linkname.startswith("./") else member.linkname).lstrip("/")
                     if base.startswith("ld-musl-"):
-                        libc, libc_version = "musl", "1.2"
+                        musl = True
                         machine = base[len("ld-musl-"):].split(".so")[0]
-                    if base == "libc.so.6" and member.isfile() and member.size <= _MAX_LIBC_READ:
-                        data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                        found = [int(v) for v in _GLIBC_RE.findall(data)]
-                        if found:
-                            libc, libc_version = "glibc", f"2.{max(found)}"
+                    if base == "libc.so.6":
+                        libc_names.append(name)
                         triplet = name.rsplit("/", 2)[-2] if name.count("/") >= 1 else ""
                         if triplet.endswith("-linux-gnu"):
                             machine = triplet.split("-")[0]
+                    if _LIBC_FILE_RE.match(base) and member.isfile() and member.size <= _MAX_LIBC_READ:
+                        data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                        release = _GLIBC_RELEASE_RE.search(data)  # a release adding no symbol version (2.31) says it here
+                        versions = [int(v) for v in _GLIBC_RE.findall(data)]
+                        if release or versions:
+                            libc_files[name] = release.group(1).decode() if release else f"2.{max(versions)}"
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise BuildError(f"base layer {layer.digest[:19]}… is not a readable tar ({exc})", "check the base image") from exc
+    libc, libc_version = ("musl", "1.2") if musl else ("", "")
+    # a layer may name a file through a linked directory (lib/… on a merged-/usr base): key everything by the
+    # path its directory resolves to, which is what _resolve_link arrives at
+    links = {_canonical(name, links): target for name, target in links.items()}
+    libc_files = {_canonical(name, links): version for name, version in libc_files.items()}
+    for name in libc_names:
+        version = libc_files.get(_resolve_link(name, links), "")
+        if version:
+            libc, libc_version = "glibc", version
+    configured = {_resolve_link(d, links) for d in _ld_conf_dirs(ld_conf)}
+    found = {base for name, base in libraries.items() if _LIBRARY_RE.match(name) or _canonical(name, links).rpartition("/")[0] in configured}
     facts = BaseFacts(
         {"/" + k: v for k, v in sorted(present.items())}, libc, libc_version, machine, accounts.get("etc/passwd", ""), accounts.get("etc/group", ""),
-        frozenset(executables), links,
+        tuple(sorted(found)),
+        frozenset("/" + _canonical(name, links) for name in executables),  # keyed as BaseFacts.resolve arrives at them
+        {"/" + name: "/" + target for name, target in sorted(links.items())},
     )
     cache.put_meta(key, {
         "pythons": facts.pythons, "libc": facts.libc, "libc_version": facts.libc_version, "machine": machine, "passwd": facts.passwd, "group": facts.group,
-        "executables": sorted(executables), "links": dict(sorted(links.items())),
+        "libraries": list(facts.libraries), "executables": sorted(facts.executables), "links": facts.links,
     })
     return facts
 
 
-def _forget(gone: str, executables: set[str], links: dict[str, str]) -> None:
-    """A whiteout removes the path and, for a directory, all it held."""
-    for path in [p for p in executables if p == gone or p.startswith(gone + "/")]:
-        executables.discard(path)
-    for path in [p for p in links if p == gone or p.startswith(gone + "/")]:
-        del links[path]
+def _ld_conf_dirs(files: dict[str, str]) -> list[str]:
+    """The directories ``etc/ld.so.conf`` names, following its ``include`` globs among ``files`` (one level deep
+    per include, each file once, as ldconfig reads them). Paths come back without the leading /."""
+    dirs: list[str] = []
+    seen: set[str] = set()
+    todo = ["etc/ld.so.conf"]
+    while todo:
+        name = todo.pop(0)
+        if name in seen or name not in files:
+            continue
+        seen.add(name)
+        for line in files[name].splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("include") and line[7:8] in (" ", "\t"):
+                for pattern in line[8:].split():
+                    pattern = posixpath.join("etc", pattern.lstrip("/")) if not pattern.startswith("/") else pattern.lstrip("/")
+                    todo += sorted(f for f in files if fnmatch.fnmatchcase(f, pattern))
+            elif line.startswith("/"):
+                dirs += [d.strip("/") for d in re.split(r"[\s:,=]+", line) if d.startswith("/")]
+    return dirs
+
+
+def _canonical(name: str, links: dict[str, str]) -> str:
+    parent, _, base = name.rpartition("/")
+    return "/".join(p for p in (_resolve_link(parent, links), base) if p)
+
+
+def _resolve_link(path: str, links: dict[str, str]) -> str:
+    """``path`` (in the image, no leading /) with every symlink on the way followed through ``links``, as the
+    kernel would inside the image's root (``lib`` -> ``usr/lib`` on merged-/usr bases); at most
+    ``_MAX_LINK_HOPS`` links, ``..`` never leaves the root. Pure string work on the base's names: no host path."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        current = "/".join([*done, part])
+        target = links.get(current)
+        if target is None:
+            done.append(part)
+            continue
+        hops += 1
+        if hops > _MAX_LINK_HOPS:
+            return current
+        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+        done = []  # targets are stored from the root
+    return "/".join(done)

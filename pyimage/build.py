@@ -26,6 +26,7 @@ from pyimage.layers.build import LayerContext, build_custom_layer, build_layer
 from pyimage.layers.bytecode import can_compile
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
+from pyimage.layers.native import check_libraries
 from pyimage.layers.plan import LayerPlan, plan_layers
 from pyimage.layers.ignore import secret_like
 from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
@@ -554,6 +555,11 @@ def prepare(
         checked = [*wheels, *(w for w, _ in local_wheels), *([app] if app else [])]
         conflict_notes = _check_conflicts(checked, paths, cache)
         check_program(cfg, scripts, base, facts, interp, paths, (p for w in checked for p in _wheel_files(w, paths, cache)[0]), [*files, *app_files])
+        if not refresh_lock:  # `pyimage lock` pins versions; whether the base can run them is the image's question
+            check_libraries(  # an extension needing a library the image lacks: said now, not at import in the container
+                checked, cache, _fetcher(pins, target, cache), base_libraries=facts.libraries, libc=facts.libc,
+                machine=target.machine, allow=cfg.allow_missing_libraries, base=base_source,
+            )
         threshold = cfg.heavy_threshold or None
         extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg.writable)) + int(bool(app_files))
         plan = plan_layers(wheels, app, cfg.heavy, threshold, cfg.max_layers, fixed_layers=len(base.layers) + 1 + extra, workspace=local_wheels)

@@ -428,6 +428,7 @@ KEYS: dict[str, Key] = {
     "groups": Key("list of strings", [], "Dependency groups to install from the lock input (none by default: a `dev` group stays out of the image).", _names(r"[A-Za-z0-9][A-Za-z0-9._\-]*")),
     "resolver": Key('"auto", "uv" or "pip"', "auto", "Who resolves the dependencies: uv (fast; from pip's configuration) or pip; `auto` takes uv unless it cannot serve the build (a pip setting it has no flag for, a platform it cannot target).", _choice("auto", "uv", "pip")),
     "lock": Key("path", "pylock.pyimage.toml", "pyimage's own lock file (a PEP 751 named lock), written when the project has no lock of its own (`lock-input`).", _path),
+    "allow-missing-libraries": Key("list of sonames or globs", [], "Shared libraries taken as present though neither the base nor a wheel has them (`libfoo.so.1`, `libcuda*`): for one the image gets another way; any other missing library an extension needs is an error at build time.", _names(r"[A-Za-z0-9_.+*?\[\]-]+")),
 }
 
 
@@ -475,6 +476,7 @@ class Config:
     groups: tuple[str, ...]
     resolver: str
     lock: str
+    allow_missing_libraries: tuple[str, ...]
     epoch: int = 0  # source-date-epoch, else $SOURCE_DATE_EPOCH, else 0: resolved at load
     all_platforms: tuple[Platform, ...] = ()  # every target platform, when there are several
     per_platform: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # key -> {platform: value} tables

@@ -76,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "groups": (),
     "resolver": "auto",
     "lock": "pylock.pyimage.toml",
+    "allow-missing-libraries": (),
 }
 
 

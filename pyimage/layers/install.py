@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - isal is a declared dependency
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.tar import TarWriter, safe_member_path
 
-__all__ = ["InstallPaths", "install_wheel", "wheel_file_map", "namespace_inits", "is_namespace_boilerplate"]
+__all__ = ["InstallPaths", "install_wheel", "wheel_file_map", "namespace_inits", "is_namespace_boilerplate", "open_member"]
 
 INSTALLER_NAME = b"pyimage\n"
 
@@ -105,7 +105,7 @@ class _VerifyingWheel(WheelFile):
             record = (path, *(listed or (item.filename, "", ""))[1:])
             executable = bool((item.external_attr >> 16) & 0o111)
             seekable = path.startswith(scripts_dir)  # installer rewrites their shebang: needs seek()
-            raw = self._zipfile.open(item) if seekable else _open_member(self._zipfile, item)
+            raw = self._zipfile.open(item) if seekable else open_member(self._zipfile, item)
             stream = self.current = _Member(raw, item.file_size, record[1], item.filename)
             yield record, stream, executable
             stream.close()
@@ -160,7 +160,7 @@ class _InflatingReader(io.RawIOBase):
 _READ = 1 << 20
 
 
-def _open_member(zf: zipfile.ZipFile, item: zipfile.ZipInfo) -> BinaryIO:
+def open_member(zf: zipfile.ZipFile, item: zipfile.ZipInfo) -> BinaryIO:
     """A stream of ``item``'s bytes: isal inflate for deflated members, zipfile's reader for anything else."""
     fp = zf.fp
     if item.compress_type != zipfile.ZIP_DEFLATED or item.flag_bits & 0x1 or fp is None or not hasattr(fp, "fileno"):

@@ -75,8 +75,34 @@ def _last_error(stderr: str) -> str:
 _SUBPROCESS_OUTPUT = re.compile(r"\[\d+ lines? of output\]\n(.*?)\n\s*\[end of output\]", re.S)
 
 
+_NO_MODULE = re.compile(r"No module named '([^']+)'")
+_NO_DISTRIBUTION = re.compile(r"No matching distribution found for (\S+)")
+
+
+def _build_env_failed(output: str) -> bool:
+    """pip got the sdist but could not set up its build (its "no matching distribution" is then a build requirement's)."""
+    return "install build dependencies did not run successfully" in output or "BackendUnavailable" in output
+
+
+def _build_hint(name: str, output: str) -> str:
+    """The fix for an sdist that did not build: its build environment's own requirements when those are what
+    failed (``_build_failure`` names them), else the usual compiler and headers."""
+    if "install build dependencies did not run successfully" in output:
+        return f"make {name}'s build requirements installable by pip (index-url, find-links), or pin a version of {name} that publishes wheels"
+    if "BackendUnavailable" in output:
+        return f"the sdist of {name} is broken (its [build-system] does not install its backend): pin another version, or one that publishes wheels"
+    return f"install the build requirements of {name} (compiler, headers), or pin a version that publishes wheels"
+
+
 def _build_failure(output: str) -> str:
-    """The build backend's own last words (pip boxes them as "[N lines of output]"), else pip's error line."""
+    """The real cause: the build backend that could not be imported, the build requirement that could not be
+    installed, else the backend's own last words (pip boxes them as "[N lines of output]"), else pip's error line."""
+    if "BackendUnavailable" in output:  # pip shows its own traceback; the cause is its last line
+        missing = _NO_MODULE.findall(output.split("BackendUnavailable", 1)[1])
+        return f"its build backend cannot be imported (no module named {missing[-1]!r}; its pyproject.toml's [build-system] requires does not provide it)" if missing else "its build backend cannot be imported"
+    if "install build dependencies did not run successfully" in output:
+        missing = _NO_DISTRIBUTION.findall(output)
+        return f"its build requirements could not be installed (no distribution found for {missing[0]})" if missing else f"its build requirements could not be installed ({_last_error(output)})"
     for block in reversed(_SUBPROCESS_OUTPUT.findall(output)):
         lines = [line.strip() for line in block.splitlines() if line.strip()]
         if lines:
@@ -224,17 +250,17 @@ def _build_sdist(name: str, spec: str, target: Target, out: Path, tmp_root: Path
     with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
         report = Path(tmp) / "sdist.json"
         found = _pip(
-            ["install", "--dry-run", "--ignore-installed", "--no-deps", "--no-binary", name, "--report", str(report),
+            ["install", "--dry-run", "--ignore-installed", "--no-deps", "--no-binary", name, "--use-pep517", "--report", str(report),
              "--target", str(Path(tmp) / "unused"), *extra_args, f"{name}{spec}"],
             python=python,
         )
         if found.returncode != 0:
             both = output + "\n" + found.stdout + "\n" + found.stderr
-            if diagnose.no_match(found.stdout + found.stderr):
+            if diagnose.no_match(found.stdout + found.stderr) and not _build_env_failed(found.stdout + found.stderr):
                 raise diagnose.missing_error(name, spec, both, target.describe())
             raise BuildError(
                 f"{name}: no wheel for {target.describe()}, and its sdist failed to build: {_build_failure(found.stdout + found.stderr)}",
-                f"install the build requirements of {name} (compiler, headers), or pin a version that publishes wheels",
+                _build_hint(name, found.stdout + found.stderr),
             )
         (item,) = json.loads(report.read_text())["install"]
         info = item.get("download_info", {})
@@ -264,16 +290,18 @@ def _check_native(name: str, wheel: Path, target: Target) -> None:
 
 
 def _wheel_from_sdist(name: str, version: str, url: str, sha256: str, python: str, dest: Path, extra_args: Sequence[str] = ()) -> Path:
-    """The wheel pip builds from exactly this sdist (hash-checked), in ``dest``."""
+    """The wheel pip builds from exactly this sdist (hash-checked), in ``dest``. Always PEP 517 with build
+    isolation: an older target pip (3.9's 23.0.1) runs a setup.py-only sdist's ``setup.py bdist_wheel`` directly
+    otherwise, which fails ("invalid command 'bdist_wheel'") when that Python lacks the ``wheel`` package."""
     dest.mkdir(parents=True, exist_ok=True)
     reqs = dest / "requirements.txt"
     reqs.write_text(_sdist_requirement(name, version, url, sha256))
-    proc = _pip(["wheel", "--no-deps", "--no-binary", name, "--require-hashes", "--wheel-dir", str(dest), *extra_args, "-r", str(reqs)], python=python)
+    proc = _pip(["wheel", "--no-deps", "--no-binary", name, "--use-pep517", "--require-hashes", "--wheel-dir", str(dest), *extra_args, "-r", str(reqs)], python=python)
     reqs.unlink()
     if proc.returncode != 0:
         raise BuildError(
             f"{name}: no wheel for this target, and its sdist failed to build: {_build_failure(proc.stdout + proc.stderr)}",
-            f"install the build requirements of {name} (compiler, headers), or pin a version that publishes wheels",
+            _build_hint(name, proc.stdout + proc.stderr),
         )
     wheels = [w for w in dest.glob("*.whl") if canonicalize_name(w.name.split("-")[0]) == name]
     if len(wheels) != 1:

@@ -51,6 +51,11 @@ _HOOKS = (
 )
 
 
+# Released before /usr was merged: mmdebstrap's merged-usr hook fails there (its essential hook expects bookworm's
+# usr-is-merged package), and bullseye's images were not merged either.
+_UNMERGED_SUITES = ("buster", "bullseye")
+
+
 def default_cache_dir() -> Path:
     """``$PYIMAGE_TEST_CACHE``, else ``~/.cache/pyimage-tests``; separate from pyimage's own cache on purpose."""
     env = os.environ.get("PYIMAGE_TEST_CACHE")
@@ -83,7 +88,7 @@ def debian_rootfs(
         *([f"--arch={arch}"] if arch else []),
         "--aptopt=Acquire::Languages \"none\"",
         *(f"--dpkgopt={opt}" for opt in _DPKG_EXCLUDES),
-        *_HOOKS,
+        *(_HOOKS[1:] if suite in _UNMERGED_SUITES else _HOOKS),
         *([f"--include={','.join(pkgs)}"] if pkgs else []),
         suite,
         "-",  # the tar goes to stdout, through mmtarfilter

@@ -1,0 +1,229 @@
+"""Native libraries: every shared library the wheels' compiled code needs is in the image, or the build says so.
+
+A wheel built here from an sdist links this machine's libraries (``psycopg2`` against ``libpq.so.5``), and a
+manylinux wheel may expect one its policy does not bundle (``libGL.so.1``): the image then builds and fails at
+import. So before layer work each ELF file a wheel ships (extension modules, shared objects, binaries in its
+scripts) is read for ``DT_NEEDED`` (``layers/elf.py``), and each soname must be shipped by a wheel of the set
+(auditwheel's ``<pkg>.libs/``), be in the base's library directories (``BaseFacts.libraries``), or be part of the
+libc itself. The per-wheel facts are cached by the wheel's sha256 and the verdict by the whole set, so a rebuild
+with no change reads one record.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import posixpath
+import re
+import zipfile
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Sequence
+
+from pyimage.cache import Cache
+from pyimage.errors import BuildError
+from pyimage.layers.elf import ELF_MACHINES, MAGIC, read_dynamic
+from pyimage.layers.install import open_member
+from pyimage.wheels import Wheel
+
+__all__ = ["NativeFile", "WheelNatives", "check_libraries", "debian_package", "wheel_natives"]
+
+_FORMAT = 1  # bump when what is read from a wheel changes, so old per-wheel records are not reused
+_MAX_MEMBER = 4 << 30  # inflating to a dynamic section costs time: the biggest real library (libtorch_cuda) is ~1 GB
+_SHARED_OBJECT = re.compile(r"\.so(?:\.[0-9A-Za-z_]+)*$")  # _ext.cpython-311-x86_64-linux-gnu.so, libpq-1a2b3c.so.5.16
+
+# What the C library itself provides, found by the loader whatever the base's directories hold.
+_GLIBC = frozenset({
+    "libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1", "libutil.so.1", "libresolv.so.2", "libnsl.so.1",
+    "libanl.so.1", "libmvec.so.1", "libBrokenLocale.so.1", "libthread_db.so.1", "linux-vdso.so.1", "linux-gate.so.1",
+    "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1", "ld-linux.so.2", "ld-linux-armhf.so.3", "ld64.so.2", "ld64.so.1", "ld-linux-riscv64-lp64d.so.1",
+})
+# musl's loader answers these names with itself (ldso/dynlink.c's reserved names).
+_MUSL = frozenset({"libc.so", "libm.so", "libpthread.so", "libdl.so", "librt.so", "libutil.so", "libxnet.so", "libcrypt.so", "libresolv.so"})
+# Published wheels that bundle what the sdist of the same project links from the system.
+_BUNDLING = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]"}
+# Put into containers by the runtime, never by the image: the NVIDIA container toolkit mounts the host's driver.
+_INJECTED = frozenset({"libcuda.so.1", "libnvidia-ml.so.1"})
+
+
+@dataclass(frozen=True)
+class NativeFile:
+    """An ELF file of a wheel (its path in the zip) and the sonames it needs."""
+
+    path: str
+    machine: int
+    needed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class WheelNatives:
+    """The ELF files of one wheel and the library names it ships (file names and ``DT_SONAME``s)."""
+
+    files: tuple[NativeFile, ...]
+    provides: tuple[str, ...]
+
+
+def _candidate(name: str) -> bool:
+    base = posixpath.basename(name)
+    return bool(base) and (_SHARED_OBJECT.search(base) is not None or ".data/scripts/" in name)
+
+
+class _Member(io.RawIOBase):
+    """A zip member as a seekable stream over isal's inflate (``layers/install.py``; ~3x zipfile's zlib, which
+    counts here: reaching libtorch_cpu.so's dynamic segment inflates most of its 400 MB). A forward seek inflates
+    and drops; a backward one (the ELF reader's string table, early in the file) starts the member again."""
+
+    def __init__(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+        self._zf, self._info = zf, info
+        self._raw: BinaryIO = open_member(zf, info)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence != 0 or offset < 0:
+            raise ValueError("absolute, non-negative offsets only")
+        if offset < self._pos:
+            self._raw.close()
+            self._raw, self._pos = open_member(self._zf, self._info), 0
+        while self._pos < offset:
+            skipped = len(self._raw.read(min(offset - self._pos, 1 << 20)))
+            if not skipped:
+                break
+            self._pos += skipped
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        data = self._raw.read(n)
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _read_natives(path: str) -> WheelNatives:
+    files: list[NativeFile] = []
+    provides: set[str] = set()
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.is_dir() or not _candidate(info.filename) or not 64 <= info.file_size <= _MAX_MEMBER:
+                    continue
+                with _Member(zf, info) as member:
+                    if member.read(4) != MAGIC:
+                        continue
+                    found = read_dynamic(member, info.file_size)  # type: ignore[arg-type]
+                if found is None:
+                    continue
+                if _SHARED_OBJECT.search(posixpath.basename(info.filename)):
+                    provides.add(posixpath.basename(info.filename))
+                if found.soname:
+                    provides.add(found.soname)
+                if found.needed:
+                    files.append(NativeFile(info.filename, found.machine, found.needed))
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise BuildError(f"{posixpath.basename(path)}: not a readable wheel ({exc})", "re-download or rebuild the wheel") from None
+    return WheelNatives(tuple(files), tuple(sorted(provides)))
+
+
+def _natives_key(sha256: str) -> str:
+    return f"natives{_FORMAT}-{sha256}"
+
+
+def wheel_natives(wheels: Sequence[Wheel], cache: Cache, fetch: Callable[[tuple[Wheel, ...]], tuple[Wheel, ...]]) -> list[WheelNatives]:
+    """Each wheel's ELF facts, read once per wheel content (sha256) and then taken from the cache; wheels whose
+    facts are not cached and whose file is not here are fetched first (``fetch``, one batch)."""
+    records = [cache.get_meta(_natives_key(w.sha256)) for w in wheels]
+    missing = tuple(w for w, r in zip(wheels, records) if not isinstance(r, dict))
+    if missing:
+        got = {w.sha256: w for w in fetch(tuple(w for w in missing if w.path is None or not w.path.exists()))}
+        for w in missing:
+            path = (got.get(w.sha256) or w).path
+            if path is None:
+                raise BuildError(f"{w.filename}: not in the cache to be read", "run `pyimage cache verify`, then build again")
+            facts = _read_natives(str(path))
+            cache.put_meta(_natives_key(w.sha256), {"files": [[f.path, f.machine, list(f.needed)] for f in facts.files], "provides": list(facts.provides)})
+        records = [cache.get_meta(_natives_key(w.sha256)) for w in wheels]
+    out = []
+    for w, record in zip(wheels, records):
+        try:
+            if not isinstance(record, dict):
+                raise TypeError
+            out.append(WheelNatives(tuple(NativeFile(p, int(m), tuple(n)) for p, m, n in record["files"]), tuple(record["provides"])))
+        except (KeyError, TypeError, ValueError):
+            raise BuildError(f"{w.filename}: its native-library record in the cache is damaged", "run `pyimage cache verify`, then build again") from None
+    return out
+
+
+def debian_package(soname: str) -> str:
+    """The Debian package that usually ships ``soname`` by the shared-library policy's naming rule
+    (``libpq.so.5`` -> ``libpq5``, ``libfoo2.so.3`` -> ``libfoo2-3``), or "" when the name has no version."""
+    m = re.fullmatch(r"(lib[A-Za-z0-9_.+-]*?)\.so\.(\d+)(?:\.\d+)*", soname)
+    if not m:
+        return ""
+    stem, version = m.group(1).lower().replace("_", "-"), m.group(2)
+    return f"{stem}-{version}" if stem[-1].isdigit() else f"{stem}{version}"
+
+
+def check_libraries(
+    wheels: Sequence[Wheel],
+    cache: Cache,
+    fetch: Callable[[tuple[Wheel, ...]], tuple[Wheel, ...]],
+    *,
+    base_libraries: Sequence[str],
+    libc: str,
+    machine: str,
+    allow: Sequence[str],
+    base: str,
+) -> None:
+    """Every soname an ELF file of ``wheels`` needs is found in the image, or one BuildError naming the package,
+    the file, the library and the fixes. ``allow`` holds names or globs taken as present (a library the image gets
+    another way). A base with no libc found (``scratch``, a static base) is not checked: nothing can be said."""
+    if not libc:
+        return
+    material = "|".join([str(_FORMAT), libc, machine, *sorted(w.sha256 for w in wheels), "allow", *sorted(allow), "base", *sorted(base_libraries)])
+    set_key = "natives-set-" + hashlib.sha256(material.encode()).hexdigest()[:32]
+    if cache.get_meta(set_key) is not None:
+        return
+    facts = wheel_natives(wheels, cache, fetch)
+    present = set(base_libraries) | (_MUSL if libc == "musl" else _GLIBC) | _INJECTED
+    for f in facts:
+        present.update(f.provides)
+    want = ELF_MACHINES.get(machine)
+    missing: list[tuple[Wheel, str, str]] = []
+    for wheel, f in zip(wheels, facts):
+        for native in f.files:
+            if want is not None and native.machine != want:
+                continue  # prebuilt for another machine, never loaded here
+            for soname in native.needed:
+                if "/" in soname or soname in present or any(fnmatch.fnmatchcase(soname, p) for p in allow):
+                    continue
+                missing.append((wheel, native.path, soname))
+    if missing:
+        raise _missing_error(missing, base, libc)
+    cache.put_meta(set_key, True)
+
+
+def _missing_error(missing: list[tuple[Wheel, str, str]], base: str, libc: str) -> BuildError:
+    wheel, path, soname = missing[0]
+    built_here = "-linux_" in wheel.filename  # no manylinux tag: built on this machine from the sdist
+    origin = " (built here from its sdist, against this machine's libraries)" if built_here else ""
+    others = sorted({s for _w, _p, s in missing[1:] if s != soname})
+    more = f"; also missing: {', '.join(others[:4])}{' …' if len(others) > 4 else ''}" if others else ""
+    package = debian_package(soname) if libc == "glibc" else ""
+    install = f"a base that has it (Debian: `apt-get install {package}`)" if package else "a base that has it (install the package providing it)"
+    bundled = f", a wheel that bundles it ({_BUNDLING.get(wheel.name) or 'a manylinux wheel of ' + wheel.name})" if built_here else ""
+    allowed = ", ".join(f'"{s}"' for s in [soname, *others[:4]])
+    return BuildError(
+        f"{wheel.name} {wheel.version}{origin}: {path} needs {soname}, which neither the base {base} nor any wheel of the image has{more}",
+        f"use {install}{bundled}; if the image gets it another way, set [tool.pyimage] allow-missing-libraries = [{allowed}]",
+    )

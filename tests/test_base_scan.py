@@ -1,0 +1,120 @@
+"""What the base scan finds in a root filesystem: the shared libraries in the loader's directories (for the
+native-library check) and the glibc version read through libc.so.6's symlink (bullseye: -> libc-2.31.so)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from pyimage.base import BaseFacts, load_base, scan_base
+from pyimage.cache import Cache
+from pyimage.oci.model import Platform
+
+HOST_LIBC = Path("/usr/lib/x86_64-linux-gnu/libc.so.6")
+
+
+def _rootfs(path: Path, entries: list[tuple[str, str | bytes]]) -> Path:
+    """A tar of ``entries``: (name, bytes) is a file, (name, "-> target") a symlink, (name, "=> target") a hard link."""
+    with tarfile.open(path, "w") as tar:
+        for name, content in entries:
+            info = tarfile.TarInfo(name)
+            if isinstance(content, str) and content.startswith("-> "):
+                info.type, info.linkname = tarfile.SYMTYPE, content[3:]
+                tar.addfile(info)
+            elif isinstance(content, str) and content.startswith("=> "):
+                info.type, info.linkname = tarfile.LNKTYPE, content[3:]
+                tar.addfile(info)
+            else:
+                data = content if isinstance(content, bytes) else content.encode()
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _scan(rootfs: Path, cache: Cache) -> BaseFacts:
+    image, _ = load_base(f"rootfs:{rootfs}", Platform("linux", "amd64"), cache)
+    return scan_base(image, cache)
+
+
+@pytest.fixture()
+def host_libc() -> tuple[bytes, str]:
+    """This machine's real libc and its version ("2.36")."""
+    version = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    if not HOST_LIBC.is_file() or not version.startswith("glibc "):
+        pytest.fail("needs a glibc host")
+    return HOST_LIBC.resolve().read_bytes(), version.split()[1]
+
+
+def test_libc_behind_a_symlink_is_read_through_it(tmp_path: Path, host_libc: tuple[bytes, str]) -> None:
+    data, version = host_libc
+    rootfs = _rootfs(tmp_path / "bullseye-like.tar", [
+        ("./usr/lib/x86_64-linux-gnu/libc-2.31.so", data),
+        ("./lib", "-> usr/lib"),
+        ("./lib/x86_64-linux-gnu/libc.so.6", "-> libc-2.31.so"),  # through the merged-/usr directory link, too
+        ("./usr/bin/python3.9", b"#!"),
+    ])
+    facts = _scan(rootfs, Cache(tmp_path / "cache"))
+    assert (facts.libc, facts.libc_version, facts.machine) == ("glibc", version, "x86_64")
+    assert facts.pythons == {"/usr/bin/python3.9": "3.9"}
+
+
+def test_libc_by_hard_link_and_absolute_symlink(tmp_path: Path, host_libc: tuple[bytes, str]) -> None:
+    data, version = host_libc
+    hard = _rootfs(tmp_path / "hard.tar", [("lib/x86_64-linux-gnu/libc-2.31.so", data), ("lib/x86_64-linux-gnu/libc.so.6", "=> lib/x86_64-linux-gnu/libc-2.31.so")])
+    assert _scan(hard, Cache(tmp_path / "c1")).libc_version == version
+    absolute = _rootfs(tmp_path / "abs.tar", [("usr/lib/x86_64-linux-gnu/libc-2.31.so", data), ("usr/lib/x86_64-linux-gnu/libc.so.6", "-> /usr/lib/x86_64-linux-gnu/libc-2.31.so")])
+    assert _scan(absolute, Cache(tmp_path / "c2")).libc_version == version
+
+
+def test_a_libc_link_leaving_the_root_or_looping_finds_no_version(tmp_path: Path) -> None:
+    rootfs = _rootfs(tmp_path / "hostile.tar", [
+        ("lib/x86_64-linux-gnu/libc.so.6", "-> ../../../../../../usr/lib/x86_64-linux-gnu/libc.so.6"),  # `..` stops at the image's root
+        ("a", "-> b"),
+        ("b", "-> a"),
+        ("usr/lib/libc.so.6", "-> /a/libc.so.6"),
+    ])
+    facts = _scan(rootfs, Cache(tmp_path / "cache"))
+    assert facts.libc_version == ""  # the build then assumes the oldest glibc it supports
+
+
+def test_libraries_are_the_names_in_the_loaders_directories(tmp_path: Path) -> None:
+    rootfs = _rootfs(tmp_path / "libs.tar", [
+        ("./usr/lib/x86_64-linux-gnu/libpq.so.5.15", b"elf"),
+        ("./usr/lib/x86_64-linux-gnu/libpq.so.5", "-> libpq.so.5.15"),
+        ("./usr/local/lib/libfoo.so.1", b"elf"),
+        ("./lib64/ld-linux-x86-64.so.2", "-> /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+        ("./usr/lib/python3/dist-packages/_ext.cpython-311-x86_64-linux-gnu.so", b"elf"),  # not a loader directory
+        ("./usr/share/doc/libbar.so.1", b"doc"),
+        ("./usr/lib/x86_64-linux-gnu/libpq.so.5.15.txt/", b""),
+    ])
+    facts = _scan(rootfs, Cache(tmp_path / "cache"))
+    assert facts.libraries == ("ld-linux-x86-64.so.2", "libfoo.so.1", "libpq.so.5", "libpq.so.5.15")
+    again = _scan(rootfs, Cache(tmp_path / "cache"))  # from the scan record
+    assert again == facts
+
+
+def test_a_glibc_release_adding_no_symbol_version_reads_as_its_release(tmp_path: Path) -> None:
+    """glibc 2.31 (bullseye) defines no GLIBC_2.31 symbol version: the newest is GLIBC_2.30; its banner is right."""
+    libc = b"\x7fELF" + b"\0GLIBC_2.2.5\0GLIBC_2.30\0" + b"GNU C Library (Debian GLIBC 2.31-13+deb11u11) stable release version 2.31.\n\0"
+    rootfs = _rootfs(tmp_path / "bullseye.tar", [("./lib/x86_64-linux-gnu/libc-2.31.so", libc), ("./lib/x86_64-linux-gnu/libc.so.6", "-> libc-2.31.so")])
+    assert _scan(rootfs, Cache(tmp_path / "cache")).libc_version == "2.31"
+    no_banner = _rootfs(tmp_path / "stripped.tar", [("./lib/x86_64-linux-gnu/libc.so.6", b"\x7fELF\0GLIBC_2.28\0GLIBC_2.17\0")])
+    assert _scan(no_banner, Cache(tmp_path / "cache2")).libc_version == "2.28"  # else the newest symbol version
+
+
+def test_libraries_in_directories_ld_so_conf_names_count_too(tmp_path: Path) -> None:
+    """As CUDA base images add theirs: /etc/ld.so.conf includes ld.so.conf.d/*.conf, which names the directory."""
+    rootfs = _rootfs(tmp_path / "cuda.tar", [
+        ("./etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n"),
+        ("./etc/ld.so.conf.d/000_cuda.conf", "# the CUDA runtime\n/usr/local/cuda/targets/x86_64-linux/lib\n"),
+        ("./etc/ld.so.conf.d/x86_64-linux-gnu.conf", "/usr/local/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu\n"),
+        ("./usr/local/cuda", "-> cuda-12.4"),
+        ("./usr/local/cuda-12.4/targets/x86_64-linux/lib/libcudart.so.12", b"elf"),
+        ("./opt/vendor/lib/libvendor.so.3", b"elf"),  # named by no configuration: the loader does not look there
+    ])
+    facts = _scan(rootfs, Cache(tmp_path / "cache"))
+    assert facts.libraries == ("libcudart.so.12",)
