@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 _DEFAULT_SYSTEM = {"requires": ["setuptools>=40.8.0"], "build-backend": "setuptools.build_meta:__legacy__"}
+_ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest time a ZIP entry can carry
 _FINGERPRINT_FORMAT = 2  # bump when what the fingerprint covers changes
 
 
@@ -331,7 +332,9 @@ def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires:
         # The build environment's bin first on PATH, as pypa/build's own isolated builds do: backends call tools
         # installed beside them (uv_build runs its `uv-build` binary, meson-python `ninja`).
         path = os.pathsep.join([str(env_python.parent), os.environ.get("PATH", os.defpath)])
-        env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), PATH=path, **(extra_environ or {}))
+        # ZIP cannot hold times before 1980 (some backends on older Pythons fail on SOURCE_DATE_EPOCH=0); the wheel's
+        # own timestamps never reach the image, whose files carry the epoch, so the backend gets 1980 at the earliest.
+        env = dict(os.environ, SOURCE_DATE_EPOCH=str(max(epoch, _ZIP_EPOCH)), PATH=path, **(extra_environ or {}))
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise backend_failure(proc.stdout + "\n" + proc.stderr, label=label)

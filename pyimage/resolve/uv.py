@@ -60,6 +60,9 @@ def uv_binary() -> str | None:
     return shutil.which("uv")
 
 
+_UV_GLIBC = (17, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)
+
+
 def uv_platform(target: Target) -> str | None:
     """uv's ``--python-platform`` for the target, or None when uv has no value for it."""
     arch = target.machine
@@ -73,7 +76,9 @@ def uv_platform(target: Target) -> str | None:
         return None
     if minor < 17:
         return None
-    return f"{arch}-manylinux_2_{min(minor, 40)}"
+    # uv names only these glibc versions (0.13: 2.17, 2.28, 2.31–2.40); the nearest one at or below the target's
+    # admits no wheel the target cannot load (bullseye's 2.31 is one; a 2.30 base resolves as 2.28).
+    return f"{arch}-manylinux_2_{max(v for v in _UV_GLIBC if v <= minor)}"
 
 
 def _pip_settings() -> dict[str, str]:

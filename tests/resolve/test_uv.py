@@ -125,6 +125,21 @@ def test_platform_names(links: Path) -> None:
     assert uv_backend.uv_platform(TARGET) == "x86_64-manylinux_2_36"
     assert uv_backend.uv_platform(Target("3.12", Platform.parse("linux/arm64"), "glibc", "2.41")) == "aarch64-manylinux_2_40"
     assert uv_backend.uv_platform(Target("3.12", Platform.parse("linux/arm64"), "musl", "1.2")) == "aarch64-unknown-linux-musl"
+    # glibc versions uv has no name for resolve as the nearest it has below them (never a newer one)
+    assert uv_backend.uv_platform(Target("3.9", TARGET.platform, "glibc", "2.30")) == "x86_64-manylinux_2_28"
+    assert uv_backend.uv_platform(Target("3.9", TARGET.platform, "glibc", "2.24")) == "x86_64-manylinux_2_17"
+
+
+@pytest.mark.parametrize("glibc", [f"2.{m}" for m in range(17, 42)])
+def test_every_glibc_target_gets_a_platform_uv_accepts(glibc: str, tmp_path: Path) -> None:
+    """Each name uv_platform gives, handed to the real uv (it refuses names it does not know, like 2_30)."""
+    import subprocess
+
+    name = uv_backend.uv_platform(Target("3.11", TARGET.platform, "glibc", glibc))
+    assert name is not None
+    (tmp_path / "r.in").write_text("")
+    done = subprocess.run([str(uv_backend.uv_binary()), "pip", "compile", "--quiet", "--no-header", "--python-platform", name, "--python-version", "3.11", str(tmp_path / "r.in")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize(("env", "installer"), [({}, "uv"), ({"PIP_PREFER_BINARY": "1"}, "pip")])
