@@ -34,7 +34,7 @@ from pyimage.wheels import Wheel
 
 __all__ = ["LayerContext", "LAYER_FORMAT", "layer_key", "build_layer", "build_custom_layer"]
 
-LAYER_FORMAT = 2  # bump when the tar writer's output for the same inputs changes (2: no repeated paths)
+LAYER_FORMAT = 3  # bump when the output for the same inputs changes (2: no repeated paths; 3: chunked members)
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,8 @@ class LayerContext:
     # Push-only builds: "do the push targets hold this blob?" A layer whose record is known but whose blob is
     # gone (pruned) is then taken from the registry's word instead of being built again from its wheels.
     remote: Callable[[str], bool] | None = field(default=None, compare=False)
+    # Threads compressing a blob's chunks (None: one per core). Changes the speed, never the bytes.
+    compress_workers: int | None = field(default=None, compare=False)
 
     def key(self, kind: str, parts: object) -> str:
         material = {
@@ -115,7 +117,7 @@ def _write_blob(
     """
     tmp = ctx.cache.tmp_path(".blob")
     try:
-        with BlobWriter(tmp, ctx.compression) as sink:
+        with BlobWriter(tmp, ctx.compression, workers=ctx.compress_workers) as sink:
             tw = ctx.writer(sink, emit_dirs=not fragment, skip=skip)
             fill(tw)
             if finish:

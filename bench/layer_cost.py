@@ -1,0 +1,184 @@
+"""Where a cold heavy layer's time goes: each pass over the bytes alone, then the real ``build_layer``.
+
+    python3 bench/layer_cost.py [WHEEL] [--repeat N]    (default: the torch wheel in /opt/wheels)
+
+Each stage is timed on its own, on one core, in memory (the wheel's members and the layer tar are held in RAM so
+no stage pays for another): copying the wheel into a cache and hashing it, inflating its members (isal),
+the RECORD sha256 over the inflated bytes, the tar writer's own work (headers, padding, copies; measured as the
+install into a null sink minus inflate and RECORD sha256), deflate (isal level 1, the layer's gzip encoder),
+sha256 of the compressed blob (digest) and of the tar (diff_id). Then ``build_layer`` on a fresh cache, wall time
+and CPU time of the whole process (all threads), and the machine's limit for the layer: inflate on one core plus
+deflate spread over the cores, plus the hashes that cannot overlap them.
+
+Figures are medians over ``--repeat`` runs. The machine is shared, so read the ratios more than the seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import io
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from isal import isal_zlib  # noqa: E402
+
+from pyimage.cache import Cache  # noqa: E402
+from pyimage.layers.build import LayerContext, build_layer  # noqa: E402
+from pyimage.layers.compress import BlobWriter  # noqa: E402
+from pyimage.layers.install import _open_member, install_wheel  # noqa: E402
+from pyimage.layers.paths import InstallPaths  # noqa: E402
+from pyimage.layers.plan import LayerSpec  # noqa: E402
+from pyimage.layers.tar import TarWriter  # noqa: E402
+from pyimage.wheels import read_wheel  # noqa: E402
+
+CHUNK = 1 << 20
+
+
+class _Null:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def median_time(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def members(wheel: Path) -> list[bytes]:
+    out = []
+    with zipfile.ZipFile(wheel) as zf:
+        for info in sorted(zf.infolist(), key=lambda i: i.filename):
+            out.append(_open_member(zf, info).read())
+    return out
+
+
+def inflate(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        for info in zf.infolist():
+            f = _open_member(zf, info)
+            while f.read(CHUNK):
+                pass
+
+
+def sha256_chunks(blobs: list[bytes]) -> None:
+    for data in blobs:
+        h = hashlib.sha256()
+        for i in range(0, len(data), CHUNK):
+            h.update(data[i : i + CHUNK])
+
+
+def deflate(data: bytes) -> bytes:
+    obj = isal_zlib.compressobj(1, isal_zlib.DEFLATED, -15)
+    out = [obj.compress(data[i : i + CHUNK]) for i in range(0, len(data), CHUNK)]
+    out.append(obj.flush())
+    return b"".join(out)
+
+
+def layer_tar(wheel: Path) -> bytes:
+    buf = io.BytesIO()
+    tw = TarWriter(buf)
+    install_wheel(wheel, tw, InstallPaths())
+    tw.finish()
+    return buf.getvalue()
+
+
+def copy_into_cache(wheel: Path, root: Path) -> None:
+    dest = root / wheel.name
+    shutil.copyfile(wheel, dest)
+    dest.unlink()
+
+
+def hash_file(path: Path) -> None:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(CHUNK):
+            h.update(data)
+
+
+def cold_layer(wheel: Path, root: Path) -> tuple[float, float, str, str]:
+    """Wall and CPU seconds of ``build_layer`` for one heavy wheel on an empty cache, and its digest/diff_id."""
+    cache_dir = Path(tempfile.mkdtemp(dir=root))
+    w = read_wheel(wheel)
+    ctx = LayerContext(cache=Cache(cache_dir), paths=InstallPaths())
+    spec = LayerSpec("heavy:" + w.name, "heavy", (w,))
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    layer = build_layer(spec, ctx)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    shutil.rmtree(cache_dir)
+    return wall, cpu, layer.digest, layer.diff_id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("wheel", nargs="?", default=None)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-stages", action="store_true", help="only the real build_layer")
+    args = parser.parse_args()
+    wheel = Path(args.wheel) if args.wheel else Path(sorted(glob.glob("/opt/wheels/torch-*.whl"))[-1])
+    repeat = max(1, args.repeat)
+    work = Path(tempfile.mkdtemp(prefix="pyimage-layer-cost-"))
+    try:
+        print(f"{wheel.name}: wheel {wheel.stat().st_size / 1e6:.0f} MB, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
+        rows: list[tuple[str, float, float]] = []  # (stage, seconds, MB it passes over)
+        if not args.skip_stages:
+            wheel_mb = wheel.stat().st_size / 1e6
+            rows.append(("copy wheel into cache", median_time(lambda: copy_into_cache(wheel, work), repeat), wheel_mb))
+            rows.append(("sha256 of the wheel file", median_time(lambda: hash_file(wheel), repeat), wheel_mb))
+            rows.append(("inflate (isal)", median_time(lambda: inflate(wheel), repeat), 0.0))
+            files = members(wheel)
+            files_mb = sum(map(len, files)) / 1e6
+            rows[-1] = (rows[-1][0], rows[-1][1], files_mb)
+            record = median_time(lambda: sha256_chunks(files), repeat)
+            rows.append(("RECORD sha256 (members)", record, files_mb))
+            del files
+            install = median_time(lambda: install_wheel(wheel, TarWriter(_Null()), InstallPaths()), repeat)
+            tar = layer_tar(wheel)
+            tar_mb = len(tar) / 1e6
+            rows.append(("tar writer (own work)", max(0.0, install - rows[2][1] - record), tar_mb))
+            packed = deflate(tar)
+            rows.append(("deflate (isal l1, 1 core)", median_time(lambda: deflate(tar), repeat), tar_mb))
+            rows.append(("digest sha256 (blob)", median_time(lambda: sha256_chunks([packed]), repeat), len(packed) / 1e6))
+            rows.append(("diff_id sha256 (tar)", median_time(lambda: sha256_chunks([tar]), repeat), tar_mb))
+            out = work / "blob"
+            rows.append(("write blob file", median_time(lambda: out.write_bytes(packed), repeat), len(packed) / 1e6))
+            del tar, packed
+            print(f"\n{'stage (one core, in memory)':32} {'s':>7} {'MB':>7} {'MB/s':>7}")
+            for name, secs, mb in rows:
+                print(f"{name:32} {secs:7.2f} {mb:7.0f} {mb / secs if secs else 0:7.0f}")
+            total = sum(secs for _, secs, _ in rows[2:])
+            cores = os.cpu_count() or 1
+            by_name = dict((n, s) for n, s, _ in rows)
+            deflate_s = by_name["deflate (isal l1, 1 core)"]
+            limit = total - deflate_s + deflate_s / cores
+            print(f"{'sum of layer stages (1 core)':32} {total:7.2f}")
+            print(f"{'limit, deflate on ' + str(cores) + ' cores':32} {limit:7.2f}")
+        results = [cold_layer(wheel, work) for _ in range(repeat)]
+        wall = statistics.median(r[0] for r in results)
+        cpu = statistics.median(r[1] for r in results)
+        digests = {(r[2], r[3]) for r in results}
+        print(f"\nbuild_layer, cold: {wall:.2f} s wall, {cpu:.2f} s CPU ({cpu / wall:.2f} cores busy)")
+        if not args.skip_stages:
+            print(f"ratio to the limit: {wall / limit:.2f}x")
+        for digest, diff_id in sorted(digests):
+            print(f"digest  {digest}\ndiff_id {diff_id}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
