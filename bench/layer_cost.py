@@ -7,10 +7,11 @@ no stage pays for another): copying the wheel into a cache and hashing it, infla
 the RECORD sha256 over the inflated bytes, the tar writer's own work (headers, padding, copies; measured as the
 install into a null sink minus inflate and RECORD sha256), deflate (isal level 1, the layer's gzip encoder),
 sha256 of the compressed blob (digest) and of the tar (diff_id). Then ``build_layer`` on a fresh cache, wall time
-and CPU time of the whole process (all threads), and the machine's limit for the layer: inflate on one core plus
-deflate spread over the cores, plus the hashes that cannot overlap them.
+and CPU time of the whole process (all threads), and the machine's limit for the layer: every stage's work
+spread evenly over the cores (no pipeline does better; the copy into the cache is not part of the layer).
 
-Figures are medians over ``--repeat`` runs. The machine is shared, so read the ratios more than the seconds.
+Figures are medians over ``--repeat`` runs (and the best run of the real layer: on a shared machine the best is
+the closest to what the code costs). Read the ratios more than the seconds.
 """
 
 from __future__ import annotations
@@ -110,17 +111,19 @@ def hash_file(path: Path) -> None:
             h.update(data)
 
 
-def cold_layer(wheel: Path, root: Path) -> tuple[float, float, str, str]:
-    """Wall and CPU seconds of ``build_layer`` for one heavy wheel on an empty cache, and its digest/diff_id."""
+def cold_layer(wheel: Path, root: Path) -> tuple[float, float, float, str, str]:
+    """Wall seconds, CPU seconds (all threads, then the caller's thread alone) of ``build_layer`` for one heavy
+    wheel on an empty cache, and its digest and diff_id. The caller's thread is the pipeline's one serial stage
+    (inflate, tar), so its CPU time is the wall time an idle machine cannot beat."""
     cache_dir = Path(tempfile.mkdtemp(dir=root))
     w = read_wheel(wheel)
     ctx = LayerContext(cache=Cache(cache_dir), paths=InstallPaths())
     spec = LayerSpec("heavy:" + w.name, "heavy", (w,))
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    cpu0, own0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
     layer = build_layer(spec, ctx)
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    wall, cpu, own = time.perf_counter() - wall0, time.process_time() - cpu0, time.thread_time() - own0
     shutil.rmtree(cache_dir)
-    return wall, cpu, layer.digest, layer.diff_id
+    return wall, cpu, own, layer.digest, layer.diff_id
 
 
 def main() -> None:
@@ -162,16 +165,16 @@ def main() -> None:
                 print(f"{name:32} {secs:7.2f} {mb:7.0f} {mb / secs if secs else 0:7.0f}")
             total = sum(secs for _, secs, _ in rows[2:])
             cores = os.cpu_count() or 1
-            by_name = dict((n, s) for n, s, _ in rows)
-            deflate_s = by_name["deflate (isal l1, 1 core)"]
-            limit = total - deflate_s + deflate_s / cores
+            limit = total / cores
             print(f"{'sum of layer stages (1 core)':32} {total:7.2f}")
-            print(f"{'limit, deflate on ' + str(cores) + ' cores':32} {limit:7.2f}")
+            print(f"{'limit: spread over ' + str(cores) + ' cores':32} {limit:7.2f}")
         results = [cold_layer(wheel, work) for _ in range(repeat)]
         wall = statistics.median(r[0] for r in results)
         cpu = statistics.median(r[1] for r in results)
-        digests = {(r[2], r[3]) for r in results}
-        print(f"\nbuild_layer, cold: {wall:.2f} s wall, {cpu:.2f} s CPU ({cpu / wall:.2f} cores busy)")
+        own = statistics.median(r[2] for r in results)
+        digests = {(r[3], r[4]) for r in results}
+        best = min(r[0] for r in results)
+        print(f"\nbuild_layer, cold: {wall:.2f} s wall (best {best:.2f}), {cpu:.2f} s CPU ({cpu / wall:.2f} cores busy), caller's thread {own:.2f} s CPU")
         if not args.skip_stages:
             print(f"ratio to the limit: {wall / limit:.2f}x")
         for digest, diff_id in sorted(digests):

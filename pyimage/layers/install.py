@@ -13,10 +13,12 @@ import hashlib
 import io
 import os
 import posixpath
+import queue
 import struct
+import threading
 import zipfile
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from installer import install
 from installer.destinations import WheelDestination
@@ -170,9 +172,66 @@ def _open_member(zf: zipfile.ZipFile, item: zipfile.ZipInfo) -> BinaryIO:
     return _InflatingReader(fd, item.header_offset + 30 + name_len + extra_len, item.compress_size)  # type: ignore[return-value]
 
 
+class _RecordChecks:
+    """The RECORD sha256 of big files, checked on a thread of its own while the tar writer moves on.
+
+    The caller's thread inflates and writes tar entries; hashing the same bytes there too kept it the longest
+    stage of a heavy layer (bench/layer_cost.py). Files of at least ``OFFLOAD_MIN`` bytes hand their chunks
+    to this thread instead (in order, through a bounded queue); ``wait()`` raises the first mismatch, before
+    the wheel's RECORD is written, so a tampered file still fails the layer before its blob is committed.
+    """
+
+    OFFLOAD_MIN = 256 << 10  # below this, a queue round trip costs more than the hash it moves
+    _DEPTH = 32  # chunks (at most 1 MiB each) waiting to be hashed
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+        self._queue: queue.Queue[tuple[Any, bytes | None, str, str] | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._failure: tuple[str, str] | None = None  # (path, algo) of the first mismatch
+
+    def start(self) -> Any:
+        """A fresh sha256 for one file; feed it with ``feed`` and close it with ``end``."""
+        if self._queue is None:
+            self._queue = queue.Queue(self._DEPTH)
+            self._thread = threading.Thread(target=self._run, name="pyimage-record-hash", daemon=True)
+            self._thread.start()
+        return hashlib.sha256()
+
+    def feed(self, digest: Any) -> Callable[[bytes], None]:
+        put = self._queue.put  # type: ignore[union-attr]
+        return lambda chunk: put((digest, chunk, "", ""))
+
+    def end(self, digest: Any, want: str, path: str) -> None:
+        self._queue.put((digest, None, want, path))  # type: ignore[union-attr]
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while (item := self._queue.get()) is not None:
+            digest, chunk, want, path = item
+            if chunk is not None:
+                digest.update(chunk)
+            elif self._failure is None and _b64(digest.digest()) != want:
+                self._failure = (path, "sha256")
+
+    def close(self) -> None:
+        """Stops the thread (idempotent); the checks it finished stand."""
+        if self._thread is not None:
+            self._queue.put(None)  # type: ignore[union-attr]
+            self._thread.join()
+            self._thread = None
+
+    def wait(self) -> None:
+        """Every file handed over is hashed; raises the first mismatch."""
+        self.close()
+        if self._failure is not None:
+            raise _hash_error(self._where, *self._failure)
+
+
 class _TarDestination(WheelDestination):
     def __init__(self, writer: TarWriter, paths: InstallPaths, dist: str, where: str) -> None:
         self.writer, self.paths, self.dist, self.where = writer, paths, dist, where
+        self.checks = _RecordChecks(where)
 
     def _full(self, scheme: str, path: str) -> str:
         rel = safe_member_path(str(path), where=self.where)
@@ -212,6 +271,13 @@ class _TarDestination(WheelDestination):
     def _write(self, scheme: str, path: str, stream: BinaryIO, size: int, executable: bool, expected: str) -> RecordEntry:
         full = self._full(scheme, path)
         algo, _, want = expected.partition("=")
+        if algo == "sha256" and size >= _RecordChecks.OFFLOAD_MIN:
+            # Hashed on the checks' thread; the entry names RECORD's hash, which ``wait()`` proves right.
+            digest_obj = self.checks.start()
+            self.writer.add_file(full, stream, size, executable=executable, hash_into=self.checks.feed(digest_obj))
+            self.checks.end(digest_obj, want, str(path))
+            self.writer.files[full] = ""
+            return RecordEntry(str(path), Hash("sha256", want), size)
         # One pass: the tar writer hashes sha256 as it copies; another RECORD algorithm is hashed on the same read.
         other = _HashingReader(stream, algo) if expected and algo != "sha256" else None
         hexdigest = self.writer.add_file(full, other or stream, size, executable=executable)
@@ -233,6 +299,7 @@ class _TarDestination(WheelDestination):
                 return None
             return posixpath.relpath(self.paths.scheme_dir(s, self.dist), root) + "/"
 
+        self.checks.wait()  # every file's RECORD hash is proven before the new RECORD is written
         data = construct_record_file(records, prefix).read()
         self.writer.add_bytes(posixpath.join(root, record_file_path), data)
 
@@ -293,7 +360,11 @@ def install_wheel(wheel: Path, writer: TarWriter, paths: InstallPaths) -> None:
     where = wheel.name
     with _malformed(wheel), zipfile.ZipFile(wheel) as zf:
         source = _VerifyingWheel(zf)
-        install(source, _TarDestination(writer, paths, source.distribution, where), {"INSTALLER": INSTALLER_NAME})
+        destination = _TarDestination(writer, paths, source.distribution, where)
+        try:
+            install(source, destination, {"INSTALLER": INSTALLER_NAME})
+        finally:
+            destination.checks.close()
 
 
 def wheel_file_map(wheel: Path, paths: InstallPaths) -> dict[str, str]:
