@@ -76,7 +76,7 @@ def media_type_for(kind: str) -> str:
     return {"gzip": MEDIA_OCI_LAYER_GZIP, "zstd": MEDIA_OCI_LAYER_ZSTD}[kind]
 
 
-def compress_chunk(kind: str, data: bytes | bytearray | memoryview) -> bytes:
+def compress_chunk(kind: str, data: bytes | memoryview) -> bytes:
     """``data`` as one complete gzip member or zstd frame: a pure function of the bytes, run on any thread."""
     if kind == "gzip":
         body = _deflate_lib.compress(data, _GZIP_LEVEL, -15)
@@ -117,7 +117,7 @@ class BlobResult:
     uncompressed_size: int
 
 
-_Item = tuple[bytearray, "Future[bytes]"]
+_Item = tuple["memoryview | bytes", "Future[bytes]"]
 
 
 class BlobWriter:
@@ -127,7 +127,7 @@ class BlobWriter:
     members or frames, so blobs from several writers concatenate into one valid stream. ``workers`` sizes the
     compression pool (default: ``compress_workers()``); it changes the speed, never the bytes.
 
-    A blob of at most one chunk (most layers but the heavy ones) is compressed on the caller's thread at
+    A blob of less than one chunk (most layers but the heavy ones) is compressed on the caller's thread at
     ``close()``: no thread is started for it.
     """
 
@@ -141,32 +141,33 @@ class BlobWriter:
         self._packed = hashlib.sha256()
         self._raw_size = 0
         self._size = 0
-        self._buf = bytearray(CHUNK_SIZE)
-        self._fill = 0
+        self._pending: list[bytes] = []  # written since the last cut, less than one chunk in all
+        self._pending_len = 0
         self._queue: queue.Queue[_Item | None] | None = None  # made with the first full chunk
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:
+    def write(self, data: bytes) -> int:
         n = len(data)
-        fill = self._fill
-        if fill + n < CHUNK_SIZE:  # the common case: a header or a piece of a file
-            self._buf[fill : fill + n] = data
-            self._fill = fill + n
-            return n
-        view = memoryview(data).cast("B")
-        while view:
-            take = min(CHUNK_SIZE - self._fill, len(view))
-            self._buf[self._fill : self._fill + take] = view[:take]
-            self._fill += take
-            view = view[take:]
-            if self._fill == CHUNK_SIZE:
-                self._submit(self._buf)
-                self._buf = bytearray(CHUNK_SIZE)
-                self._fill = 0
+        if n:
+            self._pending.append(data)
+            self._pending_len += n
+            if self._pending_len >= CHUNK_SIZE:
+                self._cut()
         return n
 
-    def _submit(self, chunk: bytearray) -> None:
+    def _cut(self) -> None:
+        """Hands every whole chunk over (views of one joined buffer: each byte is copied once) and keeps the rest."""
+        joined = b"".join(self._pending)
+        whole = len(joined) - len(joined) % CHUNK_SIZE
+        view = memoryview(joined)
+        for offset in range(0, whole, CHUNK_SIZE):
+            self._submit(view[offset : offset + CHUNK_SIZE])
+        rest = joined[whole:]
+        self._pending = [rest] if rest else []
+        self._pending_len = len(rest)
+
+    def _submit(self, chunk: memoryview | bytes) -> None:
         if self._error is not None:
             raise self._error
         if self._queue is None:
@@ -177,7 +178,7 @@ class BlobWriter:
             self._thread.start()
         self._queue.put((chunk, _pool(self._workers).submit(compress_chunk, self._kind, chunk)))
 
-    def _hash_raw(self, chunk: bytearray | memoryview) -> None:
+    def _hash_raw(self, chunk: bytes | memoryview) -> None:
         self._raw.update(chunk)
         self._raw_size += len(chunk)
 
@@ -200,17 +201,15 @@ class BlobWriter:
                 item[1].cancel()
 
     def close(self) -> BlobResult:
-        last = memoryview(self._buf)[: self._fill]
+        last = b"".join(self._pending)
+        self._pending = []
         if self._queue is None:  # at most one chunk: no thread, compressed right here
             self._hash_raw(last)
             self._emit(compress_chunk(self._kind, last))
         else:
-            if self._fill and self._error is None:
-                chunk = bytearray(last)
-                self._queue.put((chunk, _pool(self._workers).submit(compress_chunk, self._kind, chunk)))
+            if last and self._error is None:
+                self._queue.put((last, _pool(self._workers).submit(compress_chunk, self._kind, last)))
             self._stop()
-        last.release()
-        self._buf = bytearray()
         self._file.close()
         if self._error is not None:
             raise self._error
@@ -225,7 +224,7 @@ class BlobWriter:
 
     def abort(self) -> None:
         """Stops the writer thread and closes the file; the caller deletes its temp path."""
-        self._fill = 0
+        self._pending = []
         self._stop()
         self._file.close()
 
