@@ -87,12 +87,19 @@ def compress_chunk(kind: str, data: bytes | memoryview) -> bytes:
     return zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_content_size=False).compress(data)
 
 
+# One layer's tar is produced by one thread (inflate + tar, ~500 MB/s) and deflate runs at about that speed per
+# core, so a few workers keep every layer being built fed; more would only hold more chunks in memory (a runner
+# with a CPU quota still shows all the host's cores).
+_MAX_WORKERS = 4
+
+
 def compress_workers() -> int:
-    """How many threads compress chunks: the cores this process may run on."""
+    """How many threads compress chunks: the cores this process may run on, at most ``_MAX_WORKERS``."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _MAX_WORKERS))
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
