@@ -20,8 +20,10 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from pyimage.cache import Cache, LayerRecord
 from pyimage.errors import BuildError
@@ -256,16 +258,19 @@ def _assemble(wheels: Iterable[Wheel], ctx: LayerContext) -> LayerRecord:
     tmp = ctx.cache.tmp_path(".blob")
     packed, raw = hashlib.sha256(), hashlib.sha256()
     size = raw_size = 0
+    blobs = [(ctx.cache.blob_path(part.digest), part.media_type) for part in parts]
     try:
         with open(tmp, "wb") as out:
-            for part in parts:
-                blob = ctx.cache.blob_path(part.digest)
+            for blob, _ in blobs:
                 with open(blob, "rb") as f:
                     while data := f.read(1 << 20):
                         packed.update(data)
                         out.write(data)
                         size += len(data)
-                for data in decompress_stream(blob, part.media_type):
+            # The diff_id needs the fragments inflated once more (a sha256 cannot be resumed from the
+            # fragments' own): inflated on a thread of its own while this one hashes.
+            with _ahead(data for blob, media_type in blobs for data in decompress_stream(blob, media_type)) as inflated:
+                for data in inflated:
                     raw.update(data)
                     raw_size += len(data)
         digest = "sha256:" + packed.hexdigest()
@@ -274,3 +279,46 @@ def _assemble(wheels: Iterable[Wheel], ctx: LayerContext) -> LayerRecord:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return LayerRecord(digest, "sha256:" + raw.hexdigest(), size, media_type_for(ctx.compression), raw_size)
+
+
+_END = object()
+
+
+@contextlib.contextmanager
+def _ahead(items: Iterator[bytes], depth: int = 8) -> Iterator[Iterator[bytes]]:
+    """``items``, produced by a thread of its own up to ``depth`` ahead of the consumer; the thread's error is
+    raised to the consumer, and leaving the block early stops the thread."""
+    slots: queue.Queue[object] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(_END)
+        except BaseException as exc:  # handed to the consumer
+            slots.put(exc)
+
+    def consume() -> Iterator[bytes]:
+        while (item := slots.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    thread = threading.Thread(target=produce, name="pyimage-inflate", daemon=True)
+    thread.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                slots.get(timeout=0.1)
+        thread.join()

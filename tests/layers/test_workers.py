@@ -15,6 +15,7 @@ import random
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import zstandard
@@ -153,3 +154,30 @@ def test_layers_are_identical_with_one_or_two_jobs_and_compression_workers(
     write_layout(Image(config=config, layers=tuple(parallel)), tmp_path / "layout", "t")
     report = check_image(tmp_path / "layout")
     assert report.ok, report.findings
+
+
+# -- the diff_id of an assembled layer: fragments inflated on a thread ahead of the hash ----------------------
+def test_items_produced_ahead_arrive_in_order_and_a_failure_reaches_the_consumer() -> None:
+    from pyimage.layers.build import _ahead
+
+    with _ahead(iter([b"%d" % i for i in range(100)]), depth=3) as items:
+        assert list(items) == [b"%d" % i for i in range(100)]
+
+    def broken() -> Iterator[bytes]:
+        yield b"first"
+        raise zlib.error("invalid stored block lengths")
+
+    with pytest.raises(zlib.error, match="invalid stored block"), _ahead(broken()) as items:
+        assert next(items) == b"first"
+        list(items)
+
+
+def test_leaving_early_stops_the_producing_thread() -> None:
+    import threading
+
+    from pyimage.layers.build import _ahead
+
+    before = {t.ident for t in threading.enumerate()}
+    with _ahead((b"x" * 1024 for _ in range(10_000)), depth=2) as items:
+        next(items)
+    assert {t.ident for t in threading.enumerate() if t.name == "pyimage-inflate"} - before == set()
