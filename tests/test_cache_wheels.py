@@ -76,3 +76,25 @@ def test_a_copy_is_hashed_even_when_the_caller_says_it_hashed_the_download(elsew
     with pytest.raises(BuildError, match="does not match the expected"):
         cache.add_wheel(source, SHA, hashed=True)
     assert leftovers(cache) == []
+
+
+def test_a_locked_wheel_fetched_by_url_is_verified_as_it_arrives_and_kept_under_its_sha256(tmp_path: Path) -> None:
+    """The download is hashed while it is written; the cache then links it in without reading it again."""
+    from pyimage.resolve.lockinput import _fetch
+    from pyimage.resolve.pip import Pin
+
+    served = tmp_path / "index" / "demo-1.0-py3-none-any.whl"
+    served.parent.mkdir()
+    served.write_bytes(DATA)
+    cache = Cache(tmp_path / "cache")
+
+    _fetch(Pin("demo", "1.0", served.name, served.as_uri(), SHA), None, tmp_path, cache)
+    assert cache.cached_wheel(SHA, served.name) is not None
+    assert cache.wheel_path(SHA, served.name).read_bytes() == DATA
+
+    served.write_bytes(DATA[:-1] + b"?")  # the index now serves other bytes for the same pin
+    other = Cache(tmp_path / "other")
+    with pytest.raises(BuildError, match="does not match the lock's sha256"):
+        _fetch(Pin("demo", "1.0", served.name, served.as_uri(), SHA), None, tmp_path, other)
+    assert list((other.root / "wheels").iterdir()) == []
+    assert leftovers(other) == []
