@@ -52,7 +52,7 @@ class LayerContext:
     # Push-only builds: "do the push targets hold this blob?" A layer whose record is known but whose blob is
     # gone (pruned) is then taken from the registry's word instead of being built again from its wheels.
     remote: Callable[[str], bool] | None = field(default=None, compare=False)
-    # Threads compressing a blob's chunks (None: one per core). Changes the speed, never the bytes.
+    # Threads compressing a blob's chunks (None: compress_workers(), one per core up to 4). Speed only, never bytes.
     compress_workers: int | None = field(default=None, compare=False)
 
     def key(self, kind: str, parts: object) -> str:

@@ -2,7 +2,7 @@
 
 A blob is cut into fixed ``CHUNK_SIZE`` chunks, each compressed as its own gzip member or zstd frame by a pool of
 workers; these tests build the same blobs and layers with one and with two workers (and one and two layer jobs)
-and compare them byte for byte, with numpy's wheel (about 45 MB of tar: a dozen chunks) as the large input.
+and compare them byte for byte, with numpy's wheel (71 MB of tar: 17 chunks) as the large input.
 The diff_ids are pinned to what the writer produced before chunking: only the compressed bytes may change.
 """
 
