@@ -56,6 +56,16 @@ def file_digest(path: Path, algo: str = "sha256") -> str:
     return f"{algo}:{h.hexdigest()}"
 
 
+def _copy_hashing(source: Path, dest: Path) -> str:
+    """Copies ``source`` to ``dest`` and returns the sha256 hex of the bytes written: one read, not two."""
+    h = hashlib.sha256()
+    with open(source, "rb") as fin, open(dest, "wb") as fout:
+        while data := fin.read(1 << 20):
+            h.update(data)
+            fout.write(data)
+    return h.hexdigest()
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get("PYIMAGE_CACHE_DIR")
     if env:
@@ -219,7 +229,7 @@ class Cache:
                     "the base is truncated, damaged or tampered with; re-export or re-pull it",
                 )
             if expected is not None and h.hexdigest() != expected:
-                raise BuildError(f"{where}: blob {digest[:19]}… does not match its digest", "the base is damaged or tampered with; re-export or re-pull it")
+                raise BuildError(f"{where}: blob {(digest or '')[:19]}… does not match its digest", "the base is damaged or tampered with; re-export or re-pull it")
             actual = f"{algo}:{h.hexdigest()}"
             return actual, self.commit_blob(tmp, actual)
         finally:
@@ -336,26 +346,38 @@ class Cache:
         self.touch(path)
         return path
 
-    def add_wheel(self, source: Path, sha256: str | None = None) -> tuple[Path, str]:
-        """Copies (or hard-links) a wheel in, verifying ``sha256`` when given; returns (path, sha256)."""
+    def add_wheel(self, source: Path, sha256: str | None = None, *, hashed: bool = False) -> tuple[Path, str]:
+        """Hard-links (or copies) a wheel in, verifying ``sha256`` when given; returns (path, sha256).
+
+        The bytes are read once: a copy is hashed while it is written, a link is hashed in place. ``hashed``
+        says the caller has just computed ``sha256`` from these very bytes (while downloading them): a link
+        is then not read at all.
+        """
         tmp = self.tmp_path(".whl")
         try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
-        actual = file_sha256(tmp).partition(":")[2]
-        if sha256 and actual != sha256:
-            tmp.unlink()
-            from pyimage.errors import BuildError
-
-            raise BuildError(
-                f"{source.name}: sha256 {actual[:12]}… does not match the expected {sha256[:12]}…",
-                "the wheel changed since it was locked: run `pyimage lock` to refresh the lock file",
-            )
-        dest = self.wheel_path(actual, source.name)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, dest)
-        return dest, actual
+            try:
+                os.link(source, tmp)
+                linked = True
+            except OSError:
+                linked = False
+            if linked and hashed and sha256:
+                actual = sha256
+            elif linked:
+                actual = file_sha256(tmp).partition(":")[2]
+            else:
+                actual = _copy_hashing(source, tmp)
+            if sha256 and actual != sha256:
+                raise BuildError(
+                    f"{source.name}: sha256 {actual[:12]}… does not match the expected {sha256[:12]}…",
+                    "the wheel changed since it was locked: run `pyimage lock` to refresh the lock file",
+                )
+            dest = self.wheel_path(actual, source.name)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)
+            return dest, actual
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     # -- locks -----------------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -20,8 +20,10 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from pyimage.cache import Cache, LayerRecord
 from pyimage.errors import BuildError
@@ -34,7 +36,7 @@ from pyimage.wheels import Wheel
 
 __all__ = ["LayerContext", "LAYER_FORMAT", "layer_key", "build_layer", "build_custom_layer"]
 
-LAYER_FORMAT = 2  # bump when the tar writer's output for the same inputs changes (2: no repeated paths)
+LAYER_FORMAT = 3  # bump when the output for the same inputs changes (2: no repeated paths; 3: chunked members)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class LayerContext:
     # Push-only builds: "do the push targets hold this blob?" A layer whose record is known but whose blob is
     # gone (pruned) is then taken from the registry's word instead of being built again from its wheels.
     remote: Callable[[str], bool] | None = field(default=None, compare=False)
+    # Threads compressing a blob's chunks (None: compress_workers(), one per core up to 4). Speed only, never bytes.
+    compress_workers: int | None = field(default=None, compare=False)
 
     def key(self, kind: str, parts: object) -> str:
         material = {
@@ -115,7 +119,7 @@ def _write_blob(
     """
     tmp = ctx.cache.tmp_path(".blob")
     try:
-        with BlobWriter(tmp, ctx.compression) as sink:
+        with BlobWriter(tmp, ctx.compression, workers=ctx.compress_workers) as sink:
             tw = ctx.writer(sink, emit_dirs=not fragment, skip=skip)
             fill(tw)
             if finish:
@@ -151,6 +155,8 @@ def _install_all(wheels: Iterable[Wheel], ctx: LayerContext) -> Callable[[TarWri
         from pyimage.layers.install import install_wheel  # only a cache miss needs pypa/installer
 
         for wheel in ctx.fetch(tuple(wheels)):
+            if wheel.path is None:  # fetch() hands back wheels it placed in the cache
+                raise BuildError(f"{wheel.filename}: not in the cache after fetching it", "run `pyimage cache verify`, then build again")
             install_wheel(wheel.path, tw, ctx.paths)
             if ctx.compile_bytecode:
                 compile_captured(tw, ctx.paths)
@@ -203,6 +209,8 @@ def _fragment(wheel: Wheel, ctx: LayerContext, skip: frozenset[str] = frozenset(
         valid=lambda r: ctx.cache.get_meta(_contents_key(r.digest)) is not None,
     )
     contents = ctx.cache.get_meta(_contents_key(record.digest))
+    if not isinstance(contents, dict):  # `valid` above required it; a concurrent verify may have dropped it
+        raise BuildError(f"{wheel.filename}: the layer record of its files is gone from the cache", "build again")
     return _Fragment(record, tuple(contents["dirs"]), frozenset(contents["files"]))
 
 
@@ -254,16 +262,19 @@ def _assemble(wheels: Iterable[Wheel], ctx: LayerContext) -> LayerRecord:
     tmp = ctx.cache.tmp_path(".blob")
     packed, raw = hashlib.sha256(), hashlib.sha256()
     size = raw_size = 0
+    blobs = [(ctx.cache.blob_path(part.digest), part.media_type) for part in parts]
     try:
         with open(tmp, "wb") as out:
-            for part in parts:
-                blob = ctx.cache.blob_path(part.digest)
+            for blob, _ in blobs:
                 with open(blob, "rb") as f:
                     while data := f.read(1 << 20):
                         packed.update(data)
                         out.write(data)
                         size += len(data)
-                for data in decompress_stream(blob, part.media_type):
+            # The diff_id needs the fragments inflated once more (a sha256 cannot be resumed from the
+            # fragments' own): inflated on a thread of its own while this one hashes.
+            with _ahead(data for blob, media_type in blobs for data in decompress_stream(blob, media_type)) as inflated:
+                for data in inflated:
                     raw.update(data)
                     raw_size += len(data)
         digest = "sha256:" + packed.hexdigest()
@@ -272,3 +283,46 @@ def _assemble(wheels: Iterable[Wheel], ctx: LayerContext) -> LayerRecord:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return LayerRecord(digest, "sha256:" + raw.hexdigest(), size, media_type_for(ctx.compression), raw_size)
+
+
+_END = object()
+
+
+@contextlib.contextmanager
+def _ahead(items: Iterator[bytes], depth: int = 8) -> Iterator[Iterator[bytes]]:
+    """``items``, produced by a thread of its own up to ``depth`` ahead of the consumer; the thread's error is
+    raised to the consumer, and leaving the block early stops the thread."""
+    slots: queue.Queue[object] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(_END)
+        except BaseException as exc:  # handed to the consumer
+            slots.put(exc)
+
+    def consume() -> Iterator[bytes]:
+        while (item := slots.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    thread = threading.Thread(target=produce, name="pyimage-inflate", daemon=True)
+    thread.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                slots.get(timeout=0.1)
+        thread.join()

@@ -1,28 +1,37 @@
 """Layer blobs: tar bytes in, compressed blob file out, digest and diff_id computed in the same pass.
 
-Compression is the hot path of a cold build, so it runs on its own thread (isal, zstandard, zlib and hashlib
-all release the GIL on large buffers) while the caller inflates wheels and writes tar entries. gzip output is
-a raw-deflate body between a fixed 10-byte header (no name, mtime 0, OS unknown) and the CRC/size trailer,
-so the bytes depend only on the input and the backend, never on the clock or the file name.
+Compression is the hot path of a cold build, so it runs off the caller's thread and on every core: the tar
+stream is cut into fixed ``CHUNK_SIZE`` chunks, each compressed on its own into a complete gzip member (or zstd
+frame) by a shared pool of workers (isal, zstandard and hashlib release the GIL), and one ordered writer thread
+hashes the tar bytes (diff_id), hashes and writes the compressed members in stream order (digest). Concatenated
+members are one valid gzip stream (zstd: one stream of frames) that every engine reads, and the cut points depend
+only on the byte count, so the blob is the same whatever the number of workers or the size of the writes.
+
+Each gzip member is a raw-deflate body between a fixed 10-byte header (no name, mtime 0, OS unknown) and its
+CRC/size trailer, so the bytes depend only on the input and the backend, never on the clock or the file name.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import struct
 import threading
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Protocol
+from typing import BinaryIO, Iterator
 
 from pyimage.oci.model import MEDIA_OCI_LAYER_GZIP, MEDIA_OCI_LAYER_ZSTD
 
 __all__ = [
     "COMPRESSIONS",
+    "CHUNK_SIZE",
     "BlobResult",
     "BlobWriter",
+    "compress_workers",
     "compression_id",
     "media_type_for",
     "decompress_stream",
@@ -31,7 +40,11 @@ __all__ = [
 
 COMPRESSIONS = ("gzip", "zstd")
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
-_QUEUE_DEPTH = 8  # x 1 MiB chunks: enough to keep both cores busy without buffering a whole wheel
+# Fixed, never derived from the core count: the blob's bytes depend on where the stream is cut. Part of
+# compression_id, so layer keys change with it. Small enough that a 10 MB wheel already spreads over the cores
+# and the tail left after the last write is short; large enough that a member's 18 bytes of framing and fresh
+# deflate window cost nothing measurable (bench/layer_cost.py).
+CHUNK_SIZE = 4 << 20
 _BUFFER = 1 << 20
 
 try:  # python-isal: igzip is ~5x zlib at level 1 with a similar ratio (bench/compression.py)
@@ -40,7 +53,7 @@ try:  # python-isal: igzip is ~5x zlib at level 1 with a similar ratio (bench/co
     _GZIP_BACKEND = "isal-" + __import__("isal").__version__
     _GZIP_LEVEL = 1  # isal levels are 0..3; 1 is its default speed/ratio balance
 except ImportError:  # pragma: no cover - isal is a declared dependency; keep a working fallback
-    _deflate_lib = zlib
+    _deflate_lib = zlib  # type: ignore[misc]
     _GZIP_BACKEND = "zlib-" + zlib.ZLIB_RUNTIME_VERSION
     _GZIP_LEVEL = 1
 
@@ -48,13 +61,14 @@ _ZSTD_LEVEL = 3
 
 
 def compression_id(kind: str) -> str:
-    """Names the exact encoder, so cache keys change when a different encoder would change the bytes."""
+    """Names the exact encoder and chunking, so cache keys change when either would change the bytes."""
+    chunk = f"c{CHUNK_SIZE >> 20}m"
     if kind == "gzip":
-        return f"gzip/{_GZIP_BACKEND}/l{_GZIP_LEVEL}"
+        return f"gzip/{_GZIP_BACKEND}/l{_GZIP_LEVEL}/{chunk}"
     if kind == "zstd":
         import zstandard
 
-        return f"zstd/{zstandard.__version__}/l{_ZSTD_LEVEL}"
+        return f"zstd/{zstandard.__version__}/l{_ZSTD_LEVEL}/{chunk}"
     raise ValueError(kind)
 
 
@@ -62,47 +76,44 @@ def media_type_for(kind: str) -> str:
     return {"gzip": MEDIA_OCI_LAYER_GZIP, "zstd": MEDIA_OCI_LAYER_ZSTD}[kind]
 
 
-class _Encoder(Protocol):
-    def compress(self, data: bytes) -> bytes: ...
-    def finish(self) -> bytes: ...
+def compress_chunk(kind: str, data: bytes | memoryview) -> bytes:
+    """``data`` as one complete gzip member or zstd frame: a pure function of the bytes, run on any thread."""
+    if kind == "gzip":
+        body = _deflate_lib.compress(data, _GZIP_LEVEL, -15)
+        trailer = struct.pack("<II", _deflate_lib.crc32(data) & 0xFFFFFFFF, len(data) & 0xFFFFFFFF)
+        return GZIP_HEADER + body + trailer
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_content_size=False).compress(data)
 
 
-class _GzipEncoder:
-    def __init__(self) -> None:
-        self._obj = _deflate_lib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, -15)
-        self._crc = 0
-        self._size = 0
-        self._started = False
-
-    def compress(self, data: bytes) -> bytes:
-        self._crc = _deflate_lib.crc32(data, self._crc)
-        self._size += len(data)
-        out = self._obj.compress(data)
-        if not self._started:
-            self._started = True
-            return GZIP_HEADER + out
-        return out
-
-    def finish(self) -> bytes:
-        head = b"" if self._started else GZIP_HEADER
-        return head + self._obj.flush() + struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF)
+# One layer's tar is produced by one thread (inflate + tar, ~500 MB/s) and deflate runs at about that speed per
+# core, so a few workers keep every layer being built fed; more would only hold more chunks in memory (a runner
+# with a CPU quota still shows all the host's cores).
+_MAX_WORKERS = 4
 
 
-class _ZstdEncoder:
-    def __init__(self) -> None:
-        import zstandard
-
-        self._obj = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_content_size=False).compressobj()
-
-    def compress(self, data: bytes) -> bytes:
-        return self._obj.compress(data)
-
-    def finish(self) -> bytes:
-        return self._obj.flush()
+def compress_workers() -> int:
+    """How many threads compress chunks: the cores this process may run on, at most ``_MAX_WORKERS``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _MAX_WORKERS))
 
 
-def _encoder(kind: str) -> _Encoder:
-    return _GzipEncoder() if kind == "gzip" else _ZstdEncoder()
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One pool per size for the whole process: layers built in parallel share the cores instead of each
+    starting a pool of its own."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pyimage-compress")
+        return pool
 
 
 @dataclass(frozen=True)
@@ -113,68 +124,99 @@ class BlobResult:
     uncompressed_size: int
 
 
+_Item = tuple["memoryview | bytes", "Future[bytes]"]
+
+
 class BlobWriter:
     """A file-like sink: ``write()`` uncompressed tar bytes, ``close()`` returns the blob's identity.
 
-    The blob goes to ``path`` (the caller's temp file; it renames it into place). One compressed member or
-    frame per writer, so blobs from several writers concatenate into one valid stream.
+    The blob goes to ``path`` (the caller's temp file; it renames it into place). It is a sequence of complete
+    members or frames, so blobs from several writers concatenate into one valid stream. ``workers`` sizes the
+    compression pool (default: ``compress_workers()``); it changes the speed, never the bytes.
+
+    A blob of less than one chunk (most layers but the heavy ones) is compressed on the caller's thread at
+    ``close()``: no thread is started for it.
     """
 
-    def __init__(self, path: Path, kind: str = "gzip") -> None:
+    def __init__(self, path: Path, kind: str = "gzip", *, workers: int | None = None) -> None:
+        if kind not in COMPRESSIONS:
+            raise ValueError(kind)
         self._file = open(path, "wb")
-        self._encoder = _encoder(kind)
+        self._kind = kind
+        self._workers = workers if workers is not None else compress_workers()
         self._raw = hashlib.sha256()
         self._packed = hashlib.sha256()
         self._raw_size = 0
         self._size = 0
-        self._buf: list[bytes] = []
-        self._buf_len = 0
-        self._queue: queue.Queue[bytes | None] = queue.Queue(_QUEUE_DEPTH)
+        self._pending: list[bytes] = []  # written since the last cut, less than one chunk in all
+        self._pending_len = 0
+        self._queue: queue.Queue[_Item | None] | None = None  # made with the first full chunk
+        self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="pyimage-compress", daemon=True)
-        self._thread.start()
 
     def write(self, data: bytes) -> int:
-        self._buf.append(data)
-        self._buf_len += len(data)
-        if self._buf_len >= _BUFFER:
-            self._push()
-        return len(data)
+        n = len(data)
+        if n:
+            self._pending.append(data)
+            self._pending_len += n
+            if self._pending_len >= CHUNK_SIZE:
+                self._cut()
+        return n
 
-    def _push(self) -> None:
+    def _cut(self) -> None:
+        """Hands every whole chunk over (views of one joined buffer: each byte is copied once) and keeps the rest."""
+        joined = b"".join(self._pending)
+        whole = len(joined) - len(joined) % CHUNK_SIZE
+        view = memoryview(joined)
+        for offset in range(0, whole, CHUNK_SIZE):
+            self._submit(view[offset : offset + CHUNK_SIZE])
+        rest = joined[whole:]
+        self._pending = [rest] if rest else []
+        self._pending_len = len(rest)
+
+    def _submit(self, chunk: memoryview | bytes) -> None:
         if self._error is not None:
             raise self._error
-        chunk = b"".join(self._buf)
-        self._buf.clear()
-        self._buf_len = 0
-        self._queue.put(chunk)
+        if self._queue is None:
+            # Chunks waiting for the writer: bounds memory (about (workers + 3) x CHUNK_SIZE) while keeping
+            # every worker fed.
+            self._queue = queue.Queue(self._workers + 1)
+            self._thread = threading.Thread(target=self._run, name="pyimage-blob-writer", daemon=True)
+            self._thread.start()
+        self._queue.put((chunk, _pool(self._workers).submit(compress_chunk, self._kind, chunk)))
 
-    def _emit(self, data: bytes) -> None:
-        if data:
-            self._packed.update(data)
-            self._size += len(data)
-            self._file.write(data)
+    def _hash_raw(self, chunk: bytes | memoryview) -> None:
+        self._raw.update(chunk)
+        self._raw_size += len(chunk)
+
+    def _emit(self, packed: bytes) -> None:
+        self._packed.update(packed)
+        self._size += len(packed)
+        self._file.write(packed)
 
     def _run(self) -> None:
+        """The ordered stage: diff_id over the chunks and digest over their members, in stream order."""
+        assert self._queue is not None
         try:
-            while True:
-                chunk = self._queue.get()
-                if chunk is None:
-                    break
-                self._raw.update(chunk)
-                self._raw_size += len(chunk)
-                self._emit(self._encoder.compress(chunk))
-            self._emit(self._encoder.finish())
-        except BaseException as exc:  # surfaced to the producer on its next write or at close
+            while (item := self._queue.get()) is not None:
+                chunk, future = item
+                self._hash_raw(chunk)  # overlaps the chunk's compression on a worker
+                self._emit(future.result())
+        except BaseException as exc:  # surfaced to the producer on its next chunk or at close
             self._error = exc
-            while self._queue.get() is not None:  # drain so the producer never blocks
-                pass
+            while (item := self._queue.get()) is not None:  # drain so the producer never blocks
+                item[1].cancel()
 
     def close(self) -> BlobResult:
-        if self._buf:
-            self._push()
-        self._queue.put(None)
-        self._thread.join()
+        last = b"".join(self._pending)
+        self._pending = []
+        if self._queue is None:  # at most one chunk: no thread, compressed right here
+            self._hash_raw(last)
+            self._emit(compress_chunk(self._kind, last))
+        else:
+            if last and self._error is None:
+                self._queue.put((last, _pool(self._workers).submit(compress_chunk, self._kind, last)))
+            self._stop()
         self._file.close()
         if self._error is not None:
             raise self._error
@@ -182,11 +224,15 @@ class BlobWriter:
             "sha256:" + self._packed.hexdigest(), "sha256:" + self._raw.hexdigest(), self._size, self._raw_size
         )
 
+    def _stop(self) -> None:
+        if self._queue is not None and self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
     def abort(self) -> None:
-        """Stops the worker and closes the file; the caller deletes its temp path."""
-        self._buf.clear()
-        self._queue.put(None)
-        self._thread.join()
+        """Stops the writer thread and closes the file; the caller deletes its temp path."""
+        self._pending = []
+        self._stop()
         self._file.close()
 
     def __enter__(self) -> "BlobWriter":

@@ -13,10 +13,12 @@ import hashlib
 import io
 import os
 import posixpath
+import queue
 import struct
+import threading
 import zipfile
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import IO, Any, BinaryIO, Callable, Iterable, Iterator, cast
 
 from installer import install
 from installer.destinations import WheelDestination
@@ -31,7 +33,7 @@ from pyimage.errors import BuildError
 try:
     from isal import isal_zlib as _inflate
 except ImportError:  # pragma: no cover - isal is a declared dependency
-    import zlib as _inflate
+    import zlib as _inflate  # type: ignore[no-redef]
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.tar import TarWriter, safe_member_path
 
@@ -43,14 +45,14 @@ INSTALLER_NAME = b"pyimage\n"
 class _Member(io.RawIOBase):
     """A zip member stream that knows its size and the hash RECORD promises for it."""
 
-    def __init__(self, raw: BinaryIO, size: int, expected: str, name: str) -> None:
+    def __init__(self, raw: IO[bytes], size: int, expected: str, name: str) -> None:
         self.raw, self.size, self.expected, self.name = raw, size, expected, name
 
     def read(self, n: int = -1) -> bytes:
         return self.raw.read(n)
 
-    def readline(self, limit: int = -1) -> bytes:
-        return self.raw.readline(limit)
+    def readline(self, limit: int | None = -1) -> bytes:
+        return self.raw.readline(-1 if limit is None else limit)
 
     def seek(self, pos: int, whence: int = 0) -> int:
         return self.raw.seek(pos, whence)
@@ -107,7 +109,7 @@ class _VerifyingWheel(WheelFile):
             seekable = path.startswith(scripts_dir)  # installer rewrites their shebang: needs seek()
             raw = self._zipfile.open(item) if seekable else open_member(self._zipfile, item)
             stream = self.current = _Member(raw, item.file_size, record[1], item.filename)
-            yield record, stream, executable
+            yield record, cast(BinaryIO, stream), executable
             stream.close()
 
 
@@ -173,9 +175,66 @@ def open_member(zf: zipfile.ZipFile, item: zipfile.ZipInfo) -> BinaryIO:
     return _InflatingReader(fd, item.header_offset + 30 + name_len + extra_len, item.compress_size)  # type: ignore[return-value]
 
 
+class _RecordChecks:
+    """The RECORD sha256 of big files, checked on a thread of its own while the tar writer moves on.
+
+    The caller's thread inflates and writes tar entries; hashing the same bytes there too kept it the longest
+    stage of a heavy layer (bench/layer_cost.py). Files of at least ``OFFLOAD_MIN`` bytes hand their chunks
+    to this thread instead (in order, through a bounded queue); ``wait()`` raises the first mismatch, before
+    the wheel's RECORD is written, so a tampered file still fails the layer before its blob is committed.
+    """
+
+    OFFLOAD_MIN = 256 << 10  # below this, a queue round trip costs more than the hash it moves
+    _DEPTH = 32  # chunks (at most 1 MiB each) waiting to be hashed
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+        self._queue: queue.Queue[tuple[Any, bytes | None, str, str] | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._failure: tuple[str, str] | None = None  # (path, algo) of the first mismatch
+
+    def start(self) -> Any:
+        """A fresh sha256 for one file; feed it with ``feed`` and close it with ``end``."""
+        if self._queue is None:
+            self._queue = queue.Queue(self._DEPTH)
+            self._thread = threading.Thread(target=self._run, name="pyimage-record-hash", daemon=True)
+            self._thread.start()
+        return hashlib.sha256()
+
+    def feed(self, digest: Any) -> Callable[[bytes], None]:
+        put = self._queue.put  # type: ignore[union-attr]
+        return lambda chunk: put((digest, chunk, "", ""))
+
+    def end(self, digest: Any, want: str, path: str) -> None:
+        self._queue.put((digest, None, want, path))  # type: ignore[union-attr]
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while (item := self._queue.get()) is not None:
+            digest, chunk, want, path = item
+            if chunk is not None:
+                digest.update(chunk)
+            elif self._failure is None and _b64(digest.digest()) != want:
+                self._failure = (path, "sha256")
+
+    def close(self) -> None:
+        """Stops the thread (idempotent); the checks it finished stand."""
+        if self._thread is not None:
+            self._queue.put(None)  # type: ignore[union-attr]
+            self._thread.join()
+            self._thread = None
+
+    def wait(self) -> None:
+        """Every file handed over is hashed; raises the first mismatch."""
+        self.close()
+        if self._failure is not None:
+            raise _hash_error(self._where, *self._failure)
+
+
 class _TarDestination(WheelDestination):
     def __init__(self, writer: TarWriter, paths: InstallPaths, dist: str, where: str) -> None:
         self.writer, self.paths, self.dist, self.where = writer, paths, dist, where
+        self.checks = _RecordChecks(where)
 
     def _full(self, scheme: str, path: str) -> str:
         rel = safe_member_path(str(path), where=self.where)
@@ -188,10 +247,14 @@ class _TarDestination(WheelDestination):
         script_name, data = Script(name, module, attr, section).generate(self.paths.interpreter, "posix")  # type: ignore[arg-type]
         return self._write(Scheme("scripts"), script_name, io.BytesIO(data), len(data), True, "")
 
-    def write_file(self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool) -> RecordEntry:
+    def write_file(self, scheme: Scheme, path: str | os.PathLike[str], stream: BinaryIO, is_executable: bool) -> RecordEntry:
+        path = str(path)
         expected = getattr(stream, "expected", "")
         size = getattr(stream, "size", None)
         if scheme == "scripts":
+            if size is None:  # not one of our members: sized by reading it
+                data = stream.read()
+                stream, size = io.BytesIO(data), len(data)
             with fix_shebang(stream, self.paths.interpreter) as fixed:
                 if fixed is not stream:  # rewritten shebang: the RECORD hash no longer applies; check the original
                     self._check_hash(stream, expected)
@@ -215,9 +278,16 @@ class _TarDestination(WheelDestination):
     def _write(self, scheme: str, path: str, stream: BinaryIO, size: int, executable: bool, expected: str) -> RecordEntry:
         full = self._full(scheme, path)
         algo, _, want = expected.partition("=")
+        if algo == "sha256" and size >= _RecordChecks.OFFLOAD_MIN:
+            # Hashed on the checks' thread; the entry names RECORD's hash, which ``wait()`` proves right.
+            digest_obj = self.checks.start()
+            self.writer.add_file(full, stream, size, executable=executable, hash_into=self.checks.feed(digest_obj))
+            self.checks.end(digest_obj, want, str(path))
+            self.writer.files[full] = ""
+            return RecordEntry(str(path), Hash("sha256", want), size)
         # One pass: the tar writer hashes sha256 as it copies; another RECORD algorithm is hashed on the same read.
         other = _HashingReader(stream, algo) if expected and algo != "sha256" else None
-        hexdigest = self.writer.add_file(full, other or stream, size, executable=executable)
+        hexdigest = self.writer.add_file(full, cast(BinaryIO, other) if other is not None else stream, size, executable=executable)
         digest = bytes.fromhex(hexdigest)
         if expected:
             got = other.digest() if other is not None else digest
@@ -236,6 +306,7 @@ class _TarDestination(WheelDestination):
                 return None
             return posixpath.relpath(self.paths.scheme_dir(s, self.dist), root) + "/"
 
+        self.checks.wait()  # every file's RECORD hash is proven before the new RECORD is written
         data = construct_record_file(records, prefix).read()
         self.writer.add_bytes(posixpath.join(root, record_file_path), data)
 
@@ -296,9 +367,11 @@ def install_wheel(wheel: Path, writer: TarWriter, paths: InstallPaths) -> None:
     where = wheel.name
     with _malformed(wheel), zipfile.ZipFile(wheel) as zf:
         source = _VerifyingWheel(zf)
+        destination = _TarDestination(writer, paths, source.distribution, where)
         try:
-            install(source, _TarDestination(writer, paths, source.distribution, where), {"INSTALLER": INSTALLER_NAME})
+            install(source, destination, {"INSTALLER": INSTALLER_NAME})
         finally:
+            destination.checks.close()
             if source.current is not None:  # a member left open by an error holds the wheel's file open
                 source.current.close()
 

@@ -14,7 +14,7 @@ import hashlib
 import posixpath
 import tarfile
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Callable, Protocol
 
 from pyimage.errors import BuildError
 
@@ -118,15 +118,26 @@ class TarWriter:
         if self._emit_dirs:
             self._header(path + "/", tarfile.DIRTYPE, 0, mode, owner=owner)
 
-    def add_file(self, path: str, stream: BinaryIO, size: int, *, executable: bool = False, mode: int | None = None) -> str:
+    def add_file(
+        self,
+        path: str,
+        stream: BinaryIO,
+        size: int,
+        *,
+        executable: bool = False,
+        mode: int | None = None,
+        hash_into: Callable[[bytes], object] | None = None,
+    ) -> str:
         """Copies exactly ``size`` bytes from ``stream``; returns their sha256 hex digest. ``mode`` overrides the
-        0644 (0755 when ``executable``) a wheel's files get."""
+        0644 (0755 when ``executable``) a wheel's files get. ``hash_into`` takes every chunk instead (a hash
+        the caller runs elsewhere, off this thread); the return is then ``""``."""
         path = path.strip("/")
         if path in self._skip:
-            return _drain(stream, size, path)
+            return _drain(stream, size, path, hash_into)
         self._ensure_parents(path)
         self._header(path, tarfile.REGTYPE, size, mode if mode is not None else 0o755 if executable else 0o644)
-        digest = hashlib.sha256()
+        digest = hashlib.sha256() if hash_into is None else None
+        update = digest.update if digest is not None else hash_into
         remaining = size
         write = self._sink.write
         keep: list[bytes] | None = [] if self.capture_sources and path.endswith(".py") else None
@@ -134,7 +145,7 @@ class TarWriter:
             chunk = stream.read(min(COPY_CHUNK, remaining))
             if not chunk:
                 raise BuildError(f"{path}: stream ended {remaining} bytes early", "the wheel is truncated; re-download it")
-            digest.update(chunk)
+            update(chunk)  # type: ignore[misc]
             write(chunk)
             if keep is not None:
                 keep.append(chunk)
@@ -146,7 +157,7 @@ class TarWriter:
             write(b"\0" * pad)
         if keep is not None:
             self.sources.append((path, b"".join(keep)))
-        return digest.hexdigest()
+        return digest.hexdigest() if digest is not None else ""
 
     def add_bytes(self, path: str, data: bytes, *, executable: bool = False, mode: int | None = None) -> str:
         import io
@@ -198,17 +209,18 @@ _MAX_OCTAL_11 = 8**11
 _TWICE_HINT = "the wheel is malformed (two members install to the same path); rebuild it or remove it"
 
 
-def _drain(stream: BinaryIO, size: int, path: str) -> str:
+def _drain(stream: BinaryIO, size: int, path: str, hash_into: Callable[[bytes], object] | None = None) -> str:
     """Reads and hashes exactly ``size`` bytes of a skipped file, so its RECORD hash is still checked."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256() if hash_into is None else None
+    update = digest.update if digest is not None else hash_into
     remaining = size
     while remaining:
         chunk = stream.read(min(COPY_CHUNK, remaining))
         if not chunk:
             raise BuildError(f"{path}: stream ended {remaining} bytes early", "the wheel is truncated; re-download it")
-        digest.update(chunk)
+        update(chunk)  # type: ignore[misc]
         remaining -= len(chunk)
-    return digest.hexdigest()
+    return digest.hexdigest() if digest is not None else ""
 
 
 def _ustar_header(name: str, kind: bytes, size: int, mode: int, mtime: int, uid: int, gid: int, linkname: str) -> bytes | None:

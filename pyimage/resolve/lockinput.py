@@ -277,7 +277,7 @@ def _fetch(pin: Pin, path: str | None, lock_dir: Path, cache: Cache) -> None:
             raise BuildError(f"{pin.name}: cannot download {pin.filename}: {exc}", "check the network (and proxy settings), then build again") from exc
         if digest.hexdigest() != pin.sha256:
             raise BuildError(f"{pin.name}: {pin.filename} does not match the lock's sha256", "the index served a different file; re-create the lock or check the index")
-        cache.add_wheel(got, pin.sha256)
+        cache.add_wheel(got, pin.sha256, hashed=True)  # hashed while downloaded: linked in, not read again
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

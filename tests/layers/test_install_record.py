@@ -114,3 +114,40 @@ def test_a_rewritten_script_is_checked_against_its_record_hash_in_any_algorithm(
     record["demo-1.0.data/scripts/demo-tool"] = digest("sha512", b"#!python\nprint('other')\n")
     with pytest.raises(BuildError, match="sha512"):
         install(wheel_with_record(tmp_path / "bad", record, extra))
+
+
+# -- big files: their RECORD hash is checked on a thread of its own, still before the layer is committed ------
+BIG = bytes(range(256)) * (3 * 4096 + 7)  # ~3 MiB: several copy chunks, above _RecordChecks.OFFLOAD_MIN
+
+
+def test_a_big_file_is_checked_against_record_off_the_writer_thread(tmp_path: Path) -> None:
+    from pyimage.layers.install import _RecordChecks
+
+    assert len(BIG) >= 4 * _RecordChecks.OFFLOAD_MIN
+    wheel = wheel_with_record(tmp_path, full_record(extra={"demo/big.bin": BIG}), {"demo/big.bin": BIG})
+    out = io.BytesIO()
+    install_wheel(wheel, TarWriter(out), PATHS)
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue() + b"\0" * 1024)) as tar:
+        site = "opt/venv/lib/python3.11/site-packages"
+        assert tar.extractfile(f"{site}/demo/big.bin").read() == BIG  # type: ignore[union-attr]
+        record = tar.extractfile(f"{site}/demo-1.0.dist-info/RECORD").read().decode()  # type: ignore[union-attr]
+    assert f"demo/big.bin,{digest('sha256', BIG)},{len(BIG)}" in record.splitlines()
+
+
+def test_a_tampered_big_file_fails_the_layer_and_no_blob_is_committed(tmp_path: Path) -> None:
+    from pyimage.cache import Cache
+    from pyimage.layers.build import LayerContext, build_layer
+    from pyimage.layers.plan import LayerSpec
+    from pyimage.wheels import read_wheel
+
+    tampered = BIG[:-1] + b"!"
+    wheel = wheel_with_record(tmp_path / "w", full_record(extra={"demo/big.bin": BIG}), {"demo/big.bin": tampered})
+    with pytest.raises(BuildError, match="demo/big.bin does not match the sha256 in the wheel's RECORD"):
+        install(wheel)
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(BuildError, match="demo/big.bin does not match the sha256"):
+        build_layer(LayerSpec("heavy:demo", "heavy", (read_wheel(wheel),)), LayerContext(cache=cache, paths=PATHS))
+    assert list((cache.root / "blobs" / "sha256").iterdir()) == []
+    assert list((cache.root / "layers").iterdir()) == []

@@ -1,0 +1,183 @@
+"""Same inputs, same bytes, whatever the number of layer jobs and compression workers.
+
+A blob is cut into fixed ``CHUNK_SIZE`` chunks, each compressed as its own gzip member or zstd frame by a pool of
+workers; these tests build the same blobs and layers with one and with two workers (and one and two layer jobs)
+and compare them byte for byte, with numpy's wheel (71 MB of tar: 17 chunks) as the large input.
+The diff_ids are pinned to what the writer produced before chunking: only the compressed bytes may change.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import random
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import zstandard
+
+from pyimage.cache import Cache
+from pyimage.layers.build import LayerContext, build_layer
+from pyimage.layers.compress import CHUNK_SIZE, BlobWriter
+from pyimage.layers.paths import InstallPaths
+from pyimage.layers.plan import LayerSpec
+from pyimage.oci.check import check_image
+from pyimage.oci.layout import write_layout
+from pyimage.oci.model import Image, Layer
+from pyimage.wheels import Wheel, read_wheel
+from wheels_fixture import download_wheel
+
+PATHS = InstallPaths("/opt/venv", "3.11")
+NUMPY = "numpy==2.0.2"
+# diff_ids written by the layer writer before chunked compression (LAYER_FORMAT 2), for the same wheels and paths.
+DIFF_IDS_BEFORE = {
+    "heavy:six": "sha256:b27d6eac7648a229eb829344d6c70ebe29e894228b70ce27f2ca36cf523c2ac6",
+    "site-packages": "sha256:0e80756cdd31f4635a06621e84990247bf2140cd62779b58a9aee4dd2e361a5d",
+}
+# numpy's wheel differs by interpreter and platform: pinned for the cp311 manylinux x86_64 file.
+NUMPY_CP311_SHA256 = "13e689d772146140a252c3a28501da66dfecd77490b498b168b501835041f951"
+NUMPY_DIFF_ID_BEFORE = "sha256:c4254c68a7bc5d849e82c8e4e150cd413a34f83d52a6940259de2bd1330a2b97"
+
+
+def gzip_members(blob: bytes) -> int:
+    """How many gzip members ``blob`` holds (each must be complete)."""
+    count = 0
+    while blob:
+        obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        obj.decompress(blob)
+        assert obj.eof, "a truncated member"
+        blob = obj.unused_data
+        count += 1
+    return count
+
+
+def zstd_frames(blob: bytes) -> int:
+    count = 0
+    while blob:
+        obj = zstandard.ZstdDecompressor().decompressobj()
+        obj.decompress(blob)
+        blob = obj.unused_data
+        count += 1
+    return count
+
+
+def write_blob(path: Path, kind: str, data: bytes, workers: int, piece: int) -> tuple[bytes, object]:
+    sink = BlobWriter(path, kind, workers=workers)
+    for i in range(0, len(data), piece):
+        sink.write(data[i : i + piece])
+    result = sink.close()
+    return path.read_bytes(), result
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_blob_bytes_depend_on_the_input_alone_not_on_workers_or_write_sizes(kind: str, tmp_path: Path) -> None:
+    rng = random.Random(7)
+    data = b"".join(rng.randbytes(4096) * rng.randint(1, 64) for _ in range(200))[: 3 * CHUNK_SIZE + 4321]
+    assert len(data) == 3 * CHUNK_SIZE + 4321
+
+    one, r1 = write_blob(tmp_path / "one", kind, data, workers=1, piece=1 << 20)
+    two, r2 = write_blob(tmp_path / "two", kind, data, workers=2, piece=300_001)
+    three, r3 = write_blob(tmp_path / "three", kind, data, workers=3, piece=len(data))
+
+    assert one == two == three
+    assert r1 == r2 == r3
+    assert r1.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()  # type: ignore[attr-defined]
+    assert r1.digest == "sha256:" + hashlib.sha256(one).hexdigest()  # type: ignore[attr-defined]
+    if kind == "gzip":
+        assert gzip_members(one) == 4  # three full chunks and the rest, each a complete member
+        assert gzip.decompress(one) == data
+    else:
+        assert zstd_frames(one) == 4
+        assert zstandard.ZstdDecompressor().stream_reader(io.BytesIO(one), read_across_frames=True).read() == data
+
+
+def test_a_blob_of_exactly_one_chunk_is_one_member(tmp_path: Path) -> None:
+    data = random.Random(3).randbytes(CHUNK_SIZE)
+    blob, result = write_blob(tmp_path / "b", "gzip", data, workers=2, piece=65536)
+    assert gzip_members(blob) == 1
+    assert gzip.decompress(blob) == data
+    assert result.uncompressed_size == CHUNK_SIZE  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def numpy_wheel(test_cache_dir: Path) -> Wheel:
+    return read_wheel(download_wheel(NUMPY, test_cache_dir / "wheels"))
+
+
+def build_all(specs: list[LayerSpec], cache: Path, *, jobs: int, workers: int) -> list[Layer]:
+    """The layers of ``specs``, ``jobs`` at a time, the way ``build_image`` runs them (biggest first)."""
+    ctx = LayerContext(cache=Cache(cache), paths=PATHS, compress_workers=workers)
+    order = sorted(range(len(specs)), key=lambda i: -specs[i].installed_size)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {i: pool.submit(build_layer, specs[i], ctx) for i in order}
+        return [futures[i].result() for i in range(len(specs))]
+
+
+# numpy 2.0.2 ships one .pyc under __pycache__, which installer skips with a RuntimeWarning (also under -W error).
+@pytest.mark.filterwarnings("ignore:Skip installing:RuntimeWarning")
+def test_layers_are_identical_with_one_or_two_jobs_and_compression_workers(
+    numpy_wheel: Wheel, real_wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    six, wheel = read_wheel(real_wheels["six"]), read_wheel(real_wheels["wheel"])
+    specs = [
+        LayerSpec("heavy:numpy", "heavy", (numpy_wheel,)),
+        LayerSpec("heavy:six", "heavy", (six,)),
+        LayerSpec("site-packages", "site-packages", (six, wheel)),
+        LayerSpec("deps", "site-packages", (wheel, numpy_wheel)),
+    ]
+    serial = build_all(specs, tmp_path / "serial", jobs=1, workers=1)
+    parallel = build_all(specs, tmp_path / "parallel", jobs=2, workers=2)
+
+    for a, b in zip(serial, parallel):
+        assert (a.name, a.digest, a.diff_id, a.descriptor.size) == (b.name, b.digest, b.diff_id, b.descriptor.size)
+        assert a.blob.read_bytes() == b.blob.read_bytes()
+    numpy_blob = parallel[0].blob.read_bytes()
+    assert parallel[0].uncompressed_size > 4 * CHUNK_SIZE  # type: ignore[operator]
+    assert gzip_members(numpy_blob) == -(-parallel[0].uncompressed_size // CHUNK_SIZE)  # type: ignore[operator]
+    assert gzip_members(parallel[3].blob.read_bytes()) > 4  # assembled: the fragments' members, concatenated
+
+    by_name = {layer.name: layer.diff_id for layer in parallel}
+    assert {name: by_name[name] for name in DIFF_IDS_BEFORE} == DIFF_IDS_BEFORE
+    if numpy_wheel.sha256 == NUMPY_CP311_SHA256:
+        assert by_name["heavy:numpy"] == NUMPY_DIFF_ID_BEFORE
+
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in parallel]},
+        "history": [{"created_by": layer.name, "comment": "pyimage"} for layer in parallel],
+    }
+    write_layout(Image(config=config, layers=tuple(parallel)), tmp_path / "layout", "t")
+    report = check_image(tmp_path / "layout")
+    assert report.ok, report.findings
+
+
+# -- the diff_id of an assembled layer: fragments inflated on a thread ahead of the hash ----------------------
+def test_items_produced_ahead_arrive_in_order_and_a_failure_reaches_the_consumer() -> None:
+    from pyimage.layers.build import _ahead
+
+    with _ahead(iter([b"%d" % i for i in range(100)]), depth=3) as items:
+        assert list(items) == [b"%d" % i for i in range(100)]
+
+    def broken() -> Iterator[bytes]:
+        yield b"first"
+        raise zlib.error("invalid stored block lengths")
+
+    with pytest.raises(zlib.error, match="invalid stored block"), _ahead(broken()) as items:
+        assert next(items) == b"first"
+        list(items)
+
+
+def test_leaving_early_stops_the_producing_thread() -> None:
+    import threading
+
+    from pyimage.layers.build import _ahead
+
+    before = {t.ident for t in threading.enumerate()}
+    with _ahead((b"x" * 1024 for _ in range(10_000)), depth=2) as items:
+        next(items)
+    assert {t.ident for t in threading.enumerate() if t.name == "pyimage-inflate"} - before == set()
