@@ -30,6 +30,7 @@ from run import (  # noqa: E402  (bench/run.py is the shared toolkit; it puts te
     Pyimage,
     buildah_context,
     copy_project,
+    docker_context,
     find_pip_wheel,
     find_pyimage,
     log,
@@ -43,17 +44,6 @@ from engines import DOCKER_CLIENT, start_dockerd  # noqa: E402
 from rootfs import DEFAULT_PATH, debian_rootfs  # noqa: E402
 
 SCENARIOS = (("cold", "cold (base imported/ingested apart)"), ("nochange", "no-change rebuild"), ("change", "one-line app change"))
-
-
-def docker_context(ctx: Path) -> Path:
-    """bench/run.py's context, made for BuildKit: a bind mount sees only what .dockerignore lets into the
-    context, so the wheels stay in it and the app's COPY names the project's files instead of ``.``."""
-    (ctx / ".dockerignore").write_text("Dockerfile\n.dockerignore\n")
-    files = sorted(p.name for p in ctx.iterdir() if p.name not in ("wheels", "Dockerfile", ".dockerignore"))
-    copy = "\n".join(f"COPY {name} /src/{name}" for name in files)
-    dockerfile = ctx / "Dockerfile"
-    dockerfile.write_text(dockerfile.read_text().replace("COPY . /src/", copy))
-    return ctx
 
 
 def main(argv: list[str] | None = None) -> int:
