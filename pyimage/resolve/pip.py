@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,11 +145,11 @@ def resolve(
             constraints.unlink(missing_ok=True)
     from pyimage.resolve import diagnose  # only resolution needs it (a lock hit does not)
 
-    built_dir = cache.root / "sdist-wheels" / "v2" / target.python  # v2: each wheel has its <wheel>.sdist.json
+    built_dir = cache.sdist_wheel_dir(target.python)
     built_dir.mkdir(parents=True, exist_ok=True)
     tried: set[str] = set()
-    with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix=f"{os.getpid()}-") as tmp:
-        report = Path(tmp) / "report.json"
+    with cache.tmp_dir() as tmp:
+        report = tmp / "report.json"
         for _ in range(_MAX_SDIST_ROUNDS):
             proc = _pip(
                 [
@@ -176,7 +175,7 @@ def resolve(
                 )
             name, spec = missing
             tried.add(canonicalize_name(name))
-            _build_sdist(name, spec, target, built_dir, cache.root / "tmp", extra_args, output)
+            _build_sdist(name, spec, target, built_dir, cache, extra_args, output)
         else:
             raise BuildError("dependency resolution did not converge", "report this with `pyimage build --debug` output")
         data = json.loads(report.read_text())
@@ -241,13 +240,13 @@ def _target_python(name: str, target: Target, output: str) -> str:
     return python
 
 
-def _build_sdist(name: str, spec: str, target: Target, out: Path, tmp_root: Path, extra_args: Sequence[str], output: str) -> None:
+def _build_sdist(name: str, spec: str, target: Target, out: Path, cache: Cache, extra_args: Sequence[str], output: str) -> None:
     """Builds ``name spec`` from its sdist into ``out`` with the target's Python, recording where the sdist came
     from (``<wheel>.sdist.json``: index URL or none, sha256) for the lock."""
     from pyimage.resolve import diagnose
 
     python = _target_python(name, target, output)
-    with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
+    with cache.tmp_dir() as tmp:
         report = Path(tmp) / "sdist.json"
         found = _pip(
             ["install", "--dry-run", "--ignore-installed", "--no-deps", "--no-binary", name, "--use-pep517", "--report", str(report),
@@ -318,8 +317,8 @@ def sdist_wheel(pin: Pin, target: Target, cache: Cache) -> tuple[Path, str]:
         if hit is not None:
             return hit, known["sha256"]
     python = _target_python(pin.name, target, "")
-    with tempfile.TemporaryDirectory(dir=cache.root / "tmp") as tmp:
-        wheel = _wheel_from_sdist(pin.name, pin.version, pin.url, pin.sha256, python, Path(tmp))
+    with cache.tmp_dir() as tmp:
+        wheel = _wheel_from_sdist(pin.name, pin.version, pin.url, pin.sha256, python, tmp)
         _check_native(pin.name, wheel, target)
         path, sha = cache.add_wheel(wheel)
     cache.put_meta(_sdist_key(pin.sha256, target), {"filename": path.name, "sha256": sha})
@@ -350,8 +349,8 @@ def fetch_wheels(pins: Sequence[Pin], target: Target, cache: Cache) -> dict[str,
         else:
             missing.append(pin)
     if missing:
-        with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix=f"{os.getpid()}-") as tmp:
-            reqs = Path(tmp) / "requirements.txt"
+        with cache.tmp_dir() as tmp:
+            reqs = tmp / "requirements.txt"
             reqs.write_text("".join(f"{p.name} @ {p.url} --hash=sha256:{p.sha256}\n" if p.url else f"{p.name}=={p.version} --hash=sha256:{p.sha256}\n" for p in missing))
             dest = Path(tmp) / "wheels"
             proc = _pip(["download", "--no-deps", "--require-hashes", "--dest", str(dest), *target.pip_args(), "-r", str(reqs)])
