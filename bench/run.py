@@ -51,18 +51,27 @@ EXAMPLES = REPO / "examples"
 sys.path.insert(0, str(REPO / "tests" / "support"))
 from rootfs import DEFAULT_PATH, debian_rootfs, oci_layout
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from limit import Rates, inflated_size
+from limit import measure as limit_rates
+
 APPS_DEFAULT = ("hello-cli", "web-service", "torch-app")
 BENCH_HOME = Path(tempfile.gettempdir()) / "pyimage-bench"  # pyoci's venv and hatchling wheels are reused from here
 PYOCI_REQUIREMENT = "pyoci"
 BASE_TAG = "localhost/bench-rootfs:latest"
 VENV = "/opt/venv"  # pyimage's default venv; the Dockerfile uses the same path
 SCENARIOS = (
-    ("cold", "cold (from nothing)"),
-    ("cold_base", "cold, base ready"),
+    ("cold", "cold from nothing, with lock"),
+    ("cold_nolock", "cold from nothing, no lock (resolves)"),
+    ("cold_base", "cold, base ready, with lock"),
     ("nochange", "no-change rebuild"),
     ("change", "one-line app change"),
     ("second", "second app, same cache"),
+    ("bump", "dependency bump"),
 )
+# The "dependency bump" scenario: one dependency of the app pinned to another release than the lock holds (an
+# older one: what a rollback or a security pin looks like). Each version has wheels for cp311 manylinux here.
+BUMPS = {"hello-cli": ("humanize", "4.16.0"), "web-service": ("uvicorn", "0.30.6"), "torch-app": ("numpy", "2.3.5")}
 
 
 class BenchError(Exception):
@@ -126,6 +135,15 @@ def one_line_change(project: Path, n: int) -> None:
     init.write_text(init.read_text() + f"BENCH_REVISION = {n}  # one-line change made by bench/run.py\n")
 
 
+def bump_dependency(project: Path, name: str, version: str) -> None:
+    """Pins ``name`` to ``version`` in pyproject.toml's dependencies: the lock goes stale and is resolved again."""
+    path = project / "pyproject.toml"
+    text, n = re.subn(rf'"{re.escape(name)}\s*(?:[<>=!~][^"]*)?"', f'"{name}=={version}"', path.read_text(), count=1)
+    if n != 1:
+        raise BenchError(f"{path}: no dependency {name!r} to bump")
+    path.write_text(text)
+
+
 def second_app(template: Path, dst: Path, app: str) -> Path:
     """A copy of ``app`` renamed ``<app>-2`` (package ``<pkg>_2``) with different code; same dependencies."""
     copy_project(template, dst)
@@ -168,6 +186,8 @@ class Measure:
     new_layers: list[str] = field(default_factory=list)
     note: str = ""
     error: str = ""
+    inflated: int = 0  # pyimage only: inflated bytes of the wheels in its new layers (bench/limit.py)
+    ingest_raw: int = 0  # pyimage only: the base rootfs tar it ingested (deflated and hashed, nothing to inflate)
 
 
 Results = dict[str, dict[str, dict[str, list[Measure]]]]  # app -> tool -> scenario -> one Measure per repeat
@@ -243,9 +263,20 @@ def _gunzip_size(path: Path) -> int:
     return n
 
 
-def pyimage_measure(seconds: float, result: dict[str, Any], cache: Path) -> Measure:
+def pyimage_measure(seconds: float, result: dict[str, Any], cache: Path, wheel_sizes: dict[str, int]) -> Measure:
+    """``wheel_sizes`` maps ``name==version`` (a layer's packages) to the inflated bytes of its wheel; the app's
+    own wheel, made in the build, is looked up in the cache."""
     raw = _raw_sizes(cache)
     new = [l for l in result["layers"] if not l["cached"] and l["name"] != "base"]
+    inflated = 0
+    for layer in new:
+        for pkg in layer["packages"]:
+            size = wheel_sizes.get(pkg)
+            if size is None:
+                name, _, version = pkg.partition("==")
+                found = sorted(cache.rglob(f"{re.sub(r'[-_.]+', '_', name)}-{version}-*.whl"))
+                size = inflated_size(found[0]) if found else 0
+            inflated += size
     raw_total = 0
     for layer in new:
         size = raw.get(layer["digest"])
@@ -253,7 +284,7 @@ def pyimage_measure(seconds: float, result: dict[str, Any], cache: Path) -> Meas
             blob = cache / "blobs" / "sha256" / layer["digest"].partition(":")[2]
             size = _gunzip_size(blob) if blob.exists() else 0
         raw_total += size
-    return Measure(seconds, sum(l["size"] for l in new), raw_total, [l["name"] for l in new])
+    return Measure(seconds, sum(l["size"] for l in new), raw_total, [l["name"] for l in new], inflated=inflated)
 
 
 def shared_layers_check(first: dict[str, Any], second: dict[str, Any]) -> str:
@@ -271,31 +302,48 @@ def shared_layers_check(first: dict[str, Any], second: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def pyimage_series(tool: Pyimage, app: str, template: Path, seed: Path, work: Path, rep: int) -> dict[str, Measure]:
+def pyimage_series(tool: Pyimage, app: str, template: Path, seed: Path, work: Path, rep: int, wheel_sizes: dict[str, int]) -> dict[str, Measure]:
     d = work / "pyimage" / app / f"r{rep}"
     out: dict[str, Measure] = {}
+    base_raw = tool.rootfs.stat().st_size
     proj = copy_project(template, d / "proj")
     cache, layout = d / "cache", d / "out"
     seed_cache(seed, cache, base=False)
     s, cold = tool.build(proj, cache, layout)
-    out["cold"] = pyimage_measure(s, cold, cache)
+    out["cold"] = pyimage_measure(s, cold, cache, wheel_sizes)
+    out["cold"].ingest_raw = base_raw
     base = next((l for l in cold["layers"] if l["name"] == "base"), None)
     if base is not None:
-        out["cold"].note = f"includes ingesting the {human(tool.rootfs.stat().st_size)} base rootfs (gzip blob {human(base['size'])})"
+        out["cold"].note = (f"pylock.pyimage.toml (written by the untimed warm-up) present: no resolution; includes ingesting the "
+                            f"{human(base_raw)} base rootfs (gzip blob {human(base['size'])})")
     s, res = tool.build(proj, cache, layout)
-    out["nochange"] = pyimage_measure(s, res, cache)
+    out["nochange"] = pyimage_measure(s, res, cache, wheel_sizes)
     one_line_change(proj, rep + 1)
     s, first = tool.build(proj, cache, layout)
-    out["change"] = pyimage_measure(s, first, cache)
+    out["change"] = pyimage_measure(s, first, cache, wheel_sizes)
     proj2 = second_app(template, d / "proj2", app)
     s, res = tool.build(proj2, cache, d / "out2")
-    out["second"] = pyimage_measure(s, res, cache)
+    out["second"] = pyimage_measure(s, res, cache, wheel_sizes)
     out["second"].note = shared_layers_check(first, res)
+    if app in BUMPS:
+        name, version = BUMPS[app]
+        bump_dependency(proj, name, version)
+        s, res = tool.build(proj, cache, layout)
+        out["bump"] = pyimage_measure(s, res, cache, wheel_sizes)
+        out["bump"].note = f"{name} pinned to {version} in pyproject.toml: the lock is stale and resolved again; rebuilt " + ", ".join(out["bump"].new_layers)
+    cache_n = d / "cache-nolock"
+    seed_cache(seed, cache_n, base=False)
+    proj_n = copy_project(template, d / "proj-nolock")
+    (proj_n / "pylock.pyimage.toml").unlink()
+    s, res = tool.build(proj_n, cache_n, d / "out-nolock")
+    out["cold_nolock"] = pyimage_measure(s, res, cache_n, wheel_sizes)
+    out["cold_nolock"].ingest_raw = base_raw
+    out["cold_nolock"].note = "no lock: pip resolves against PyPI (wheels already downloaded), then as cold with lock"
     cache_b = d / "cache-base"
     seed_cache(seed, cache_b, base=True)
     proj_b = copy_project(template, d / "proj-base")
     s, res = tool.build(proj_b, cache_b, d / "out-base")
-    out["cold_base"] = pyimage_measure(s, res, cache_b)
+    out["cold_base"] = pyimage_measure(s, res, cache_b, wheel_sizes)
     # The JSON says ``cached: false`` for the base even when it is reused, so ask the cache's hit log instead.
     hits = (cache_b / "meta" / "hits.log").read_text().split() if (cache_b / "meta" / "hits.log").exists() else []
     out["cold_base"].note = "base layer reused from the seeded cache" if "hit" in hits else "base NOT reused: seeding failed"
@@ -370,6 +418,19 @@ def buildah_context(template: Path, dst: Path, wheels: Path, pins: list[Pin], pi
     return dst
 
 
+def bump_context(ctx: Path, app: str, pins: list[Pin]) -> str:
+    """The dependency bump in a Dockerfile context: pyproject.toml (copied into the app layer) and the exact pin
+    on the dependency layer's command line. Returns a note."""
+    name, version = BUMPS[app]
+    old = next((p for p in pins if p.name == name), None)
+    if old is None:
+        raise BenchError(f"{app}: {name} is not in the lock")
+    bump_dependency(ctx, name, version)
+    dockerfile = ctx / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace(f" {name}=={old.version}", f" {name}=={version}"))
+    return f"{name} {old.version} → {version}"
+
+
 def find_pip_wheel() -> Path:
     """The pip wheel ensurepip carries: the Dockerfile runs pip from it, since the base has no pip."""
     return max((Path(os.__file__).parent / "ensurepip" / "_bundled").glob("pip-*.whl"))
@@ -418,6 +479,10 @@ def buildah_series(app: str, template: Path, pins: list[Pin], wheels: Path, pip_
         out["second"] = measure(tool.bud(ctx2, tag2), tag2)
         deps1, deps2 = first_layers[1][0], tool.layers(tag2)[1][0]
         out["second"].note = f"dependency layer {'reused (same diff_id)' if deps1 == deps2 else 'REBUILT'}"
+        if app in BUMPS:
+            note = bump_context(ctx, app, pins)
+            out["bump"] = measure(tool.bud(ctx, tag), tag)
+            out["bump"].note = note
     finally:
         if not keep:
             run(tool.cmd("rm", "--all"), check=False)
@@ -460,6 +525,9 @@ def docker_series(engine: Any, import_s: float, app: str, template: Path, pins: 
     out["change"] = Measure(build(ctx, tag))
     ctx2 = docker_context(buildah_context(second_app(template, d / "src2", app), d / "ctx2", wheels, pins, pip_wheel))
     out["second"] = Measure(build(ctx2, f"bench/{app}-2:r{rep}"))
+    if app in BUMPS:
+        note = bump_context(ctx, app, pins)
+        out["bump"] = Measure(build(ctx, tag), note=note)
     shutil.rmtree(d, ignore_errors=True)
     return out
 
@@ -681,17 +749,18 @@ def median_measure(ms: list[Measure]) -> Measure:
     if not ok:
         return ms[0] if ms else Measure()  # not measured for this tool: shown as "—"
     first = ok[0]
-    return Measure(statistics.median(m.seconds for m in ok), first.new_gz, first.new_raw, first.new_layers, first.note)  # type: ignore[misc]
+    return Measure(statistics.median(m.seconds for m in ok), first.new_gz, first.new_raw, first.new_layers, first.note,  # type: ignore[misc]
+                   inflated=first.inflated, ingest_raw=first.ingest_raw)
 
 
-def table(app: str, results: dict[str, dict[str, list[Measure]]], repeat: int) -> str:
+def table(app: str, results: dict[str, dict[str, list[Measure]]], repeat: int, rates: Rates) -> str:
     tools = ("pyimage", "docker", "buildah", "pyoci")
     med = {t: {s: median_measure(results.get(t, {}).get(s, [])) for s, _ in SCENARIOS} for t in tools}
     lines = [
         f"### {app}" + (f" (median of {repeat})" if repeat > 1 else ""),
         "",
-        "| scenario | pyimage s | docker build s | buildah s | pyoci s | docker/pyimage | buildah/pyimage | pyoci/pyimage | new layers: pyimage gz (tar) | buildah tar | pyoci tar |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | pyimage s | limit s | pyimage/limit | docker build s | buildah s | pyoci s | docker/pyimage | buildah/pyimage | pyoci/pyimage | new layers: pyimage gz (tar) | buildah tar | pyoci tar |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     def sec(m: Measure) -> str:
         return "failed" if m.error else ("—" if m.seconds is None else f"{m.seconds:.2f}")
@@ -704,7 +773,11 @@ def table(app: str, results: dict[str, dict[str, list[Measure]]], repeat: int) -
         p_bytes = "—" if p.seconds is None or p.error else f"{human(p.new_gz)} ({human(p.new_raw)})"
         b_bytes = "—" if b.seconds is None or b.error else human(b.new_raw)
         o_bytes = "—" if o.seconds is None or o.error else human(o.new_raw)
-        lines.append(f"| {label} | {sec(p)} | {sec(k)} | {sec(b)} | {sec(o)} | {ratio(k, p)} | {ratio(b, p)} | {ratio(o, p)} | {p_bytes} | {b_bytes} | {o_bytes} |")
+        ok = p.seconds is not None and not p.error
+        lim = rates.limit(p.inflated, (p.new_raw or 0) + p.ingest_raw) if ok else None
+        lim_s = "—" if lim is None else f"{lim:.2f}" if lim >= 0.1 else f"{lim:.3f}"
+        lim_r = "—" if lim is None or p.seconds is None else "no bytes" if lim == 0 else f"{p.seconds / lim:.{1 if p.seconds < 10 * lim else 0}f}×"
+        lines.append(f"| {label} | {sec(p)} | {lim_s} | {lim_r} | {sec(k)} | {sec(b)} | {sec(o)} | {ratio(k, p)} | {ratio(b, p)} | {ratio(o, p)} | {p_bytes} | {b_bytes} | {o_bytes} |")
     notes = []
     for t in tools:
         for key, label in SCENARIOS:
@@ -774,16 +847,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     templates: dict[str, Path] = {}
     pins: dict[str, list[Pin]] = {}
     warmup: dict[str, float] = {}
+    extra: dict[str, list[Pin]] = {}  # wheels only the bumped dependency brings
     for app in apps:
         templates[app] = copy_project(EXAMPLES / app, work / "templates" / app)
         warmup[app], _ = tool.build(templates[app], seed, work / "warm" / app)
         pins[app] = read_pins(templates[app])
         log(f"warm-up {app}: {warmup[app]:.1f} s, {len(pins[app])} locked wheels")
+        if app in BUMPS:  # downloads the bumped release's wheel into the seed: the timed bump only resolves
+            bumped = copy_project(templates[app], work / "templates-bump" / app)
+            bump_dependency(bumped, *BUMPS[app])
+            tool.build(bumped, seed, work / "warm-bump" / app)
+            extra[app] = [p for p in read_pins(bumped) if p not in pins[app]]
     meta["warmup_seconds"] = warmup
+    wheel_sizes = {f"{p.name}=={p.version}": inflated_size(seed / "wheels" / p.sha256 / p.filename)
+                   for app in apps for p in [*pins[app], *extra.get(app, [])]}
+
+    # The machine's limit: rates measured now, on the run's biggest wheel (bench/limit.py).
+    biggest = max((seed / "wheels" / p.sha256 / p.filename for app in apps for p in pins[app]), key=lambda w: w.stat().st_size)
+    rates = limit_rates(biggest, workers=os.cpu_count() or 1)
+    meta["rates"] = asdict(rates)
+    log(f"machine on {rates.sample}: inflate {rates.inflate / 1e6:.0f} MB/s, deflate (isal 1, {rates.workers} cores) "
+        f"{rates.deflate / 1e6:.0f} MB/s, sha256 {rates.sha256 / 1e6:.0f} MB/s")
 
     # The exact wheels pyimage used, for the Dockerfile and pyoci's venv.
     pip_wheel = find_pip_wheel()
-    wheel_dirs = {app: wheel_dir(work / "wheels" / app, seed, pins[app], host_py) for app in apps}
+    wheel_dirs = {app: wheel_dir(work / "wheels" / app, seed, [*pins[app], *extra.get(app, [])], host_py) for app in apps}
 
     pyoci: Pyoci | None = None
     registry: Registry | None = None
@@ -829,7 +917,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for app in apps:
             for rep in range(args.repeat):
-                record(app, "pyimage", [s for s, _ in SCENARIOS], pyimage_series, tool, app, templates[app], seed, work, rep)
+                record(app, "pyimage", [s for s, _ in SCENARIOS], pyimage_series, tool, app, templates[app], seed, work, rep, wheel_sizes)
                 if engine is not None:
                     record(app, "docker", [s for s, _ in SCENARIOS], docker_series, engine, docker_import, app, templates[app], pins[app], wheel_dirs[app], pip_wheel.name, work, rep)
                 if not buildah_skip:
@@ -858,9 +946,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     moved = "" if meta["git_end"] == meta["git"] else f" (the tree moved to {meta['git_end']} during the run)"
     print(f"{meta['pyimage']} at {meta['git']}{moved}; {meta.get('docker', docker_skip)}; {meta.get('buildah', buildah_skip)}; pyoci {meta.get('pyoci', pyoci_skip)}")
     print(f"base: {rootfs.name} ({human(rootfs.stat().st_size)} Debian bookworm rootfs with python3); total run {meta['total_seconds']:.0f} s")
+    print(f"limit: inflate the new layers' wheels at {rates.inflate / 1e6:.0f} MB/s, deflate their tars (and the base's, when "
+          f"ingested) at {rates.deflate / 1e6:.0f} MB/s (isal level 1, {rates.workers} cores), sha256 them twice at "
+          f"{rates.sha256 / 1e6:.0f} MB/s; rates measured in this run on {rates.sample}; resolution and start-up not included")
     for app in apps:
         print()
-        print(table(app, results[app], args.repeat))
+        print(table(app, results[app], args.repeat, rates))
     if pyoci_skip:
         print(f"\npyoci: {pyoci_skip}")
     if profiles:
