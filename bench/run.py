@@ -5,17 +5,20 @@ and pyoci.
 For each app (``--apps``) and each repeat, in fresh temp directories (the repo's files are never edited):
 
 * pyimage, as the CLI a user runs: cold (fresh ``--cache-dir`` holding only the downloaded wheels and the build
-  backend's environment), cold with the base already ingested, no-change rebuild, rebuild after a one-line change
-  in the app, and a second app (a renamed copy with different code) built against the same cache;
+  backend's environment) with the lock the warm-up wrote and without it (resolution included), cold with the base
+  already ingested, no-change rebuild, rebuild after a one-line change in the app, a second app (a renamed copy
+  with different code) built against the same cache, and a dependency bump (``BUMPS``: one dependency pinned to
+  another release, so the lock is resolved again);
 * docker build (BuildKit, overlay2, a private dockerd; the same Dockerfile, made for BuildKit as bench/load.py
   does): the base rootfs ``docker import``-ed first (timed apart), the builder cache pruned at each repeat, then
-  cold, no-change, one-line change, second app (``--skip-docker`` leaves it out);
+  cold, no-change, one-line change, second app, dependency bump (``--skip-docker`` leaves it out);
 * buildah (``bud --layers --isolation chroot``, vfs storage under a throwaway ``--root``): the base rootfs
-  imported first (timed apart), then cold, no-change, one-line change, second app;
+  imported first (timed apart), then cold, no-change, one-line change, second app, dependency bump;
 * pyoci (from PyPI, in its own venv under /tmp): cold, no-change, one-line change, from a venv holding the app
   and its dependencies; its base image is served by a local TLS registry, since pyoci only pulls bases.
 
-It prints one markdown table per app (median seconds over ``--repeat``; bytes of the new layers each tool made),
+It prints one markdown table per app (median seconds over ``--repeat``; bytes of the new layers each tool made;
+the machine's limit for each scenario, from rates measured in the run by bench/limit.py, and pyimage's ratio to it),
 then where time goes in a pyimage no-change rebuild (``-X importtime`` and cProfile). ``--json FILE`` keeps every
 raw figure. Run: ``python bench/run.py [--apps hello-cli,web-service,torch-app] [--repeat N]``.
 """
