@@ -341,7 +341,7 @@ def pyimage_series(tool: Pyimage, app: str, template: Path, seed: Path, work: Pa
     s, res = tool.build(proj_n, cache_n, d / "out-nolock")
     out["cold_nolock"] = pyimage_measure(s, res, cache_n, wheel_sizes)
     out["cold_nolock"].ingest_raw = base_raw
-    out["cold_nolock"].note = "no lock: pip resolves against PyPI (wheels already downloaded), then as cold with lock"
+    out["cold_nolock"].note = "no lock: uv resolves against PyPI (wheels already downloaded), then as cold with lock"
     cache_b = d / "cache-base"
     seed_cache(seed, cache_b, base=True)
     proj_b = copy_project(template, d / "proj-base")
