@@ -113,6 +113,14 @@ def _argv(v: Any) -> tuple[str, ...] | None:
     raise ValueError
 
 
+def _entrypoint_argv(v: Any) -> tuple[str, ...] | None:
+    """``_argv`` that refuses an empty one: an image with ``Entrypoint: []`` and no Cmd has nothing to run."""
+    argv = _argv(v)
+    if argv is not None and (not argv or not argv[0].strip()):
+        raise _Invalid("it is empty, so the image would have nothing to run; name the program (or leave entrypoint out for the project's console script)")
+    return argv
+
+
 def _str_list(v: Any) -> tuple[str, ...]:
     if isinstance(v, str):
         return tuple(x.strip() for x in v.split(",") if x.strip())
@@ -405,7 +413,7 @@ KEYS: dict[str, Key] = {
     "heavy": Key("list of names, globs or {name, packages} tables", [], "Packages that get a layer of their own (`torch`), or share one (`{ name = \"cuda\", packages = [\"nvidia-*\", \"triton\"] }`).", _heavy),
     "heavy-threshold": Key('size ("100MB") or bytes', DEFAULT_THRESHOLD, "Any wheel that installs at least this much gets a layer of its own; `0` turns this off.", parse_size),
     "max-layers": Key("integer 2..127", MAX_LAYERS_DEFAULT, "Upper bound on the image's layer count (base included); the smallest heavy groups merge into `site-packages` to stay under it.", _max_layers),
-    "entrypoint": Key("list of strings or a string", None, "Image Entrypoint; default: the project's only console script (required for an app that is not a package).", _argv),
+    "entrypoint": Key("list of strings or a string", None, "Image Entrypoint; default: the project's only console script (required for an app that is not a package).", _entrypoint_argv),
     "command": Key("list of strings or a string", None, "Image Cmd (arguments to the entrypoint).", _argv),
     "env": Key("table of strings", {}, "Extra environment variables (names: letters, digits, `_`, `.`, `-`; not starting with a digit).", _env),
     "labels": Key("table of strings", {}, "Image labels.", _table),

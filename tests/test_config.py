@@ -269,6 +269,8 @@ def test_wrong_type_names_the_key_the_file_the_line_and_the_accepted_kind(line: 
         ('platform = ["linux/amd64", "linux/amd64"]', "platform: linux/amd64 is listed twice"),
         ('venv = "/usr/local"', "venv: /usr/local is a directory of the base's own system; the venv would shadow it (use e.g. /opt/venv)"),
         ('owner = "4294967295"', "owner: uid and gid must be 0..4294967294"),
+        ("entrypoint = []", "entrypoint: it is empty, so the image would have nothing to run; name the program (or leave entrypoint out for the project's console script)"),
+        ('entrypoint = ""', "entrypoint: it is empty, so the image would have nothing to run; name the program (or leave entrypoint out for the project's console script)"),
     ],
 )
 def test_a_value_of_the_right_type_that_is_still_wrong_says_why(line: str, reason: str, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Iterable
 
-from pyimage.errors import BuildError
+from pyimage.errors import BuildError, ConfigError
 from pyimage.oci.dockerarchive import archive_chunks
 from pyimage.oci.model import Image
 
@@ -181,7 +181,7 @@ def docker_image_id(name: str, endpoint: DockerEndpoint | None = None) -> str:
     with _engine_call(endpoint, f"base docker-daemon:{name}") as client:
         info = client.get(f"/images/{name}/json")
     if info.status_code == 404:
-        raise BuildError(f"base docker-daemon:{name}: the Docker Engine at {endpoint.host} has no image {name}", f"`docker pull {name}` (or `docker load`) first, or pick one `docker images` lists")
+        raise ConfigError(f"base docker-daemon:{name}: the Docker Engine at {endpoint.host} has no image {name}", f"`docker pull {name}` (or `docker load`) first, or pick one `docker images` lists")
     if info.status_code != 200:
         raise BuildError(f"base docker-daemon:{name}: docker ({endpoint.host}) answered {info.status_code}: {_message(info.content)}", "check that the engine runs and that you may use its socket")
     image_id = str(info.json().get("Id", ""))

@@ -213,8 +213,10 @@ def read_layout(directory: Path, tag: str | None, platform: Platform) -> Image:
     layout and must be read through ``open_blob`` and verified by the caller.
     """
     directory = Path(directory).resolve()
+    if not directory.is_dir():
+        raise ConfigError(f"oci:{directory}: no such directory", "name an OCI layout (made by `pyimage build -o oci:DIR` or `skopeo copy … oci:DIR`)")
     if not (directory / "index.json").exists() and not (directory / "index.json").is_symlink():
-        raise BuildError(f"{directory} is not an OCI image layout (no index.json)", "point base at a directory made by `skopeo copy … oci:DIR`")
+        raise ConfigError(f"oci:{directory} is not an OCI image layout (no index.json)", "name a directory made by `pyimage build -o oci:DIR` or `skopeo copy … oci:DIR`")
     index = _read_json(directory, "index.json", "index")
     manifests = _descriptors(index.get("manifests", []), directory, "index.json manifests")
     if tag is not None:

@@ -77,6 +77,8 @@ def unreachable_hint(host: str) -> str:
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     if name in _PUBLIC or name.endswith(_PUBLIC_SUFFIXES):
         return PUBLIC_HINT.format(host=host)
+    if is_loopback(host):  # plain HTTP is tried there already: nothing listens
+        return f"start the registry on {host} (nothing answered there over HTTPS or HTTP), or fix the reference's host and port"
     return INSECURE_HINT.format(host=host)
 
 

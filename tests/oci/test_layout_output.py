@@ -177,3 +177,16 @@ def test_one_rule_picks_a_platform_for_registries_and_layouts() -> None:
     assert match_platform([attest], Platform.parse("linux/amd64")) is None
     bare = entry(None, 6)
     assert match_platform([bare], Platform.parse("linux/arm64")) is bare
+
+
+def test_a_missing_or_foreign_directory_as_a_layout_is_a_config_error(tmp_path: Path) -> None:
+    """Exit 2, like every other base a user names wrongly, and it says which."""
+    from pyimage.errors import ConfigError
+    from pyimage.oci.layout import read_layout
+    from pyimage.oci.model import Platform
+
+    with pytest.raises(ConfigError, match="no such directory"):
+        read_layout(tmp_path / "nolayout", None, Platform())
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ConfigError, match=r"is not an OCI image layout \(no index.json\)"):
+        read_layout(tmp_path / "plain", None, Platform())

@@ -251,7 +251,7 @@ def test_a_refused_connection_is_retried_then_named() -> None:
     with pytest.raises(RegistryError, match=f"^cannot connect to {host}: ") as info:
         transport.send("GET", httpx.URL(f"http://{host}/v2/"), "connecting")
     transport.close()
-    assert "--insecure-registry" in info.value.hint
+    assert info.value.hint.startswith(f"start the registry on {host}")  # loopback: plain HTTP was tried already
     assert len(slept) == 1
 
 
@@ -313,4 +313,14 @@ def test_an_unreachable_public_registry_is_never_told_to_use_plain_http(host: st
     from pyimage.oci.transport import unreachable_hint
 
     assert "--insecure-registry" not in unreachable_hint(host) and "network" in unreachable_hint(host)
+    assert "--insecure-registry registry.internal:5000" in unreachable_hint("registry.internal:5000")
+
+
+def test_an_unreachable_loopback_registry_is_not_told_to_use_plain_http() -> None:
+    """Loopback registries get plain HTTP already; the hint says nothing answered rather than --insecure-registry."""
+    from pyimage.oci.transport import unreachable_hint
+
+    for host in ("localhost:5999", "127.0.0.1:5000"):
+        hint = unreachable_hint(host)
+        assert "--insecure-registry" not in hint and host in hint
     assert "--insecure-registry registry.internal:5000" in unreachable_hint("registry.internal:5000")
