@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import posixpath
+import re
 import shutil
 import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -28,7 +29,7 @@ from pyimage.layers.paths import InstallPaths
 from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
 from pyimage.layers.native import check_libraries
 from pyimage.layers.plan import LayerPlan, plan_layers
-from pyimage.layers.ignore import secret_like
+from pyimage.layers.ignore import DockerIgnore, read_dockerignore, secret_like
 from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
 from pyimage.base import load_base, scan_base
 from pyimage.oci.engine import Loaded
@@ -587,10 +588,20 @@ def _app_tree(cfg: Config) -> list[ProjectFile]:
             f'set [tool.pyimage] workdir to a directory of its own (default "{DEFAULT_WORKDIR}")',
         )
     outputs = _output_paths(cfg)
-    files = collect_files(cfg.project_dir, tree_entries(cfg.project_dir, workdir, outputs), skip=outputs)
+    # tree_entries names each top-level path, and collect_files takes a named path as named: the project's
+    # .dockerignore must drop those names here (`.env`, `node_modules`), as it drops what the walk finds below them
+    ignore = read_dockerignore(cfg.project_dir)
+    entries = [e for e in tree_entries(cfg.project_dir, workdir, outputs) if not _top_ignored(e["src"], cfg.project_dir, ignore)]
+    files = collect_files(cfg.project_dir, entries, skip=outputs)
     if not files:
         raise ConfigError(f"{cfg.project_dir}: the project is not a package and has no files to copy into the image", "add the app's code, or run pyimage in the app's directory")
     return files
+
+
+def _top_ignored(src: str, project_dir: Path, ignore: DockerIgnore) -> bool:
+    name = re.sub(r"\[(.)\]", r"\1", src)  # a top-level name with glob characters comes glob.escape()d
+    path = project_dir / name
+    return ignore.prunes(name) if path.is_dir() and not path.is_symlink() else ignore.excluded(name)
 
 
 def _output_paths(cfg: Config) -> list[Path]:

@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import re
 import os
 import shutil
 import tempfile
@@ -337,6 +338,10 @@ class Cache:
 
     # -- wheels ----------------------------------------------------------------------------------------
     def wheel_path(self, sha256: str, filename: str) -> Path:
+        """Where the wheel (or sdist) of ``sha256`` is kept; both parts come from locks and indexes, so they are
+        checked to name one entry each before a path is made: a lock that says otherwise is refused."""
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256) or not filename or "/" in filename or "\0" in filename or filename in (".", ".."):
+            raise BuildError(f"a lock or index names the file {filename[:80]!r} with sha256 {sha256[:80]!r}, which is not a file name and a sha256", "re-create the lock with the tool that wrote it")
         return self.root / "wheels" / sha256 / filename
 
     def cached_wheel(self, sha256: str, filename: str) -> Path | None:

@@ -65,11 +65,13 @@ def human_size(n: float) -> str:
 def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A titled table with named columns on stdout (rich; wraps rather than truncates)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    grid = Table(title=title, title_justify="left")
+    # cells are data (`[tool.pyimage]`, a Next.js `[id].tsx`), never rich markup
+    grid = Table(title=escape(title), title_justify="left")
     for h in header:
-        grid.add_column(h, overflow="fold")
+        grid.add_column(escape(h), overflow="fold")
     for row in rows:
-        grid.add_row(*row)
+        grid.add_row(*(escape(cell) for cell in row))
     Console(width=max(100, shutil.get_terminal_size((120, 20)).columns)).print(grid)

@@ -63,6 +63,11 @@ class Naming:
     def reference(self) -> str:
         return self.tags[0] if self.tags else f"{self.name}:{self.version}".replace("+", "_")
 
+    @property
+    def tag(self) -> str:
+        """The TAG of ``reference`` (after the last ``:``; a registry's ``host:port`` comes before it)."""
+        return self.reference.rpartition(":")[2]
+
 
 def parse_tags(tags: Sequence[str]) -> tuple[str, ...]:
     """``-t NAME[:TAG]`` values, checked before any work; a name without a tag means ``NAME:latest``, as with
@@ -132,7 +137,7 @@ class LayoutOutput:
     def write(self, image: Image | ImageIndex, naming: Naming, written: _Collect) -> None:
         from pyimage.oci.layout import write_layout
 
-        tag = self.tag or naming.reference.partition(":")[2]
+        tag = self.tag or naming.tag
         write_layout(image, self.directory, tag, stamps=naming.cache)
         written.outputs.append(f"oci:{self.directory}:{tag}")
 
@@ -175,7 +180,7 @@ class EngineOutput:
         assert isinstance(image, Image)  # check() refused an index
         ref = self.reference or naming.reference
         if ":" not in ref.rsplit("/", 1)[-1]:
-            ref += f":{naming.reference.partition(':')[2]}"
+            ref += f":{naming.tag}"
         also = tuple(t for t in naming.tags if t != ref) if not self.reference else ()
         loaded = load_docker(image, ref, also=also) if self.engine == "docker-daemon" else load_podman(image, ref, also=also)
         written.loaded.append(loaded)
@@ -200,7 +205,7 @@ class RegistryOutput:
     def write(self, image: Image | ImageIndex, naming: Naming, written: _Collect) -> None:
         from pyimage.publish import push_refs
 
-        refs = list(self.references) or [f"{self.repository}:{tag}" for tag in (self.tags or [naming.reference.partition(":")[2]])]
+        refs = list(self.references) or [f"{self.repository}:{tag}" for tag in (self.tags or [naming.tag])]
         written.pushed.extend(push_refs(image, refs, self.settings, self.events, naming.cache))
 
 

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pyimage.cache import Cache, LayerRecord
 
 
@@ -70,3 +72,15 @@ def test_prune_without_a_limit_says_what_it_needs(tmp_path: Path) -> None:
         "error: cache prune: nothing to do without a limit",
         "hint: give --max-size (e.g. 20GB) and/or --older-than (e.g. 30d)",
     ]
+
+
+def test_a_lock_cannot_name_a_path_outside_the_cache(tmp_path: Path) -> None:
+    """sha256 and file name come from lock files: anything but 64 hex digits and one plain name is refused."""
+    from pyimage.cache import Cache
+    from pyimage.errors import BuildError
+
+    cache = Cache(tmp_path / "cache")
+    for sha, name in (("../../etc", "passwd"), ("a" * 64, "../x.whl"), ("A" * 64, "x.whl"), ("a" * 64, "..")):
+        with pytest.raises(BuildError, match="which is not a file name and a sha256"):
+            cache.cached_wheel(sha, name)
+    assert cache.cached_wheel("a" * 64, "six-1.16.0-py2.py3-none-any.whl") is None

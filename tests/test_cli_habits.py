@@ -173,3 +173,12 @@ def test_another_tools_table_near_the_name_is_left_alone(tmp_path: Path) -> None
     text = (project / "pyproject.toml").read_text()
     (project / "pyproject.toml").write_text(text + "\n[tool.image]\nsize = 1\n")
     assert "misspelt" not in run_pyimage("plan", "-C", str(project), cache=cache).stderr
+
+
+def test_a_tag_after_a_registry_port_is_the_part_after_the_last_colon(tmp_path: Path) -> None:
+    from pyimage.cache import Cache
+    from pyimage.outputs import Naming
+
+    naming = Naming("app", "1.0", Cache(tmp_path / "c"), ("localhost:5000/app:dev",))
+    assert naming.tag == "dev" and naming.reference == "localhost:5000/app:dev"
+    assert Naming("app", "1.0+local", Cache(tmp_path / "c")).tag == "1.0_local"

@@ -165,7 +165,6 @@ def _file_sha256(found: indexfiles.IndexFile) -> str:
 def locked_pins(path: Path, target: Target, cache: Cache, events: Callable[[str], None]) -> list[Pin]:
     """The pins of the hashed requirements file for ``target``, their files fetched and hash-checked."""
     from packaging.markers import Marker
-    from packaging.version import Version
 
     from pyimage.resolve.lockinput import target_environment
 
@@ -187,7 +186,7 @@ def locked_pins(path: Path, target: Target, cache: Cache, events: Callable[[str]
         candidates: dict[str, tuple[indexfiles.IndexFile, str]] = {}
         for found in indexfiles.project_files(name, sources):
             version = _version_of(found.filename)
-            if version is None or Version(version) != Version(req.version) or found.filename in candidates:
+            if version is None or not _same_version(version, req.version) or found.filename in candidates:
                 continue
             sha = _file_sha256(found)
             if sha in listed:
@@ -211,3 +210,13 @@ def locked_pins(path: Path, target: Target, cache: Cache, events: Callable[[str]
         return pin
 
     return indexfiles.in_parallel(one, [chosen[n] for n in sorted(chosen)])
+
+
+def _same_version(found: str, pinned: str) -> bool:
+    """``==`` compares versions (1.0 is 1.0.0); an ``===`` pin may be no valid version at all: compared as text."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(found) == Version(pinned)
+    except InvalidVersion:
+        return found == pinned

@@ -82,10 +82,12 @@ def configured_sources() -> Sources:
 def redact(url: str) -> str:
     """``url`` without its password (a user name stays, as pip shows it)."""
     parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
+    if parts.password is None and parts.username is None:
         return url
     host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    # a lone user part is a token (Gemfury, GitHub): hidden like a password, as pip's redact_auth_from_url does
+    who = f"{parts.username}:***" if parts.password is not None else "****"
+    netloc = f"{who}@{host}" + (f":{parts.port}" if parts.port else "")
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
@@ -144,7 +146,7 @@ def _read(url: str, sources: Sources, accept: str) -> tuple[bytes, str, str] | N
     request = urllib.request.Request(_strip_credentials(url), headers={"Accept": accept, "User-Agent": "pyimage"})
     auth = _authorization(url, sources)
     if auth:
-        request.add_header("Authorization", auth)
+        request.add_unredirected_header("Authorization", auth)  # never to the host a redirect names (S3, a CDN)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (http, https, file only)
             return response.read(_MAX_PAGE), response.headers.get("Content-Type", ""), response.geturl()
@@ -258,7 +260,7 @@ def fetch(pin: Pin, sources: Sources, cache: Cache, lock_name: str) -> None:
     request = urllib.request.Request(pin.url, headers={"User-Agent": "pyimage"})
     auth = _authorization(pin.url, sources)
     if auth:
-        request.add_header("Authorization", auth)
+        request.add_unredirected_header("Authorization", auth)  # never to the host a redirect names (S3, a CDN)
     try:
         try:
             with urllib.request.urlopen(request, timeout=180) as response, open(got, "wb") as out:  # noqa: S310

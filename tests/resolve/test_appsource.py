@@ -118,3 +118,22 @@ def test_the_suggested_entrypoint_comes_from_the_project_files(tmp_path: Path, f
     if requirements:
         (tmp_path / "requirements.txt").write_text(requirements)
     assert entrypoint_guess(tmp_path) == expected
+
+
+def test_the_projects_dockerignore_drops_top_level_names_of_the_tree(tmp_path: Path) -> None:
+    """`.env` listed in .dockerignore stays out of the app layer, as it does of a `files` walk (found in review:
+    each top-level name is its own entry, and a named path is taken as named)."""
+    from pyimage.build import _app_tree
+    from pyimage.config import load_config
+
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "site"\nversion = "0"\n\n[tool.pyimage]\nentrypoint = ["python", "main.py"]\n')
+    (tmp_path / "main.py").write_text("print('hi')\n")
+    (tmp_path / ".env").write_text("SECRET_KEY=hunter2\n")
+    (tmp_path / "local_settings.py").write_text("DEBUG = True\n")
+    (tmp_path / "node_modules" / "left-pad").mkdir(parents=True)
+    (tmp_path / "node_modules" / "left-pad" / "index.js").write_text("\n")
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "site.css").write_text("body {}\n")
+    (tmp_path / ".dockerignore").write_text(".env\nlocal_settings.py\nnode_modules\n")
+    dests = sorted(f.dest for f in _app_tree(load_config(tmp_path)))
+    assert dests == ["app/.dockerignore", "app/main.py", "app/pyproject.toml", "app/static/site.css"]

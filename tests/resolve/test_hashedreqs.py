@@ -95,3 +95,10 @@ def test_a_file_without_hashes_is_not_a_lock_and_continuations_and_comments_are_
     parsed = hashedreqs.parse(path)
     assert parsed.index_url == "https://example.invalid/simple"
     assert [(r.name, r.version, r.hashes, r.line) for r in parsed.requirements] == [("six", "1.16.0", ("a" * 64, "b" * 64), 3)]
+
+
+def test_an_arbitrary_equality_pin_is_compared_as_text() -> None:
+    from pyimage.resolve.hashedreqs import _same_version
+
+    assert _same_version("1.0.0", "1.0") and not _same_version("1.0.1", "1.0")
+    assert _same_version("abc", "abc") and not _same_version("abc", "abd")  # `===abc`: no valid version, no crash

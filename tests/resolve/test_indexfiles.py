@@ -35,3 +35,11 @@ def test_credentials_are_sent_to_their_host_only_and_never_shown(tmp_path: Path)
     assert seen == ["/simple/six/"] and files[0].url == f"{url}/files/six-1.0-py3-none-any.whl"
     assert indexfiles.redact(index) == url.replace("http://", "http://builder:***@") + "/simple"
     assert "hunter2" not in indexfiles.Sources((index,), ()).describe()
+
+
+def test_a_token_alone_in_an_index_url_is_hidden_too() -> None:
+    from pyimage.resolve.indexfiles import redact
+
+    assert redact("https://s3cr3tT0ken@pypi.fury.io/acme/simple") == "https://****@pypi.fury.io/acme/simple"
+    assert redact("https://me:pw@example.org:8443/simple") == "https://me:***@example.org:8443/simple"
+    assert redact("https://example.org/simple") == "https://example.org/simple"
