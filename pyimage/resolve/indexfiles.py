@@ -35,7 +35,7 @@ from pyimage.errors import BuildError
 from pyimage.resolve.pip import Pin
 from pyimage.resolve.target import Target
 
-__all__ = ["IndexFile", "Sources", "configured_sources", "project_files", "rank_wheels", "fetch", "redact", "in_parallel"]
+__all__ = ["IndexFile", "Sources", "configured_sources", "project_files", "rank_wheels", "fetch", "redact", "strip_credentials", "in_parallel"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -91,7 +91,8 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def _strip_credentials(url: str) -> str:
+def strip_credentials(url: str) -> str:
+    """``url`` without any user or password (what may be written down: credentials come from their sources)."""
     parts = urllib.parse.urlsplit(url)
     if "@" not in parts.netloc:
         return url
@@ -143,7 +144,7 @@ def _read(url: str, sources: Sources, accept: str) -> tuple[bytes, str, str] | N
         if not path.is_file():
             return None
         return path.read_bytes()[:_MAX_PAGE], "text/html", url
-    request = urllib.request.Request(_strip_credentials(url), headers={"Accept": accept, "User-Agent": "pyimage"})
+    request = urllib.request.Request(strip_credentials(url), headers={"Accept": accept, "User-Agent": "pyimage"})
     auth = _authorization(url, sources)
     if auth:
         request.add_unredirected_header("Authorization", auth)  # never to the host a redirect names (S3, a CDN)
@@ -184,7 +185,7 @@ def _from_page(body: bytes, content_type: str, page_url: str) -> list[IndexFile]
             url, _, fragment = urllib.parse.urljoin(base, href).partition("#")
             algorithm, _, digest = fragment.partition("=")
             entries.append((urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]), url, digest if algorithm == "sha256" else ""))
-    return [IndexFile(n, _strip_credentials(u), h.lower()) for n, u, h in entries if _acceptable(n, u, page_url)]
+    return [IndexFile(n, strip_credentials(u), h.lower()) for n, u, h in entries if _acceptable(n, u, page_url)]
 
 
 def _is_of(filename: str, name: str) -> bool:

@@ -156,7 +156,7 @@ def _sources_for(package: dict[str, Any], default: indexfiles.Sources, name: str
     )
 
 
-def _pin(package: dict[str, Any], sources: indexfiles.Sources, target: Target, lock_name: str) -> tuple[Pin, str]:
+def _pin(package: dict[str, Any], sources: indexfiles.Sources, target: Target, lock_name: str, cache: Cache | None = None) -> tuple[Pin, str]:
     """The file of ``package`` for the target (its best wheel, or its sdist when it has no wheel), and where it
     is on its index. The pin of a local file has no URL (found again by name and hash, as pyimage's own lock)."""
     name, version = canonicalize_name(package["name"]), package["version"]
@@ -180,13 +180,24 @@ def _pin(package: dict[str, Any], sources: indexfiles.Sources, target: Target, l
     algorithm, _, sha256 = files[filename].partition(":")
     if algorithm != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", sha256):
         raise ConfigError(f"{name} {version}: {lock_name} gives no sha256 for {filename}", f"re-create the lock (`{FIX}`)")
+    # A rebuild asks no index: the file was found there before (its URL kept by sha256) and is in the cache.
+    known = cache.get_meta(_where_key(sha256)) if cache is not None and cache.cached_wheel(sha256, filename) is not None else None
+    if isinstance(known, str):
+        return Pin(name, version, filename, "" if known.startswith("file:") else known, sha256), known
     for found in indexfiles.project_files(name, sources):
         if found.filename == filename and (not found.sha256 or found.sha256 == sha256):
+            if cache is not None:
+                cache.put_meta(_where_key(sha256), indexfiles.strip_credentials(found.url))  # never a secret on disk
             return Pin(name, version, filename, "" if found.url.startswith("file:") else found.url, sha256), found.url
     raise BuildError(
         f"{name} {version}: {filename} (sha256 {sha256[:12]}…, from {lock_name}) is not on {sources.describe()}",
         f"configure the index the lock was made from (pip's index-url/extra-index-url, or [[tool.poetry.source]]), or `{FIX}` against the current one",
     )
+
+
+def _where_key(sha256: str) -> str:
+    """The cache record of where on an index the file of ``sha256`` was found (for an offline rebuild)."""
+    return f"poetry-file-{sha256}"
 
 
 def locked_pins(
@@ -220,7 +231,7 @@ def locked_pins(
 
     def one(item: tuple[dict[str, Any], indexfiles.Sources]) -> Pin:
         package, sources = item
-        pin, where = _pin(package, sources, target, lock.name)
+        pin, where = _pin(package, sources, target, lock.name, cache)
         indexfiles.fetch(Pin(pin.name, pin.version, pin.filename, where, pin.sha256), sources, cache, lock.name)
         return pin
 

@@ -259,6 +259,11 @@ def test_a_poetry_lock_is_installed_as_locked_with_no_resolver_and_left_byte_for
     assert "iniconfig" not in versions  # the dev group stays out of the image
     out = run_image(tmp_path / "layout", "t").stdout
     assert f"hi &lt;b&gt; {locked['six']}" in out  # markupsafe's compiled wheel for the target runs there
+    # a rebuild asks no index: with every HTTP(S) request sent to a dead proxy it still builds, the same image
+    offline = dict(no_resolver_env(tmp_path), HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9")
+    again = pyimage.run("build", "--json", "-o", f"oci:{tmp_path / 'again'}:t", project=project, env=offline)
+    first = json.loads(pyimage.run("build", "--json", "-o", f"oci:{tmp_path / 'layout'}:t", project=project).stdout)
+    assert json.loads(again.stdout)["image"]["digest"] == first["image"]["digest"]
 
 
 def test_a_poetry_lock_out_of_date_with_pyproject_is_one_error_with_the_fix(pyimage: Pyimage, tmp_path: Path) -> None:
