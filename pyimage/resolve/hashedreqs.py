@@ -14,6 +14,7 @@ again after download (resolve/indexfiles.py).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -156,10 +157,10 @@ def _file_sha256(found: indexfiles.IndexFile) -> str:
     """The index's sha256 for a file, or for a local file (a find-links directory) its computed one."""
     if found.sha256 or not found.url.startswith("file:"):
         return found.sha256
-    import hashlib
+    from pyimage.cache import file_digest
 
     local = Path(urllib.parse.unquote(urllib.parse.urlsplit(found.url).path))
-    return hashlib.sha256(local.read_bytes()).hexdigest() if local.is_file() else ""
+    return file_digest(local).partition(":")[2] if local.is_file() else ""  # streamed: torch's wheels are GBs
 
 
 def locked_pins(path: Path, target: Target, cache: Cache, events: Callable[[str], None]) -> list[Pin]:
@@ -171,6 +172,18 @@ def locked_pins(path: Path, target: Target, cache: Cache, events: Callable[[str]
     parsed = parse(path)
     events(f"installing from {path.name} as locked (every requirement pinned and hashed; no resolution)")
     sources = _sources(parsed)
+    # A rebuild asks no index: the files chosen before for this file, target and indexes, when all are cached.
+    from pyimage.resolve.lock import target_key
+
+    record_key = "hashed-requirements-" + hashlib.sha256("\0".join([path.read_text(), target_key(target), sources.describe()]).encode()).hexdigest()
+    known = cache.get_meta(record_key)
+    if isinstance(known, list):
+        try:
+            pins = [Pin(*entry) for entry in known]
+        except TypeError:
+            pins = []
+        if pins and all(not p.is_sdist and cache.cached_wheel(p.sha256, p.filename) is not None for p in pins):
+            return pins
     env = target_environment(target)
     chosen: dict[str, HashedRequirement] = {}
     for req in parsed.requirements:
@@ -209,7 +222,9 @@ def locked_pins(path: Path, target: Target, cache: Cache, events: Callable[[str]
         indexfiles.fetch(Pin(name, req.version, found.filename, found.url, sha), sources, cache, path.name)
         return pin
 
-    return indexfiles.in_parallel(one, [chosen[n] for n in sorted(chosen)])
+    pins = indexfiles.in_parallel(one, [chosen[n] for n in sorted(chosen)])
+    cache.put_meta(record_key, [[p.name, p.version, p.filename, indexfiles.strip_credentials(p.url), p.sha256] for p in pins])  # never a secret on disk
+    return pins
 
 
 def _same_version(found: str, pinned: str) -> bool:

@@ -295,6 +295,11 @@ def test_a_requirements_file_with_hashes_is_installed_as_locked_with_no_resolver
     assert (project / "requirements.txt").read_text() == text and not (project / "pylock.pyimage.toml").exists()
     versions = installed(tmp_path / "layout", "t")
     assert {name: versions[name] for name in pinned} == pinned and pinned["six"] == "1.16.0"
+    # a rebuild asks no index: behind a dead proxy it builds the same image from the cache
+    offline = dict(no_resolver_env(tmp_path), HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9")
+    again = json.loads(pyimage.run("build", "--json", "-o", f"oci:{tmp_path / 'again'}:t", project=project, env=offline).stdout)
+    first = json.loads(pyimage.run("build", "--json", "-o", f"oci:{tmp_path / 'layout'}:t", project=project).stdout)
+    assert again["image"]["digest"] == first["image"]["digest"]
     refused = pyimage.run("lock", project=project, check=False)
     assert refused.returncode == 2 and "error: requirements.txt pins and hashes every requirement; pyimage does not rewrite it" in refused.stderr
     assert (project / "requirements.txt").read_text() == text
