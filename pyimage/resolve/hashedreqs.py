@@ -15,6 +15,7 @@ again after download (resolve/indexfiles.py).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -93,7 +94,7 @@ def parse(path: Path) -> HashedRequirements:
         where = f"{name} line {number}"
         if line.startswith("-"):
             option, value = (re.split(r"[=\s]+", line, maxsplit=1) + [""])[:2]
-            value = value.strip()
+            value = _expand_env(value.strip())  # `--index-url https://${USER}:${TOKEN}@…`, as pip expands it
             if option in ("-i", "--index-url"):
                 index_url = value
             elif option == "--extra-index-url":
@@ -131,6 +132,12 @@ def parse(path: Path) -> HashedRequirements:
             raise ConfigError(f"{where}: {req.name} has no --hash=sha256:…, and once one requirement has a hash every one must (pip's rule)", FIX)
         reqs.append(HashedRequirement(canonicalize_name(req.name), pins[0].version, str(req.marker or ""), tuple(hashes), number))
     return HashedRequirements(tuple(reqs), index_url, tuple(extra), tuple(links), no_index)
+
+
+def _expand_env(text: str) -> str:
+    """pip's rule for requirements files: ``${NAME}`` (upper-case letters, digits, ``_``) is the environment
+    variable's value; an unset one stays as written."""
+    return re.sub(r"\$\{([A-Z0-9_]+)\}", lambda m: os.environ.get(m.group(1), m.group(0)), text)
 
 
 def _sources(parsed: HashedRequirements) -> indexfiles.Sources:

@@ -102,3 +102,17 @@ def test_an_arbitrary_equality_pin_is_compared_as_text() -> None:
 
     assert _same_version("1.0.0", "1.0") and not _same_version("1.0.1", "1.0")
     assert _same_version("abc", "abc") and not _same_version("abc", "abd")  # `===abc`: no valid version, no crash
+
+
+def test_environment_variables_in_index_lines_are_expanded_as_pip_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyimage.resolve.hashedreqs import parse
+
+    monkeypatch.setenv("INDEX_TOKEN", "t0k3n")
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    (tmp_path / "requirements.txt").write_text(
+        "--index-url https://__token__:${INDEX_TOKEN}@pypi.example.org/simple\n--extra-index-url https://${NOT_SET_HERE}@other.example.org/simple\n"
+        "six==1.16.0 --hash=sha256:" + "a" * 64 + "\n"
+    )
+    parsed = parse(tmp_path / "requirements.txt")
+    assert parsed.index_url == "https://__token__:t0k3n@pypi.example.org/simple"
+    assert parsed.extra_index_urls == ("https://${NOT_SET_HERE}@other.example.org/simple",)
