@@ -262,14 +262,17 @@ def fetch(pin: Pin, sources: Sources, cache: Cache, lock_name: str) -> None:
     auth = _authorization(pin.url, sources)
     if auth:
         request.add_unredirected_header("Authorization", auth)  # never to the host a redirect names (S3, a CDN)
+    digest = hashlib.sha256()
     try:
         try:
             with urllib.request.urlopen(request, timeout=180) as response, open(got, "wb") as out:  # noqa: S310
-                shutil.copyfileobj(response, out, 1 << 20)
+                while chunk := response.read(1 << 20):  # hashed as it arrives: the file is not read again
+                    digest.update(chunk)
+                    out.write(chunk)
         except OSError as exc:
             raise BuildError(f"{pin.name}: cannot download {pin.filename} from {redact(pin.url)}: {exc}", "check the network (and proxy settings), then build again") from None
-        _check_hash(pin, got, lock_name)
-        cache.add_wheel(got, pin.sha256)
+        _check_digest(pin, digest.hexdigest(), lock_name)
+        cache.add_wheel(got, pin.sha256, hashed=True)  # linked in unread
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -279,7 +282,11 @@ def _check_hash(pin: Pin, path: Path, lock_name: str) -> None:
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
-    if digest.hexdigest() != pin.sha256:
+    _check_digest(pin, digest.hexdigest(), lock_name)
+
+
+def _check_digest(pin: Pin, actual: str, lock_name: str) -> None:
+    if actual != pin.sha256:
         raise BuildError(
             f"{pin.name} {pin.version}: {pin.filename} from {redact(pin.url)} does not match the sha256 in {lock_name}",
             "the index served a different file: check the index, or re-create the lock",
