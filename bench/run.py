@@ -672,9 +672,9 @@ def pyoci_series(tool: Pyoci, app: str, template: Path, pins: list[Pin], wheels:
 # -- where a no-change pyimage rebuild spends its time --------------------------------------------------------
 
 STAGES = (
-    ("cli.build (after typer parsed the arguments; includes importing pyimage.build)", "pyimage/cli.py", "build"),
+    ("cli.build (after typer parsed the arguments; includes importing pyimage.pipeline)", "pyimage/cli.py", "build"),
     ("load_config", "pyimage/config.py", "load_config"),
-    ("prepare", "pyimage/build.py", "prepare"),
+    ("plan", "pyimage/pipeline.py", "plan"),
     ("  load_base (rootfs stamp, layer record)", "pyimage/base.py", "load_base"),
     ("  scan_base", "pyimage/base.py", "scan_base"),
     ("  build_app_wheel (hatchling in a subprocess, unless the sources are unchanged)", "pyimage/resolve/appwheel.py", "build_app_wheel"),
@@ -683,7 +683,7 @@ STAGES = (
     ("  _wheel_values (read wheels)", "pyimage/build.py", "_wheel_values"),
     ("  _check_conflicts", "pyimage/build.py", "_check_conflicts"),
     ("  plan_layers", "pyimage/layers/plan.py", "plan_layers"),
-    ("build_image (layer cache lookups)", "pyimage/build.py", "build_image"),
+    ("build (layer cache lookups)", "pyimage/pipeline.py", "build"),
     ("write_outputs (OCI layout)", "pyimage/outputs.py", "write_outputs"),
 )
 

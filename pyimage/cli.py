@@ -74,7 +74,7 @@ def _project(directory: Optional[Path], project: Path, package: Optional[str] = 
             console.err(f"note: using the project at {found} (the nearest pyproject.toml above {Path.cwd()})")
             chosen = found
     if package:
-        from pyimage.build import workspace_member
+        from pyimage.pipeline import workspace_member
 
         return workspace_member(chosen, package)
     return chosen
@@ -158,7 +158,7 @@ def build(
     as_json: bool = JsonOpt,
 ) -> None:
     """Build the project's image and write it to each --output (default: oci:dist/image)."""
-    from pyimage.build import build_images, prepare_platforms
+    from pyimage.pipeline import build_all, plan_platforms
     from pyimage.config import load_config
     from pyimage.oci.model import ImageIndex
     from pyimage.outputs import Naming, RegistryOutput, default_output, parse_outputs, parse_tags, write_outputs
@@ -190,9 +190,9 @@ def build(
         remote = TargetBlobs(push_targets(push or [], cfg.repository), registry, cache)
     with cache.lock("cache", shared=True):  # the whole build: `cache prune` waits instead of pulling files from under it
         cache.sweep()
-        preps = prepare_platforms(cfg, cache, events, registry=registry, remote=remote)
+        preps = plan_platforms(cfg, cache, events, registry=registry, remote=remote)
         try:
-            images = build_images(preps, events, jobs=jobs, remote=remote)
+            images = build_all(preps, events, jobs=jobs, remote=remote)
             index = ImageIndex(images, dict(cfg.annotations)) if len(images) > 1 else None
             written = write_outputs(index or images[0], outputs, Naming(preps[0].name, preps[0].version, cache, tags))
         finally:
@@ -200,7 +200,7 @@ def build(
                 remote.close()
             for one in preps:
                 one.cleanup()
-    from pyimage.build import BuildResult
+    from pyimage.pipeline import BuildResult
 
     prep, image = preps[0], images[0]
     notes = tuple(dict.fromkeys(note for one in preps for note in one.notes))
@@ -264,13 +264,13 @@ def plan(
     as_json: bool = JsonOpt,
 ) -> None:
     """Print the layer plan (packages, installed sizes, why each is where it is); builds no layer."""
-    from pyimage.build import prepare_platforms
+    from pyimage.pipeline import plan_platforms
     from pyimage.config import load_config
 
     cfg = load_config(_project(directory, project, package), _overrides(sets, base, python, heavy, platform))
     cache = _cache(cache_dir)
     with cache.lock("cache", shared=True):  # a `cache prune` waits, as for a build
-        preps = prepare_platforms(cfg, cache, console.events())
+        preps = plan_platforms(cfg, cache, console.events())
         for one in preps:
             one.cleanup()
     shared = _shared_layers(preps)
@@ -294,10 +294,10 @@ def plan(
         return
     for prep in preps:
         rows = [["base", f"{len(prep.base.layers)} layer(s)", "", prep.base_source], ["interpreter", "", "", f"venv {prep.config.venv} -> {prep.interpreter.executable}"]]
-        for spec in prep.plan.layers:
+        for spec in prep.layer_plan.layers:
             for i, w in enumerate(spec.wheels):
                 rows.append([spec.name if i == 0 else "", f"{w.name}=={w.version}", console.human_size(w.installed_size), dict(spec.reasons)[w.name]])
-        for extra in _plan_layers(prep)[2 + len(prep.plan.layers):]:
+        for extra in _plan_layers(prep)[2 + len(prep.layer_plan.layers):]:
             rows.append([extra["name"], "", console.human_size(extra.get("installed_size", 0)), extra["why"]])
         console.table(f"layer plan for {prep.target.describe()}", ["layer", "package", "installed", "why"], rows)
         for key, value in run_settings(prep.config, prep.console_scripts, prep.paths, prep.user, prep.workdir_in_image).items():
@@ -310,7 +310,7 @@ def plan(
 
 def _plan_layers(prep: Any) -> list[dict[str, Any]]:
     layers: list[dict[str, Any]] = [{"name": "base", "count": len(prep.base.layers), "source": prep.base_source}, {"name": "interpreter", "python": prep.interpreter.executable}]
-    for spec in prep.plan.layers:
+    for spec in prep.layer_plan.layers:
         layers.append(
             {
                 "name": spec.name,
@@ -334,7 +334,7 @@ def _plan_layers(prep: Any) -> list[dict[str, Any]]:
 def _shared_layers(preps: List[Any]) -> List[str]:
     """Wheel layers every platform's plan fills with the very same wheels (so the same blob)."""
     def wheels(prep: Any) -> dict[str, tuple[str, ...]]:
-        return {spec.name: tuple(w.sha256 for w in spec.wheels) for spec in prep.plan.layers}
+        return {spec.name: tuple(w.sha256 for w in spec.wheels) for spec in prep.layer_plan.layers}
 
     first, rest = wheels(preps[0]), [wheels(p) for p in preps[1:]]
     return [name for name, shas in first.items() if all(other.get(name) == shas for other in rest)]
@@ -353,7 +353,7 @@ def lock(
     cache_dir: Optional[Path] = CacheDirOpt,
 ) -> None:
     """Resolve the dependencies again and rewrite pyimage's lock file (pylock.pyimage.toml)."""
-    from pyimage.build import lock_only
+    from pyimage.pipeline import lock_only
     from pyimage.config import load_config
 
     cfg = load_config(_project(directory, project, package), _overrides(sets, base, python, None, platform))
@@ -518,7 +518,7 @@ def init(
 ) -> None:
     """Add a \\[tool.pyimage] section to pyproject.toml (and a CI workflow with --ci github); in an app that is not a
     package (requirements.txt, manage.py, main.py), write a pyproject.toml for it first."""
-    from pyimage.build import unpackaged_app
+    from pyimage.pipeline import unpackaged_app
     from pyimage.templates import DEFAULT_INIT_BASE, offline_base, render
 
     pyproject = project / "pyproject.toml"

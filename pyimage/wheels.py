@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from pyimage.errors import BuildError
 from pyimage.layers.compress import file_sha256
 
-__all__ = ["Wheel", "read_wheel", "installed_size"]
+__all__ = ["Wheel", "read_wheel", "read_metadata", "installed_size"]
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,23 @@ def read_wheel(path: Path, sha256: str | None = None, size: int | None = None) -
         path=path,
         installed_size=installed_size(path) if size is None else size,
     )
+
+
+def read_metadata(app: Path) -> tuple[str, list[str], list[str], str | None]:
+    """(name, Requires-Dist lines, script names, Requires-Python) from the app wheel's metadata. The scripts are its
+    console scripts and the legacy scripts it carries in ``NAME.data/scripts/`` (setup.py's ``scripts=['hg']``):
+    both land in the venv's bin, so either can be the image's entrypoint."""
+    from email.parser import Parser
+
+    from installer.utils import parse_entrypoints
+
+    with zipfile.ZipFile(app) as zf:
+        dist_info = next(n.split("/")[0] for n in zf.namelist() if n.split("/")[0].endswith(".dist-info"))
+        meta = Parser().parsestr(zf.read(f"{dist_info}/METADATA").decode("utf-8"))
+        scripts: list[str] = []
+        with contextlib.suppress(KeyError):
+            eps = zf.read(f"{dist_info}/entry_points.txt").decode("utf-8")
+            scripts = [name for name, _m, _a, section in parse_entrypoints(eps) if section == "console"]
+        data = dist_info[: -len(".dist-info")] + ".data/scripts/"
+        scripts += [n[len(data) :] for n in zf.namelist() if n.startswith(data) and "/" not in n[len(data) :] and n[len(data) :]]
+    return meta["Name"], meta.get_all("Requires-Dist") or [], sorted(set(scripts)), meta.get("Requires-Python")

@@ -28,8 +28,8 @@ ALLOWED: dict[str, set[str]] = {
     "merge": {"errors", "oci", "cache", "publish", "base"},
     "outputs": {"errors", "oci", "cache", "publish"},
     "runconfig": {"errors", "oci", "config", "layers", "resolve", "base"},
-    "build": {"errors", "console", "runconfig", "oci", "cache", "config", "layers", "resolve", "wheels", "publish", "base"},
-    "cli": {"pyimage", "console", "errors", "runconfig", "oci", "cache", "config", "build", "publish", "merge", "templates", "base", "outputs"},
+    "pipeline": {"errors", "console", "runconfig", "oci", "cache", "config", "layers", "resolve", "wheels", "publish", "base"},
+    "cli": {"pyimage", "console", "errors", "runconfig", "oci", "cache", "config", "pipeline", "publish", "merge", "templates", "base", "outputs"},
     "__main__": {"cli"},
 }
 # Where a lower unit reaches into a higher one for one shared chore, only that module may be used.

@@ -123,7 +123,7 @@ def test_the_suggested_entrypoint_comes_from_the_project_files(tmp_path: Path, f
 def test_the_projects_dockerignore_drops_top_level_names_of_the_tree(tmp_path: Path) -> None:
     """`.env` listed in .dockerignore stays out of the app layer, as it does of a `files` walk (found in review:
     each top-level name is its own entry, and a named path is taken as named)."""
-    from pyimage.build import _app_tree
+    from pyimage.pipeline import _app_tree
     from pyimage.config import load_config
 
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "site"\nversion = "0"\n\n[tool.pyimage]\nentrypoint = ["python", "main.py"]\n')

@@ -10,7 +10,7 @@ import pytest
 from support.tiny import assert_one_error, offline_env, run_pyimage, snapshot, tiny_base, tiny_project, verify_clean
 from wheels_fixture import make_wheel
 
-from pyimage.build import _check_conflicts
+from pyimage.layers.conflicts import check_conflicts
 from pyimage.cache import Cache
 from pyimage.errors import BuildError
 from pyimage.layers.install import is_namespace_boilerplate
@@ -29,7 +29,7 @@ GUARDED = (
 
 
 def check(tmp_path: Path, *wheels: Path) -> list[str]:
-    return _check_conflicts([read_wheel(w) for w in wheels], PATHS, Cache(tmp_path / "cache"))
+    return check_conflicts([read_wheel(w) for w in wheels], PATHS, Cache(tmp_path / "cache"))
 
 
 @pytest.mark.parametrize("source", [b"", b"# just a comment\n", PKGUTIL, PKG_RESOURCES, GUARDED], ids=["empty", "comment", "pkgutil", "pkg_resources", "guarded"])

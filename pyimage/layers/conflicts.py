@@ -1,0 +1,104 @@
+"""Whether the wheels of one image may share it: every path each installs, checked against every other's and the
+interpreter layer's before any layer work, and each wheel's file map cached by its content (``wheel_files``), so
+a rebuild reads no wheel here and the layer stage can tell which wheels' fragments may repeat a path."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from typing import Sequence
+
+from pyimage.cache import Cache
+from pyimage.errors import BuildError
+from pyimage.layers.install import namespace_inits, wheel_file_map
+from pyimage.layers.paths import InstallPaths
+from pyimage.wheels import Wheel
+
+__all__ = ["check_conflicts", "wheel_files", "files_key", "cached_files"]
+
+_CONFLICTS_FORMAT = 2  # bump when the rules below change, so a cached verdict of the old rules is not reused
+
+
+def _interpreter_paths(paths: InstallPaths) -> tuple[list[str], list[str]]:
+    """(files, directories) the ``interpreter`` layer writes (``venv_filler``), as wheel file maps name paths."""
+    venv = paths.venv.strip("/")
+    files = [f"{venv}/pyvenv.cfg", f"{paths.bin}/python", f"{paths.bin}/python3", f"{paths.bin}/python{paths.python}"]
+    return files, [venv, paths.bin, f"{venv}/include", paths.site_packages]
+
+
+def check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) -> list[str]:
+    """Every path every layer above the base writes, checked against every other: two wheels writing the same
+    file with different content, a wheel writing a file where the interpreter layer has one (``bin/python``,
+    ``pyvenv.cfg``), or a file where another layer has a directory, is an error; identical copies are fine.
+
+    The one exception is an ``__init__.py`` that is namespace boilerplate in every wheel shipping it (empty,
+    ``pkgutil.extend_path`` or ``pkg_resources.declare_namespace``): that is how pre-PEP 420 namespace packages
+    (old ``zope.*``, ``google.*``) split across wheels, and pip lets the last one win; one copy wins here too,
+    and the returned notes say so. An ``__init__.py`` with any other code is a conflict like any file.
+    """
+    material = "|".join(sorted(w.sha256 for w in wheels) + [paths.venv, paths.python, str(_CONFLICTS_FORMAT)])
+    set_key = "conflicts-" + hashlib.sha256(material.encode()).hexdigest()[:32]
+    known = cache.get_meta(set_key)
+    if isinstance(known, list):
+        return known
+    interp_files, interp_dirs = _interpreter_paths(paths)
+    owners: dict[str, tuple[str, str, bool]] = {f: ("the interpreter layer", "interpreter", False) for f in interp_files}
+    dirs: dict[str, str] = {d: "the interpreter layer" for d in interp_dirs}
+    notes: list[str] = []
+    for wheel in wheels:
+        files, namespace = wheel_files(wheel, paths, cache)
+        for path, digest in sorted(files.items()):
+            if posixpath.basename(posixpath.dirname(path)).endswith(".dist-info") and path.endswith(("/RECORD", "/INSTALLER")):
+                continue  # written per wheel by the installer, in the wheel's own dist-info
+            if path in dirs:
+                raise BuildError(
+                    f"{wheel.filename} installs a file at /{path}, where {dirs[path]} has a directory",
+                    "drop one of the two packages, or pin versions that do not collide",
+                )
+            prev = owners.get(path)
+            is_ns = path in namespace
+            if prev and (prev[1] != digest or not digest):
+                if path.endswith("/__init__.py") and is_ns and prev[2]:
+                    notes.append(f"/{path} comes from both {prev[0]} and {wheel.filename} (namespace package boilerplate); one copy wins, as with pip")
+                    continue
+                raise BuildError(
+                    f"{wheel.filename} and {prev[0]} both install /{path} with different content",
+                    "drop one of the two packages, or pin versions that do not collide",
+                )
+            owners[path] = (wheel.filename, digest, is_ns)
+            parent = posixpath.dirname(path)
+            while parent and parent not in dirs:
+                if parent in owners:
+                    raise BuildError(
+                        f"{wheel.filename} installs /{path} inside /{parent}, which {owners[parent][0]} installs as a file",
+                        "drop one of the two packages, or pin versions that do not collide",
+                    )
+                dirs[parent] = wheel.filename
+                parent = posixpath.dirname(parent)
+    cache.put_meta(set_key, notes)
+    return notes
+
+
+def wheel_files(wheel: Wheel, paths: InstallPaths, cache: Cache) -> tuple[dict[str, str], set[str]]:
+    """A wheel's file map and its namespace-boilerplate ``__init__.py`` paths, cached by the wheel's content, so a
+    new app sharing torch reads none of torch's bytes here."""
+    key = files_key(wheel.sha256, paths)
+    facts = cache.get_meta(key)
+    if not (isinstance(facts, dict) and isinstance(facts.get("files"), dict) and isinstance(facts.get("namespace"), list)):
+        if wheel.path is None:  # the facts are gone but the wheel was not fetched: a damaged cache
+            raise BuildError(f"{wheel.filename}: its file list is missing from the cache", "run `pyimage cache verify`, then build again")
+        facts = {"files": wheel_file_map(wheel.path, paths), "namespace": namespace_inits(wheel.path, paths)}
+        cache.put_meta(key, facts)
+    return facts["files"], set(facts["namespace"])
+
+
+def files_key(sha256: str, paths: InstallPaths) -> str:
+    return f"files2-{sha256}-" + hashlib.sha256(f"{paths.venv}|{paths.python}".encode()).hexdigest()[:12]
+
+
+def cached_files(sha256: str, paths: InstallPaths, cache: Cache) -> frozenset[str] | None:
+    """The paths a wheel installs, from the cache alone (None when its file map was never recorded)."""
+    facts = cache.get_meta(files_key(sha256, paths))
+    if isinstance(facts, dict) and isinstance(facts.get("files"), dict):
+        return frozenset(facts["files"])
+    return None

@@ -1,0 +1,173 @@
+"""Which versions the image installs: a hashed requirements file as it is, the team's lock as locked,
+pyimage's own lock while its inputs are unchanged, else a fresh resolution (uv, or pip) that rewrites it; and
+whether a plain requirements file covers the project's own dependencies."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from packaging.utils import canonicalize_name
+
+from pyimage.cache import Cache
+from pyimage.config import Config
+from pyimage.errors import ConfigError
+from pyimage.resolve import hashedreqs
+from pyimage.resolve.appsource import AppSource
+from pyimage.resolve.lock import inputs_key, read_lock, write_lock
+from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins
+from pyimage.resolve.pip import Pin, resolve
+from pyimage.resolve.target import Target
+from pyimage.resolve.uvsources import UvSources, prefetch as prefetch_from_uv_indexes, read as read_uv_sources, refuse_pip
+from pyimage.resolve.workspace import LocalPackage, Workspace, relative_path
+
+__all__ = ["choose_pins", "check_requirements_cover"]
+
+Events = Callable[[str], None]
+
+
+def _local_material(local: Sequence[LocalPackage], start: Path) -> list[str]:
+    """What the local packages add to resolution (their names, places and Requires-Dist), without machine paths."""
+    return sorted(f"local {p.source.name} at {relative_path(p.source.directory, start)}: {r}" for p in local for r in (*p.requires, ""))
+
+
+def choose_pins(
+    cfg: Config,
+    app: Path | AppSource,
+    requires: list[str],
+    target: Target,
+    cache: Cache,
+    events: Events,
+    refresh: bool,
+    upgrade: bool,
+    local: Sequence[LocalPackage] = (),
+    workspace: Workspace | None = None,
+) -> list[Pin]:
+    req_file = cfg.requirements
+    if req_file and not (cfg.project_dir / req_file).is_file():
+        raise ConfigError(f"requirements file {req_file} not found in {cfg.project_dir}", "fix [tool.pyimage] requirements")
+    req_text = (cfg.project_dir / req_file).read_text() if req_file else ""
+    app_name = app.name if isinstance(app, AppSource) else app.name.split("-")[0].replace("_", "-").lower()
+    local_names = frozenset(p.source.name for p in local)
+    if req_file and hashedreqs.is_hashed(req_text):  # every requirement pinned and hashed: a lock, installed as it is
+        if refresh:
+            raise ConfigError(f"{req_file} pins and hashes every requirement; pyimage does not rewrite it", hashedreqs.FIX)
+        pins = [p for p in hashedreqs.locked_pins(cfg.project_dir / req_file, target, cache, events) if p.name != app_name]
+        check_requirements_cover(requires, cfg.extras, pins, target, req_file)
+        return pins
+    team_lock = None if req_file else detect_lock_input(cfg.project_dir, cfg.lock_input)
+    if team_lock is None and not req_file and cfg.lock_input is None and workspace is not None and (workspace.root / "uv.lock").is_file():
+        team_lock = workspace.root / "uv.lock"  # a member builds from the workspace root's lock
+    if team_lock is not None:  # the team's lock: installed as locked, never resolved again, never written
+        if refresh:
+            fix = {"uv.lock": "uv lock", "poetry.lock": "poetry lock"}.get(team_lock.name, "the tool that wrote it (uv export, pip lock)")
+            raise ConfigError(f"the project's lock is {team_lock.name}; pyimage does not rewrite it", f"update it with {fix}, or set lock-input = \"none\" to let pyimage resolve")
+        all_requires = [*requires, *(r for p in local for r in p.requires)]
+        where = {p.source.name: p.source.directory for p in local}
+        return locked_pins(team_lock, app_name, all_requires, cfg.extras, cfg.groups, target, cache, events, local=where, project_dir=cfg.project_dir)
+    uv_sources = UvSources() if req_file else read_uv_sources(cfg.project_dir)
+    lock_path = cfg.project_dir / cfg.lock
+    key = inputs_key([*requires, *_local_material(local, lock_path.parent)], cfg.extras, req_text, target, uv_sources.fingerprint())
+    _migrate_lock(lock_path, events)
+    lock = read_lock(lock_path, target)
+    local_entries = [(p.source.name, relative_path(p.source.directory, lock_path.parent)) for p in local]
+    if lock is not None and lock.inputs == key and not refresh:
+        if lock.legacy:  # pyimage's lock of the old single-platform form: rewritten once with per-platform entries
+            write_lock(lock_path, lock.pins, key, target, local_entries)
+        prefetch_from_uv_indexes(lock.pins, uv_sources, cache)
+        return lock.pins
+    if lock is not None and lock.inputs != key:
+        events(f"{lock_path.name} is stale (dependencies, pip configuration or target changed): resolving again")
+    prefer = [] if upgrade or lock is None else lock.pins
+    extras = f"[{','.join(cfg.extras)}]" if cfg.extras else ""
+    if req_file:
+        request = ["-r", str(cfg.project_dir / req_file)]
+    elif isinstance(app, AppSource):  # no wheel: its dependencies themselves (the extras' already among them)
+        request = [*(r for r in requires if _requirement_name(r) not in local_names), *_local_request(local)]
+    else:
+        request = [f"{app}{extras}", *_local_request(local)]
+    pins = _resolve(cfg.resolver, request, target, cache, prefer, events, local_names, uv_sources, cfg.extras) if request else []
+    if req_file:
+        check_requirements_cover([r for r in requires if _requirement_name(r) not in local_names], cfg.extras, pins, target, req_file)
+    pins = [p for p in pins if p.name != app_name and p.name not in local_names]
+    prefetch_from_uv_indexes(pins, uv_sources, cache)
+    write_lock(lock_path, pins, key, target, local_entries)
+    return pins
+
+
+def _local_request(local: Sequence[LocalPackage]) -> list[str]:
+    """The local packages as resolver inputs: the built wheel, or for a ``name @ file:`` dependency that same
+    URL (a resolver refuses two different URLs for one name), so their own dependencies are resolved too."""
+    out = []
+    for p in local:
+        extras = f"[{','.join(p.source.extras)}]" if p.source.extras else ""
+        out.append(f"{p.source.name}{extras} @ {p.source.url}" if p.source.url else f"{p.wheel}{extras}")
+    return out
+
+
+def _requirement_name(line: str) -> str:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        return canonicalize_name(Requirement(line).name)
+    except InvalidRequirement:
+        return ""
+
+
+def _resolve(
+    resolver: str,
+    request: list[str],
+    target: Target,
+    cache: Cache,
+    prefer: list[Pin],
+    events: Events,
+    local: frozenset[str] = frozenset(),
+    sources: UvSources = UvSources(),
+    extras: Sequence[str] = (),
+) -> list[Pin]:
+    """uv for ``auto`` where it can serve (resolve/uv.py says when it cannot), else pip; ``uv`` and ``pip`` force one.
+    A project pinning packages to uv indexes (resolve/uvsources.py) is never resolved by pip, which cannot honour them."""
+    from pyimage.resolve import uv
+
+    why_not = "" if resolver == "pip" else uv.why_not_uv(target)
+    if resolver == "uv" and why_not:
+        raise ConfigError(f"resolver = \"uv\" cannot serve this build: {why_not}", 'set resolver = "pip" (or "auto", which falls back to pip)')
+    if sources.declared and (resolver == "pip" or why_not):
+        raise refuse_pip(sources, why_not)
+    if resolver != "pip" and not why_not:
+        events(f"resolving dependencies for {target.describe()} with uv")
+        return uv.resolve(request, target, cache, prefer=prefer, project=sources, extras=extras, local=local)
+    events(f"resolving dependencies for {target.describe()} with pip" + (f" ({why_not})" if resolver == "auto" else ""))
+    return resolve(request, target, cache, prefer=prefer, local=local)
+
+
+def _migrate_lock(lock_path: Path, events: Events) -> None:
+    """pyimage's lock was ``pylock.toml`` (``pylock.<platform>.toml``) before it took the name
+    ``pylock.pyimage.toml``: such a file that pyimage wrote (it carries ``[tool.pyimage] inputs``) is renamed
+    once; any other file by the old name belongs to another tool and is left alone."""
+    if lock_path.exists() or not lock_path.name.startswith("pylock.pyimage."):
+        return
+    old = lock_path.with_name("pylock." + lock_path.name.removeprefix("pylock.pyimage."))
+    if old.is_file() and is_pyimage_lock(old):
+        os.replace(old, lock_path)
+        events(f"{old.name} was pyimage's lock: renamed to {lock_path.name} (pyimage's lock no longer takes the name other tools write)")
+
+
+def check_requirements_cover(requires: list[str], extras: Sequence[str], pins: list[Pin], target: Target, req_file: str) -> None:
+    from packaging.requirements import Requirement
+
+    by_name = {p.name: p for p in pins}
+    env = {"python_version": target.python, "python_full_version": f"{target.python}.0", "sys_platform": "linux", "platform_system": "Linux", "platform_machine": target.machine, "implementation_name": "cpython", "platform_python_implementation": "CPython", "os_name": "posix"}
+    from packaging.utils import canonicalize_name
+
+    for line in requires:
+        req = Requirement(line)
+        if req.marker and not any(req.marker.evaluate(dict(env, extra=e)) for e in [*extras, ""]):
+            continue
+        pin = by_name.get(canonicalize_name(req.name))
+        if pin is None or (req.specifier and not req.specifier.contains(pin.version, prereleases=True)):
+            raise ConfigError(
+                f"{req_file} does not satisfy the project's dependency {line!r}" + (f" (pins {pin.version})" if pin else ""),
+                f"add a matching pin for {req.name} to {req_file}",
+            )
