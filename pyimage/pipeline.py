@@ -18,14 +18,14 @@ from packaging.utils import canonicalize_name
 
 from pyimage.cache import Cache
 from pyimage.config import Config
-from pyimage.errors import ConfigError
-from pyimage.layers.build import LayerContext, build_custom_layer, build_layer
+from pyimage.errors import BuildError, ConfigError
+from pyimage.layers.build import LayerContext, build_custom_layer, build_layer, wheels_to_read
 from pyimage.layers.conflicts import check_conflicts, files_key, wheel_files
 from pyimage.layers.bytecode import can_compile
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
 from pyimage.layers.native import check_libraries
-from pyimage.layers.plan import LayerPlan, plan_layers
+from pyimage.layers.plan import LayerPlan, LayerSpec, plan_layers
 from pyimage.layers.ignore import DockerIgnore, read_dockerignore, secret_like
 from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
 from pyimage.base import load_base, scan_base
@@ -44,7 +44,7 @@ from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, chec
 from pyimage.runconfig import bytecode_notes, check_entrypoint, check_program, entrypoint, image_config
 from pyimage.wheels import Wheel, read_metadata, read_wheel
 
-__all__ = ["Plan", "BuildResult", "plan", "plan_platforms", "build", "build_all", "lock_only", "workspace_member", "unpackaged_app"]
+__all__ = ["Plan", "BuildResult", "plan", "plan_platforms", "fetch", "build", "build_all", "lock_only", "workspace_member", "unpackaged_app"]
 
 Events = Callable[[str], None]
 
@@ -210,7 +210,7 @@ def _local_packages(
 
 def _wheel_values(pins: Sequence[Pin], target: Target, cache: Cache, paths: InstallPaths) -> list[Wheel]:
     """``Wheel`` values for the pins. A wheel whose facts (installed size, file map) the cache already holds by
-    its sha256 is neither downloaded nor read here; a layer that misses the cache fetches it (``_fetcher``).
+    its sha256 is neither downloaded nor read here; a layer that must be built has it fetched by ``fetch``.
     An sdist pin stands for the wheel built from it for this target (kept in the cache, or built now)."""
     pins = [_built_pin(pin, target, cache) if pin.is_sdist else pin for pin in pins]
     known: dict[str, Wheel] = {}
@@ -392,14 +392,13 @@ def build(prep: Plan, events: Events = _quiet, jobs: int = 2, remote: Callable[[
         epoch=cfg.epoch,
         compression=cfg.compression,
         compile_bytecode=cfg.compile_bytecode and can_compile(prep.interpreter.version),
-        fetch=_fetcher(prep.pins, prep.target, prep.cache),
         remote=remote,
     )
     interp = prep.interpreter
     with prep.cache.lock("cache", shared=True):
+        specs = fetch(prep, wheels_to_read(prep.layer_plan.layers, ctx), events)  # the one step that downloads
         parts = {"exe": interp.executable, "version": interp.version, "source": interp.source_id}
         interp_layer = build_custom_layer("interpreter", parts, venv_filler(interp, prep.paths), ctx)
-        specs = list(prep.layer_plan.layers)
         # Biggest first so the long pole starts at once; results keep the plan's order.
         order = sorted(range(len(specs)), key=lambda i: -specs[i].installed_size)
         built: dict[int, Layer] = {}
@@ -424,6 +423,21 @@ def build(prep: Plan, events: Events = _quiet, jobs: int = 2, remote: Callable[[
 
 def _status(layer: Layer) -> str:
     return "in registry" if layer.remote else "cached" if layer.cached else "built"
+
+
+def fetch(prep: Plan, wheels: Sequence[Wheel], events: Events = _quiet) -> list[LayerSpec]:
+    """The plan's layer specs with ``wheels`` (what ``wheels_to_read`` says the layer stage will open) given
+    their files: those not in the cache are downloaded here, in one batch; nothing else is."""
+    missing = [w for w in wheels if w.path is None or not w.path.is_file()]
+    by_name = {pin.name: pin for pin in prep.pins}
+    unknown = [w.filename for w in missing if w.name not in by_name]
+    if unknown:  # the app and local wheels are built into the plan's workdir, which must still be there
+        raise BuildError(f"internal error: {', '.join(unknown)} has no file and no pin to fetch it by", "this is a bug in pyimage; run again with --debug and report it")
+    if missing:
+        events(f"fetching {len(missing)} wheel(s) the layers to build need")
+    got = fetch_wheels([by_name[w.name] for w in missing], prep.target, prep.cache) if missing else {}
+    placed = {w.sha256: replace(w, path=got[w.name]) for w in missing}
+    return [replace(spec, wheels=tuple(placed.get(w.sha256, w) for w in spec.wheels)) for spec in prep.layer_plan.layers]
 
 
 def plan_platforms(

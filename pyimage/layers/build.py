@@ -12,6 +12,9 @@ directory the others need (sorted, so parents come first), then the wheels in pl
 a file that an earlier wheel of the layer already holds is left out of the later wheel's fragment (whose key
 then names what it leaves out). The diff_id (sha256 of the whole uncompressed tar) is computed by inflating the
 fragments once on the way.
+
+This stage never downloads: ``wheels_to_read`` says, before any layer work, which wheels the layers that miss the
+cache will open (the pipeline fetches exactly those in one step); a wheel without a file here is a bug.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pyimage.layers.tar import Owner, TarWriter
 from pyimage.oci.model import Descriptor, Layer
 from pyimage.wheels import Wheel
 
-__all__ = ["LayerContext", "LAYER_FORMAT", "layer_key", "build_layer", "build_custom_layer"]
+__all__ = ["LayerContext", "LAYER_FORMAT", "layer_key", "build_layer", "build_custom_layer", "wheels_to_read"]
 
 LAYER_FORMAT = 3  # bump when the output for the same inputs changes (2: no repeated paths; 3: chunked members)
 
@@ -47,8 +50,6 @@ class LayerContext:
     epoch: int = 0
     compression: str = "gzip"
     compile_bytecode: bool = False
-    # Gives wheels their files when a layer must really be built (a cache hit never needs them).
-    fetch: Callable[[tuple[Wheel, ...]], tuple[Wheel, ...]] = field(default=lambda wheels: wheels, compare=False)
     # Push-only builds: "do the push targets hold this blob?" A layer whose record is known but whose blob is
     # gone (pruned) is then taken from the registry's word instead of being built again from its wheels.
     remote: Callable[[str], bool] | None = field(default=None, compare=False)
@@ -154,9 +155,12 @@ def _install_all(wheels: Iterable[Wheel], ctx: LayerContext) -> Callable[[TarWri
         from pyimage.layers.bytecode import compile_captured
         from pyimage.layers.install import install_wheel  # only a cache miss needs pypa/installer
 
-        for wheel in ctx.fetch(tuple(wheels)):
-            if wheel.path is None:  # fetch() hands back wheels it placed in the cache
-                raise BuildError(f"{wheel.filename}: not in the cache after fetching it", "run `pyimage cache verify`, then build again")
+        for wheel in wheels:
+            if wheel.path is None or not wheel.path.is_file():
+                raise BuildError(
+                    f"internal error: the layer stage must read {wheel.filename}, but it was not fetched (wheels_to_read missed it)",
+                    "this is a bug in pyimage; run again with --debug and report it",
+                )
             install_wheel(wheel.path, tw, ctx.paths)
             if ctx.compile_bytecode:
                 compile_captured(tw, ctx.paths)
@@ -231,24 +235,70 @@ def _end_fragment(ctx: LayerContext) -> LayerRecord:
 
 def _fragments(wheels: tuple[Wheel, ...], ctx: LayerContext) -> list[_Fragment]:
     """One fragment per wheel, in order, with no path held by two of them (the first wheel keeps it)."""
-    def cached(wheel: Wheel) -> bool:
-        record = ctx.cache.get_layer(ctx.key("fragment", wheel.sha256))
-        return record is not None and ctx.cache.get_meta(_contents_key(record.digest)) is not None
-
-    missing = [w for w in wheels if not cached(w)]
-    if missing:  # fetch every wheel whose fragment must be built in one go, not one download per wheel
-        fetched = {w.name: w for w in ctx.fetch(tuple(missing))}
-        wheels = tuple(fetched.get(w.name, w) for w in wheels)
     out: list[_Fragment] = []
     held: set[str] = set()
     for wheel in wheels:
         frag = _fragment(wheel, ctx)
         repeated = frag.files & held
         if repeated:  # rare: identical files, or a namespace __init__.py the conflict check allowed
-            frag = _fragment(ctx.fetch((wheel,))[0], ctx, frozenset(repeated))
+            frag = _fragment(wheel, ctx, frozenset(repeated))
         held |= frag.files
         out.append(frag)
     return out
+
+
+def _held_here(ctx: LayerContext, key: str) -> LayerRecord | None:
+    """The record of ``key`` when its blob is here, without counting a cache hit or miss (``get_layer`` does)."""
+    record = ctx.cache.layer_record(key)
+    return record if record is not None and ctx.cache.valid_blob(record.digest, record.size) is not None else None
+
+
+def _cached_contents(ctx: LayerContext, key: str) -> frozenset[str] | None:
+    """The files of the fragment cached under ``key``; None when it would have to be built."""
+    record = _held_here(ctx, key)
+    contents = ctx.cache.get_meta(_contents_key(record.digest)) if record is not None else None
+    return frozenset(contents["files"]) if isinstance(contents, dict) and isinstance(contents.get("files"), list) else None
+
+
+def wheels_to_read(specs: Iterable[LayerSpec], ctx: LayerContext) -> tuple[Wheel, ...]:
+    """The wheels ``build_layer`` will open for ``specs``, decided from the cache alone, before any layer work: none
+    for a layer the cache (or, push-only, every target registry) holds; a one-wheel layer that misses needs its
+    wheel; a layer of several wheels needs those whose fragment misses, and a wheel whose cached fragment repeats
+    a path of an earlier one when the fragment without those paths is not cached either. Where an earlier
+    fragment is not cached its files are taken from the wheel's recorded file map (``layers/conflicts.py``), and
+    a repeat is then assumed to need the wheel: this may fetch a wheel too many, never one too few."""
+    from pyimage.layers.conflicts import cached_files
+
+    need: dict[str, Wheel] = {}
+    for spec in specs:
+        key = layer_key(spec, ctx)
+        if _in_registry(ctx, key) is not None or _held_here(ctx, key) is not None:
+            continue
+        if len(spec.wheels) == 1:
+            need.setdefault(spec.wheels[0].sha256, spec.wheels[0])
+            continue
+        held: set[str] = set()
+        exact = True  # every earlier wheel's fragment is cached, so its files are known exactly
+        for wheel in spec.wheels:
+            files = _cached_contents(ctx, ctx.key("fragment", wheel.sha256))
+            if files is None:
+                need.setdefault(wheel.sha256, wheel)
+                mapped = cached_files(wheel.sha256, ctx.paths, ctx.cache)
+                exact = False
+                if mapped is None:  # nothing known of its files: any later wheel may repeat one
+                    held = _EVERYTHING
+                elif held is not _EVERYTHING:
+                    held |= mapped
+                continue
+            repeated = files if held is _EVERYTHING else files & held
+            if repeated and (not exact or _cached_contents(ctx, ctx.key("fragment", [wheel.sha256, sorted(repeated)])) is None):
+                need.setdefault(wheel.sha256, wheel)
+            if held is not _EVERYTHING:
+                held |= files
+    return tuple(need.values())
+
+
+_EVERYTHING: set[str] = set()  # a marker: the held paths are not known
 
 
 def _assemble(wheels: Iterable[Wheel], ctx: LayerContext) -> LayerRecord:

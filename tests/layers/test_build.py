@@ -5,12 +5,15 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from pyimage.cache import Cache
-from pyimage.layers.build import LayerContext, build_layer
+from pyimage.errors import BuildError
+from pyimage.layers.build import LayerContext, build_layer, wheels_to_read
+from pyimage.layers.conflicts import wheel_files
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.plan import LayerSpec
 from pyimage.layers.tar import Owner
@@ -100,19 +103,64 @@ def test_a_new_dependency_compresses_only_its_own_wheel(ctx: LayerContext, names
     six = read_wheel(real_wheels["six"])
     build_layer(spec(namespace_wheels[0], six), ctx)
     before = set((ctx.cache.root / "blobs" / "sha256").iterdir())
-    built = []
-    fetch = ctx.fetch
-
-    def counting_fetch(wheels: tuple[Wheel, ...]) -> tuple[Wheel, ...]:
-        built.extend(w.name for w in wheels)
-        return fetch(wheels)
-
-    from dataclasses import replace
-
-    build_layer(spec(namespace_wheels[0], read_wheel(real_wheels["wheel"]), six), replace(ctx, fetch=counting_fetch))
-    assert set(built) == {"wheel"}  # the fragments of ns_a and six came from the cache
+    grown = spec(namespace_wheels[0], read_wheel(real_wheels["wheel"]), six)
+    for wheel in grown.wheels:  # the plan's conflict check records each wheel's file map
+        wheel_files(wheel, PATHS, ctx.cache)
+    assert [w.name for w in wheels_to_read([grown], ctx)] == ["wheel"]  # the fragments of ns_a and six are cached
+    build_layer(grown, ctx)
     new = set((ctx.cache.root / "blobs" / "sha256").iterdir()) - before
     assert len(new) == 3  # wheel's fragment, the directory fragment and the assembled layer
+
+
+def unfetched(wheel: Wheel) -> Wheel:
+    """``wheel`` as the plan holds one whose file is not on this machine."""
+    return replace(wheel, path=None)
+
+
+def test_the_layer_stage_never_fetches_a_wheel_it_was_not_given(ctx: LayerContext, real_wheels: dict[str, Path]) -> None:
+    six = unfetched(read_wheel(real_wheels["six"]))
+    with pytest.raises(BuildError, match=r"must read six-.*\.whl, but it was not fetched"):
+        build_layer(spec(six, kind="heavy", name="heavy:six"), ctx)
+    with pytest.raises(BuildError, match=r"must read six-.*\.whl, but it was not fetched"):
+        build_layer(spec(read_wheel(real_wheels["wheel"]), six), ctx)
+
+
+def test_only_the_wheels_of_layers_that_miss_the_cache_are_to_be_read(ctx: LayerContext, real_wheels: dict[str, Path]) -> None:
+    six, whl = read_wheel(real_wheels["six"]), read_wheel(real_wheels["wheel"])
+    specs = [spec(six, kind="heavy", name="heavy:six"), spec(whl, kind="heavy", name="heavy:wheel")]
+    assert {w.name for w in wheels_to_read(specs, ctx)} == {"six", "wheel"}
+    for one in specs:
+        build_layer(one, ctx)
+    assert wheels_to_read(specs, ctx) == ()
+    # every layer cached: built again from wheels that have no file here, as a pruned wheel cache leaves them
+    assert [build_layer(replace(one, wheels=tuple(map(unfetched, one.wheels))), ctx).cached for one in specs] == [True, True]
+    six_layer = build_layer(specs[0], ctx)
+    ctx.cache.blob_path(six_layer.digest).unlink()  # one layer's blob pruned
+    assert [w.name for w in wheels_to_read(specs, ctx)] == ["six"]
+
+
+def test_a_fragment_that_repeats_a_path_is_read_unless_its_trimmed_fragment_is_cached(
+    ctx: LayerContext, namespace_wheels: tuple[Wheel, Wheel], real_wheels: dict[str, Path]
+) -> None:
+    """ns_b repeats ns/py.typed of ns_a: in their layer its fragment is built without it, from ns_b's file."""
+    ns_a, ns_b = namespace_wheels
+    six = read_wheel(real_wheels["six"])
+    build_layer(spec(ns_a, six), ctx)
+    build_layer(spec(ns_b, six), ctx)  # each one's own fragment is cached; not ns_b's without ns_a's paths
+    both = spec(ns_a, ns_b)
+    assert [w.name for w in wheels_to_read([both], ctx)] == ["ns-b"]
+    built = build_layer(both, ctx)
+    ctx.cache.blob_path(built.digest).unlink()  # the assembled layer is gone, every fragment it needs is cached
+    assert wheels_to_read([both], ctx) == ()
+    rebuilt = build_layer(spec(*map(unfetched, both.wheels)), ctx)
+    assert (rebuilt.digest, rebuilt.cached) == (built.digest, False)
+
+
+def test_a_repeat_after_a_fragment_that_is_not_cached_counts_as_a_read(ctx: LayerContext, namespace_wheels: tuple[Wheel, Wheel], real_wheels: dict[str, Path]) -> None:
+    """ns_a's fragment is missing, so what ns_b's repeats is not known exactly: ns_b is read too."""
+    ns_a, ns_b = namespace_wheels
+    build_layer(spec(ns_b, read_wheel(real_wheels["six"])), ctx)
+    assert [w.name for w in wheels_to_read([spec(ns_a, ns_b)], ctx)] == ["ns-a", "ns-b"]
 
 
 def test_owner_applies_to_directories_of_an_assembled_layer(tmp_path: Path, namespace_wheels: tuple[Wheel, Wheel]) -> None:
