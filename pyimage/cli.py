@@ -118,12 +118,19 @@ def _overrides(sets: Optional[List[str]], base: Optional[str], python: Optional[
 _CACHE_ROOT: Optional[Path] = None  # named in an OS error that carries no path (a full disk under a thread's write)
 
 
-def _cache(cache_dir: Optional[Path]):  # type: ignore[no-untyped-def]
-    from pyimage.cache import Cache, default_cache_dir
+def _cache_root(cache_dir: Optional[Path]) -> Path:
+    """The cache's directory (not opened yet), remembered for error messages."""
+    from pyimage.cache import default_cache_dir
 
     global _CACHE_ROOT
     _CACHE_ROOT = cache_dir or default_cache_dir()
-    return Cache(_CACHE_ROOT)
+    return _CACHE_ROOT
+
+
+def _cache(cache_dir: Optional[Path]):  # type: ignore[no-untyped-def]
+    from pyimage.cache import Cache
+
+    return Cache(_cache_root(cache_dir))
 
 
 
@@ -158,72 +165,26 @@ def build(
     as_json: bool = JsonOpt,
 ) -> None:
     """Build the project's image and write it to each --output (default: oci:dist/image)."""
-    from pyimage.pipeline import build_all, plan_platforms
     from pyimage.config import load_config
-    from pyimage.oci.model import ImageIndex
-    from pyimage.outputs import Naming, RegistryOutput, default_output, parse_outputs, parse_tags, write_outputs
-    from pyimage.publish import push_targets
+    from pyimage.outputs import parse_output, parse_tags
+    from pyimage.pipeline import run
 
     tags = parse_tags(tag or [])
     overrides = _overrides(sets, base, python, heavy, platform, compression=compression)
     if output:
         overrides["output"] = list(output)
-    proj = _project(directory, project, package)
-    cfg = load_config(proj, overrides)
+    cfg = load_config(_project(directory, project, package), overrides)
     if load:
         from pyimage.oci.engine import default_engine_output
 
-        overrides["output"] = [*cfg.output, default_engine_output()]
-        cfg = load_config(proj, overrides)
+        cfg = cfg.with_values(output=(*cfg.output, parse_output(default_engine_output(), cfg.project_dir)))
     cfg = _add_pairs(cfg, labels=label, annotations=annotation)
-    specs = list(cfg.output) or ([] if push or cfg.repository else [default_output(cfg.project_dir)])
-    outputs = list(parse_outputs(specs, cfg.project_dir, len(cfg.platforms)))  # every output checked before any work
-    cache = _cache(cache_dir)
-    events = console.events()
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
-    if push or cfg.repository:
-        outputs.append(RegistryOutput("--push", tuple(push or []), cfg.repository, cfg.tags, registry, events))
-    remote = None
-    if not specs and push_targets(push or [], cfg.repository):
-        from pyimage.publish import TargetBlobs  # push-only: layers the targets hold need no blob here
-
-        remote = TargetBlobs(push_targets(push or [], cfg.repository), registry, cache)
-    with cache.lock("cache", shared=True):  # the whole build: `cache prune` waits instead of pulling files from under it
-        cache.sweep()
-        preps = plan_platforms(cfg, cache, events, registry=registry, remote=remote)
-        try:
-            images = build_all(preps, events, jobs=jobs, remote=remote)
-            index = ImageIndex(images, dict(cfg.annotations)) if len(images) > 1 else None
-            written = write_outputs(index or images[0], outputs, Naming(preps[0].name, preps[0].version, cache, tags))
-        finally:
-            if remote is not None:
-                remote.close()
-            for one in preps:
-                one.cleanup()
-    from pyimage.pipeline import BuildResult
-
-    prep, image = preps[0], images[0]
-    notes = tuple(dict.fromkeys(note for one in preps for note in one.notes))
-    result = BuildResult(image, prep, written.outputs, written.pushed, notes, written.loaded, index, tuple(zip(preps, images)) if index else ())
+    result = run(cfg, _cache_root(cache_dir), console.events(), tags=tags, push=tuple(push or []), registry=registry, jobs=jobs)
     if as_json:
         console.print_json(result.to_json())
         return
-    if tags and written.outputs and not written.loaded:
-        notes = (*notes, f"-t {tags[0]} named the image in {', '.join(written.outputs) or 'no output'}; add --load to load it into your engine as {tags[0]}, as docker build -t does")
-    for note in notes:
-        console.err(f"note: {note}")
-    for built in images:
-        rows = [[l.name, l.digest[7:19], console.human_size(l.size), "in registry" if l.remote else "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")] for l in built.layers]
-        console.table(f"image {built.digest}" + (f" ({built.platform})" if index else ""), ["layer", "digest", "size", "cache", "packages"], rows)
-    if index is not None:
-        console.out(f"image index {index.digest} ({', '.join(str(i.platform) for i in images)})")
-    for w in written.outputs:
-        if not w.startswith(("docker-daemon:", "podman:")):
-            console.out(f"wrote {w}")
-    for item in written.loaded:
-        console.out(f"loaded into {item.engine} ({item.endpoint}) as {', '.join((item.reference, *item.also))}, image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
-    for p in written.pushed:
-        console.out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
+    console.show_build(result, tags)
 
 
 def _add_pairs(cfg: Any, **pairs: Optional[List[str]]) -> Any:
@@ -439,12 +400,12 @@ def _check(image: str, as_json: bool) -> None:
     from pyimage.errors import BuildError
     from pyimage.oci.check import check_image
 
-    kind, sep, rest = image.partition(":")
-    if sep and kind == "oci":
-        from pyimage.oci.layout import split_layout_ref
+    from pyimage.outputs import parse_output
 
-        path = split_layout_ref(rest)[0]
-    elif sep and kind in ("docker-archive", "oci-archive"):
+    kind, sep, rest = image.partition(":")
+    if sep and kind in ("oci", "docker-archive") and rest:
+        path = parse_output(image, Path.cwd()).writes or Path(image)  # read where `-o` would have written it
+    elif sep and kind == "oci-archive":
         path = Path(rest.partition(":")[0])
     else:
         path = Path(image)

@@ -13,12 +13,15 @@ import shlex
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from pyimage.errors import ConfigError
 from pyimage.layers.plan import MAX_LAYERS_DEFAULT, HeavyGroup, normalize_pattern
 from pyimage.layers.tar import Owner
 from pyimage.oci.model import Platform
+
+if TYPE_CHECKING:
+    from pyimage.outputs import Output
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -350,20 +353,19 @@ def _opt_path(v: Any) -> str | None:
     return None if v is None else _path(v)
 
 
-_PATH_OUTPUTS = ("oci:", "docker-archive:")
+def _outputs(v: Any) -> tuple[Any, ...]:
+    """Output specs, each checked as ``outputs.parse_output`` reads it (a kind it knows, a path where one is
+    needed: ``-o oci:`` alone would write into the current directory); values already parsed pass as they are."""
+    from pyimage.outputs import parse_output
 
-
-def _outputs(v: Any) -> tuple[str, ...]:
-    """Output references; a path kind must name a path (``-o oci:`` alone would write into the current directory)."""
+    if isinstance(v, (list, tuple)) and v and not any(isinstance(item, str) for item in v):
+        return tuple(v)  # Output values (``with_values(output=…)``)
     items = _str_list(v)
     for item in items:
-        kind, _, rest = item.partition(":")
-        path = rest.partition(":")[0]
-        if kind == "oci":  # DIR[:TAG], where a colon followed by a path separator belongs to DIR
-            head, sep, tag = rest.rpartition(":")
-            path = head if sep and tag and "/" not in tag else rest
-        if kind in ("oci", "docker-archive") and not path.strip():
-            raise ValueError
+        try:
+            parse_output(item, Path("/"))
+        except ConfigError as exc:
+            raise _Invalid(exc.message) from None
     return items
 
 
@@ -477,7 +479,7 @@ class Config:
     owner: Owner
     requirements: str | None
     extras: tuple[str, ...]
-    output: tuple[str, ...]
+    output: tuple[Output, ...]  # parsed at load (outputs.py)
     repository: str | None
     tags: tuple[str, ...]
     lock_input: str | None
@@ -696,6 +698,9 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
     for key, spec in KEYS.items():
         if key not in values:
             values[key] = spec.check(spec.default) if spec.default is not None else None
+    from pyimage.outputs import parse_output
+
+    values["output"] = tuple(parse_output(o, Path(project_dir)) if isinstance(o, str) else o for o in values["output"])  # anchored above
     platforms = values["platform"]
     values["platform"] = platforms[0]
     tables = {key: values[key] for key in PER_PLATFORM_KEYS if isinstance(values[key], dict)}

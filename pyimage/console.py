@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-__all__ = ["JSON_VERSION", "Events", "err", "events", "human_size", "out", "print_json", "table"]
+__all__ = ["JSON_VERSION", "Events", "err", "events", "human_size", "out", "print_json", "show_build", "table"]
 
 JSON_VERSION = 1
 
@@ -75,3 +75,28 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> N
     for row in rows:
         grid.add_row(*(escape(cell) for cell in row))
     Console(width=max(100, shutil.get_terminal_size((120, 20)).columns)).print(grid)
+
+
+def show_build(result: Any, tags: Sequence[str] = ()) -> None:
+    """What ``pyimage build`` did, for people: notes (stderr), each image's layers as a table, then each output
+    written, loaded or pushed (stdout). ``result`` is a ``pipeline.BuildResult`` (this module imports no stage)."""
+    notes, index, images = result.notes, result.index, [image for _plan, image in result.platforms] or [result.image]
+    if tags and result.outputs and not result.loaded:
+        notes = (*notes, f"-t {tags[0]} named the image in {', '.join(result.outputs)}; add --load to load it into your engine as {tags[0]}, as docker build -t does")
+    for note in notes:
+        err(f"note: {note}")
+    for built in images:
+        rows = [
+            [l.name, l.digest[7:19], human_size(l.size), "in registry" if l.remote else "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")]
+            for l in built.layers
+        ]
+        table(f"image {built.digest}" + (f" ({built.platform})" if index else ""), ["layer", "digest", "size", "cache", "packages"], rows)
+    if index is not None:
+        out(f"image index {index.digest} ({', '.join(str(i.platform) for i in images)})")
+    for w in result.outputs:
+        if not w.startswith(("docker-daemon:", "podman:")):
+            out(f"wrote {w}")
+    for item in result.loaded:
+        out(f"loaded into {item.engine} ({item.endpoint}) as {', '.join((item.reference, *item.also))}, image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
+    for p in result.pushed:
+        out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")

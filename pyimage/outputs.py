@@ -1,6 +1,6 @@
 """Where a built image goes: one family of outputs behind one small interface, as ko's publishers are.
 
-Each ``-o``/``output`` string is parsed once, when the config is read, into an ``Output`` value that knows its
+Each ``-o``/``output`` string is parsed once, when the config is read (``config.py`` calls ``parse_output``), into an ``Output`` value that knows its
 place; ``check`` refuses, before any work, what cannot be written (no path, a path holding something that is
 not ours to overwrite, one platform's format for an index); ``write`` serializes the image there. Adding an
 output kind means adding a class here and a line in ``parse_output``.
@@ -39,9 +39,10 @@ __all__ = [
     "Written",
     "default_output",
     "parse_output",
-    "parse_outputs",
+    "check_outputs",
     "parse_tags",
     "write_outputs",
+    "written_paths",
 ]
 
 OUTPUT_KINDS = ("oci", "docker-archive", "docker-daemon", "podman")
@@ -107,6 +108,10 @@ class Output(Protocol):
     def write(self, image: Image | ImageIndex, naming: Naming, written: _Collect) -> None:
         """Serializes ``image`` there, reporting into ``written``."""
 
+    @property
+    def writes(self) -> Path | None:
+        """The file or directory on this machine the image is written to (None: an engine or a registry)."""
+
 
 @dataclass
 class _Collect:
@@ -129,6 +134,10 @@ class LayoutOutput:
     directory: Path
     tag: str | None
 
+    @property
+    def writes(self) -> Path | None:
+        return self.directory
+
     def check(self, platforms: int) -> None:
         from pyimage.oci.layout import check_output_dir
 
@@ -147,6 +156,10 @@ class ArchiveOutput:
     spec: str
     path: Path
     reference: str | None
+
+    @property
+    def writes(self) -> Path | None:
+        return self.path
 
     def check(self, platforms: int) -> None:
         from pyimage.oci.dockerarchive import check_output_file
@@ -169,6 +182,8 @@ class EngineOutput:
     spec: str
     engine: str  # "docker-daemon" | "podman"
     reference: str | None
+
+    writes = None
 
     def check(self, platforms: int) -> None:
         _one_platform(self.spec, self.engine, platforms)
@@ -198,6 +213,8 @@ class RegistryOutput:
     tags: tuple[str, ...]
     settings: RegistrySettings
     events: Callable[[str], None]
+
+    writes = None
 
     def check(self, platforms: int) -> None:
         pass  # references were parsed when this was made; credentials are asked for where they are used
@@ -231,12 +248,18 @@ def parse_output(spec: str, project_dir: Path) -> Output:
     return ArchiveOutput(spec, path, rest.partition(":")[2] or None)
 
 
-def parse_outputs(specs: Sequence[str], project_dir: Path, platforms: int = 1) -> tuple[Output, ...]:
-    """Every output parsed and checked: all before any work."""
-    outputs = tuple(parse_output(spec, project_dir) for spec in specs)
+def check_outputs(outputs: Sequence[Output], platforms: int = 1) -> tuple[Output, ...]:
+    """Every output checked for this many platforms: all before any work."""
     for out in outputs:
         out.check(platforms)
-    return outputs
+    return tuple(outputs)
+
+
+def written_paths(outputs: Sequence[Output], project_dir: Path) -> list[Path]:
+    """The files and directories a build writes (a layout, an archive): never part of the image's own files, even
+    before the first build made them recognisable. No output configured: the default layout's directory."""
+    chosen = outputs or (parse_output(default_output(project_dir), project_dir),)
+    return [out.writes for out in chosen if out.writes is not None]
 
 
 def write_outputs(image: Image | ImageIndex, outputs: Sequence[Output], naming: Naming) -> Written:

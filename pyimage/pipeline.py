@@ -30,8 +30,8 @@ from pyimage.layers.ignore import DockerIgnore, read_dockerignore, secret_like
 from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
 from pyimage.base import load_base, scan_base
 from pyimage.oci.engine import Loaded
-from pyimage.oci.layout import split_layout_ref
 from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
+from pyimage.outputs import written_paths
 from pyimage.publish import RegistrySettings
 from pyimage.resolve import hashedreqs
 from pyimage.resolve.appsource import DEFAULT_WORKDIR, AppSource, app_source, entrypoint_guess, is_package, tree_entries
@@ -44,7 +44,7 @@ from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, chec
 from pyimage.runconfig import bytecode_notes, check_entrypoint, check_program, entrypoint, image_config
 from pyimage.wheels import Wheel, read_metadata, read_wheel
 
-__all__ = ["Plan", "BuildResult", "plan", "plan_platforms", "fetch", "build", "build_all", "lock_only", "workspace_member", "unpackaged_app"]
+__all__ = ["Plan", "BuildResult", "plan", "plan_platforms", "fetch", "build", "build_all", "run", "lock_only", "workspace_member", "unpackaged_app"]
 
 Events = Callable[[str], None]
 
@@ -264,7 +264,7 @@ def plan(
 ) -> Plan:
     """Resolves and plans; no layer is built. The app wheel lives in ``Plan.workdir`` until cleanup.
     ``remote`` (push-only builds, see ``build``) lets base blobs the push targets hold stay undownloaded."""
-    files = collect_files(cfg.project_dir, cfg.files, skip=_output_paths(cfg))  # a bad entry is an error before any work
+    files = collect_files(cfg.project_dir, cfg.files, skip=written_paths(cfg.output, cfg.project_dir))  # a bad entry is an error before any work
     package = is_package(cfg.project_dir)
     source = None if package else app_source(cfg.project_dir, cfg.extras)
     app_files = () if package else _app_tree(cfg)
@@ -337,7 +337,7 @@ def _app_tree(cfg: Config) -> list[ProjectFile]:
             f"workdir = {workdir!r}: the project is not a package, so its files are copied there, and that would " + ("fill the image's root" if workdir == "/" else f"mix them with the venv {venv}"),
             f'set [tool.pyimage] workdir to a directory of its own (default "{DEFAULT_WORKDIR}")',
         )
-    outputs = _output_paths(cfg)
+    outputs = written_paths(cfg.output, cfg.project_dir)
     # tree_entries names each top-level path, and collect_files takes a named path as named: the project's
     # .dockerignore must drop those names here (`.env`, `node_modules`), as it drops what the walk finds below them
     ignore = read_dockerignore(cfg.project_dir)
@@ -352,22 +352,6 @@ def _top_ignored(src: str, project_dir: Path, ignore: DockerIgnore) -> bool:
     name = re.sub(r"\[(.)\]", r"\1", src)  # a top-level name with glob characters comes glob.escape()d
     path = project_dir / name
     return ignore.prunes(name) if path.is_dir() and not path.is_symlink() else ignore.excluded(name)
-
-
-def _output_paths(cfg: Config) -> list[Path]:
-    """The image paths this build writes (a layout directory, an archive): never part of the ``files`` layer,
-    even before the first build made them recognisable. No output configured: the CLI's default, dist/image."""
-    out = []
-    for spec in cfg.output or ["oci:dist/image"]:
-        kind, _, rest = spec.partition(":")
-        if kind == "oci" and rest:
-            path = split_layout_ref(rest)[0]
-        elif kind == "docker-archive" and rest:
-            path = Path(rest.partition(":")[0])
-        else:
-            continue
-        out.append(path if path.is_absolute() else cfg.project_dir / path)
-    return out
 
 
 def _files_notes(files: Sequence[ProjectFile]) -> list[str]:
@@ -472,3 +456,48 @@ def build_all(preps: Sequence[Plan], events: Events = _quiet, jobs: int = 2, rem
 def lock_only(cfg: Config, cache: Cache, events: Events = _quiet, upgrade: bool = False) -> Plan:
     """Resolves again and rewrites the lock; without ``upgrade`` the locked versions are kept where they fit."""
     return plan(cfg, cache, events, refresh_lock=True, upgrade=upgrade)
+
+
+def run(
+    cfg: Config,
+    cache_root: Path,
+    events: Events = _quiet,
+    *,
+    tags: Sequence[str] = (),
+    push: Sequence[str] = (),
+    registry: RegistrySettings | None = None,
+    jobs: int = 2,
+) -> BuildResult:
+    """``pyimage build``: the outputs chosen and checked (the config's, else the default layout unless the build
+    only pushes) before the cache at ``cache_root`` is opened, then plan, fetch, layers and every output, all
+    under one shared cache lock (``cache prune`` waits for the whole build); the plan's scratch directories are
+    removed however it ends."""
+    from pyimage.oci.model import ImageIndex
+    from pyimage.outputs import Naming, RegistryOutput, check_outputs, default_output, parse_output, write_outputs
+    from pyimage.publish import push_targets
+
+    registry = registry or RegistrySettings()
+    chosen = list(cfg.output) or ([] if push or cfg.repository else [parse_output(default_output(cfg.project_dir), cfg.project_dir)])
+    outputs = list(check_outputs(chosen, len(cfg.platforms)))  # every output checked before any work
+    if push or cfg.repository:
+        outputs.append(RegistryOutput("--push", tuple(push), cfg.repository, cfg.tags, registry, events))
+    cache = Cache(cache_root)
+    remote = None
+    if not chosen and push_targets(list(push), cfg.repository):
+        from pyimage.publish import TargetBlobs  # push-only: layers the targets hold need no blob here
+
+        remote = TargetBlobs(push_targets(list(push), cfg.repository), registry, cache)
+    with cache.lock("cache", shared=True):  # the whole build: `cache prune` waits instead of pulling files from under it
+        cache.sweep()
+        preps = plan_platforms(cfg, cache, events, registry=registry, remote=remote)
+        try:
+            images = build_all(preps, events, jobs=jobs, remote=remote)
+            index = ImageIndex(images, dict(cfg.annotations)) if len(images) > 1 else None
+            written = write_outputs(index or images[0], outputs, Naming(preps[0].name, preps[0].version, cache, tuple(tags)))
+        finally:
+            if remote is not None:
+                remote.close()
+            for one in preps:
+                one.cleanup()
+    notes = tuple(dict.fromkeys(note for one in preps for note in one.notes))
+    return BuildResult(images[0], preps[0], written.outputs, written.pushed, notes, written.loaded, index, tuple(zip(preps, images)) if index else ())

@@ -489,7 +489,7 @@ def test_values_at_the_edge_of_their_range_are_accepted(line: str, key: str, val
     cfg = load_config(project(tmp_path, f"{line}\n"))
     got = cfg.as_dict()[key]
     if key == "output":
-        got = tuple(o.replace(str(tmp_path) + "/", "") for o in got)
+        got = tuple(o.spec.replace(str(tmp_path) + "/", "") for o in got)
     assert got == value
 
 

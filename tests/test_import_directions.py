@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "layers": {"errors", "console", "oci", "cache", "wheels"},
     "wheels": {"errors", "layers"},  # wheels uses layers.compress.file_sha256 only (checked below)
     "cache": {"errors", "oci", "layers"},  # oci.model's digest helpers, layers.compress.file_sha256 only (checked below)
-    "config": {"errors", "oci", "layers"},  # the value types it parses into
+    "config": {"errors", "oci", "layers", "outputs"},  # the value types it parses into (outputs: Output)
     "resolve": {"errors", "oci", "cache", "config"},
     "publish": {"errors", "oci", "cache"},
     "base": {"errors", "oci", "cache", "layers", "publish"},
@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "merge": {"errors", "oci", "cache", "publish", "base"},
     "outputs": {"errors", "oci", "cache", "publish"},
     "runconfig": {"errors", "oci", "config", "layers", "resolve", "base"},
-    "pipeline": {"errors", "console", "runconfig", "oci", "cache", "config", "layers", "resolve", "wheels", "publish", "base"},
+    "pipeline": {"errors", "console", "runconfig", "oci", "cache", "config", "layers", "resolve", "wheels", "publish", "base", "outputs"},
     "cli": {"pyimage", "console", "errors", "runconfig", "oci", "cache", "config", "pipeline", "publish", "merge", "templates", "base", "outputs"},
     "__main__": {"cli"},
 }
