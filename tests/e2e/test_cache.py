@@ -205,3 +205,32 @@ def test_cached_layers_need_no_wheel_files(pyimage: Pyimage, tmp_path: Path) -> 
     rebuilt = mine.build(project, tmp_path / "out")
     assert rebuilt["image"]["digest"] == first["image"]["digest"]
     assert len(list((cache / "wheels").iterdir())) == 2  # attrs and humanize, fetched again
+
+
+def test_a_layer_missing_one_fragment_fetches_only_that_wheel(pyimage: Pyimage, tmp_path: Path) -> None:
+    """Fetching is one step that asks the cache first: with the site-packages layer and humanize's fragment of it
+    gone (and every wheel file), the rebuild downloads humanize alone; attrs' fragment is reused unread."""
+    import json
+    import shutil
+
+    cache = tmp_path / "cache"
+    mine = Pyimage(cache, pyimage.base)
+    project = copy_example("hello-cli", tmp_path)
+    first = mine.build(project, tmp_path / "out")
+    site = next(layer for layer in first["layers"] if layer["name"] == "site-packages")
+    assert {p.split("==")[0] for p in site["packages"]} >= {"attrs", "humanize"}
+    records = {path: json.loads(path.read_text())["digest"] for path in (cache / "layers").glob("*.json")}
+    humanize: list[Path] = []
+    for path, digest in records.items():
+        contents = cache / "meta" / f"fragment-contents-{digest.removeprefix('sha256:')}.json"
+        if contents.is_file() and any("/humanize/" in f for f in json.loads(contents.read_text())["files"]):
+            humanize.append(path)
+    assert len(humanize) == 1, humanize
+    for path, digest in records.items():
+        if digest == site["digest"] or path in humanize:
+            path.unlink()
+    shutil.rmtree(cache / "wheels")
+    (cache / "wheels").mkdir()
+    again = mine.build(project, tmp_path / "out")
+    assert again["image"]["digest"] == first["image"]["digest"]
+    assert [p.name.split("-")[0] for p in (cache / "wheels").glob("*/*.whl")] == ["humanize"]
