@@ -62,7 +62,7 @@ def main(paths: list[str]) -> None:
             cache = Cache(Path(tmp))
 
             def check() -> None:
-                check_libraries([wheel], cache, lambda ws: ws, base_libraries=BASE, libc="glibc", machine="x86_64", allow=(), base="bench")
+                check_libraries([wheel], cache, base_libraries=BASE, libc="glibc", machine="x86_64", allow=(), base="bench")
 
             cold = median_seconds(check, runs=1)
             warm = median_seconds(check)

@@ -24,7 +24,7 @@ from pyimage.layers.conflicts import check_conflicts, files_key, wheel_files
 from pyimage.layers.bytecode import can_compile
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
-from pyimage.layers.native import check_libraries
+from pyimage.layers.native import check_libraries, unscanned
 from pyimage.layers.plan import LayerPlan, LayerSpec, plan_layers
 from pyimage.layers.ignore import DockerIgnore, read_dockerignore, secret_like
 from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
@@ -238,20 +238,6 @@ def _built_pin(pin: Pin, target: Target, cache: Cache) -> Pin:
     return Pin(pin.name, pin.version, path.name, "", sha)
 
 
-def _fetcher(pins: Sequence[Pin], target: Target, cache: Cache) -> Callable[[tuple[Wheel, ...]], tuple[Wheel, ...]]:
-    """Gives wheels their files, downloading only those not in the cache: called by layers that must be built."""
-    by_name = {pin.name: pin for pin in pins}
-
-    def fetch(wheels: tuple[Wheel, ...]) -> tuple[Wheel, ...]:
-        missing = [by_name[w.name] for w in wheels if (w.path is None or not w.path.exists()) and w.name in by_name]
-        if not missing:
-            return wheels
-        got = fetch_wheels(missing, target, cache)
-        return tuple(replace(w, path=got[w.name]) if w.name in got else w for w in wheels)
-
-    return fetch
-
-
 def plan(
     cfg: Config,
     cache: Cache,
@@ -307,8 +293,10 @@ def plan(
         conflict_notes = check_conflicts(checked, paths, cache)
         check_program(cfg, scripts, base, facts, interp, paths, (p for w in checked for p in wheel_files(w, paths, cache)[0]), [*files, *app_files])
         if not refresh_lock:  # `pyimage lock` pins versions; whether the base can run them is the image's question
+            placed = _fetch_pinned(unscanned(checked, cache), pins, target, cache, events)  # only wheels never scanned
+            wheels, checked = [placed.get(w.sha256, w) for w in wheels], [placed.get(w.sha256, w) for w in checked]
             check_libraries(  # an extension needing a library the image lacks: said now, not at import in the container
-                checked, cache, _fetcher(pins, target, cache), base_libraries=facts.libraries, libc=facts.libc,
+                checked, cache, base_libraries=facts.libraries, libc=facts.libc,
                 machine=target.machine, allow=cfg.allow_missing_libraries, base=base_source,
             )
         threshold = cfg.heavy_threshold or None
@@ -412,16 +400,23 @@ def _status(layer: Layer) -> str:
 def fetch(prep: Plan, wheels: Sequence[Wheel], events: Events = _quiet) -> list[LayerSpec]:
     """The plan's layer specs with ``wheels`` (what ``wheels_to_read`` says the layer stage will open) given
     their files: those not in the cache are downloaded here, in one batch; nothing else is."""
-    missing = [w for w in wheels if w.path is None or not w.path.is_file()]
-    by_name = {pin.name: pin for pin in prep.pins}
-    unknown = [w.filename for w in missing if w.name not in by_name]
-    if unknown:  # the app and local wheels are built into the plan's workdir, which must still be there
-        raise BuildError(f"internal error: {', '.join(unknown)} has no file and no pin to fetch it by", "this is a bug in pyimage; run again with --debug and report it")
-    if missing:
-        events(f"fetching {len(missing)} wheel(s) the layers to build need")
-    got = fetch_wheels([by_name[w.name] for w in missing], prep.target, prep.cache) if missing else {}
-    placed = {w.sha256: replace(w, path=got[w.name]) for w in missing}
+    placed = _fetch_pinned(wheels, prep.pins, prep.target, prep.cache, events)
     return [replace(spec, wheels=tuple(placed.get(w.sha256, w) for w in spec.wheels)) for spec in prep.layer_plan.layers]
+
+
+def _fetch_pinned(wheels: Sequence[Wheel], pins: Sequence[Pin], target: Target, cache: Cache, events: Events) -> dict[str, Wheel]:
+    """``wheels`` without a file here downloaded by their pins in one batch, by sha256 (the app's and local
+    packages' wheels are built into the plan's workdir and always have one)."""
+    missing = [w for w in wheels if w.path is None or not w.path.is_file()]
+    if not missing:
+        return {}
+    by_name = {pin.name: pin for pin in pins}
+    unknown = [w.filename for w in missing if w.name not in by_name]
+    if unknown:
+        raise BuildError(f"internal error: {', '.join(unknown)} has no file and no pin to fetch it by", "this is a bug in pyimage; run again with --debug and report it")
+    events(f"fetching {len(missing)} wheel(s)")
+    got = fetch_wheels([by_name[w.name] for w in missing], target, cache)
+    return {w.sha256: replace(w, path=got[w.name]) for w in missing}
 
 
 def plan_platforms(

@@ -18,7 +18,7 @@ import posixpath
 import re
 import zipfile
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO, Sequence
 
 from pyimage.cache import Cache
 from pyimage.errors import BuildError
@@ -26,7 +26,7 @@ from pyimage.layers.elf import ELF_MACHINES, MAGIC, read_dynamic
 from pyimage.layers.install import open_member
 from pyimage.wheels import Wheel
 
-__all__ = ["NativeFile", "WheelNatives", "check_libraries", "debian_package", "wheel_natives"]
+__all__ = ["NativeFile", "WheelNatives", "check_libraries", "debian_package", "unscanned", "wheel_natives"]
 
 _FORMAT = 1  # bump when what is read from a wheel changes, so old per-wheel records are not reused
 _MAX_MEMBER = 4 << 30  # inflating to a dynamic section costs time: the biggest real library (libtorch_cuda) is ~1 GB
@@ -139,18 +139,22 @@ def _natives_key(sha256: str) -> str:
     return f"natives{_FORMAT}-{sha256}"
 
 
-def wheel_natives(wheels: Sequence[Wheel], cache: Cache, fetch: Callable[[tuple[Wheel, ...]], tuple[Wheel, ...]]) -> list[WheelNatives]:
-    """Each wheel's ELF facts, read once per wheel content (sha256) and then taken from the cache; wheels whose
-    facts are not cached and whose file is not here are fetched first (``fetch``, one batch)."""
+def unscanned(wheels: Sequence[Wheel], cache: Cache) -> tuple[Wheel, ...]:
+    """The wheels whose ELF facts the cache does not hold: ``check_libraries`` reads these, so the pipeline
+    fetches them first (every other wheel needs no file here)."""
+    return tuple(w for w in wheels if not isinstance(cache.get_meta(_natives_key(w.sha256)), dict))
+
+
+def wheel_natives(wheels: Sequence[Wheel], cache: Cache) -> list[WheelNatives]:
+    """Each wheel's ELF facts, read once per wheel content (sha256) and then taken from the cache; a wheel whose
+    facts are not cached must have its file here (``unscanned`` names them before the check)."""
     records = [cache.get_meta(_natives_key(w.sha256)) for w in wheels]
     missing = tuple(w for w, r in zip(wheels, records) if not isinstance(r, dict))
     if missing:
-        got = {w.sha256: w for w in fetch(tuple(w for w in missing if w.path is None or not w.path.exists()))}
         for w in missing:
-            path = (got.get(w.sha256) or w).path
-            if path is None:
-                raise BuildError(f"{w.filename}: not in the cache to be read", "run `pyimage cache verify`, then build again")
-            facts = _read_natives(str(path))
+            if w.path is None or not w.path.is_file():
+                raise BuildError(f"internal error: {w.filename} must be read for its native libraries, but it was not fetched", "this is a bug in pyimage; run again with --debug and report it")
+            facts = _read_natives(str(w.path))
             cache.put_meta(_natives_key(w.sha256), {"files": [[f.path, f.machine, list(f.needed)] for f in facts.files], "provides": list(facts.provides)})
         records = [cache.get_meta(_natives_key(w.sha256)) for w in wheels]
     out = []
@@ -177,7 +181,6 @@ def debian_package(soname: str) -> str:
 def check_libraries(
     wheels: Sequence[Wheel],
     cache: Cache,
-    fetch: Callable[[tuple[Wheel, ...]], tuple[Wheel, ...]],
     *,
     base_libraries: Sequence[str],
     libc: str,
@@ -194,7 +197,7 @@ def check_libraries(
     set_key = "natives-set-" + hashlib.sha256(material.encode()).hexdigest()[:32]
     if cache.get_meta(set_key) is not None:
         return
-    facts = wheel_natives(wheels, cache, fetch)
+    facts = wheel_natives(wheels, cache)
     present = set(base_libraries) | (_MUSL if libc == "musl" else _GLIBC) | _INJECTED
     for f in facts:
         present.update(f.provides)

@@ -13,7 +13,7 @@ import pytest
 
 from pyimage.cache import Cache
 from pyimage.errors import BuildError
-from pyimage.layers.native import check_libraries, debian_package, wheel_natives
+from pyimage.layers.native import check_libraries, debian_package, unscanned, wheel_natives
 from pyimage.wheels import Wheel, read_wheel
 from support.elffiles import make_elf
 from wheels_fixture import make_wheel
@@ -37,7 +37,7 @@ def _wheel(tmp_path: Path, name: str, files: dict[str, bytes]) -> Wheel:
 
 
 def _check(wheels: list[Wheel], cache: Cache, base: tuple[str, ...] = BASE, allow: tuple[str, ...] = (), machine: str = "x86_64") -> None:
-    check_libraries(wheels, cache, lambda ws: ws, base_libraries=base, libc="glibc", machine=machine, allow=allow, base="rootfs:base.tar")
+    check_libraries(wheels, cache, base_libraries=base, libc="glibc", machine=machine, allow=allow, base="rootfs:base.tar")
 
 
 def test_a_library_found_nowhere_is_one_error_naming_package_file_and_soname(tmp_path: Path, zlib_extension: bytes) -> None:
@@ -71,28 +71,27 @@ def test_wheel_facts_and_the_verdict_come_from_the_cache_once_read(tmp_path: Pat
     assert wheel.path is not None
     wheel.path.unlink()  # a no-change rebuild does not read the wheel again
     _check([wheel], cache, base=(*BASE, "libz.so.1"))
-    facts = wheel_natives([wheel], cache, lambda ws: (_ for _ in ()).throw(AssertionError("fetched")))
+    assert unscanned([wheel], cache) == ()  # nothing to fetch for it
+    facts = wheel_natives([wheel], cache)
     assert [f.path for f in facts[0].files] == ["zdemo/_speed.so"] and "libz.so.1" in facts[0].files[0].needed
     with pytest.raises(BuildError, match="needs libz.so.1"):  # another base: a new verdict from the cached facts
         _check([wheel], cache)
 
 
-def test_a_wheel_whose_facts_are_not_cached_is_fetched_first(tmp_path: Path, zlib_extension: bytes) -> None:
+def test_a_wheel_whose_facts_are_not_cached_is_named_to_fetch_and_never_fetched_here(tmp_path: Path, zlib_extension: bytes) -> None:
     wheel = _wheel(tmp_path, "zdemo", {"zdemo/_speed.so": zlib_extension})
     unfetched = Wheel(wheel.name, wheel.version, wheel.filename, wheel.sha256, None, wheel.installed_size)
-    asked: list[str] = []
-
-    def fetch(ws: tuple[Wheel, ...]) -> tuple[Wheel, ...]:
-        asked.extend(w.filename for w in ws)
-        return tuple(Wheel(w.name, w.version, w.filename, w.sha256, wheel.path, w.installed_size) for w in ws)
-
-    check_libraries([unfetched], Cache(tmp_path / "cache"), fetch, base_libraries=(*BASE, "libz.so.1"), libc="glibc", machine="x86_64", allow=(), base="b")
-    assert asked == [wheel.filename]
+    cache = Cache(tmp_path / "cache")
+    assert unscanned([unfetched], cache) == (unfetched,)
+    with pytest.raises(BuildError, match=r"zdemo-.*\.whl must be read for its native libraries, but it was not fetched"):
+        check_libraries([unfetched], cache, base_libraries=(*BASE, "libz.so.1"), libc="glibc", machine="x86_64", allow=(), base="b")
+    check_libraries([wheel], cache, base_libraries=(*BASE, "libz.so.1"), libc="glibc", machine="x86_64", allow=(), base="b")
+    assert unscanned([unfetched], cache) == ()
 
 
 def test_a_base_without_a_libc_is_not_checked(tmp_path: Path, zlib_extension: bytes) -> None:
     wheel = _wheel(tmp_path, "zdemo", {"zdemo/_speed.so": zlib_extension})
-    check_libraries([wheel], Cache(tmp_path / "cache"), lambda ws: ws, base_libraries=(), libc="", machine="x86_64", allow=(), base="scratch")
+    check_libraries([wheel], Cache(tmp_path / "cache"), base_libraries=(), libc="", machine="x86_64", allow=(), base="scratch")
 
 
 def test_a_damaged_shared_object_in_a_wheel_is_skipped_not_fatal(tmp_path: Path, zlib_extension: bytes) -> None:
