@@ -225,8 +225,8 @@ def plan(
     as_json: bool = JsonOpt,
 ) -> None:
     """Print the layer plan (packages, installed sizes, why each is where it is); builds no layer."""
-    from pyimage.pipeline import plan_platforms
     from pyimage.config import load_config
+    from pyimage.pipeline import plan_document, plan_platforms
 
     cfg = load_config(_project(directory, project, package), _overrides(sets, base, python, heavy, platform))
     cache = _cache(cache_dir)
@@ -234,71 +234,11 @@ def plan(
         preps = plan_platforms(cfg, cache, console.events())
         for one in preps:
             one.cleanup()
-    shared = _shared_layers(preps)
-    from pyimage.runconfig import run_settings
-
-    plans = [
-        {
-            "target": prep.target.describe(),
-            "platform": str(prep.target.platform),
-            "layers": _plan_layers(prep),
-            "config": run_settings(prep.config, prep.console_scripts, prep.paths, prep.user, prep.workdir_in_image),
-            "notes": list(prep.notes),
-        }
-        for prep in preps
-    ]
+    document = plan_document(preps)
     if as_json:
-        doc: dict[str, Any] = dict(plans[0])
-        if len(preps) > 1:
-            doc = {"platforms": plans, "shared": shared, "notes": sorted({n for p in plans for n in p["notes"]})}
-        console.print_json(doc)
+        console.print_json(document)
         return
-    for prep in preps:
-        rows = [["base", f"{len(prep.base.layers)} layer(s)", "", prep.base_source], ["interpreter", "", "", f"venv {prep.config.venv} -> {prep.interpreter.executable}"]]
-        for spec in prep.layer_plan.layers:
-            for i, w in enumerate(spec.wheels):
-                rows.append([spec.name if i == 0 else "", f"{w.name}=={w.version}", console.human_size(w.installed_size), dict(spec.reasons)[w.name]])
-        for extra in _plan_layers(prep)[2 + len(prep.layer_plan.layers):]:
-            rows.append([extra["name"], "", console.human_size(extra.get("installed_size", 0)), extra["why"]])
-        console.table(f"layer plan for {prep.target.describe()}", ["layer", "package", "installed", "why"], rows)
-        for key, value in run_settings(prep.config, prep.console_scripts, prep.paths, prep.user, prep.workdir_in_image).items():
-            console.out(f"{key}: {json.dumps(value)}")
-    if len(preps) > 1:
-        console.out(f"the same on every platform (one blob, built once): {', '.join(shared) or 'no wheel layer'}")
-    for note in dict.fromkeys(n for prep in preps for n in prep.notes):
-        console.err(f"note: {note}")
-
-
-def _plan_layers(prep: Any) -> list[dict[str, Any]]:
-    layers: list[dict[str, Any]] = [{"name": "base", "count": len(prep.base.layers), "source": prep.base_source}, {"name": "interpreter", "python": prep.interpreter.executable}]
-    for spec in prep.layer_plan.layers:
-        layers.append(
-            {
-                "name": spec.name,
-                "installed_size": spec.installed_size,
-                "packages": [{"name": w.name, "version": w.version, "installed_size": w.installed_size, "reason": dict(spec.reasons)[w.name]} for w in spec.wheels],
-            }
-        )
-    if prep.app_files:
-        where = prep.workdir_in_image
-        layers.append({"name": "app", "installed_size": sum(f.size for f in prep.app_files), "why": f"{len(prep.app_files)} file(s) of the project at {where} (not a package: no wheel)", "workdir": where, "file_count": len(prep.app_files)})
-    user, writable = prep.user, list(prep.config.writable)
-    if prep.has_runtime_layer:
-        made = f"user {user.name} ({user.uid}:{user.gid}) created, home {user.home}" if user is not None and user.created else ""
-        why = "; ".join(p for p in (made, f"writable {', '.join(writable)}" if writable else "") if p)
-        layers.append({"name": "runtime", "installed_size": 0, "why": why, "writable": writable})
-    if prep.files:
-        layers.append({"name": "files", "installed_size": sum(f.size for f in prep.files), "why": f"{len(prep.files)} project file(s) from `files`", "files": ["/" + f.dest for f in prep.files]})
-    return layers
-
-
-def _shared_layers(preps: List[Any]) -> List[str]:
-    """Wheel layers every platform's plan fills with the very same wheels (so the same blob)."""
-    def wheels(prep: Any) -> dict[str, tuple[str, ...]]:
-        return {spec.name: tuple(w.sha256 for w in spec.wheels) for spec in prep.layer_plan.layers}
-
-    first, rest = wheels(preps[0]), [wheels(p) for p in preps[1:]]
-    return [name for name, shas in first.items() if all(other.get(name) == shas for other in rest)]
+    console.show_plan(document)
 
 
 @app.command()

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-__all__ = ["JSON_VERSION", "Events", "err", "events", "human_size", "out", "print_json", "show_build", "table"]
+__all__ = ["JSON_VERSION", "Events", "err", "events", "human_size", "out", "print_json", "show_build", "show_plan", "table"]
 
 JSON_VERSION = 1
 
@@ -100,3 +100,25 @@ def show_build(result: Any, tags: Sequence[str] = ()) -> None:
         out(f"loaded into {item.engine} ({item.endpoint}) as {', '.join((item.reference, *item.also))}, image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
     for p in result.pushed:
         out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
+
+
+def show_plan(document: dict[str, Any]) -> None:
+    """``pyimage plan`` for people, rendered from the very document ``--json`` prints (``pipeline.plan_document``):
+    a table per platform, its run config, what the platforms share, the notes."""
+    plans = document.get("platforms") or [document]
+    for plan in plans:
+        base, interpreter, *layers = plan["layers"]
+        rows = [["base", f"{base['count']} layer(s)", "", base["source"]], ["interpreter", "", "", f"venv {interpreter['venv']} -> {interpreter['python']}"]]
+        for layer in layers:
+            if "packages" in layer:
+                for i, p in enumerate(layer["packages"]):
+                    rows.append([layer["name"] if i == 0 else "", f"{p['name']}=={p['version']}", human_size(p["installed_size"]), p["reason"]])
+            else:
+                rows.append([layer["name"], "", human_size(layer.get("installed_size", 0)), layer["why"]])
+        table(f"layer plan for {plan['target']}", ["layer", "package", "installed", "why"], rows)
+        for key, value in plan["config"].items():
+            out(f"{key}: {json.dumps(value)}")
+    if len(plans) > 1:
+        out(f"the same on every platform (one blob, built once): {', '.join(document['shared']) or 'no wheel layer'}")
+    for note in dict.fromkeys(n for plan in plans for n in plan["notes"]):
+        err(f"note: {note}")

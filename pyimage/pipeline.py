@@ -44,7 +44,7 @@ from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, chec
 from pyimage.runconfig import bytecode_notes, check_entrypoint, check_program, entrypoint, image_config
 from pyimage.wheels import Wheel, read_metadata, read_wheel
 
-__all__ = ["Plan", "BuildResult", "plan", "plan_platforms", "fetch", "build", "build_all", "run", "lock_only", "workspace_member", "unpackaged_app"]
+__all__ = ["Plan", "BuildResult", "plan", "plan_platforms", "fetch", "build", "build_all", "run", "plan_document", "lock_only", "workspace_member", "unpackaged_app"]
 
 Events = Callable[[str], None]
 
@@ -496,3 +496,56 @@ def run(
                 one.cleanup()
     notes = tuple(dict.fromkeys(note for one in preps for note in one.notes))
     return BuildResult(images[0], preps[0], written.outputs, written.pushed, notes, written.loaded, index, tuple(zip(preps, images)) if index else ())
+
+
+def plan_document(plans: Sequence[Plan]) -> dict[str, Any]:
+    """What ``pyimage plan`` shows (``--json`` as it is; ``console.show_plan`` renders the same document): per
+    platform the target, every layer with its packages and why each is there, the run config and notes; with
+    several platforms, the wheel layers that are one blob for all of them."""
+    from pyimage.runconfig import run_settings
+
+    docs = [
+        {
+            "target": one.target.describe(),
+            "platform": str(one.target.platform),
+            "layers": _plan_layers(one),
+            "config": run_settings(one.config, one.console_scripts, one.paths, one.user, one.workdir_in_image),
+            "notes": list(one.notes),
+        }
+        for one in plans
+    ]
+    if len(plans) == 1:
+        return docs[0]
+    return {"platforms": docs, "shared": _shared_layers(plans), "notes": sorted({n for doc in docs for n in doc["notes"]})}
+
+
+def _plan_layers(prep: Plan) -> list[dict[str, Any]]:
+    layers: list[dict[str, Any]] = [
+        {"name": "base", "count": len(prep.base.layers), "source": prep.base_source},
+        {"name": "interpreter", "python": prep.interpreter.executable, "venv": prep.config.venv},
+    ]
+    for spec in prep.layer_plan.layers:
+        reasons = dict(spec.reasons)
+        packages = [{"name": w.name, "version": w.version, "installed_size": w.installed_size, "reason": reasons[w.name]} for w in spec.wheels]
+        layers.append({"name": spec.name, "installed_size": spec.installed_size, "packages": packages})
+    if prep.app_files:
+        where = prep.workdir_in_image
+        layers.append({"name": "app", "installed_size": sum(f.size for f in prep.app_files), "why": f"{len(prep.app_files)} file(s) of the project at {where} (not a package: no wheel)", "workdir": where, "file_count": len(prep.app_files)})
+    user, writable = prep.user, list(prep.config.writable)
+    if prep.has_runtime_layer:
+        made = f"user {user.name} ({user.uid}:{user.gid}) created, home {user.home}" if user is not None and user.created else ""
+        why = "; ".join(p for p in (made, f"writable {', '.join(writable)}" if writable else "") if p)
+        layers.append({"name": "runtime", "installed_size": 0, "why": why, "writable": writable})
+    if prep.files:
+        layers.append({"name": "files", "installed_size": sum(f.size for f in prep.files), "why": f"{len(prep.files)} project file(s) from `files`", "files": ["/" + f.dest for f in prep.files]})
+    return layers
+
+
+def _shared_layers(plans: Sequence[Plan]) -> list[str]:
+    """Wheel layers every platform's plan fills with the very same wheels (so the same blob)."""
+
+    def wheels(prep: Plan) -> dict[str, tuple[str, ...]]:
+        return {spec.name: tuple(w.sha256 for w in spec.wheels) for spec in prep.layer_plan.layers}
+
+    first, rest = wheels(plans[0]), [wheels(p) for p in plans[1:]]
+    return [name for name, shas in first.items() if all(other.get(name) == shas for other in rest)]
