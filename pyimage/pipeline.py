@@ -1,7 +1,10 @@
-"""``pyimage build`` as a library: Config -> resolve -> plan -> layers -> Image -> outputs.
+"""``pyimage build`` as a library, its stages in order: ``plan`` -> ``fetch`` -> ``build`` -> outputs (``run``).
 
-Each stage is a function of the previous one's value; the CLI only renders what this returns. ``Events``
-receives progress lines for people; nothing here prints.
+``plan`` makes every decision that can fail before layer work (base, interpreter, pins, wheel set, conflicts,
+native libraries, layer plan, run config) and is what ``pyimage plan`` prints (``plan_document``); ``fetch`` is
+the one step that downloads the wheels the layers to build will read (``layers.build.wheels_to_read``);
+``build`` does the layer work; ``run`` is the whole command under one cache lock. The CLI only renders what
+this returns; ``Events`` receives progress lines for people; nothing here prints.
 """
 
 from __future__ import annotations
