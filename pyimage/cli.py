@@ -226,15 +226,10 @@ def plan(
 ) -> None:
     """Print the layer plan (packages, installed sizes, why each is where it is); builds no layer."""
     from pyimage.config import load_config
-    from pyimage.pipeline import plan_document, plan_platforms
+    from pyimage.pipeline import plan_document, plan_only
 
     cfg = load_config(_project(directory, project, package), _overrides(sets, base, python, heavy, platform))
-    cache = _cache(cache_dir)
-    with cache.lock("cache", shared=True):  # a `cache prune` waits, as for a build
-        preps = plan_platforms(cfg, cache, console.events())
-        for one in preps:
-            one.cleanup()
-    document = plan_document(preps)
+    document = plan_document(plan_only(cfg, _cache(cache_dir), console.events()))
     if as_json:
         console.print_json(document)
         return
@@ -258,10 +253,7 @@ def lock(
     from pyimage.config import load_config
 
     cfg = load_config(_project(directory, project, package), _overrides(sets, base, python, None, platform))
-    cache = _cache(cache_dir)
-    with cache.lock("cache", shared=True):
-        prep = lock_only(cfg, cache, console.events(False), upgrade=upgrade)
-        prep.cleanup()
+    prep = lock_only(cfg, _cache(cache_dir), console.events(False), upgrade=upgrade)
     console.out(f"wrote {cfg.project_dir / cfg.lock} ({len(prep.wheels)} wheels)")
 
 

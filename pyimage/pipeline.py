@@ -47,7 +47,7 @@ from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, chec
 from pyimage.runconfig import bytecode_notes, check_entrypoint, check_program, entrypoint, image_config
 from pyimage.wheels import Wheel, read_metadata, read_wheel
 
-__all__ = ["Plan", "BuildResult", "plan", "plan_platforms", "fetch", "build", "build_all", "run", "plan_document", "lock_only", "workspace_member", "unpackaged_app"]
+__all__ = ["Plan", "BuildResult", "plan", "plan_platforms", "fetch", "build", "build_all", "run", "plan_document", "plan_only", "lock_only", "workspace_member", "unpackaged_app"]
 
 Events = Callable[[str], None]
 
@@ -452,8 +452,22 @@ def build_all(preps: Sequence[Plan], events: Events = _quiet, jobs: int = 2, rem
 
 
 def lock_only(cfg: Config, cache: Cache, events: Events = _quiet, upgrade: bool = False) -> Plan:
-    """Resolves again and rewrites the lock; without ``upgrade`` the locked versions are kept where they fit."""
-    return plan(cfg, cache, events, refresh_lock=True, upgrade=upgrade)
+    """``pyimage lock``: resolves again and rewrites the lock (without ``upgrade`` the locked versions are kept
+    where they fit), under the shared cache lock; the plan's scratch directory is gone when this returns."""
+    with cache.lock("cache", shared=True):  # a `cache prune` waits, as for a build
+        done = plan(cfg, cache, events, refresh_lock=True, upgrade=upgrade)
+        done.cleanup()
+    return done
+
+
+def plan_only(cfg: Config, cache: Cache, events: Events = _quiet) -> list[Plan]:
+    """``pyimage plan``: every platform planned under the shared cache lock, no layer built; the plans' scratch
+    directories are gone when this returns (what they hold is for ``build``)."""
+    with cache.lock("cache", shared=True):  # a `cache prune` waits, as for a build
+        plans = plan_platforms(cfg, cache, events)
+        for one in plans:
+            one.cleanup()
+    return plans
 
 
 def run(
