@@ -67,11 +67,11 @@ class Sources:
 
 def configured_sources() -> Sources:
     """pip's configuration as pip reads it for ``pip install`` (files, ``[install]``, ``PIP_*``)."""
-    from pyimage.resolve.uv import _pip_settings  # one reader of pip's configuration for both uses
+    from pyimage.resolve.uv import PipConfigUnreadable, _pip_settings  # one reader of pip's configuration
 
     try:
         settings = _pip_settings()
-    except Exception:  # pip.conf pip itself cannot parse: the default index, as pip would fail on it later
+    except PipConfigUnreadable:  # the default index, as pip would fail on it later in its own words
         settings = {}
     words = lambda key: [w for w in settings.get(key, "").split() if w]  # noqa: E731
     no_index = settings.get("no-index", "").lower() in ("1", "true", "yes", "on")

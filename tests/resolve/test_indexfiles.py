@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from support.simpleindex import serve
 
 from pyimage.resolve import indexfiles
@@ -43,3 +44,19 @@ def test_a_token_alone_in_an_index_url_is_hidden_too() -> None:
     assert redact("https://s3cr3tT0ken@pypi.fury.io/acme/simple") == "https://****@pypi.fury.io/acme/simple"
     assert redact("https://me:pw@example.org:8443/simple") == "https://me:***@example.org:8443/simple"
     assert redact("https://example.org/simple") == "https://example.org/simple"
+
+
+def test_a_pip_conf_pip_cannot_parse_leaves_the_default_index_and_uv_gives_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyimage.resolve import uv
+
+    for name in ("PIP_NO_INDEX", "PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for text in (b"[global\nindex-url = https://example.invalid/simple\n", b"[global]\nindex-url = \xff\xfe\n"):
+        conf = tmp_path / "pip.conf"
+        conf.write_bytes(text)
+        monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
+        assert indexfiles.configured_sources() == indexfiles.Sources()
+        flags, env, reason = uv.pip_settings_for_uv()
+        assert (flags, env) == ([], {}) and reason.startswith("pip's configuration cannot be read (")
