@@ -254,8 +254,6 @@ class TokenServer:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-        if self._upstream is not None:
-            self._upstream.close()
 
     def granted(self, user: str | None, repository: str, wanted: list[str]) -> list[str]:
         rules = self.acl.get(user or "", {})
@@ -609,6 +607,8 @@ class FaultProxy:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        if self._upstream is not None:
+            self._upstream.close()
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------
