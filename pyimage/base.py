@@ -10,6 +10,7 @@ stat-stamp rule). The facts come from the base's own files, scanned once per set
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import io
 import os
@@ -66,19 +67,11 @@ class BaseFacts:
     def resolve(self, path: str) -> str:
         """``path`` with the base's symlinks followed (symlinked directories such as ``/bin -> usr/bin`` too), the
         way the kernel would, at most 40 hops."""
-        path = posixpath.normpath(path)
-        for _ in range(40):
-            parts = path.split("/")
-            for n in range(len(parts), 1, -1):
-                head = "/".join(parts[:n])
-                target = self.links.get(head)
-                if target is not None:
-                    target = target if target.startswith("/") else posixpath.join(posixpath.dirname(head), target)
-                    path = posixpath.normpath("/".join([target, *parts[n:]]))
-                    break
-            else:
-                return path
-        return path
+        return "/" + _resolve_link(path, self._root_links)
+
+    @functools.cached_property
+    def _root_links(self) -> dict[str, str]:  # ``links`` as the scan's own resolver keys them (no leading /)
+        return {name.lstrip("/"): target.lstrip("/") for name, target in self.links.items()}
 
     def has_program(self, path: str) -> bool:
         """True if the absolute ``path`` is (or links to) an executable file of the base."""

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+import pyimage.atomic as atomic
 from pyimage.errors import BuildError
 from pyimage.layers.compress import file_sha256
 from pyimage.oci.model import DIGEST_ALGORITHMS, blob_relpath, parse_digest
@@ -183,13 +184,7 @@ class Cache:
         _PROCESS_LOCKS[key] = fd
 
     def _write_json(self, path: Path, value: Any) -> None:
-        tmp = self.tmp_path(".json")
-        try:
-            tmp.write_text(json.dumps(value, sort_keys=True, indent=1))
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        atomic.write_text(path, json.dumps(value, sort_keys=True, indent=1), self.tmp_path(".json"))
 
     # -- blobs -----------------------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:

@@ -4,6 +4,7 @@ a real root-filesystem tar (a usrmerge layout, versioned python links, a hardlin
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -38,9 +39,25 @@ def test_programs_are_found_through_the_bases_symlinks(tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     base, _ = load_base(f"rootfs:{_rootfs(tmp_path / 'rootfs.tar')}", Platform("linux", "amd64"), cache)
     facts = scan_base(base, cache)
-    for path in ("/bin/sh", "/usr/bin/sh", "/bin/python3", "/usr/bin/python3.11", "/usr/bin/perl5.36", "/bin/../usr/bin/dash"):
+    for path in ("/bin/sh", "/usr/bin/sh", "/bin/python3", "/usr/bin/python3.11", "/usr/bin/perl5.36", "/bin/../bin/dash"):
         assert facts.has_program(path), path
+    # `..` after a symlinked directory is its target's parent, as the kernel walks it: /bin/.. is /usr
+    assert not facts.has_program("/bin/../usr/bin/dash") and facts.resolve("/bin/../usr/bin/dash") == "/usr/usr/bin/dash"
     for path in ("/usr/lib/os-release", "/usr/local/bin/dangling", "/usr/bin/pyhton3", "/usr/bin"):
         assert not facts.has_program(path), path
     assert facts.programs_in("/bin") == {"dash", "sh", "python3", "python3.11", "perl", "perl5.36"}
     assert scan_base(base, cache) == facts  # the cached record reads back the same
+
+
+def test_symlinks_are_followed_as_this_machines_kernel_follows_them(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    tar = _rootfs(tmp_path / "rootfs.tar")
+    facts = scan_base(load_base(f"rootfs:{tar}", Platform("linux", "amd64"), cache)[0], cache)
+    root = tmp_path / "root"
+    with tarfile.open(tar) as t:
+        t.extractall(root, filter="tar")
+    for path in ("/bin/sh", "/bin/../bin/dash", "/bin/../usr/bin/dash", "/usr/bin/../bin/sh", "/bin/./python3", "/usr/lib/../bin/perl"):
+        real = Path(os.path.realpath(str(root) + path))  # the host kernel's walk inside the extracted root
+        expected = "/" + real.relative_to(root).as_posix() if real.is_relative_to(root) and real.exists() else None
+        assert (facts.resolve(path) if expected else None) == expected, path
+        assert facts.has_program(path) == (expected is not None and os.access(real, os.X_OK)), path

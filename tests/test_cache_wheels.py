@@ -79,7 +79,7 @@ def test_a_copy_is_hashed_even_when_the_caller_says_it_hashed_the_download(elsew
 
 
 def test_a_locked_wheel_fetched_by_url_is_verified_as_it_arrives_and_kept_under_its_sha256(tmp_path: Path) -> None:
-    """The download is hashed while it is written; the cache then links it in without reading it again."""
+    """indexfiles.fetch, the one download of a locked wheel: hashed once (as it arrives over HTTP), then linked in."""
     from pyimage.resolve.lockinput import _fetch
     from pyimage.resolve.pip import Pin
 
@@ -94,7 +94,7 @@ def test_a_locked_wheel_fetched_by_url_is_verified_as_it_arrives_and_kept_under_
 
     served.write_bytes(DATA[:-1] + b"?")  # the index now serves other bytes for the same pin
     other = Cache(tmp_path / "other")
-    with pytest.raises(BuildError, match="does not match the lock's sha256"):
+    with pytest.raises(BuildError, match="demo-1.0-py3-none-any.whl from file:.* does not match the sha256 in the lock"):
         _fetch(Pin("demo", "1.0", served.name, served.as_uri(), SHA), None, tmp_path, other)
     assert list((other.root / "wheels").iterdir()) == []
     assert leftovers(other) == []

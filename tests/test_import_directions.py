@@ -16,12 +16,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pyimage"
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "console": set(),  # what is shown (streams, tables, sizes, --json): a leaf every stage may use
-    "oci": {"errors", "pyimage"},  # serializes and transports images: nothing of the pipeline (pyimage: __version__)
-    "layers": {"errors", "console", "oci", "cache", "wheels"},
+    "atomic": set(),  # atomic file writes (stage, rename): a leaf every writer uses
+    "oci": {"errors", "atomic", "pyimage"},  # serializes and transports images: nothing of the pipeline (pyimage: __version__)
+    "layers": {"errors", "atomic", "console", "oci", "cache", "wheels"},
     "wheels": {"errors", "layers"},  # wheels uses layers.compress.file_sha256 only (checked below)
-    "cache": {"errors", "oci", "layers"},  # oci.model's digest helpers, layers.compress.file_sha256 only (checked below)
+    "cache": {"errors", "atomic", "oci", "layers"},  # oci.model's digest helpers, layers.compress.file_sha256 only (checked below)
     "config": {"errors", "oci", "layers", "outputs"},  # the value types it parses into (outputs: Output)
-    "resolve": {"errors", "oci", "cache", "config"},
+    "resolve": {"errors", "atomic", "oci", "cache", "config"},
     "publish": {"errors", "oci", "cache"},
     "base": {"errors", "oci", "cache", "layers", "publish"},
     "templates": {"errors", "oci"},

@@ -10,7 +10,10 @@ in memory (a zip member seeks forward by inflating, so reads go in file order wh
 
 from __future__ import annotations
 
+import lzma
 import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -48,8 +51,8 @@ def read_dynamic(f: BinaryIO, size: int) -> DynamicInfo | None:
         return _read(f, size)
     except (struct.error, ValueError, OSError, EOFError, OverflowError, MemoryError):
         return None
-    except Exception:  # zlib/bz2/lzma errors of a corrupt zip member: still "not a readable ELF"
-        return None
+    except (zlib.error, lzma.LZMAError, zipfile.BadZipFile):
+        return None  # a corrupt (or oddly compressed) zip member read in place: still "not a readable ELF"
 
 
 def _at(f: BinaryIO, size: int, offset: int, length: int) -> bytes:

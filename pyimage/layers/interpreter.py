@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import pyimage.atomic as atomic
 from pyimage.cache import Cache
 from pyimage.errors import BuildError, ConfigError
 from pyimage.layers.paths import InstallPaths
@@ -94,9 +95,8 @@ def _download(url: str, sha256: str, cache: Cache) -> Path:
         return dest
     import httpx
 
-    tmp = cache.tmp_path(".tar")
     h = hashlib.sha256()
-    try:
+    with atomic.staged(dest, cache.tmp_path(".tar")) as tmp:  # any failure, Ctrl-C included, leaves no partial download
         try:
             with httpx.stream("GET", url, follow_redirects=True, timeout=60) as resp, open(tmp, "wb") as f:
                 resp.raise_for_status()
@@ -107,9 +107,6 @@ def _download(url: str, sha256: str, cache: Cache) -> Path:
             raise BuildError(f"cannot download interpreter {url}: {exc}", "check the URL and the network, or use a local archive") from exc
         if h.hexdigest() != sha256:
             raise BuildError(f"interpreter {url}: sha256 {h.hexdigest()[:12]}… is not interpreter-sha256 {sha256[:12]}…", "fix interpreter-sha256, or check the download")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)  # any failure, Ctrl-C included, leaves no partial download
     return dest
 
 

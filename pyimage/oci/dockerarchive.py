@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import tarfile
-import uuid
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+import pyimage.atomic as atomic
 from pyimage.errors import BuildError
 from pyimage.oci.layout import REF_NAME
 from pyimage.oci.model import (
@@ -153,20 +152,15 @@ def write_docker_archive(image: Image, path: Path, tag: str) -> None:
     except OSError as exc:
         raise BuildError(f"output {path}: cannot create {path.parent} ({exc.strerror})", "check the path and its permissions") from None
     sweep_stale(path.parent, prefix=f".{path.name}.")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "xb") as out:
+        with atomic.staged(path) as tmp, open(tmp, "xb") as out:
             fcntl.flock(out, fcntl.LOCK_EX)  # a sweep by another run leaves a file that is being written alone
             for chunk in archive_chunks(image, tag):
                 out.write(chunk)
             out.flush()
-        os.replace(tmp, path)
     except OSError as exc:  # a full disk under tarfile's writes carries no path: name the output
         exc.filename = exc.filename or str(path)
         raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read_docker_archive(path: Path, store: Store) -> Image:

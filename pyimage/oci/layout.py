@@ -25,10 +25,10 @@ import os
 import shutil
 import stat
 import time
-import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Protocol
 
+import pyimage.atomic as atomic
 from pyimage.errors import BuildError, ConfigError
 from pyimage.oci.model import (
     INDEX_MEDIA_TYPES,
@@ -298,10 +298,6 @@ def _flocked(path: Path) -> Iterator[int]:
         os.close(fd)
 
 
-def _tmp_name(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-
-
 def copy_blob(src: Path, dest: Path) -> None:
     """``src`` copied to ``dest`` (a new file): a reflink where the file system has them, else an in-kernel copy.
 
@@ -336,17 +332,12 @@ def copy_blob(src: Path, dest: Path) -> None:
 def _place_blob(src: Path, dest: Path, digest: str, stamps: BlobStamps | None) -> None:
     if stamps is not None and stamps.intact(dest, digest):
         return  # our own unchanged copy from an earlier build: no need to write it again
-    tmp = _tmp_name(dest)
-    try:
+    with atomic.staged(dest) as tmp:
         try:
             copy_blob(src, tmp)
         except OSError as exc:  # a full disk: say where
             exc.filename = exc.filename or str(dest)
             raise
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     if stamps is not None:
         stamps.placed(dest, digest)
 
@@ -356,14 +347,7 @@ def _write_bytes(dest: Path, data: bytes, reuse: bool = False) -> None:
         with contextlib.suppress(OSError):
             if dest.stat().st_size == len(data) and not dest.is_symlink() and dest.read_bytes() == data:
                 return
-    tmp = _tmp_name(dest)
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    atomic.write_bytes(dest, data)
 
 
 def sweep_stale(directory: Path, prefix: str = ".", older_than: float = STALE_AFTER) -> list[Path]:
@@ -426,7 +410,7 @@ def _create_layout(image: Image | ImageIndex, directory: Path, tag: str, stamps:
     except OSError as exc:
         raise BuildError(f"output {directory}: cannot create {directory.parent} ({exc.strerror})", "check the path and its permissions") from None
     sweep_stale(directory.parent, prefix=f".{directory.name}.")
-    staging = _tmp_name(directory)
+    staging = atomic.beside(directory)
     try:
         staging.mkdir()
         return _create_in(image, directory, tag, stamps, staging)

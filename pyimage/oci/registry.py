@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import httpx
 
+import pyimage.atomic as atomic
 from pyimage.errors import RegistryError
 from pyimage.oci.auth import Credentials, lookup_credentials
 from pyimage.oci.model import (
@@ -247,14 +248,9 @@ class RegistryClient:
 
         def attempt(_: int) -> Path:
             fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-            tmp = Path(tmp_name)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    self._download(repository, digest, size, out, what, progress)
-                os.replace(tmp, dest)
-                return dest
-            finally:
-                tmp.unlink(missing_ok=True)
+            with atomic.staged(dest, Path(tmp_name)), os.fdopen(fd, "wb") as out:
+                self._download(repository, digest, size, out, what, progress)
+            return dest
 
         return self.policy.run(attempt)
 

@@ -64,14 +64,17 @@ class Sources:
     def describe(self) -> str:
         return ", ".join(redact(u) for u in (*self.indexes, *self.find_links)) or "no index (no-index is set)"
 
+    def __repr__(self) -> str:  # URLs may carry credentials: a repr (a traceback, a log) shows them redacted
+        return f"Sources(indexes={tuple(map(redact, self.indexes))!r}, find_links={tuple(map(redact, self.find_links))!r})"
+
 
 def configured_sources() -> Sources:
     """pip's configuration as pip reads it for ``pip install`` (files, ``[install]``, ``PIP_*``)."""
-    from pyimage.resolve.uv import _pip_settings  # one reader of pip's configuration for both uses
+    from pyimage.resolve.uv import PipConfigUnreadable, _pip_settings  # one reader of pip's configuration
 
     try:
         settings = _pip_settings()
-    except Exception:  # pip.conf pip itself cannot parse: the default index, as pip would fail on it later
+    except PipConfigUnreadable:  # the default index, as pip would fail on it later in its own words
         settings = {}
     words = lambda key: [w for w in settings.get(key, "").split() if w]  # noqa: E731
     no_index = settings.get("no-index", "").lower() in ("1", "true", "yes", "on")
@@ -89,6 +92,16 @@ def redact(url: str) -> str:
     who = f"{parts.username}:***" if parts.password is not None else "****"
     netloc = f"{who}@{host}" + (f":{parts.port}" if parts.port else "")
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def with_credentials(url: str, user: str | None, password: str | None) -> str:
+    """``url`` with ``user``/``password`` as its user info (quoted), for memory only: show it through
+    ``redact``. Unchanged when neither is given or the URL names its own user info (the URL's own wins)."""
+    parts = urllib.parse.urlsplit(url)
+    if not (user or password) or "@" in parts.netloc:
+        return url
+    creds = urllib.parse.quote(user or "", safe="") + (":" + urllib.parse.quote(password, safe="") if password else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{creds}@{parts.netloc}"))
 
 
 def strip_credentials(url: str) -> str:

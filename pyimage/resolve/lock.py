@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import pyimage.atomic as atomic
 from pyimage.errors import ConfigError
 from pyimage.resolve.pip import Pin
 from pyimage.resolve.target import Target
@@ -170,9 +171,7 @@ def write_lock(path: Path, pins: Sequence[Pin], inputs: str, target: Target, loc
         lines.append(f"[tool.pyimage.targets.{_q(k)}]")
         lines += [f"{name} = {_q(str(value))}" for name, value in sorted(tables[k].items())]
         lines.append("")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    atomic.write_text(path, "\n".join(lines), path.with_name(f".{path.name}.tmp"))
 
 
 def read_lock(path: Path, target: Target | None = None) -> Lock | None:

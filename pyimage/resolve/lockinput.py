@@ -11,7 +11,7 @@ The lock file itself is only read.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import os
 import re
 import shutil
@@ -25,6 +25,7 @@ from packaging.utils import canonicalize_name
 
 from pyimage.cache import Cache
 from pyimage.errors import BuildError, ConfigError
+from pyimage.resolve import indexfiles
 from pyimage.resolve.pip import Pin
 from pyimage.resolve.target import Target
 
@@ -178,6 +179,7 @@ def locked_pins(
     pins: list[Pin] = []
     relative_to = project_dir if is_uv and project_dir is not None else lock.parent
     seen_local: set[str] = set()
+    configured = functools.cache(indexfiles.configured_sources)  # pip's configuration: read once, if a download needs it
     for package, dist in chosen:
         name = canonicalize_name(package.name)
         if name == canonicalize_name(app_name):
@@ -211,7 +213,7 @@ def locked_pins(
             raise ConfigError(f"{name}: {lock.name} names the file {filename!r}, which is not a file name", f"re-create the lock (`{fix}`)")
         pin = Pin(name, str(package.version or ""), filename, dist.url or "", sha256, dist.size)
         if isinstance(dist, PackageWheel):
-            _fetch(pin, dist.path, lock.parent, cache)
+            _fetch(pin, dist.path, lock.parent, cache, lock.name, configured)
         pins.append(pin)
     unlocked = sorted(set(local) - seen_local)
     if unlocked:
@@ -249,8 +251,9 @@ def _select_error(message: str, pylock: object, lock_name: str, target: Target, 
     return BuildError(f"{lock_name} cannot be installed on {target.describe()}: {message}", f"update the lock for this target (`{fix}`)")
 
 
-def _fetch(pin: Pin, path: str | None, lock_dir: Path, cache: Cache) -> None:
-    """Puts ``pin``'s wheel in the cache (from its URL, or its path beside the lock), checking its sha256."""
+def _fetch(pin: Pin, path: str | None, lock_dir: Path, cache: Cache, lock_name: str = "the lock", sources: Callable[[], indexfiles.Sources] = indexfiles.configured_sources) -> None:
+    """Puts ``pin``'s wheel in the cache (from its URL, or its path beside the lock), checking its sha256; a
+    download carries the credentials pip's configuration has for its host (``sources``)."""
     if cache.cached_wheel(pin.sha256, pin.filename) is not None:
         return
     if path:
@@ -261,25 +264,7 @@ def _fetch(pin: Pin, path: str | None, lock_dir: Path, cache: Cache) -> None:
         return
     if urllib.parse.urlparse(pin.url).scheme not in ("https", "http", "file"):
         raise BuildError(f"{pin.name}: the lock gives neither a URL nor a path for {pin.filename}", "re-create the lock")
-    folder = cache.tmp_path("-download")
-    folder.mkdir(parents=True)
-    got = folder / pin.filename
-    digest = hashlib.sha256()
-    try:
-        try:
-            from urllib.request import urlopen  # only a wheel the cache lacks is downloaded
-
-            with urlopen(pin.url, timeout=180) as response, open(got, "wb") as out:  # noqa: S310 (scheme checked)
-                while chunk := response.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-        except OSError as exc:
-            raise BuildError(f"{pin.name}: cannot download {pin.filename}: {exc}", "check the network (and proxy settings), then build again") from exc
-        if digest.hexdigest() != pin.sha256:
-            raise BuildError(f"{pin.name}: {pin.filename} does not match the lock's sha256", "the index served a different file; re-create the lock or check the index")
-        cache.add_wheel(got, pin.sha256, hashed=True)  # hashed while downloaded: linked in, not read again
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    indexfiles.fetch(pin, sources(), cache, lock_name)  # hashed as it arrives, linked into the cache unread
 
 
 def _check_covers(requires: Sequence[str], extras: Sequence[str], pins: Sequence[Pin], target: Target, lock_name: str, fix: str) -> None:

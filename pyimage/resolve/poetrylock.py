@@ -26,7 +26,6 @@ import json
 import os
 import re
 import sys
-import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -144,10 +143,8 @@ def _sources_for(package: dict[str, Any], default: indexfiles.Sources, name: str
         url = source["url"]
         reference = re.sub(r"[^A-Z0-9]", "_", str(source.get("reference", "")).upper())
         user, password = os.environ.get(f"POETRY_HTTP_BASIC_{reference}_USERNAME"), os.environ.get(f"POETRY_HTTP_BASIC_{reference}_PASSWORD")
-        parts = urllib.parse.urlsplit(url)
-        if user and "@" not in parts.netloc:  # poetry's own variables: credentials for this source only
-            creds = urllib.parse.quote(user, safe="") + (":" + urllib.parse.quote(password, safe="") if password else "")
-            url = urllib.parse.urlunsplit(parts._replace(netloc=f"{creds}@{parts.netloc}"))
+        if user:  # poetry's own variables: credentials for this source only (a password needs its user)
+            url = indexfiles.with_credentials(url, user, password)
         return indexfiles.Sources((url,), ())
     kinds = {"directory": "local path", "file": "local file", "url": "direct URL", "git": "version-control"}
     raise BuildError(

@@ -81,12 +81,21 @@ def uv_platform(target: Target) -> str | None:
     return f"{arch}-manylinux_2_{max(v for v in _UV_GLIBC if v <= minor)}"
 
 
+class PipConfigUnreadable(ValueError):
+    """pip's configuration (a pip.conf, ``PIP_CONFIG_FILE``) is one pip itself cannot parse."""
+
+
 def _pip_settings() -> dict[str, str]:
-    """pip's effective settings for ``pip install``: files, then the ``[install]`` section, then ``PIP_*``."""
+    """pip's effective settings for ``pip install``: files, then the ``[install]`` section, then ``PIP_*``;
+    PipConfigUnreadable when pip cannot parse them."""
     from pip._internal.configuration import Configuration  # pip is a dependency; this is how pip reads them
+    from pip._internal.exceptions import ConfigurationError
 
     config = Configuration(isolated=False)
-    config.load()
+    try:
+        config.load()
+    except ConfigurationError as exc:
+        raise PipConfigUnreadable(str(exc)) from exc
     merged: dict[str, str] = {}
     files = list(config.items())  # (file, {"section.key": value}) in pip's override order; ":env:" is PIP_*
     for section in ("global", "install", ":env:"):  # as pip orders them for `pip install`: the later wins
@@ -103,7 +112,7 @@ def pip_settings_for_uv() -> tuple[list[str], dict[str, str], str]:
     setting that matters has a uv equivalent, else it names the first one that does not."""
     try:
         settings = _pip_settings()
-    except Exception as exc:  # a pip.conf pip itself cannot parse: the pip backend reports it in pip's words
+    except PipConfigUnreadable as exc:  # the pip backend reports it in pip's words
         return [], {}, f"pip's configuration cannot be read ({str(exc)[:80]})"
     args: list[str] = []
     env: dict[str, str] = {}

@@ -148,15 +148,11 @@ def _env_name(name: str) -> str:
 def _with_credentials(index: UvIndex) -> str:
     """The index URL with ``UV_INDEX_<NAME>_USERNAME``/``_PASSWORD`` as its user info (kept in memory only)."""
     import os
-    import urllib.parse
 
-    user = os.environ.get(f"UV_INDEX_{_env_name(index.name)}_USERNAME") if index.name else None
-    password = os.environ.get(f"UV_INDEX_{_env_name(index.name)}_PASSWORD") if index.name else None
-    parts = urllib.parse.urlsplit(index.url)
-    if not (user or password) or "@" in parts.netloc:
+    if not index.name:
         return index.url
-    creds = urllib.parse.quote(user or "", safe="") + (":" + urllib.parse.quote(password, safe="") if password else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{creds}@{parts.netloc}"))
+    env = _env_name(index.name)
+    return indexfiles.with_credentials(index.url, os.environ.get(f"UV_INDEX_{env}_USERNAME"), os.environ.get(f"UV_INDEX_{env}_PASSWORD"))
 
 
 def prefetch(pins: list[Pin], sources: UvSources, cache: Cache) -> None:

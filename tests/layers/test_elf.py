@@ -83,6 +83,23 @@ def test_a_zip_member_reads_as_the_file_does_without_being_extracted(tmp_path: P
         assert read_dynamic(member, zf.getinfo("demo/_ext.so").file_size) == _read(source)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA, zipfile.ZIP_STORED])
+def test_a_corrupt_zip_member_reads_as_not_elf(tmp_path: Path, method: int) -> None:
+    data = (LIBDIR / "libz.so.1").resolve().read_bytes()
+    wheel = tmp_path / "demo.whl"
+    with zipfile.ZipFile(wheel, "w", method) as zf:
+        zf.writestr("demo/_ext.so", data)
+    raw = bytearray(wheel.read_bytes())
+    with zipfile.ZipFile(wheel) as zf:
+        info = zf.getinfo("demo/_ext.so")
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for at in range(start + 40, start + info.compress_size - 8, max(1, info.compress_size // 64)):
+        raw[at] ^= 0x5A  # the compressed stream damaged throughout: the decompressor's own errors, or a bad CRC
+    wheel.write_bytes(bytes(raw))
+    with zipfile.ZipFile(wheel) as zf, zf.open("demo/_ext.so") as member:
+        assert read_dynamic(member, info.file_size) is None  # type: ignore[arg-type]
+
+
 def test_damaged_files_read_as_not_elf_and_never_raise() -> None:
     data = (LIBDIR / "libz.so.1").resolve().read_bytes()
     assert read_dynamic(io.BytesIO(data), len(data)) is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from support.simpleindex import serve
 
 from pyimage.resolve import indexfiles
@@ -43,3 +44,30 @@ def test_a_token_alone_in_an_index_url_is_hidden_too() -> None:
     assert redact("https://s3cr3tT0ken@pypi.fury.io/acme/simple") == "https://****@pypi.fury.io/acme/simple"
     assert redact("https://me:pw@example.org:8443/simple") == "https://me:***@example.org:8443/simple"
     assert redact("https://example.org/simple") == "https://example.org/simple"
+
+
+def test_a_pip_conf_pip_cannot_parse_leaves_the_default_index_and_uv_gives_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyimage.resolve import uv
+
+    for name in ("PIP_NO_INDEX", "PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for text in (b"[global\nindex-url = https://example.invalid/simple\n", b"[global]\nindex-url = \xff\xfe\n"):
+        conf = tmp_path / "pip.conf"
+        conf.write_bytes(text)
+        monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
+        assert indexfiles.configured_sources() == indexfiles.Sources()
+        flags, env, reason = uv.pip_settings_for_uv()
+        assert (flags, env) == ([], {}) and reason.startswith("pip's configuration cannot be read (")
+
+
+def test_credentials_go_into_a_url_quoted_and_a_sources_repr_never_shows_them() -> None:
+    url = "https://pkgs.example/simple/"
+    assert indexfiles.with_credentials(url, "me@corp", "p:w/d") == "https://me%40corp:p%3Aw%2Fd@pkgs.example/simple/"
+    assert indexfiles.with_credentials(url, None, "tok") == "https://:tok@pkgs.example/simple/"
+    assert indexfiles.with_credentials(url, None, None) == url
+    assert indexfiles.with_credentials("https://own:x@pkgs.example/", "me", "pw") == "https://own:x@pkgs.example/"  # the URL's own wins
+    sources = indexfiles.Sources((indexfiles.with_credentials(url, "me", "s3cret-pw"),), ("https://t0ken-only@files.example/",))
+    assert "s3cret-pw" not in repr(sources) and "t0ken-only" not in repr(sources) and "pkgs.example" in repr(sources)
+    assert "s3cret-pw" not in str([sources]) and "s3cret-pw" in sources.indexes[0]  # kept for the requests themselves

@@ -545,6 +545,7 @@ class FaultProxy:
     log: list[tuple[str, str, int]] = field(default_factory=list)
     port: int = 0
     _server: ThreadingHTTPServer | None = None
+    _upstream: httpx.Client | None = None
 
     @property
     def host(self) -> str:
@@ -552,7 +553,7 @@ class FaultProxy:
 
     def start(self) -> FaultProxy:
         proxy = self
-        upstream = httpx.Client(base_url=self.upstream, timeout=30)
+        upstream = self._upstream = httpx.Client(base_url=self.upstream, timeout=30)  # closed by stop()
         lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
@@ -606,6 +607,8 @@ class FaultProxy:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        if self._upstream is not None:
+            self._upstream.close()
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------
