@@ -51,6 +51,7 @@ import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
+BENCH_APPS = Path(__file__).resolve().parent / "apps"  # apps that are benchmarks, not examples (big-app: issue #14)
 sys.path.insert(0, str(REPO / "tests" / "support"))
 from rootfs import DEFAULT_PATH, debian_rootfs, oci_layout
 
@@ -74,7 +75,8 @@ SCENARIOS = (
 )
 # The "dependency bump" scenario: one dependency of the app pinned to another release than the lock holds (an
 # older one: what a rollback or a security pin looks like). Each version has wheels for cp311 manylinux here.
-BUMPS = {"hello-cli": ("humanize", "4.16.0"), "web-service": ("uvicorn", "0.30.6"), "torch-app": ("numpy", "2.3.5")}
+BUMPS = {"hello-cli": ("humanize", "4.16.0"), "web-service": ("uvicorn", "0.30.6"), "torch-app": ("numpy", "2.3.5"),
+         "big-app": ("pandas", "2.2.3")}
 
 
 class BenchError(Exception):
@@ -136,6 +138,11 @@ def one_line_change(project: Path, n: int) -> None:
     """Appends one line of code to the app's module: what a developer's smallest edit looks like."""
     init = app_module(project)
     init.write_text(init.read_text() + f"BENCH_REVISION = {n}  # one-line change made by bench/run.py\n")
+
+
+def app_source(app: str) -> Path:
+    """An example's directory, or a bench-only app's (bench/apps/)."""
+    return EXAMPLES / app if (EXAMPLES / app).is_dir() else BENCH_APPS / app
 
 
 def bump_dependency(project: Path, name: str, version: str) -> None:
@@ -824,8 +831,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     apps = [a.strip() for a in args.apps.split(",") if a.strip()]
     for app in apps:
-        if not (EXAMPLES / app / "pyproject.toml").is_file():
-            ap.error(f"no example {app!r} in {EXAMPLES}")
+        if not (app_source(app) / "pyproject.toml").is_file():
+            ap.error(f"no example {app!r} in {EXAMPLES} or {BENCH_APPS}")
 
     BENCH_HOME.mkdir(parents=True, exist_ok=True)
     work = args.workdir or Path(tempfile.mkdtemp(prefix=dt.datetime.now().strftime("run-%Y%m%d-%H%M%S-"), dir=BENCH_HOME))
@@ -852,7 +859,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warmup: dict[str, float] = {}
     extra: dict[str, list[Pin]] = {}  # wheels only the bumped dependency brings
     for app in apps:
-        templates[app] = copy_project(EXAMPLES / app, work / "templates" / app)
+        templates[app] = copy_project(app_source(app), work / "templates" / app)
         warmup[app], _ = tool.build(templates[app], seed, work / "warm" / app)
         pins[app] = read_pins(templates[app])
         log(f"warm-up {app}: {warmup[app]:.1f} s, {len(pins[app])} locked wheels")
