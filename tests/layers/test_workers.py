@@ -65,6 +65,30 @@ def zstd_frames(blob: bytes) -> int:
     return count
 
 
+def members(blob: bytes) -> list[tuple[bytes, bytes]]:
+    """``(compressed member, its inflated bytes)`` for each gzip member of ``blob``."""
+    out = []
+    while blob:
+        obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        raw = obj.decompress(blob)
+        rest = obj.unused_data
+        out.append((blob[: len(blob) - len(rest)], raw))
+        blob = rest
+    return out
+
+
+def first_differing_member(one: bytes, two: bytes) -> str:
+    """Where two gzip blobs of the same content part: which member, its sizes, whether it inflates alike (a
+    compressor that is not deterministic) or not (a fragment chosen or written differently)."""
+    a, b = members(one), members(two)
+    for i, ((pa, ra), (pb, rb)) in enumerate(zip(a, b)):
+        if pa != pb:
+            at = sum(len(p) for p, _ in a[:i])
+            same = "the same bytes" if ra == rb else "different bytes"
+            return f"member {i} of {len(a)}/{len(b)} at offset {at}: {len(pa)}/{len(pb)} bytes compressed, {len(ra)}/{len(rb)} inflated, to {same}"
+    return f"{len(a)}/{len(b)} members, none differs"
+
+
 def write_blob(path: Path, kind: str, data: bytes, workers: int, piece: int) -> tuple[bytes, object]:
     sink = BlobWriter(path, kind, workers=workers)
     for i in range(0, len(data), piece):
@@ -133,8 +157,10 @@ def test_layers_are_identical_with_one_or_two_jobs_and_compression_workers(
     parallel = build_all(specs, tmp_path / "parallel", jobs=2, workers=2)
 
     for a, b in zip(serial, parallel):
-        assert (a.name, a.digest, a.diff_id, a.descriptor.size) == (b.name, b.digest, b.diff_id, b.descriptor.size)
-        assert a.blob.read_bytes() == b.blob.read_bytes()
+        assert (a.name, a.diff_id, a.descriptor.size) == (b.name, b.diff_id, b.descriptor.size)
+        one, two = a.blob.read_bytes(), b.blob.read_bytes()
+        assert one == two, f"{a.name}: {first_differing_member(one, two)}"
+        assert a.digest == b.digest
     numpy_blob = parallel[0].blob.read_bytes()
     assert parallel[0].uncompressed_size > 4 * CHUNK_SIZE  # type: ignore[operator]
     assert gzip_members(numpy_blob) == -(-parallel[0].uncompressed_size // CHUNK_SIZE)  # type: ignore[operator]
@@ -181,3 +207,12 @@ def test_leaving_early_stops_the_producing_thread() -> None:
     with _ahead((b"x" * 1024 for _ in range(10_000)), depth=2) as items:
         next(items)
     assert {t.ident for t in threading.enumerate() if t.name == "pyimage-inflate"} - before == set()
+
+
+def test_the_mismatch_report_names_the_member_and_whether_it_inflates_alike() -> None:
+    data = random.Random(11).randbytes(1000) * 50
+    fast = gzip.compress(data[:20_000], compresslevel=1, mtime=0) + gzip.compress(data[20_000:], compresslevel=1, mtime=0)
+    best = gzip.compress(data[:20_000], compresslevel=1, mtime=0) + gzip.compress(data[20_000:], compresslevel=9, mtime=0)
+    assert first_differing_member(fast, best).startswith("member 1 of 2/2 at offset ")
+    assert first_differing_member(fast, best).endswith("to the same bytes")
+    assert first_differing_member(fast, fast) == "2/2 members, none differs"
