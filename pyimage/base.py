@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from pyimage.cache import Cache, LayerRecord
+from pyimage.cache import Cache, LayerRecord, Meta, count, sha256_digest, string, strings
 from pyimage.errors import BuildError, ConfigError
 from pyimage.layers.compress import BlobWriter, decompress_stream, file_sha256, media_type_for
 from pyimage.oci.dockerarchive import read_docker_archive
@@ -103,12 +103,11 @@ def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str
     """A plain root-filesystem tarball as a one-layer image; compressed once, cached by the file's sha256."""
     if not path.is_file():
         raise ConfigError(f"base rootfs:{path}: no such file", "build one, e.g. `mmdebstrap --include=python3 bookworm rootfs.tar`")
-    st = path.stat()
-    stamp = f"rootfs-{_stat_key(path, st)}"
-    sha = cache.get_meta(stamp)
+    stamp = _stat_key(path, path.stat())
+    sha = cache.get_meta(ROOTFS_SHA, *stamp)
     if sha is None:
         sha = file_sha256(path)
-        cache.put_meta(stamp, sha)
+        cache.put_meta(ROOTFS_SHA, sha, *stamp)
     with open(path, "rb") as f:
         magic = f.read(4)
     key = f"rootfs-{sha.partition(':')[2]}-{compression}"
@@ -117,7 +116,7 @@ def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str
     in_registry = False
     if record is None and remote is not None:  # compressed before, blob pruned, and the push targets hold it
         known = cache.layer_record(key)
-        if known is not None and cache.get_meta(_scan_key([known.diff_id])) is not None and remote(known.digest):
+        if known is not None and cache.get_meta(SCAN, known.diff_id) is not None and remote(known.digest):
             record, cached, in_registry = known, True, True
     if record is None:
         with cache.lock(key):
@@ -134,7 +133,7 @@ def _docker_archive_image(path: Path, cache: Cache, verify_layers: bool = True) 
     """A ``docker save`` archive as a base; its layers are hashed into the cache once per archive version."""
     if not path.is_file():
         raise ConfigError(f"base docker-archive:{path}: no such file", "make one with `docker save` or `skopeo copy … docker-archive:FILE`")
-    return _archive_image(f"docker-archive-{_stat_key(path, path.stat())}", path, cache, f"base docker-archive:{path}")
+    return _archive_image(("docker-archive", *_stat_key(path, path.stat())), path, cache, f"base docker-archive:{path}")
 
 
 def _daemon_image(name: str, cache: Cache) -> Image:
@@ -145,7 +144,7 @@ def _daemon_image(name: str, cache: Cache) -> Image:
     if not name:
         raise ConfigError("base docker-daemon:: no image named", "use docker-daemon:NAME:TAG, e.g. docker-daemon:python:3.12-slim")
     image_id = docker_image_id(name)
-    key = f"docker-daemon-{image_id.removeprefix('sha256:')}"
+    key = ("docker-daemon", image_id)
     tmp = cache.tmp_path("-docker-save.tar")
     try:
         known = _archive_record(key, cache, f"base docker-daemon:{name}")
@@ -158,28 +157,26 @@ def _daemon_image(name: str, cache: Cache) -> Image:
         tmp.unlink(missing_ok=True)
 
 
-def _archive_record(key: str, cache: Cache, where: str) -> Image | None:
+def _archive_record(key: tuple[str, ...], cache: Cache, where: str) -> Image | None:
     """The base an earlier build read from the same archive (``key``), when all its blobs are still cached."""
-    known = cache.get_meta(key)
-    if isinstance(known, dict):
-        try:
-            layers = [Layer("base", Descriptor(l["media_type"], l["digest"], l["size"]), l["diff_id"], cache.blob_path(l["digest"]), cached=True, history="base") for l in known["layers"]]
-            if all(cache.valid_blob(l.digest, l.size) for l in layers):
-                return Image(config=known["config"], layers=tuple(_verified_diff_id(l, cache, where) for l in layers))
-        except (KeyError, TypeError, ValueError):
-            pass  # an old or damaged record: read the archive again
+    known = cache.get_meta(ARCHIVE, *key)
+    if known is None:
+        return None
+    config, descriptors = known
+    layers = [Layer("base", d, diff_id, cache.blob_path(d.digest), cached=True, history="base") for d, diff_id in descriptors]
+    if all(cache.valid_blob(l.digest, l.size) for l in layers):
+        return Image(config=config, layers=tuple(_verified_diff_id(l, cache, where) for l in layers))
     return None
 
 
-def _archive_image(key: str, path: Path, cache: Cache, where: str) -> Image:
+def _archive_image(key: tuple[str, ...], path: Path, cache: Cache, where: str) -> Image:
     """A ``docker save`` archive's image, its layers hashed into the cache and recorded under ``key``."""
     known = _archive_record(key, cache, where)
     if known is not None:
         return known
     image = read_docker_archive(path, lambda src, size, claimed, what: cache.ingest_blob(src, claimed, size, what))
     layers = tuple(_verified_diff_id(l, cache, where) for l in image.layers)
-    layers_json = [{"media_type": l.descriptor.media_type, "digest": l.digest, "size": l.size, "diff_id": l.diff_id} for l in layers]
-    cache.put_meta(key, {"config": dict(image.config), "layers": layers_json})
+    cache.put_meta(ARCHIVE, (dict(image.config), tuple((l.descriptor, l.diff_id) for l in layers)), *key)
     return Image(config=image.config, layers=layers)
 
 
@@ -208,9 +205,8 @@ def _verified_diff_id(layer: Layer, cache: Cache, where: str) -> Layer:
         algo, _ = parse_digest(layer.diff_id)
     except ValueError as exc:
         raise BuildError(f"{where}: base layer {layer.digest[:19]}…: {exc}", "the base is damaged or tampered with") from None
-    key = _diff_id_key(layer.digest, algo)
-    known = cache.get_meta(key)
-    if not (isinstance(known, dict) and isinstance(known.get("diff_id"), str) and isinstance(known.get("size"), int)):
+    known = cache.get_meta(DIFF_ID, algo, layer.digest)
+    if known is None:
         h = hashlib.new(algo)
         size = 0
         try:
@@ -222,29 +218,67 @@ def _verified_diff_id(layer: Layer, cache: Cache, where: str) -> Layer:
                 f"{where}: base layer {layer.digest[:19]}… cannot be decompressed ({type(exc).__name__}: {str(exc)[:120]})",
                 "the base is damaged or tampered with; re-export or re-pull it",
             ) from None
-        known = {"diff_id": f"{algo}:{h.hexdigest()}", "size": size}
-        cache.put_meta(key, known)
-    if known["diff_id"] != layer.diff_id:
+        known = (f"{algo}:{h.hexdigest()}", size)
+        cache.put_meta(DIFF_ID, known, algo, layer.digest)
+    diff_id, size = known
+    if diff_id != layer.diff_id:
         raise BuildError(
-            f"{where}: base layer {layer.digest[:19]}… unpacks to diff_id {known['diff_id'][:19]}…, not the {layer.diff_id[:19]}… its config claims",
+            f"{where}: base layer {layer.digest[:19]}… unpacks to diff_id {diff_id[:19]}…, not the {layer.diff_id[:19]}… its config claims",
             "the base is damaged or tampered with; re-export or re-pull it",
         )
-    return replace(layer, uncompressed_size=known["size"])
+    return replace(layer, uncompressed_size=size)
 
 
-def _diff_id_key(digest: str, algo: str = "sha256") -> str:
-    """The meta record of a base blob's verified diff_id (``_verified_diff_id``)."""
-    return f"diffid-{algo}-{digest.replace(':', '-')}"
-
-
-def _scan_key(diff_ids: list[str]) -> str:
-    """The meta record of what ``scan_base`` found in the layers with these diff_ids."""
-    return "scan-" + hashlib.sha256(f"{_SCAN_FORMAT}|{diff_ids}".encode()).hexdigest()[:32]
-
-
-def _stat_key(path: Path, st: os.stat_result) -> str:
+def _stat_key(path: Path, st: os.stat_result) -> tuple[str, ...]:
     """Names a file's current version (path, size, mtime, inode) so its sha256 is computed once, not per build."""
-    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()[:32]
+    return str(path.resolve()), str(st.st_size), str(st.st_mtime_ns), str(st.st_ino)
+
+
+# -- what the cache keeps of bases (cache.META_KINDS) -----------------------------------------------------
+def _archived(value: Any) -> tuple[dict[str, Any], tuple[tuple[Descriptor, str], ...]]:
+    config = value["config"]
+    if not isinstance(config, dict):
+        raise TypeError("not an image config")
+    if not isinstance(value["layers"], list):
+        raise TypeError("not a list of layers")
+    layers = []
+    for l in value["layers"]:
+        media_type, digest, size, diff_id = string(l["media_type"]), string(l["digest"]), count(l["size"]), string(l["diff_id"])
+        parse_digest(digest)  # a path is made of it
+        layers.append((Descriptor(media_type, digest, size), diff_id))
+    return config, tuple(layers)
+
+
+def _dump_archived(value: tuple[dict[str, Any], tuple[tuple[Descriptor, str], ...]]) -> dict[str, Any]:
+    config, layers = value
+    return {"config": config, "layers": [{"media_type": d.media_type, "digest": d.digest, "size": d.size, "diff_id": diff_id} for d, diff_id in layers]}
+
+
+def _diff_id(value: Any) -> tuple[str, int]:
+    return string(value["diff_id"]), count(value["size"])
+
+
+def _facts(hit: Any) -> BaseFacts:
+    pythons, links = hit["pythons"], hit["links"]
+    if not all(isinstance(m, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in m.items()) for m in (pythons, links)):
+        raise TypeError("not a map of paths")
+    return BaseFacts(
+        pythons, string(hit["libc"]), string(hit["libc_version"]), string(hit["machine"]), string(hit["passwd"]), string(hit["group"]),
+        strings(hit["libraries"]), frozenset(strings(hit["executables"])), links,
+    )
+
+
+def _dump_facts(facts: BaseFacts) -> dict[str, Any]:
+    return {
+        "pythons": facts.pythons, "libc": facts.libc, "libc_version": facts.libc_version, "machine": facts.machine, "passwd": facts.passwd,
+        "group": facts.group, "libraries": list(facts.libraries), "executables": sorted(facts.executables), "links": facts.links,
+    }
+
+
+ROOTFS_SHA: Meta[str] = Meta("rootfs-sha", sha256_digest)  # by the file's path and stat
+ARCHIVE: Meta[tuple[dict[str, Any], tuple[tuple[Descriptor, str], ...]]] = Meta("archive", _archived, _dump_archived)
+DIFF_ID: Meta[tuple[str, int]] = Meta("diff-id", _diff_id, lambda v: {"diff_id": v[0], "size": v[1]})  # by algorithm and blob digest
+SCAN: Meta[BaseFacts] = Meta("scan", _facts, _dump_facts, version=_SCAN_FORMAT)  # by the layers' diff_ids
 
 
 _UNCOMPRESSED = (MEDIA_OCI_LAYER, "application/vnd.docker.image.rootfs.diff.tar")
@@ -353,14 +387,14 @@ def load_base(
         # verified is stamped as such
         is_valid=lambda path, desc: cache.valid_blob(desc.digest, desc.size) is not None,
         progress=lambda digest, status, _size: cache.mark_verified(digest) if status == "downloaded" else None,
-        skip=None if remote is None else lambda desc: cache.get_meta(_diff_id_key(desc.digest)) is not None and remote(desc.digest),
+        skip=None if remote is None else lambda desc: cache.get_meta(DIFF_ID, "sha256", desc.digest) is not None and remote(desc.digest),
     )
     where = f"base {ref}"
     layers = tuple(
         _verified_diff_id(Layer("base", l.descriptor, l.diff_id, l.blob, cached=True, history="base", remote=remote is not None and cache.valid_blob(l.digest, l.size) is None), cache, where)
         for l in pulled.layers
     )
-    if any(l.remote for l in layers) and cache.get_meta(_scan_key([l.diff_id for l in layers])) is None:
+    if any(l.remote for l in layers) and cache.get_meta(SCAN, *(l.diff_id for l in layers)) is None:
         raise BuildError(f"{where}: some of its layers are neither on this machine nor scanned before", "build again with an output such as -o oci:DIR, which downloads them")
     return Image(config=pulled.config, layers=layers), str(pulled.pinned)
 
@@ -386,13 +420,10 @@ class _IterReader(io.RawIOBase):
 def scan_base(image: Image, cache: Cache) -> BaseFacts:
     """Finds the base's Python interpreters, libc and shared libraries by reading its layers' tar headers (and
     the libc file, through its symlink where libc.so.6 is one, as on bullseye)."""
-    key = _scan_key([l.diff_id for l in image.layers])
-    hit = cache.get_meta(key)
+    key = tuple(l.diff_id for l in image.layers)
+    hit = cache.get_meta(SCAN, *key)
     if hit is not None:
-        return BaseFacts(
-            hit["pythons"], hit["libc"], hit["libc_version"], hit.get("machine", ""), hit.get("passwd", ""), hit.get("group", ""),
-            tuple(hit.get("libraries", ())), frozenset(hit.get("executables", [])), dict(hit.get("links", {})),
-        )
+        return hit
     present: dict[str, str] = {}
     accounts: dict[str, str] = {}
     libraries: dict[str, str] = {}  # path -> file name of shared objects anywhere, for whiteouts to remove
@@ -469,10 +500,7 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
         frozenset("/" + _canonical(name, links) for name in executables),  # keyed as BaseFacts.resolve arrives at them
         {"/" + name: "/" + target for name, target in sorted(links.items())},
     )
-    cache.put_meta(key, {
-        "pythons": facts.pythons, "libc": facts.libc, "libc_version": facts.libc_version, "machine": machine, "passwd": facts.passwd, "group": facts.group,
-        "libraries": list(facts.libraries), "executables": sorted(facts.executables), "links": facts.links,
-    })
+    cache.put_meta(SCAN, facts, *key)
     return facts
 
 

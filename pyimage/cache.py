@@ -34,14 +34,14 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Generic, Iterator, TypeVar
 
 import pyimage.atomic as atomic
 from pyimage.errors import BuildError
 from pyimage.layers.compress import file_sha256
 from pyimage.oci.model import DIGEST_ALGORITHMS, blob_relpath, parse_digest
 
-__all__ = ["Cache", "LayerRecord", "default_cache_dir", "CacheStats", "VerifyReport", "STALE_AFTER"]
+__all__ = ["Cache", "LayerRecord", "Meta", "META_KINDS", "count", "flag", "sha256_digest", "string", "strings", "default_cache_dir", "CacheStats", "VerifyReport", "STALE_AFTER"]
 
 STALE_AFTER = 600.0  # seconds without a write before a dead process's temp entry counts as a leftover
 STALE_AFTER_UNOWNED = 86400.0  # entries not named <pid>-… (made by tools we call): a day, to be safe
@@ -74,6 +74,94 @@ def default_cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "pyimage"
+
+
+T = TypeVar("T")
+
+# Every kind of record kept under meta/, the one list of them. Each is a fact derived from content (so it can
+# always be worked out again), declared as a ``Meta`` by the module that works it out.
+META_KINDS: dict[str, str] = {
+    "wheel-size": "the bytes a wheel installs (pipeline.py)",
+    "fragment": "the directories and files of a per-wheel fragment blob (layers/build.py)",
+    "natives": "the ELF files a wheel holds, their machine and the sonames they need (layers/native.py)",
+    "natives-set": "a wheel set whose native libraries were all found in the image (layers/native.py)",
+    "conflicts": "the notes of a wheel set checked for files written twice (layers/conflicts.py)",
+    "files": "the paths and file hashes a wheel installs, and its namespace __init__.py files (layers/conflicts.py)",
+    "rootfs-sha": "the sha256 of a rootfs: base file, by its path and stat (base.py)",
+    "archive": "the config and layers of a docker-archive base, by its stat (base.py)",
+    "diff-id": "the verified diff_id and size of a base blob (base.py)",
+    "scan": "what a base's layers hold: interpreters, libc, libraries, accounts, links (base.py)",
+    "pushed": "repositories of each registry pushed to, for cross-repository mounts (publish.py)",
+    "sdist-wheel": "the wheel built here from an sdist, for one target (resolve/pip.py)",
+    "hashed-pins": "the pins read from a hashed requirements file, for one target (resolve/hashedreqs.py)",
+    "wheel-url": "where a wheel named by a poetry.lock was found, without credentials (resolve/poetrylock.py)",
+    "placed": "a blob copied into an output layout, by its path and stat (cache.py)",
+}
+_PLAIN_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._]{0,79}")
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Meta(Generic[T]):
+    """One kind of record the cache keeps under ``meta/``: ``load`` makes a ``T`` of what was written, raising
+    KeyError, TypeError or ValueError on any other shape (the record is then absent: damaged, or an older
+    format); ``dump`` makes JSON of a ``T``. Raising ``version`` retires every record of the kind."""
+
+    kind: str
+    load: Callable[[Any], T]
+    dump: Callable[[T], Any] = _same
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in META_KINDS:
+            raise ValueError(f"{self.kind!r} is not a kind of cache record: declare it in META_KINDS")
+
+
+def strings(value: Any) -> tuple[str, ...]:
+    """A JSON list of strings, checked (for ``Meta.load`` functions)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("not a list of strings")
+    return tuple(value)
+
+
+def string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
+
+
+def sha256_digest(value: Any) -> str:
+    """A ``sha256:<64 hex>`` digest."""
+    if not isinstance(value, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
+        raise ValueError("not a sha256 digest")
+    return value
+
+
+def flag(value: Any) -> bool:
+    """A record that only says something was done: ``true``."""
+    if value is not True:
+        raise TypeError("not true")
+    return True
+
+
+def _placed(value: Any) -> tuple[str, int, int, int, int]:
+    digest, size, mtime, ino, mode = value
+    if not isinstance(digest, str) or not all(type(v) is int for v in (size, mtime, ino, mode)):
+        raise TypeError("not a placed stamp")
+    return digest, size, mtime, ino, mode
+
+
+def count(value: Any) -> int:
+    """A number of bytes or things: a non-negative int."""
+    if type(value) is not int or value < 0:
+        raise TypeError("not a count")
+    return value
+
+
+PLACED: Meta[tuple[str, int, int, int, int]] = Meta("placed", _placed, list)
 
 
 @dataclass(frozen=True)
@@ -275,20 +363,17 @@ class Cache:
             self._stamp_path(path).unlink()
 
     # -- copies of blobs placed in output layouts (layout.BlobStamps) ---------------------------------------
-    def _placed_key(self, path: Path) -> str:
-        return "placed-" + hashlib.sha256(str(Path(path).absolute()).encode()).hexdigest()[:32]
-
     def intact(self, path: Path, digest: str) -> bool:
         """True if ``path`` is the copy of ``digest`` placed earlier and its stat is unchanged since (stat-stamp rule)."""
         try:
             st = os.stat(path, follow_symlinks=False)
         except OSError:
             return False
-        return self.get_meta(self._placed_key(path)) == [digest, st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode]
+        return self.get_meta(PLACED, str(Path(path).absolute())) == (digest, st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)
 
     def placed(self, path: Path, digest: str) -> None:
         st = os.stat(path, follow_symlinks=False)
-        self.put_meta(self._placed_key(path), [digest, st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode])
+        self.put_meta(PLACED, (digest, st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode), str(Path(path).absolute()))
 
     # -- layer records ---------------------------------------------------------------------------------
     def get_layer(self, key: str) -> LayerRecord | None:
@@ -322,14 +407,33 @@ class Cache:
                 f.write(what + "\n")
 
     # -- small derived facts ---------------------------------------------------------------------------
-    def get_meta(self, name: str) -> Any | None:
+    def get_meta(self, kind: "Meta[T]", *key: str) -> T | None:
+        """The record of ``kind`` kept under ``key``, or None when there is none or it does not read back as
+        ``kind`` says (an older format, a damaged file): the caller works it out again and puts it anew."""
+        path = self._meta_path(kind, key)
         try:
-            return json.loads((self.root / "meta" / f"{name}.json").read_text())
+            raw = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
+        try:
+            return kind.load(raw)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
 
-    def put_meta(self, name: str, value: Any) -> None:
-        self._write_json(self.root / "meta" / f"{name}.json", value)
+    def put_meta(self, kind: "Meta[T]", value: T, *key: str) -> None:
+        self._write_json(self._meta_path(kind, key), kind.dump(value))
+
+    def _meta_path(self, kind: "Meta[Any]", key: tuple[str, ...]) -> Path:
+        """The cache names every record: ``<kind><version>[-<key>]``, the key's parts joined when they are short
+        plain words (digests, sha256s), else their sha256; no caller spells a file name under ``meta/``."""
+        if not all(isinstance(part, str) for part in key):
+            raise TypeError(f"a {kind.kind} record's key is made of strings, not {key!r}")
+        joined = "".join("-" + part for part in key)
+        if len(joined) > 160 or not all(_PLAIN_PART.fullmatch(part) for part in key):
+            joined = "-" + hashlib.sha256("\0".join(key).encode()).hexdigest()[:40]
+        return self.root / "meta" / f"{kind.kind}{kind.version}{joined}.json"
 
     # -- wheels ----------------------------------------------------------------------------------------
     def wheel_path(self, sha256: str, filename: str) -> Path:

@@ -19,11 +19,11 @@ from typing import Any, Callable, Sequence
 
 from packaging.utils import canonicalize_name
 
-from pyimage.cache import Cache
+from pyimage.cache import Cache, Meta, count
 from pyimage.config import Config
 from pyimage.errors import BuildError, ConfigError
 from pyimage.layers.build import LayerContext, build_custom_layer, build_layer, wheels_to_read
-from pyimage.layers.conflicts import check_conflicts, files_key, wheel_files
+from pyimage.layers.conflicts import cached_files, check_conflicts, wheel_files
 from pyimage.layers.bytecode import can_compile
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
@@ -50,6 +50,7 @@ from pyimage.wheels import Wheel, read_metadata, read_wheel
 __all__ = ["Plan", "BuildResult", "plan", "plan_platforms", "fetch", "build", "build_all", "run", "plan_document", "plan_only", "lock_only", "workspace_member", "unpackaged_app"]
 
 Events = Callable[[str], None]
+WHEEL_SIZE: Meta[int] = Meta("wheel-size", count)  # installed bytes of a wheel, by its sha256
 
 
 def _quiet(_: str) -> None:
@@ -219,8 +220,8 @@ def _wheel_values(pins: Sequence[Pin], target: Target, cache: Cache, paths: Inst
     known: dict[str, Wheel] = {}
     need: list[Pin] = []
     for pin in pins:
-        size = cache.get_meta(f"wheel-{pin.sha256}")
-        if size is not None and cache.get_meta(files_key(pin.sha256, paths)) is not None:
+        size = cache.get_meta(WHEEL_SIZE, pin.sha256)
+        if size is not None and cached_files(pin.sha256, paths, cache) is not None:
             path = cache.cached_wheel(pin.sha256, pin.filename)
             known[pin.name] = Wheel(pin.name, pin.version, pin.filename, pin.sha256, path, size)  # type: ignore[arg-type]
         else:
@@ -231,7 +232,7 @@ def _wheel_values(pins: Sequence[Pin], target: Target, cache: Cache, paths: Inst
         wheel = known.get(pin.name)
         if wheel is None:
             wheel = read_wheel(fetched[pin.name], sha256=pin.sha256)
-            cache.put_meta(f"wheel-{pin.sha256}", wheel.installed_size)
+            cache.put_meta(WHEEL_SIZE, wheel.installed_size, pin.sha256)
         out.append(wheel)
     return out
 

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from pyimage.cache import Cache
+from pyimage.cache import Cache, Meta, strings
 from pyimage.oci.model import Image, ImageIndex
 
 __all__ = ["RegistrySettings", "push_refs", "push_targets", "TargetBlobs"]
@@ -48,8 +48,17 @@ def push_targets(refs: Sequence[str], repository: str | None) -> list[str]:
     return list(refs) or ([repository] if repository else [])
 
 
+def _pushed(value: Any) -> dict[str, list[str]]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise TypeError("not a map of registries")
+    return {registry: list(strings(repos)) for registry, repos in value.items()}
+
+
+PUSHED: Meta[dict[str, list[str]]] = Meta("pushed", _pushed)  # registry -> repositories this cache pushed to
+
+
 def _mount_sources(cache: Cache | None, registry: str, repository: str) -> list[str]:
-    known: dict[str, list[str]] = (cache.get_meta("pushed-repositories") if cache else None) or {}
+    known: dict[str, list[str]] = (cache.get_meta(PUSHED) if cache else None) or {}
     return sorted(repo for repo in known.get(registry, []) if repo != repository)
 
 
@@ -117,7 +126,7 @@ def push_refs(
     from pyimage.oci.reference import parse_reference
 
     parsed = [parse_reference(r) for r in refs]
-    known: dict[str, list[str]] = (cache.get_meta("pushed-repositories") if cache else None) or {}
+    known: dict[str, list[str]] = (cache.get_meta(PUSHED) if cache else None) or {}
     mount_from = sorted({repo for ref in parsed for repo in _mount_sources(cache, ref.registry, ref.repository)} | set(mount_from))
     events(f"pushing to {', '.join(str(r) for r in parsed)}")
     result = push_image(image, parsed, client_factory=settings.client_factory(), mount_from=mount_from)
@@ -126,7 +135,7 @@ def push_refs(
             repos = known.setdefault(ref.registry, [])
             if ref.repository not in repos:
                 repos.append(ref.repository)
-        cache.put_meta("pushed-repositories", known)
+        cache.put_meta(PUSHED, known)
     return [
         {
             "reference": str(ref),

@@ -26,9 +26,9 @@ import os
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from pyimage.cache import Cache, LayerRecord
+from pyimage.cache import Cache, LayerRecord, Meta, strings
 from pyimage.errors import BuildError
 from pyimage.layers.compress import BlobWriter, compression_id, decompress_stream, media_type_for
 from pyimage.layers.paths import InstallPaths
@@ -131,7 +131,7 @@ def _write_blob(
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     if fragment:
-        ctx.cache.put_meta(_contents_key(result.digest), {"dirs": tw.dirs, "files": sorted(tw.files)})
+        ctx.cache.put_meta(CONTENTS, _Contents(tuple(tw.dirs), frozenset(tw.files)), result.digest.removeprefix("sha256:"))
     return LayerRecord(result.digest, result.diff_id, result.size, media_type_for(ctx.compression), result.uncompressed_size)
 
 
@@ -192,8 +192,26 @@ def build_custom_layer(name: str, parts: object, fill: Callable[[TarWriter], Non
 
 
 # -- layers of several wheels, from fragments -------------------------------------------------------------
-def _contents_key(digest: str) -> str:
-    return "fragment-contents-" + digest.removeprefix("sha256:")
+@dataclass(frozen=True)
+class _Contents:
+    """What a fragment blob holds: the directories its files need, and its files."""
+
+    dirs: tuple[str, ...]
+    files: frozenset[str]
+
+    @classmethod
+    def load(cls, value: Any) -> "_Contents":
+        return cls(strings(value["dirs"]), frozenset(strings(value["files"])))
+
+    def dump(self) -> dict[str, list[str]]:
+        return {"dirs": list(self.dirs), "files": sorted(self.files)}
+
+
+CONTENTS: Meta[_Contents] = Meta("fragment", _Contents.load, _Contents.dump)
+
+
+def _contents_of(ctx: LayerContext, digest: str) -> _Contents | None:
+    return ctx.cache.get_meta(CONTENTS, digest.removeprefix("sha256:"))
 
 
 @dataclass(frozen=True)
@@ -210,12 +228,12 @@ def _fragment(wheel: Wheel, ctx: LayerContext, skip: frozenset[str] = frozenset(
         ctx,
         key,
         lambda: _write_blob(ctx, _install_all([wheel], ctx), False, fragment=True, skip=skip),
-        valid=lambda r: ctx.cache.get_meta(_contents_key(r.digest)) is not None,
+        valid=lambda r: _contents_of(ctx, r.digest) is not None,
     )
-    contents = ctx.cache.get_meta(_contents_key(record.digest))
-    if not isinstance(contents, dict):  # `valid` above required it; a concurrent verify may have dropped it
+    contents = _contents_of(ctx, record.digest)
+    if contents is None:  # `valid` above required it; a concurrent verify may have dropped it
         raise BuildError(f"{wheel.filename}: the layer record of its files is gone from the cache", "build again")
-    return _Fragment(record, tuple(contents["dirs"]), frozenset(contents["files"]))
+    return _Fragment(record, contents.dirs, contents.files)
 
 
 def _dirs_fragment(dirs: list[str], ctx: LayerContext) -> LayerRecord:
@@ -256,8 +274,8 @@ def _held_here(ctx: LayerContext, key: str) -> LayerRecord | None:
 def _cached_contents(ctx: LayerContext, key: str) -> frozenset[str] | None:
     """The files of the fragment cached under ``key``; None when it would have to be built."""
     record = _held_here(ctx, key)
-    contents = ctx.cache.get_meta(_contents_key(record.digest)) if record is not None else None
-    return frozenset(contents["files"]) if isinstance(contents, dict) and isinstance(contents.get("files"), list) else None
+    contents = _contents_of(ctx, record.digest) if record is not None else None
+    return contents.files if contents is not None else None
 
 
 def wheels_to_read(specs: Iterable[LayerSpec], ctx: LayerContext) -> tuple[Wheel, ...]:

@@ -4,19 +4,42 @@ a rebuild reads no wheel here and the layer stage can tell which wheels' fragmen
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
-from pyimage.cache import Cache
+from pyimage.cache import Cache, Meta, strings
 from pyimage.errors import BuildError
 from pyimage.layers.install import namespace_inits, wheel_file_map
 from pyimage.layers.paths import InstallPaths
 from pyimage.wheels import Wheel
 
-__all__ = ["check_conflicts", "wheel_files", "files_key", "cached_files"]
+__all__ = ["check_conflicts", "wheel_files", "cached_files"]
 
 _CONFLICTS_FORMAT = 2  # bump when the rules below change, so a cached verdict of the old rules is not reused
+
+
+@dataclass(frozen=True)
+class _Files:
+    """The paths a wheel installs (in the image, no leading ``/``) with their RECORD hashes, and which of them
+    are namespace-package boilerplate ``__init__.py`` files."""
+
+    files: Mapping[str, str]
+    namespace: frozenset[str]
+
+    @classmethod
+    def load(cls, value: Any) -> "_Files":
+        files = value["files"]
+        if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise TypeError("not a file map")
+        return cls(files, frozenset(strings(value["namespace"])))
+
+    def dump(self) -> dict[str, Any]:
+        return {"files": dict(self.files), "namespace": sorted(self.namespace)}
+
+
+CHECKED: Meta[tuple[str, ...]] = Meta("conflicts", strings, list, version=_CONFLICTS_FORMAT)
+FILES: Meta[_Files] = Meta("files", _Files.load, _Files.dump, version=2)
 
 
 def _interpreter_paths(paths: InstallPaths) -> tuple[list[str], list[str]]:
@@ -36,11 +59,10 @@ def check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) 
     (old ``zope.*``, ``google.*``) split across wheels, and pip lets the last one win; one copy wins here too,
     and the returned notes say so. An ``__init__.py`` with any other code is a conflict like any file.
     """
-    material = "|".join(sorted(w.sha256 for w in wheels) + [paths.venv, paths.python, str(_CONFLICTS_FORMAT)])
-    set_key = "conflicts-" + hashlib.sha256(material.encode()).hexdigest()[:32]
-    known = cache.get_meta(set_key)
-    if isinstance(known, list):
-        return known
+    material = (*sorted(w.sha256 for w in wheels), paths.venv, paths.python)
+    known = cache.get_meta(CHECKED, *material)
+    if known is not None:
+        return list(known)
     interp_files, interp_dirs = _interpreter_paths(paths)
     owners: dict[str, tuple[str, str, bool]] = {f: ("the interpreter layer", "interpreter", False) for f in interp_files}
     dirs: dict[str, str] = {d: "the interpreter layer" for d in interp_dirs}
@@ -75,30 +97,27 @@ def check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) 
                     )
                 dirs[parent] = wheel.filename
                 parent = posixpath.dirname(parent)
-    cache.put_meta(set_key, notes)
+    cache.put_meta(CHECKED, tuple(notes), *material)
     return notes
 
 
 def wheel_files(wheel: Wheel, paths: InstallPaths, cache: Cache) -> tuple[dict[str, str], set[str]]:
     """A wheel's file map and its namespace-boilerplate ``__init__.py`` paths, cached by the wheel's content, so a
     new app sharing torch reads none of torch's bytes here."""
-    key = files_key(wheel.sha256, paths)
-    facts = cache.get_meta(key)
-    if not (isinstance(facts, dict) and isinstance(facts.get("files"), dict) and isinstance(facts.get("namespace"), list)):
+    facts = cache.get_meta(FILES, *_files_key(wheel.sha256, paths))
+    if facts is None:
         if wheel.path is None:  # the facts are gone but the wheel was not fetched: a damaged cache
             raise BuildError(f"{wheel.filename}: its file list is missing from the cache", "run `pyimage cache verify`, then build again")
-        facts = {"files": wheel_file_map(wheel.path, paths), "namespace": namespace_inits(wheel.path, paths)}
-        cache.put_meta(key, facts)
-    return facts["files"], set(facts["namespace"])
+        facts = _Files(wheel_file_map(wheel.path, paths), frozenset(namespace_inits(wheel.path, paths)))
+        cache.put_meta(FILES, facts, *_files_key(wheel.sha256, paths))
+    return dict(facts.files), set(facts.namespace)
 
 
-def files_key(sha256: str, paths: InstallPaths) -> str:
-    return f"files2-{sha256}-" + hashlib.sha256(f"{paths.venv}|{paths.python}".encode()).hexdigest()[:12]
+def _files_key(sha256: str, paths: InstallPaths) -> tuple[str, ...]:
+    return sha256, paths.venv, paths.python
 
 
 def cached_files(sha256: str, paths: InstallPaths, cache: Cache) -> frozenset[str] | None:
     """The paths a wheel installs, from the cache alone (None when its file map was never recorded)."""
-    facts = cache.get_meta(files_key(sha256, paths))
-    if isinstance(facts, dict) and isinstance(facts.get("files"), dict):
-        return frozenset(facts["files"])
-    return None
+    facts = cache.get_meta(FILES, *_files_key(sha256, paths))
+    return frozenset(facts.files) if facts is not None else None

@@ -12,15 +12,14 @@ with no change reads one record.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import io
 import posixpath
 import re
 import zipfile
 from dataclasses import dataclass
-from typing import BinaryIO, Sequence
+from typing import Any, BinaryIO, Sequence
 
-from pyimage.cache import Cache
+from pyimage.cache import Cache, Meta, flag, strings
 from pyimage.errors import BuildError
 from pyimage.layers.elf import ELF_MACHINES, MAGIC, read_dynamic
 from pyimage.layers.install import open_member
@@ -135,36 +134,43 @@ def _read_natives(path: str) -> WheelNatives:
     return WheelNatives(tuple(files), tuple(sorted(provides)))
 
 
-def _natives_key(sha256: str) -> str:
-    return f"natives{_FORMAT}-{sha256}"
+def _load_natives(value: Any) -> WheelNatives:
+    if not isinstance(value["files"], list):
+        raise TypeError("not a list of ELF files")
+    files = []
+    for path, machine, needed in value["files"]:
+        if not isinstance(path, str) or type(machine) is not int:
+            raise TypeError("not an ELF file record")
+        files.append(NativeFile(path, machine, strings(needed)))
+    return WheelNatives(tuple(files), strings(value["provides"]))
+
+
+def _dump_natives(facts: WheelNatives) -> dict[str, Any]:
+    return {"files": [[f.path, f.machine, list(f.needed)] for f in facts.files], "provides": list(facts.provides)}
+
+
+NATIVES: Meta[WheelNatives] = Meta("natives", _load_natives, _dump_natives, version=_FORMAT)
+CHECKED: Meta[bool] = Meta("natives-set", flag, version=_FORMAT)
 
 
 def unscanned(wheels: Sequence[Wheel], cache: Cache) -> tuple[Wheel, ...]:
     """The wheels whose ELF facts the cache does not hold: ``check_libraries`` reads these, so the pipeline
     fetches them first (every other wheel needs no file here)."""
-    return tuple(w for w in wheels if not isinstance(cache.get_meta(_natives_key(w.sha256)), dict))
+    return tuple(w for w in wheels if cache.get_meta(NATIVES, w.sha256) is None)
 
 
 def wheel_natives(wheels: Sequence[Wheel], cache: Cache) -> list[WheelNatives]:
     """Each wheel's ELF facts, read once per wheel content (sha256) and then taken from the cache; a wheel whose
     facts are not cached must have its file here (``unscanned`` names them before the check)."""
-    records = [cache.get_meta(_natives_key(w.sha256)) for w in wheels]
-    missing = tuple(w for w, r in zip(wheels, records) if not isinstance(r, dict))
-    if missing:
-        for w in missing:
+    out = []
+    for w in wheels:
+        facts = cache.get_meta(NATIVES, w.sha256)
+        if facts is None:
             if w.path is None or not w.path.is_file():
                 raise BuildError(f"internal error: {w.filename} must be read for its native libraries, but it was not fetched", "this is a bug in pyimage; run again with --debug and report it")
             facts = _read_natives(str(w.path))
-            cache.put_meta(_natives_key(w.sha256), {"files": [[f.path, f.machine, list(f.needed)] for f in facts.files], "provides": list(facts.provides)})
-        records = [cache.get_meta(_natives_key(w.sha256)) for w in wheels]
-    out = []
-    for w, record in zip(wheels, records):
-        try:
-            if not isinstance(record, dict):
-                raise TypeError
-            out.append(WheelNatives(tuple(NativeFile(p, int(m), tuple(n)) for p, m, n in record["files"]), tuple(record["provides"])))
-        except (KeyError, TypeError, ValueError):
-            raise BuildError(f"{w.filename}: its native-library record in the cache is damaged", "run `pyimage cache verify`, then build again") from None
+            cache.put_meta(NATIVES, facts, w.sha256)
+        out.append(facts)
     return out
 
 
@@ -193,9 +199,8 @@ def check_libraries(
     another way). A base with no libc found (``scratch``, a static base) is not checked: nothing can be said."""
     if not libc:
         return
-    material = "|".join([str(_FORMAT), libc, machine, *sorted(w.sha256 for w in wheels), "allow", *sorted(allow), "base", *sorted(base_libraries)])
-    set_key = "natives-set-" + hashlib.sha256(material.encode()).hexdigest()[:32]
-    if cache.get_meta(set_key) is not None:
+    material = (libc, machine, *sorted(w.sha256 for w in wheels), "allow", *sorted(allow), "base", *sorted(base_libraries))
+    if cache.get_meta(CHECKED, *material):
         return
     facts = wheel_natives(wheels, cache)
     present = set(base_libraries) | (_MUSL if libc == "musl" else _GLIBC) | _INJECTED
@@ -213,7 +218,7 @@ def check_libraries(
                 missing.append((wheel, native.path, soname))
     if missing:
         raise _missing_error(missing, base, libc)
-    cache.put_meta(set_key, True)
+    cache.put_meta(CHECKED, True, *material)
 
 
 def _missing_error(missing: list[tuple[Wheel, str, str]], base: str, libc: str) -> BuildError:

@@ -14,17 +14,16 @@ again after download (resolve/indexfiles.py).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from packaging.utils import canonicalize_name
 
-from pyimage.cache import Cache
+from pyimage.cache import Cache, Meta, strings
 from pyimage.errors import BuildError, ConfigError
 from pyimage.resolve import indexfiles
 from pyimage.resolve.pip import Pin
@@ -170,6 +169,25 @@ def _file_sha256(found: indexfiles.IndexFile) -> str:
     return file_digest(local).partition(":")[2] if local.is_file() else ""  # streamed: torch's wheels are GBs
 
 
+def _load_pins(value: Any) -> tuple[Pin, ...]:
+    if not isinstance(value, list):
+        raise TypeError("not a list of pins")
+    pins = []
+    for entry in value:
+        name, version, filename, url, sha256 = strings(entry)
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise ValueError("not a sha256")
+        pins.append(Pin(name, version, filename, url, sha256))
+    return tuple(pins)
+
+
+def _dump_pins(pins: tuple[Pin, ...]) -> list[list[str]]:
+    return [[p.name, p.version, p.filename, indexfiles.strip_credentials(p.url), p.sha256] for p in pins]  # never a secret on disk
+
+
+PINS: Meta[tuple[Pin, ...]] = Meta("hashed-pins", _load_pins, _dump_pins)
+
+
 def locked_pins(path: Path, target: Target, cache: Cache, events: Callable[[str], None]) -> list[Pin]:
     """The pins of the hashed requirements file for ``target``, their files fetched and hash-checked."""
     from packaging.markers import Marker
@@ -182,15 +200,10 @@ def locked_pins(path: Path, target: Target, cache: Cache, events: Callable[[str]
     # A rebuild asks no index: the files chosen before for this file, target and indexes, when all are cached.
     from pyimage.resolve.lock import target_key
 
-    record_key = "hashed-requirements-" + hashlib.sha256("\0".join([path.read_text(), target_key(target), sources.describe()]).encode()).hexdigest()
-    known = cache.get_meta(record_key)
-    if isinstance(known, list):
-        try:
-            pins = [Pin(*entry) for entry in known]
-        except TypeError:
-            pins = []
-        if pins and all(not p.is_sdist and cache.cached_wheel(p.sha256, p.filename) is not None for p in pins):
-            return pins
+    record_key = (path.read_text(), target_key(target), sources.describe())
+    known = cache.get_meta(PINS, *record_key)
+    if known and all(not p.is_sdist and cache.cached_wheel(p.sha256, p.filename) is not None for p in known):
+        return list(known)
     env = target_environment(target)
     chosen: dict[str, HashedRequirement] = {}
     for req in parsed.requirements:
@@ -230,7 +243,7 @@ def locked_pins(path: Path, target: Target, cache: Cache, events: Callable[[str]
         return pin
 
     pins = indexfiles.in_parallel(one, [chosen[n] for n in sorted(chosen)])
-    cache.put_meta(record_key, [[p.name, p.version, p.filename, indexfiles.strip_credentials(p.url), p.sha256] for p in pins])  # never a secret on disk
+    cache.put_meta(PINS, tuple(pins), *record_key)
     return pins
 
 

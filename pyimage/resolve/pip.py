@@ -18,11 +18,11 @@ import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from packaging.utils import canonicalize_name
 
-from pyimage.cache import Cache
+from pyimage.cache import Cache, Meta, string
 from pyimage.errors import BuildError
 from pyimage.resolve.interpreters import find_python, host_version
 from pyimage.resolve.target import Target
@@ -206,7 +206,7 @@ def _pin(item: dict, built_dir: Path, requested: set[str], target: Target, cache
     if local and _local_path(url).parent.resolve() == built_dir.resolve():  # a wheel we built from an sdist: the pin is the sdist
         origin = json.loads((built_dir / f"{filename}.sdist.json").read_text())
         wheel_path, wheel_sha = cache.add_wheel(built_dir / filename)
-        cache.put_meta(_sdist_key(origin["sha256"], target), {"filename": filename, "sha256": wheel_sha})
+        cache.put_meta(SDIST_WHEEL, (filename, wheel_sha), *_sdist_key(origin["sha256"], target))
         return Pin(name, version, origin["filename"], origin["url"], origin["sha256"])
     if item.get("is_direct") and local and str(_local_path(url).resolve()) not in requested:
         raise BuildError(
@@ -220,8 +220,19 @@ def _pin(item: dict, built_dir: Path, requested: set[str], target: Target, cache
     return Pin(name, version, filename, "" if local else url, sha)
 
 
-def _sdist_key(sdist_sha256: str, target: Target) -> str:
-    return f"sdist-wheel-{sdist_sha256}-{target.python}-{target.machine}-{target.libc}"
+def _sdist_key(sdist_sha256: str, target: Target) -> tuple[str, ...]:
+    return sdist_sha256, target.python, target.machine, target.libc
+
+
+def _built(value: Any) -> tuple[str, str]:
+    """A wheel built from an sdist: its file name and sha256."""
+    filename, sha = string(value["filename"]), string(value["sha256"])
+    if not re.fullmatch(r"[0-9a-f]{64}", sha) or "/" in filename:
+        raise ValueError("not a wheel's name and sha256")
+    return filename, sha
+
+
+SDIST_WHEEL: Meta[tuple[str, str]] = Meta("sdist-wheel", _built, lambda v: {"filename": v[0], "sha256": v[1]})
 
 
 def _sdist_requirement(name: str, version: str, url: str, sha256: str) -> str:
@@ -311,17 +322,18 @@ def _wheel_from_sdist(name: str, version: str, url: str, sha256: str, python: st
 def sdist_wheel(pin: Pin, target: Target, cache: Cache) -> tuple[Path, str]:
     """(path, sha256) of the wheel built from ``pin``'s sdist for ``target``: from the cache, or rebuilt from the
     sdist (fetched by its URL, or by name, version and hash through pip's configuration)."""
-    known = cache.get_meta(_sdist_key(pin.sha256, target))
-    if isinstance(known, dict):
-        hit = cache.cached_wheel(known["sha256"], known["filename"])
+    known = cache.get_meta(SDIST_WHEEL, *_sdist_key(pin.sha256, target))
+    if known is not None:
+        filename, sha = known
+        hit = cache.cached_wheel(sha, filename)
         if hit is not None:
-            return hit, known["sha256"]
+            return hit, sha
     python = _target_python(pin.name, target, "")
     with cache.tmp_dir() as tmp:
         wheel = _wheel_from_sdist(pin.name, pin.version, pin.url, pin.sha256, python, tmp)
         _check_native(pin.name, wheel, target)
         path, sha = cache.add_wheel(wheel)
-    cache.put_meta(_sdist_key(pin.sha256, target), {"filename": path.name, "sha256": sha})
+    cache.put_meta(SDIST_WHEEL, (path.name, sha), *_sdist_key(pin.sha256, target))
     return path, sha
 
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 from packaging.utils import canonicalize_name
 
-from pyimage.cache import Cache
+from pyimage.cache import Cache, Meta, string
 from pyimage.errors import BuildError, ConfigError
 from pyimage.resolve import indexfiles
 from pyimage.resolve.pip import Pin
@@ -178,13 +178,13 @@ def _pin(package: dict[str, Any], sources: indexfiles.Sources, target: Target, l
     if algorithm != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", sha256):
         raise ConfigError(f"{name} {version}: {lock_name} gives no sha256 for {filename}", f"re-create the lock (`{FIX}`)")
     # A rebuild asks no index: the file was found there before (its URL kept by sha256) and is in the cache.
-    known = cache.get_meta(_where_key(sha256)) if cache is not None and cache.cached_wheel(sha256, filename) is not None else None
-    if isinstance(known, str):
+    known = cache.get_meta(WHERE, sha256) if cache is not None and cache.cached_wheel(sha256, filename) is not None else None
+    if known is not None:
         return Pin(name, version, filename, "" if known.startswith("file:") else known, sha256), known
     for found in indexfiles.project_files(name, sources):
         if found.filename == filename and (not found.sha256 or found.sha256 == sha256):
             if cache is not None:
-                cache.put_meta(_where_key(sha256), indexfiles.strip_credentials(found.url))  # never a secret on disk
+                cache.put_meta(WHERE, found.url, sha256)
             return Pin(name, version, filename, "" if found.url.startswith("file:") else found.url, sha256), found.url
     raise BuildError(
         f"{name} {version}: {filename} (sha256 {sha256[:12]}…, from {lock_name}) is not on {sources.describe()}",
@@ -192,9 +192,8 @@ def _pin(package: dict[str, Any], sources: indexfiles.Sources, target: Target, l
     )
 
 
-def _where_key(sha256: str) -> str:
-    """The cache record of where on an index the file of ``sha256`` was found (for an offline rebuild)."""
-    return f"poetry-file-{sha256}"
+# Where on an index the file of a sha256 was found (for an offline rebuild); never a secret on disk.
+WHERE: Meta[str] = Meta("wheel-url", string, indexfiles.strip_credentials)
 
 
 def locked_pins(

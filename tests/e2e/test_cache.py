@@ -222,7 +222,7 @@ def test_a_layer_missing_one_fragment_fetches_only_that_wheel(pyimage: Pyimage, 
     records = {path: json.loads(path.read_text())["digest"] for path in (cache / "layers").glob("*.json")}
     humanize: list[Path] = []
     for path, digest in records.items():
-        contents = cache / "meta" / f"fragment-contents-{digest.removeprefix('sha256:')}.json"
+        contents = cache / "meta" / f"fragment1-{digest.removeprefix('sha256:')}.json"
         if contents.is_file() and any("/humanize/" in f for f in json.loads(contents.read_text())["files"]):
             humanize.append(path)
     assert len(humanize) == 1, humanize
@@ -234,3 +234,22 @@ def test_a_layer_missing_one_fragment_fetches_only_that_wheel(pyimage: Pyimage, 
     again = mine.build(project, tmp_path / "out")
     assert again["image"]["digest"] == first["image"]["digest"]
     assert [p.name.split("-")[0] for p in (cache / "wheels").glob("*/*.whl")] == ["humanize"]
+
+
+def test_damaged_metadata_records_are_worked_out_again(pyimage: Pyimage, tmp_path: Path) -> None:
+    """Every record under meta/ replaced by a wrong shape (a damaged disk, an older pyimage): the rebuild works
+    each fact out again and writes the same image; none of them fails the build."""
+    cache = tmp_path / "cache"
+    mine = Pyimage(cache, pyimage.base)
+    project = copy_example("hello-cli", tmp_path)
+    first = mine.build(project, tmp_path / "out")
+    records = sorted((cache / "meta").glob("*.json"))
+    kinds = {p.name.split("-")[0].rstrip("0123456789") for p in records}
+    assert {"wheel", "fragment", "natives", "files", "scan", "rootfs"} <= kinds, kinds
+    for path in records:
+        path.write_text('{"damaged": [1, 2, 3]}')
+    again = mine.build(project, tmp_path / "out")
+    assert again["image"]["digest"] == first["image"]["digest"]
+    # what the rebuild read was written anew; the fragments of a layer that was a hit were not needed
+    still = {p.name.split("-")[0] for p in (cache / "meta").glob("*.json") if p.read_text() == '{"damaged": [1, 2, 3]}'}
+    assert still <= {"fragment1", "stamp"}, still
