@@ -168,6 +168,7 @@ def build(
     from pyimage.config import load_config
     from pyimage.outputs import parse_output, parse_tags
     from pyimage.pipeline import run
+    from pyimage.report import build_document
 
     tags = parse_tags(tag or [])
     overrides = _overrides(sets, base, python, heavy, platform, compression=compression)
@@ -182,7 +183,7 @@ def build(
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
     result = run(cfg, _cache_root(cache_dir), console.events(), tags=tags, push=tuple(push or []), registry=registry, jobs=jobs)
     if as_json:
-        console.print_json(result.to_json())
+        console.print_json(build_document(result))
         return
     console.show_build(result, tags)
 
@@ -226,7 +227,8 @@ def plan(
 ) -> None:
     """Print the layer plan (packages, installed sizes, why each is where it is); builds no layer."""
     from pyimage.config import load_config
-    from pyimage.pipeline import plan_document, plan_only
+    from pyimage.pipeline import plan_only
+    from pyimage.report import plan_document
 
     cfg = load_config(_project(directory, project, package), _overrides(sets, base, python, heavy, platform))
     document = plan_document(plan_only(cfg, _cache(cache_dir), console.events()))

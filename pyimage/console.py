@@ -103,7 +103,7 @@ def show_build(result: Any, tags: Sequence[str] = ()) -> None:
 
 
 def show_plan(document: dict[str, Any]) -> None:
-    """``pyimage plan`` for people, rendered from the very document ``--json`` prints (``pipeline.plan_document``):
+    """``pyimage plan`` for people, rendered from the very document ``--json`` prints (``report.plan_document``):
     a table per platform, its run config, what the platforms share, the notes."""
     plans = document.get("platforms") or [document]
     for plan in plans:

@@ -33,7 +33,7 @@ from pyimage.layers.ignore import DockerIgnore, read_dockerignore, secret_like
 from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
 from pyimage.base import load_base, scan_base
 from pyimage.oci.engine import Loaded
-from pyimage.oci.model import MEDIA_OCI_INDEX, Image, ImageIndex, Layer
+from pyimage.oci.model import Image, ImageIndex, Layer
 from pyimage.outputs import written_paths
 from pyimage.publish import RegistrySettings
 from pyimage.resolve import hashedreqs
@@ -47,7 +47,7 @@ from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, chec
 from pyimage.runconfig import bytecode_notes, check_entrypoint, check_program, entrypoint, image_config
 from pyimage.wheels import Wheel, read_metadata, read_wheel
 
-__all__ = ["Plan", "BuildResult", "plan", "plan_platforms", "fetch", "build", "build_all", "run", "plan_document", "plan_only", "lock_only", "workspace_member", "unpackaged_app"]
+__all__ = ["Plan", "BuildResult", "plan", "plan_platforms", "fetch", "build", "build_all", "run", "plan_only", "lock_only", "workspace_member", "unpackaged_app"]
 
 Events = Callable[[str], None]
 WHEEL_SIZE: Meta[int] = Meta("wheel-size", count)  # installed bytes of a wheel, by its sha256
@@ -114,45 +114,6 @@ class BuildResult:
     loaded: tuple[Loaded, ...] = ()
     index: ImageIndex | None = None  # several platforms: ``image``/``prepared`` are the first one's
     platforms: tuple[tuple[Plan, Image], ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``--json`` report. With several platforms, ``image`` is the index (its digest is what the tag
-        names) and ``platforms`` lists each platform's manifest and layers; ``layers`` are the first one's."""
-        image: dict[str, Any] = {"digest": self.image.digest, "config_digest": self.image.config_descriptor().digest, "platform": str(self.image.platform), "size": self.image.size}
-        if self.index is not None:
-            image = {"digest": self.index.digest, "platform": ",".join(str(i.platform) for i in self.index.images), "size": self.index.size, "media_type": MEDIA_OCI_INDEX}
-        out: dict[str, Any] = {
-            "image": image,
-            "base": self.prepared.base_source,
-            "layers": _layers_json(self.image),
-            "outputs": list(self.outputs),
-            "pushed": list(self.pushed),
-            "loaded": [item.to_json() for item in self.loaded],
-            "notes": list(self.notes),
-        }
-        if self.platforms:
-            out["platforms"] = [
-                {"platform": str(image.platform), "digest": image.digest, "base": prep.base_source, "layers": _layers_json(image)}
-                for prep, image in self.platforms
-            ]
-        return out
-
-
-def _layers_json(image: Image) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": layer.name,
-            "digest": layer.digest,
-            "diff_id": layer.diff_id,
-            "size": layer.size,
-            "uncompressed_size": layer.uncompressed_size,
-            "packages": list(layer.packages),
-            "cached": layer.cached,
-            "remote": layer.remote,
-        }
-        for layer in image.layers
-    ]
-
 
 
 def _interpreter(cfg: Config, base: Image, cache: Cache) -> tuple[Interpreter, Target]:
@@ -514,56 +475,3 @@ def run(
                 one.cleanup()
     notes = tuple(dict.fromkeys(note for one in preps for note in one.notes))
     return BuildResult(images[0], preps[0], written.outputs, written.pushed, notes, written.loaded, index, tuple(zip(preps, images)) if index else ())
-
-
-def plan_document(plans: Sequence[Plan]) -> dict[str, Any]:
-    """What ``pyimage plan`` shows (``--json`` as it is; ``console.show_plan`` renders the same document): per
-    platform the target, every layer with its packages and why each is there, the run config and notes; with
-    several platforms, the wheel layers that are one blob for all of them."""
-    from pyimage.runconfig import run_settings
-
-    docs = [
-        {
-            "target": one.target.describe(),
-            "platform": str(one.target.platform),
-            "layers": _plan_layers(one),
-            "config": run_settings(one.config, one.console_scripts, one.paths, one.user, one.workdir_in_image),
-            "notes": list(one.notes),
-        }
-        for one in plans
-    ]
-    if len(plans) == 1:
-        return docs[0]
-    return {"platforms": docs, "shared": _shared_layers(plans), "notes": sorted({n for doc in docs for n in doc["notes"]})}
-
-
-def _plan_layers(prep: Plan) -> list[dict[str, Any]]:
-    layers: list[dict[str, Any]] = [
-        {"name": "base", "count": len(prep.base.layers), "source": prep.base_source},
-        {"name": "interpreter", "python": prep.interpreter.executable, "venv": prep.config.venv},
-    ]
-    for spec in prep.layer_plan.layers:
-        reasons = dict(spec.reasons)
-        packages = [{"name": w.name, "version": w.version, "installed_size": w.installed_size, "reason": reasons[w.name]} for w in spec.wheels]
-        layers.append({"name": spec.name, "installed_size": spec.installed_size, "packages": packages})
-    if prep.app_files:
-        where = prep.workdir_in_image
-        layers.append({"name": "app", "installed_size": sum(f.size for f in prep.app_files), "why": f"{len(prep.app_files)} file(s) of the project at {where} (not a package: no wheel)", "workdir": where, "file_count": len(prep.app_files)})
-    user, writable = prep.user, list(prep.config.writable)
-    if prep.has_runtime_layer:
-        made = f"user {user.name} ({user.uid}:{user.gid}) created, home {user.home}" if user is not None and user.created else ""
-        why = "; ".join(p for p in (made, f"writable {', '.join(writable)}" if writable else "") if p)
-        layers.append({"name": "runtime", "installed_size": 0, "why": why, "writable": writable})
-    if prep.files:
-        layers.append({"name": "files", "installed_size": sum(f.size for f in prep.files), "why": f"{len(prep.files)} project file(s) from `files`", "files": ["/" + f.dest for f in prep.files]})
-    return layers
-
-
-def _shared_layers(plans: Sequence[Plan]) -> list[str]:
-    """Wheel layers every platform's plan fills with the very same wheels (so the same blob)."""
-
-    def wheels(prep: Plan) -> dict[str, tuple[str, ...]]:
-        return {spec.name: tuple(w.sha256 for w in spec.wheels) for spec in prep.layer_plan.layers}
-
-    first, rest = wheels(plans[0]), [wheels(p) for p in plans[1:]]
-    return [name for name, shas in first.items() if all(other.get(name) == shas for other in rest)]

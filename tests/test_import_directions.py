@@ -30,7 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "outputs": {"errors", "oci", "cache", "publish"},
     "runconfig": {"errors", "oci", "config", "layers", "resolve", "base"},
     "pipeline": {"errors", "console", "runconfig", "oci", "cache", "config", "layers", "resolve", "wheels", "publish", "base", "outputs"},
-    "cli": {"pyimage", "console", "errors", "runconfig", "oci", "cache", "config", "pipeline", "publish", "merge", "templates", "base", "outputs"},
+    "report": {"oci", "pipeline", "runconfig"},  # the --json documents of a build and a plan (data; console renders)
+    "cli": {"pyimage", "console", "errors", "runconfig", "oci", "cache", "config", "pipeline", "report", "publish", "merge", "templates", "base", "outputs"},
     "__main__": {"cli"},
 }
 # Where a lower unit reaches into a higher one for one shared chore, only that module may be used.
