@@ -23,17 +23,18 @@ import contextlib
 import hashlib
 import json
 import os
+import posixpath
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from pyimage.cache import Cache, LayerRecord, Meta, strings
 from pyimage.errors import BuildError
 from pyimage.layers.compress import BlobWriter, compression_id, decompress_stream, media_type_for
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.plan import LayerSpec
-from pyimage.layers.tar import Owner, TarWriter
+from pyimage.layers.tar import END_OF_ARCHIVE, Owner, TarWriter
 from pyimage.oci.model import Descriptor, Layer
 from pyimage.wheels import Wheel
 
@@ -112,15 +113,22 @@ def _in_registry(ctx: LayerContext, key: str) -> LayerRecord | None:
 
 
 def _write_blob(
-    ctx: LayerContext, fill: Callable[[TarWriter], None], finish: bool, *, fragment: bool = False, skip: frozenset[str] = frozenset()
+    ctx: LayerContext,
+    fill: Callable[[TarWriter], None],
+    finish: bool,
+    *,
+    fragment: bool = False,
+    skip: frozenset[str] = frozenset(),
+    tee: Callable[[Any], object] | None = None,
 ) -> LayerRecord:
     """Runs ``fill`` against a fresh tar writer into a temp blob, commits it by digest, returns its record.
 
     A ``fragment`` writes no directory entries; what it needs and holds is kept beside its record (``_contents``).
+    ``tee`` is also given the blob's uncompressed bytes, in order (``_assemble``'s diff_id).
     """
     tmp = ctx.cache.tmp_path(".blob")
     try:
-        with BlobWriter(tmp, ctx.compression, workers=ctx.compress_workers) as sink:
+        with BlobWriter(tmp, ctx.compression, workers=ctx.compress_workers, tee=tee) as sink:
             tw = ctx.writer(sink, emit_dirs=not fragment, skip=skip)
             fill(tw)
             if finish:
@@ -221,29 +229,29 @@ class _Fragment:
     files: frozenset[str]
 
 
-def _fragment(wheel: Wheel, ctx: LayerContext, skip: frozenset[str] = frozenset()) -> _Fragment:
-    """``wheel``'s files as a fragment, leaving out ``skip`` (paths an earlier wheel of the layer holds)."""
+def _fragment(wheel: Wheel, ctx: LayerContext, skip: frozenset[str] = frozenset(), tee: Callable[[Any], object] | None = None) -> tuple[_Fragment, bool]:
+    """``wheel``'s files as a fragment, leaving out ``skip`` (paths an earlier wheel of the layer holds), and
+    whether it came from the cache (else it was written now, its bytes given to ``tee``)."""
     key = ctx.key("fragment", wheel.sha256 if not skip else [wheel.sha256, sorted(skip)])
-    record, _ = _cached_or_build(
+    record, cached = _cached_or_build(
         ctx,
         key,
-        lambda: _write_blob(ctx, _install_all([wheel], ctx), False, fragment=True, skip=skip),
+        lambda: _write_blob(ctx, _install_all([wheel], ctx), False, fragment=True, skip=skip, tee=tee),
         valid=lambda r: _contents_of(ctx, r.digest) is not None,
     )
     contents = _contents_of(ctx, record.digest)
     if contents is None:  # `valid` above required it; a concurrent verify may have dropped it
         raise BuildError(f"{wheel.filename}: the layer record of its files is gone from the cache", "build again")
-    return _Fragment(record, contents.dirs, contents.files)
+    return _Fragment(record, contents.dirs, contents.files), cached
 
 
-def _dirs_fragment(dirs: list[str], ctx: LayerContext) -> LayerRecord:
+def _dirs_fragment(dirs: Sequence[str], ctx: LayerContext, tee: Callable[[Any], object] | None = None) -> tuple[LayerRecord, bool]:
     def fill(tw: TarWriter) -> None:
         for path in dirs:
             tw.add_dir(path)
 
     material = hashlib.sha256("\n".join(dirs).encode()).hexdigest()
-    record, _ = _cached_or_build(ctx, ctx.key("dirs", material), lambda: _write_blob(ctx, fill, False))
-    return record
+    return _cached_or_build(ctx, ctx.key("dirs", material), lambda: _write_blob(ctx, fill, False, tee=tee))
 
 
 def _end_fragment(ctx: LayerContext) -> LayerRecord:
@@ -251,18 +259,50 @@ def _end_fragment(ctx: LayerContext) -> LayerRecord:
     return record
 
 
-def _fragments(wheels: tuple[Wheel, ...], ctx: LayerContext) -> list[_Fragment]:
-    """One fragment per wheel, in order, with no path held by two of them (the first wheel keeps it)."""
+def _fragments(wheels: tuple[Wheel, ...], ctx: LayerContext, tee: Callable[[Any], object] | None = None) -> tuple[list[_Fragment], bool]:
+    """One fragment per wheel, in order, with no path held by two of them (the first wheel keeps it); and whether
+    ``tee`` was given the bytes of exactly these fragments, in order (each written now, none rewritten)."""
     out: list[_Fragment] = []
     held: set[str] = set()
+    teed = tee is not None
     for wheel in wheels:
-        frag = _fragment(wheel, ctx)
+        frag, cached = _fragment(wheel, ctx, tee=tee if teed else None)
         repeated = frag.files & held
         if repeated:  # rare: identical files, or a namespace __init__.py the conflict check allowed
-            frag = _fragment(wheel, ctx, frozenset(repeated))
+            frag, cached = _fragment(wheel, ctx, frozenset(repeated))
+            teed = False
+        teed = teed and not cached
         held |= frag.files
         out.append(frag)
-    return out
+    return out, teed
+
+
+def _predicted_dirs(wheels: Sequence[Wheel], ctx: LayerContext) -> list[str] | None:
+    """The directories the fragments of ``wheels`` will need, from their file maps (recorded by the conflict
+    check before layer work) and the bytecode rule: what lets the directory fragment, which comes first in the
+    layer, be written before the wheels' fragments. None when a file map is not cached."""
+    from pyimage.layers.bytecode import can_compile
+    from pyimage.layers.conflicts import cached_files
+
+    pyc = ctx.compile_bytecode and can_compile(ctx.paths.python)
+    dirs: set[str] = set()
+    for wheel in wheels:
+        files = cached_files(wheel.sha256, ctx.paths, ctx.cache)
+        if files is None:
+            return None
+        for path in files:
+            parent = posixpath.dirname(path)
+            if pyc and path.endswith(".py"):
+                parent = posixpath.join(parent, "__pycache__")
+            while parent and parent not in dirs:
+                dirs.add(parent)
+                parent = posixpath.dirname(parent)
+            if pyc and path.endswith(".py"):  # the source's own directory too
+                parent = posixpath.dirname(path)
+                while parent and parent not in dirs:
+                    dirs.add(parent)
+                    parent = posixpath.dirname(parent)
+    return sorted(dirs)
 
 
 def _held_here(ctx: LayerContext, key: str) -> LayerRecord | None:
@@ -320,15 +360,32 @@ _EVERYTHING: set[str] = set()  # a marker: the held paths are not known
 
 
 def _assemble(wheels: Iterable[Wheel], ctx: LayerContext) -> LayerRecord:
-    frags = _fragments(tuple(wheels), ctx)
+    """The layer of several wheels: the directory fragment, each wheel's fragment, the end of the archive.
+
+    Its diff_id is a sha256 over the uncompressed parts in that order. When every part is written now (a cold
+    build) their bytes go through that hash as they are written, the directories taken ahead from the wheels'
+    file maps; otherwise (a fragment was cached, or the prediction missed) the parts are inflated once more."""
+    wheels = tuple(wheels)
+    raw = hashlib.sha256()
+    predicted = _predicted_dirs(wheels, ctx)
+    streamed = False
+    if predicted is not None:
+        _, cached = _dirs_fragment(predicted, ctx, tee=raw.update)
+        streamed = not cached
+    frags, teed = _fragments(wheels, ctx, tee=raw.update if streamed else None)
     dirs = sorted(set().union(*(f.dirs for f in frags)))
+    streamed = streamed and teed and dirs == predicted
     files = set().union(*(f.files for f in frags))
     clash = next((d for d in dirs if d in files), None)
     if clash is not None:
         raise BuildError(f"/{clash} is a file in one package of this layer and a directory in another", "drop one of the two packages, or pin versions that do not collide")
-    parts = [_dirs_fragment(dirs, ctx), *(f.record for f in frags), _end_fragment(ctx)]
+    parts = [_dirs_fragment(dirs, ctx)[0], *(f.record for f in frags), _end_fragment(ctx)]
+    if streamed:
+        raw.update(END_OF_ARCHIVE)
+    else:
+        raw = hashlib.sha256()
     tmp = ctx.cache.tmp_path(".blob")
-    packed, raw = hashlib.sha256(), hashlib.sha256()
+    packed = hashlib.sha256()
     size = raw_size = 0
     blobs = [(ctx.cache.blob_path(part.digest), part.media_type) for part in parts]
     try:
@@ -339,12 +396,15 @@ def _assemble(wheels: Iterable[Wheel], ctx: LayerContext) -> LayerRecord:
                         packed.update(data)
                         out.write(data)
                         size += len(data)
-            # The diff_id needs the fragments inflated once more (a sha256 cannot be resumed from the
-            # fragments' own): inflated on a thread of its own while this one hashes.
-            with _ahead(data for blob, media_type in blobs for data in decompress_stream(blob, media_type)) as inflated:
-                for data in inflated:
-                    raw.update(data)
-                    raw_size += len(data)
+            if streamed:
+                raw_size = sum(part.uncompressed_size for part in parts[:-1]) + len(END_OF_ARCHIVE)
+            else:
+                # The fragments inflated once more (a sha256 cannot be resumed from the fragments' own), on a
+                # thread of its own while this one hashes.
+                with _ahead(data for blob, media_type in blobs for data in decompress_stream(blob, media_type)) as inflated:
+                    for data in inflated:
+                        raw.update(data)
+                        raw_size += len(data)
         digest = "sha256:" + packed.hexdigest()
         ctx.cache.commit_blob(tmp, digest)
     finally:

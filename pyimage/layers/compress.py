@@ -22,7 +22,7 @@ import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from pyimage.oci.model import MEDIA_OCI_LAYER_GZIP, MEDIA_OCI_LAYER_ZSTD
 
@@ -138,7 +138,7 @@ class BlobWriter:
     ``close()``: no thread is started for it.
     """
 
-    def __init__(self, path: Path, kind: str = "gzip", *, workers: int | None = None) -> None:
+    def __init__(self, path: Path, kind: str = "gzip", *, workers: int | None = None, tee: Callable[[Any], object] | None = None) -> None:
         if kind not in COMPRESSIONS:
             raise ValueError(kind)
         self._file = open(path, "wb")
@@ -153,6 +153,7 @@ class BlobWriter:
         self._queue: queue.Queue[_Item | None] | None = None  # made with the first full chunk
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._tee = tee  # also given every uncompressed byte, in stream order (a hash running over several blobs)
 
     def write(self, data: bytes) -> int:
         n = len(data)
@@ -187,6 +188,8 @@ class BlobWriter:
 
     def _hash_raw(self, chunk: bytes | memoryview) -> None:
         self._raw.update(chunk)
+        if self._tee is not None:
+            self._tee(chunk)
         self._raw_size += len(chunk)
 
     def _emit(self, packed: bytes) -> None:

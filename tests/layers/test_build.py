@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import tarfile
 from dataclasses import replace
@@ -176,3 +177,56 @@ def test_a_wheel_that_installs_one_path_twice_is_refused(ctx: LayerContext, tmp_
     bad = make_wheel(tmp_path / "w", "twice", files={"twice.py": b"1\n", "twice-1.0.data/purelib/twice.py": b"2\n"})
     with pytest.raises(BuildError, match="twice.py is written twice in one layer"):
         build_layer(spec(read_wheel(bad), kind="heavy", name="heavy:twice"), ctx)
+
+
+# -- the diff_id of a layer of several wheels: hashed as its parts are written, or inflated again ------------
+def build_counting_inflates(wheels: tuple[Wheel, ...], cache: Path, monkeypatch: pytest.MonkeyPatch, *, maps: bool, compile_bytecode: bool = False) -> tuple[Layer, int]:
+    """The layer of ``wheels`` built in a fresh ``cache`` (with the wheels' file maps recorded first when
+    ``maps``, as the conflict check does in a build), and how many blobs were inflated to make it."""
+    import pyimage.layers.build as build
+
+    context = LayerContext(cache=Cache(cache), paths=PATHS, compile_bytecode=compile_bytecode)
+    if maps:
+        for wheel in wheels:
+            wheel_files(wheel, PATHS, context.cache)
+    inflated: list[Path] = []
+    real = build.decompress_stream
+
+    def counting(path: Path, media_type: str, *args: object) -> object:
+        inflated.append(path)
+        return real(path, media_type, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(build, "decompress_stream", counting)
+    layer = build_layer(spec(*wheels), context)
+    monkeypatch.setattr(build, "decompress_stream", real)
+    return layer, len(inflated)
+
+
+@pytest.mark.parametrize("compile_bytecode", [False, True])
+def test_a_cold_layer_of_several_wheels_is_hashed_as_written_and_equals_the_inflated_one(
+    real_wheels: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compile_bytecode: bool
+) -> None:
+    wheels = (read_wheel(real_wheels["six"]), read_wheel(real_wheels["wheel"]))
+    streamed, inflates = build_counting_inflates(wheels, tmp_path / "a", monkeypatch, maps=True, compile_bytecode=compile_bytecode)
+    assert inflates == 0  # the directories were known ahead from the file maps: no part read back
+    again, inflates = build_counting_inflates(wheels, tmp_path / "b", monkeypatch, maps=False, compile_bytecode=compile_bytecode)
+    assert inflates == 4  # directories, two fragments, end of archive
+    assert (streamed.digest, streamed.diff_id, streamed.size, streamed.uncompressed_size) == (again.digest, again.diff_id, again.size, again.uncompressed_size)
+    assert streamed.blob.read_bytes() == again.blob.read_bytes()
+    assert streamed.diff_id == "sha256:" + hashlib.sha256(gzip.decompress(streamed.blob.read_bytes())).hexdigest()
+    assert any(name.endswith("/__pycache__") for name in names(streamed)) == compile_bytecode
+
+
+def test_the_inflated_diff_id_is_used_when_the_directories_were_not_foreseen(
+    tmp_path: Path, namespace_wheels: tuple[Wheel, Wheel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ways the directories known ahead can be wrong, each built both ways to the same bytes: a wheel
+    repeating another's path (its fragment is written again without it) and, with bytecode, a directory whose
+    only source does not compile (no ``__pycache__`` there)."""
+    broken = read_wheel(make_wheel(tmp_path / "w", "broken", files={"broken/__init__.py": b"", "broken/old/legacy.py": b"print 'py2'\n"}))
+    for wheels, compile_bytecode in ((namespace_wheels, False), ((namespace_wheels[0], broken), True)):
+        predicted, inflates = build_counting_inflates(wheels, tmp_path / f"p{compile_bytecode}", monkeypatch, maps=True, compile_bytecode=compile_bytecode)
+        assert inflates == 4
+        plain, _ = build_counting_inflates(wheels, tmp_path / f"q{compile_bytecode}", monkeypatch, maps=False, compile_bytecode=compile_bytecode)
+        assert (predicted.digest, predicted.diff_id, predicted.uncompressed_size) == (plain.digest, plain.diff_id, plain.uncompressed_size)
+        assert predicted.diff_id == "sha256:" + hashlib.sha256(gzip.decompress(predicted.blob.read_bytes())).hexdigest()

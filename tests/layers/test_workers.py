@@ -23,6 +23,7 @@ import zstandard
 from pyimage.cache import Cache
 from pyimage.layers.build import LayerContext, build_layer
 from pyimage.layers.compress import CHUNK_SIZE, BlobWriter
+from pyimage.layers.conflicts import wheel_files
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.plan import LayerSpec
 from pyimage.oci.check import check_image
@@ -135,6 +136,9 @@ def numpy_wheel(test_cache_dir: Path) -> Wheel:
 def build_all(specs: list[LayerSpec], cache: Path, *, jobs: int, workers: int) -> list[Layer]:
     """The layers of ``specs``, ``jobs`` at a time, the way ``build_image`` runs them (biggest first)."""
     ctx = LayerContext(cache=Cache(cache), paths=PATHS, compress_workers=workers)
+    for spec in specs:  # the conflict check records these before layer work: a cold assembled layer streams its diff_id
+        for wheel in spec.wheels:
+            wheel_files(wheel, PATHS, ctx.cache)
     order = sorted(range(len(specs)), key=lambda i: -specs[i].installed_size)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {i: pool.submit(build_layer, specs[i], ctx) for i in order}
