@@ -33,8 +33,11 @@ class Rates:
     workers: int
     sample: str  # the wheel the rates were measured on
 
-    def limit(self, inflated: int, tar: int) -> float:
-        """Seconds to inflate ``inflated`` wheel bytes, then deflate ``tar`` layer bytes and hash them twice."""
+    def limit(self, inflated: int, tar: int, compression: str = "gzip") -> float:
+        """Seconds to inflate ``inflated`` wheel bytes, then deflate ``tar`` layer bytes and hash them twice;
+        plain tar layers (``compression = "none"``) are neither deflated nor hashed twice (digest = diff_id)."""
+        if compression == "none":
+            return inflated / self.inflate + tar / self.sha256
         return inflated / self.inflate + tar / self.deflate + 2 * tar / self.sha256
 
 

@@ -211,9 +211,11 @@ class Pyimage:
     exe: str  # the CLI users run
     python: str  # the interpreter behind it, for -X importtime and cProfile
     rootfs: Path
+    compression: str = "gzip"
 
     def build_cmd(self, project: Path, cache: Path, out: Path) -> list[str]:
-        return ["build", "-C", str(project), "--base", f"rootfs:{self.rootfs}", "-o", f"oci:{out}:latest", "--json", "--cache-dir", str(cache)]
+        cmd = ["build", "-C", str(project), "--base", f"rootfs:{self.rootfs}", "-o", f"oci:{out}:latest", "--json", "--cache-dir", str(cache)]
+        return cmd + (["--compression", self.compression] if self.compression != "gzip" else [])
 
     def build(self, project: Path, cache: Path, out: Path) -> tuple[float, dict[str, Any]]:
         seconds, proc = timed([self.exe, *self.build_cmd(project, cache, out)])
@@ -763,7 +765,7 @@ def median_measure(ms: list[Measure]) -> Measure:
                    inflated=first.inflated, ingest_raw=first.ingest_raw)
 
 
-def table(app: str, results: dict[str, dict[str, list[Measure]]], repeat: int, rates: Rates) -> str:
+def table(app: str, results: dict[str, dict[str, list[Measure]]], repeat: int, rates: Rates, compression: str = "gzip") -> str:
     tools = ("pyimage", "docker", "buildah", "pyoci")
     med = {t: {s: median_measure(results.get(t, {}).get(s, [])) for s, _ in SCENARIOS} for t in tools}
     lines = [
@@ -784,7 +786,7 @@ def table(app: str, results: dict[str, dict[str, list[Measure]]], repeat: int, r
         b_bytes = "—" if b.seconds is None or b.error else human(b.new_raw)
         o_bytes = "—" if o.seconds is None or o.error else human(o.new_raw)
         ok = p.seconds is not None and not p.error
-        lim = rates.limit(p.inflated, (p.new_raw or 0) + p.ingest_raw) if ok else None
+        lim = rates.limit(p.inflated, (p.new_raw or 0) + p.ingest_raw, compression) if ok else None
         lim_s = "—" if lim is None else f"{lim:.2f}" if lim >= 0.1 else f"{lim:.3f}"
         lim_r = "—" if lim is None or p.seconds is None else "no bytes" if lim == 0 else f"{p.seconds / lim:.{1 if p.seconds < 10 * lim else 0}f}×"
         lines.append(f"| {label} | {sec(p)} | {lim_s} | {lim_r} | {sec(k)} | {sec(b)} | {sec(o)} | {ratio(k, p)} | {ratio(b, p)} | {ratio(o, p)} | {p_bytes} | {b_bytes} | {o_bytes} |")
@@ -824,6 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skip-pyoci", action="store_true")
     ap.add_argument("--buildah-driver", default="vfs", choices=("vfs", "overlay"), help="buildah storage driver (default: %(default)s)")
     ap.add_argument("--skip-profile", action="store_true", help="skip the no-change rebuild profile")
+    ap.add_argument("--compression", default="gzip", choices=("gzip", "zstd", "none"), help="pyimage's layer compression (none: plain tar, as docker build stores layers)")
     ap.add_argument("--json", type=Path, help="write every raw figure here")
     ap.add_argument("--pyimage", help="pyimage executable (default: the one on PATH, a pyenv shim resolved)")
     ap.add_argument("--workdir", type=Path, help=f"where to work (default: a new dir under {BENCH_HOME})")
@@ -848,7 +851,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"work dir {work}; {meta['pyimage']} ({exe}); {os.cpu_count()} cores; load {load_start[0]:.2f}")
 
     rootfs = debian_rootfs()
-    tool = Pyimage(exe, py, rootfs)
+    tool = Pyimage(exe, py, rootfs, args.compression)
     log(f"base rootfs {rootfs} ({human(rootfs.stat().st_size)})")
 
     # Warm-up, untimed: each app built once into a seed cache (downloads its wheels, makes the build backend's
@@ -956,12 +959,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     moved = "" if meta["git_end"] == meta["git"] else f" (the tree moved to {meta['git_end']} during the run)"
     print(f"{meta['pyimage']} at {meta['git']}{moved}; {meta.get('docker', docker_skip)}; {meta.get('buildah', buildah_skip)}; pyoci {meta.get('pyoci', pyoci_skip)}")
     print(f"base: {rootfs.name} ({human(rootfs.stat().st_size)} Debian bookworm rootfs with python3); total run {meta['total_seconds']:.0f} s")
-    print(f"limit: inflate the new layers' wheels at {rates.inflate / 1e6:.0f} MB/s, deflate their tars (and the base's, when "
-          f"ingested) at {rates.deflate / 1e6:.0f} MB/s (isal level 1, {rates.workers} cores), sha256 them twice at "
-          f"{rates.sha256 / 1e6:.0f} MB/s; rates measured in this run on {rates.sample}; resolution and start-up not included")
+    if args.compression == "none":
+        print(f"pyimage writes plain tar layers (--compression none, as docker build stores them). limit: inflate the new layers' "
+              f"wheels at {rates.inflate / 1e6:.0f} MB/s and sha256 their tars once at {rates.sha256 / 1e6:.0f} MB/s; rates "
+              f"measured in this run on {rates.sample}; resolution and start-up not included")
+    else:
+        print(f"limit: inflate the new layers' wheels at {rates.inflate / 1e6:.0f} MB/s, deflate their tars (and the base's, when "
+              f"ingested) at {rates.deflate / 1e6:.0f} MB/s (isal level 1, {rates.workers} cores), sha256 them twice at "
+              f"{rates.sha256 / 1e6:.0f} MB/s; rates measured in this run on {rates.sample}; resolution and start-up not included")
     for app in apps:
         print()
-        print(table(app, results[app], args.repeat, rates))
+        print(table(app, results[app], args.repeat, rates, args.compression))
     if pyoci_skip:
         print(f"\npyoci: {pyoci_skip}")
     if profiles:

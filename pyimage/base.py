@@ -289,8 +289,8 @@ def _compressed(image: Image, cache: Cache, compression: str) -> Image:
     compressed once, like every layer pyimage writes: an image pushed from it uploads the compressed bytes (2.5×
     fewer for a Debian base). Done once per layer digest and compression (a cache record), so a rebuild reads
     nothing; the diff_id is the layer's own, unchanged. Compressed layers are kept as they are."""
-    if not any(l.descriptor.media_type in _UNCOMPRESSED for l in image.layers):
-        return image
+    if compression == "none" or not any(l.descriptor.media_type in _UNCOMPRESSED for l in image.layers):
+        return image  # with `compression = "none"` plain layers are what the image wants
     layers = []
     for layer in image.layers:
         if layer.descriptor.media_type not in _UNCOMPRESSED:

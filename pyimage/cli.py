@@ -153,7 +153,7 @@ def build(
     python: Optional[str] = PythonOpt,
     heavy: Optional[List[str]] = HeavyOpt,
     platform: Optional[str] = PlatformOpt,
-    compression: Optional[str] = typer.Option(None, "--compression", help="gzip or zstd."),
+    compression: Optional[str] = typer.Option(None, "--compression", help="gzip (default), zstd, or none (plain tar: faster local builds and loads, bigger pushes)."),
     cache_dir: Optional[Path] = CacheDirOpt,
     jobs: int = typer.Option(2, "--jobs", "-j", help="Layers built in parallel."),
     username: Optional[str] = typer.Option(None, "--username", help="Registry user for --push / a registry base."),

@@ -427,7 +427,7 @@ KEYS: dict[str, Key] = {
     "venv": Key("absolute path", "/opt/venv", "The in-image virtual environment; `PATH` starts with its `bin`. Not a system directory (`/usr`, `/opt`, `/usr/local`, …); letters, digits and `._+-` only.", _venv),
     "source-date-epoch": Key("integer 0..253402300799", None, "Timestamp for every file and the image's `created`; default: `$SOURCE_DATE_EPOCH`, else 0.", lambda v: None if v is None else _epoch(v)),
     "compile-bytecode": Key("boolean", False, "Write unchecked-hash `.pyc` files (needs a host Python of the target's version).", _bool),
-    "compression": Key('"gzip" or "zstd"', "gzip", "Layer compression. zstd needs Docker ≥ 23, containerd ≥ 1.5 or podman.", _choice("gzip", "zstd")),
+    "compression": Key('"gzip", "zstd" or "none"', "gzip", "Layer compression. zstd needs Docker ≥ 23, containerd ≥ 1.5 or podman. none writes plain tar layers, as docker build stores them: faster to build and to load into a local engine, several times bigger to push.", _choice("gzip", "zstd", "none")),
     "owner": Key('string "uid:gid"', "0:0", "Numeric owner of everything under `venv`, set at write time (no chown layer); uid and gid in 0..4294967294.", _owner),
     "requirements": Key("path", None, "A pinned requirements file to resolve from instead of the project's dependencies; one with `--hash` on every line is installed as a lock, without resolving.", _opt_path),
     "extras": Key("list of strings", [], "Extras of the project to install.", _names(r"[A-Za-z0-9][A-Za-z0-9._\-]*")),

@@ -62,7 +62,7 @@ def assert_user_error(result: subprocess.CompletedProcess[str]) -> tuple[str, st
 
 CASES = {
     "unknown-key": ("max_layers = 20", [], ("max_layers: unknown key", "did you mean 'max-layers'?")),
-    "wrong-value": ('compression = "lz4"', [], ("compression: 'lz4' is not one of 'gzip', 'zstd'", "compression: ")),
+    "wrong-value": ('compression = "lz4"', [], ("compression: 'lz4' is not one of 'gzip', 'zstd', 'none'", "compression: ")),
     "wrong-type": ("heavy = 3", [], ("heavy: expected list of names, globs or {name, packages} tables, got 3", "heavy: ")),
     "set-without-equals": ("", ["--set", "max-layers"], ("--set 'max-layers': expected key=value", "--set max-layers=20")),
     "set-unknown-key": ("", ["--set", "heavy_treshold=1GB"], ("command line: --set heavy_treshold: unknown key", "did you mean 'heavy-threshold'?")),

@@ -263,7 +263,7 @@ def test_wrong_type_names_the_key_the_file_the_line_and_the_accepted_kind(line: 
     "line, reason",
     [
         ("max-layers = 500", "max-layers: 500 is outside 2..127 (engines refuse images of more than 127 layers)"),
-        ('compression = "lz4"', "compression: 'lz4' is not one of 'gzip', 'zstd'"),
+        ('compression = "lz4"', "compression: 'lz4' is not one of 'gzip', 'zstd', 'none'"),
         ('heavy = ["torch", "Torch"]', "heavy: the group name 'Torch' appears more than once; each heavy group needs its own name"),
         ('heavy = [{ name = "cuda", packages = [] }]', "heavy: heavy group 'cuda': packages must be a non-empty list of names or globs"),
         ('platform = ["linux/amd64", "linux/amd64"]', "platform: linux/amd64 is listed twice"),

@@ -367,7 +367,8 @@ def _assemble(wheels: Iterable[Wheel], ctx: LayerContext) -> LayerRecord:
     file maps; otherwise (a fragment was cached, or the prediction missed) the parts are inflated once more."""
     wheels = tuple(wheels)
     raw = hashlib.sha256()
-    predicted = _predicted_dirs(wheels, ctx)
+    plain = ctx.compression == "none"  # the layer is its tar: its digest is its diff_id, nothing to inflate
+    predicted = None if plain else _predicted_dirs(wheels, ctx)
     streamed = False
     if predicted is not None:
         _, cached = _dirs_fragment(predicted, ctx, tee=raw.update)
@@ -396,7 +397,9 @@ def _assemble(wheels: Iterable[Wheel], ctx: LayerContext) -> LayerRecord:
                         packed.update(data)
                         out.write(data)
                         size += len(data)
-            if streamed:
+            if plain:
+                raw, raw_size = packed, size
+            elif streamed:
                 raw_size = sum(part.uncompressed_size for part in parts[:-1]) + len(END_OF_ARCHIVE)
             else:
                 # The fragments inflated once more (a sha256 cannot be resumed from the fragments' own), on a

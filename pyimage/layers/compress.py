@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-from pyimage.oci.model import MEDIA_OCI_LAYER_GZIP, MEDIA_OCI_LAYER_ZSTD
+from pyimage.oci.model import MEDIA_OCI_LAYER, MEDIA_OCI_LAYER_GZIP, MEDIA_OCI_LAYER_ZSTD
 
 __all__ = [
     "COMPRESSIONS",
@@ -38,7 +38,7 @@ __all__ = [
     "file_sha256",
 ]
 
-COMPRESSIONS = ("gzip", "zstd")
+COMPRESSIONS = ("gzip", "zstd", "none")  # none: plain tar (what docker build stores; its digest is its diff_id)
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 # Fixed, never derived from the core count: the blob's bytes depend on where the stream is cut. Part of
 # compression_id, so layer keys change with it. Small enough that a 10 MB wheel already spreads over the cores
@@ -69,11 +69,13 @@ def compression_id(kind: str) -> str:
         import zstandard
 
         return f"zstd/{zstandard.__version__}/l{_ZSTD_LEVEL}/{chunk}"
+    if kind == "none":
+        return "none"
     raise ValueError(kind)
 
 
 def media_type_for(kind: str) -> str:
-    return {"gzip": MEDIA_OCI_LAYER_GZIP, "zstd": MEDIA_OCI_LAYER_ZSTD}[kind]
+    return {"gzip": MEDIA_OCI_LAYER_GZIP, "zstd": MEDIA_OCI_LAYER_ZSTD, "none": MEDIA_OCI_LAYER}[kind]
 
 
 def compress_chunk(kind: str, data: bytes | memoryview) -> bytes:
@@ -157,6 +159,11 @@ class BlobWriter:
 
     def write(self, data: bytes) -> int:
         n = len(data)
+        if n and self._kind == "none":  # a plain tar: written and hashed once as it comes (digest = diff_id)
+            self._hash_raw(data)
+            self._size += n
+            self._file.write(data)
+            return n
         if n:
             self._pending.append(data)
             self._pending_len += n
@@ -211,6 +218,10 @@ class BlobWriter:
                 item[1].cancel()
 
     def close(self) -> BlobResult:
+        if self._kind == "none":
+            self._file.close()
+            diff_id = "sha256:" + self._raw.hexdigest()
+            return BlobResult(diff_id, diff_id, self._size, self._raw_size)
         last = b"".join(self._pending)
         self._pending = []
         if self._queue is None:  # at most one chunk: no thread, compressed right here

@@ -89,6 +89,18 @@ def test_a_rebuild_loads_only_the_layers_docker_does_not_hold(pyimage: Pyimage, 
     assert again["loaded"][0]["layers_sent"] == 0 and again["loaded"][0]["id"] == report["loaded"][0]["id"]  # held already
 
 
+def test_plain_tar_layers_load_into_docker_as_the_same_image(pyimage: Pyimage, dockerd: Dockerd, tmp_path: Path) -> None:
+    """`--compression none` writes the layers as docker build stores them: the engine gets the very image a gzip
+    build gives it (same image ID: the config names diff_ids, not blobs), and it runs."""
+    project = copy_example("hello-cli", tmp_path, "hello-plain")
+    plain = json.loads(pyimage.run("build", "--json", "--compression", "none", "-t", "hello-plain:none", "--load", project=project, env=dockerd.env).stdout)
+    assert all(l["digest"] == l["diff_id"] for l in plain["layers"] if l["name"] != "base")
+    gz = json.loads(pyimage.run("build", "--json", "-t", "hello-plain:gz", "--load", project=project, env=dockerd.env).stdout)
+    assert plain["loaded"][0]["id"] == gz["loaded"][0]["id"]
+    assert [l["diff_id"] for l in plain["layers"]] == [l["diff_id"] for l in gz["layers"]]
+    assert "hello, world" in dockerd.docker("run", "--rm", "--network", "none", "hello-plain:none").stdout
+
+
 def test_output_podman_loads_through_podman_load(pyimage: Pyimage, storage: Storage, tmp_path: Path) -> None:
     project = copy_example("hello-cli", tmp_path)
     report = json.loads(pyimage.run("build", "--json", "-o", "podman:localhost/hello-podman:2", project=project, env=storage.env).stdout)

@@ -116,6 +116,16 @@ def test_zstd_layers_run_and_differ_only_in_compression(pyimage: Pyimage, tmp_pa
     assert "hello, world" in run_image(tmp_path / "zst", "t").stdout
 
 
+def test_plain_tar_layers_pass_the_checker_and_run(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    plain = pyimage.build(project, tmp_path / "plain", "t", "--compression", "none")
+    manifest = json.loads(subprocess.run(["skopeo", "inspect", "--raw", f"oci:{tmp_path / 'plain'}:t"], capture_output=True, text=True, check=True).stdout)
+    assert {l["mediaType"] for l in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar"}  # the rootfs base too
+    assert [l["digest"] for l in manifest["layers"]] == [l["diff_id"] for l in plain["layers"]]
+    assert pyimage.run("inspect", "--check", f"oci:{tmp_path / 'plain'}:t", base=False).returncode == 0
+    assert "hello, world" in run_image(tmp_path / "plain", "t").stdout
+
+
 def test_oci_and_docker_archive_bases(pyimage: Pyimage, tmp_path: Path) -> None:
     first = copy_example("hello-cli", tmp_path / "a")
     report = pyimage.build(first, tmp_path / "base-layout", "base", "-o", f"docker-archive:{tmp_path / 'base.tar'}")

@@ -230,3 +230,24 @@ def test_the_inflated_diff_id_is_used_when_the_directories_were_not_foreseen(
         plain, _ = build_counting_inflates(wheels, tmp_path / f"q{compile_bytecode}", monkeypatch, maps=False, compile_bytecode=compile_bytecode)
         assert (predicted.digest, predicted.diff_id, predicted.uncompressed_size) == (plain.digest, plain.diff_id, plain.uncompressed_size)
         assert predicted.diff_id == "sha256:" + hashlib.sha256(gzip.decompress(predicted.blob.read_bytes())).hexdigest()
+
+
+def test_plain_tar_layers_are_their_own_diff_id(real_wheels: dict[str, Path], tmp_path: Path) -> None:
+    """`compression = "none"`: the blob is the tar (a layer of several wheels too: its fragments concatenate),
+    so its digest is its diff_id and nothing is inflated to know it."""
+    wheels = (read_wheel(real_wheels["six"]), read_wheel(real_wheels["wheel"]))
+    plain_ctx = LayerContext(cache=Cache(tmp_path / "plain"), paths=PATHS, compression="none")
+    plain = build_layer(spec(*wheels), plain_ctx)
+    gz = build_layer(spec(*wheels), LayerContext(cache=Cache(tmp_path / "gz"), paths=PATHS))
+    tar = plain.blob.read_bytes()
+    assert plain.digest == plain.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest() == gz.diff_id
+    assert tar == gzip.decompress(gz.blob.read_bytes())
+    assert plain.descriptor.media_type == "application/vnd.oci.image.layer.v1.tar" and plain.uncompressed_size == len(tar) == plain.size
+    single = build_layer(spec(wheels[0], kind="heavy", name="heavy:six"), plain_ctx)
+    assert single.digest == single.diff_id == "sha256:" + hashlib.sha256(single.blob.read_bytes()).hexdigest()
+    assert check_image(_layout(tmp_path, plain, single)).ok
+
+
+def _layout(tmp_path: Path, *layers: Layer) -> Path:
+    write_layout(image_of(*layers), tmp_path / "layout", "t")
+    return tmp_path / "layout"
