@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pyimage.cache import Cache, LayerRecord
 from pyimage.errors import BuildError, ConfigError
-from pyimage.layers.compress import BlobWriter, decompress_stream, file_sha256, media_type_for
+from pyimage.hashing import file_digest
+from pyimage.layers.compress import BlobWriter, decompress_stream, media_type_for
 from pyimage.oci.dockerarchive import read_docker_archive
 from pyimage.oci.layout import open_blob, read_layout, split_layout_ref
 from pyimage.oci.model import MEDIA_OCI_LAYER, MEDIA_OCI_LAYER_GZIP, Descriptor, Image, Layer, Platform, parse_digest
@@ -107,7 +108,7 @@ def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str
     stamp = f"rootfs-{_stat_key(path, st)}"
     sha = cache.get_meta(stamp)
     if sha is None:
-        sha = file_sha256(path)
+        sha = file_digest(path)
         cache.put_meta(stamp, sha)
     with open(path, "rb") as f:
         magic = f.read(4)
@@ -288,7 +289,7 @@ def _compress_rootfs(path: Path, magic: bytes, cache: Cache, compression: str, k
             except Exception as exc:  # isal/zlib's own error types for a corrupt stream
                 raise BuildError(f"base rootfs:{path}: not a readable gzip ({str(exc)[:120]})", "give an uncompressed or gzip'd root filesystem tar") from None
             shutil.copyfile(path, tmp)
-            digest = file_sha256(tmp)
+            digest = file_digest(tmp)
             cache.commit_blob(tmp, digest)
             record = LayerRecord(digest, "sha256:" + h.hexdigest(), path.stat().st_size, MEDIA_OCI_LAYER_GZIP, raw_size)
         else:

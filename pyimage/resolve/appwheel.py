@@ -28,6 +28,7 @@ from packaging.utils import parse_wheel_filename
 
 from pyimage.cache import Cache
 from pyimage.errors import BuildError, ConfigError
+from pyimage.hashing import file_digest, hex_of
 from pyimage.resolve.interpreters import find_python, host_version
 from pyimage.resolve.target import Target
 from pyimage.resolve.vcs import vcs_state
@@ -194,11 +195,7 @@ def source_fingerprint(project_dir: Path, extra: object) -> str:
         if entry.is_symlink():
             h.update(f"{rel}\0link\0{os.readlink(entry.path)}\n".encode("utf-8", "surrogateescape"))  # any file name, UTF-8 or not
         elif entry.is_file():
-            digest = hashlib.sha256()
-            with open(entry.path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-            h.update(f"{rel}\0{entry.stat().st_mode & 0o111 != 0}\0{digest.hexdigest()}\n".encode("utf-8", "surrogateescape"))
+            h.update(f"{rel}\0{entry.stat().st_mode & 0o111 != 0}\0{hex_of(file_digest(entry.path))}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:32]
 
 
