@@ -17,13 +17,14 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "console": set(),  # what is shown (streams, tables, sizes, --json): a leaf every stage may use
     "atomic": set(),  # atomic file writes (stage, rename): a leaf every writer uses
+    "tools": {"errors"},  # running pip, uv, build backends: environment, capture, one-line failures, Ctrl-C, redaction
     "hashing": set(),  # whole files and streams hashed for identity or verification: a leaf every stage may use
     "oci": {"errors", "atomic", "pyimage"},  # serializes and transports images: nothing of the pipeline (pyimage: __version__)
     "layers": {"errors", "atomic", "console", "hashing", "oci", "cache", "wheels"},
     "wheels": {"errors", "hashing"},
     "cache": {"errors", "atomic", "hashing", "oci"},  # oci.model's digest helpers
     "config": {"errors", "oci", "layers", "outputs"},  # the value types it parses into (outputs: Output)
-    "resolve": {"errors", "atomic", "hashing", "oci", "cache", "config"},
+    "resolve": {"errors", "atomic", "hashing", "tools", "oci", "cache", "config"},
     "publish": {"errors", "oci", "cache"},
     "base": {"errors", "hashing", "oci", "cache", "layers", "publish"},
     "templates": {"errors", "oci"},

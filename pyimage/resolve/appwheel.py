@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import venv
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Callable, Iterable
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import parse_wheel_filename
 
+import pyimage.tools as tools
 from pyimage.cache import Cache
 from pyimage.errors import BuildError, ConfigError
 from pyimage.hashing import file_digest, hex_of
@@ -78,26 +78,21 @@ def _install(env_python: Path, requirements: list[str]) -> None:
 
     uv = uv_binary()
     flags, uv_env, why_not = pip_settings_for_uv() if uv else ([], {}, "no uv")
+    doing, hint = f"installing the build requirements {requirements}", "check [build-system] requires and your index settings"
     if uv and not why_not:
-        proc = subprocess.run(
+        proc = tools.run(
             [uv, "pip", "install", "--quiet", "--no-config", "--python", str(env_python), "--index-strategy", "unsafe-best-match", *flags, *requirements],
-            capture_output=True,
-            text=True,
-            env=dict(os.environ, UV_NO_PROGRESS="1", **uv_env),
+            tool="uv",
+            doing=doing,
+            env=uv_env,
         )
-        if proc.returncode == 0:
+        if proc.ok:
             return
         said = [l.strip().removeprefix("cause:").strip() for l in proc.stderr.splitlines() if l.strip() and not l.strip().startswith(("hint:", "help:"))]
-        raise BuildError(f"cannot install the build requirements {requirements}: {said[-1] if said else 'uv failed'}", "check [build-system] requires and your index settings")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(env_python), "install", "--quiet", *requirements],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1"),
-    )
-    if proc.returncode != 0:
-        last = [l for l in proc.stderr.splitlines() if l.strip()][-1:] or ["pip failed"]
-        raise BuildError(f"cannot install the build requirements {requirements}: {last[0]}", "check [build-system] requires and your index settings")
+        raise proc.error(hint, said=said[-1] if said else None)  # uv's innermost cause is its last line
+    proc = tools.run([sys.executable, "-m", "pip", "--python", str(env_python), "install", "--quiet", *requirements], tool="pip", doing=doing)
+    if not proc.ok:
+        raise proc.error(hint)
 
 
 def _env(cache: Cache, requires: list[str], python: str) -> Path:
@@ -114,9 +109,9 @@ def _env(cache: Cache, requires: list[str], python: str) -> Path:
             if python == sys.executable:
                 venv.create(env_dir, with_pip=False, symlinks=True)
             else:
-                proc = subprocess.run([python, "-m", "venv", "--without-pip", str(env_dir)], capture_output=True, text=True)
-                if proc.returncode != 0:
-                    raise BuildError(f"cannot make a build environment with {python}: {proc.stderr.strip()[-300:]}", "check that this interpreter has the venv module")
+                made = tools.run([python, "-m", "venv", "--without-pip", str(env_dir)], tool=python, doing="making the build environment")
+                if not made.ok:
+                    raise made.error("check that this interpreter has the venv module")
             _install(env_python, requires)
             ready.write_text(json.dumps([python, requires]))
     return env_python
@@ -331,10 +326,10 @@ def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires:
         path = os.pathsep.join([str(env_python.parent), os.environ.get("PATH", os.defpath)])
         # ZIP cannot hold times before 1980 (some backends on older Pythons fail on SOURCE_DATE_EPOCH=0); the wheel's
         # own timestamps never reach the image, whose files carry the epoch, so the backend gets 1980 at the earliest.
-        env = dict(os.environ, SOURCE_DATE_EPOCH=str(max(epoch, _ZIP_EPOCH)), PATH=path, **(extra_environ or {}))
-        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise backend_failure(proc.stdout + "\n" + proc.stderr, label=label)
+        env = dict(SOURCE_DATE_EPOCH=str(max(epoch, _ZIP_EPOCH)), PATH=path, **(extra_environ or {}))
+        proc = tools.run(cmd, tool="the build backend", doing=f"building {label}", cwd=cwd, env=env)
+        if not proc.ok:
+            raise backend_failure(proc.output, label=label)
 
     builder = ProjectBuilder(project_dir, python_executable=str(env_python), runner=runner)
     # The backend's dynamic build requirements are asked once per environment and pyproject.toml, not per build.
