@@ -1,5 +1,5 @@
 """Running the tools pyimage drives (pip, uv, the PEP 517 build backend, an interpreter's ``venv``, ``uv python
-find``): one owner for the environment they get, their captured output, and how their failures reach the user.
+find``, a docker credential helper, ``podman image inspect``/``tag``): one owner for the environment they get, their captured output, and how their failures reach the user.
 
 - The environment (``environment``): the user's whole environment passes, because it *is* their configuration of
   those tools (pip.conf and ``PIP_*``, ``UV_*``, proxies, certificate bundles, ``HOME``/``XDG_*`` for config
@@ -13,7 +13,8 @@ find``): one owner for the environment they get, their captured output, and how 
 - Credentials never reach a message: ``user:password@`` in URLs and the values of credential variables (and
   passwords in the URLs of the argv or the environment) are masked in everything ``Ran`` shows.
 
-A leaf: it imports only ``errors``.
+A leaf: it imports only ``errors`` (so ``oci/`` may use it). ``podman load`` stays in ``oci/engine.py``: it streams
+an archive into the tool's stdin, which ``run`` does not do.
 """
 
 from __future__ import annotations

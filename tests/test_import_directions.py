@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "atomic": set(),  # atomic file writes (stage, rename): a leaf every writer uses
     "tools": {"errors"},  # running pip, uv, build backends: environment, capture, one-line failures, Ctrl-C, redaction
     "hashing": set(),  # whole files and streams hashed for identity or verification: a leaf every stage may use
-    "oci": {"errors", "atomic", "pyimage"},  # serializes and transports images: nothing of the pipeline (pyimage: __version__)
+    "oci": {"errors", "atomic", "tools", "pyimage"},  # serializes and transports images: nothing of the pipeline (pyimage: __version__; tools: credential helpers, podman)
     "layers": {"errors", "atomic", "console", "hashing", "oci", "cache", "wheels"},
     "wheels": {"errors", "hashing"},
     "cache": {"errors", "atomic", "hashing", "oci"},  # oci.model's digest helpers
