@@ -16,7 +16,6 @@ import io
 import os
 import posixpath
 import re
-import shutil
 import tarfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pyimage.cache import Cache, LayerRecord
 from pyimage.errors import BuildError, ConfigError
-from pyimage.hashing import file_digest
+from pyimage.hashing import copy_hashing, file_digest, hash_sized, matches
 from pyimage.layers.compress import BlobWriter, decompress_stream, media_type_for
 from pyimage.oci.dockerarchive import read_docker_archive
 from pyimage.oci.layout import open_blob, read_layout, split_layout_ref
@@ -212,20 +211,16 @@ def _verified_diff_id(layer: Layer, cache: Cache, where: str) -> Layer:
     key = _diff_id_key(layer.digest, algo)
     known = cache.get_meta(key)
     if not (isinstance(known, dict) and isinstance(known.get("diff_id"), str) and isinstance(known.get("size"), int)):
-        h = hashlib.new(algo)
-        size = 0
         try:
-            for data in decompress_stream(layer.blob, layer.descriptor.media_type):
-                h.update(data)
-                size += len(data)
+            diff_id, size = hash_sized(decompress_stream(layer.blob, layer.descriptor.media_type), algo)
         except Exception as exc:  # isal, zlib and zstd each raise their own error type for a corrupt stream
             raise BuildError(
                 f"{where}: base layer {layer.digest[:19]}… cannot be decompressed ({type(exc).__name__}: {str(exc)[:120]})",
                 "the base is damaged or tampered with; re-export or re-pull it",
             ) from None
-        known = {"diff_id": f"{algo}:{h.hexdigest()}", "size": size}
+        known = {"diff_id": diff_id, "size": size}
         cache.put_meta(key, known)
-    if known["diff_id"] != layer.diff_id:
+    if not matches(layer.diff_id, known["diff_id"]):
         raise BuildError(
             f"{where}: base layer {layer.digest[:19]}… unpacks to diff_id {known['diff_id'][:19]}…, not the {layer.diff_id[:19]}… its config claims",
             "the base is damaged or tampered with; re-export or re-pull it",
@@ -278,20 +273,15 @@ def _compress_rootfs(path: Path, magic: bytes, cache: Cache, compression: str, k
     tmp = cache.tmp_path(".blob")
     try:
         if magic[:2] == b"\x1f\x8b":  # already gzip: ship the bytes as they are
-            h = hashlib.sha256()
-            raw_size = 0
             try:
-                for data in decompress_stream(path, MEDIA_OCI_LAYER_GZIP):
-                    h.update(data)
-                    raw_size += len(data)
+                diff_id, raw_size = hash_sized(decompress_stream(path, MEDIA_OCI_LAYER_GZIP))
             except OSError:
                 raise
             except Exception as exc:  # isal/zlib's own error types for a corrupt stream
                 raise BuildError(f"base rootfs:{path}: not a readable gzip ({str(exc)[:120]})", "give an uncompressed or gzip'd root filesystem tar") from None
-            shutil.copyfile(path, tmp)
-            digest = file_digest(tmp)
+            digest = copy_hashing(path, tmp)  # one read: the copy is hashed as it is written
             cache.commit_blob(tmp, digest)
-            record = LayerRecord(digest, "sha256:" + h.hexdigest(), path.stat().st_size, MEDIA_OCI_LAYER_GZIP, raw_size)
+            record = LayerRecord(digest, diff_id, path.stat().st_size, MEDIA_OCI_LAYER_GZIP, raw_size)
         else:
             with BlobWriter(tmp, compression) as sink, open(path, "rb") as f:
                 while data := f.read(1 << 20):

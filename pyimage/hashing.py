@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["BUFFER", "copy_hashing", "file_digest", "hash_chunks", "hash_stream", "hex_of", "matches"]
+__all__ = ["BUFFER", "copy_hashing", "file_digest", "hash_chunks", "hash_sized", "hash_stream", "hex_of", "matches"]
 
 BUFFER = 1 << 20  # 1 MiB reads: past this, sha256 (not the syscalls) is the cost
 
@@ -34,6 +34,15 @@ def hash_chunks(chunks: Iterable[bytes], algo: str = "sha256", into: BinaryIO | 
         if into is not None:
             into.write(chunk)
     return f"{algo}:{h.hexdigest()}"
+
+
+def hash_sized(chunks: Iterable[bytes], algo: str = "sha256") -> tuple[str, int]:
+    """``(digest, byte count)`` of the concatenated ``chunks``: a decompressed layer's diff_id and size in one pass."""
+    h, size = _hasher(algo), 0
+    for chunk in chunks:
+        h.update(chunk)
+        size += len(chunk)
+    return f"{algo}:{h.hexdigest()}", size
 
 
 def hash_stream(stream: BinaryIO, algo: str = "sha256", into: BinaryIO | None = None) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pyimage.hashing import BUFFER, copy_hashing, file_digest, hash_chunks, hash_stream, hex_of, matches
+from pyimage.hashing import BUFFER, copy_hashing, file_digest, hash_chunks, hash_sized, hash_stream, hex_of, matches
 
 
 def _payload() -> bytes:
@@ -59,6 +59,17 @@ def test_hash_stream_reads_what_is_left_and_can_copy_it() -> None:
 
 def test_hash_chunks_is_the_digest_of_the_concatenation() -> None:
     assert hash_chunks([b"ab", b"", b"cd"], "sha1") == "sha1:" + hashlib.sha1(b"abcd").hexdigest()  # noqa: S324
+
+
+def test_hash_sized_counts_the_bytes_it_hashed(tmp_path: Path) -> None:
+    path = tmp_path / "layer.tar.gz"
+    import gzip
+
+    path.write_bytes(gzip.compress(_payload()))
+    from pyimage.layers.compress import decompress_stream
+    from pyimage.oci.model import MEDIA_OCI_LAYER_GZIP
+
+    assert hash_sized(decompress_stream(path, MEDIA_OCI_LAYER_GZIP), "sha512") == ("sha512:" + hashlib.sha512(_payload()).hexdigest(), len(_payload()))
 
 
 def test_matches_a_digest_with_or_without_its_prefix_and_in_any_case(tmp_path: Path) -> None:

@@ -327,7 +327,7 @@ def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires:
         # ZIP cannot hold times before 1980 (some backends on older Pythons fail on SOURCE_DATE_EPOCH=0); the wheel's
         # own timestamps never reach the image, whose files carry the epoch, so the backend gets 1980 at the earliest.
         env = dict(SOURCE_DATE_EPOCH=str(max(epoch, _ZIP_EPOCH)), PATH=path, **(extra_environ or {}))
-        proc = tools.run(cmd, tool="the build backend", doing=f"building {label}", cwd=cwd, env=env)
+        proc = tools.run(cmd, tool="the build backend", doing=f"building {label}", cwd=cwd, env=env, missing_hint="the build environment's Python is gone: build again to remake it")
         if not proc.ok:
             raise backend_failure(proc.output, label=label)
 

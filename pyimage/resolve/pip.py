@@ -21,8 +21,8 @@ from typing import Sequence
 
 from packaging.utils import canonicalize_name
 
-from pyimage.cache import Cache
 import pyimage.tools as tools
+from pyimage.cache import Cache
 from pyimage.errors import BuildError
 from pyimage.resolve.interpreters import find_python, host_version
 from pyimage.resolve.target import Target
