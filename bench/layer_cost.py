@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from isal import isal_zlib  # noqa: E402
 
-from pyimage.cache import Cache, _copy_hashing  # noqa: E402
+from pyimage.cache import Cache  # noqa: E402
+from pyimage.hashing import copy_hashing  # noqa: E402
 from pyimage.layers import install as _install  # noqa: E402
 from pyimage.layers.build import LayerContext, build_layer  # noqa: E402
 from pyimage.layers.compress import BlobWriter, compress_workers  # noqa: E402
@@ -110,7 +111,7 @@ def blob_writer(tar: bytes, out: Path, workers: int) -> None:
 def copy_into_cache(wheel: Path, root: Path) -> None:
     """What ``Cache.add_wheel`` does when it cannot hard-link: copy and hash in one read."""
     dest = root / wheel.name
-    _copy_hashing(wheel, dest)
+    copy_hashing(wheel, dest)
     dest.unlink()
 
 

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import hashlib
 import io
 import os
 import posixpath
 import re
-import shutil
 import tarfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pyimage.cache import Cache, LayerRecord, Meta, count, sha256_digest, string, strings
 from pyimage.errors import BuildError, ConfigError
-from pyimage.layers.compress import BlobWriter, decompress_stream, file_sha256, media_type_for
+from pyimage.hashing import copy_hashing, file_digest, hash_sized, matches
+from pyimage.layers.compress import BlobWriter, decompress_stream, media_type_for
 from pyimage.oci.dockerarchive import read_docker_archive
 from pyimage.oci.layout import open_blob, read_layout, split_layout_ref
 from pyimage.oci.model import MEDIA_OCI_LAYER, MEDIA_OCI_LAYER_GZIP, Descriptor, Image, Layer, Platform, parse_digest
@@ -106,7 +105,7 @@ def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str
     stamp = _stat_key(path, path.stat())
     sha = cache.get_meta(ROOTFS_SHA, *stamp)
     if sha is None:
-        sha = file_sha256(path)
+        sha = file_digest(path)
         cache.put_meta(ROOTFS_SHA, sha, *stamp)
     with open(path, "rb") as f:
         magic = f.read(4)
@@ -207,21 +206,17 @@ def _verified_diff_id(layer: Layer, cache: Cache, where: str) -> Layer:
         raise BuildError(f"{where}: base layer {layer.digest[:19]}…: {exc}", "the base is damaged or tampered with") from None
     known = cache.get_meta(DIFF_ID, algo, layer.digest)
     if known is None:
-        h = hashlib.new(algo)
-        size = 0
         try:
-            for data in decompress_stream(layer.blob, layer.descriptor.media_type):
-                h.update(data)
-                size += len(data)
+            diff_id, size = hash_sized(decompress_stream(layer.blob, layer.descriptor.media_type), algo)
         except Exception as exc:  # isal, zlib and zstd each raise their own error type for a corrupt stream
             raise BuildError(
                 f"{where}: base layer {layer.digest[:19]}… cannot be decompressed ({type(exc).__name__}: {str(exc)[:120]})",
                 "the base is damaged or tampered with; re-export or re-pull it",
             ) from None
-        known = (f"{algo}:{h.hexdigest()}", size)
+        known = (diff_id, size)
         cache.put_meta(DIFF_ID, known, algo, layer.digest)
     diff_id, size = known
-    if diff_id != layer.diff_id:
+    if not matches(layer.diff_id, diff_id):
         raise BuildError(
             f"{where}: base layer {layer.digest[:19]}… unpacks to diff_id {diff_id[:19]}…, not the {layer.diff_id[:19]}… its config claims",
             "the base is damaged or tampered with; re-export or re-pull it",
@@ -311,20 +306,15 @@ def _compress_rootfs(path: Path, magic: bytes, cache: Cache, compression: str, k
     tmp = cache.tmp_path(".blob")
     try:
         if magic[:2] == b"\x1f\x8b":  # already gzip: ship the bytes as they are
-            h = hashlib.sha256()
-            raw_size = 0
             try:
-                for data in decompress_stream(path, MEDIA_OCI_LAYER_GZIP):
-                    h.update(data)
-                    raw_size += len(data)
+                diff_id, raw_size = hash_sized(decompress_stream(path, MEDIA_OCI_LAYER_GZIP))
             except OSError:
                 raise
             except Exception as exc:  # isal/zlib's own error types for a corrupt stream
                 raise BuildError(f"base rootfs:{path}: not a readable gzip ({str(exc)[:120]})", "give an uncompressed or gzip'd root filesystem tar") from None
-            shutil.copyfile(path, tmp)
-            digest = file_sha256(tmp)
+            digest = copy_hashing(path, tmp)  # one read: the copy is hashed as it is written
             cache.commit_blob(tmp, digest)
-            record = LayerRecord(digest, "sha256:" + h.hexdigest(), path.stat().st_size, MEDIA_OCI_LAYER_GZIP, raw_size)
+            record = LayerRecord(digest, diff_id, path.stat().st_size, MEDIA_OCI_LAYER_GZIP, raw_size)
         else:
             with BlobWriter(tmp, compression) as sink, open(path, "rb") as f:
                 while data := f.read(1 << 20):

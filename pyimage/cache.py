@@ -38,7 +38,7 @@ from typing import Any, BinaryIO, Callable, Generic, Iterator, TypeVar
 
 import pyimage.atomic as atomic
 from pyimage.errors import BuildError
-from pyimage.layers.compress import file_sha256
+from pyimage.hashing import copy_hashing, file_digest, hex_of, matches
 from pyimage.oci.model import DIGEST_ALGORITHMS, blob_relpath, parse_digest
 
 __all__ = ["Cache", "LayerRecord", "Meta", "META_KINDS", "count", "flag", "sha256_digest", "string", "strings", "default_cache_dir", "CacheStats", "VerifyReport", "STALE_AFTER"]
@@ -46,26 +46,6 @@ __all__ = ["Cache", "LayerRecord", "Meta", "META_KINDS", "count", "flag", "sha25
 STALE_AFTER = 600.0  # seconds without a write before a dead process's temp entry counts as a leftover
 STALE_AFTER_UNOWNED = 86400.0  # entries not named <pid>-… (made by tools we call): a day, to be safe
 _PROCESS_LOCKS: dict[str, int] = {}  # "pid:cache root" -> the descriptor holding that process's pid lock
-
-
-def file_digest(path: Path, algo: str = "sha256") -> str:
-    if algo == "sha256":
-        return file_sha256(path)
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        while data := f.read(1 << 20):
-            h.update(data)
-    return f"{algo}:{h.hexdigest()}"
-
-
-def _copy_hashing(source: Path, dest: Path) -> str:
-    """Copies ``source`` to ``dest`` and returns the sha256 hex of the bytes written: one read, not two."""
-    h = hashlib.sha256()
-    with open(source, "rb") as fin, open(dest, "wb") as fout:
-        while data := fin.read(1 << 20):
-            h.update(data)
-            fout.write(data)
-    return h.hexdigest()
 
 
 def default_cache_dir() -> Path:
@@ -312,7 +292,7 @@ class Cache:
                     f"{where}: blob {(digest or '')[:19]}… is {'more than ' if got > size else ''}{got} bytes, not the {size} its descriptor says",
                     "the base is truncated, damaged or tampered with; re-export or re-pull it",
                 )
-            if expected is not None and h.hexdigest() != expected:
+            if expected is not None and not matches(expected, h.hexdigest()):
                 raise BuildError(f"{where}: blob {(digest or '')[:19]}… does not match its digest", "the base is damaged or tampered with; re-export or re-pull it")
             actual = f"{algo}:{h.hexdigest()}"
             return actual, self.commit_blob(tmp, actual)
@@ -349,7 +329,7 @@ class Cache:
         if stamp == [st.st_size, st.st_mtime_ns, st.st_ino]:
             self.touch(path)
             return path
-        if file_digest(path, digest.partition(":")[0]) != digest:
+        if not matches(digest, file_digest(path, digest.partition(":")[0])):
             self._discard(path)
             return None
         self._stamp(path)
@@ -467,10 +447,10 @@ class Cache:
             if linked and hashed and sha256:
                 actual = sha256
             elif linked:
-                actual = file_sha256(tmp).partition(":")[2]
+                actual = hex_of(file_digest(tmp))
             else:
-                actual = _copy_hashing(source, tmp)
-            if sha256 and actual != sha256:
+                actual = hex_of(copy_hashing(source, tmp))
+            if sha256 and not matches(sha256, actual):
                 raise BuildError(
                     f"{source.name}: sha256 {actual[:12]}… does not match the expected {sha256[:12]}…",
                     "the wheel changed since it was locked: run `pyimage lock` to refresh the lock file",
@@ -605,7 +585,7 @@ class Cache:
                 digest = f"{algo}:{path.name}"
                 try:
                     parse_digest(digest)
-                    intact = path.is_file() and not path.is_symlink() and file_digest(path, algo) == digest
+                    intact = path.is_file() and not path.is_symlink() and matches(digest, file_digest(path, algo))
                 except ValueError:
                     intact = False
                 if not intact:

@@ -10,7 +10,7 @@ from pathlib import Path
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from pyimage.errors import BuildError
-from pyimage.layers.compress import file_sha256
+from pyimage.hashing import file_digest, hex_of
 
 __all__ = ["Wheel", "read_wheel", "read_metadata", "installed_size"]
 
@@ -51,7 +51,7 @@ def read_wheel(path: Path, sha256: str | None = None, size: int | None = None) -
         name=canonicalize_name(name),
         version=str(version),
         filename=path.name,
-        sha256=sha256 or file_sha256(path).partition(":")[2],
+        sha256=sha256 or hex_of(file_digest(path)),
         path=path,
         installed_size=installed_size(path) if size is None else size,
     )

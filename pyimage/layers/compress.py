@@ -35,7 +35,6 @@ __all__ = [
     "compression_id",
     "media_type_for",
     "decompress_stream",
-    "file_sha256",
 ]
 
 COMPRESSIONS = ("gzip", "zstd", "none")  # none: plain tar (what docker build stores; its digest is its diff_id)
@@ -289,12 +288,4 @@ def _gunzip_members(f: BinaryIO, chunk: int) -> Iterator[bytes]:
     tail = obj.flush()
     if tail:
         yield tail
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while data := f.read(_BUFFER):
-            h.update(data)
-    return "sha256:" + h.hexdigest()
 

@@ -21,6 +21,7 @@ from typing import Callable
 import pyimage.atomic as atomic
 from pyimage.cache import Cache
 from pyimage.errors import BuildError, ConfigError
+from pyimage.hashing import BUFFER, file_digest, hash_chunks, hex_of, matches
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.tar import TarWriter, safe_member_path
 
@@ -75,9 +76,7 @@ def standalone_interpreter(spec: str, sha256: str | None, cache: Cache) -> Inter
     elif path.is_file():
         with tarfile.open(path) as tar:
             names = [_strip_top(m.name) for m in tar.getmembers()]
-        from pyimage.layers.compress import file_sha256
-
-        ident = file_sha256(path)
+        ident = file_digest(path)
     else:
         raise ConfigError(f"interpreter {spec}: no such file or directory", 'use "base", a CPython directory, or a .tar.gz archive of one')
     version = _standalone_version(names, spec)
@@ -95,18 +94,15 @@ def _download(url: str, sha256: str, cache: Cache) -> Path:
         return dest
     import httpx
 
-    h = hashlib.sha256()
     with atomic.staged(dest, cache.tmp_path(".tar")) as tmp:  # any failure, Ctrl-C included, leaves no partial download
         try:
             with httpx.stream("GET", url, follow_redirects=True, timeout=60) as resp, open(tmp, "wb") as f:
                 resp.raise_for_status()
-                for chunk in resp.iter_bytes(1 << 20):
-                    h.update(chunk)
-                    f.write(chunk)
+                got = hash_chunks(resp.iter_bytes(BUFFER), into=f)
         except httpx.HTTPError as exc:
             raise BuildError(f"cannot download interpreter {url}: {exc}", "check the URL and the network, or use a local archive") from exc
-        if h.hexdigest() != sha256:
-            raise BuildError(f"interpreter {url}: sha256 {h.hexdigest()[:12]}… is not interpreter-sha256 {sha256[:12]}…", "fix interpreter-sha256, or check the download")
+        if not matches(sha256, got):
+            raise BuildError(f"interpreter {url}: sha256 {hex_of(got)[:12]}… is not interpreter-sha256 {sha256[:12]}…", "fix interpreter-sha256, or check the download")
     return dest
 
 

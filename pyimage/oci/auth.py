@@ -15,12 +15,12 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from pyimage.errors import ConfigError, RegistryError
+import pyimage.tools as tools
+from pyimage.errors import BuildError, ConfigError, RegistryError
 
 __all__ = ["Credentials", "lookup_credentials", "auth_file_candidates", "ENV_USERNAME", "ENV_PASSWORD"]
 
@@ -237,23 +237,14 @@ def _from_helper(helper: str, server: str, env: Mapping[str, str]) -> Credential
         # docker fails hard here; we go on anonymously so public pulls still work, and say why a push may fail.
         _log.warning("credential helper %s is not on PATH; using no credentials for %s", program, server)
         return None
-    try:
-        proc = subprocess.run(
-            [path, "get"],
-            input=server.encode(),
-            capture_output=True,
-            timeout=_HELPER_TIMEOUT,
-            env=dict(env),
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RegistryError(
-            f"credential helper {program} failed for {server}: {type(exc).__name__}",
-            f"check that `echo {server} | {program} get` works",
-        ) from None
-    out = proc.stdout.decode("utf-8", "replace").strip()
-    if proc.returncode != 0:
-        if "credentials not found" in (out + proc.stderr.decode("utf-8", "replace")).lower():
+    doing = f"asking for the credentials of {server}"
+    try:  # the helper's own words are never shown: they may hold the secret
+        proc = tools.run([path, "get"], tool=program, doing=doing, base_env=env, input=server, timeout=_HELPER_TIMEOUT)
+    except BuildError as exc:  # it cannot be started, or it hangs
+        raise RegistryError(f"credential helper {program} failed for {server}: {exc.message.removeprefix(doing + ': ')}", f"check that `echo {server} | {program} get` works") from None
+    out = proc.stdout.strip()
+    if not proc.ok:
+        if "credentials not found" in (out + proc.stderr).lower():
             return None
         raise RegistryError(
             f"credential helper {program} failed for {server} (exit {proc.returncode})",

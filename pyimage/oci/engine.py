@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Iterable
 
+import pyimage.tools as tools
 from pyimage.errors import BuildError, ConfigError
 from pyimage.oci.dockerarchive import archive_chunks
 from pyimage.oci.model import Image
@@ -308,13 +309,13 @@ def load_podman(image: Image, reference: str, podman: str | None = None, also: t
         message = err.read()
     if code != 0:
         raise BuildError(f"podman load failed: {_last_line(message)}", "see `podman load` on the docker-archive output of the same build")
-    done = subprocess.run([exe, "image", "inspect", "--format", "{{.Id}}", reference], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise BuildError(f"podman loaded the image but cannot find {reference}: {_last_line(done.stderr.encode())}", "run `podman images` to see what was loaded")
+    done = tools.run([exe, "image", "inspect", "--format", "{{.Id}}", reference], tool="podman", doing=f"finding {reference} in podman")
+    if not done.ok:
+        raise done.error("run `podman images` to see what was loaded", f"podman loaded the image but cannot find {reference}")
     for name in also:
-        tagged = subprocess.run([exe, "tag", reference, name], capture_output=True, text=True)
-        if tagged.returncode != 0:
-            raise BuildError(f"podman tag {reference} {name} failed: {_last_line(tagged.stderr.encode())}", "run `podman images` to see what was loaded")
+        tagged = tools.run([exe, "tag", reference, name], tool="podman", doing=f"tagging {reference} as {name}")
+        if not tagged.ok:
+            raise tagged.error("run `podman images` to see what was loaded", f"podman tag {reference} {name} failed")
     return Loaded("podman", "podman", reference, done.stdout.strip(), len({layer.digest for layer in image.layers}), also)
 
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import venv
 from pathlib import Path
@@ -26,8 +25,10 @@ from typing import Any, Callable, Iterable
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import parse_wheel_filename
 
+import pyimage.tools as tools
 from pyimage.cache import Cache
 from pyimage.errors import BuildError, ConfigError
+from pyimage.hashing import file_digest, hex_of
 from pyimage.resolve.interpreters import find_python, host_version
 from pyimage.resolve.target import Target
 from pyimage.resolve.vcs import vcs_state
@@ -77,26 +78,21 @@ def _install(env_python: Path, requirements: list[str]) -> None:
 
     uv = uv_binary()
     flags, uv_env, why_not = pip_settings_for_uv() if uv else ([], {}, "no uv")
+    doing, hint = f"installing the build requirements {requirements}", "check [build-system] requires and your index settings"
     if uv and not why_not:
-        proc = subprocess.run(
+        proc = tools.run(
             [uv, "pip", "install", "--quiet", "--no-config", "--python", str(env_python), "--index-strategy", "unsafe-best-match", *flags, *requirements],
-            capture_output=True,
-            text=True,
-            env=dict(os.environ, UV_NO_PROGRESS="1", **uv_env),
+            tool="uv",
+            doing=doing,
+            env=uv_env,
         )
-        if proc.returncode == 0:
+        if proc.ok:
             return
         said = [l.strip().removeprefix("cause:").strip() for l in proc.stderr.splitlines() if l.strip() and not l.strip().startswith(("hint:", "help:"))]
-        raise BuildError(f"cannot install the build requirements {requirements}: {said[-1] if said else 'uv failed'}", "check [build-system] requires and your index settings")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(env_python), "install", "--quiet", *requirements],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1"),
-    )
-    if proc.returncode != 0:
-        last = [l for l in proc.stderr.splitlines() if l.strip()][-1:] or ["pip failed"]
-        raise BuildError(f"cannot install the build requirements {requirements}: {last[0]}", "check [build-system] requires and your index settings")
+        raise proc.error(hint, said=said[-1] if said else None)  # uv's innermost cause is its last line
+    proc = tools.run([sys.executable, "-m", "pip", "--python", str(env_python), "install", "--quiet", *requirements], tool="pip", doing=doing)
+    if not proc.ok:
+        raise proc.error(hint)
 
 
 def _env(cache: Cache, requires: list[str], python: str) -> Path:
@@ -113,9 +109,9 @@ def _env(cache: Cache, requires: list[str], python: str) -> Path:
             if python == sys.executable:
                 venv.create(env_dir, with_pip=False, symlinks=True)
             else:
-                proc = subprocess.run([python, "-m", "venv", "--without-pip", str(env_dir)], capture_output=True, text=True)
-                if proc.returncode != 0:
-                    raise BuildError(f"cannot make a build environment with {python}: {proc.stderr.strip()[-300:]}", "check that this interpreter has the venv module")
+                made = tools.run([python, "-m", "venv", "--without-pip", str(env_dir)], tool=python, doing="making the build environment")
+                if not made.ok:
+                    raise made.error("check that this interpreter has the venv module")
             _install(env_python, requires)
             ready.write_text(json.dumps([python, requires]))
     return env_python
@@ -194,11 +190,7 @@ def source_fingerprint(project_dir: Path, extra: object) -> str:
         if entry.is_symlink():
             h.update(f"{rel}\0link\0{os.readlink(entry.path)}\n".encode("utf-8", "surrogateescape"))  # any file name, UTF-8 or not
         elif entry.is_file():
-            digest = hashlib.sha256()
-            with open(entry.path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-            h.update(f"{rel}\0{entry.stat().st_mode & 0o111 != 0}\0{digest.hexdigest()}\n".encode("utf-8", "surrogateescape"))
+            h.update(f"{rel}\0{entry.stat().st_mode & 0o111 != 0}\0{hex_of(file_digest(entry.path))}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:32]
 
 
@@ -334,10 +326,10 @@ def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires:
         path = os.pathsep.join([str(env_python.parent), os.environ.get("PATH", os.defpath)])
         # ZIP cannot hold times before 1980 (some backends on older Pythons fail on SOURCE_DATE_EPOCH=0); the wheel's
         # own timestamps never reach the image, whose files carry the epoch, so the backend gets 1980 at the earliest.
-        env = dict(os.environ, SOURCE_DATE_EPOCH=str(max(epoch, _ZIP_EPOCH)), PATH=path, **(extra_environ or {}))
-        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise backend_failure(proc.stdout + "\n" + proc.stderr, label=label)
+        env = dict(SOURCE_DATE_EPOCH=str(max(epoch, _ZIP_EPOCH)), PATH=path, **(extra_environ or {}))
+        proc = tools.run(cmd, tool="the build backend", doing=f"building {label}", cwd=cwd, env=env, missing_hint="the build environment's Python is gone: build again to remake it")
+        if not proc.ok:
+            raise backend_failure(proc.output, label=label)
 
     builder = ProjectBuilder(project_dir, python_executable=str(env_python), runner=runner)
     # The backend's dynamic build requirements are asked once per environment and pyproject.toml, not per build.

@@ -25,6 +25,7 @@ from packaging.utils import canonicalize_name
 
 from pyimage.cache import Cache, Meta, strings
 from pyimage.errors import BuildError, ConfigError
+from pyimage.hashing import file_digest, hex_of
 from pyimage.resolve import indexfiles
 from pyimage.resolve.pip import Pin
 from pyimage.resolve.target import Target
@@ -163,10 +164,8 @@ def _file_sha256(found: indexfiles.IndexFile) -> str:
     """The index's sha256 for a file, or for a local file (a find-links directory) its computed one."""
     if found.sha256 or not found.url.startswith("file:"):
         return found.sha256
-    from pyimage.cache import file_digest
-
     local = Path(urllib.parse.unquote(urllib.parse.urlsplit(found.url).path))
-    return file_digest(local).partition(":")[2] if local.is_file() else ""  # streamed: torch's wheels are GBs
+    return hex_of(file_digest(local)) if local.is_file() else ""  # streamed: torch's wheels are GBs
 
 
 def _load_pins(value: Any) -> tuple[Pin, ...]:

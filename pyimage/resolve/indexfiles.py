@@ -15,7 +15,6 @@ never printed: every URL in a message goes through ``redact``.
 from __future__ import annotations
 
 import base64
-import hashlib
 import html.parser
 import json
 import netrc
@@ -32,6 +31,7 @@ from packaging.utils import canonicalize_name
 
 from pyimage.cache import Cache
 from pyimage.errors import BuildError
+from pyimage.hashing import file_digest, hash_stream, matches
 from pyimage.resolve.pip import Pin
 from pyimage.resolve.target import Target
 
@@ -263,7 +263,7 @@ def fetch(pin: Pin, sources: Sources, cache: Cache, lock_name: str) -> None:
         if not local.is_file():
             raise BuildError(f"{pin.name}: {local} is not there", "check pip's find-links / index configuration")
         if not pin.is_sdist:
-            _check_hash(pin, local, lock_name)
+            _check_digest(pin, file_digest(local), lock_name)
             cache.add_wheel(local, pin.sha256)
         return
     if pin.is_sdist:
@@ -275,31 +275,20 @@ def fetch(pin: Pin, sources: Sources, cache: Cache, lock_name: str) -> None:
     auth = _authorization(pin.url, sources)
     if auth:
         request.add_unredirected_header("Authorization", auth)  # never to the host a redirect names (S3, a CDN)
-    digest = hashlib.sha256()
     try:
         try:
             with urllib.request.urlopen(request, timeout=180) as response, open(got, "wb") as out:  # noqa: S310
-                while chunk := response.read(1 << 20):  # hashed as it arrives: the file is not read again
-                    digest.update(chunk)
-                    out.write(chunk)
+                digest = hash_stream(response, into=out)  # hashed as it arrives: the file is not read again
         except OSError as exc:
             raise BuildError(f"{pin.name}: cannot download {pin.filename} from {redact(pin.url)}: {exc}", "check the network (and proxy settings), then build again") from None
-        _check_digest(pin, digest.hexdigest(), lock_name)
+        _check_digest(pin, digest, lock_name)
         cache.add_wheel(got, pin.sha256, hashed=True)  # linked in unread
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _check_hash(pin: Pin, path: Path, lock_name: str) -> None:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    _check_digest(pin, digest.hexdigest(), lock_name)
-
-
 def _check_digest(pin: Pin, actual: str, lock_name: str) -> None:
-    if actual != pin.sha256:
+    if not matches(pin.sha256, actual):
         raise BuildError(
             f"{pin.name} {pin.version}: {pin.filename} from {redact(pin.url)} does not match the sha256 in {lock_name}",
             "the index served a different file: check the index, or re-create the lock",

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+import pyimage.tools as tools
+from pyimage.errors import BuildError
 
 __all__ = ["find_python", "host_version"]
 
@@ -43,10 +45,10 @@ def find_python(version: str) -> str | None:
     uv = shutil.which("uv")
     if uv:
         try:
-            proc = subprocess.run([uv, "python", "find", version], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
+            proc = tools.run([uv, "python", "find", version], tool="uv", doing=f"looking for Python {version}", timeout=30)
+        except BuildError:  # uv gone or hung: no interpreter found, as for any other place that lacks one
             return None
         path = proc.stdout.strip()
-        if proc.returncode == 0 and path and Path(path).exists():
+        if proc.ok and path and Path(path).exists():
             return path
     return None

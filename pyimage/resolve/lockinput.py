@@ -15,7 +15,6 @@ import functools
 import os
 import re
 import shutil
-import subprocess
 import sys
 import urllib.parse
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from packaging.utils import canonicalize_name
 
+import pyimage.tools as tools
 from pyimage.cache import Cache
 from pyimage.errors import BuildError, ConfigError
 from pyimage.resolve import indexfiles
@@ -119,13 +119,12 @@ def _export_uv(lock: Path, extras: Sequence[str], groups: Sequence[str], cwd: Pa
         )
     args = [uv, "export", "--locked", "--format", "pylock.toml", "--no-emit-project", "--no-header", "--no-default-groups", "--quiet"]
     args += [a for e in extras for a in ("--extra", e)] + [a for g in groups for a in ("--group", g)]
-    env = dict(os.environ, UV_NO_PROGRESS="1", NO_COLOR="1")
-    done = subprocess.run(args, cwd=cwd or lock.parent, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
+    done = tools.run(args, tool="uv", doing=f"reading {lock} (uv export)", cwd=cwd or lock.parent)
+    if not done.ok:
         message = " ".join(line.strip() for line in done.stderr.splitlines() if line.strip()).removeprefix("error: ")
         if "needs to be updated" in message or "--locked" in message:
             raise ConfigError(f"{lock} is out of date with pyproject.toml", "run `uv lock` and commit uv.lock")
-        raise BuildError(f"`uv export` cannot read {lock}: {message[:300]}", "run `uv lock --check` in the project to see uv's full message")
+        raise done.error("run `uv lock --check` in the project to see uv's full message", f"`uv export` cannot read {lock}", message[:300])
     return done.stdout
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import urllib.parse
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any, Sequence
 
 from packaging.utils import canonicalize_name
 
+import pyimage.tools as tools
 from pyimage.cache import Cache, Meta, string
 from pyimage.errors import BuildError
 from pyimage.resolve.interpreters import find_python, host_version
@@ -60,18 +60,14 @@ def host_python(version: str) -> str | None:
     return find_python(version)
 
 
-def _pip(args: Sequence[str], *, python: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", PIP_PROGRESS_BAR="off")
-    return subprocess.run([python or sys.executable, "-m", "pip", *args], capture_output=True, text=True, env=env)
+def _pip(args: Sequence[str], doing: str, *, python: str | None = None) -> tools.Ran:
+    """pip of ``python`` (pyimage's own by default) run through ``tools.run``: the user's pip configuration,
+    quiet and non-interactive, credentials redacted from what it says."""
+    return tools.run([python or sys.executable, "-m", "pip", *args], tool="pip", doing=doing, missing_hint="pip is part of pyimage's install: reinstall pyimage-oci")
 
 
-def _last_error(stderr: str) -> str:
-    lines = [l.strip() for l in stderr.splitlines() if l.strip() and not l.startswith("WARNING")]
-    errors = [l for l in lines if l.startswith("ERROR")]
-    return (errors[-1] if errors else (lines[-1] if lines else "pip failed")).removeprefix("ERROR: ")
-
-
-_SUBPROCESS_OUTPUT = re.compile(r"\[\d+ lines? of output\]\n(.*?)\n\s*\[end of output\]", re.S)
+def _last_error(output: str) -> str:
+    return tools.tail(output) or "pip failed"
 
 
 _NO_MODULE = re.compile(r"No module named '([^']+)'")
@@ -102,11 +98,7 @@ def _build_failure(output: str) -> str:
     if "install build dependencies did not run successfully" in output:
         missing = _NO_DISTRIBUTION.findall(output)
         return f"its build requirements could not be installed (no distribution found for {missing[0]})" if missing else f"its build requirements could not be installed ({_last_error(output)})"
-    for block in reversed(_SUBPROCESS_OUTPUT.findall(output)):
-        lines = [line.strip() for line in block.splitlines() if line.strip()]
-        if lines:
-            return lines[-1]
-    return _last_error(output)
+    return _last_error(output)  # the backend's own last words when pip quotes them (tools.tail)
 
 
 def _is_local(url: str) -> bool:
@@ -156,11 +148,12 @@ def resolve(
                     "install", "--dry-run", "--ignore-installed", "--report", str(report),
                     "--target", str(Path(tmp) / "unused-target"), "--find-links", str(built_dir),
                     *target.pip_args(), *extra_args, *requirements,
-                ]
+                ],
+                f"resolving the dependencies for {target.describe()}",
             )
-            if proc.returncode == 0:
+            if proc.ok:
                 break
-            output = proc.stdout + "\n" + proc.stderr
+            output = proc.output
             conflict = diagnose.conflict_error(output)
             if conflict is not None:
                 raise conflict
@@ -169,10 +162,7 @@ def resolve(
                 raise wrong_python
             missing = diagnose.no_match(output)
             if not missing or canonicalize_name(missing[0]) in tried:
-                raise BuildError(
-                    f"cannot resolve the dependencies for {target.describe()}: {_last_error(proc.stderr)}",
-                    "run the same requirements through `pip install --dry-run` to see pip's full message",
-                )
+                raise proc.error("run the same requirements through `pip install --dry-run` to see pip's full message")
             name, spec = missing
             tried.add(canonicalize_name(name))
             _build_sdist(name, spec, target, built_dir, cache, extra_args, output)
@@ -262,16 +252,14 @@ def _build_sdist(name: str, spec: str, target: Target, out: Path, cache: Cache, 
         found = _pip(
             ["install", "--dry-run", "--ignore-installed", "--no-deps", "--no-binary", name, "--use-pep517", "--report", str(report),
              "--target", str(Path(tmp) / "unused"), *extra_args, f"{name}{spec}"],
+            f"building the sdist of {name}",
             python=python,
         )
-        if found.returncode != 0:
-            both = output + "\n" + found.stdout + "\n" + found.stderr
-            if diagnose.no_match(found.stdout + found.stderr) and not _build_env_failed(found.stdout + found.stderr):
-                raise diagnose.missing_error(name, spec, both, target.describe())
-            raise BuildError(
-                f"{name}: no wheel for {target.describe()}, and its sdist failed to build: {_build_failure(found.stdout + found.stderr)}",
-                _build_hint(name, found.stdout + found.stderr),
-            )
+        if not found.ok:
+            said = found.output
+            if diagnose.no_match(said) and not _build_env_failed(said):
+                raise diagnose.missing_error(name, spec, output + "\n" + said, target.describe())
+            raise found.error(_build_hint(name, said), f"{name}: no wheel for {target.describe()}, and its sdist failed to build", _build_failure(said))
         (item,) = json.loads(report.read_text())["install"]
         info = item.get("download_info", {})
         url = info.get("url", "")
@@ -306,13 +294,10 @@ def _wheel_from_sdist(name: str, version: str, url: str, sha256: str, python: st
     dest.mkdir(parents=True, exist_ok=True)
     reqs = dest / "requirements.txt"
     reqs.write_text(_sdist_requirement(name, version, url, sha256))
-    proc = _pip(["wheel", "--no-deps", "--no-binary", name, "--use-pep517", "--require-hashes", "--wheel-dir", str(dest), *extra_args, "-r", str(reqs)], python=python)
+    proc = _pip(["wheel", "--no-deps", "--no-binary", name, "--use-pep517", "--require-hashes", "--wheel-dir", str(dest), *extra_args, "-r", str(reqs)], f"building the sdist of {name}", python=python)
     reqs.unlink()
-    if proc.returncode != 0:
-        raise BuildError(
-            f"{name}: no wheel for this target, and its sdist failed to build: {_build_failure(proc.stdout + proc.stderr)}",
-            _build_hint(name, proc.stdout + proc.stderr),
-        )
+    if not proc.ok:
+        raise proc.error(_build_hint(name, proc.output), f"{name}: no wheel for this target, and its sdist failed to build", _build_failure(proc.output))
     wheels = [w for w in dest.glob("*.whl") if canonicalize_name(w.name.split("-")[0]) == name]
     if len(wheels) != 1:
         raise BuildError(f"{name}: building its sdist gave {len(wheels)} wheels", "report this with --debug output")
@@ -365,9 +350,9 @@ def fetch_wheels(pins: Sequence[Pin], target: Target, cache: Cache) -> dict[str,
             reqs = tmp / "requirements.txt"
             reqs.write_text("".join(f"{p.name} @ {p.url} --hash=sha256:{p.sha256}\n" if p.url else f"{p.name}=={p.version} --hash=sha256:{p.sha256}\n" for p in missing))
             dest = Path(tmp) / "wheels"
-            proc = _pip(["download", "--no-deps", "--require-hashes", "--dest", str(dest), *target.pip_args(), "-r", str(reqs)])
-            if proc.returncode != 0:
-                raise BuildError(f"cannot download the locked wheels: {_last_error(proc.stderr)}", "check the network and index settings (find-links, index-url), or run `pyimage lock`")
+            proc = _pip(["download", "--no-deps", "--require-hashes", "--dest", str(dest), *target.pip_args(), "-r", str(reqs)], "downloading the locked wheels")
+            if not proc.ok:
+                raise proc.error("check the network and index settings (find-links, index-url), or run `pyimage lock`")
             for pin in missing:
                 got = dest / pin.filename
                 if not got.exists():

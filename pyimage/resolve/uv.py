@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import urllib.parse
 from pathlib import Path
 from typing import Sequence
 
 from packaging.utils import canonicalize_name
 
+import pyimage.tools as tools
 from pyimage.cache import Cache
 from pyimage.errors import BuildError
 from pyimage.resolve.pip import Pin
@@ -171,17 +171,15 @@ def _input_lines(requirements: Sequence[str]) -> list[str]:
     return lines
 
 
-def _run(uv: str, args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full = dict(os.environ, **env)
-    full.setdefault("UV_NO_PROGRESS", "1")
-    return subprocess.run([uv, *args], capture_output=True, text=True, env=full)
+def _run(uv: str, args: Sequence[str], env: dict[str, str]) -> tools.Ran:
+    return tools.run([uv, *args], tool="uv", doing="resolving the dependencies", env=env)
 
 
-def _compile(uv: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _compile(uv: str, args: list[str], env: dict[str, str]) -> tools.Ran:
     """Wheels only, as the pip backend resolves; sdists are allowed only when some requirement has no wheel for
     the target at all (they are built into wheels for it when their layer needs them)."""
     proc = _run(uv, [*args, "--only-binary", ":all:"], env)
-    if proc.returncode != 0 and re.search(r"ha(?:s|ve) no usable wheels", proc.stderr):  # one version "has", several "have"
+    if not proc.ok and re.search(r"ha(?:s|ve) no usable wheels", proc.stderr):  # one version "has", several "have"
         proc = _run(uv, args, env)
     return proc
 
@@ -221,10 +219,10 @@ def resolve(
         if prefer:
             (work / "prefer.txt").write_text("".join(f"{p.name}=={p.version}\n" for p in prefer))
             proc = _compile(uv, [*base, "--constraint", str(work / "prefer.txt")], env)
-        if proc is None or proc.returncode != 0:  # the old versions no longer fit the new inputs: resolve freely
+        if proc is None or not proc.ok:  # the old versions no longer fit the new inputs: resolve freely
             proc = _compile(uv, base, env)
-        if proc.returncode != 0:
-            raise _error(proc.stderr, target)
+        if not proc.ok:
+            raise _error(proc.stderr, target)  # stderr as tools.run gives it: credentials redacted
         from pyimage.config import tomllib
 
         try:

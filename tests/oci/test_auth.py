@@ -209,7 +209,7 @@ def test_broken_helper_is_a_registry_error_without_its_output(env: dict[str, str
     script.write_text("#!/bin/sh\necho 'token=supersecret oops' >&2\nexit 3\n")
     script.chmod(0o755)
     docker_config(home, {"credsStore": "broken"})
-    with pytest.raises(RegistryError) as info:
+    with pytest.raises(RegistryError, match=r"^credential helper docker-credential-broken failed for ghcr\.io \(exit 3\)$") as info:
         lookup_credentials("ghcr.io", env=env)
     assert "docker-credential-broken" in info.value.message
     assert "supersecret" not in info.value.message + info.value.hint
