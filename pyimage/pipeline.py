@@ -159,7 +159,7 @@ def _interpreter(cfg: Config, base: Image, cache: Cache) -> tuple[Interpreter, T
     if cfg.interpreter == "base":
         interp = choose_base_python(facts.pythons, cfg.python, cfg.base)
     else:
-        interp = standalone_interpreter(cfg.interpreter, cfg.interpreter_sha256, cache)
+        interp = standalone_interpreter(cfg.interpreter, cfg.interpreter_sha256, cache, cfg.env)
         if cfg.python and cfg.python != interp.version:
             raise ConfigError(f"python = {cfg.python!r} but the interpreter is Python {interp.version}", "drop python, or point interpreter at a matching CPython")
     target = Target(interp.version, cfg.platform, facts.libc or "glibc", facts.libc_version or "2.28")

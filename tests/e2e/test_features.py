@@ -71,6 +71,21 @@ def test_standalone_interpreter_becomes_its_own_layer_and_runs_the_app(pyimage: 
     assert "hello, world" in out
 
 
+def test_a_non_relocatable_interpreter_is_refused_before_layer_work(pyimage: Pyimage, tmp_path: Path) -> None:
+    pyenv = Path.home() / ".pyenv" / "versions" / "3.12.1"
+    if not (pyenv / "lib" / "libpython3.12.so.1.0").is_file():
+        pytest.skip("needs pyenv's shared CPython 3.12.1")
+    project = copy_example("hello-cli", tmp_path)
+    done = pyimage.run("build", "--set", f"interpreter={pyenv}", "-o", f"oci:{tmp_path / 'layout'}", project=project, check=False)
+    assert done.returncode == 2, done.stderr
+    lines = [l for l in done.stderr.splitlines() if l.startswith(("error:", "hint:"))]
+    assert lines[0] == (
+        f"error: interpreter {pyenv}: bin/python3.12 needs libpython3.12.so.1.0, which it looks for in RUNPATH {pyenv}/lib, "
+        "a directory of the machine it was built on that the image will not have (the container would exit 127)"
+    )
+    assert not (tmp_path / "layout").exists()
+
+
 def test_sdist_only_dependency_is_built_into_a_wheel(pyimage: Pyimage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a real sdist, offered by a real find-links directory, that pip must build for the target
     dep = tmp_path / "greeting-src"
