@@ -461,7 +461,7 @@ def init(
             section = re.sub(r"^# entrypoint = .*$", lambda _m: "\n".join(lines), section, count=1, flags=re.M)
         if chosen and chosen != DEFAULT_INIT_BASE:
             section = section.replace(f'base = "{DEFAULT_INIT_BASE}"', f"base = {json.dumps(chosen)}")
-        scripts = _console_scripts(text)
+        scripts = _console_scripts(text, project)
         if len(scripts) > 1:  # the build would stop at "which one runs is ambiguous": choose the first, name the rest
             section = section.replace('# entrypoint = ["myapp"]        # default: the project\'s only console script', f"entrypoint = {json.dumps([scripts[0]])}  # the project's console scripts: {', '.join(scripts)}")
         pyproject.write_text(text.rstrip("\n") + "\n\n" + section)
@@ -497,15 +497,37 @@ def _has_dependencies(pyproject: Path) -> bool:
     return bool(isinstance(project, dict) and project.get("dependencies"))
 
 
-def _console_scripts(pyproject_text: str) -> list[str]:
-    """The console scripts ``[project.scripts]`` declares, in the file's order (for init's ``entrypoint``)."""
+def _console_scripts(pyproject_text: str, project: Path | None = None) -> list[str]:
+    """The console scripts ``[project.scripts]`` declares, in the file's order (for init's ``entrypoint``); when
+    it declares none, those of setup.cfg's ``[options.entry_points] console_scripts``. setup.py is never run."""
     from pyimage.config import tomllib
 
     try:
         scripts = tomllib.loads(pyproject_text).get("project", {}).get("scripts", {})
     except tomllib.TOMLDecodeError:
         return []
-    return [str(name) for name in scripts] if isinstance(scripts, dict) else []
+    if isinstance(scripts, dict) and scripts:
+        return [str(name) for name in scripts]
+    return _setup_cfg_scripts(project / "setup.cfg") if project is not None else []
+
+
+def _setup_cfg_scripts(setup_cfg: Path) -> list[str]:
+    """``console_scripts`` of setup.cfg's ``[options.entry_points]`` in the file's order (``name = module:func``
+    lines, as setuptools reads them); [] when the file is missing or not readable as setuptools' INI."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(setup_cfg.read_text(encoding="utf-8", errors="replace"), str(setup_cfg))
+        value = parser.get("options.entry_points", "console_scripts", fallback="")
+    except (OSError, configparser.Error):
+        return []
+    names = []
+    for line in value.splitlines():
+        name, sep, target = line.partition("=")
+        if sep and name.strip() and target.strip() and not name.strip().startswith(("#", ";")):
+            names.append(name.strip())
+    return list(dict.fromkeys(names))
 
 
 @cache_app.command("info")

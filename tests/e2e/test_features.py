@@ -389,3 +389,20 @@ def test_a_setup_py_project_gets_a_pyproject_holding_only_tool_pyimage_and_build
     pyimage.build(project, tmp_path / "out")
     assert run_image(tmp_path / "out", "test").stdout.strip() == "legacy ok"
     assert sorted(p.name for p in project.iterdir()) == ["legacyapp", "pylock.pyimage.toml", "pyproject.toml", "scripts", "setup.py"]  # no build/, no egg-info
+
+
+def test_a_setup_cfg_project_with_several_console_scripts_builds_after_init(pyimage: Pyimage, tmp_path: Path) -> None:
+    """httpie 3.2.4's layout: setup.py and setup.cfg ``[options.entry_points] console_scripts`` (http, https,
+    httpie); init writes the first as the entrypoint, so the build is not stopped by the ambiguity."""
+    project = tmp_path / "webtool"
+    (project / "webtool").mkdir(parents=True)
+    (project / "webtool" / "__init__.py").write_text("")
+    (project / "webtool" / "__main__.py").write_text("def main():\n    print('http ran')\n")
+    (project / "setup.py").write_text("from setuptools import setup\nsetup()\n")
+    (project / "setup.cfg").write_text(
+        "[metadata]\nname = webtool\nversion = 3.2.4\n\n[options]\npackages = find:\n\n[options.entry_points]\n"
+        "console_scripts =\n    http = webtool.__main__:main\n    https = webtool.__main__:main\n    webtool = webtool.__main__:main\n"
+    )
+    subprocess.run([sys.executable, "-m", "pyimage", "init", "-C", str(project)], check=True, capture_output=True)
+    pyimage.build(project, tmp_path / "out")
+    assert run_image(tmp_path / "out", "test").stdout.strip() == "http ran"
