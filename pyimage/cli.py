@@ -267,7 +267,7 @@ def inspect(
 ) -> None:
     """Show an image's layers (with the names pyimage gave them), sizes and run configuration."""
     from pyimage.base import load_base
-    from pyimage.oci.model import Platform
+    from pyimage.oci.model import Platform, layer_names
 
     image = _local_image(image)
     if check:
@@ -281,14 +281,17 @@ def inspect(
         raise ConfigError(f"--platform {platform!r}: {exc}", "give os/arch[/variant], e.g. linux/amd64 or linux/arm64") from None
     loaded, source = load_base(image, wanted, _cache(cache_dir), verify_layers=False)
     platforms = _index_platforms(image)
-    history = [h for h in loaded.config.get("history", []) if not h.get("empty_layer")]
-    names = [str(h.get("created_by", "")).removeprefix("pyimage: ") for h in history] if len(history) == len(loaded.layers) else [""] * len(loaded.layers)
+    named = layer_names(loaded.config, len(loaded.layers))  # the base's layers are "base", as build --json names them
+    names = [name for name, _ in named]
     run = loaded.config.get("config") or {}
     data: dict[str, Any] = {
         "image": source,
         "platform": str(loaded.platform),
         "created": loaded.config.get("created"),
-        "layers": [{"name": n, "digest": l.digest, "size": l.size, "media_type": l.descriptor.media_type} for n, l in zip(names, loaded.layers)],
+        "layers": [
+            {"name": n, **({"source": src} if src else {}), "digest": l.digest, "size": l.size, "media_type": l.descriptor.media_type}
+            for (n, src), l in zip(named, loaded.layers)
+        ],
         "config": {k: run.get(k) for k in ("Entrypoint", "Cmd", "Env", "User", "WorkingDir", "Labels") if run.get(k) is not None},
     }
     if platforms:

@@ -125,10 +125,13 @@ def test_init_chooses_the_first_of_several_console_scripts_and_the_build_runs(tm
     assert done.returncode == 0, done.stderr
     assert "entrypoint = zed, the first of 2 console scripts" in done.stderr
     assert 'entrypoint = ["zed"]  # the project\'s console scripts: zed, tinyapp' in (project / "pyproject.toml").read_text()
-    built = run_pyimage("build", "-C", str(project), "-o", f"oci:{tmp_path / 'img'}:t", cache=tmp_path / "cache")
+    built = run_pyimage("build", "-C", str(project), "--json", "-o", f"oci:{tmp_path / 'img'}:t", cache=tmp_path / "cache")
     assert built.returncode == 0, built.stderr
     shown = run_pyimage("inspect", f"oci:{tmp_path / 'img'}:t", "--json", cache=tmp_path / "cache")
     assert json.loads(shown.stdout)["config"]["Entrypoint"] == ["zed"], shown.stdout
+    # inspect names the layers exactly as build --json does: the base's as "base"
+    names = [l["name"] for l in json.loads(shown.stdout)["layers"]]
+    assert names == [l["name"] for l in json.loads(built.stdout)["layers"]] and names[0] == "base"
 
 
 SETUP_CFG = """\
