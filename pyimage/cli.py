@@ -269,7 +269,7 @@ def inspect(
 ) -> None:
     """Show an image's layers (with the names pyimage gave them), sizes and run configuration."""
     from pyimage.base import load_base
-    from pyimage.oci.model import Platform
+    from pyimage.oci.model import Platform, layer_names
 
     image = _local_image(image)
     if check:
@@ -283,14 +283,17 @@ def inspect(
         raise ConfigError(f"--platform {platform!r}: {exc}", "give os/arch[/variant], e.g. linux/amd64 or linux/arm64") from None
     loaded, source = load_base(image, wanted, _cache(cache_dir), verify_layers=False)
     platforms = _index_platforms(image)
-    history = [h for h in loaded.config.get("history", []) if not h.get("empty_layer")]
-    names = [str(h.get("created_by", "")).removeprefix("pyimage: ") for h in history] if len(history) == len(loaded.layers) else [""] * len(loaded.layers)
+    named = layer_names(loaded.config, len(loaded.layers))  # the base's layers are "base", as build --json names them
+    names = [name for name, _ in named]
     run = loaded.config.get("config") or {}
     data: dict[str, Any] = {
         "image": source,
         "platform": str(loaded.platform),
         "created": loaded.config.get("created"),
-        "layers": [{"name": n, "digest": l.digest, "size": l.size, "media_type": l.descriptor.media_type} for n, l in zip(names, loaded.layers)],
+        "layers": [
+            {"name": n, **({"source": src} if src else {}), "digest": l.digest, "size": l.size, "media_type": l.descriptor.media_type}
+            for (n, src), l in zip(named, loaded.layers)
+        ],
         "config": {k: run.get(k) for k in ("Entrypoint", "Cmd", "Env", "User", "WorkingDir", "Labels") if run.get(k) is not None},
     }
     if platforms:
@@ -450,16 +453,20 @@ def init(
         chosen, note = (base, None) if base else offline_base()
         section = render("pyproject-section.toml")
         if app is not None:
-            entry = f"entrypoint = {json.dumps(app[1])}"
-            lines = [entry + "  # the project is not a package: its files are copied to workdir (/app), and this runs there"]
-            told.append(f"{entry}: guessed from the project's files; change it to what your Dockerfile runs (CMD)")
+            if app[1] is not None:
+                entry = f"entrypoint = {json.dumps(app[1])}"
+                lines = [entry + "  # the project is not a package: its files are copied to workdir (/app), and this runs there"]
+                told.append(f"{entry}: guessed from the project's files; change it to what your Dockerfile runs (CMD)")
+            else:
+                lines = ['# entrypoint = ["python", "-m", "yourapp"]  # required: the project is not a package; its files are copied to workdir (/app), and this runs there']
+                told.append("no entrypoint guessed (no *.py file, no package with __main__.py): set entrypoint to what your Dockerfile runs (CMD) before building")
             if (project / "requirements.txt").is_file() and not _has_dependencies(pyproject):
                 lines.append('requirements = "requirements.txt"  # the dependencies (a file with --hash on every line is installed as a lock)')
                 told.append("requirements = \"requirements.txt\": the dependencies stay in requirements.txt")
             section = re.sub(r"^# entrypoint = .*$", lambda _m: "\n".join(lines), section, count=1, flags=re.M)
         if chosen and chosen != DEFAULT_INIT_BASE:
             section = section.replace(f'base = "{DEFAULT_INIT_BASE}"', f"base = {json.dumps(chosen)}")
-        scripts = _console_scripts(text)
+        scripts = _console_scripts(text, project)
         if len(scripts) > 1:  # the build would stop at "which one runs is ambiguous": choose the first, name the rest
             section = section.replace('# entrypoint = ["myapp"]        # default: the project\'s only console script', f"entrypoint = {json.dumps([scripts[0]])}  # the project's console scripts: {', '.join(scripts)}")
         pyproject.write_text(text.rstrip("\n") + "\n\n" + section)
@@ -495,15 +502,37 @@ def _has_dependencies(pyproject: Path) -> bool:
     return bool(isinstance(project, dict) and project.get("dependencies"))
 
 
-def _console_scripts(pyproject_text: str) -> list[str]:
-    """The console scripts ``[project.scripts]`` declares, in the file's order (for init's ``entrypoint``)."""
+def _console_scripts(pyproject_text: str, project: Path | None = None) -> list[str]:
+    """The console scripts ``[project.scripts]`` declares, in the file's order (for init's ``entrypoint``); when
+    it declares none, those of setup.cfg's ``[options.entry_points] console_scripts``. setup.py is never run."""
     from pyimage.config import tomllib
 
     try:
         scripts = tomllib.loads(pyproject_text).get("project", {}).get("scripts", {})
     except tomllib.TOMLDecodeError:
         return []
-    return [str(name) for name in scripts] if isinstance(scripts, dict) else []
+    if isinstance(scripts, dict) and scripts:
+        return [str(name) for name in scripts]
+    return _setup_cfg_scripts(project / "setup.cfg") if project is not None else []
+
+
+def _setup_cfg_scripts(setup_cfg: Path) -> list[str]:
+    """``console_scripts`` of setup.cfg's ``[options.entry_points]`` in the file's order (``name = module:func``
+    lines, as setuptools reads them); [] when the file is missing or not readable as setuptools' INI."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(setup_cfg.read_text(encoding="utf-8", errors="replace"), str(setup_cfg))
+        value = parser.get("options.entry_points", "console_scripts", fallback="")
+    except (OSError, configparser.Error):
+        return []
+    names = []
+    for line in value.splitlines():
+        name, sep, target = line.partition("=")
+        if sep and name.strip() and target.strip() and not name.strip().startswith(("#", ";")):
+            names.append(name.strip())
+    return list(dict.fromkeys(names))
 
 
 @cache_app.command("info")

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 from pyimage.cache import Cache
 from pyimage.errors import BuildError, ConfigError
-from pyimage.oci.model import INDEX_MEDIA_TYPES, Descriptor, Image, ImageIndex, Platform
+from pyimage.oci.model import INDEX_MEDIA_TYPES, Descriptor, Image, ImageIndex, Platform, layer_names
 from pyimage.publish import RegistrySettings
 
 __all__ = ["Source", "load_sources", "merge_index"]
@@ -70,11 +70,9 @@ def _checked(image: Image, digest: str, shown: str) -> Image:
 
 
 def _named(image: Image) -> Image:
-    """Layers named from the config's history (``pyimage: app`` → ``app``), for reports."""
-    created = [str(h.get("created_by", "")) for h in image.config.get("history") or [] if isinstance(h, dict) and not h.get("empty_layer")]
-    if len(created) != len(image.layers):
-        created = ["layer"] * len(image.layers)
-    return replace(image, layers=tuple(replace(l, name=c.removeprefix("pyimage: ") or "layer") for l, c in zip(image.layers, created)))
+    """Layers named from the config's history (``pyimage: app`` → ``app``, the base's ``base``), for reports."""
+    named = layer_names(image.config, len(image.layers))
+    return replace(image, layers=tuple(replace(l, name=name or "layer") for l, (name, _source) in zip(image.layers, named)))
 
 
 def _layout_sources(rest: str, cache: Cache) -> list[Source]:

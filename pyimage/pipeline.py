@@ -121,7 +121,7 @@ def _interpreter(cfg: Config, base: Image, cache: Cache) -> tuple[Interpreter, T
     if cfg.interpreter == "base":
         interp = choose_base_python(facts.pythons, cfg.python, cfg.base)
     else:
-        interp = standalone_interpreter(cfg.interpreter, cfg.interpreter_sha256, cache)
+        interp = standalone_interpreter(cfg.interpreter, cfg.interpreter_sha256, cache, cfg.env)
         if cfg.python and cfg.python != interp.version:
             raise ConfigError(f"python = {cfg.python!r} but the interpreter is Python {interp.version}", "drop python, or point interpreter at a matching CPython")
     target = Target(interp.version, cfg.platform, facts.libc or "glibc", facts.libc_version or "2.28")
@@ -139,13 +139,14 @@ def _interpreter(cfg: Config, base: Image, cache: Cache) -> tuple[Interpreter, T
     return interp, target
 
 
-def unpackaged_app(start: Path) -> tuple[str, list[str]] | None:
-    """For ``pyimage init``: (a project name, a likely entrypoint) when ``start`` is not a package (no
-    ``[build-system]``, setup.py or setup.cfg; resolve/appsource.py), None when it builds into a wheel."""
+def unpackaged_app(start: Path) -> tuple[str, list[str] | None] | None:
+    """For ``pyimage init``: (a project name, a likely entrypoint or None when no file suggests one) when
+    ``start`` is not a package (no ``[build-system]``, setup.py or setup.cfg; resolve/appsource.py), None when it
+    builds into a wheel."""
     if is_package(start):
         return None
     source = app_source(start, ())
-    return source.name, entrypoint_guess(start, source.requires)
+    return source.name, entrypoint_guess(start, source.requires, source.name)
 
 
 def workspace_member(start: Path, package: str) -> Path:
@@ -256,7 +257,10 @@ def plan(
         wheels = _wheel_values(pins, target, cache, paths)
         checked = [*wheels, *(w for w, _ in local_wheels), *([app] if app else [])]
         conflict_notes = check_conflicts(checked, paths, cache)
-        check_program(cfg, scripts, base, facts, interp, paths, (p for w in checked for p in wheel_files(w, paths, cache)[0]), [*files, *app_files])
+        check_program(
+            cfg, scripts, base, facts, interp, paths, (p for w in checked for p in wheel_files(w, paths, cache)[0]), [*files, *app_files],
+            cfg.workdir or (DEFAULT_WORKDIR if source is not None else None),
+        )
         if not refresh_lock:  # `pyimage lock` pins versions; whether the base can run them is the image's question
             placed = _fetch_pinned(unscanned(checked, cache), pins, target, cache, events)  # only wheels never scanned
             wheels, checked = [placed.get(w.sha256, w) for w in wheels], [placed.get(w.sha256, w) for w in checked]

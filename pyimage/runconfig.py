@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import json
 import posixpath
+import sys
 from typing import Any, Iterable, Sequence
 
 from pyimage.base import BaseFacts
@@ -51,7 +53,7 @@ def check_entrypoint(cfg: Config, source: AppSource | None = None) -> None:
     project that is not a package has no console script at all, so it must say what runs."""
     if source is not None:
         if cfg.entrypoint is None and cfg.command is None:
-            guess = entrypoint_guess(cfg.project_dir, source.requires)
+            guess = entrypoint_guess(cfg.project_dir, source.requires, source.name) or ["python", "-m", "yourapp"]
             if project_table(cfg.project_dir).get("scripts"):  # meant as a package: say what makes it one
                 raise ConfigError(
                     f"{cfg.pyproject}: [project.scripts] is declared, but without a [build-system] table the project is not built as a package (as with uv), so there is no console script",
@@ -69,12 +71,14 @@ def check_entrypoint(cfg: Config, source: AppSource | None = None) -> None:
 
 def check_program(
     cfg: Config, scripts: Sequence[str], base: Image, facts: BaseFacts, interp: Interpreter, paths: InstallPaths,
-    venv_files: Iterable[str], files: Sequence[ProjectFile],
+    venv_files: Iterable[str], files: Sequence[ProjectFile], workdir: str | None = None,
 ) -> None:
     """Once the wheel set is known, before layer work: the program an explicit ``entrypoint`` names (or
     ``command``, when nothing else is the entrypoint) is one the image will hold, else exit 127 at run time.
     A bare name is looked up on the image's PATH (the venv's bin: every wheel's scripts and ``python``; then the
-    base's PATH directories, from its scan); an absolute path must be in the venv, the ``files`` layer or the base."""
+    base's PATH directories, from its scan); an absolute path must be in the venv, the ``files`` layer or the base.
+    When the program is the venv's python, what it runs is checked too (``_check_python_target``): ``FILE.py``
+    relative to ``workdir`` (the WorkingDir pyimage sets, None when the base's is kept), ``-m MOD``."""
     base_run = base.config.get("config") or {}
     if cfg.entrypoint is not None:
         key, argv = "entrypoint", list(cfg.entrypoint)
@@ -87,6 +91,7 @@ def check_program(
     program = argv[0]
     venv_bin = "/" + paths.bin.strip("/")
     in_venv = {"/" + p for p in venv_files}
+    pythons = {posixpath.join(venv_bin, n) for n in ("python", "python3", f"python{interp.version}")}
     in_venv |= {posixpath.join(venv_bin, n) for n in ("python", "python3", f"python{interp.version}")}
     in_files = {"/" + f.dest for f in files}
     standalone = interp.source is not None
@@ -96,18 +101,24 @@ def check_program(
             return True
         return standalone and posixpath.commonpath([path, STANDALONE_HOME]) == STANDALONE_HOME  # not enumerated: trusted
 
+    env = {k: v for k, v in (item.partition("=")[::2] for item in base_run.get("Env") or [])}
+    check_target = functools.partial(_check_python_target, key, argv, in_venv, in_files, facts, paths, workdir, "PYTHONPATH" in {**env, **cfg.env})
     if program.startswith("/"):
         if exists(posixpath.normpath(program)):
+            if posixpath.normpath(program) in pythons or posixpath.normpath(program) == interp.executable:
+                check_target()
             return
         raise ConfigError(
             f"{key} = {json.dumps(argv)}: {program} is in neither the venv, the files layer nor the base image",
             f"use a path the image holds, or a bare name found on its PATH (the venv's scripts: {', '.join(sorted(_bin_names(in_venv, venv_bin))[:8])})",
         )
-    env = {k: v for k, v in (item.partition("=")[::2] for item in base_run.get("Env") or [])}
     path_dirs = [venv_bin, *(env.get("PATH") or DEFAULT_PATH).split(":")]
     if "PATH" in cfg.env:
         path_dirs = cfg.env["PATH"].split(":")  # replaces the whole PATH in the image config
-    if any(d and exists(posixpath.join(d, program)) for d in path_dirs):
+    found = next((d for d in path_dirs if d and exists(posixpath.join(d, program))), None)
+    if found is not None:
+        if posixpath.join(found, program) in pythons:
+            check_target()
         return
     ours = _bin_names(in_venv, venv_bin)
     theirs = {n for d in path_dirs if d and d != venv_bin for n in facts.programs_in(d)}
@@ -118,6 +129,102 @@ def check_program(
         f"{key} = {json.dumps(argv)}: {program!r} is no script in the venv (its scripts: {scripts_list}) and no program on the image's PATH",
         (f'did you mean "{close[0]}"? ' if close else "") + f"fix {key} in [tool.pyimage] (or --set), or add the package that provides {program!r} to the dependencies",
     )
+
+
+_PYTHON_FLAGS = frozenset("bBdEhiIOPqsSuvVx")  # single-letter options of CPython that take no argument
+
+
+def _python_target(args: Sequence[str]) -> tuple[str, str] | None:
+    """What ``python ARGS`` runs: ("script", PATH) or ("module", NAME); None for ``-c``, stdin, ``--version`` and
+    anything this reading of CPython's command line does not know (then nothing is checked)."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return ("script", args[i + 1]) if i + 1 < len(args) else None
+        if arg == "--check-hash-based-pycs":
+            i += 2
+            continue
+        if arg == "-" or arg.startswith("--"):
+            return None
+        if not arg.startswith("-"):
+            return "script", arg
+        for j, letter in enumerate(arg[1:], start=1):
+            rest = arg[j + 1 :]
+            if letter == "c":
+                return None
+            if letter == "m":
+                name = rest or (args[i + 1] if i + 1 < len(args) else "")
+                return ("module", name) if name else None
+            if letter in "XW":
+                i += 0 if rest else 1  # its value is the rest of this word, or the next word
+                break
+            if letter not in _PYTHON_FLAGS:
+                return None
+        i += 1
+    return None
+
+
+def _check_python_target(
+    key: str, argv: list[str], in_venv: set[str], in_files: set[str], facts: BaseFacts, paths: InstallPaths, workdir: str | None, pythonpath: bool
+) -> None:
+    """``python FILE.py`` / ``python -m MOD`` with the venv's python: the file (relative to ``workdir``) or module
+    (the standard library, the venv's site-packages, or ``workdir``, which ``-m`` puts first on sys.path) must
+    be one the image holds, else the container stops at "can't open file" / "No module named". Only what can
+    be known is checked: an absolute script, a workdir the base's files decide (none set by pyimage, or one
+    the base already fills), or a PYTHONPATH in the env leave it unchecked."""
+    target = _python_target(argv[1:])
+    if target is None:
+        return
+    kind, name = target
+    wd = posixpath.normpath(workdir) if workdir else None
+    if wd is not None and any(posixpath.commonpath([p, wd]) == wd for p in (*facts.executables, *facts.links)):
+        wd = None  # the base ships files there: not all of them are known
+    site = "/" + paths.site_packages.strip("/")
+    if kind == "script":
+        if name.startswith("/") or wd is None:
+            return
+        path = posixpath.normpath(posixpath.join(wd, name))
+        if path in in_files or path in in_venv or facts.has_program(path):
+            return
+        raise ConfigError(
+            f"{key} = {json.dumps(argv)}: {name} is not in the image: the app's files at {wd} hold no {posixpath.relpath(path, wd)}",
+            _runnable_hint(key, in_files, wd),
+        )
+    if not name or pythonpath or name.split(".")[0] in sys.stdlib_module_names:
+        return
+    roots = [site] + ([wd] if wd is not None else [])
+    if any(_holds_module(root, name, in_files | in_venv) for root in roots):
+        return
+    if wd is None:
+        return  # sys.path[0] is a working directory whose files are not all known here
+    raise ConfigError(
+        f"{key} = {json.dumps(argv)}: no module {name!r} in the image: neither the venv's site-packages nor the app's files at {wd} hold it",
+        _runnable_hint(key, in_files, wd) + f", or add the package that provides {name!r} to the dependencies",
+    )
+
+
+def _holds_module(root: str, module: str, present: set[str]) -> bool:
+    """Whether ``root`` (a sys.path entry) holds ``module``: its .py file, its package directory (namespace
+    packages included) or an extension module."""
+    base = posixpath.join(root, *module.split("."))
+    parent, last = posixpath.split(base)
+    for p in present:
+        if p == base + ".py" or p.startswith(base + "/"):
+            return True
+        if posixpath.dirname(p) == parent and posixpath.basename(p).startswith(last + ".") and p.endswith(".so"):
+            return True
+    return False
+
+
+def _runnable_hint(key: str, in_files: set[str], wd: str) -> str:
+    """What the app's files at ``wd`` could run: its top-level scripts and packages with ``__main__.py``."""
+    scripts = sorted(posixpath.relpath(p, wd) for p in in_files if posixpath.dirname(p) == wd and p.endswith(".py"))
+    packages = sorted(posixpath.basename(posixpath.dirname(p)) for p in in_files if posixpath.dirname(posixpath.dirname(p)) == wd and p.endswith("/__main__.py"))
+    choices = [json.dumps(["python", "-m", pkg]) for pkg in packages] + [json.dumps(["python", s]) for s in scripts]
+    if not choices:
+        return f"fix {key} in [tool.pyimage] (or --set): the path is relative to the working directory {wd}"
+    return f"fix {key} in [tool.pyimage] (or --set), e.g. {key} = {choices[0]}" + (f" (or {', '.join(choices[1:4])})" if len(choices) > 1 else "")
 
 
 def _bin_names(in_venv: set[str], venv_bin: str) -> set[str]:

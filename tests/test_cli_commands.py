@@ -68,5 +68,9 @@ def test_inspect_names_the_layers_pyimage_wrote(tmp_path: Path, base_rootfs: Pat
     done = _pyimage("inspect", f"oci:{tmp_path / 'img'}:t", "--json", "--cache-dir", str(cache))
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
-    assert [l["name"] for l in data["layers"]][1:] == ["interpreter", "site-packages", "app"]
+    # exactly build's names: the base's layer is "base" (its history line kept as the source)
+    assert [l["name"] for l in data["layers"]] == ["base", "interpreter", "site-packages", "app"]
+    assert data["layers"][0]["source"] == f"rootfs:{base_rootfs.name}" and all("source" not in l for l in data["layers"][1:])
+    table = _pyimage("inspect", f"oci:{tmp_path / 'img'}:t", "--cache-dir", str(cache))
+    assert table.returncode == 0 and "rootfs:" not in table.stdout and "base" in table.stdout
     assert data["config"]["Entrypoint"] == ["/opt/venv/bin/hello"]

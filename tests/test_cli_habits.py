@@ -125,10 +125,56 @@ def test_init_chooses_the_first_of_several_console_scripts_and_the_build_runs(tm
     assert done.returncode == 0, done.stderr
     assert "entrypoint = zed, the first of 2 console scripts" in done.stderr
     assert 'entrypoint = ["zed"]  # the project\'s console scripts: zed, tinyapp' in (project / "pyproject.toml").read_text()
-    built = run_pyimage("build", "-C", str(project), "-o", f"oci:{tmp_path / 'img'}:t", cache=tmp_path / "cache")
+    built = run_pyimage("build", "-C", str(project), "--json", "-o", f"oci:{tmp_path / 'img'}:t", cache=tmp_path / "cache")
     assert built.returncode == 0, built.stderr
     shown = run_pyimage("inspect", f"oci:{tmp_path / 'img'}:t", "--json", cache=tmp_path / "cache")
     assert json.loads(shown.stdout)["config"]["Entrypoint"] == ["zed"], shown.stdout
+    # inspect names the layers exactly as build --json does: the base's as "base"
+    names = [l["name"] for l in json.loads(shown.stdout)["layers"]]
+    assert names == [l["name"] for l in json.loads(built.stdout)["layers"]] and names[0] == "base"
+
+
+SETUP_CFG = """\
+[metadata]
+name = webtool
+version = 3.2.4
+
+[options]
+packages = find:
+
+[options.entry_points]
+console_scripts =
+    http = webtool.__main__:main
+    https = webtool.__main__:main
+    webtool = webtool.manager:main
+"""
+
+
+def test_init_of_a_setup_cfg_project_writes_the_first_of_its_console_scripts(tmp_path: Path) -> None:
+    """httpie's layout: setup.py (never run by init) and setup.cfg's [options.entry_points] console_scripts."""
+    base = tiny_base(tmp_path / "base")
+    project = tmp_path / "webtool"
+    (project / "webtool").mkdir(parents=True)
+    (project / "webtool" / "__init__.py").write_text("")
+    (project / "webtool" / "__main__.py").write_text("def main():\n    print('http')\n")
+    (project / "webtool" / "manager.py").write_text("def main():\n    print('manager')\n")
+    (project / "setup.py").write_text("from setuptools import setup\nsetup()\n")
+    (project / "setup.cfg").write_text(SETUP_CFG)
+    done = run_pyimage("init", "-C", str(project), "--base", base, cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert "entrypoint = http, the first of 3 console scripts" in done.stderr
+    assert 'entrypoint = ["http"]  # the project\'s console scripts: http, https, webtool' in (project / "pyproject.toml").read_text()
+    # the build that runs it: tests/e2e/test_features.py (setuptools needs the index)
+
+
+def test_an_unreadable_setup_cfg_gives_init_no_console_scripts(tmp_path: Path) -> None:
+    from pyimage.cli import _setup_cfg_scripts
+
+    (tmp_path / "setup.cfg").write_text("[options.entry_points\nconsole_scripts = x = y:z\n")
+    assert _setup_cfg_scripts(tmp_path / "setup.cfg") == []
+    assert _setup_cfg_scripts(tmp_path / "missing.cfg") == []
+    (tmp_path / "setup.cfg").write_text("[options.entry_points]\nconsole_scripts =\n    a = m:f %(x)s\n    a = m:g\n    b=m:h [extra]\n")
+    assert _setup_cfg_scripts(tmp_path / "setup.cfg") == ["a", "b"]
 
 
 def test_init_of_a_setup_py_project_says_it_created_pyproject_and_from_a_subdirectory_names_the_project(tmp_path: Path) -> None:

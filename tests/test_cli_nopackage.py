@@ -72,6 +72,21 @@ def test_init_in_a_uv_app_keeps_its_dependencies_and_adds_the_entrypoint(tmp_pat
     assert data["tool"]["pyimage"]["entrypoint"] == ["python", "main.py"]
 
 
+def test_init_never_guesses_a_file_that_is_not_there(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("six\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    done = run(["init", "--base", "python:3.12-slim"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "pyproject.toml").read_text()
+    assert "entrypoint" not in tomllib.loads(text)["tool"]["pyimage"] and "main.py" not in text
+    assert "no entrypoint guessed" in done.stderr
+    (tmp_path / "pkg" / "__main__.py").write_text("")
+    (tmp_path / "pyproject.toml").unlink()
+    assert run(["init", "--base", "python:3.12-slim"], tmp_path).returncode == 0
+    assert tomllib.loads((tmp_path / "pyproject.toml").read_text())["tool"]["pyimage"]["entrypoint"] == ["python", "-m", "pkg"]
+
+
 def test_init_in_a_directory_with_nothing_python_is_one_error(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("")
     error, _hint = assert_user_error(run(["init"], tmp_path))

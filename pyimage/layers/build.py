@@ -35,7 +35,7 @@ from pyimage.layers.compress import BlobWriter, compression_id, decompress_strea
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.plan import LayerSpec
 from pyimage.layers.tar import END_OF_ARCHIVE, Owner, TarWriter
-from pyimage.oci.model import Descriptor, Layer
+from pyimage.oci.model import HISTORY_PREFIX, Descriptor, Layer
 from pyimage.wheels import Wheel
 
 __all__ = ["LayerContext", "LAYER_FORMAT", "layer_key", "build_layer", "build_custom_layer", "wheels_to_read"]
@@ -95,7 +95,7 @@ def _layer(name: str, record: LayerRecord, cache: Cache, packages: tuple[str, ..
         blob=cache.blob_path(record.digest),
         packages=packages,
         cached=cached,
-        history=f"pyimage: {name}",
+        history=f"{HISTORY_PREFIX}{name}",
         uncompressed_size=record.uncompressed_size or None,
         remote=remote,
     )

@@ -1,4 +1,5 @@
-"""The dynamic section of an ELF file: which shared libraries it needs (``DT_NEEDED``) and its own ``DT_SONAME``.
+"""The dynamic section of an ELF file: which shared libraries it needs (``DT_NEEDED``), its own ``DT_SONAME``, and
+where it tells the loader to look (``DT_RUNPATH``, ``DT_RPATH``).
 
 Enough of ELF to answer "will the loader find this extension's libraries in the image?", the question ``ldd``
 answers on a live system. The input is untrusted (a wheel's members): 32/64-bit, little/big endian, every
@@ -21,7 +22,7 @@ __all__ = ["DynamicInfo", "ELF_MACHINES", "read_dynamic"]
 
 MAGIC = b"\x7fELF"
 _PT_LOAD, _PT_DYNAMIC = 1, 2
-_DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_SONAME, _DT_STRSZ = 0, 1, 5, 14, 10
+_DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_SONAME, _DT_STRSZ, _DT_RPATH, _DT_RUNPATH = 0, 1, 5, 14, 10, 15, 29
 _ET_EXEC, _ET_DYN = 2, 3
 _MAX_PHNUM = 4096  # real files have < 20; PN_XNUM (0xffff) files keep the count elsewhere and are not read
 _MAX_PHENTSIZE = 256  # 56 (64-bit) or 32 (32-bit) in every real file; bounds the table read to 1 MB
@@ -37,11 +38,22 @@ ELF_MACHINES = {"x86_64": 62, "i686": 3, "i386": 3, "aarch64": 183, "armv7l": 40
 @dataclass(frozen=True)
 class DynamicInfo:
     """``needed`` in file order (duplicates kept out); ``soname`` is "" when the file declares none (an
-    executable, most extension modules). ``machine`` is ELF's e_machine number."""
+    executable, most extension modules). ``machine`` is ELF's e_machine number. ``runpath`` and ``rpath`` are
+    the directories of ``DT_RUNPATH`` / ``DT_RPATH`` as written (``$ORIGIN`` unexpanded), split at ``:``."""
 
     machine: int
     needed: tuple[str, ...]
     soname: str
+    runpath: tuple[str, ...] = ()
+    rpath: tuple[str, ...] = ()
+
+    @property
+    def search_path(self) -> tuple[str, tuple[str, ...]]:
+        """("RUNPATH", dirs) or ("RPATH", dirs): what the loader reads (it ignores RPATH when RUNPATH is set), or
+        ("", ()) when the file sets neither."""
+        if self.runpath:
+            return "RUNPATH", self.runpath
+        return ("RPATH", self.rpath) if self.rpath else ("", ())
 
 
 def read_dynamic(f: BinaryIO, size: int) -> DynamicInfo | None:
@@ -96,7 +108,7 @@ def _read(f: BinaryIO, size: int) -> DynamicInfo | None:
     entry_size = 16 if is64 else 8
     raw = _at(f, size, dynamic[0], dyn_size - dyn_size % entry_size)
     needed_offsets: list[int] = []
-    soname_offset = -1
+    soname_offset = runpath_offset = rpath_offset = -1
     strtab = strsz = -1
     for (tag, value) in struct.iter_unpack(end + ("qQ" if is64 else "iI"), raw):
         if tag == _DT_NULL:
@@ -105,11 +117,15 @@ def _read(f: BinaryIO, size: int) -> DynamicInfo | None:
             needed_offsets.append(value)
         elif tag == _DT_SONAME:
             soname_offset = value
+        elif tag == _DT_RUNPATH:
+            runpath_offset = value
+        elif tag == _DT_RPATH:
+            rpath_offset = value
         elif tag == _DT_STRTAB:
             strtab = value
         elif tag == _DT_STRSZ:
             strsz = value
-    if not needed_offsets and soname_offset < 0:
+    if not needed_offsets and max(soname_offset, runpath_offset, rpath_offset) < 0:
         return DynamicInfo(e_machine, (), "")
     start = next((off + strtab - vaddr for vaddr, filesz, off in loads if vaddr <= strtab < vaddr + filesz), -1)
     if start < 0 or not 0 < strsz <= _MAX_STRTAB:
@@ -124,5 +140,8 @@ def _read(f: BinaryIO, size: int) -> DynamicInfo | None:
             raise ValueError("unterminated name")
         return strings[offset:stop].decode("utf-8", "replace")
 
+    def dirs(offset: int) -> tuple[str, ...]:
+        return tuple(d for d in name(offset).split(":") if d) if offset >= 0 else ()
+
     needed = tuple(dict.fromkeys(name(o) for o in needed_offsets))
-    return DynamicInfo(e_machine, needed, name(soname_offset) if soname_offset >= 0 else "")
+    return DynamicInfo(e_machine, needed, name(soname_offset) if soname_offset >= 0 else "", dirs(runpath_offset), dirs(rpath_offset))

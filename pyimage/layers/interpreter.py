@@ -3,7 +3,8 @@
 With ``interpreter = "base"`` the layer holds only the venv skeleton (``pyvenv.cfg``, ``bin/python`` links to
 the base's interpreter, an empty site-packages). With a relocatable CPython (a directory, a ``.tar.gz`` /
 ``.tar.zst`` archive such as python-build-standalone's ``install_only``, or a URL to one with its sha256), the
-tree goes to ``/opt/python`` in the same layer and the venv points there.
+tree goes to ``/opt/python`` in the same layer and the venv points there. A tree whose interpreter finds its
+own libraries only where it was built (pyenv's absolute RUNPATH) is refused before any layer work.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable, Mapping, cast
 
 import pyimage.atomic as atomic
 from pyimage.cache import Cache
 from pyimage.errors import BuildError, ConfigError
 from pyimage.hashing import BUFFER, file_digest, hash_chunks, hex_of, matches
+from pyimage.layers.elf import read_dynamic
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.tar import TarWriter, safe_member_path
 
@@ -64,23 +66,75 @@ def _standalone_version(names: list[str], where: str) -> str:
     return versions[0]
 
 
-def standalone_interpreter(spec: str, sha256: str | None, cache: Cache) -> Interpreter:
-    """An Interpreter for a directory, archive or URL given as ``interpreter``."""
+def standalone_interpreter(spec: str, sha256: str | None, cache: Cache, env: Mapping[str, str] | None = None) -> Interpreter:
+    """An Interpreter for a directory, archive or URL given as ``interpreter``, checked to start in the image
+    (``check_loadable``) with the image's ``env``."""
     if spec.startswith(("http://", "https://")):
         path = _download(spec, sha256 or "", cache)
     else:
         path = Path(spec).expanduser()
     if path.is_dir():
-        names = [str(p.relative_to(path)) for p in path.glob("bin/python3.*")]
-        ident = hashlib.sha256(b"".join(f"{p}|{p.lstat().st_size}|{p.lstat().st_mtime_ns}\n".encode() for p in sorted(path.rglob("*")))).hexdigest()
+        entries = sorted(path.rglob("*"))
+        names = [p.relative_to(path).as_posix() for p in entries]
+        ident = hashlib.sha256(b"".join(f"{p}|{p.lstat().st_size}|{p.lstat().st_mtime_ns}\n".encode() for p in entries)).hexdigest()
+        version = _standalone_version([n for n in names if posixpath.dirname(n) == "bin"], spec)
+        executable = path / "bin" / f"python{version}"
+        with open(executable, "rb") as f:
+            _check_loadable(f, executable.stat().st_size, set(names), version, env or {}, spec)
     elif path.is_file():
         with tarfile.open(path) as tar:
-            names = [_strip_top(m.name) for m in tar.getmembers()]
+            members = {_strip_top(m.name): m for m in tar.getmembers()}
+            version = _standalone_version(list(members), spec)
+            member = members.get(f"bin/python{version}")
+            exe = tar.extractfile(member) if member is not None else None  # a link is followed to its file
+            if exe is not None:
+                with exe:
+                    size = exe.seek(0, os.SEEK_END)
+                    _check_loadable(cast(BinaryIO, exe), size, set(members), version, env or {}, spec)
         ident = file_digest(path)
     else:
         raise ConfigError(f"interpreter {spec}: no such file or directory", 'use "base", a CPython directory, or a .tar.gz archive of one')
-    version = _standalone_version(names, spec)
     return Interpreter(f"{STANDALONE_HOME}/bin/python{version}", version, path, ident)
+
+
+def _check_loadable(exe: BinaryIO, size: int, tree: set[str], version: str, env: Mapping[str, str], where: str) -> None:
+    """Refuses an interpreter that will not start at ``/opt/python``: a library it needs that the tree holds
+    (libpython3.X.so.1.0 of a shared build) but that neither its RUNPATH/RPATH nor the image's
+    LD_LIBRARY_PATH leads to there. ``$ORIGIN``-relative search paths (python-build-standalone's
+    ``$ORIGIN/../lib``) and absolute ones under /opt/python resolve inside the tree; any other absolute one
+    names a directory of the build machine. Libraries the tree does not hold are the base's (libc)."""
+    info = read_dynamic(exe, size)
+    if info is None:
+        return
+    held: dict[str, str] = {}  # soname -> its in-image directory, for the hint
+    for name in sorted(tree):
+        held.setdefault(posixpath.basename(name), posixpath.dirname(f"{STANDALONE_HOME}/{name}"))
+    origin = f"{STANDALONE_HOME}/bin"
+    tag, dirs = info.search_path
+    library_path = [d for d in env.get("LD_LIBRARY_PATH", "").split(":") if d]
+
+    def in_tree(directory: str, soname: str) -> bool:
+        for token in ("${ORIGIN}", "$ORIGIN"):
+            if directory.startswith(token):
+                directory = origin + directory[len(token) :]
+        full = posixpath.normpath(directory)
+        if not full.startswith(STANDALONE_HOME + "/") and full != STANDALONE_HOME:
+            return False
+        return posixpath.relpath(f"{full}/{soname}", STANDALONE_HOME) in tree
+
+    for soname in info.needed:
+        if soname not in held or any(in_tree(d, soname) for d in (*dirs, *library_path)):
+            continue
+        absolute = [d for d in dirs if d.startswith("/")]
+        if absolute:
+            why = f"which it looks for in {tag} {':'.join(absolute)}, a directory of the machine it was built on that the image will not have"
+        else:
+            why = f"but no {tag or 'RUNPATH/RPATH'}{' ' + ':'.join(dirs) if dirs else ''} leads to it under {STANDALONE_HOME}"
+        raise ConfigError(
+            f"interpreter {where}: bin/python{version} needs {soname}, {why} (the container would exit 127)",
+            f"use a relocatable CPython build (python-build-standalone's install_only, whose RUNPATH is $ORIGIN/../lib), "
+            f'or, if you know what you do, set env = {{ LD_LIBRARY_PATH = "{held[soname]}" }}',
+        )
 
 
 def _strip_top(name: str) -> str:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 __all__ = [
+    "HISTORY_PREFIX",
+    "layer_names",
     "MEDIA_OCI_INDEX",
     "MEDIA_OCI_MANIFEST",
     "MEDIA_OCI_CONFIG",
@@ -347,3 +349,27 @@ def match_platform(manifests: Sequence[Descriptor], platform: Platform) -> Descr
         return same[0]
     bare = [d for d in manifests if d.platform is None]
     return bare[0] if bare else None
+
+
+HISTORY_PREFIX = "pyimage: "  # the history line of each layer pyimage writes: "pyimage: site-packages"
+
+
+def layer_names(config: Mapping[str, Any], count: int) -> list[tuple[str, str]]:
+    """(name, source) of each of an image's ``count`` layers, read from its config's history: pyimage's layers by
+    the names it gave them ("pyimage: app" -> "app"), every layer below the first of them "base" with its own
+    history line as the source (build's names); an image pyimage did not build keeps its history lines as
+    names. ("", "") for each when the history does not line up with the layers."""
+    history = config.get("history") or []
+    created = [str(h.get("created_by", "")) for h in history if isinstance(h, dict) and not h.get("empty_layer")]
+    if len(created) != count:
+        return [("", "")] * count
+    first = next((i for i, line in enumerate(created) if line.startswith(HISTORY_PREFIX)), None)
+    out = []
+    for i, line in enumerate(created):
+        if line.startswith(HISTORY_PREFIX):
+            out.append((line.removeprefix(HISTORY_PREFIX), ""))
+        elif first is not None and i < first:
+            out.append(("base", line))
+        else:
+            out.append((line, ""))
+    return out

@@ -34,7 +34,7 @@ from pyimage.oci.model import (
     parse_digest,
 )
 from pyimage.oci.reference import DOCKER_HUB, DOCKER_HUB_API
-from pyimage.oci.token import LOGIN_HINT, Authenticator, scope
+from pyimage.oci.token import LOGIN_HINT, Authenticator, rejected_hint, scope
 from pyimage.oci.transport import (
     BACKOFF_BASE,
     BACKOFF_CAP,
@@ -217,8 +217,8 @@ class RegistryClient:
     def blob_exists(self, repository: str, digest: str) -> bool:
         """HEAD the blob: True if ``repository`` already has it (so a push can skip it)."""
         check_digest(digest)
-        if repository in self._push_scopes:  # part of a push: say so, that is the step the user ran
-            what = f"pushing blob {short_digest(digest)} to {self._where(repository)}"
+        if repository in self._push_scopes:  # part of a push: the step is the check before the upload
+            what = f"checking blob {short_digest(digest)} in {self._where(repository)} before pushing it"
         else:
             what = f"checking blob {short_digest(digest)} in {self._where(repository)}"
         response = self._send("HEAD", f"/v2/{repository}/blobs/{digest}", self._scopes(repository), what)
@@ -535,13 +535,12 @@ class RegistryClient:
         status = response.status_code
         detail = error_detail(response)
         challenge = " ".join(response.headers.get_list("WWW-Authenticate"))
-        action = "push to" if what.startswith(("pushing", "mounting")) else "pull from"
+        action = "push to" if what.startswith(("pushing", "mounting")) or repository in self._push_scopes else "pull from"
         target = self._where(repository) if repository else self.registry
         if status == 401 and creds is not None and ("insufficient_scope" in challenge or "DENIED" in detail):
             hint = f"the account {creds.username!r} may not {action} {target}; " + _ASK_ACCESS
         elif status == 401 and creds is not None:
-            hint = f"the registry rejected the credentials from {creds.source}; " + LOGIN_HINT.format(
-                registry=self.registry)
+            hint = rejected_hint(creds, self.registry, f"{action} {target}")
         elif status == 401:
             hint = LOGIN_HINT.format(registry=self.registry)
         elif status == 403:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import httpx
 
 from pyimage.errors import RegistryError
-from pyimage.oci.auth import Credentials
+from pyimage.oci.auth import ENV_PASSWORD, ENV_USERNAME, Credentials
 from pyimage.oci.transport import (
     Transport,
     http_error,
@@ -36,12 +36,28 @@ __all__ = [
     "choose_challenge",
     "covers",
     "parse_challenges",
+    "rejected_hint",
     "scope",
 ]
 
 TOKEN_LEEWAY = 10.0  # seconds before expiry that a cached token is considered stale
 DEFAULT_TOKEN_LIFETIME = 60  # docker token-auth spec: expires_in defaults to 60 s
 LOGIN_HINT = "run docker login {registry}, or pass --username and --password-stdin"
+
+
+def rejected_hint(creds: Credentials, registry: str, doing: str = "") -> str:
+    """What to check when the registry refuses credentials: the ones given on the command line or in the
+    environment are the user's to fix (logging in again would not change them); stored ones may be stale."""
+    if creds.source.startswith("--"):
+        given = "--username and --password-stdin"
+    elif creds.source == ENV_USERNAME:
+        given = f"{ENV_USERNAME} and {ENV_PASSWORD}"
+    else:
+        return f"the registry rejected the credentials from {creds.source}; " + LOGIN_HINT.format(registry=registry)
+    user = f" (user {creds.username!r})" if creds.username else ""
+    scope_text = f"allowed to {doing}" if doing else "its scope covers the repository"
+    return f"the registry rejected the user name and password given with {given}{user}: check both, or for an access token, that it is current and {scope_text}"
+
 
 # RFC 9110 §11: a challenge is a scheme token, then comma-separated ``name=value`` (token or quoted string).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -214,7 +230,7 @@ class Authenticator:
                                     LOGIN_HINT.format(registry=self.registry))
             raise RegistryError(
                 f"{response.status_code} {response.reason_phrase} {step}: the credentials were rejected",
-                f"check the credentials from {creds.source}; " + LOGIN_HINT.format(registry=self.registry),
+                rejected_hint(creds, self.registry),
             )
         if response.status_code != 200:
             hint = status_hint(response.status_code, self.registry, self._transport.policy.retries)

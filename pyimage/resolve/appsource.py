@@ -112,10 +112,12 @@ def app_source(project_dir: Path, extras: Sequence[str]) -> AppSource:
     return AppSource(_name(project, project_dir), version if isinstance(version, str) and version else "0", tuple(dict.fromkeys(requires)))
 
 
-def entrypoint_guess(project_dir: Path, requires: Sequence[str] = ()) -> list[str]:
+def entrypoint_guess(project_dir: Path, requires: Sequence[str] = (), name: str = "") -> list[str] | None:
     """A likely entrypoint from the project's files (by name only, nothing is imported): ``gunicorn X.wsgi`` for a
-    Django project that depends on gunicorn, ``python manage.py runserver`` for one that does not, else ``python``
-    with the first of ``main.py``, ``app.py``, ``run.py``, ``server.py``, ``wsgi.py``, ``__main__.py`` found."""
+    Django project that depends on gunicorn, ``python manage.py runserver`` for one that does not, ``python -m PKG``
+    for a top-level package with ``__main__.py`` (the one named like the project first), else ``python`` with the
+    first of ``main.py``, ``app.py``, ``run.py``, ``server.py``, ``wsgi.py``, ``__main__.py``, or of the other
+    ``*.py`` found; None when the project has no Python file to run (a guess is never a file that is not there)."""
     names = set()
     for line in requires:
         try:
@@ -133,11 +135,18 @@ def entrypoint_guess(project_dir: Path, requires: Sequence[str] = ()) -> list[st
         if wsgi and "gunicorn" in names:
             return ["gunicorn", "--bind", "0.0.0.0:8000", f"{wsgi[0]}.wsgi"]
         return ["python", "manage.py", "runserver", "0.0.0.0:8000"]
+    own = canonicalize_name(name or project_dir.name).replace("-", "_")
+    runnable = sorted(
+        (p.parent.name for p in project_dir.glob("*/__main__.py") if p.parent.name.isidentifier() and p.parent.name not in ("test", "tests", "docs")),
+        key=lambda pkg: (pkg.lower() != own, pkg),
+    )
+    if runnable:
+        return ["python", "-m", runnable[0]]
     for candidate in ("main.py", "app.py", "run.py", "server.py", "wsgi.py", "__main__.py"):
         if (project_dir / candidate).is_file():
             return ["python", candidate]
-    scripts = sorted(p.name for p in project_dir.glob("*.py"))
-    return ["python", scripts[0] if scripts else "main.py"]
+    scripts = sorted(p.name for p in project_dir.glob("*.py") if p.is_file())
+    return ["python", scripts[0]] if scripts else None
 
 
 def tree_entries(project_dir: Path, workdir: str, skip: Sequence[Path] = ()) -> list[dict[str, Any]]:

@@ -61,11 +61,28 @@ class Sources:
     indexes: tuple[str, ...] = (PYPI,)
     find_links: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # pip.conf and a requirements file's own --extra-index-url / --find-links often name the same place (pip-
+        # compile copies them in): each is asked, and named in a message, once, in its first place.
+        object.__setattr__(self, "indexes", _unique(self.indexes))
+        object.__setattr__(self, "find_links", _unique(self.find_links))
+
     def describe(self) -> str:
         return ", ".join(redact(u) for u in (*self.indexes, *self.find_links)) or "no index (no-index is set)"
 
     def __repr__(self) -> str:  # URLs may carry credentials: a repr (a traceback, a log) shows them redacted
         return f"Sources(indexes={tuple(map(redact, self.indexes))!r}, find_links={tuple(map(redact, self.find_links))!r})"
+
+
+def _unique(urls: tuple[str, ...]) -> tuple[str, ...]:
+    """``urls`` in order without repeats (a trailing "/" does not make another place)."""
+    seen: set[str] = set()
+    out = []
+    for url in urls:
+        if url.rstrip("/") not in seen:
+            seen.add(url.rstrip("/"))
+            out.append(url)
+    return tuple(out)
 
 
 def configured_sources() -> Sources:

@@ -142,3 +142,64 @@ def test_uv_init_app_no_package_with_two_modules_installs_from_uv_lock(pyimage: 
     assert layers(report)["site-packages"]["packages"] == ["attrs==25.3.0"]
     assert not (project / "pylock.pyimage.toml").exists()  # installed as uv.lock says, nothing resolved
     assert "page home (attrs 25.3.0)" in run_image(tmp_path / "img", "t").stdout
+
+
+POETRY_APP = """\
+[project]
+name = "poetry-app"
+version = "0.1.0"
+requires-python = ">=3.11"
+dependencies = []
+
+[tool.poetry]
+package-mode = false
+"""
+
+
+@pytest.fixture
+def poetry_app(tmp_path: Path) -> Path:
+    """A Poetry 2 project with ``package-mode = false`` whose app is ``app/__main__.py`` (no main.py), as the trial met it."""
+    root = tmp_path / "poetry-app"
+    (root / "app").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(POETRY_APP)
+    (root / "app" / "__init__.py").write_text("")
+    (root / "app" / "__main__.py").write_text("print('poetry app runs')\n")
+    (root / "tool.py").write_text("print('tool')\n")
+    return root
+
+
+def test_init_on_a_poetry_app_with_a_main_package_writes_python_m_and_the_image_runs(pyimage: Pyimage, poetry_app: Path, tmp_path: Path) -> None:
+    init(poetry_app)
+    text = (poetry_app / "pyproject.toml").read_text()
+    assert 'entrypoint = ["python", "-m", "app"]' in text
+    pyimage.build(poetry_app, tmp_path / "img", "t")
+    assert "poetry app runs" in run_image(tmp_path / "img", "t").stdout
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "error"),
+    [
+        ('["python", "main.py"]', 'error: entrypoint = ["python", "main.py"]: main.py is not in the image: the app\'s files at /app hold no main.py'),
+        ('["python3", "-u", "-X", "dev", "src/app.py"]', "src/app.py is not in the image"),
+        ('["python", "-m", "worker"]', "error: entrypoint = [\"python\", \"-m\", \"worker\"]: no module 'worker' in the image: neither the venv's site-packages nor the app's files at /app hold it"),
+        ('["/opt/venv/bin/python", "-m", "app.missing"]', "no module 'app.missing'"),
+    ],
+)
+def test_python_running_a_file_or_module_the_image_lacks_is_refused_before_work(pyimage: Pyimage, poetry_app: Path, entrypoint: str, error: str) -> None:
+    done = pyimage.run("plan", "--set", f"entrypoint={entrypoint}", project=poetry_app, check=False)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-2].startswith(error) if error.startswith("error:") else error in lines[-2]
+    assert lines[-1].startswith('hint: fix entrypoint in [tool.pyimage] (or --set), e.g. entrypoint = ["python", "-m", "app"] (or ["python", "tool.py"])')
+
+
+@pytest.mark.parametrize(
+    "entrypoint",
+    [
+        '["python", "-m", "app"]', '["python", "tool.py"]', '["python", "./app/__main__.py"]', '["python3", "-X", "dev", "-m", "app"]',
+        '["python", "-um", "app"]', '["python", "-c", "import nothere"]', '["python", "-m", "json.tool"]', '["python", "/usr/share/nothere.py"]',
+        '["python", "--version"]', '["/opt/venv/bin/python", "-m", "app.__main__"]',
+    ],
+)
+def test_python_running_what_the_image_holds_passes_the_check(pyimage: Pyimage, poetry_app: Path, entrypoint: str) -> None:
+    pyimage.run("plan", "--set", f"entrypoint={entrypoint}", project=poetry_app)

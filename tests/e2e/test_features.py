@@ -71,6 +71,21 @@ def test_standalone_interpreter_becomes_its_own_layer_and_runs_the_app(pyimage: 
     assert "hello, world" in out
 
 
+def test_a_non_relocatable_interpreter_is_refused_before_layer_work(pyimage: Pyimage, tmp_path: Path) -> None:
+    pyenv = Path.home() / ".pyenv" / "versions" / "3.12.1"
+    if not (pyenv / "lib" / "libpython3.12.so.1.0").is_file():
+        pytest.skip("needs pyenv's shared CPython 3.12.1")
+    project = copy_example("hello-cli", tmp_path)
+    done = pyimage.run("build", "--set", f"interpreter={pyenv}", "-o", f"oci:{tmp_path / 'layout'}", project=project, check=False)
+    assert done.returncode == 2, done.stderr
+    lines = [l for l in done.stderr.splitlines() if l.startswith(("error:", "hint:"))]
+    assert lines[0] == (
+        f"error: interpreter {pyenv}: bin/python3.12 needs libpython3.12.so.1.0, which it looks for in RUNPATH {pyenv}/lib, "
+        "a directory of the machine it was built on that the image will not have (the container would exit 127)"
+    )
+    assert not (tmp_path / "layout").exists()
+
+
 def test_sdist_only_dependency_is_built_into_a_wheel(pyimage: Pyimage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a real sdist, offered by a real find-links directory, that pip must build for the target
     dep = tmp_path / "greeting-src"
@@ -384,3 +399,20 @@ def test_a_setup_py_project_gets_a_pyproject_holding_only_tool_pyimage_and_build
     pyimage.build(project, tmp_path / "out")
     assert run_image(tmp_path / "out", "test").stdout.strip() == "legacy ok"
     assert sorted(p.name for p in project.iterdir()) == ["legacyapp", "pylock.pyimage.toml", "pyproject.toml", "scripts", "setup.py"]  # no build/, no egg-info
+
+
+def test_a_setup_cfg_project_with_several_console_scripts_builds_after_init(pyimage: Pyimage, tmp_path: Path) -> None:
+    """httpie 3.2.4's layout: setup.py and setup.cfg ``[options.entry_points] console_scripts`` (http, https,
+    httpie); init writes the first as the entrypoint, so the build is not stopped by the ambiguity."""
+    project = tmp_path / "webtool"
+    (project / "webtool").mkdir(parents=True)
+    (project / "webtool" / "__init__.py").write_text("")
+    (project / "webtool" / "__main__.py").write_text("def main():\n    print('http ran')\n")
+    (project / "setup.py").write_text("from setuptools import setup\nsetup()\n")
+    (project / "setup.cfg").write_text(
+        "[metadata]\nname = webtool\nversion = 3.2.4\n\n[options]\npackages = find:\n\n[options.entry_points]\n"
+        "console_scripts =\n    http = webtool.__main__:main\n    https = webtool.__main__:main\n    webtool = webtool.__main__:main\n"
+    )
+    subprocess.run([sys.executable, "-m", "pyimage", "init", "-C", str(project)], check=True, capture_output=True)
+    pyimage.build(project, tmp_path / "out")
+    assert run_image(tmp_path / "out", "test").stdout.strip() == "http ran"

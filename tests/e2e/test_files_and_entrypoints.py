@@ -93,6 +93,16 @@ def test_entrypoints_the_image_holds_pass_the_check(pyimage: Pyimage, tmp_path: 
     pyimage.run("plan", "--set", f"entrypoint={entrypoint}", project=project)
 
 
+def test_python_m_in_a_package_project_is_checked_only_where_the_working_directory_is_known(pyimage: Pyimage, tmp_path: Path) -> None:
+    """The app wheel's module is in site-packages; a module that is not is refused only when pyimage sets the
+    WorkingDir (then every file there is known), not in the base's working directory."""
+    project = copy_example("hello-cli", tmp_path)
+    pyimage.run("plan", "--set", 'entrypoint=["python", "-m", "hello_cli"]', "--set", "workdir=/srv", project=project)
+    pyimage.run("plan", "--set", 'entrypoint=["python", "-m", "hello_clj"]', project=project)  # the base's WorkingDir: unknown
+    done = pyimage.run("plan", "--set", 'entrypoint=["python", "-m", "hello_clj"]', "--set", "workdir=/srv", project=project, check=False)
+    assert done.returncode == 2 and "no module 'hello_clj' in the image" in done.stderr
+
+
 def test_a_checked_entrypoint_through_the_bases_symlinks_runs(pyimage: Pyimage, tmp_path: Path) -> None:
     project = copy_example("hello-cli", tmp_path)
     pyimage.build(project, tmp_path / "out", "test", "--set", 'entrypoint=["/bin/sh", "-c", "exec hello"]')

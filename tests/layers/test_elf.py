@@ -63,6 +63,24 @@ def test_reads_each_elf_class_and_byte_order_as_readelf_does(is64: bool, big: bo
     assert info == DynamicInfo(22 if big else 62, ("libpq.so.5", "libc.so.6"), "libdemo.so.1")
 
 
+def test_reads_runpath_and_rpath_as_readelf_does(tmp_path: Path) -> None:
+    if shutil.which("patchelf") is None:
+        pytest.fail("needs patchelf (apt-get install patchelf)")
+    source = next(p for p in _host_libraries() if _read(p) and _read(p).needed)  # type: ignore[union-attr]
+    runpath, rpath = tmp_path / "runpath.so", tmp_path / "rpath.so"
+    shutil.copy(source, runpath)
+    shutil.copy(source, rpath)
+    subprocess.run(["patchelf", "--set-rpath", "$ORIGIN/../lib:/opt/x/lib", str(runpath)], check=True)
+    subprocess.run(["patchelf", "--force-rpath", "--set-rpath", "/usr/local/lib", str(rpath)], check=True)
+    assert "(RUNPATH)" in subprocess.run(["readelf", "-d", str(runpath)], capture_output=True, text=True, check=True).stdout
+    by_runpath, by_rpath = _read(runpath), _read(rpath)
+    assert by_runpath is not None and by_rpath is not None
+    assert (by_runpath.runpath, by_runpath.rpath, by_runpath.search_path) == (("$ORIGIN/../lib", "/opt/x/lib"), (), ("RUNPATH", ("$ORIGIN/../lib", "/opt/x/lib")))
+    assert (by_rpath.runpath, by_rpath.rpath, by_rpath.search_path) == ((), ("/usr/local/lib",), ("RPATH", ("/usr/local/lib",)))
+    assert (by_runpath.needed, by_runpath.soname) == _readelf(runpath)
+    assert _read(source).search_path == ("", ())  # type: ignore[union-attr]
+
+
 def test_a_static_executable_needs_nothing_and_a_text_file_is_not_elf(tmp_path: Path) -> None:
     busybox = Path("/bin/busybox")
     static = next((p for p in (busybox, Path("/usr/bin/ldconfig"), Path("/sbin/ldconfig")) if p.is_file() and "statically linked" in subprocess.run(["file", "-L", str(p)], capture_output=True, text=True).stdout), None)

@@ -381,18 +381,36 @@ def test_fetch_of_a_corrupted_blob_leaves_no_file(
 # -- auth and failures ------------------------------------------------------------------------------------
 
 
-def test_wrong_password_is_one_clear_error(registry: Registry, image_factory: ImageFactory) -> None:
+@pytest.mark.parametrize(
+    ("source", "check"),
+    [
+        ("--username/--password-stdin", "given with --username and --password-stdin (user 'alice'): check both"),
+        ("PYIMAGE_REGISTRY_USERNAME", "given with PYIMAGE_REGISTRY_USERNAME and PYIMAGE_REGISTRY_PASSWORD (user 'alice'): check both"),
+    ],
+)
+def test_wrong_password_given_is_one_clear_error_naming_the_step_and_what_to_check(registry: Registry, image_factory: ImageFactory, source: str, check: str) -> None:
     def factory(host: str) -> RegistryClient:
-        return RegistryClient(host, credentials=Credentials("alice", "not-it", source="--password-stdin"), retries=0)
+        return RegistryClient(host, credentials=Credentials("alice", "not-it", source=source), retries=0)
 
     with pytest.raises(RegistryError) as info:
         push_image(small_image(image_factory), [ref(registry, "app:v1")], client_factory=factory)
 
-    assert info.value.message.startswith("401 Unauthorized pushing blob sha256:")
-    assert info.value.message.endswith(f"… to {registry.host}/app")
-    assert f"docker login {registry.host}" in info.value.hint
-    assert "--password-stdin" in info.value.hint
+    # the first request of the push is the existence check (HEAD), and the message says so
+    assert info.value.message.startswith("401 Unauthorized checking blob sha256:")
+    assert info.value.message.endswith(f"… in {registry.host}/app before pushing it")
+    assert f"the registry rejected the user name and password {check}" in info.value.hint
+    assert f"allowed to push to {registry.host}/app" in info.value.hint
+    assert "docker login" not in info.value.hint  # the credentials given are used before any stored ones: logging in changes nothing
     assert "not-it" not in info.value.message + info.value.hint
+
+
+def test_wrong_stored_password_says_to_log_in_again(registry: Registry, image_factory: ImageFactory) -> None:
+    def factory(host: str) -> RegistryClient:
+        return RegistryClient(host, credentials=Credentials("alice", "not-it", source="~/.docker/config.json"), retries=0)
+
+    with pytest.raises(RegistryError) as info:
+        push_image(small_image(image_factory), [ref(registry, "app:v1")], client_factory=factory)
+    assert info.value.hint == f"the registry rejected the credentials from ~/.docker/config.json; run docker login {registry.host}, or pass --username and --password-stdin"
 
 
 def test_no_credentials_for_a_registry_that_needs_them(registry: Registry, image_factory: ImageFactory) -> None:
@@ -463,6 +481,11 @@ def test_wrong_password_at_the_token_server_is_one_clear_error(
         push_image(small_image(image_factory), [ref(reg, "app:1")], client_factory=factory)
     assert info.value.message.startswith(f"401 Unauthorized authenticating to {reg.host} as 'alice'")
     assert "~/.docker/config.json" in info.value.hint
+    given = Credentials("alice", "wrong", source="--username/--password-stdin")
+    with pytest.raises(RegistryError) as info:
+        push_image(small_image(image_factory), [ref(reg, "app:1")], client_factory=lambda host: RegistryClient(host, credentials=given, retries=0))
+    assert info.value.hint.startswith("the registry rejected the user name and password given with --username and --password-stdin (user 'alice'): check both")
+    assert "docker login" not in info.value.hint
 
 
 def test_user_without_push_permission_gets_a_permission_hint(
@@ -473,7 +496,7 @@ def test_user_without_push_permission_gets_a_permission_hint(
     with pytest.raises(RegistryError) as info:
         push_image(small_image(image_factory), [ref(reg, "app:1")], client_factory=client_factory_for(reg, "bob"))
 
-    assert info.value.message.startswith("401 Unauthorized pushing blob sha256:")
+    assert info.value.message.startswith("401 Unauthorized pushing blob sha256:")  # the upload: bob may check (pull)
     assert f"to {reg.host}/app" in info.value.message
     assert f"'bob' may not push to {reg.host}/app" in info.value.hint
     assert not any(e.method == "PUT" and "/manifests/" in e.path for e in reg.requests())
@@ -588,7 +611,7 @@ def test_a_registry_that_keeps_failing_gets_a_bounded_number_of_attempts(
         push_image(small_image(image_factory), [Reference(proxy.host, "app", "v1")],
                    client_factory=proxied_factory(registry, proxy, retries=2), jobs=1)
 
-    assert info.value.message.startswith("503 Service Unavailable pushing blob sha256:")
+    assert info.value.message.startswith("503 Service Unavailable checking blob sha256:")
     assert len([1 for method, _, _ in proxy.log if method == "HEAD"]) == 3  # the first try and 2 retries
 
 

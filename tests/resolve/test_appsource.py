@@ -109,15 +109,27 @@ def test_a_name_with_glob_characters_is_copied_as_it_is(tmp_path: Path) -> None:
         (["web.py", "main.py"], "", ["python", "main.py"]),
         (["app.py"], "flask\n", ["python", "app.py"]),
         (["tool.py"], "", ["python", "tool.py"]),
+        (["app/__init__.py", "app/__main__.py"], "", ["python", "-m", "app"]),
+        (["main.py", "worker/__main__.py", "tests/__main__.py"], "", ["python", "-m", "worker"]),
+        (["README.md", "app/__init__.py"], "", None),
+        (["README.md"], "flask\n", None),
     ],
 )
-def test_the_suggested_entrypoint_comes_from_the_project_files(tmp_path: Path, files: list[str], requirements: str, expected: list[str]) -> None:
+def test_the_suggested_entrypoint_comes_from_the_project_files(tmp_path: Path, files: list[str], requirements: str, expected: list[str] | None) -> None:
     for rel in files:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("")
     if requirements:
         (tmp_path / "requirements.txt").write_text(requirements)
     assert entrypoint_guess(tmp_path) == expected
+
+
+def test_the_package_named_like_the_project_is_the_one_run_with_python_m(tmp_path: Path) -> None:
+    for rel in ("admin/__main__.py", "shop/__main__.py", "main.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    assert entrypoint_guess(tmp_path, (), "shop") == ["python", "-m", "shop"]
+    assert entrypoint_guess(tmp_path) == ["python", "-m", "admin"]
 
 
 def test_the_projects_dockerignore_drops_top_level_names_of_the_tree(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ exactly its pins, the file whose hash it lists, pip's all-or-nothing hash rule."
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -116,3 +117,20 @@ def test_environment_variables_in_index_lines_are_expanded_as_pip_does(tmp_path:
     parsed = parse(tmp_path / "requirements.txt")
     assert parsed.index_url == "https://__token__:t0k3n@pypi.example.org/simple"
     assert parsed.extra_index_urls == ("https://${NOT_SET_HERE}@other.example.org/simple",)
+
+
+def test_a_place_named_by_pip_conf_and_by_the_file_is_asked_and_listed_once(links: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip-compile copies pip.conf's --extra-index-url and --find-links into the file: the trial's error listed
+    every index twice."""
+    simple, extra = tmp_path / "simple", tmp_path / "extra"
+    for root in (simple, extra):
+        (root / "six").mkdir(parents=True)
+        (root / "six" / "index.html").write_text("<html><body></body></html>\n")  # PEP 503: the project, no files
+    monkeypatch.delenv("PIP_NO_INDEX")
+    monkeypatch.setenv("PIP_INDEX_URL", simple.as_uri())
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", extra.as_uri())
+    path = tmp_path / "requirements.txt"
+    path.write_text(f"--extra-index-url {extra.as_uri()}/\n--find-links {links}\nsix==1.17.0 --hash=sha256:{'0' * 64}\n")
+    listed = f"{simple.as_uri()}, {extra.as_uri()}, {links}"
+    with pytest.raises(BuildError, match=rf"^six 1.17.0: no file on {re.escape(listed)} has a sha256 that requirements.txt line 3 lists"):
+        hashedreqs.locked_pins(path, AMD64, Cache(tmp_path / "cache"), lambda _: None)
