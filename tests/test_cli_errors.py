@@ -43,6 +43,50 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+# The command run in a Python whose audit hook writes down every process it starts (subprocess, exec, spawn,
+# fork): a mistake refused "before any work" must start none.
+_WATCHED = """\
+import sys
+log = open(sys.argv.pop(1), "a")
+def hook(event, args):
+    if event in ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty"):
+        log.write(event + " " + repr(args[:2]) + "\\n"); log.flush()
+sys.addaudithook(hook)
+from pyimage.cli import main
+sys.argv[0] = "pyimage"
+main()
+"""
+
+
+def run_watched(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """``pyimage ARGS`` as ``run`` does it, and the processes it started."""
+    spawned = cwd / "spawned.log"
+    env = {k: v for k, v in os.environ.items() if k != "PYIMAGE_DEBUG"}
+    env["PYIMAGE_CACHE_DIR"] = str(cwd / ".cache")
+    done = subprocess.run(
+        [sys.executable, "-c", _WATCHED, str(spawned), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    return done, spawned.read_text().splitlines() if spawned.exists() else []
+
+
+def assert_no_work(tmp_path: Path, spawned: list[str]) -> None:
+    """Nothing was started and nothing written: no process, no cache, no output."""
+    assert spawned == []
+    assert not (tmp_path / ".cache").exists()
+    assert not any(p.name == "dist" for p in tmp_path.rglob("dist"))
+
+
+def test_the_watch_sees_a_process_started(tmp_path: Path) -> None:
+    """The harness itself: a process started before pyimage's CLI runs is written down, so an empty list in the
+    tests below means pyimage started none."""
+    starts = _WATCHED.replace("from pyimage.cli import main", "import subprocess; subprocess.run(['true'])\nfrom pyimage.cli import main")
+    done = subprocess.run([sys.executable, "-c", starts, str(tmp_path / "spawned.log"), "--version"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "spawned.log").read_text().startswith("subprocess.Popen ")
+    _, spawned = run_watched(["--version"], tmp_path)
+    assert spawned == []
+
+
 def make_project(tmp_path: Path, body: str) -> Path:
     (tmp_path / "pyproject.toml").write_text(PYPROJECT.format(body=body))
     return tmp_path
@@ -82,15 +126,28 @@ def test_a_config_mistake_exits_2_with_an_error_and_a_hint_line(
     assert expected[1] in hint
 
 
+@pytest.mark.parametrize("body, extra, expected", list(CASES.values()), ids=list(CASES))
+def test_a_config_mistake_stops_build_before_any_process_or_write(
+    body: str, extra: list[str], expected: tuple[str, str], tmp_path: Path
+) -> None:
+    project = make_project(tmp_path, body)
+    (project / "src").mkdir()  # a project that would build: no mistake but the one in the case
+    done, spawned = run_watched(["build", "-C", str(project), *extra], tmp_path)
+    error, _ = assert_user_error(done)
+    assert expected[0] in error
+    assert_no_work(tmp_path, spawned)
+
+
 @pytest.mark.parametrize("flag", ["--label", "--annotation"])
 def test_a_label_or_annotation_without_equals_is_one_error_before_any_work(flag: str, tmp_path: Path) -> None:
     project = make_project(tmp_path, "")
 
-    error, hint = assert_user_error(run(["build", "-C", str(project), flag, "org.example.title"], tmp_path))
+    done, spawned = run_watched(["build", "-C", str(project), flag, "org.example.title"], tmp_path)
+    error, hint = assert_user_error(done)
 
     assert f"{flag} 'org.example.title': expected KEY=VALUE" in error
     assert f"e.g. {flag} org.opencontainers.image.source=" in hint
-    assert not (tmp_path / ".cache").exists()
+    assert_no_work(tmp_path, spawned)
 
 
 def test_an_unknown_flag_is_a_usage_error_in_the_same_two_line_form(tmp_path: Path) -> None:
