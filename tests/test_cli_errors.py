@@ -80,9 +80,9 @@ def test_the_watch_sees_a_process_started(tmp_path: Path) -> None:
     """The harness itself: a process started before pyimage's CLI runs is written down, so an empty list in the
     tests below means pyimage started none."""
     starts = _WATCHED.replace("from pyimage.cli import main", "import subprocess; subprocess.run(['true'])\nfrom pyimage.cli import main")
-    done = subprocess.run([sys.executable, "-c", starts, str(tmp_path / "spawned.log"), "--version"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", starts, str(tmp_path / "probe.log"), "--version"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "spawned.log").read_text().startswith("subprocess.Popen ")
+    assert (tmp_path / "probe.log").read_text().startswith("subprocess.Popen ")
     _, spawned = run_watched(["--version"], tmp_path)
     assert spawned == []
 
