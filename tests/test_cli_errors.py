@@ -218,6 +218,16 @@ def test_inspect_with_a_malformed_platform_is_one_config_error(tmp_path: Path) -
     assert done.stderr.strip().splitlines()[-2] == "error: --platform 'amd64': not a platform: 'amd64' (expected os/arch[/variant], e.g. linux/amd64)"
 
 
+def test_building_for_windows_is_one_error_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT.format(body=""))
+
+    error, hint = assert_user_error(run(["build", "--platform", "windows/amd64"], tmp_path))
+
+    assert error == "error: command line: --platform: 'windows/amd64': pyimage builds Linux images (its wheels, interpreter and base are Linux ones), not windows"
+    assert hint == "hint: use linux/amd64"
+    assert not (tmp_path / ".cache").exists()
+
+
 def make_workspace(tmp_path: Path) -> Path:
     """A virtual uv workspace root with one member, ``svc`` (a scratch base: nothing is pulled)."""
     (tmp_path / "pyproject.toml").write_text('[tool.uv.workspace]\nmembers = ["services/*"]\n')
