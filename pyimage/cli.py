@@ -400,8 +400,9 @@ def index_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Merge single-platform images built apart (a CI matrix) into one image index, unchanged."""
-    from pyimage.merge import load_sources, merge_index
+    from pyimage.merge import check_sources, load_sources, merge_index
 
+    check_sources(images)
     outputs = list(output or [])
     for out in outputs:
         if not out.startswith("oci:") or not out[4:]:

@@ -253,3 +253,21 @@ def test_building_a_virtual_workspace_root_is_one_error_that_points_at_package(t
 
     assert "is the root of a uv workspace and has no [project] of its own to build" in error
     assert "--package NAME (members: svc)" in hint
+
+
+@pytest.mark.parametrize(
+    "source, what",
+    [
+        ("docker-archive:x.tar", "an image archive"),
+        ("oci-archive:x.tar", "an image archive"),
+        ("x.tar", "an image archive"),
+        ("docker-daemon:app:1.0", "an image of the local Docker Engine"),
+        ("rootfs:base.tar", "a root filesystem tar, not an image"),
+    ],
+)
+def test_index_of_something_other_than_a_layout_or_registry_says_what_index_takes(source: str, what: str, tmp_path: Path) -> None:
+    error, hint = assert_user_error(run(["index", "-o", f"oci:{tmp_path / 'out'}", f"oci:{tmp_path / 'a'}", source], tmp_path))
+
+    assert error == f"error: pyimage index {source!r}: that is {what}; index takes oci:DIR[:TAG] layouts and registry references"
+    assert "build with -o oci:DIR and give oci:DIR" in hint and "push it to a registry" in hint
+    assert not (tmp_path / ".cache").exists()
