@@ -262,7 +262,7 @@ def lock(
 @app.command()
 def inspect(
     image: str = typer.Argument(..., help="oci:DIR[:TAG], docker-archive:FILE or a registry reference."),
-    platform: str = typer.Option("linux/amd64", "--platform", help="Platform to pick from an index."),
+    platform: Optional[str] = typer.Option(None, "--platform", help="Platform to pick from an index (default: the layout's only image, else linux/amd64)."),
     cache_dir: Optional[Path] = CacheDirOpt,
     as_json: bool = JsonOpt,
     check: bool = typer.Option(False, "--check", help="Check the image as strict engines read it (schemas, digests, diff_ids, repeated paths)."),
@@ -278,9 +278,10 @@ def inspect(
     if image.startswith("rootfs:") or image in ("", "scratch"):
         raise ConfigError(f"inspect {image!r}: not an image", "give oci:DIR[:TAG], docker-archive:FILE or a registry reference")
     try:
-        wanted = Platform.parse(platform)
+        wanted = Platform.parse(platform) if platform is not None else None
     except ValueError as exc:
         raise ConfigError(f"--platform {platform!r}: {exc}", "give os/arch[/variant], e.g. linux/amd64 or linux/arm64") from None
+    wanted = _inspect_platform(image, wanted)
     loaded, source = load_base(image, wanted, _cache(cache_dir), verify_layers=False)
     platforms = _index_platforms(image)
     named = layer_names(loaded.config, len(loaded.layers))  # the base's layers are "base", as build --json names them
@@ -321,6 +322,32 @@ def _local_image(text: str) -> str:
         if not tag and where.is_file():
             return f"docker-archive:{path}"
     return text
+
+
+def _inspect_platform(image: str, wanted: Any) -> Any:
+    """The platform ``inspect`` shows: ``--platform``'s, else linux/amd64; for an ``oci:`` layout, without
+    ``--platform`` the only image its tag names whatever its platform, and a platform the layout lacks is one error
+    listing the ones it has (reading other people's images: any platform will do)."""
+    from pyimage.errors import BuildError
+    from pyimage.oci.model import Platform, match_platform
+
+    default = wanted or Platform("linux", "amd64")
+    if not image.startswith("oci:"):
+        return default
+    from pyimage.oci.layout import layout_platforms, split_layout_ref
+
+    directory, tag = split_layout_ref(image[len("oci:"):], default_tag="")
+    try:
+        found = layout_platforms(directory, tag or None)
+    except (BuildError, OSError):
+        return default  # reading the layout says what is wrong with it, as it did
+    if wanted is None and len(found) == 1 and found[0].platform is not None:
+        return found[0].platform
+    if found and match_platform(found, default) is None:
+        has = [str(d.platform) for d in found]
+        how = "pass --platform with one of them" if wanted is None else "pass --platform with one it has"
+        raise ConfigError(f"{image}: no image for {default} (has: {', '.join(has)})", f"{how}: pyimage inspect --platform {has[0]} {image}")
+    return default
 
 
 def _index_platforms(image: str) -> list[Any]:
@@ -373,8 +400,9 @@ def index_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Merge single-platform images built apart (a CI matrix) into one image index, unchanged."""
-    from pyimage.merge import load_sources, merge_index
+    from pyimage.merge import check_sources, load_sources, merge_index
 
+    check_sources(images)
     outputs = list(output or [])
     for out in outputs:
         if not out.startswith("oci:") or not out[4:]:

@@ -50,7 +50,12 @@ def parse_size(value: Any) -> int:
 
 
 class _Invalid(ValueError):
-    """A validator's reason, said to the user in place of "expected KIND, got VALUE"."""
+    """A validator's reason, said to the user in place of "expected KIND, got VALUE"; ``hint`` replaces the
+    key's documentation as the fix when the validator knows a better one (a did-you-mean)."""
+
+    def __init__(self, reason: str, hint: str = "") -> None:
+        super().__init__(reason)
+        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -196,10 +201,47 @@ def _choice(*options: str) -> Callable[[Any], str]:
     return check
 
 
+# What pyimage can build for: Linux, the architectures Go (and so the OCI image spec and the engines) name, each
+# with the variants it may carry (arm64's only one, v8, is its default; amd64's are the GOAMD64 levels).
+TARGET_ARCHITECTURES: Mapping[str, tuple[str, ...]] = {
+    "amd64": ("v1", "v2", "v3", "v4"), "arm64": ("v8",), "arm": ("v5", "v6", "v7"), "386": (), "ppc64le": (),
+    "s390x": (), "riscv64": (), "mips64le": (), "loong64": (),
+}
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "x64": "amd64", "aarch64": "arm64", "armv8": "arm64", "armv7l": "arm/v7", "armhf": "arm/v7", "armv7": "arm/v7", "armv6l": "arm/v6", "i386": "386", "i686": "386", "x86": "386", "ppc64el": "ppc64le", "loongarch64": "loong64", "riscv": "riscv64"}
+
+
 def _platform(v: Any) -> Platform:
-    if not re.fullmatch(r"[a-z0-9_]+/[a-z0-9_]+(/[a-z0-9_]+)?", _str(v).strip()):
+    """A platform pyimage is to build for: Linux, an architecture (and variant) the engines know; reading other
+    people's images (``inspect``, ``index``) takes any platform through ``Platform.parse`` instead."""
+    text = _str(v).strip()
+    if not re.fullmatch(r"[a-z0-9_]+/[a-z0-9_]+(/[a-z0-9_]+)?", text):
         raise ValueError
-    return Platform.parse(_str(v))
+    platform = Platform.parse(text)
+    if platform.os != "linux":
+        raise _Invalid(
+            f"{text!r}: pyimage builds Linux images (its wheels, interpreter and base are Linux ones), not {platform.os}",
+            f"use linux/{platform.architecture}" if platform.architecture in TARGET_ARCHITECTURES else "use linux/amd64 or linux/arm64",
+        )
+    variants = TARGET_ARCHITECTURES.get(platform.architecture)
+    if variants is None:
+        alias = _ARCH_ALIASES.get(platform.architecture)
+        if alias is None:
+            import difflib
+
+            near = difflib.get_close_matches(platform.architecture, TARGET_ARCHITECTURES, n=1, cutoff=0.6)
+            alias = near[0] if near else ""
+        known = ", ".join(TARGET_ARCHITECTURES)
+        raise _Invalid(
+            f"{text!r}: {platform.architecture!r} is not an architecture pyimage can build for (known: {known})",
+            f"did you mean linux/{alias}?" if alias else f"name the architecture as the engines do (known: {known})",
+        )
+    if platform.variant and platform.variant not in variants:
+        allowed = f"its variants are {', '.join(variants)}" if variants else "it has no variants"
+        raise _Invalid(
+            f"{text!r}: {platform.variant!r} is not a variant of {platform.architecture} ({allowed})",
+            f"did you mean linux/{platform.architecture}/{variants[-1] if platform.architecture == 'arm' else ''}?".replace("/?", "?"),
+        )
+    return platform
 
 
 def _platforms(v: Any) -> tuple[Platform, ...]:
@@ -411,7 +453,7 @@ KEYS: dict[str, Key] = {
     "python": Key('string "X.Y"', None, "Target Python version; default: the one interpreter found in the base (or in `interpreter`).", _python_version),
     "interpreter": Key('"base" or a path/URL, or a table of them keyed by platform', "base", "`base` uses the base image's Python; a directory or `.tar.gz`/`.tar.zst` archive of a relocatable CPython (e.g. python-build-standalone `install_only`) is written as its own layer at `/opt/python`.", _per_platform(_str)),
     "interpreter-sha256": Key("hex string, or a table of them keyed by platform", None, "sha256 of the `interpreter` archive; required when it is a URL.", _per_platform(_sha256_hex)),
-    "platform": Key('string "os/arch" (or "os/arch/variant"), or a list of them', "linux/amd64", "Target platform; several (`[\"linux/amd64\", \"linux/arm64\"]` or `linux/amd64,linux/arm64`) make one image index.", _platforms),
+    "platform": Key('string "os/arch" (or "os/arch/variant"), or a list of them', "linux/amd64", "Target platform, a Linux one (`linux/amd64`, `linux/arm64`, `linux/arm/v7`, …); several (`[\"linux/amd64\", \"linux/arm64\"]` or `linux/amd64,linux/arm64`) make one image index.", _platforms),
     "heavy": Key("list of names, globs or {name, packages} tables", [], "Packages that get a layer of their own (`torch`), or share one (`{ name = \"cuda\", packages = [\"nvidia-*\", \"triton\"] }`).", _heavy),
     "heavy-threshold": Key('size ("100MB") or bytes', DEFAULT_THRESHOLD, "Any wheel that installs at least this much gets a layer of its own; `0` turns this off.", parse_size),
     "max-layers": Key("integer 2..127", MAX_LAYERS_DEFAULT, "Upper bound on the image's layer count (base included); the smallest heavy groups merge into `site-packages` to stay under it.", _max_layers),
@@ -689,7 +731,8 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
                 values[key] = spec.check(raw)
             except (ValueError, TypeError, json.JSONDecodeError) as exc:
                 reason = str(exc) if isinstance(exc, _Invalid) else ""
-                raise ConfigError(f"{where}: {reason}" if reason else f"{where}: expected {spec.kind}, got {raw!r}", f"{key}: {spec.doc}") from None
+                hint = exc.hint if isinstance(exc, _Invalid) and exc.hint else f"{key}: {spec.doc}"
+                raise ConfigError(f"{where}: {reason}" if reason else f"{where}: expected {spec.kind}, got {raw!r}", hint) from None
             anchor = Path(project_dir) if origin == "file" else Path.cwd()
             if key == "base":
                 for one in values[key].values() if isinstance(values[key], dict) else (values[key],):

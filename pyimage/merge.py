@@ -22,7 +22,7 @@ from pyimage.errors import BuildError, ConfigError
 from pyimage.oci.model import INDEX_MEDIA_TYPES, Descriptor, Image, ImageIndex, Platform, layer_names
 from pyimage.publish import RegistrySettings
 
-__all__ = ["Source", "load_sources", "merge_index"]
+__all__ = ["check_sources", "Source", "load_sources", "merge_index"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,35 @@ class Source:
     image: Image
     shown: str
     repository: str = ""
+
+
+_NOT_SOURCES = {  # what other image names look like, and what to do instead
+    "docker-archive": "an image archive",
+    "oci-archive": "an image archive",
+    "docker-daemon": "an image of the local Docker Engine",
+    "podman": "an image of podman's local storage",
+    "containers-storage": "an image of podman's local storage",
+    "rootfs": "a root filesystem tar, not an image",
+    "dir": "a directory of image files",
+}
+
+
+def check_sources(texts: Sequence[str]) -> None:
+    """Each source is an ``oci:`` layout or a registry reference; anything else (an archive, an engine's image, a
+    tar file here) is one ConfigError saying so, before any work."""
+    for text in texts:
+        kind, sep, rest = text.strip().partition(":")
+        what = _NOT_SOURCES.get(kind) if sep and rest else None
+        if what is None and (Path(text).is_file() or (":" not in text and text.endswith((".tar", ".tar.gz", ".tgz")))):
+            what = "an image archive"
+        if what is None:
+            continue
+        fix = (
+            "push it to a registry (docker load -i FILE, then docker push REF) and name that reference, or build with -o oci:DIR and give oci:DIR"
+            if "archive" in what
+            else "push it to a registry and name that reference, or build with -o oci:DIR and give oci:DIR"
+        )
+        raise ConfigError(f"pyimage index {text!r}: that is {what}; index takes oci:DIR[:TAG] layouts and registry references", fix)
 
 
 def _split(text: str) -> tuple[str, str]:
@@ -47,6 +76,7 @@ def load_sources(texts: Sequence[str], cache: Cache, settings: RegistrySettings,
     the index goes to a layout (``outputs``) or to a registry other than the source's (no mount across them)."""
     if not texts:
         raise ConfigError("pyimage index: no images given", "name the per-platform images, e.g. pyimage index --push REG/APP:1.0 REG/APP:amd64 REG/APP:arm64")
+    check_sources(texts)
     out: list[Source] = []
     for text in texts:
         kind, rest = _split(text)

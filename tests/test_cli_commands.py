@@ -74,3 +74,40 @@ def test_inspect_names_the_layers_pyimage_wrote(tmp_path: Path, base_rootfs: Pat
     table = _pyimage("inspect", f"oci:{tmp_path / 'img'}:t", "--cache-dir", str(cache))
     assert table.returncode == 0 and "rootfs:" not in table.stdout and "base" in table.stdout
     assert data["config"]["Entrypoint"] == ["/opt/venv/bin/hello"]
+
+
+def _foreign_layout(directory: Path, tag: str, *platforms: str) -> None:
+    """An OCI layout holding empty images of ``platforms`` (one image, or an index of several) under ``tag``."""
+    from pyimage.base import scratch_image
+    from pyimage.oci.layout import write_layout
+    from pyimage.oci.model import ImageIndex, Platform
+
+    images = tuple(scratch_image(Platform.parse(p)) for p in platforms)
+    write_layout(images[0] if len(images) == 1 else ImageIndex(images), directory, tag)
+
+
+def test_inspect_of_a_layout_holding_one_foreign_image_shows_it_without_platform(tmp_path: Path) -> None:
+    _foreign_layout(tmp_path / "img", "t", "linux/arm64")
+    done = _pyimage("inspect", "--json", "--cache-dir", str(tmp_path / "cache"), f"oci:{tmp_path / 'img'}:t")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["platform"] == "linux/arm64"
+    _foreign_layout(tmp_path / "win", "t", "windows/amd64")  # inspect reads other people's images, whatever their os
+    done = _pyimage("inspect", "--json", "--cache-dir", str(tmp_path / "cache"), f"oci:{tmp_path / 'win'}")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["platform"] == "windows/amd64"
+
+
+def test_inspect_of_an_index_without_the_platform_lists_them_with_an_inspect_hint(tmp_path: Path) -> None:
+    _foreign_layout(tmp_path / "img", "multi", "linux/arm64", "linux/s390x")
+    image = f"oci:{tmp_path / 'img'}:multi"
+    done = _pyimage("inspect", "--cache-dir", str(tmp_path / "cache"), image)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"error: {image}: no image for linux/amd64 (has: linux/arm64, linux/s390x)",
+        f"hint: pass --platform with one of them: pyimage inspect --platform linux/arm64 {image}",
+    ]
+    done = _pyimage("inspect", "--platform", "linux/ppc64le", "--cache-dir", str(tmp_path / "cache"), image)
+    assert done.returncode == 2 and done.stderr.splitlines()[0] == f"error: {image}: no image for linux/ppc64le (has: linux/arm64, linux/s390x)"
+    done = _pyimage("inspect", "--json", "--platform", "linux/s390x", "--cache-dir", str(tmp_path / "cache"), image)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["platform"] == "linux/s390x"

@@ -218,6 +218,16 @@ def test_inspect_with_a_malformed_platform_is_one_config_error(tmp_path: Path) -
     assert done.stderr.strip().splitlines()[-2] == "error: --platform 'amd64': not a platform: 'amd64' (expected os/arch[/variant], e.g. linux/amd64)"
 
 
+def test_building_for_windows_is_one_error_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT.format(body=""))
+
+    error, hint = assert_user_error(run(["build", "--platform", "windows/amd64"], tmp_path))
+
+    assert error == "error: command line: --platform: 'windows/amd64': pyimage builds Linux images (its wheels, interpreter and base are Linux ones), not windows"
+    assert hint == "hint: use linux/amd64"
+    assert not (tmp_path / ".cache").exists()
+
+
 def make_workspace(tmp_path: Path) -> Path:
     """A virtual uv workspace root with one member, ``svc`` (a scratch base: nothing is pulled)."""
     (tmp_path / "pyproject.toml").write_text('[tool.uv.workspace]\nmembers = ["services/*"]\n')
@@ -243,3 +253,21 @@ def test_building_a_virtual_workspace_root_is_one_error_that_points_at_package(t
 
     assert "is the root of a uv workspace and has no [project] of its own to build" in error
     assert "--package NAME (members: svc)" in hint
+
+
+@pytest.mark.parametrize(
+    "source, what",
+    [
+        ("docker-archive:x.tar", "an image archive"),
+        ("oci-archive:x.tar", "an image archive"),
+        ("x.tar", "an image archive"),
+        ("docker-daemon:app:1.0", "an image of the local Docker Engine"),
+        ("rootfs:base.tar", "a root filesystem tar, not an image"),
+    ],
+)
+def test_index_of_something_other_than_a_layout_or_registry_says_what_index_takes(source: str, what: str, tmp_path: Path) -> None:
+    error, hint = assert_user_error(run(["index", "-o", f"oci:{tmp_path / 'out'}", f"oci:{tmp_path / 'a'}", source], tmp_path))
+
+    assert error == f"error: pyimage index {source!r}: that is {what}; index takes oci:DIR[:TAG] layouts and registry references"
+    assert "build with -o oci:DIR and give oci:DIR" in hint and "push it to a registry" in hint
+    assert not (tmp_path / ".cache").exists()

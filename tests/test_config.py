@@ -278,6 +278,43 @@ def test_a_value_of_the_right_type_that_is_still_wrong_says_why(line: str, reaso
     assert err.message == f"{tmp_path / 'pyproject.toml'}:{line_of(tmp_path, line)}: [tool.pyimage] {reason}"
 
 
+@pytest.mark.parametrize(
+    "value, reason, hint",
+    [
+        ("windows/amd64", "'windows/amd64': pyimage builds Linux images (its wheels, interpreter and base are Linux ones), not windows", "use linux/amd64"),
+        ("darwin/arm64", "'darwin/arm64': pyimage builds Linux images (its wheels, interpreter and base are Linux ones), not darwin", "use linux/arm64"),
+        ("linux/amd46", "'linux/amd46': 'amd46' is not an architecture pyimage can build for (known: amd64, arm64, arm, 386, ppc64le, s390x, riscv64, mips64le, loong64)", "did you mean linux/amd64?"),
+        ("linux/x86_64", "'linux/x86_64': 'x86_64' is not an architecture pyimage can build for (known: amd64, arm64, arm, 386, ppc64le, s390x, riscv64, mips64le, loong64)", "did you mean linux/amd64?"),
+        ("linux/aarch64", "'linux/aarch64': 'aarch64' is not an architecture pyimage can build for (known: amd64, arm64, arm, 386, ppc64le, s390x, riscv64, mips64le, loong64)", "did you mean linux/arm64?"),
+        ("linux/amd64/v9", "'linux/amd64/v9': 'v9' is not a variant of amd64 (its variants are v1, v2, v3, v4)", "did you mean linux/amd64?"),
+        ("linux/arm/v9", "'linux/arm/v9': 'v9' is not a variant of arm (its variants are v5, v6, v7)", "did you mean linux/arm/v7?"),
+        ("linux/s390x/v2", "'linux/s390x/v2': 'v2' is not a variant of s390x (it has no variants)", "did you mean linux/s390x?"),
+    ],
+)
+def test_a_platform_pyimage_cannot_build_for_is_refused_at_load_with_a_did_you_mean(value: str, reason: str, hint: str, tmp_path: Path) -> None:
+    line = f'platform = ["linux/arm64", "{value}"]'
+    with pytest.raises(ConfigError, match="is not|builds Linux images") as err:
+        load_config(project(tmp_path, f'base = "scratch"\n{line}\n'))
+    assert err.value.message == f"{tmp_path / 'pyproject.toml'}:{line_of(tmp_path, line)}: [tool.pyimage] platform: {reason}"
+    assert err.value.hint == hint
+
+
+def test_a_platform_flag_pyimage_cannot_build_for_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^command line: --platform: 'windows/amd64': pyimage builds Linux images"):
+        load_config(project(tmp_path, 'base = "scratch"\n'), {"platform": "windows/amd64"})
+
+
+def test_a_per_platform_table_key_pyimage_cannot_build_for_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[tool.pyimage\] base: 'linux/amd46': 'amd46' is not an architecture"):
+        load_config(project(tmp_path, 'base = { "linux/amd46" = "scratch" }\n'))
+
+
+@pytest.mark.parametrize("value", ["linux/amd64", "linux/amd64/v2", "linux/arm64", "linux/arm64/v8", "linux/arm/v7", "linux/arm/v6", "linux/386", "linux/ppc64le", "linux/s390x", "linux/riscv64", "linux/mips64le", "linux/loong64"])
+def test_every_linux_platform_the_engines_name_is_accepted(value: str, tmp_path: Path) -> None:
+    cfg = load_config(project(tmp_path, f'base = "scratch"\nplatform = "{value}"\n'))
+    assert str(cfg.platform) == value
+
+
 # -- heavy -------------------------------------------------------------------------------------------------
 def test_heavy_accepts_names_globs_and_named_tables(tmp_path: Path) -> None:
     cfg = load_config(

@@ -23,11 +23,11 @@ from packaging.utils import canonicalize_name
 
 import pyimage.tools as tools
 from pyimage.cache import Cache, Meta, string
-from pyimage.errors import BuildError
+from pyimage.errors import BuildError, ConfigError
 from pyimage.resolve.interpreters import find_python, host_version
 from pyimage.resolve.target import Target
 
-__all__ = ["Pin", "resolve", "fetch_wheels", "host_python", "sdist_wheel"]
+__all__ = ["Pin", "resolve", "fetch_wheels", "host_python", "sdist_wheel", "no_binary"]
 
 _MAX_SDIST_ROUNDS = 20
 
@@ -58,6 +58,44 @@ class Pin:
 def host_python(version: str) -> str | None:
     """An interpreter of Python ``version`` on this machine (this one, PATH, pyenv, uv), for sdist builds."""
     return find_python(version)
+
+
+def no_binary() -> frozenset[str]:
+    """The packages pip's configuration (pip.conf, ``PIP_NO_BINARY``) says to install from their sdists, read as
+    pip reads it (files' ``[global]``, then ``[install]``, then ``PIP_*``, each through pip's own format control).
+    pyimage's ``--only-binary=:all:`` would make pip forget them, so ``resolve`` builds these itself. ``:all:`` is a
+    ConfigError: pyimage installs wheels for the target, and cannot build every package here."""
+    from pip._internal.configuration import Configuration  # pip is a dependency; this is how pip reads them
+    from pip._internal.exceptions import CommandError, ConfigurationError
+    from pip._internal.models.format_control import FormatControl
+
+    config = Configuration(isolated=False)
+    try:
+        config.load()
+    except ConfigurationError:
+        return frozenset()  # pip says what is wrong with its configuration when resolution runs it
+    sections: dict[str, dict[str, tuple[str, str]]] = {"global": {}, "install": {}, ":env:": {}}
+    for fname, values in config.items():  # later files override a key, as pip's option parser does
+        for section_key, value in values.items():
+            section, _, key = section_key.partition(".")
+            if section in sections and key in ("no-binary", "only-binary") and value:
+                sections[section][key] = (str(value), fname)
+    control, origin = FormatControl(), ""
+    for section, items in sections.items():
+        for key, (value, fname) in items.items():
+            target, other = (control.no_binary, control.only_binary) if key == "no-binary" else (control.only_binary, control.no_binary)
+            try:
+                FormatControl.handle_mutual_excludes(value, target, other)
+            except CommandError:
+                continue  # pip refuses the value itself when it runs
+            if key == "no-binary" and ":all:" in value.split(","):
+                origin = "the PIP_NO_BINARY environment variable" if section == ":env:" else f"{fname} [{section}]"
+    if ":all:" in control.no_binary:
+        raise ConfigError(
+            f"pip's configuration sets no-binary = :all: ({origin}): pyimage installs wheels for the target and cannot build every package from its sdist",
+            f"name only the packages to build from source (no-binary = pyyaml,other), or remove the setting from {origin}",
+        )
+    return frozenset(canonicalize_name(n) for n in control.no_binary if n != ":none:")
 
 
 def _pip(args: Sequence[str], doing: str, *, python: str | None = None) -> tools.Ran:
@@ -120,7 +158,9 @@ def resolve(
 ) -> list[Pin]:
     """Pins for ``requirements`` (and everything they need) as wheels for ``target``.
 
-    ``requirements`` are pip arguments (a wheel path, ``-r file``, ``name==1.0``). ``prefer`` (the old lock)
+    ``requirements`` are pip arguments (a wheel path, ``-r file``, ``name==1.0``). A package pip's configuration
+    names in ``no-binary`` (``no_binary``) is built from the sdist of the version pip chose and pinned as that
+    sdist, as a dependency without wheels is. ``prefer`` (the old lock)
     is tried as constraints first, so a refresh keeps versions that still fit. Raises BuildError in the
     user's terms: an unknown name, no version satisfying a specifier, conflicting requirements, a dependency
     with no wheel for the target whose sdist cannot be built here, a local path dependency. Packages named in
@@ -137,9 +177,11 @@ def resolve(
             constraints.unlink(missing_ok=True)
     from pyimage.resolve import diagnose  # only resolution needs it (a lock hit does not)
 
+    forced = no_binary()
     built_dir = cache.sdist_wheel_dir(target.python)
     built_dir.mkdir(parents=True, exist_ok=True)
     tried: set[str] = set()
+    from_source: list[str] = []  # wheels built from the sdists of no-binary packages, given to pip as requirements
     with cache.tmp_dir() as tmp:
         report = tmp / "report.json"
         for _ in range(_MAX_SDIST_ROUNDS):
@@ -147,12 +189,20 @@ def resolve(
                 [
                     "install", "--dry-run", "--ignore-installed", "--report", str(report),
                     "--target", str(Path(tmp) / "unused-target"), "--find-links", str(built_dir),
-                    *target.pip_args(), *extra_args, *requirements,
+                    *target.pip_args(), *extra_args, *requirements, *from_source,
                 ],
                 f"resolving the dependencies for {target.describe()}",
             )
             if proc.ok:
-                break
+                chosen = _no_binary_wheels(json.loads(report.read_text()), forced, local, built_dir)
+                if not chosen:
+                    break
+                for name, version in chosen:  # pip's command line cleared no-binary: the sdist of the version it chose
+                    if name in tried:
+                        raise BuildError(f"{name}: pip chose a wheel although no-binary names it", "report this with `pyimage build --debug` output")
+                    tried.add(name)
+                    from_source.append(str(_build_sdist(name, f"=={version}", target, built_dir, cache, extra_args, "")))
+                continue
             output = proc.output
             conflict = diagnose.conflict_error(output)
             if conflict is not None:
@@ -173,6 +223,17 @@ def resolve(
     items = [item for item in data.get("install", []) if canonicalize_name(item["metadata"]["name"]) not in local]
     pins = [_pin(item, built_dir, requested, target, cache) for item in items]
     return sorted(pins, key=lambda p: p.name)
+
+
+def _no_binary_wheels(report: dict, forced: frozenset[str], local: frozenset[str], built_dir: Path) -> list[tuple[str, str]]:
+    """(name, version) of each package of pip's report that no-binary names but that pip took as a published wheel."""
+    out: list[tuple[str, str]] = []
+    for item in report.get("install", []):
+        name, url = canonicalize_name(item["metadata"]["name"]), item.get("download_info", {}).get("url", "")
+        if name in forced and name not in local and url.split("#")[0].endswith(".whl"):
+            if not (_is_local(url) and _local_path(url).parent.resolve() == built_dir.resolve()):
+                out.append((name, item["metadata"]["version"]))
+    return out
 
 
 def _pin(item: dict, built_dir: Path, requested: set[str], target: Target, cache: Cache) -> Pin:
@@ -241,9 +302,9 @@ def _target_python(name: str, target: Target, output: str) -> str:
     return python
 
 
-def _build_sdist(name: str, spec: str, target: Target, out: Path, cache: Cache, extra_args: Sequence[str], output: str) -> None:
+def _build_sdist(name: str, spec: str, target: Target, out: Path, cache: Cache, extra_args: Sequence[str], output: str) -> Path:
     """Builds ``name spec`` from its sdist into ``out`` with the target's Python, recording where the sdist came
-    from (``<wheel>.sdist.json``: index URL or none, sha256) for the lock."""
+    from (``<wheel>.sdist.json``: index URL or none, sha256) for the lock; the wheel's path."""
     from pyimage.resolve import diagnose
 
     python = _target_python(name, target, output)
@@ -273,6 +334,7 @@ def _build_sdist(name: str, spec: str, target: Target, out: Path, cache: Cache, 
         _check_native(name, wheel, target)
         (out / f"{wheel.name}.sdist.json").write_text(json.dumps({"filename": filename, "url": "" if _is_local(url) else url, "sha256": sha}))
         os.replace(wheel, out / wheel.name)
+        return out / wheel.name
 
 
 def _check_native(name: str, wheel: Path, target: Target) -> None:

@@ -8,7 +8,12 @@ from pyimage.oci.model import Platform
 
 __all__ = ["Target"]
 
-_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "arm": "armv7l", "ppc64le": "ppc64le", "s390x": "s390x", "386": "i686"}
+# GOARCH (what a platform names) -> the machine in wheel platform tags
+_ARCH = {
+    "amd64": "x86_64", "arm64": "aarch64", "arm": "armv7l", "ppc64le": "ppc64le", "s390x": "s390x", "386": "i686",
+    "riscv64": "riscv64", "loong64": "loongarch64", "mips64le": "mips64",
+}
+_ARM_VARIANT = {"v5": "armv5tel", "v6": "armv6l", "v7": "armv7l"}
 _GLIBC_DEFAULT = "2.28"  # when the base says nothing (scratch, a standalone interpreter): manylinux_2_28 era
 _MANYLINUX_LEGACY = {"manylinux2014": 17, "manylinux2010": 12, "manylinux1": 5}
 
@@ -22,6 +27,8 @@ class Target:
 
     @property
     def machine(self) -> str:
+        if self.platform.architecture == "arm" and self.platform.variant:
+            return _ARM_VARIANT.get(self.platform.variant, "armv7l")
         return _ARCH.get(self.platform.architecture, self.platform.architecture)
 
     def platform_tags(self) -> list[str]:

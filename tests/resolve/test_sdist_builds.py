@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pyimage.cache import Cache
-from pyimage.errors import BuildError
+from pyimage.errors import BuildError, ConfigError
 from pyimage.oci.model import Platform
 from pyimage.resolve.pip import host_python, resolve
 from pyimage.resolve.target import Target
@@ -73,3 +73,37 @@ def test_a_build_requirement_no_index_has_is_named(links: Path, tmp_path: Path) 
         _resolve(links, tmp_path, "nobuilddep==1.0")
     assert err.value.message.endswith("its build requirements could not be installed (no distribution found for no-such-build-dep-xyz)")
     assert "build requirements installable by pip" in err.value.hint
+
+
+def _wheel_and_sdist(links: Path, name: str, version: str) -> None:
+    """A package published both ways, as pyyaml is: a wheel (which pip prefers) and its sdist."""
+    make_wheel(links, name, version, {f"{name}.py": b"FROM = 'wheel'\n"})
+    pyproject = f'[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n[project]\nname = "{name}"\nversion = "{version}"\n'
+    make_sdist(links, name, version, {"pyproject.toml": pyproject.encode(), f"{name}.py": b"FROM = 'sdist'\n"})
+
+
+def test_no_binary_from_pip_environment_pins_and_builds_the_sdist(links: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _wheel_and_sdist(links, "bothways", "1.0")
+    _wheel_and_sdist(links, "wheelok", "1.0")
+    monkeypatch.setenv("PIP_NO_BINARY", "bothways")
+    pins = {p.name: p for p in _resolve(links, tmp_path, "bothways==1.0")}
+    assert pins["bothways"].filename == "bothways-1.0.tar.gz" and pins["bothways"].is_sdist
+    app = make_wheel(tmp_path / "app2", "app2", "1.0", requires=("bothways==1.0", "wheelok==1.0"))
+    pins = {p.name: p for p in resolve([str(app)], TARGET, Cache(tmp_path / "cache2"))}
+    assert pins["bothways"].is_sdist and pins["wheelok"].filename == "wheelok-1.0-py3-none-any.whl"
+
+
+def test_no_binary_from_pip_conf_pins_the_sdist(links: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _wheel_and_sdist(links, "confmod", "2.0")
+    conf = tmp_path / "pip.conf"
+    conf.write_text("[install]\nno-binary = ConfMod\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
+    pins = {p.name: p for p in _resolve(links, tmp_path, "confmod")}
+    assert pins["confmod"].filename == "confmod-2.0.tar.gz"
+
+
+def test_no_binary_all_is_one_config_error_naming_where_it_is_set(links: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIP_NO_BINARY", ":all:")
+    with pytest.raises(ConfigError, match=r"^pip's configuration sets no-binary = :all: \(the PIP_NO_BINARY environment variable\)") as err:
+        _resolve(links, tmp_path, "anything==1.0")
+    assert "no-binary = pyyaml" in err.value.hint
