@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-from pyimage.errors import ConfigError
+import pyimage.atomic as atomic
+from pyimage.errors import BuildError, ConfigError
 
 if TYPE_CHECKING:
     from pyimage.cache import Cache
@@ -128,6 +129,27 @@ def _one_platform(spec: str, kind: str, platforms: int) -> None:
         )
 
 
+def _check_writable(path: Path, *, into: bool = False) -> None:
+    """Refuses, before any work, an output path whose place cannot be made: a component of its parent that exists
+    and is not a directory, or a directory where nothing can be created (no permission, a read-only or virtual
+    file system such as ``/proc``). The nearest existing directory (``path`` itself when the writer writes
+    ``into`` it) is probed by making and removing a directory there, so the check meets what the writer would."""
+    place = path if into else path.parent
+    while not place.exists() and not place.is_symlink() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise BuildError(f"output {path}: {place} is not a directory", "choose another output path, or move that file away")
+    probe = place / atomic.beside(path).name  # named as the writer's temp files are, so a sweep knows it
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise BuildError(f"output {path}: cannot create anything in {place} ({exc.strerror})", _CANNOT_WRITE_HINT) from None
+
+
+_CANNOT_WRITE_HINT = "choose an output path in a directory you can write (on a file system that holds files), or fix that directory's permissions"
+
+
 @dataclass(frozen=True)
 class LayoutOutput:
     spec: str
@@ -141,7 +163,7 @@ class LayoutOutput:
     def check(self, platforms: int) -> None:
         from pyimage.oci.layout import check_output_dir
 
-        check_output_dir(self.directory)
+        _check_writable(self.directory, into=check_output_dir(self.directory))  # an existing layout is written into
 
     def write(self, image: Image | ImageIndex, naming: Naming, written: _Collect) -> None:
         from pyimage.oci.layout import write_layout
@@ -166,6 +188,7 @@ class ArchiveOutput:
 
         _one_platform(self.spec, "docker-archive", platforms)
         check_output_file(self.path)
+        _check_writable(self.path)
 
     def write(self, image: Image | ImageIndex, naming: Naming, written: _Collect) -> None:
         from pyimage.oci.dockerarchive import write_docker_archive

@@ -112,6 +112,40 @@ def test_an_output_path_holding_something_else_is_refused_before_any_work(tmp_pa
     assert not (tmp_path / "cache").exists(), "refused before the cache was even opened"
 
 
+@pytest.mark.parametrize("kind", ["oci", "docker-archive"])
+@pytest.mark.parametrize(
+    ("where", "needle"),
+    [
+        ("afile/sub", "afile is not a directory"),  # a parent that is a file
+        ("afile/deeper/sub", "afile is not a directory"),  # a file further up, under directories still to make
+        ("/proc/pyimage-out", "cannot create anything in /proc"),  # a file system that holds no new files
+    ],
+    ids=["parent-file", "ancestor-file", "proc"],
+)
+def test_an_output_whose_place_cannot_be_made_is_refused_before_any_work(tmp_path: Path, kind: str, where: str, needle: str) -> None:
+    project = tiny_project(tmp_path / "project")
+    (project / "afile").write_text("mine")
+    before = snapshot(project)
+    result = run_pyimage("build", "-C", str(project), "--base", "oci:/nonexistent/never-read", "-o", f"{kind}:{where}", cache=tmp_path / "cache", cwd=project)
+    assert_one_error(result, 1, needle)
+    assert snapshot(project) == before
+    assert not (tmp_path / "cache").exists(), "refused before the cache was even opened: no blob written"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through directory permissions")
+@pytest.mark.parametrize("kind", ["oci", "docker-archive"])
+def test_an_output_in_a_directory_without_write_permission_is_refused_before_any_work(tmp_path: Path, kind: str) -> None:
+    project = tiny_project(tmp_path / "project")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    try:
+        result = run_pyimage("build", "-C", str(project), "--base", "oci:/nonexistent/never-read", "-o", f"{kind}:{locked}/sub/out", cache=tmp_path / "cache")
+    finally:
+        locked.chmod(0o755)
+    assert_one_error(result, 1, f"cannot create anything in {locked}", "Permission denied")
+    assert not (tmp_path / "cache").exists()
+
+
 def test_an_existing_docker_archive_is_replaced_and_an_empty_dir_becomes_a_layout(tmp_path: Path) -> None:
     project = tiny_project(tmp_path / "project")
     base = tiny_base(tmp_path / "base")
