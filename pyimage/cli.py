@@ -9,7 +9,6 @@ A ``PyimageError`` becomes two lines, ``error: …`` and ``hint: …``, and its 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -23,7 +22,7 @@ import typer
 
 from pyimage import __version__
 from pyimage import console
-from pyimage.errors import ConfigError, PyimageError
+from pyimage.errors import OS_HINTS, ConfigError, PyimageError
 
 # Usage errors (unknown flag or command): click's with older typer; newer typer vendors click as typer._click,
 # raises its own TyperException subclasses and does not install click at all.
@@ -636,21 +635,7 @@ def _hold_backend_warnings() -> None:
     warnings.showwarning = show
 
 
-# OS errors a user's machine or paths cause (not pyimage's bugs), with what to do about each; temp files are
-# removed on the way out by the code that made them.
-_OS_HINTS = {
-    errno.ENOSPC: "the disk is full: free space there (`pyimage cache prune --max-size 10GB` frees cache space) and build again",
-    errno.EDQUOT: "the disk quota is used up: free space there (`pyimage cache prune`) and build again",
-    errno.EFBIG: "the file system refuses a file this large: write the output or cache somewhere else",
-    errno.EACCES: "check the permissions of that path, or choose another output or --cache-dir",
-    errno.EPERM: "check the permissions of that path, or choose another output or --cache-dir",
-    errno.EROFS: "that file system is read-only: choose another output path or --cache-dir",
-    errno.ENOTDIR: "a file is where a directory is expected: move it away, or choose another path",
-    errno.EISDIR: "a directory is where a file is expected: move it away, or choose another path",
-    errno.ENAMETOOLONG: "the path is too long: choose a shorter output path or --cache-dir",
-    errno.ELOOP: "the path has a symlink loop: fix it, or choose another path",
-    errno.EMLINK: "too many links in that directory: choose another path",
-}
+_OS_HINTS = OS_HINTS  # errors.py: one list, shared with the outputs' writers
 
 
 _SIGNALLED = 0  # the signal that interrupted this run: typer turns the KeyboardInterrupt into a plain exit code

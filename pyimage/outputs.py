@@ -16,12 +16,13 @@ else to the project's ``name:version`` (``Naming``), known once the wheel is bui
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 import pyimage.atomic as atomic
-from pyimage.errors import BuildError, ConfigError
+from pyimage.errors import OS_HINTS, BuildError, ConfigError
 
 if TYPE_CHECKING:
     from pyimage.cache import Cache
@@ -147,6 +148,21 @@ def _check_writable(path: Path, *, into: bool = False) -> None:
         raise BuildError(f"output {path}: cannot create anything in {place} ({exc.strerror})", _CANNOT_WRITE_HINT) from None
 
 
+@contextlib.contextmanager
+def _naming_errors(path: Path) -> Iterator[None]:
+    """An OSError on the output's path while it is written (the place changed after ``check``, a full disk) is the
+    user's to fix: one error naming the output (and the file, when another), not an internal error."""
+    try:
+        yield
+    except OSError as exc:
+        where = str(exc.filename or "")
+        if where and not where.startswith(str(path.parent)):  # not ours to name (a cache blob read): as it was
+            raise
+        staging = Path(where).name.startswith(f".{path.name}.")  # the temp path beside it, which the user never chose
+        also = f" ({where})" if where and where != str(path) and not staging else ""
+        raise BuildError(f"output {path}: cannot write it{also}: {exc.strerror or exc}", OS_HINTS.get(exc.errno or 0, _CANNOT_WRITE_HINT)) from exc
+
+
 _CANNOT_WRITE_HINT = "choose an output path in a directory you can write (on a file system that holds files), or fix that directory's permissions"
 
 
@@ -169,7 +185,8 @@ class LayoutOutput:
         from pyimage.oci.layout import write_layout
 
         tag = self.tag or naming.tag
-        write_layout(image, self.directory, tag, stamps=naming.cache)
+        with _naming_errors(self.directory):
+            write_layout(image, self.directory, tag, stamps=naming.cache)
         written.outputs.append(f"oci:{self.directory}:{tag}")
 
 
@@ -196,7 +213,8 @@ class ArchiveOutput:
 
         assert isinstance(image, Image)  # check() refused an index
         ref = self.reference or naming.reference
-        write_docker_archive(image, self.path, ref)
+        with _naming_errors(self.path):
+            write_docker_archive(image, self.path, ref)
         written.outputs.append(f"docker-archive:{self.path}:{ref}")
 
 

@@ -18,7 +18,9 @@ from support.registry import make_image, make_layer
 from support.tiny import assert_one_error, offline_env, run_pyimage, snapshot, tiny_base, tiny_project, verify_clean
 
 from pyimage.cache import Cache
+from pyimage.errors import BuildError
 from pyimage.oci.layout import REF_NAME, sweep_stale, write_layout
+from pyimage.outputs import Naming, parse_output, write_outputs
 
 
 def _tags(layout: Path) -> set[str]:
@@ -144,6 +146,17 @@ def test_an_output_in_a_directory_without_write_permission_is_refused_before_any
         locked.chmod(0o755)
     assert_one_error(result, 1, f"cannot create anything in {locked}", "Permission denied")
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("kind", ["oci", "docker-archive"])
+def test_an_os_error_while_an_output_is_written_is_one_error_naming_the_output(tmp_path: Path, kind: str) -> None:
+    """The place changed between ``check`` and ``write`` (here written without the check, under ``/proc``, where
+    nothing can be created): an error naming the output, not an internal one."""
+    image = make_image([make_layer(tmp_path / "layers", {"app/main.py": b"print(1)\n"})])
+    output = parse_output(f"{kind}:/proc/pyimage-out", tmp_path)
+    with pytest.raises(BuildError, match=r"^output /proc/pyimage-out: cannot write it: No such file or directory$") as caught:
+        write_outputs(image, [output], Naming("app", "1.0", Cache(tmp_path / "cache")))
+    assert caught.value.hint
 
 
 def test_an_existing_docker_archive_is_replaced_and_an_empty_dir_becomes_a_layout(tmp_path: Path) -> None:
