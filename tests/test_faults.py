@@ -47,6 +47,10 @@ class Setup:
     def tmp_entries(self) -> list[Path]:
         return sorted((self.cache / "tmp").iterdir()) if (self.cache / "tmp").exists() else []
 
+    def pid_locks(self) -> list[str]:
+        """The ``locks/pid-<pid>.lock`` files of processes that used the cache (each removes its own at exit)."""
+        return sorted(p.name for p in (self.cache / "locks").glob("pid-*.lock"))
+
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Setup:
@@ -191,11 +195,21 @@ def test_an_interrupted_build_says_so_exits_130_and_leaves_no_temp_files(setup: 
     assert err.splitlines()[-2:] == ["error: interrupted", "hint: nothing half-written was kept; run the command again to finish"]
     assert "Traceback" not in err
     assert not setup.tmp_entries()
+    assert setup.pid_locks() == [], "an interrupted build removes its pid lock file too"
     assert not (setup.root / "out").exists()
     verify_clean(setup.cache)
     (setup.project / "SLEEP").unlink()
     (setup.project / "SLEEPING").unlink()
     assert setup.build(setup.root / "out").returncode == 0
+
+
+def test_a_build_removes_its_pid_lock_file_whether_it_succeeds_or_fails(setup: Setup) -> None:
+    assert setup.build(setup.root / "out").returncode == 0
+    assert (setup.cache / "locks" / "cache.lock").exists(), "the build used the cache"
+    assert setup.pid_locks() == []
+    (setup.project / "FAIL").write_text("version file src/VERSION is missing")
+    assert_one_error(setup.build(setup.root / "out2"), 1, "building the project's wheel failed")
+    assert setup.pid_locks() == []
 
 
 def _killed_build(setup: Setup) -> list[Path]:
