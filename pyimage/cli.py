@@ -180,7 +180,7 @@ def build(
         cfg = cfg.with_values(output=(*cfg.output, parse_output(default_engine_output(), cfg.project_dir)))
     cfg = _add_pairs(cfg, labels=label, annotations=annotation)
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
-    result = run(cfg, _cache_root(cache_dir), console.events(), tags=tags, push=tuple(push or []), registry=registry, jobs=jobs)
+    result = run(cfg, _cache_root(cache_dir), console.events(), tags=tags, push=tuple(push or []), registry=registry, jobs=jobs, written=_KEPT.append)
     if as_json:
         console.print_json(build_document(result))
         return
@@ -639,20 +639,43 @@ _OS_HINTS = OS_HINTS  # errors.py: one list, shared with the outputs' writers
 
 
 _SIGNALLED = 0  # the signal that interrupted this run: typer turns the KeyboardInterrupt into a plain exit code
+_RUNNING = False  # a command is running: a signal interrupts it; once it returned, the run ends as it would have
+_KEPT: list[str] = []  # the outputs written complete so far (a build's), named when an interrupt comes later
+
+
+class _Interrupt(KeyboardInterrupt):
+    """What a signal raises. A subclass, because CPython (3.11, 3.12) remembers a plain KeyboardInterrupt that ends
+    code run from a string (a dataclass's generated ``__init__`` as rich is imported, say) and, under ``python -m
+    pyimage``, kills the process with SIGINT at exit even though it was handled: a silent exit 130."""
 
 
 def _on_signal(signum: int, _frame: object) -> None:
     global _SIGNALLED
-    _SIGNALLED = signum
     # A second Ctrl-C while temp files are being removed would leave them behind: ignore further signals.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt  # unwinds the build: every ``finally`` on the way removes its temp files
+    if not _RUNNING:
+        return  # the command is done (a build's outputs all written and reported): nothing left to interrupt
+    _SIGNALLED = signum
+    raise _Interrupt  # unwinds the build: every ``finally`` on the way removes its temp files
+
+
+def _ignore_signals() -> None:
+    """After the command, a signal changes nothing. The interpreter's teardown resets a Python-level handler to
+    the default action (which kills the process silently, exit 130, after a build whose outputs were all
+    written) but leaves an ignored signal ignored."""
+    global _RUNNING
+    _RUNNING = False
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _interrupted(code: int = 130) -> None:
     console.err("error: interrupted")
-    console.err("hint: nothing half-written was kept; run the command again to finish")
+    if _KEPT:
+        console.err(f"hint: written complete before the interrupt, and kept: {', '.join(_KEPT)}; nothing half-written was kept; run the command again to finish")
+    else:
+        console.err("hint: nothing half-written was kept; run the command again to finish")
     sys.exit(code)
 
 
@@ -687,10 +710,24 @@ def _usage_hint(message: str) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    """The program: the command run, its errors and interrupts shown (see ``_main``); signals are ignored once it
+    is done, so they cannot end the process during the interpreter's teardown."""
+    global _RUNNING, _SIGNALLED
+    _RUNNING, _SIGNALLED = True, 0
+    _KEPT.clear()
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
+        _main(argv)
+    finally:
+        _ignore_signals()
+
+
+def _main(argv: Optional[List[str]]) -> None:
+    global _RUNNING
+    try:
         code = app(args=_debug_first(list(sys.argv[1:] if argv is None else argv)), standalone_mode=False)  # a typer.Exit / Ctrl-C comes back as its exit code
+        _RUNNING = False
     except PyimageError as exc:
         if _DEBUG:
             traceback.print_exc()

@@ -303,9 +303,13 @@ def written_paths(outputs: Sequence[Output], project_dir: Path) -> list[Path]:
     return [out.writes for out in chosen if out.writes is not None]
 
 
-def write_outputs(image: Image | ImageIndex, outputs: Sequence[Output], naming: Naming) -> Written:
-    """Writes ``image`` to each output, in order."""
+def write_outputs(image: Image | ImageIndex, outputs: Sequence[Output], naming: Naming, done: Callable[[str], None] = lambda _w: None) -> Written:
+    """Writes ``image`` to each output, in order; ``done`` hears each one as soon as it is complete (as ``Written``
+    names it; a push as its reference), so an interrupt can say which were kept."""
     collect = _Collect([], [], [])
     for out in outputs:
+        before = len(collect.outputs), len(collect.pushed)
         out.write(image, naming, collect)
+        for what in (*collect.outputs[before[0] :], *(p["reference"] for p in collect.pushed[before[1] :])):
+            done(what)
     return Written(tuple(collect.outputs), tuple(collect.loaded), tuple(collect.pushed))
