@@ -635,9 +635,6 @@ def _hold_backend_warnings() -> None:
     warnings.showwarning = show
 
 
-_OS_HINTS = OS_HINTS  # errors.py: one list, shared with the outputs' writers
-
-
 _SIGNALLED = 0  # the signal that interrupted this run: typer turns the KeyboardInterrupt into a plain exit code
 _RUNNING = False  # a command is running: a signal interrupts it; once it returned, the run ends as it would have
 _KEPT: list[str] = []  # the outputs written complete so far (a build's), named when an interrupt comes later
@@ -738,7 +735,7 @@ def _main(argv: Optional[List[str]]) -> None:
             console.err(f"hint: {exc.hint}")
         sys.exit(exc.exit_code)
     except OSError as exc:
-        hint = _OS_HINTS.get(exc.errno or 0)
+        hint = OS_HINTS.get(exc.errno or 0)
         if hint is None or _DEBUG:
             if _DEBUG:
                 traceback.print_exc()
