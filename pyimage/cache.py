@@ -15,13 +15,14 @@ trusted while its size and the stat stamp recorded when it was committed still m
 a change that keeps size, mtime and inode is not noticed until ``cache verify``); otherwise it is re-hashed,
 and a mismatch throws the entry away (the layer is rebuilt, never shipped corrupt).
 
-Each process holds ``locks/pid-<pid>.lock`` while it lives, so a temp entry whose process is gone (killed, its
+Each process holds ``locks/pid-<pid>.lock`` while it lives (removed when it exits), so a temp entry whose process is gone (killed, its
 lock free) and that is older than ``STALE_AFTER`` is a leftover: swept when a build starts, reported and
 removed by ``cache verify``, removed by ``cache prune`` (which waits for running builds).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -46,6 +47,23 @@ __all__ = ["Cache", "LayerRecord", "Meta", "META_KINDS", "count", "flag", "sha25
 STALE_AFTER = 600.0  # seconds without a write before a dead process's temp entry counts as a leftover
 STALE_AFTER_UNOWNED = 86400.0  # entries not named <pid>-… (made by tools we call): a day, to be safe
 _PROCESS_LOCKS: dict[str, int] = {}  # "pid:cache root" -> the descriptor holding that process's pid lock
+
+
+def _release_process_locks() -> None:
+    """At exit (normal, an error, Ctrl-C), this process's ``locks/pid-<pid>.lock`` files are removed: each is
+    unlinked while still held, so no other process finds it free first. A killed process's are swept by the
+    next build (``Cache.sweep``). A forked child inherits this hook but releases only its own."""
+    pid = str(os.getpid())
+    for key, fd in list(_PROCESS_LOCKS.items()):
+        owner, _, root = key.partition(":")
+        if owner != pid:
+            continue
+        del _PROCESS_LOCKS[key]
+        if fd < 0:  # the file of another pid namespace's process: not ours to remove
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(Path(root) / "locks" / f"pid-{pid}.lock")
+        os.close(fd)
 
 
 def default_cache_dir() -> Path:
@@ -249,6 +267,8 @@ class Cache:
         except OSError:  # another pid namespace shares this number and cache: our entries just look alive
             os.close(fd)
             fd = -1
+        if not _PROCESS_LOCKS:
+            atexit.register(_release_process_locks)
         _PROCESS_LOCKS[key] = fd
 
     def _write_json(self, path: Path, value: Any) -> None:

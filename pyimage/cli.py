@@ -9,7 +9,6 @@ A ``PyimageError`` becomes two lines, ``error: …`` and ``hint: …``, and its 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -23,7 +22,7 @@ import typer
 
 from pyimage import __version__
 from pyimage import console
-from pyimage.errors import ConfigError, PyimageError
+from pyimage.errors import OS_HINTS, ConfigError, PyimageError
 
 # Usage errors (unknown flag or command): click's with older typer; newer typer vendors click as typer._click,
 # raises its own TyperException subclasses and does not install click at all.
@@ -181,7 +180,7 @@ def build(
         cfg = cfg.with_values(output=(*cfg.output, parse_output(default_engine_output(), cfg.project_dir)))
     cfg = _add_pairs(cfg, labels=label, annotations=annotation)
     registry = _registry_settings(username, password_stdin, insecure_registry, ca_bundle, push or [])
-    result = run(cfg, _cache_root(cache_dir), console.events(), tags=tags, push=tuple(push or []), registry=registry, jobs=jobs)
+    result = run(cfg, _cache_root(cache_dir), console.events(), tags=tags, push=tuple(push or []), registry=registry, jobs=jobs, written=_KEPT.append)
     if as_json:
         console.print_json(build_document(result))
         return
@@ -664,38 +663,44 @@ def _hold_backend_warnings() -> None:
     warnings.showwarning = show
 
 
-# OS errors a user's machine or paths cause (not pyimage's bugs), with what to do about each; temp files are
-# removed on the way out by the code that made them.
-_OS_HINTS = {
-    errno.ENOSPC: "the disk is full: free space there (`pyimage cache prune --max-size 10GB` frees cache space) and build again",
-    errno.EDQUOT: "the disk quota is used up: free space there (`pyimage cache prune`) and build again",
-    errno.EFBIG: "the file system refuses a file this large: write the output or cache somewhere else",
-    errno.EACCES: "check the permissions of that path, or choose another output or --cache-dir",
-    errno.EPERM: "check the permissions of that path, or choose another output or --cache-dir",
-    errno.EROFS: "that file system is read-only: choose another output path or --cache-dir",
-    errno.ENOTDIR: "a file is where a directory is expected: move it away, or choose another path",
-    errno.EISDIR: "a directory is where a file is expected: move it away, or choose another path",
-    errno.ENAMETOOLONG: "the path is too long: choose a shorter output path or --cache-dir",
-    errno.ELOOP: "the path has a symlink loop: fix it, or choose another path",
-    errno.EMLINK: "too many links in that directory: choose another path",
-}
-
-
 _SIGNALLED = 0  # the signal that interrupted this run: typer turns the KeyboardInterrupt into a plain exit code
+_RUNNING = False  # a command is running: a signal interrupts it; once it returned, the run ends as it would have
+_KEPT: list[str] = []  # the outputs written complete so far (a build's), named when an interrupt comes later
+
+
+class _Interrupt(KeyboardInterrupt):
+    """What a signal raises. A subclass, because CPython (3.11, 3.12) remembers a plain KeyboardInterrupt that ends
+    code run from a string (a dataclass's generated ``__init__`` as rich is imported, say) and, under ``python -m
+    pyimage``, kills the process with SIGINT at exit even though it was handled: a silent exit 130."""
 
 
 def _on_signal(signum: int, _frame: object) -> None:
     global _SIGNALLED
-    _SIGNALLED = signum
     # A second Ctrl-C while temp files are being removed would leave them behind: ignore further signals.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt  # unwinds the build: every ``finally`` on the way removes its temp files
+    if not _RUNNING:
+        return  # the command is done (a build's outputs all written and reported): nothing left to interrupt
+    _SIGNALLED = signum
+    raise _Interrupt  # unwinds the build: every ``finally`` on the way removes its temp files
+
+
+def _ignore_signals() -> None:
+    """After the command, a signal changes nothing. The interpreter's teardown resets a Python-level handler to
+    the default action (which kills the process silently, exit 130, after a build whose outputs were all
+    written) but leaves an ignored signal ignored."""
+    global _RUNNING
+    _RUNNING = False
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _interrupted(code: int = 130) -> None:
     console.err("error: interrupted")
-    console.err("hint: nothing half-written was kept; run the command again to finish")
+    if _KEPT:
+        console.err(f"hint: written complete before the interrupt, and kept: {', '.join(_KEPT)}; nothing half-written was kept; run the command again to finish")
+    else:
+        console.err("hint: nothing half-written was kept; run the command again to finish")
     sys.exit(code)
 
 
@@ -730,10 +735,24 @@ def _usage_hint(message: str) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    """The program: the command run, its errors and interrupts shown (see ``_main``); signals are ignored once it
+    is done, so they cannot end the process during the interpreter's teardown."""
+    global _RUNNING, _SIGNALLED
+    _RUNNING, _SIGNALLED = True, 0
+    _KEPT.clear()
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
+        _main(argv)
+    finally:
+        _ignore_signals()
+
+
+def _main(argv: Optional[List[str]]) -> None:
+    global _RUNNING
+    try:
         code = app(args=_debug_first(list(sys.argv[1:] if argv is None else argv)), standalone_mode=False)  # a typer.Exit / Ctrl-C comes back as its exit code
+        _RUNNING = False
     except PyimageError as exc:
         if _DEBUG:
             traceback.print_exc()
@@ -744,7 +763,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             console.err(f"hint: {exc.hint}")
         sys.exit(exc.exit_code)
     except OSError as exc:
-        hint = _OS_HINTS.get(exc.errno or 0)
+        hint = OS_HINTS.get(exc.errno or 0)
         if hint is None or _DEBUG:
             if _DEBUG:
                 traceback.print_exc()

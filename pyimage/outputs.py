@@ -16,11 +16,13 @@ else to the project's ``name:version`` (``Naming``), known once the wheel is bui
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
-from pyimage.errors import ConfigError
+import pyimage.atomic as atomic
+from pyimage.errors import OS_HINTS, BuildError, ConfigError
 
 if TYPE_CHECKING:
     from pyimage.cache import Cache
@@ -128,6 +130,42 @@ def _one_platform(spec: str, kind: str, platforms: int) -> None:
         )
 
 
+def _check_writable(path: Path, *, into: bool = False) -> None:
+    """Refuses, before any work, an output path whose place cannot be made: a component of its parent that exists
+    and is not a directory, or a directory where nothing can be created (no permission, a read-only or virtual
+    file system such as ``/proc``). The nearest existing directory (``path`` itself when the writer writes
+    ``into`` it) is probed by making and removing a directory there, so the check meets what the writer would."""
+    place = path if into else path.parent
+    while not place.exists() and not place.is_symlink() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise BuildError(f"output {path}: {place} is not a directory", "choose another output path, or move that file away")
+    probe = place / atomic.beside(path).name  # named as the writer's temp files are, so a sweep knows it
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise BuildError(f"output {path}: cannot create anything in {place} ({exc.strerror})", _CANNOT_WRITE_HINT) from None
+
+
+@contextlib.contextmanager
+def _naming_errors(path: Path) -> Iterator[None]:
+    """An OSError on the output's path while it is written (the place changed after ``check``, a full disk) is the
+    user's to fix: one error naming the output (and the file, when another), not an internal error."""
+    try:
+        yield
+    except OSError as exc:
+        where = str(exc.filename or "")
+        if where and not where.startswith(str(path.parent)):  # not ours to name (a cache blob read): as it was
+            raise
+        staging = Path(where).name.startswith(f".{path.name}.")  # the temp path beside it, which the user never chose
+        also = f" ({where})" if where and where != str(path) and not staging else ""
+        raise BuildError(f"output {path}: cannot write it{also}: {exc.strerror or exc}", OS_HINTS.get(exc.errno or 0, _CANNOT_WRITE_HINT)) from exc
+
+
+_CANNOT_WRITE_HINT = "choose an output path in a directory you can write (on a file system that holds files), or fix that directory's permissions"
+
+
 @dataclass(frozen=True)
 class LayoutOutput:
     spec: str
@@ -141,13 +179,14 @@ class LayoutOutput:
     def check(self, platforms: int) -> None:
         from pyimage.oci.layout import check_output_dir
 
-        check_output_dir(self.directory)
+        _check_writable(self.directory, into=check_output_dir(self.directory))  # an existing layout is written into
 
     def write(self, image: Image | ImageIndex, naming: Naming, written: _Collect) -> None:
         from pyimage.oci.layout import write_layout
 
         tag = self.tag or naming.tag
-        write_layout(image, self.directory, tag, stamps=naming.cache)
+        with _naming_errors(self.directory):
+            write_layout(image, self.directory, tag, stamps=naming.cache)
         written.outputs.append(f"oci:{self.directory}:{tag}")
 
 
@@ -166,6 +205,7 @@ class ArchiveOutput:
 
         _one_platform(self.spec, "docker-archive", platforms)
         check_output_file(self.path)
+        _check_writable(self.path)
 
     def write(self, image: Image | ImageIndex, naming: Naming, written: _Collect) -> None:
         from pyimage.oci.dockerarchive import write_docker_archive
@@ -173,7 +213,8 @@ class ArchiveOutput:
 
         assert isinstance(image, Image)  # check() refused an index
         ref = self.reference or naming.reference
-        write_docker_archive(image, self.path, ref)
+        with _naming_errors(self.path):
+            write_docker_archive(image, self.path, ref)
         written.outputs.append(f"docker-archive:{self.path}:{ref}")
 
 
@@ -262,9 +303,13 @@ def written_paths(outputs: Sequence[Output], project_dir: Path) -> list[Path]:
     return [out.writes for out in chosen if out.writes is not None]
 
 
-def write_outputs(image: Image | ImageIndex, outputs: Sequence[Output], naming: Naming) -> Written:
-    """Writes ``image`` to each output, in order."""
+def write_outputs(image: Image | ImageIndex, outputs: Sequence[Output], naming: Naming, done: Callable[[str], None] = lambda _w: None) -> Written:
+    """Writes ``image`` to each output, in order; ``done`` hears each one as soon as it is complete (as ``Written``
+    names it; a push as its reference), so an interrupt can say which were kept."""
     collect = _Collect([], [], [])
     for out in outputs:
+        before = len(collect.outputs), len(collect.pushed)
         out.write(image, naming, collect)
+        for what in (*collect.outputs[before[0] :], *(p["reference"] for p in collect.pushed[before[1] :])):
+            done(what)
     return Written(tuple(collect.outputs), tuple(collect.loaded), tuple(collect.pushed))

@@ -445,11 +445,13 @@ def run(
     push: Sequence[str] = (),
     registry: RegistrySettings | None = None,
     jobs: int = 2,
+    written: Callable[[str], None] = lambda _w: None,
 ) -> BuildResult:
     """``pyimage build``: the outputs chosen and checked (the config's, else the default layout unless the build
     only pushes) before the cache at ``cache_root`` is opened, then plan, fetch, layers and every output, all
     under one shared cache lock (``cache prune`` waits for the whole build); the plan's scratch directories are
-    removed however it ends."""
+    removed however it ends. ``written`` hears each output as soon as it is complete (a progress line says so too),
+    so a caller interrupted later can say which outputs were kept."""
     from pyimage.oci.model import ImageIndex
     from pyimage.outputs import Naming, RegistryOutput, check_outputs, default_output, parse_output, write_outputs
     from pyimage.publish import push_targets
@@ -471,11 +473,15 @@ def run(
         try:
             images = build_all(preps, events, jobs=jobs, remote=remote)
             index = ImageIndex(images, dict(cfg.annotations)) if len(images) > 1 else None
-            written = write_outputs(index or images[0], outputs, Naming(preps[0].name, preps[0].version, cache, tuple(tags)))
+            def done(what: str) -> None:
+                written(what)  # first: once the line is shown, an interrupt names it as kept
+                events(f"output written: {what}")
+
+            result = write_outputs(index or images[0], outputs, Naming(preps[0].name, preps[0].version, cache, tuple(tags)), done)
         finally:
             if remote is not None:
                 remote.close()
             for one in preps:
                 one.cleanup()
     notes = tuple(dict.fromkeys(note for one in preps for note in one.notes))
-    return BuildResult(images[0], preps[0], written.outputs, written.pushed, notes, written.loaded, index, tuple(zip(preps, images)) if index else ())
+    return BuildResult(images[0], preps[0], result.outputs, result.pushed, notes, result.loaded, index, tuple(zip(preps, images)) if index else ())

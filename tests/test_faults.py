@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -46,6 +47,10 @@ class Setup:
 
     def tmp_entries(self) -> list[Path]:
         return sorted((self.cache / "tmp").iterdir()) if (self.cache / "tmp").exists() else []
+
+    def pid_locks(self) -> list[str]:
+        """The ``locks/pid-<pid>.lock`` files of processes that used the cache (each removes its own at exit)."""
+        return sorted(p.name for p in (self.cache / "locks").glob("pid-*.lock"))
 
 
 @pytest.fixture
@@ -191,11 +196,106 @@ def test_an_interrupted_build_says_so_exits_130_and_leaves_no_temp_files(setup: 
     assert err.splitlines()[-2:] == ["error: interrupted", "hint: nothing half-written was kept; run the command again to finish"]
     assert "Traceback" not in err
     assert not setup.tmp_entries()
+    assert setup.pid_locks() == [], "an interrupted build removes its pid lock file too"
     assert not (setup.root / "out").exists()
     verify_clean(setup.cache)
     (setup.project / "SLEEP").unlink()
     (setup.project / "SLEEPING").unlink()
     assert setup.build(setup.root / "out").returncode == 0
+
+
+def test_a_build_removes_its_pid_lock_file_whether_it_succeeds_or_fails(setup: Setup) -> None:
+    assert setup.build(setup.root / "out").returncode == 0
+    assert (setup.cache / "locks" / "cache.lock").exists(), "the build used the cache"
+    assert setup.pid_locks() == []
+    (setup.project / "FAIL").write_text("version file src/VERSION is missing")
+    assert_one_error(setup.build(setup.root / "out2"), 1, "building the project's wheel failed")
+    assert setup.pid_locks() == []
+
+
+def _build_interrupted_at(setup: Setup, name: str, stream: str, line: str, delay: float) -> tuple[int, str, str, Path, Path]:
+    """A real two-output build (a layout, then a docker-archive) sent Ctrl-C (its whole process group, as a
+    terminal does) ``delay`` seconds after it prints ``line`` on ``stream``: (exit code, stdout, stderr, layout,
+    archive)."""
+    layout, archive = setup.root / f"{name}-layout", setup.root / f"{name}.tar"
+    cmd = [sys.executable, "-m", "pyimage", "build", "-C", str(setup.project), "--base", setup.base, "--cache-dir", str(setup.cache)]
+    cmd += ["-o", f"oci:{layout}:t", "-o", f"docker-archive:{archive}:app:t"]
+    proc = subprocess.Popen(cmd, env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    seen: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
+        sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
+        sent = False
+        while sel.get_map():
+            for key, _ in sel.select(timeout=120):
+                text = key.fileobj.readline()  # type: ignore[union-attr]
+                if not text:
+                    sel.unregister(key.fileobj)
+                    continue
+                seen[key.data].append(text)
+                if not sent and key.data == stream and line in text:
+                    time.sleep(delay)
+                    os.killpg(proc.pid, signal.SIGINT)
+                    sent = True
+    proc.wait(timeout=60)
+    assert sent, "".join(seen["stderr"])
+    return proc.returncode, "".join(seen["stdout"]), "".join(seen["stderr"]), layout, archive
+
+
+@pytest.mark.parametrize(
+    ("stream", "line"),
+    [("stderr", "output written: oci:"), ("stdout", "wrote docker-archive:")],
+    ids=["between-the-outputs", "after-the-last-wrote-line"],
+)
+def test_ctrl_c_late_in_a_build_names_the_outputs_it_kept_and_each_output_is_whole_or_absent(setup: Setup, stream: str, line: str) -> None:
+    """However late the interrupt lands (the layout written and the archive under way; every output written and
+    reported, the interpreter shutting down), the build either ends as if it had not come (exit 0, every output
+    whole) or says so (exit 130, the outputs written complete named as kept); never a silent 130, never a
+    half-written output. The delays step over the instants after the line, into the interpreter's teardown."""
+    assert setup.build(setup.root / "warm").returncode == 0  # a warm cache: only the outputs are left to do
+    pattern = line.partition(":")[0]
+    for delay in (0.0, 0.005, 0.01, 0.02, 0.04):
+        code, out, err, layout, archive = _build_interrupted_at(setup, f"d{delay}", stream, line, delay)
+        assert "Traceback" not in err, err
+        specs = {f"oci:{layout}:t": layout, f"docker-archive:{archive}:app:t": archive}
+        if code == 0:
+            assert "error:" not in err, err
+            kept = set(specs)
+        else:
+            assert code == 130, (delay, err)
+            error, hint = err.splitlines()[-2:]
+            assert error == "error: interrupted", err
+            assert hint.startswith("hint: written complete before the interrupt, and kept: ") and hint.endswith("; nothing half-written was kept; run the command again to finish"), err
+            kept = {spec for spec in specs if spec in hint}
+            assert f"oci:{layout}:t" in kept, f"{pattern}: the layout was written before the interrupt: {err}"
+        for spec, path in specs.items():
+            if spec in kept or path.exists():  # named as kept, or made in the instant after the interrupt: whole
+                check = run_pyimage("inspect", f"docker-archive:{path}" if path == archive else spec, "--check", cache=setup.cache)
+                assert check.returncode == 0, (spec, check.stdout, check.stderr)
+        assert [p.name for p in setup.root.iterdir() if p.name.startswith((f".{layout.name}.", f".{archive.name}."))] == [], "no temp file beside the outputs"
+        assert not setup.tmp_entries()
+        assert setup.pid_locks() == []
+    verify_clean(setup.cache)
+
+
+def test_a_handled_interrupt_under_python_m_exits_with_its_code_not_by_sigint(tmp_path: Path) -> None:
+    """CPython (3.11, 3.12) remembers a plain KeyboardInterrupt that ends code run from a string (a dataclass's
+    generated methods, made as rich or pyimage's modules are imported) and, under ``python -m``, kills the process
+    with SIGINT at exit although the exception was handled: a silent exit 130 after the error pyimage printed.
+    pyimage's handler raises a subclass, which CPython does not mark. Here the signal lands in such code."""
+    (tmp_path / "interrupted_demo.py").write_text(
+        "import os, signal, sys\n"
+        "from pyimage import cli\n"
+        "cli._RUNNING = True\n"
+        "signal.signal(signal.SIGINT, cli._on_signal)\n"
+        "try:\n"
+        "    exec('os.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(1000): pass')\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(7)\n"
+    )
+    done = subprocess.run([sys.executable, "-m", "interrupted_demo"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 7, done.stderr
 
 
 def _killed_build(setup: Setup) -> list[Path]:

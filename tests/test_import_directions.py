@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "base": {"errors", "hashing", "oci", "cache", "layers", "publish"},
     "templates": {"errors", "oci"},
     "merge": {"errors", "oci", "cache", "publish", "base"},
-    "outputs": {"errors", "oci", "cache", "publish"},
+    "outputs": {"errors", "atomic", "oci", "cache", "publish"},
     "runconfig": {"errors", "oci", "config", "layers", "resolve", "base"},
     "pipeline": {"errors", "console", "runconfig", "oci", "cache", "config", "layers", "resolve", "wheels", "publish", "base", "outputs"},
     "report": {"oci", "pipeline", "runconfig"},  # the --json documents of a build and a plan (data; console renders)

@@ -18,7 +18,9 @@ from support.registry import make_image, make_layer
 from support.tiny import assert_one_error, offline_env, run_pyimage, snapshot, tiny_base, tiny_project, verify_clean
 
 from pyimage.cache import Cache
+from pyimage.errors import BuildError
 from pyimage.oci.layout import REF_NAME, sweep_stale, write_layout
+from pyimage.outputs import Naming, parse_output, write_outputs
 
 
 def _tags(layout: Path) -> set[str]:
@@ -110,6 +112,51 @@ def test_an_output_path_holding_something_else_is_refused_before_any_work(tmp_pa
     assert_one_error(result, 1, needle, str(target))
     assert snapshot(tmp_path / "project") | {"target": snapshot(target) if target.is_dir() else target.read_text()} == before  # type: ignore[dict-item]
     assert not (tmp_path / "cache").exists(), "refused before the cache was even opened"
+
+
+@pytest.mark.parametrize("kind", ["oci", "docker-archive"])
+@pytest.mark.parametrize(
+    ("where", "needle"),
+    [
+        ("afile/sub", "afile is not a directory"),  # a parent that is a file
+        ("afile/deeper/sub", "afile is not a directory"),  # a file further up, under directories still to make
+        ("/proc/pyimage-out", "cannot create anything in /proc"),  # a file system that holds no new files
+    ],
+    ids=["parent-file", "ancestor-file", "proc"],
+)
+def test_an_output_whose_place_cannot_be_made_is_refused_before_any_work(tmp_path: Path, kind: str, where: str, needle: str) -> None:
+    project = tiny_project(tmp_path / "project")
+    (project / "afile").write_text("mine")
+    before = snapshot(project)
+    result = run_pyimage("build", "-C", str(project), "--base", "oci:/nonexistent/never-read", "-o", f"{kind}:{where}", cache=tmp_path / "cache", cwd=project)
+    assert_one_error(result, 1, needle)
+    assert snapshot(project) == before
+    assert not (tmp_path / "cache").exists(), "refused before the cache was even opened: no blob written"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through directory permissions")
+@pytest.mark.parametrize("kind", ["oci", "docker-archive"])
+def test_an_output_in_a_directory_without_write_permission_is_refused_before_any_work(tmp_path: Path, kind: str) -> None:
+    project = tiny_project(tmp_path / "project")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    try:
+        result = run_pyimage("build", "-C", str(project), "--base", "oci:/nonexistent/never-read", "-o", f"{kind}:{locked}/sub/out", cache=tmp_path / "cache")
+    finally:
+        locked.chmod(0o755)
+    assert_one_error(result, 1, f"cannot create anything in {locked}", "Permission denied")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("kind", ["oci", "docker-archive"])
+def test_an_os_error_while_an_output_is_written_is_one_error_naming_the_output(tmp_path: Path, kind: str) -> None:
+    """The place changed between ``check`` and ``write`` (here written without the check, under ``/proc``, where
+    nothing can be created): an error naming the output, not an internal one."""
+    image = make_image([make_layer(tmp_path / "layers", {"app/main.py": b"print(1)\n"})])
+    output = parse_output(f"{kind}:/proc/pyimage-out", tmp_path)
+    with pytest.raises(BuildError, match=r"^output /proc/pyimage-out: cannot write it: No such file or directory$") as caught:
+        write_outputs(image, [output], Naming("app", "1.0", Cache(tmp_path / "cache")))
+    assert caught.value.hint
 
 
 def test_an_existing_docker_archive_is_replaced_and_an_empty_dir_becomes_a_layout(tmp_path: Path) -> None:
