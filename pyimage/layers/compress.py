@@ -77,8 +77,17 @@ def media_type_for(kind: str) -> str:
     return {"gzip": MEDIA_OCI_LAYER_GZIP, "zstd": MEDIA_OCI_LAYER_ZSTD, "none": MEDIA_OCI_LAYER}[kind]
 
 
+def _done(chunk: Any) -> "Future[Any]":
+    """A chunk that needs no work (a plain tar's): handed to the writer thread as it is."""
+    done: Future[Any] = Future()
+    done.set_result(chunk)
+    return done
+
+
 def compress_chunk(kind: str, data: bytes | memoryview) -> bytes:
     """``data`` as one complete gzip member or zstd frame: a pure function of the bytes, run on any thread."""
+    if kind == "none":
+        return bytes(data)
     if kind == "gzip":
         body = _deflate_lib.compress(data, _GZIP_LEVEL, -15)
         trailer = struct.pack("<II", _deflate_lib.crc32(data) & 0xFFFFFFFF, len(data) & 0xFFFFFFFF)
@@ -158,11 +167,6 @@ class BlobWriter:
 
     def write(self, data: bytes) -> int:
         n = len(data)
-        if n and self._kind == "none":  # a plain tar: written and hashed once as it comes (digest = diff_id)
-            self._hash_raw(data)
-            self._size += n
-            self._file.write(data)
-            return n
         if n:
             self._pending.append(data)
             self._pending_len += n
@@ -190,7 +194,7 @@ class BlobWriter:
             self._queue = queue.Queue(self._workers + 1)
             self._thread = threading.Thread(target=self._run, name="pyimage-blob-writer", daemon=True)
             self._thread.start()
-        self._queue.put((chunk, _pool(self._workers).submit(compress_chunk, self._kind, chunk)))
+        self._queue.put((chunk, _pool(self._workers).submit(compress_chunk, self._kind, chunk) if self._kind != "none" else _done(chunk)))
 
     def _hash_raw(self, chunk: bytes | memoryview) -> None:
         self._raw.update(chunk)
@@ -199,7 +203,8 @@ class BlobWriter:
         self._raw_size += len(chunk)
 
     def _emit(self, packed: bytes) -> None:
-        self._packed.update(packed)
+        if self._kind != "none":  # a plain tar's digest is its diff_id: hashed once, in _hash_raw
+            self._packed.update(packed)
         self._size += len(packed)
         self._file.write(packed)
 
@@ -217,10 +222,6 @@ class BlobWriter:
                 item[1].cancel()
 
     def close(self) -> BlobResult:
-        if self._kind == "none":
-            self._file.close()
-            diff_id = "sha256:" + self._raw.hexdigest()
-            return BlobResult(diff_id, diff_id, self._size, self._raw_size)
         last = b"".join(self._pending)
         self._pending = []
         if self._queue is None:  # at most one chunk: no thread, compressed right here
@@ -228,14 +229,14 @@ class BlobWriter:
             self._emit(compress_chunk(self._kind, last))
         else:
             if last and self._error is None:
-                self._queue.put((last, _pool(self._workers).submit(compress_chunk, self._kind, last)))
+                self._queue.put((last, _pool(self._workers).submit(compress_chunk, self._kind, last) if self._kind != "none" else _done(last)))
             self._stop()
         self._file.close()
         if self._error is not None:
             raise self._error
-        return BlobResult(
-            "sha256:" + self._packed.hexdigest(), "sha256:" + self._raw.hexdigest(), self._size, self._raw_size
-        )
+        diff_id = "sha256:" + self._raw.hexdigest()
+        digest = diff_id if self._kind == "none" else "sha256:" + self._packed.hexdigest()
+        return BlobResult(digest, diff_id, self._size, self._raw_size)
 
     def _stop(self) -> None:
         if self._queue is not None and self._thread is not None and self._thread.is_alive():
