@@ -10,8 +10,9 @@ as a gzip member or zstd frame of its own and cached by the wheel's key, so a ch
 only its new wheels. The layer is ``[directories] + fragments + [end]``: one small fragment holding every
 directory the others need (sorted, so parents come first), then the wheels in plan order. No path appears twice:
 a file that an earlier wheel of the layer already holds is left out of the later wheel's fragment (whose key
-then names what it leaves out). The diff_id (sha256 of the whole uncompressed tar) is computed by inflating the
-fragments once on the way.
+then names what it leaves out). The diff_id (sha256 of the whole uncompressed tar) is hashed as the parts are
+written when all of them are written now (the directories foretold from the wheels' file maps), else by
+inflating the fragments once more; with ``compression = "none"`` the blob is the tar and its digest the diff_id.
 
 This stage never downloads: ``wheels_to_read`` says, before any layer work, which wheels the layers that miss the
 cache will open (the pipeline fetches exactly those in one step); a wheel without a file here is a bug.
