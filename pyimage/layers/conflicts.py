@@ -67,6 +67,7 @@ def check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) 
     owners: dict[str, tuple[str, str, bool]] = {f: ("the interpreter layer", "interpreter", False) for f in interp_files}
     dirs: dict[str, str] = {d: "the interpreter layer" for d in interp_dirs}
     notes: list[str] = []
+    _read_file_maps([w for w in wheels if cached_files(w.sha256, paths, cache) is None], paths, cache)
     for wheel in wheels:
         files, namespace = wheel_files(wheel, paths, cache)
         for path, digest in sorted(files.items()):
@@ -111,6 +112,18 @@ def wheel_files(wheel: Wheel, paths: InstallPaths, cache: Cache) -> tuple[dict[s
         facts = _Files(wheel_file_map(wheel.path, paths), frozenset(namespace_inits(wheel.path, paths)))
         cache.put_meta(FILES, facts, *_files_key(wheel.sha256, paths))
     return dict(facts.files), set(facts.namespace)
+
+
+def _read_file_maps(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) -> None:
+    """The file maps of ``wheels`` (none of them cached) read into the cache two wheels at a time: inflating their
+    members releases the GIL, so a cold build of a big app spends half the wall time on it."""
+    if len(wheels) < 2:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2, thread_name_prefix="pyimage-files") as pool:
+        for _ in pool.map(lambda w: wheel_files(w, paths, cache), wheels):
+            pass
 
 
 def _files_key(sha256: str, paths: InstallPaths) -> tuple[str, ...]:

@@ -162,16 +162,22 @@ def unscanned(wheels: Sequence[Wheel], cache: Cache) -> tuple[Wheel, ...]:
 def wheel_natives(wheels: Sequence[Wheel], cache: Cache) -> list[WheelNatives]:
     """Each wheel's ELF facts, read once per wheel content (sha256) and then taken from the cache; a wheel whose
     facts are not cached must have its file here (``unscanned`` names them before the check)."""
-    out = []
-    for w in wheels:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def facts_of(w: Wheel) -> WheelNatives:
         facts = cache.get_meta(NATIVES, w.sha256)
         if facts is None:
             if w.path is None or not w.path.is_file():
                 raise BuildError(f"internal error: {w.filename} must be read for its native libraries, but it was not fetched", "this is a bug in pyimage; run again with --debug and report it")
             facts = _read_natives(str(w.path))
             cache.put_meta(NATIVES, facts, w.sha256)
-        out.append(facts)
-    return out
+        return facts
+
+    if len(unscanned(wheels, cache)) < 2:
+        return [facts_of(w) for w in wheels]
+    # Reading a wheel's ELF files is mostly inflating them (isal releases the GIL): two wheels at a time.
+    with ThreadPoolExecutor(2, thread_name_prefix="pyimage-natives") as pool:
+        return list(pool.map(facts_of, wheels))
 
 
 def debian_package(soname: str) -> str:
