@@ -220,25 +220,25 @@ def _build_interrupted_at(setup: Setup, name: str, stream: str, line: str, delay
     layout, archive = setup.root / f"{name}-layout", setup.root / f"{name}.tar"
     cmd = [sys.executable, "-m", "pyimage", "build", "-C", str(setup.project), "--base", setup.base, "--cache-dir", str(setup.cache)]
     cmd += ["-o", f"oci:{layout}:t", "-o", f"docker-archive:{archive}:app:t"]
-    proc = subprocess.Popen(cmd, env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    assert proc.stdout is not None and proc.stderr is not None
     seen: dict[str, list[str]] = {"stdout": [], "stderr": []}
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
-        sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
-        sent = False
-        while sel.get_map():
-            for key, _ in sel.select(timeout=120):
-                text = key.fileobj.readline()  # type: ignore[union-attr]
-                if not text:
-                    sel.unregister(key.fileobj)
-                    continue
-                seen[key.data].append(text)
-                if not sent and key.data == stream and line in text:
-                    time.sleep(delay)
-                    os.killpg(proc.pid, signal.SIGINT)
-                    sent = True
-    proc.wait(timeout=60)
+    sent = False
+    with subprocess.Popen(cmd, env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
+            sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
+            while sel.get_map():
+                for key, _ in sel.select(timeout=120):
+                    text = key.fileobj.readline()  # type: ignore[union-attr]
+                    if not text:
+                        sel.unregister(key.fileobj)
+                        continue
+                    seen[key.data].append(text)
+                    if not sent and key.data == stream and line in text:
+                        time.sleep(delay)
+                        os.killpg(proc.pid, signal.SIGINT)
+                        sent = True
+        proc.wait(timeout=60)
     assert sent, "".join(seen["stderr"])
     return proc.returncode, "".join(seen["stdout"]), "".join(seen["stderr"]), layout, archive
 
