@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-__all__ = ["JSON_VERSION", "Events", "err", "events", "human_size", "out", "print_json", "show_build", "show_plan", "table"]
+__all__ = ["JSON_VERSION", "Events", "err", "events", "human_size", "out", "print_json", "show_build", "render_table", "show_plan", "table"]
 
 JSON_VERSION = 1
 
@@ -63,18 +63,85 @@ def human_size(n: float) -> str:
 
 
 def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """A titled table with named columns on stdout (rich; wraps rather than truncates)."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    """A titled table with named columns on stdout, in a box (heavy header rules, light body rules). Columns share the
+    terminal's width (at least 100 columns); a cell too long for its column is wrapped at spaces, or folded, never cut.
+    Cells are data (``[tool.pyimage]``, a Next.js ``[id].tsx``), printed as they are."""
+    width = max(100, shutil.get_terminal_size((120, 20)).columns)
+    sys.stdout.write(render_table(title, header, rows, width))
+    sys.stdout.flush()
 
-    # cells are data (`[tool.pyimage]`, a Next.js `[id].tsx`), never rich markup
-    grid = Table(title=escape(title), title_justify="left")
-    for h in header:
-        grid.add_column(escape(h), overflow="fold")
-    for row in rows:
-        grid.add_row(*(escape(cell) for cell in row))
-    Console(width=max(100, shutil.get_terminal_size((120, 20)).columns)).print(grid)
+
+def render_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> str:
+    """The text of ``table``: no line wider than ``width`` cells (East Asian wide characters count two)."""
+    cols = len(header)
+    cells = [[_clean(c) for c in header], *([_clean(c) for c in row] + [""] * (cols - len(row)) for row in rows)]
+    natural = [max(_width(row[i]) for row in cells) for i in range(cols)]
+    room = max(cols, width - (3 * cols + 1))  # "│ " before each column, " │" after the last
+    widths = list(natural)
+    while sum(widths) > room:  # too wide: narrow the widest column, one cell at a time
+        i = max(range(cols), key=lambda k: widths[k])
+        if widths[i] <= 1:
+            break
+        widths[i] -= 1
+    lines = [title[: max(1, width)]] if title else []
+
+    def rule(left: str, fill: str, mid: str, right: str) -> str:
+        return left + mid.join(fill * (w + 2) for w in widths) + right
+
+    def body(row: list[str], bar: str) -> list[str]:
+        wrapped = [_wrap(cell, w) for cell, w in zip(row, widths)]
+        out = []
+        for n in range(max(len(w) for w in wrapped)):
+            parts = [(w[n] if n < len(w) else "") for w in wrapped]
+            out.append(bar + bar.join(f" {p}{' ' * (w - _width(p))} " for p, w in zip(parts, widths)) + bar)
+        return out
+
+    lines.append(rule("┏", "━", "┳", "┓"))
+    lines += body(cells[0], "┃")
+    lines.append(rule("┡", "━", "╇", "┩"))
+    for row in cells[1:]:
+        lines += body(row, "│")
+    lines.append(rule("└", "─", "┴", "┘"))
+    return "".join(line + "\n" for line in lines)
+
+
+def _clean(cell: str) -> str:
+    """One line of printable text: a newline or tab in data would break the box."""
+    return "".join(" " if ch in "\t\r\n" or not ch.isprintable() else ch for ch in str(cell))
+
+
+def _char_width(ch: str) -> int:
+    import unicodedata
+
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def _width(text: str) -> int:
+    return len(text) if text.isascii() else sum(_char_width(ch) for ch in text)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` cells: broken after a space where one is near, else folded."""
+    lines: list[str] = []
+    while _width(text) > width:
+        cut, used = 0, 0
+        for ch in text:  # the longest prefix that fits
+            w = _char_width(ch)
+            if used + w > width:
+                break
+            used += w
+            cut += 1
+        space = text.rfind(" ", 0, cut + 1)
+        if space > 0:
+            lines.append(text[:space].rstrip())
+            text = text[space + 1 :].lstrip()
+        else:
+            lines.append(text[: max(cut, 1)])
+            text = text[max(cut, 1) :]
+    lines.append(text)
+    return lines
 
 
 def show_build(result: Any, tags: Sequence[str] = ()) -> None:
