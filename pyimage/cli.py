@@ -646,14 +646,11 @@ def _hold_backend_warnings() -> None:
     output is shown with its error (``backend_failure``)."""
     import warnings
 
-    try:
-        from pyproject_hooks import BuildBackendWarning
-    except ImportError:  # pragma: no cover - pypa/build depends on it
-        return
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
-        if isinstance(category, type) and issubclass(category, BuildBackendWarning):
+        # matched by name: importing pyproject_hooks here would cost every command its import (~3 ms)
+        if isinstance(category, type) and any(c.__name__ == "BuildBackendWarning" and c.__module__.startswith("pyproject_hooks") for c in category.__mro__):
             first = next((l.strip() for l in str(message).splitlines() if l.strip()), "")
             if first not in _BACKEND_WARNINGS:
                 _BACKEND_WARNINGS.append(first)

@@ -10,7 +10,6 @@ from typing import Any, Mapping, Sequence
 
 from pyimage.cache import Cache, Meta, strings
 from pyimage.errors import BuildError
-from pyimage.layers.install import namespace_inits, wheel_file_map
 from pyimage.layers.paths import InstallPaths
 from pyimage.wheels import Wheel
 
@@ -109,6 +108,8 @@ def wheel_files(wheel: Wheel, paths: InstallPaths, cache: Cache) -> tuple[dict[s
     if facts is None:
         if wheel.path is None:  # the facts are gone but the wheel was not fetched: a damaged cache
             raise BuildError(f"{wheel.filename}: its file list is missing from the cache", "run `pyimage cache verify`, then build again")
+        from pyimage.layers.install import namespace_inits, wheel_file_map  # pypa/installer: ~15 ms, for cold wheels only
+
         facts = _Files(wheel_file_map(wheel.path, paths), frozenset(namespace_inits(wheel.path, paths)))
         cache.put_meta(FILES, facts, *_files_key(wheel.sha256, paths))
     return dict(facts.files), set(facts.namespace)

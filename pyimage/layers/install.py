@@ -14,7 +14,6 @@ import io
 import os
 import posixpath
 import queue
-import struct
 import threading
 import zipfile
 from pathlib import Path
@@ -29,15 +28,11 @@ from installer.sources import WheelFile
 from installer.utils import Scheme, construct_record_file, fix_shebang
 
 from pyimage.errors import BuildError
-
-try:
-    from isal import isal_zlib as _inflate
-except ImportError:  # pragma: no cover - isal is a declared dependency
-    import zlib as _inflate  # type: ignore[no-redef]
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.tar import TarWriter, safe_member_path
+from pyimage.layers.zipmember import open_member
 
-__all__ = ["InstallPaths", "install_wheel", "wheel_file_map", "namespace_inits", "is_namespace_boilerplate", "open_member"]
+__all__ = ["InstallPaths", "install_wheel", "wheel_file_map", "namespace_inits", "is_namespace_boilerplate"]
 
 INSTALLER_NAME = b"pyimage\n"
 
@@ -111,68 +106,6 @@ class _VerifyingWheel(WheelFile):
             stream = self.current = _Member(raw, item.file_size, record[1], item.filename)
             yield record, cast(BinaryIO, stream), executable
             stream.close()
-
-
-class _InflatingReader(io.RawIOBase):
-    """Reads a deflated zip member with isal's inflate (about 3x zipfile's zlib path on large wheels).
-
-    Reads with ``os.pread`` on its own descriptor, so it shares no file position with the ZipFile.
-    """
-
-    def __init__(self, fd: int, offset: int, compressed_size: int) -> None:
-        self._fd, self._pos, self._left = fd, offset, compressed_size
-        self._obj = _inflate.decompressobj(-15)
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
-        want = (1 << 62) if n is None or n < 0 else n
-        out = [self._pending] if self._pending else []
-        have = len(self._pending)
-        self._pending = b""
-        while have < want and not self._obj.eof:
-            if self._obj.unconsumed_tail:
-                chunk = self._obj.unconsumed_tail
-            elif self._left:
-                chunk = os.pread(self._fd, min(_READ, self._left), self._pos)
-                if not chunk:
-                    raise EOFError("zip member truncated")
-                self._pos += len(chunk)
-                self._left -= len(chunk)
-            else:
-                chunk = b""  # input all read, but isal may still hold inflated output: drain it
-            data = self._obj.decompress(chunk, max(want - have, _READ))
-            if not data and not chunk:
-                break
-            out.append(data)
-            have += len(data)
-        blob = b"".join(out)
-        if len(blob) > want:
-            blob, self._pending = blob[:want], blob[want:]
-        return blob
-
-
-_READ = 1 << 20
-
-
-def open_member(zf: zipfile.ZipFile, item: zipfile.ZipInfo) -> BinaryIO:
-    """A stream of ``item``'s bytes: isal inflate for deflated members, zipfile's reader for anything else."""
-    fp = zf.fp
-    if item.compress_type != zipfile.ZIP_DEFLATED or item.flag_bits & 0x1 or fp is None or not hasattr(fp, "fileno"):
-        return zf.open(item)  # type: ignore[return-value]
-    fd = fp.fileno()
-    header = os.pread(fd, 30, item.header_offset)
-    if len(header) != 30 or header[:4] != b"PK\x03\x04":
-        raise zipfile.BadZipFile(f"bad local header for {item.filename}")
-    name_len, extra_len = struct.unpack("<HH", header[26:30])
-    return _InflatingReader(fd, item.header_offset + 30 + name_len + extra_len, item.compress_size)  # type: ignore[return-value]
 
 
 class _RecordChecks:

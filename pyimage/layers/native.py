@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Sequence
 from pyimage.cache import Cache, Meta, flag, strings
 from pyimage.errors import BuildError
 from pyimage.layers.elf import ELF_MACHINES, MAGIC, read_dynamic
-from pyimage.layers.install import open_member
+from pyimage.layers.zipmember import open_member
 from pyimage.wheels import Wheel
 
 __all__ = ["NativeFile", "WheelNatives", "check_libraries", "debian_package", "unscanned", "wheel_natives"]

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from pyimage.errors import ConfigError
@@ -77,6 +76,8 @@ def directory_name(project_dir: Path) -> str:
 
 
 def _requirements(lines: Any, where: str, pyproject: Path) -> list[str]:
+    from packaging.requirements import InvalidRequirement, Requirement  # ~6 ms; a packaged app's build never needs it
+
     if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
         raise ConfigError(f"{pyproject}: {where} must be a list of requirement strings", 'e.g. dependencies = ["django>=5", "gunicorn"]')
     for line in lines:
@@ -118,6 +119,8 @@ def entrypoint_guess(project_dir: Path, requires: Sequence[str] = (), name: str 
     for a top-level package with ``__main__.py`` (the one named like the project first), else ``python`` with the
     first of ``main.py``, ``app.py``, ``run.py``, ``server.py``, ``wsgi.py``, ``__main__.py``, or of the other
     ``*.py`` found; None when the project has no Python file to run (a guess is never a file that is not there)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
     names = set()
     for line in requires:
         try:

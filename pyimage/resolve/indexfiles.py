@@ -15,14 +15,11 @@ never printed: every URL in a message goes through ``redact``.
 from __future__ import annotations
 
 import base64
-import html.parser
 import json
 import netrc
 import os
 import shutil
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
@@ -148,20 +145,25 @@ def _authorization(url: str, sources: Sources) -> str | None:
     return None
 
 
-class _Links(html.parser.HTMLParser):
-    """The ``<a href>`` targets of a PEP 503 page (and the page's ``<base href>``)."""
+def _links(body: str) -> tuple[list[str], str | None]:
+    """The ``<a href>`` targets of a PEP 503 page, and the page's ``<base href>``. (html.parser and urllib.request
+    are imported where they are used: a build that reads no index page does not pay for them.)"""
+    import html.parser
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.hrefs: list[str] = []
-        self.base: str | None = None
+    hrefs: list[str] = []
+    base: list[str] = []
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
-        if tag == "a" and values.get("href"):
-            self.hrefs.append(str(values["href"]))
-        elif tag == "base" and values.get("href") and self.base is None:
-            self.base = str(values["href"])
+    class Links(html.parser.HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            values = dict(attrs)
+            if tag == "a" and values.get("href"):
+                hrefs.append(str(values["href"]))
+            elif tag == "base" and values.get("href") and not base:
+                base.append(str(values["href"]))
+
+    parser = Links()
+    parser.feed(body)
+    return hrefs, (base[0] if base else None)
 
 
 def _read(url: str, sources: Sources, accept: str) -> tuple[bytes, str, str] | None:
@@ -174,14 +176,16 @@ def _read(url: str, sources: Sources, accept: str) -> tuple[bytes, str, str] | N
         if not path.is_file():
             return None
         return path.read_bytes()[:_MAX_PAGE], "text/html", url
-    request = urllib.request.Request(strip_credentials(url), headers={"Accept": accept, "User-Agent": "pyimage"})
+    from urllib import error as url_error, request as url_request
+
+    request = url_request.Request(strip_credentials(url), headers={"Accept": accept, "User-Agent": "pyimage"})
     auth = _authorization(url, sources)
     if auth:
         request.add_unredirected_header("Authorization", auth)  # never to the host a redirect names (S3, a CDN)
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (http, https, file only)
+        with url_request.urlopen(request, timeout=60) as response:  # noqa: S310 (http, https, file only)
             return response.read(_MAX_PAGE), response.headers.get("Content-Type", ""), response.geturl()
-    except urllib.error.HTTPError as exc:
+    except url_error.HTTPError as exc:
         if exc.code == 404:
             return None
         hint = "set its credentials in the index URL or ~/.netrc" if exc.code in (401, 403) else "check the index and the network"
@@ -207,11 +211,10 @@ def _from_page(body: bytes, content_type: str, page_url: str) -> list[IndexFile]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BuildError(f"the index page {redact(page_url)} is not PEP 691 JSON ({exc})", "check the index URL") from None
     else:
-        links = _Links()
-        links.feed(body.decode("utf-8", errors="replace"))
-        base = urllib.parse.urljoin(page_url, links.base) if links.base else page_url
+        hrefs, page_base = _links(body.decode("utf-8", errors="replace"))
+        base = urllib.parse.urljoin(page_url, page_base) if page_base else page_url
         entries = []
-        for href in links.hrefs:
+        for href in hrefs:
             url, _, fragment = urllib.parse.urljoin(base, href).partition("#")
             algorithm, _, digest = fragment.partition("=")
             entries.append((urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]), url, digest if algorithm == "sha256" else ""))
@@ -288,13 +291,15 @@ def fetch(pin: Pin, sources: Sources, cache: Cache, lock_name: str) -> None:
     folder = cache.tmp_path("-download")
     folder.mkdir(parents=True)
     got = folder / pin.filename
-    request = urllib.request.Request(pin.url, headers={"User-Agent": "pyimage"})
+    from urllib import request as url_request
+
+    request = url_request.Request(pin.url, headers={"User-Agent": "pyimage"})
     auth = _authorization(pin.url, sources)
     if auth:
         request.add_unredirected_header("Authorization", auth)  # never to the host a redirect names (S3, a CDN)
     try:
         try:
-            with urllib.request.urlopen(request, timeout=180) as response, open(got, "wb") as out:  # noqa: S310
+            with url_request.urlopen(request, timeout=180) as response, open(got, "wb") as out:  # noqa: S310
                 digest = hash_stream(response, into=out)  # hashed as it arrives: the file is not read again
         except OSError as exc:
             raise BuildError(f"{pin.name}: cannot download {pin.filename} from {redact(pin.url)}: {exc}", "check the network (and proxy settings), then build again") from None
