@@ -81,7 +81,10 @@ def _install(env_python: Path, requirements: list[str]) -> None:
     doing, hint = f"installing the build requirements {requirements}", "check [build-system] requires and your index settings"
     if uv and not why_not:
         proc = tools.run(
-            [uv, "pip", "install", "--quiet", "--no-config", "--python", str(env_python), "--index-strategy", "unsafe-best-match", *flags, *requirements],
+            # byte-compiled once here, as pip does by default: the backend starts every build of the app's wheel, and
+            # without .pyc files (uv writes none by default; PYTHONDONTWRITEBYTECODE stops Python writing them) each
+            # start compiles hatchling's ~30 modules again (+0.12 s on every one-line change)
+            [uv, "pip", "install", "--quiet", "--no-config", "--compile-bytecode", "--python", str(env_python), "--index-strategy", "unsafe-best-match", *flags, *requirements],
             tool="uv",
             doing=doing,
             env=uv_env,

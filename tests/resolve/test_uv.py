@@ -153,3 +153,7 @@ def test_the_build_environment_is_made_by_uv_where_it_can_take_pips_settings(env
     python = _env(Cache(tmp_path / "cache"), ["hatchling>=1.18"], sys.executable)
     (record,) = python.parent.parent.glob("lib/python*/site-packages/hatchling-*.dist-info/INSTALLER")
     assert record.read_text().strip() == installer
+    # Byte-compiled when made (pip does it by default, uv with --compile-bytecode): the backend starts on every
+    # build of the app's wheel and would otherwise compile its modules each time (PYTHONDONTWRITEBYTECODE here).
+    (init,) = python.parent.parent.glob("lib/python*/site-packages/hatchling/__init__.py")
+    assert list((init.parent / "__pycache__").glob("__init__.*.pyc")), f"{installer} left {init.parent} uncompiled"
