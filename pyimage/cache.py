@@ -94,6 +94,7 @@ META_KINDS: dict[str, str] = {
     "hashed-pins": "the pins read from a hashed requirements file, for one target (resolve/hashedreqs.py)",
     "wheel-url": "where a wheel named by a poetry.lock was found, without credentials (resolve/poetrylock.py)",
     "placed": "a blob copied into an output layout, by its path and stat (cache.py)",
+    "app-sources": "which source file became which member of the project's last wheel, by the tree's shape (resolve/wheelpatch.py)",
 }
 _PLAIN_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._]{0,79}")
 

@@ -31,7 +31,9 @@ from pyimage.errors import BuildError, ConfigError
 from pyimage.hashing import file_digest, hex_of
 from pyimage.resolve.interpreters import find_python, host_version
 from pyimage.resolve.target import Target
+from pyimage.resolve import wheelpatch
 from pyimage.resolve.vcs import vcs_state
+from pyimage.resolve.wheelpatch import Source
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -121,7 +123,7 @@ def _env(cache: Cache, requires: list[str], python: str) -> Path:
 
 
 # Directories that are never sources: VCS data, caches, tool state. Anywhere in the tree.
-_SKIP_ANYWHERE = {".git", ".hg", ".svn", "__pycache__", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".cache", "node_modules", ".venv"}
+_SKIP_ANYWHERE = {".git", ".hg", ".svn", "__pycache__", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".cache", "node_modules", ".venv", ".pdm-build"}
 # Output directories, only at the project's top (a package may well be called ``build``).
 _SKIP_TOP = {"dist", "build", "venv"}
 
@@ -178,6 +180,32 @@ def _tree_files(project_dir: Path) -> Iterable[tuple[str, os.DirEntry[str]]]:
                     yield path, entry
 
 
+def scan_sources(project_dir: Path) -> list[Source]:
+    """Every file the build backend could read, in a stable order: regular files with their sha256, symlinks with
+    their target. Files the backend declares it writes are left out; so is pyimage's own lock file, an output of
+    the build."""
+    written = backend_written_files(project_dir)
+    found: list[Source] = []
+    for rel, entry in _tree_files(project_dir):
+        if rel in written or ("/" not in rel and rel.startswith("pylock.") and rel.endswith(".toml")):
+            continue
+        if entry.is_symlink():
+            found.append(Source(rel, False, link=os.readlink(entry.path)))
+        elif entry.is_file():
+            found.append(Source(rel, entry.stat().st_mode & 0o111 != 0, hex_of(file_digest(entry.path))))
+    return found
+
+
+def _fingerprint(sources: Iterable[Source], head: object) -> str:
+    h = hashlib.sha256(json.dumps(head, sort_keys=True, default=str).encode())
+    for s in sources:
+        if s.link is not None:
+            h.update(f"{s.rel}\0link\0{s.link}\n".encode("utf-8", "surrogateescape"))  # any file name, UTF-8 or not
+        else:
+            h.update(f"{s.rel}\0{s.executable}\0{s.digest}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:32]
+
+
 def source_fingerprint(project_dir: Path, extra: object) -> str:
     """A hash of the content of every file the build backend could read, the VCS state, and ``extra``.
 
@@ -185,16 +213,7 @@ def source_fingerprint(project_dir: Path, extra: object) -> str:
     nothing, an edit within the same second does. Files the backend declares it writes are left out; so is
     pyimage's own lock file, an output of the build.
     """
-    written = backend_written_files(project_dir)
-    h = hashlib.sha256(json.dumps([_FINGERPRINT_FORMAT, extra, vcs_state(project_dir)], sort_keys=True, default=str).encode())
-    for rel, entry in _tree_files(project_dir):
-        if rel in written or ("/" not in rel and rel.startswith("pylock.") and rel.endswith(".toml")):
-            continue
-        if entry.is_symlink():
-            h.update(f"{rel}\0link\0{os.readlink(entry.path)}\n".encode("utf-8", "surrogateescape"))  # any file name, UTF-8 or not
-        elif entry.is_file():
-            h.update(f"{rel}\0{entry.stat().st_mode & 0o111 != 0}\0{hex_of(file_digest(entry.path))}\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()[:32]
+    return _fingerprint(scan_sources(project_dir), [_FINGERPRINT_FORMAT, extra, vcs_state(project_dir)])
 
 
 def project_table(project_dir: Path) -> dict[str, Any]:
@@ -287,7 +306,9 @@ def build_app_wheel(
     wanted = target.python if target is not None else host_version()
     python = find_python(wanted) or sys.executable
     built_with = wanted if python != sys.executable or wanted == host_version() else host_version()
-    fingerprint = source_fingerprint(project_dir, [requires, backend, epoch, python, built_with, sys.version if python == sys.executable else ""])
+    sources = scan_sources(project_dir)
+    head = [_FINGERPRINT_FORMAT, [requires, backend, epoch, python, built_with, sys.version if python == sys.executable else ""], vcs_state(project_dir)]
+    fingerprint = _fingerprint(sources, head)
     kept = cache.app_wheel_dir(fingerprint)
     out_dir.mkdir(parents=True, exist_ok=True)
     for wheel in kept.glob("*.whl") if kept.is_dir() else ():
@@ -298,13 +319,20 @@ def build_app_wheel(
         if target is not None:
             check_wheel_fits(dest, target, built_with)
         return dest
-    events(f"building {label}")
-    before = _debris(project_dir)
-    try:
-        built = _build(project_dir, out_dir, cache, epoch, requires, python, label)
-    finally:
-        for path in _debris(project_dir) - before:
-            shutil.rmtree(path, ignore_errors=True)
+    copies = wheelpatch.patchable(_pyproject(project_dir), backend, project_dir, backend_written_files(project_dir))
+    shape = wheelpatch.shape(sources, head) if copies else ""
+    patched = wheelpatch.patch(cache, shape, project_dir, sources, out_dir) if copies else None
+    if patched is not None:
+        built, count = patched
+        events(f"{label}: {count} changed file(s) copied into its last build (the backend copies them as they are)")
+    else:
+        events(f"building {label}")
+        before = _debris(project_dir)
+        try:
+            built = _build(project_dir, out_dir, cache, epoch, requires, python, label)
+        finally:
+            for path in _debris(project_dir) - before:
+                shutil.rmtree(path, ignore_errors=True)
     if target is not None:
         check_wheel_fits(built, target, built_with)
     staging = cache.tmp_path("-appwheel")
@@ -315,6 +343,8 @@ def build_app_wheel(
         os.rename(staging, kept)
     except OSError:  # another build of the same sources got there first
         shutil.rmtree(staging, ignore_errors=True)
+    if copies:
+        wheelpatch.remember(cache, shape, fingerprint, sources, built)
     return built
 
 

@@ -31,7 +31,9 @@ def test_code_change_rebuilds_only_the_app_layer(pyimage: Pyimage, tmp_path: Pat
 
     init = project / "src" / "hello_cli" / "__init__.py"
     init.write_text(init.read_text().replace('f"hello, {self.name}"', 'f"hi there, {self.name}"'))
-    changed = pyimage.build(project, tmp_path / "layout", "v2")
+    done = pyimage.run("build", "--json", "-o", f"oci:{tmp_path / 'layout'}:v2", project=project)
+    assert "1 changed file(s) copied into its last build" in done.stderr  # no backend started (resolve/wheelpatch.py)
+    changed = json.loads(done.stdout)
     old = {l["name"]: l for l in first["layers"]}
     for layer in changed["layers"]:
         if layer["name"] == "app":
@@ -43,6 +45,9 @@ def test_code_change_rebuilds_only_the_app_layer(pyimage: Pyimage, tmp_path: Pat
     new_blobs = _blobs(pyimage.cache_dir) - blobs_before
     assert new_blobs == {changed["layers"][-1]["digest"].split(":")[1]}
     assert "hi there, world" in run_image(tmp_path / "layout", "v2").stdout
+    # The edited file copied into the last wheel gives the image the backend gives: the same digest from nothing.
+    fresh = Pyimage(tmp_path / "fresh-cache", pyimage.base).build(project, tmp_path / "fresh", "v2")
+    assert fresh["image"]["digest"] == changed["image"]["digest"]
 
 
 def test_second_app_reuses_the_heavy_torch_layer_byte_for_byte(pyimage: Pyimage, tmp_path: Path) -> None:
