@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from pyimage.cache import Cache, Meta
+from pyimage.hashing import hash_stream, hex_of
 
 __all__ = ["Source", "SOURCES", "patchable", "remember", "patch"]
 
@@ -122,7 +123,7 @@ def remember(cache: Cache, key: str, fingerprint: str, sources: Iterable[Source]
             if info.is_dir() or top.endswith((".dist-info", ".data")):
                 continue
             with zf.open(info) as member:
-                digest = hashlib.sha256(member.read()).hexdigest()
+                digest = hex_of(hash_stream(member))  # type: ignore[arg-type]
             found = [rel for rel in by_digest.get(digest, ()) if rel == info.filename or rel.endswith("/" + info.filename)]
             for rel in found:
                 taken[rel] = taken.get(rel, 0) + 1
