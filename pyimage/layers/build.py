@@ -129,7 +129,8 @@ def _write_blob(
     """
     tmp = ctx.cache.tmp_path(".blob")
     try:
-        with BlobWriter(tmp, ctx.compression, workers=ctx.compress_workers, tee=tee) as sink:
+        # a part (``finish`` False: a fragment, the directories, the end) is never a layer: no diff_id of its own
+        with BlobWriter(tmp, ctx.compression, workers=ctx.compress_workers, tee=tee, diff_id=finish) as sink:
             tw = ctx.writer(sink, emit_dirs=not fragment, skip=skip)
             fill(tw)
             if finish:

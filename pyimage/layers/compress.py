@@ -129,7 +129,7 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 @dataclass(frozen=True)
 class BlobResult:
     digest: str  # sha256 of the compressed bytes
-    diff_id: str  # sha256 of the uncompressed bytes
+    diff_id: str  # sha256 of the uncompressed bytes ("" for a part of a layer: BlobWriter(diff_id=False))
     size: int  # compressed size
     uncompressed_size: int
 
@@ -148,9 +148,13 @@ class BlobWriter:
     ``close()``: no thread is started for it.
     """
 
-    def __init__(self, path: Path, kind: str = "gzip", *, workers: int | None = None, tee: Callable[[Any], object] | None = None) -> None:
+    def __init__(self, path: Path, kind: str = "gzip", *, workers: int | None = None, tee: Callable[[Any], object] | None = None, diff_id: bool = True) -> None:
         if kind not in COMPRESSIONS:
             raise ValueError(kind)
+        # A part of a layer (layers/build.py) has no diff_id of its own: the layer's is hashed over all its parts
+        # (``tee``), so hashing each part too is one sha256 pass over every byte for nothing. A plain tar's digest
+        # is its diff_id: always hashed.
+        self._hash_diff_id = diff_id or kind == "none"
         self._file = open(path, "wb")
         self._kind = kind
         self._workers = workers if workers is not None else compress_workers()
@@ -197,7 +201,8 @@ class BlobWriter:
         self._queue.put((chunk, _pool(self._workers).submit(compress_chunk, self._kind, chunk) if self._kind != "none" else _done(chunk)))
 
     def _hash_raw(self, chunk: bytes | memoryview) -> None:
-        self._raw.update(chunk)
+        if self._hash_diff_id:
+            self._raw.update(chunk)
         if self._tee is not None:
             self._tee(chunk)
         self._raw_size += len(chunk)
@@ -234,7 +239,7 @@ class BlobWriter:
         self._file.close()
         if self._error is not None:
             raise self._error
-        diff_id = "sha256:" + self._raw.hexdigest()
+        diff_id = "sha256:" + self._raw.hexdigest() if self._hash_diff_id else ""
         digest = diff_id if self._kind == "none" else "sha256:" + self._packed.hexdigest()
         return BlobResult(digest, diff_id, self._size, self._raw_size)
 
