@@ -228,3 +228,26 @@ def test_a_tag_after_a_registry_port_is_the_part_after_the_last_colon(tmp_path: 
     naming = Naming("app", "1.0", Cache(tmp_path / "c"), ("localhost:5000/app:dev",))
     assert naming.tag == "dev" and naming.reference == "localhost:5000/app:dev"
     assert Naming("app", "1.0+local", Cache(tmp_path / "c")).tag == "1.0_local"
+
+
+def test_a_pycache_file_a_wheel_ships_is_left_out_without_a_raw_warning(tmp_path: Path) -> None:
+    """numpy 2.3's wheel ships ``numpy/distutils/__pycache__/*.pyc``: pypa/installer skips such files (rightly) and
+    says so with a RuntimeWarning that Python printed with its source line in the middle of the progress."""
+    from support.tiny import offline_env
+
+    from wheels_fixture import make_wheel
+
+    wheels = tmp_path / "wheels"
+    make_wheel(wheels, "shipspyc", "1.0", {"shipspyc/__init__.py": b"", "shipspyc/__pycache__/x.cpython-311.pyc": b"\x00" * 16})
+    base = tiny_base(tmp_path / "base")
+    project = tiny_project(tmp_path / "p", dependencies=["shipspyc"], tool=f'base = "{base}"\n')
+    done = run_pyimage("build", "-C", str(project), "-o", f"oci:{tmp_path / 'img'}", cache=tmp_path / "cache", env=offline_env(find_links=wheels))
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr and "install(source" not in done.stderr, done.stderr
+    names = []
+    for blob in (tmp_path / "img" / "blobs" / "sha256").iterdir():
+        if tarfile.is_tarfile(blob):
+            with tarfile.open(blob) as tar:
+                names += tar.getnames()
+    assert any(n.endswith("shipspyc/__init__.py") for n in names)
+    assert not any("shipspyc/__pycache__" in n for n in names)

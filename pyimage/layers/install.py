@@ -15,6 +15,7 @@ import os
 import posixpath
 import queue
 import threading
+import warnings
 import zipfile
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Callable, Iterable, Iterator, cast
@@ -35,6 +36,11 @@ from pyimage.layers.zipmember import open_member
 __all__ = ["InstallPaths", "install_wheel", "wheel_file_map", "namespace_inits", "is_namespace_boilerplate"]
 
 INSTALLER_NAME = b"pyimage\n"
+
+# pypa/installer leaves out the files a wheel ships under __pycache__/ (rightly: the image's bytecode is compiled
+# for its own interpreter, or not at all) and says so with a RuntimeWarning per file, which Python printed with
+# a line of installer's source in the middle of the build's progress (numpy 2.3's wheel has one).
+warnings.filterwarnings("ignore", message=r"Skip installing .*__pycache__", category=RuntimeWarning)
 
 
 class _Member(io.RawIOBase):
