@@ -263,7 +263,8 @@ def seed_cache(seed: Path, cache: Path, *, base: bool) -> None:
         stamp = seed / "meta" / f"stamp-{hexd}.json"
         if stamp.exists():
             os.link(stamp, cache / "meta" / stamp.name)
-    for meta in [*(seed / "meta").glob("rootfs-*.json"), *(seed / "meta").glob("scan-*.json")]:
+    # records are named <kind><format version>-<key> (cache.py): rootfs-sha1-…, scan5-…
+    for meta in [*(seed / "meta").glob("rootfs-sha*.json"), *(seed / "meta").glob("scan[0-9]*-*.json")]:
         os.link(meta, cache / "meta" / meta.name)
 
 
