@@ -337,13 +337,15 @@ def load_base(
     *,
     verify_layers: bool = True,
     remote: Callable[[str], bool] | None = None,
+    any_platform: bool = False,
 ) -> tuple[Image, str]:
     """The base image named by ``source`` and a description for reports (with a pinned digest when pulled).
 
     Its layers are in the cache, their digests and diff_ids verified; ``verify_layers=False`` (for ``inspect``)
     reads only the manifest and config of a local layout. ``remote`` (push-only builds): a registry or rootfs
     base layer this cache verified and scanned before, whose blob was pruned, is not fetched (or compressed)
-    again when the push targets hold it; the layer is marked ``remote``.
+    again when the push targets hold it; the layer is marked ``remote``. ``any_platform`` (``inspect`` without
+    ``--platform``): a registry reference naming one image is read whatever its platform.
     """
     source = source.strip()
     if source in ("", "scratch"):
@@ -378,6 +380,7 @@ def load_base(
         is_valid=lambda path, desc: cache.valid_blob(desc.digest, desc.size) is not None,
         progress=lambda digest, status, _size: cache.mark_verified(digest) if status == "downloaded" else None,
         skip=None if remote is None else lambda desc: cache.get_meta(DIFF_ID, "sha256", desc.digest) is not None and remote(desc.digest),
+        any_platform=any_platform,
     )
     where = f"base {ref}"
     layers = tuple(

@@ -280,8 +280,10 @@ def inspect(
         wanted = Platform.parse(platform) if platform is not None else None
     except ValueError as exc:
         raise ConfigError(f"--platform {platform!r}: {exc}", "give os/arch[/variant], e.g. linux/amd64 or linux/arm64") from None
-    wanted = _inspect_platform(image, wanted)
-    loaded, source = load_base(image, wanted, _cache(cache_dir), verify_layers=False)
+    chosen = _inspect_platform(image, wanted)
+    # without --platform, a registry reference that names one image is shown whatever its platform (an index:
+    # linux/amd64, listed with the others)
+    loaded, source = load_base(image, chosen, _cache(cache_dir), verify_layers=False, any_platform=wanted is None)
     platforms = _index_platforms(image)
     named = layer_names(loaded.config, len(loaded.layers))  # the base's layers are "base", as build --json names them
     names = [name for name, _ in named]

@@ -672,3 +672,19 @@ def test_a_rate_limited_chunk_waits_as_retry_after_asks_then_resumes(
     assert time.monotonic() - started >= 1.0  # the one retry policy honours Retry-After for upload steps too
     assert [st for m, _, st in proxy.log if m == "PATCH"] == [202, 429, 202, 202, 202]
     assert len([1 for m, _, _ in proxy.log if m == "POST"]) == 1
+
+
+def test_inspect_shows_a_one_platform_registry_image_whatever_its_platform(registry_factory: RegistryFactory, image_factory: ImageFactory, tmp_path: Path) -> None:
+    """An arm64-only image in a registry: ``pyimage inspect REF`` shows it without ``--platform`` (it asked for one
+    before, as if the image had to run here); a platform it is not is still an error naming the one it is."""
+    import sys
+
+    reg = registry_factory(anonymous=True)
+    image = small_image(image_factory, platform=Platform("linux", "arm64", "v8"))
+    push_image(image, [ref(reg, "arm/app:1")], client_factory=client_factory_for(reg))
+    cmd = [sys.executable, "-m", "pyimage", "inspect", "--json", "--cache-dir", str(tmp_path / "cache"), f"{reg.host}/arm/app:1"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["platform"] == "linux/arm64/v8"
+    wrong = subprocess.run([*cmd, "--platform", "linux/amd64"], capture_output=True, text=True)
+    assert wrong.returncode == 1 and "is a linux/arm64 image, not linux/amd64" in wrong.stderr
