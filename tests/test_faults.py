@@ -12,8 +12,9 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from support.tiny import (
@@ -36,6 +37,7 @@ class Setup:
     base: str
     cache: Path
     canary: Path
+    started: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def build(self, out: Path | str, *extra: str, cache: Path | None = None, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
         target = out if isinstance(out, str) else f"oci:{out}:t"
@@ -43,7 +45,20 @@ class Setup:
 
     def popen(self, out: Path) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "pyimage", "build", "-C", str(self.project), "--base", self.base, "-o", f"oci:{out}:t", "--cache-dir", str(self.cache)]
-        return subprocess.Popen(cmd, env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.started.append(proc)  # ended and its pipes closed at teardown, whatever the test did
+        return proc
+
+    def popen_prune(self) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-m", "pyimage", "cache", "prune", "--max-size", "0", "--cache-dir", str(self.cache)], env=offline_env(), stderr=subprocess.PIPE, text=True)
+        self.started.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()  # reaps it and closes its pipes
 
     def tmp_entries(self) -> list[Path]:
         return sorted((self.cache / "tmp").iterdir()) if (self.cache / "tmp").exists() else []
@@ -54,11 +69,13 @@ class Setup:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Setup:
+def setup(tmp_path: Path) -> Iterator[Setup]:
     canary = tmp_path / "canary"
     canary.mkdir()
     (canary / "keep.txt").write_text("do not touch\n")
-    return Setup(tmp_path, tiny_project(tmp_path / "project"), tiny_base(tmp_path / "base"), tmp_path / "cache", canary)
+    made = Setup(tmp_path, tiny_project(tmp_path / "project"), tiny_base(tmp_path / "base"), tmp_path / "cache", canary)
+    yield made
+    made.close()
 
 
 def _wait_for(path: Path, timeout: float = 60) -> None:
@@ -355,7 +372,7 @@ def test_cache_prune_waits_for_a_running_build_instead_of_pulling_its_files(setu
     (setup.project / "SLEEP").write_text("3")
     proc = setup.popen(setup.root / "out")
     _wait_for(setup.project / "SLEEPING")
-    prune = subprocess.Popen([sys.executable, "-m", "pyimage", "cache", "prune", "--max-size", "0", "--cache-dir", str(setup.cache)], env=offline_env(), stderr=subprocess.PIPE, text=True)
+    prune = setup.popen_prune()
     _out, err = proc.communicate(timeout=60)
     build_done = time.monotonic()
     assert proc.returncode == 0, err

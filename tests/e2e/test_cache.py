@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -71,17 +72,18 @@ def test_second_app_reuses_the_heavy_torch_layer_byte_for_byte(pyimage: Pyimage,
 
 def test_concurrent_builds_on_one_cache_both_succeed_and_verify_clean(pyimage: Pyimage, tmp_path: Path) -> None:
     cache = tmp_path / "shared-cache"
-    procs = []
-    for name in ("hello-cli", "web-service"):
-        for i in range(2):
-            project = copy_example(name, tmp_path / f"{name}-{i}")
-            cmd = [sys.executable, "-m", "pyimage", "build", "--json", "--cache-dir", str(cache), "--base", f"rootfs:{pyimage.base}", "-C", str(project), "-o", f"oci:{tmp_path / f'out-{name}-{i}'}:t"]
-            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     reports = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err
-        reports.append(json.loads(out))
+    with contextlib.ExitStack() as running:  # every build waited for and its pipes closed, even after a failure
+        procs = []
+        for name in ("hello-cli", "web-service"):
+            for i in range(2):
+                project = copy_example(name, tmp_path / f"{name}-{i}")
+                cmd = [sys.executable, "-m", "pyimage", "build", "--json", "--cache-dir", str(cache), "--base", f"rootfs:{pyimage.base}", "-C", str(project), "-o", f"oci:{tmp_path / f'out-{name}-{i}'}:t"]
+                procs.append(running.enter_context(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+        for proc in procs:
+            out, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err
+            reports.append(json.loads(out))
     assert reports[0]["image"]["digest"] == reports[1]["image"]["digest"]
     assert reports[2]["image"]["digest"] == reports[3]["image"]["digest"]
     verify = subprocess.run([sys.executable, "-m", "pyimage", "cache", "verify", "--cache-dir", str(cache)], capture_output=True, text=True)
@@ -145,13 +147,12 @@ def test_killed_build_leaves_nothing_a_later_build_trusts(pyimage: Pyimage, tmp_
     project = copy_example("torch-app", tmp_path)
     mine = Pyimage(cache, pyimage.base)
     cmd = [sys.executable, "-m", "pyimage", "build", "--cache-dir", str(cache), "--base", f"rootfs:{pyimage.base}", "-C", str(project), "-o", f"oci:{tmp_path / 'out'}:t"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any((cache / "tmp").glob("*.blob")):  # wait until layers are being written
-        time.sleep(0.05)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any((cache / "tmp").glob("*.blob")):  # wait until layers are being written
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
     assert not (tmp_path / "out" / "index.json").exists()
     report = mine.build(project, tmp_path / "out", "t")
     assert [l["name"] for l in report["layers"]][2:4] == ["heavy:torch", "heavy:numpy"]

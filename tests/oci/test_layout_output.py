@@ -3,6 +3,7 @@ overwritten that is not an image layout, no temp files left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import multiprocessing
@@ -50,10 +51,11 @@ def test_ten_parallel_builds_into_one_layout_keep_all_ten_tags(tmp_path: Path) -
     layout = tmp_path / "out"
     assert run_pyimage("build", "-C", str(project), "--base", base, "-o", f"oci:{tmp_path / 'warm'}", cache=cache).returncode == 0
     cmd = [sys.executable, "-m", "pyimage", "build", "-C", str(project), "--base", base, "--cache-dir", str(cache)]
-    procs = [subprocess.Popen([*cmd, "-o", f"oci:{layout}:t{i}"], env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(10)]
-    for proc in procs:
-        _out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
+    with contextlib.ExitStack() as running:  # every build waited for and its pipes closed, even after a failure
+        procs = [running.enter_context(subprocess.Popen([*cmd, "-o", f"oci:{layout}:t{i}"], env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) for i in range(10)]
+        for proc in procs:
+            _out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
     assert _tags(layout) == {f"t{i}" for i in range(10)}
     umoci = subprocess.run(["umoci", "ls", "--layout", str(layout)], capture_output=True, text=True)
     if umoci.returncode == 0 or "not found" not in umoci.stderr:
