@@ -63,7 +63,8 @@ def test_docker_archive_output_is_read_back_by_skopeo(hello: tuple[Path, Path, d
     archive = project.parent / "hello.tar"
     info = json.loads(subprocess.run(["skopeo", "inspect", f"docker-archive:{archive}"], capture_output=True, text=True, check=True).stdout)
     assert len(info["Layers"]) == len(report["layers"])
-    names = tarfile.open(archive).getnames()
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
     assert "manifest.json" in names and "index.json" in names
     # and it runs: copy it into a layout the way a loader would, then run it
     subprocess.run(["skopeo", "copy", "--quiet", f"docker-archive:{archive}", f"oci:{tmp_path / 'copy'}:loaded"], check=True)

@@ -226,6 +226,7 @@ def test_interpreter_from_a_url_is_checked_against_its_sha256(pyimage: Pyimage, 
         assert {"opt/python/bin/python3.12", "opt/python/bin/python3", "opt/venv/lib/python3.12/site-packages"} <= names
     finally:
         server.shutdown()
+        server.server_close()
 
 
 def test_a_base_without_python_is_an_error_listing_what_was_found(pyimage: Pyimage, tmp_path: Path) -> None:

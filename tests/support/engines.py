@@ -25,8 +25,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 __all__ = ["Dockerd", "Storage", "start_dockerd", "make_storage", "DOCKER_CLIENT"]
 
 DOCKER_CLIENT = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
@@ -86,11 +84,20 @@ class Dockerd:
         subprocess.run(["sh", "-c", f"grep -o ' {self.root}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l"], check=False)
 
 
-def _ping(socket: Path) -> bool:
+def _ping(path: Path) -> bool:
+    """Whether the engine answers ``GET /_ping`` with 200 on its socket. A plain socket, closed on every path:
+    httpx's unix transport leaves the socket of a failed connect (the daemon still starting) unclosed."""
+    import socket
+
+    if not path.exists():
+        return False
     try:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), base_url="http://docker", timeout=2) as client:
-            return client.get("/_ping").status_code == 200
-    except httpx.HTTPError:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(str(path))
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return sock.recv(64).split(b"\r\n", 1)[0].split()[1:2] == [b"200"]
+    except (OSError, IndexError):
         return False
 
 
@@ -99,12 +106,12 @@ def start_dockerd(drivers: Sequence[str] = ("overlay2", "vfs")) -> Dockerd:
     failures = []
     for driver in drivers:
         root = Path(tempfile.mkdtemp(prefix="pyi-d-", dir="/tmp"))
-        log = open(root / "log", "wb")
-        process = subprocess.Popen(
-            ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"), "-H", f"unix://{root / 'sock'}",
-             "--pidfile", str(root / "pid"), "--storage-driver", driver, "--iptables=false", "--ip6tables=false", "--bridge=none"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+        with open(root / "log", "wb") as log:  # dockerd writes to its own copy of the descriptor
+            process = subprocess.Popen(
+                ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"), "-H", f"unix://{root / 'sock'}",
+                 "--pidfile", str(root / "pid"), "--storage-driver", driver, "--iptables=false", "--ip6tables=false", "--bridge=none"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
         engine = Dockerd(root, driver, process)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and process.poll() is None and not _ping(engine.socket):
