@@ -321,7 +321,10 @@ def build_app_wheel(
         return dest
     copies = wheelpatch.patchable(_pyproject(project_dir), backend, project_dir, backend_written_files(project_dir))
     shape = wheelpatch.shape(sources, head) if copies else ""
-    patched = wheelpatch.patch(cache, shape, project_dir, sources, out_dir) if copies else None
+    pyproject = project_dir / "pyproject.toml"
+    text = pyproject.read_text(errors="replace") if copies and pyproject.is_file() else ""
+    globs = wheelpatch.license_globs(_pyproject(project_dir)) if copies else []
+    patched = wheelpatch.patch(cache, shape, project_dir, sources, out_dir, text, globs) if copies else None
     if patched is not None:
         built, count = patched
         events(f"{label}: {count} changed file(s) copied into its last build (the backend copies them as they are)")

@@ -23,6 +23,7 @@ not hold) builds with the backend as before. The tests build both ways, for each
 from __future__ import annotations
 
 import base64
+import collections
 import copy
 import hashlib
 import os
@@ -34,7 +35,7 @@ from typing import Any, Iterable, Mapping
 from pyimage.cache import Cache, Meta
 from pyimage.hashing import hash_stream, hex_of
 
-__all__ = ["Source", "SOURCES", "patchable", "remember", "patch"]
+__all__ = ["Source", "SOURCES", "license_globs", "patchable", "remember", "patch"]
 
 # Backends that copy a pure-Python project's files into the wheel as they are.
 _COPYING_BACKENDS = {"hatchling.build", "flit_core.buildapi", "pdm.backend", "poetry.core.masonry.api", "uv_build", "setuptools.build_meta"}
@@ -88,13 +89,22 @@ def patchable(pyproject: Mapping[str, Any], backend: str, project_dir: Path, wri
     """Whether this project's wheel is its files copied as they are, with metadata that no source file changes."""
     if backend not in _COPYING_BACKENDS or written:
         return False
+    try:
+        return _static(pyproject, project_dir)
+    except (AttributeError, TypeError):  # a table where a value belongs, or the reverse: the backend will say so
+        return False
+
+
+def _static(pyproject: Mapping[str, Any], project_dir: Path) -> bool:
     project = pyproject.get("project")
     if not isinstance(project, dict) or project.get("dynamic"):
         return False
     if any((project_dir / name).exists() for name in ("setup.py", "hatch.toml", "hatch_build.py", "pdm_build.py", "build.py")):
         return False  # code (or configuration) the backend runs that this reading does not follow
     tool = pyproject.get("tool") or {}
-    hatch = tool.get("hatch") or {} if isinstance(tool, dict) else {}
+    if not isinstance(tool, dict):
+        return False
+    hatch = tool.get("hatch") or {}
     if isinstance(hatch, dict):
         build = hatch.get("build") or {}
         targets = build.get("targets") or {} if isinstance(build, dict) else {}
@@ -102,7 +112,7 @@ def patchable(pyproject: Mapping[str, Any], backend: str, project_dir: Path, wri
             return False
         if any(not isinstance(t, dict) or t.get("hooks") for t in targets.values()):
             return False
-    poetry = tool.get("poetry") or {} if isinstance(tool, dict) else {}
+    poetry = tool.get("poetry") or {}
     if isinstance(poetry, dict) and (poetry.get("build") or poetry.get("build-script")):
         return False
     return True
@@ -130,11 +140,34 @@ def remember(cache: Cache, key: str, fingerprint: str, sources: Iterable[Source]
             if len(found) == 1:
                 members[found[0]] = info.filename
     # a file copied to two members, or two files with one member's bytes, is not a one-to-one copy
-    members = {rel: m for rel, m in members.items() if taken[rel] == 1 and list(members.values()).count(m) == 1}
+    sources_of = collections.Counter(members.values())
+    members = {rel: m for rel, m in members.items() if taken[rel] == 1 and sources_of[m] == 1}
     cache.put_meta(SOURCES, _Last(fingerprint, files, members), key)
 
 
-def patch(cache: Cache, key: str, project_dir: Path, sources: Iterable[Source], out_dir: Path) -> tuple[Path, int] | None:
+def _in_metadata(rel: str, text: str, license_globs: Iterable[str]) -> bool:
+    """Whether pyproject.toml (``text``) may name ``rel`` (a ``readme`` or ``license`` file the backend also copies
+    into the package), or a ``license-files`` glob matches it: its text then goes into the metadata too, which a
+    copy would leave stale. Read broadly: the file's name anywhere in the text."""
+    import fnmatch
+
+    name = rel.rsplit("/", 1)[-1]
+    return name in text or any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(name, g) for g in license_globs)
+
+
+def license_globs(pyproject: Mapping[str, Any]) -> list[str]:
+    """The ``license-files`` globs of ``[project]`` (PEP 639) and ``[tool.setuptools]``."""
+    found: list[str] = []
+    for table in (pyproject.get("project"), (pyproject.get("tool") or {}).get("setuptools") if isinstance(pyproject.get("tool"), dict) else None):
+        value = table.get("license-files") if isinstance(table, dict) else None
+        if isinstance(value, list):
+            found += [g for g in value if isinstance(g, str)]
+        elif isinstance(value, dict):  # the older {paths = [...], globs = [...]} form
+            found += [g for v in value.values() if isinstance(v, list) for g in v if isinstance(g, str)]
+    return found
+
+
+def patch(cache: Cache, key: str, project_dir: Path, sources: Iterable[Source], out_dir: Path, text: str = "", globs: Iterable[str] = ()) -> tuple[Path, int] | None:
     """The wheel of the tree as it is now, made from the last wheel built for this ``shape`` (kept in the cache),
     and the number of files copied in; None when that is not provably what the backend would write (then the
     backend builds it)."""
@@ -149,7 +182,7 @@ def patch(cache: Cache, key: str, project_dir: Path, sources: Iterable[Source], 
     if set(current) != set(last.files):
         return None
     changed = {rel for rel, digest in current.items() if last.files[rel] != digest}
-    if not changed or not changed <= set(last.members):
+    if not changed or not changed <= set(last.members) or any(_in_metadata(rel, text, globs) for rel in changed):
         return None
     replaced: dict[str, bytes] = {}
     for rel in changed:

@@ -78,14 +78,15 @@ def test_a_version_read_from_a_source_file_goes_to_the_backend(tmp_path: Path) -
     assert "demoapp-1.1.dist-info/METADATA" in members
 
 
-@pytest.mark.parametrize("change", ["new file", "removed file", "readme", "not in the wheel", "mode", "hook", "pruned"])
+@pytest.mark.parametrize("change", ["new file", "removed file", "readme", "readme in the package", "not in the wheel", "mode", "hook", "pruned"])
 def test_what_cannot_be_proven_a_copy_is_built_by_the_backend(change: str, tmp_path: Path) -> None:
-    extra = 'readme = "README.md"\n' if change == "readme" else ""
+    extra = {"readme": 'readme = "README.md"\n', "readme in the package": 'readme = "src/demoapp/README.md"\n'}.get(change, "")
     hook = "\n[tool.hatch.build.targets.wheel.hooks.custom]\n" if change == "hook" else ""
     project = _project(tmp_path / "p", "hatchling", project_extra=extra, tool_extra=hook)
     if change == "hook":  # a build hook that puts a digest of cli.py into the wheel: no copy can know that
         (project / "hatch_build.py").write_text(_HOOK)
     (project / "README.md").write_text("# demo\n")
+    (project / "src" / "demoapp" / "README.md").write_text("# demo\n")  # a member of the wheel too (package data)
     (project / "tests").mkdir()
     (project / "tests" / "test_demo.py").write_text("def test(): pass\n")
     cache = tmp_path / "cache"
@@ -98,6 +99,8 @@ def test_what_cannot_be_proven_a_copy_is_built_by_the_backend(change: str, tmp_p
         (project / "src" / "demoapp" / "data.json").unlink()
     elif change == "readme":
         (project / "README.md").write_text("# demo, described anew\n")
+    elif change == "readme in the package":  # copied into the package and into METADATA: a copy would leave it stale
+        (project / "src" / "demoapp" / "README.md").write_text("# demo, described anew\n")
     elif change == "not in the wheel":
         (project / "tests" / "test_demo.py").write_text("def test(): assert True\n")
     elif change == "mode":
@@ -110,7 +113,7 @@ def test_what_cannot_be_proven_a_copy_is_built_by_the_backend(change: str, tmp_p
     assert not _patched(said), said
     built, _ = _build(project, tmp_path / "fresh-cache", tmp_path / "o3")
     assert members == built
-    if change == "readme":
+    if change.startswith("readme"):
         assert b"described anew" in members["demoapp-1.0.dist-info/METADATA"]
     if change == "new file":
         assert "demoapp/extra.py" in members
@@ -130,3 +133,19 @@ class CustomBuildHook(BuildHookInterface):
         out.write_text(digest)
         build_data["force_include"][str(out)] = "demoapp/gen.txt"
 """
+
+
+@pytest.mark.parametrize(
+    "pyproject",
+    [
+        {"project": {"name": "x"}, "tool": {"hatch": {"metadata": "not a table"}}},
+        {"project": {"name": "x"}, "tool": {"hatch": {"build": {"targets": ["wheel"]}}}},
+        {"project": {"name": "x"}, "tool": "not a table"},
+        {"project": "not a table"},
+    ],
+)
+def test_an_odd_pyproject_is_left_to_the_backend_not_an_internal_error(pyproject: dict, tmp_path: Path) -> None:
+    from pyimage.resolve.wheelpatch import patchable
+
+    assert patchable(pyproject, "hatchling.build", tmp_path, set()) is False
+    assert patchable({"project": {"name": "x"}}, "hatchling.build", tmp_path, set()) is True
