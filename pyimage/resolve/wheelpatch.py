@@ -9,7 +9,8 @@ what the backend would have written:
 
 - the backend is one that copies sources verbatim (hatchling, flit-core, pdm-backend, poetry-core, uv_build,
   setuptools without a ``setup.py``), with no build hooks, no file it writes into the tree, and ``[project]``
-  metadata that is all static (no ``dynamic``: a version read from a file could change with it);
+  metadata that is all static, or a ``dynamic`` version read from a file pyproject.toml names (``hatch new``'s
+  ``__about__.py``), which is then never copied in;
 - everything else the backend could read is the same: the set of files and their modes, ``pyproject.toml``
   and every other file that is not a copied member, the VCS state, the backend, interpreter and epoch (the
   record is keyed by all of that: ``shape``);
@@ -90,14 +91,17 @@ def patchable(pyproject: Mapping[str, Any], backend: str, project_dir: Path, wri
     if backend not in _COPYING_BACKENDS or written:
         return False
     try:
-        return _static(pyproject, project_dir)
+        return _static(pyproject, project_dir, backend)
     except (AttributeError, TypeError):  # a table where a value belongs, or the reverse: the backend will say so
         return False
 
 
-def _static(pyproject: Mapping[str, Any], project_dir: Path) -> bool:
+def _static(pyproject: Mapping[str, Any], project_dir: Path, backend: str) -> bool:
     project = pyproject.get("project")
-    if not isinstance(project, dict) or project.get("dynamic"):
+    if not isinstance(project, dict):
+        return False
+    dynamic = project.get("dynamic") or []
+    if dynamic and (dynamic != ["version"] or not _version_file(pyproject, backend)):
         return False
     if any((project_dir / name).exists() for name in ("setup.py", "hatch.toml", "hatch_build.py", "pdm_build.py", "build.py")):
         return False  # code (or configuration) the backend runs that this reading does not follow
@@ -116,6 +120,21 @@ def _static(pyproject: Mapping[str, Any], project_dir: Path) -> bool:
     if isinstance(poetry, dict) and (poetry.get("build") or poetry.get("build-script")):
         return False
     return True
+
+
+def _version_file(pyproject: Mapping[str, Any], backend: str) -> bool:
+    """Whether a dynamic version is read from a file pyproject.toml names (``hatch new``'s ``[tool.hatch.version]
+    path = "src/app/__about__.py"``, pdm's ``source = "file"``): an edit to that file, whose name is then in
+    pyproject.toml, goes to the backend (``_in_metadata``); any other edit leaves the version as it was. A version
+    from git (hatch-vcs, setuptools-scm) is not: an edit makes the tree dirty, which such versions say."""
+    tool = pyproject.get("tool") or {}
+    if backend == "hatchling.build":
+        version = (tool.get("hatch") or {}).get("version") or {}
+        return isinstance(version.get("path"), str) and version.get("source", "regex") == "regex"
+    if backend == "pdm.backend":
+        version = (tool.get("pdm") or {}).get("version") or {}
+        return isinstance(version.get("path"), str) and version.get("source") == "file"
+    return False
 
 
 def remember(cache: Cache, key: str, fingerprint: str, sources: Iterable[Source], wheel: Path) -> None:

@@ -78,6 +78,29 @@ def test_a_version_read_from_a_source_file_goes_to_the_backend(tmp_path: Path) -
     assert "demoapp-1.1.dist-info/METADATA" in members
 
 
+@pytest.mark.parametrize("backend", ["hatchling", "pdm"])
+def test_hatch_new_style_version_file_only_that_file_goes_to_the_backend(backend: str, tmp_path: Path) -> None:
+    """``hatch new`` writes ``dynamic = ["version"]`` read from ``src/<pkg>/__about__.py``: an edit elsewhere is
+    copied (the version cannot change), an edit of that file goes to the backend and the version follows it."""
+    tool = {
+        "hatchling": '\n[tool.hatch.version]\npath = "src/demoapp/__about__.py"\n',
+        "pdm": '\n[tool.pdm.version]\nsource = "file"\npath = "src/demoapp/__about__.py"\n',
+    }[backend]
+    project = _project(tmp_path / "p", backend, tool_extra=tool)
+    text = (project / "pyproject.toml").read_text().replace('version = "1.0"\n', 'dynamic = ["version"]\n')
+    (project / "pyproject.toml").write_text(text)
+    (project / "src" / "demoapp" / "__about__.py").write_text('__version__ = "1.0"\n')
+    _build(project, tmp_path / "cache", tmp_path / "o1")
+    (project / "src" / "demoapp" / "cli.py").write_text("def main():\n    print('edited')\n")
+    patched, said = _build(project, tmp_path / "cache", tmp_path / "o2")
+    assert _patched(said), said
+    assert patched == _build(project, tmp_path / "fresh", tmp_path / "o3")[0]
+    (project / "src" / "demoapp" / "__about__.py").write_text('__version__ = "1.1"\n')
+    bumped, said = _build(project, tmp_path / "cache", tmp_path / "o4")
+    assert not _patched(said)
+    assert "demoapp-1.1.dist-info/METADATA" in bumped
+
+
 @pytest.mark.parametrize("change", ["new file", "removed file", "readme", "readme in the package", "not in the wheel", "mode", "hook", "pruned"])
 def test_what_cannot_be_proven_a_copy_is_built_by_the_backend(change: str, tmp_path: Path) -> None:
     extra = {"readme": 'readme = "README.md"\n', "readme in the package": 'readme = "src/demoapp/README.md"\n'}.get(change, "")
