@@ -186,6 +186,7 @@ def _read(url: str, sources: Sources, accept: str) -> tuple[bytes, str, str] | N
         with url_request.urlopen(request, timeout=60) as response:  # noqa: S310 (http, https, file only)
             return response.read(_MAX_PAGE), response.headers.get("Content-Type", ""), response.geturl()
     except url_error.HTTPError as exc:
+        exc.close()  # an HTTP error is also the response: its connection stays open until closed
         if exc.code == 404:
             return None
         hint = "set its credentials in the index URL or ~/.netrc" if exc.code in (401, 403) else "check the index and the network"
@@ -291,7 +292,7 @@ def fetch(pin: Pin, sources: Sources, cache: Cache, lock_name: str) -> None:
     folder = cache.tmp_path("-download")
     folder.mkdir(parents=True)
     got = folder / pin.filename
-    from urllib import request as url_request
+    from urllib import error as url_error, request as url_request
 
     request = url_request.Request(pin.url, headers={"User-Agent": "pyimage"})
     auth = _authorization(pin.url, sources)
@@ -302,6 +303,8 @@ def fetch(pin: Pin, sources: Sources, cache: Cache, lock_name: str) -> None:
             with url_request.urlopen(request, timeout=180) as response, open(got, "wb") as out:  # noqa: S310
                 digest = hash_stream(response, into=out)  # hashed as it arrives: the file is not read again
         except OSError as exc:
+            if isinstance(exc, url_error.HTTPError):
+                exc.close()  # an HTTP error is also the response: its connection stays open until closed
             raise BuildError(f"{pin.name}: cannot download {pin.filename} from {redact(pin.url)}: {exc}", "check the network (and proxy settings), then build again") from None
         _check_digest(pin, digest, lock_name)
         cache.add_wheel(got, pin.sha256, hashed=True)  # linked in unread
