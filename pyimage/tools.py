@@ -34,9 +34,12 @@ __all__ = ["Ran", "environment", "redact", "run", "tail"]
 
 # What a captured run needs that the user's environment may not say: no progress bars, no prompts (no terminal
 # is there to answer one; a prompt would hang the build), no version nag. Applied over the user's values.
+# COLUMNS: both wrap their messages at the terminal's width, and the one-line error is the tool's last line: in
+# a 60-column terminal uv's "…we can conclude that your requirements are unsatisfiable." came out as its last
+# fragment. Captured output has no terminal, so no wrapping.
 _QUIET: dict[str, dict[str, str]] = {
-    "pip": {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", "PIP_PROGRESS_BAR": "off"},
-    "uv": {"UV_NO_PROGRESS": "1", "NO_COLOR": "1"},
+    "pip": {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", "PIP_PROGRESS_BAR": "off", "COLUMNS": "10000"},
+    "uv": {"UV_NO_PROGRESS": "1", "NO_COLOR": "1", "COLUMNS": "10000"},
 }
 _ALWAYS = {"GIT_TERMINAL_PROMPT": "0"}  # a backend reading VCS metadata (setuptools-scm) must not ask for a password
 

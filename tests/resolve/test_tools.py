@@ -132,6 +132,24 @@ def test_a_tool_that_is_not_installed_is_a_build_error_naming_it(tmp_path: Path)
     assert err.value.hint == "install uv, or put it on PATH"
 
 
+@pytest.mark.parametrize("tool", ["uv", "pip"])
+def test_a_narrow_terminal_does_not_cut_the_tools_error_to_its_last_wrapped_line(tool: str, offline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uv (and pip's rich output) wrap their messages at $COLUMNS; the one-line error is the tool's last line, so in
+    a 60-column terminal it read "uv failed: that your requirements are unsatisfiable." """
+    from wheels_fixture import make_wheel
+
+    make_wheel(offline, "six", "1.17.0")
+    monkeypatch.setenv("COLUMNS", "40")
+    if tool == "pip":
+        monkeypatch.setenv("PIP_PREFER_BINARY", "1")  # a pip setting uv has no flag for: pip installs the environment
+    with pytest.raises(BuildError) as err:
+        from pyimage.resolve.appwheel import _env
+
+        _env(Cache(tmp_path / "cache"), ["six>=99"], sys.executable)
+    said = err.value.message.split(" failed: ", 1)[1]  # the tool's own words, after the step that names six>=99
+    assert "six" in said and ("99" in said or "version" in said), err.value.message
+
+
 def test_the_environment_is_the_users_plus_quiet_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
