@@ -66,36 +66,26 @@ def test_an_edited_file_is_copied_into_the_last_wheel_exactly_as_the_backend_wou
     assert _patched(said) and again["demoapp/cli.py"] == b"def main():\n    print('three')\n"
 
 
-def test_a_version_read_from_a_source_file_goes_to_the_backend(tmp_path: Path) -> None:
-    project = _project(tmp_path / "p", "hatchling", tool_extra='\n[tool.hatch.version]\npath = "src/demoapp/__init__.py"\n')
-    text = (project / "pyproject.toml").read_text().replace('version = "1.0"\n', 'dynamic = ["version"]\n')
-    (project / "pyproject.toml").write_text(text)
-    (project / "src" / "demoapp" / "__init__.py").write_text('__version__ = "1.0"\n')
-    _build(project, tmp_path / "cache", tmp_path / "o1")
-    (project / "src" / "demoapp" / "__init__.py").write_text('__version__ = "1.1"\n')
-    members, said = _build(project, tmp_path / "cache", tmp_path / "o2")
-    assert not _patched(said)
-    assert "demoapp-1.1.dist-info/METADATA" in members
-
-
-@pytest.mark.parametrize("backend", ["hatchling", "pdm"])
-def test_hatch_new_style_version_file_only_that_file_goes_to_the_backend(backend: str, tmp_path: Path) -> None:
-    """``hatch new`` writes ``dynamic = ["version"]`` read from ``src/<pkg>/__about__.py``: an edit elsewhere is
-    copied (the version cannot change), an edit of that file goes to the backend and the version follows it."""
+@pytest.mark.parametrize(("backend", "version_file"), [("hatchling", "__about__.py"), ("hatchling", "__init__.py"), ("pdm", "__about__.py")])
+def test_a_version_read_from_a_named_file_sends_only_that_file_to_the_backend(backend: str, version_file: str, tmp_path: Path) -> None:
+    """``hatch new`` writes ``dynamic = ["version"]`` read from ``src/<pkg>/__about__.py`` (older layouts: from
+    ``__init__.py``): an edit elsewhere is copied (the version cannot change), an edit of that file goes to the
+    backend and the version follows it."""
+    path = f"src/demoapp/{version_file}"
     tool = {
-        "hatchling": '\n[tool.hatch.version]\npath = "src/demoapp/__about__.py"\n',
-        "pdm": '\n[tool.pdm.version]\nsource = "file"\npath = "src/demoapp/__about__.py"\n',
+        "hatchling": f'\n[tool.hatch.version]\npath = "{path}"\n',
+        "pdm": f'\n[tool.pdm.version]\nsource = "file"\npath = "{path}"\n',
     }[backend]
     project = _project(tmp_path / "p", backend, tool_extra=tool)
     text = (project / "pyproject.toml").read_text().replace('version = "1.0"\n', 'dynamic = ["version"]\n')
     (project / "pyproject.toml").write_text(text)
-    (project / "src" / "demoapp" / "__about__.py").write_text('__version__ = "1.0"\n')
+    (project / path).write_text('__version__ = "1.0"\n')
     _build(project, tmp_path / "cache", tmp_path / "o1")
     (project / "src" / "demoapp" / "cli.py").write_text("def main():\n    print('edited')\n")
     patched, said = _build(project, tmp_path / "cache", tmp_path / "o2")
     assert _patched(said), said
     assert patched == _build(project, tmp_path / "fresh", tmp_path / "o3")[0]
-    (project / "src" / "demoapp" / "__about__.py").write_text('__version__ = "1.1"\n')
+    (project / path).write_text('__version__ = "1.1"\n')
     bumped, said = _build(project, tmp_path / "cache", tmp_path / "o4")
     assert not _patched(said)
     assert "demoapp-1.1.dist-info/METADATA" in bumped
