@@ -23,16 +23,18 @@ def _blobs(cache: Path) -> set[str]:
 
 
 def test_code_change_rebuilds_only_the_app_layer(pyimage: Pyimage, tmp_path: Path) -> None:
+    # a cache of its own: which wheel the edit is copied into depends on what this cache built last
+    mine = Pyimage(tmp_path / "cache", pyimage.base)
     project = copy_example("hello-cli", tmp_path)
-    first = pyimage.build(project, tmp_path / "layout", "v1")
-    unchanged = pyimage.build(project, tmp_path / "layout", "v1")
+    first = mine.build(project, tmp_path / "layout", "v1")
+    unchanged = mine.build(project, tmp_path / "layout", "v1")
     assert unchanged["image"]["digest"] == first["image"]["digest"]
     assert all(l["cached"] for l in unchanged["layers"][1:])
-    blobs_before = _blobs(pyimage.cache_dir)
+    blobs_before = _blobs(mine.cache_dir)
 
     init = project / "src" / "hello_cli" / "__init__.py"
     init.write_text(init.read_text().replace('f"hello, {self.name}"', 'f"hi there, {self.name}"'))
-    done = pyimage.run("build", "--json", "-o", f"oci:{tmp_path / 'layout'}:v2", project=project)
+    done = mine.run("build", "--json", "-o", f"oci:{tmp_path / 'layout'}:v2", project=project)
     assert "1 changed file(s) copied into its last build" in done.stderr  # no backend started (resolve/wheelpatch.py)
     changed = json.loads(done.stdout)
     old = {l["name"]: l for l in first["layers"]}
@@ -43,7 +45,7 @@ def test_code_change_rebuilds_only_the_app_layer(pyimage: Pyimage, tmp_path: Pat
             assert layer["digest"] == old[layer["name"]]["digest"], layer["name"]
             assert layer["cached"] or layer["name"] == "base"
     assert changed["image"]["digest"] != first["image"]["digest"]
-    new_blobs = _blobs(pyimage.cache_dir) - blobs_before
+    new_blobs = _blobs(mine.cache_dir) - blobs_before
     assert new_blobs == {changed["layers"][-1]["digest"].split(":")[1]}
     assert "hi there, world" in run_image(tmp_path / "layout", "v2").stdout
     # The edited file copied into the last wheel gives the image the backend gives: the same digest from nothing.
