@@ -50,7 +50,9 @@ def test_code_change_rebuilds_only_the_app_layer(pyimage: Pyimage, tmp_path: Pat
     assert "hi there, world" in run_image(tmp_path / "layout", "v2").stdout
     # The edited file copied into the last wheel gives the image the backend gives: the same digest from nothing.
     fresh = Pyimage(tmp_path / "fresh-cache", pyimage.base).build(project, tmp_path / "fresh", "v2")
-    assert fresh["image"]["digest"] == changed["image"]["digest"]
+    layers = lambda report: [(l["name"], l["diff_id"], l["digest"]) for l in report["layers"]]  # noqa: E731
+    assert layers(fresh)[-1][:2] == layers(changed)[-1][:2], "the app layer's content differs"
+    assert fresh["image"]["digest"] == changed["image"]["digest"], (layers(changed), layers(fresh))
 
 
 def test_second_app_reuses_the_heavy_torch_layer_byte_for_byte(pyimage: Pyimage, tmp_path: Path) -> None:
