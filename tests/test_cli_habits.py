@@ -251,3 +251,26 @@ def test_a_pycache_file_a_wheel_ships_is_left_out_without_a_raw_warning(tmp_path
                 names += tar.getnames()
     assert any(n.endswith("shipspyc/__init__.py") for n in names)
     assert not any("shipspyc/__pycache__" in n for n in names)
+
+
+def test_groups_without_a_lock_are_an_error_not_silently_left_out(tmp_path: Path) -> None:
+    """A new user's trial: ``groups = ["metrics"]`` in a project with no uv.lock built without the group (and a
+    misspelt group name did too); the app failed at import in the container."""
+    project, cache = _project(tmp_path, tool='groups = ["metrics"]\n')
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(text + '\n[dependency-groups]\nmetrics = ["prometheus-client>=0.20"]\n')
+    done = run_pyimage("plan", "-C", str(project), cache=cache)
+    assert_one_error(done, 2, "groups = ['metrics']: dependency groups are installed from the project's lock")
+    assert "hint: run `uv lock`" in done.stderr
+
+
+def test_a_pdm_lock_is_an_error_naming_the_export_not_silently_resolved_past(tmp_path: Path) -> None:
+    """A new user's trial: a PDM project's pdm.lock was ignored and uv resolved other versions than it locks."""
+    project, cache = _project(tmp_path)
+    (project / "pdm.lock").write_text('[metadata]\nlock_version = "4.5.0"\n')
+    done = run_pyimage("plan", "-C", str(project), cache=cache)
+    assert_one_error(done, 2, "pyimage does not read pdm.lock")
+    assert "pdm export -f requirements --prod" in done.stderr and 'lock-input = "none"' in done.stderr
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(text.replace("[tool.pyimage]\n", '[tool.pyimage]\nlock-input = "none"\n'))
+    assert run_pyimage("plan", "-C", str(project), cache=cache).returncode == 0

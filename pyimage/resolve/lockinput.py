@@ -58,14 +58,22 @@ def detect(project_dir: Path, configured: str | None) -> Path | None:
         if path.name not in ("uv.lock", "poetry.lock") and not (path.name.startswith("pylock.") and path.name.endswith(".toml")):
             raise ConfigError(
                 f"lock-input {configured}: pyimage reads uv.lock, poetry.lock and PEP 751 pylock.toml / pylock.<name>.toml files",
-                "export the lock as PEP 751 (`uv export --format pylock.toml`, `pip lock`) and point lock-input at it",
+                "export the lock as PEP 751 (`uv export --format pylock.toml`, `pip lock`, `pdm export -f pylock`) and point lock-input at it",
             )
         return path
     for name in ("uv.lock", "poetry.lock", "pylock.toml"):
         path = project_dir / name
         if path.is_file() and not is_pyimage_lock(path):
             return path
+    if (project_dir / "pdm.lock").is_file():  # resolving anew would ship other versions than the team locked
+        raise ConfigError(f"{project_dir / 'pdm.lock'}: pyimage does not read pdm.lock, and resolving anew would not give the versions it locks", _PDM_FIX)
     return None
+
+
+_PDM_FIX = (
+    "export it: `pdm export -f requirements --prod -o requirements.lock.txt` and set requirements = \"requirements.lock.txt\" "
+    "(or `pdm export -f pylock -o pylock.toml` with PDM >= 2.24); or set lock-input = \"none\" to let pyimage resolve"
+)
 
 
 def target_environment(target: Target) -> dict[str, str]:

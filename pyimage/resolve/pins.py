@@ -53,6 +53,7 @@ def choose_pins(
     if req_file and hashedreqs.is_hashed(req_text):  # every requirement pinned and hashed: a lock, installed as it is
         if refresh:
             raise ConfigError(f"{req_file} pins and hashes every requirement; pyimage does not rewrite it", hashedreqs.FIX)
+        _no_groups_without_a_lock(cfg.groups)
         pins = [p for p in hashedreqs.locked_pins(cfg.project_dir / req_file, target, cache, events) if p.name != app_name]
         check_requirements_cover(requires, cfg.extras, pins, target, req_file)
         return pins
@@ -66,6 +67,7 @@ def choose_pins(
         all_requires = [*requires, *(r for p in local for r in p.requires)]
         where = {p.source.name: p.source.directory for p in local}
         return locked_pins(team_lock, app_name, all_requires, cfg.extras, cfg.groups, target, cache, events, local=where, project_dir=cfg.project_dir)
+    _no_groups_without_a_lock(cfg.groups)
     uv_sources = UvSources() if req_file else read_uv_sources(cfg.project_dir)
     lock_path = cfg.project_dir / cfg.lock
     key = inputs_key([*requires, *_local_material(local, lock_path.parent)], cfg.extras, req_text, target, uv_sources.fingerprint())
@@ -171,3 +173,13 @@ def check_requirements_cover(requires: list[str], extras: Sequence[str], pins: l
                 f"{req_file} does not satisfy the project's dependency {line!r}" + (f" (pins {pin.version})" if pin else ""),
                 f"add a matching pin for {req.name} to {req_file}",
             )
+
+
+def _no_groups_without_a_lock(groups: Sequence[str]) -> None:
+    """``groups`` are taken from a team lock (uv.lock, poetry.lock, pylock.toml); without one they were silently
+    left out, and the image failed at import in the container (a misspelt name too)."""
+    if groups:
+        raise ConfigError(
+            f"groups = {list(groups)}: dependency groups are installed from the project's lock (uv.lock, poetry.lock, pylock.toml), and it has none",
+            "run `uv lock` (or `poetry lock`) in the project so the groups are locked, or list those packages in [project] dependencies",
+        )
