@@ -5,6 +5,7 @@ real concurrent processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from support.procs import reaped
 from support.tiny import (
     assert_one_error,
     offline_env,
@@ -37,7 +39,7 @@ class Setup:
     base: str
     cache: Path
     canary: Path
-    started: list[subprocess.Popen[str]] = field(default_factory=list)
+    running: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # what popen* started
 
     def build(self, out: Path | str, *extra: str, cache: Path | None = None, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
         target = out if isinstance(out, str) else f"oci:{out}:t"
@@ -46,19 +48,14 @@ class Setup:
     def popen(self, out: Path) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "pyimage", "build", "-C", str(self.project), "--base", self.base, "-o", f"oci:{out}:t", "--cache-dir", str(self.cache)]
         proc = subprocess.Popen(cmd, env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        self.started.append(proc)  # ended and its pipes closed at teardown, whatever the test did
-        return proc
+        return self.running.enter_context(reaped(proc, group=True))  # ended, reaped and its pipes closed at teardown
 
     def popen_prune(self) -> subprocess.Popen[str]:
         proc = subprocess.Popen([sys.executable, "-m", "pyimage", "cache", "prune", "--max-size", "0", "--cache-dir", str(self.cache)], env=offline_env(), stderr=subprocess.PIPE, text=True)
-        self.started.append(proc)
-        return proc
+        return self.running.enter_context(reaped(proc))
 
     def close(self) -> None:
-        for proc in self.started:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()  # reaps it and closes its pipes
+        self.running.close()
 
     def tmp_entries(self) -> list[Path]:
         return sorted((self.cache / "tmp").iterdir()) if (self.cache / "tmp").exists() else []
@@ -239,13 +236,15 @@ def _build_interrupted_at(setup: Setup, name: str, stream: str, line: str, delay
     cmd += ["-o", f"oci:{layout}:t", "-o", f"docker-archive:{archive}:app:t"]
     seen: dict[str, list[str]] = {"stdout": [], "stderr": []}
     sent = False
-    with subprocess.Popen(cmd, env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+    with reaped(subprocess.Popen(cmd, env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True), group=True) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         with selectors.DefaultSelector() as sel:
             sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
             sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
             while sel.get_map():
-                for key, _ in sel.select(timeout=120):
+                ready = sel.select(timeout=120)
+                assert ready, f"the build printed nothing for 120 s:\n{''.join(seen['stderr'])}"
+                for key, _ in ready:
                     text = key.fileobj.readline()  # type: ignore[union-attr]
                     if not text:
                         sel.unregister(key.fileobj)

@@ -90,7 +90,7 @@ def _client(endpoint: DockerEndpoint):  # type: ignore[no-untyped-def]
     host = endpoint.host
     timeout = httpx.Timeout(_TIMEOUT, connect=10.0)
     if host.startswith("unix://"):
-        return httpx.Client(transport=httpx.HTTPTransport(uds=host[len("unix://"):]), base_url="http://docker", timeout=timeout)
+        return httpx.Client(transport=_unix_transport(host[len("unix://"):]), base_url="http://docker", timeout=timeout)
     if host.startswith("tcp://"):
         if endpoint.tls_dir:
             tls = Path(endpoint.tls_dir)
@@ -104,6 +104,34 @@ def _client(endpoint: DockerEndpoint):  # type: ignore[no-untyped-def]
         f"docker endpoint {host} ({endpoint.source}): only unix:// and tcp:// endpoints are supported",
         "forward the engine's socket locally (e.g. `ssh -L /tmp/docker.sock:/var/run/docker.sock HOST`) and set DOCKER_HOST=unix:///tmp/docker.sock",
     )
+
+
+def _unix_transport(path: str):  # type: ignore[no-untyped-def]
+    """httpx's transport to the Engine API socket at ``path``, except that a connect that fails (no engine, a stale
+    socket, no permission) closes its socket at once: httpcore 1.0 leaves it to the garbage collector, an unclosed
+    socket (ResourceWarning) on every ``pyimage init`` or ``--load`` where no engine listens."""
+    import socket
+
+    import httpcore
+    import httpx
+    from httpcore._backends.sync import SyncStream
+
+    class ClosingBackend(httpcore.SyncBackend):
+        def connect_unix_socket(self, path, timeout=None, socket_options=None):  # type: ignore[no-untyped-def]
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                for option in socket_options or ():
+                    sock.setsockopt(*option)
+                sock.settimeout(timeout)
+                sock.connect(path)
+            except OSError as exc:  # what httpcore raises for it, as it does
+                sock.close()
+                raise (httpcore.ConnectTimeout if isinstance(exc, socket.timeout) else httpcore.ConnectError)(exc) from exc
+            return SyncStream(sock)
+
+    transport = httpx.HTTPTransport(uds=path)
+    transport._pool._network_backend = ClosingBackend()  # httpx has no network_backend argument
+    return transport
 
 
 def load_docker(image: Image, reference: str, endpoint: DockerEndpoint | None = None, also: tuple[str, ...] = ()) -> Loaded:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from support.procs import reaped
 from support.runc import run_image
 
 from .conftest import Pyimage, copy_example
@@ -77,13 +78,13 @@ def test_second_app_reuses_the_heavy_torch_layer_byte_for_byte(pyimage: Pyimage,
 def test_concurrent_builds_on_one_cache_both_succeed_and_verify_clean(pyimage: Pyimage, tmp_path: Path) -> None:
     cache = tmp_path / "shared-cache"
     reports = []
-    with contextlib.ExitStack() as running:  # every build waited for and its pipes closed, even after a failure
+    with contextlib.ExitStack() as running:  # every build ended, reaped and its pipes closed, even after a failure
         procs = []
         for name in ("hello-cli", "web-service"):
             for i in range(2):
                 project = copy_example(name, tmp_path / f"{name}-{i}")
                 cmd = [sys.executable, "-m", "pyimage", "build", "--json", "--cache-dir", str(cache), "--base", f"rootfs:{pyimage.base}", "-C", str(project), "-o", f"oci:{tmp_path / f'out-{name}-{i}'}:t"]
-                procs.append(running.enter_context(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+                procs.append(running.enter_context(reaped(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))))
         for proc in procs:
             out, err = proc.communicate(timeout=600)
             assert proc.returncode == 0, err
@@ -151,7 +152,7 @@ def test_killed_build_leaves_nothing_a_later_build_trusts(pyimage: Pyimage, tmp_
     project = copy_example("torch-app", tmp_path)
     mine = Pyimage(cache, pyimage.base)
     cmd = [sys.executable, "-m", "pyimage", "build", "--cache-dir", str(cache), "--base", f"rootfs:{pyimage.base}", "-C", str(project), "-o", f"oci:{tmp_path / 'out'}:t"]
-    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+    with reaped(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)) as proc:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not any((cache / "tmp").glob("*.blob")):  # wait until layers are being written
             time.sleep(0.05)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.procs import reaped
 from support.registry import make_image, make_layer
 from support.tiny import assert_one_error, offline_env, run_pyimage, snapshot, tiny_base, tiny_project, verify_clean
 
@@ -51,8 +52,8 @@ def test_ten_parallel_builds_into_one_layout_keep_all_ten_tags(tmp_path: Path) -
     layout = tmp_path / "out"
     assert run_pyimage("build", "-C", str(project), "--base", base, "-o", f"oci:{tmp_path / 'warm'}", cache=cache).returncode == 0
     cmd = [sys.executable, "-m", "pyimage", "build", "-C", str(project), "--base", base, "--cache-dir", str(cache)]
-    with contextlib.ExitStack() as running:  # every build waited for and its pipes closed, even after a failure
-        procs = [running.enter_context(subprocess.Popen([*cmd, "-o", f"oci:{layout}:t{i}"], env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) for i in range(10)]
+    with contextlib.ExitStack() as running:  # every build ended, reaped and its pipes closed, even after a failure
+        procs = [running.enter_context(reaped(subprocess.Popen([*cmd, "-o", f"oci:{layout}:t{i}"], env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))) for i in range(10)]
         for proc in procs:
             _out, err = proc.communicate(timeout=300)
             assert proc.returncode == 0, err
