@@ -233,6 +233,12 @@ def plan(
     user = runtime_user(cfg.user, facts.passwd, facts.group)
     paths = InstallPaths(cfg.venv, interp.version)
     venv = "/" + cfg.venv.strip("/")
+    occupied = sorted(p for p in facts.pythons if p != interp.executable and posixpath.commonpath([venv, p]) == venv)
+    if occupied:  # a base that is itself a venv image (pyimage's, or a Dockerfile's): two package sets in one venv
+        raise ConfigError(
+            f"base {cfg.base}: it already has a Python environment at {venv} ({occupied[0]}); this image's venv would be laid over it and mix the two sets of packages",
+            f'set venv to another directory (e.g. venv = "{venv.rstrip("/")}-app"), or build on the base that image was built from',
+        )
     if posixpath.commonpath([venv, interp.executable]) == venv:
         raise ConfigError(f"venv = {venv!r} holds the base's interpreter {interp.executable}; the venv would replace it", 'set venv to a directory of its own, e.g. "/opt/venv"')
     workdir = cache.tmp_path("-appwheel")

@@ -146,10 +146,18 @@ def test_oci_and_docker_archive_bases(pyimage: Pyimage, tmp_path: Path) -> None:
     report = pyimage.build(first, tmp_path / "base-layout", "base", "-o", f"docker-archive:{tmp_path / 'base.tar'}")
     second = copy_example("web-service", tmp_path / "b")
     for source in (f"oci:{tmp_path / 'base-layout'}:base", f"docker-archive:{tmp_path / 'base.tar'}"):
-        done = pyimage.run("build", "--json", "-o", f"oci:{tmp_path / 'out'}:x", project=second, base=False, check=False, *["--base", source])
+        # the base is a pyimage image: its venv is /opt/venv too, and laying a second one over it would mix them
+        mixed = pyimage.run("build", "-o", f"oci:{tmp_path / 'out'}:x", project=second, base=False, check=False, *["--base", source])
+        assert mixed.returncode == 2 and "already has a Python environment at /opt/venv (/opt/venv/bin/python" in mixed.stderr, mixed.stderr
+        assert 'venv = "/opt/venv-app"' in mixed.stderr
+        done = pyimage.run("build", "--json", "-o", f"oci:{tmp_path / 'out'}:x", "--set", "venv=/opt/venv-app", project=second, base=False, check=False, *["--base", source])
         assert done.returncode == 0, done.stderr
         built = json.loads(done.stdout)
         assert [l["digest"] for l in built["layers"] if l["name"] == "base"] == [l["digest"] for l in report["layers"]]
+    # both environments work side by side: the base's own command, and this app's packages from its venv
+    assert "hello, world" in run_image(tmp_path / "out", "x", args=["/opt/venv/bin/hello"]).stdout
+    probe = "import fastapi, sys; print(sys.prefix, fastapi.__name__)"
+    assert run_image(tmp_path / "out", "x", args=["/opt/venv-app/bin/python", "-c", probe]).stdout.split() == ["/opt/venv-app", "fastapi"]
 
 
 def test_owner_and_user_are_set_at_write_time(pyimage: Pyimage, tmp_path: Path) -> None:
