@@ -385,22 +385,29 @@ def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires:
 
 
 def backend_failure(output: str, keep: int = 10, label: str = "the project's wheel") -> BuildError:
-    """The backend's own last lines, without Python traceback frames: its final line (the exception, or what it
-    printed last) is the error, the lines before it are shown above as context."""
+    """The backend's own words, without Python traceback frames. The error line is the exception a traceback ends
+    with (``ValueError: …``; a message of several lines goes on below it and is shown as context), else what the
+    backend printed last; the lines around it are shown above as context."""
     lines: list[str] = []
     in_traceback = False
+    raised = -1  # index in ``lines`` of the line that ends the last traceback: the exception
     for line in output.splitlines():
         if line.startswith("Traceback (most recent call last):"):
             in_traceback = True
             continue
         if in_traceback and (line.startswith(" ") or not line.strip()):
             continue  # a frame ("  File …", its source line) of the traceback
+        if in_traceback and line.strip():
+            raised = len(lines)
         in_traceback = False
         if line.strip():
             lines.append(line.rstrip())
-    last = lines[-1].strip() if lines else "the build backend failed without a message"
+    if raised < 0:
+        raised = len(lines) - 1
+    last = lines[raised].strip() if lines else "the build backend failed without a message"
+    context = [*lines[:raised], *lines[raised + 1 :]] if lines else []
     return BuildError(
         f"building {label} failed: {last[:300]}",
         "fix the error above in the project, or run `python -m build --wheel` there to see the full output",
-        tuple(l[:300] for l in lines[-keep:-1]),
+        tuple(l[:300] for l in context[-keep:]),
     )

@@ -72,6 +72,16 @@ def test_a_build_backend_that_raises_is_its_own_last_line(tmp_path: Path) -> Non
     assert not any('File "' in line for line in err.value.details)
 
 
+def test_a_backend_exception_of_several_lines_is_the_error_not_its_last_line(tmp_path: Path) -> None:
+    # hatchling's "Unable to determine which files to ship" goes on with an example; its last line is that example
+    project = tiny_project(tmp_path / "project")
+    (project / "FAIL").write_text("Unable to determine which files to ship\nAs an example, you can define:\n[tool.hatch.build.targets.wheel]\npackages = [\"src/foo\"]")
+    with pytest.raises(BuildError, match=r"^building the project's wheel failed: RuntimeError: Unable to determine which files to ship$") as err:
+        build_app_wheel(project, tmp_path / "out", Cache(tmp_path / "cache"), 0)
+    assert err.value.details[-2:] == ("[tool.hatch.build.targets.wheel]", 'packages = ["src/foo"]')
+    assert "tiny backend: checking the sources" in err.value.details
+
+
 def test_pip_building_with_a_raising_backend_fails_in_one_line(tmp_path: Path) -> None:
     project = tiny_project(tmp_path / "project")
     (project / "FAIL").write_text("the version file is missing")
