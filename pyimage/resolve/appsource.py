@@ -116,7 +116,8 @@ def app_source(project_dir: Path, extras: Sequence[str]) -> AppSource:
 def entrypoint_guess(project_dir: Path, requires: Sequence[str] = (), name: str = "") -> list[str] | None:
     """A likely entrypoint from the project's files (by name only, nothing is imported): ``gunicorn X.wsgi`` for a
     Django project that depends on gunicorn, ``python manage.py runserver`` for one that does not, ``python -m PKG``
-    for a top-level package with ``__main__.py`` (the one named like the project first), else ``python`` with the
+    for a top-level package with ``__main__.py`` (the one named like the project first), a web app's server
+    (``_served_app``: gunicorn, uvicorn or ``flask run`` for ``app = Flask(…)`` in app.py), else ``python`` with the
     first of ``main.py``, ``app.py``, ``run.py``, ``server.py``, ``wsgi.py``, ``__main__.py``, or of the other
     ``*.py`` found; None when the project has no Python file to run (a guess is never a file that is not there)."""
     from packaging.requirements import InvalidRequirement, Requirement
@@ -145,11 +146,45 @@ def entrypoint_guess(project_dir: Path, requires: Sequence[str] = (), name: str 
     )
     if runnable:
         return ["python", "-m", runnable[0]]
+    served = _served_app(project_dir, names)
+    if served is not None:
+        return served
     for candidate in ("main.py", "app.py", "run.py", "server.py", "wsgi.py", "__main__.py"):
         if (project_dir / candidate).is_file():
             return ["python", candidate]
     scripts = sorted(p.name for p in project_dir.glob("*.py") if p.is_file())
     return ["python", scripts[0]] if scripts else None
+
+
+_APP_FILES = ("app.py", "wsgi.py", "asgi.py", "main.py", "server.py", "application.py")
+_APP_VARIABLE_RE = re.compile(r"^(app|application|api)\s*(?::[^=\n]*)?=\s*(?:\w+\.)*(Flask|FastAPI|Starlette|Quart|Litestar|create_app)\(", re.M)
+_ASGI = ("FastAPI", "Starlette", "Quart", "Litestar")
+
+
+def _served_app(project_dir: Path, names: set[str]) -> list[str] | None:
+    """A web app served the way its dependencies say: a module-level ``app = Flask(…)`` (or FastAPI, …) in one of
+    ``_APP_FILES``, run by gunicorn (WSGI) or uvicorn (ASGI) when the project depends on it, else by ``flask run``
+    for a Flask app with no ``__main__`` block (``python app.py`` would import it and exit at once)."""
+    for candidate in _APP_FILES:
+        path = project_dir / candidate
+        if not path.is_file() or path.stat().st_size > 1 << 20:
+            continue
+        text = path.read_text(errors="replace")
+        match = _APP_VARIABLE_RE.search(text)
+        if match is None:
+            continue
+        target = f"{candidate[:-3]}:{match.group(1)}"
+        asgi = match.group(2) in _ASGI
+        if asgi and "uvicorn" in names:
+            return ["uvicorn", "--host", "0.0.0.0", "--port", "8000", target]
+        if not asgi and "gunicorn" in names:
+            return ["gunicorn", "--bind", "0.0.0.0:8000", target]
+        if "__main__" in text:
+            return ["python", candidate]
+        if match.group(2) == "Flask" and "flask" in names:
+            return ["flask", "--app", target, "run", "--host", "0.0.0.0", "--port", "8000"]
+        return None
+    return None
 
 
 def tree_entries(project_dir: Path, workdir: str, skip: Sequence[Path] = ()) -> list[dict[str, Any]]:

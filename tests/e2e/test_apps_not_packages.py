@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from support.runc import run_image
+from support.runc import free_port, run_image, start_image, wait_http
 
 from .conftest import Pyimage
 
@@ -203,3 +203,22 @@ def test_python_running_a_file_or_module_the_image_lacks_is_refused_before_work(
 )
 def test_python_running_what_the_image_holds_passes_the_check(pyimage: Pyimage, poetry_app: Path, entrypoint: str) -> None:
     pyimage.run("plan", "--set", f"entrypoint={entrypoint}", project=poetry_app)
+
+
+def test_a_flask_app_without_main_is_served_by_gunicorn_as_init_guessed(pyimage: Pyimage, tmp_path: Path) -> None:
+    """New-user trial: `init` guessed `python app.py` for a Flask app with no __main__ block, an image that exits
+    at once. It now guesses the server the app depends on, and that command serves the app."""
+    project = tmp_path / "shop"
+    project.mkdir()
+    (project / "app.py").write_text("import flask\n\napp = flask.Flask(__name__)\n\n\n@app.get('/')\ndef index():\n    return {'shop': 'open', 'flask': flask.__name__}\n")
+    (project / "requirements.txt").write_text("flask\ngunicorn\n")
+    done = init(project)
+    guessed = ["gunicorn", "--bind", "0.0.0.0:8000", "app:app"]
+    assert f"entrypoint = {json.dumps(guessed)}" in (project / "pyproject.toml").read_text(), done.stderr
+    pyimage.build(project, tmp_path / "img", "t")
+    config = json.loads(subprocess.run(["skopeo", "inspect", "--config", f"oci:{tmp_path / 'img'}:t"], capture_output=True, text=True, check=True).stdout)
+    assert config["config"]["Entrypoint"] == guessed
+    port = free_port()  # runc shares the host's network here: the guessed command, on a free loopback port
+    with start_image(tmp_path / "img", "t", args=[*guessed[:2], f"127.0.0.1:{port}", *guessed[3:]]) as container:
+        body = json.loads(wait_http(f"http://127.0.0.1:{port}/", timeout=60, container=container))
+    assert body == {"shop": "open", "flask": "flask"}

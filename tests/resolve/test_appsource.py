@@ -124,6 +124,31 @@ def test_the_suggested_entrypoint_comes_from_the_project_files(tmp_path: Path, f
     assert entrypoint_guess(tmp_path) == expected
 
 
+FLASK_APP = "from flask import Flask\n\napp = Flask(__name__)\n\n@app.get('/')\ndef index():\n    return 'hi'\n"
+FASTAPI_APP = "import fastapi\napi = fastapi.FastAPI()\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "requirements", "expected"),
+    [
+        # a Flask app with no __main__ block: `python app.py` would import it and exit at once (new-user trial)
+        ({"app.py": FLASK_APP}, "flask\ngunicorn\n", ["gunicorn", "--bind", "0.0.0.0:8000", "app:app"]),
+        ({"app.py": FLASK_APP}, "flask\n", ["flask", "--app", "app:app", "run", "--host", "0.0.0.0", "--port", "8000"]),
+        ({"app.py": FLASK_APP + "\nif __name__ == '__main__':\n    app.run()\n"}, "flask\n", ["python", "app.py"]),
+        ({"wsgi.py": "from shop import create_app\napplication = create_app()\n", "shop/__init__.py": ""}, "flask\ngunicorn\n", ["gunicorn", "--bind", "0.0.0.0:8000", "wsgi:application"]),
+        ({"main.py": FASTAPI_APP}, "fastapi\nuvicorn\n", ["uvicorn", "--host", "0.0.0.0", "--port", "8000", "main:api"]),
+        ({"main.py": "from fastapi import FastAPI\napp: FastAPI = FastAPI(title='x')\n"}, "fastapi\nuvicorn\n", ["uvicorn", "--host", "0.0.0.0", "--port", "8000", "main:app"]),
+        ({"main.py": "print('a script')\n"}, "flask\ngunicorn\n", ["python", "main.py"]),
+    ],
+)
+def test_a_web_app_is_guessed_to_run_under_the_server_it_depends_on(tmp_path: Path, files: dict[str, str], requirements: str, expected: list[str]) -> None:
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    (tmp_path / "requirements.txt").write_text(requirements)
+    assert entrypoint_guess(tmp_path) == expected
+
+
 def test_the_package_named_like_the_project_is_the_one_run_with_python_m(tmp_path: Path) -> None:
     for rel in ("admin/__main__.py", "shop/__main__.py", "main.py"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
