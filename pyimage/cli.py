@@ -45,7 +45,7 @@ _DEBUG = False
 ProjectOpt = typer.Option(Path("."), "--project", "-C", help="Project directory (holds pyproject.toml).")
 DirArg = typer.Argument(None, metavar="DIR", help="Project directory (the same as -C; default: the current directory).", show_default=False)
 PackageOpt = typer.Option(None, "--package", help="Build this member of the uv workspace the project directory is in (with the workspace root's uv.lock).")
-SetOpt = typer.Option(None, "--set", "-s", help="Override any [tool.pyimage] key: --set key=value (repeatable; TOML values allowed).")
+SetOpt = typer.Option(None, "--set", "-s", help="Override any \\[tool.pyimage] key: --set key=value (repeatable; TOML values allowed).")
 BaseOpt = typer.Option(None, "--base", help="Base image (overrides `base`).")
 PythonOpt = typer.Option(None, "--python", help="Target Python X.Y (overrides `python`).")
 HeavyOpt = typer.Option(None, "--heavy", help="A heavy package or glob (repeatable; overrides `heavy`).")

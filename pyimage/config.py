@@ -331,10 +331,16 @@ def _sha256_hex(v: Any) -> str | None:
 def _user(v: Any) -> str | None:
     if v in (None, ""):
         return None
-    m = re.fullmatch(r"([A-Za-z0-9_][A-Za-z0-9_.\-]*)(?::([A-Za-z0-9_][A-Za-z0-9_.\-]*))?", _str(v))
-    if not m or any(p is not None and p.isdigit() and int(p) > MAX_ID for p in m.groups()):
-        raise ValueError
-    return v
+    text = _str(v)
+    parts = text.split(":")
+    if len(parts) > 2 or any(p == "" for p in parts):
+        raise _Invalid(f"{text!r} is not USER or USER:GROUP" + (" (the group after ':' is empty)" if text.endswith(":") else " (a part is empty)" if len(parts) <= 2 else ""), 'write user = "app", "1000" or "1000:1000"')
+    for part in parts:
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", part):
+            raise _Invalid(f"{part!r} is not a user or group name (letters, digits, '_', '.', '-'; not starting with '.' or '-') nor a numeric id", 'write user = "app", "1000" or "1000:1000"')
+        if part.isdigit() and int(part) > MAX_ID:
+            raise _Invalid(f"{part} is above the largest id, {MAX_ID}", 'write user = "app", "1000" or "1000:1000"')
+    return text
 
 
 _GLOB_OR_PATH = re.compile(r"[A-Za-z0-9._+\-/*?\[\]{}@=,~ ]+")
@@ -352,22 +358,47 @@ def _files(v: Any) -> tuple[dict[str, Any], ...]:
     """``[{src = "migrations/**", dest = "/app/migrations/", mode = "0644", exclude = ["*.pyc"]}, …]``: ``src``
     a path or glob inside the project (never absolute, never ``..``), ``dest`` an absolute in-image path (a
     directory when it ends in ``/`` or ``src`` names several files)."""
+    example = '[{src = "migrations/", dest = "/app/migrations/"}]'
     if not isinstance(v, list):
-        raise ValueError
+        raise _Invalid(f"expected a list of tables, got {v!r}", f"write files = {example}")
     out = []
-    for item in v:
-        if not isinstance(item, dict) or not set(item) <= {"src", "dest", "mode", "exclude"} or not {"src", "dest"} <= set(item):
-            raise ValueError
-        src = _plain(item["src"]).strip()
-        if not src or src.startswith("/") or ".." in src.replace("\\", "/").split("/") or not _GLOB_OR_PATH.fullmatch(src):
-            raise ValueError
+    for n, item in enumerate(v, 1):
+        entry = f"entry {n}"
+        if not isinstance(item, dict):
+            raise _Invalid(f"{entry} is {item!r}, not a table", f"write files = {example}")
+        unknown = sorted(set(item) - {"src", "dest", "mode", "exclude"})
+        if unknown:
+            import difflib
+
+            near = difflib.get_close_matches(unknown[0], ["src", "dest", "mode", "exclude"], n=1, cutoff=0.5)
+            raise _Invalid(f"{entry} has an unknown key {unknown[0]!r}" + (f" (did you mean {near[0]!r}?)" if near else ""), "each entry takes src, dest, mode and exclude")
+        missing = [k for k in ("src", "dest") if k not in item]
+        if missing:
+            raise _Invalid(f"{entry} has no {missing[0]!r}", f"write files = {example}")
+        src = item["src"]
+        if not isinstance(src, str) or not src.strip():
+            raise _Invalid(f"{entry}: src must be a path or glob in the project, got {src!r}", f"write files = {example}")
+        if not _NO_CONTROL.fullmatch(src):
+            raise _Invalid(f"{entry}: src {src!r} has control characters", "write the path as it is in the project")
+        src = src.strip()
+        if src.startswith("/") or ".." in src.replace("\\", "/").split("/"):
+            raise _Invalid(f"{entry}: src {src!r} leaves the project (absolute or '..')", "files come from inside the project; copy what you need there first")
+        if not _GLOB_OR_PATH.fullmatch(src):
+            raise _Invalid(f"{entry}: src {src!r} has characters pyimage does not take in a path or glob", "rename the file, or match it with a glob (*, ?, [..])")
         mode = item.get("mode")
         if mode is not None:
             mode = int(mode, 8) if isinstance(mode, str) and re.fullmatch(r"0?[0-7]{3,4}", mode) else mode
             if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
-                raise ValueError
-        exclude = _str_list(item.get("exclude", []))
-        out.append({"src": src, "dest": _image_path(item["dest"]), "mode": mode, "exclude": exclude})
+                raise _Invalid(f"{entry}: mode {item['mode']!r} is not a file mode", 'write mode = "0644" (octal, as a string) or 0o644')
+        try:
+            exclude = _str_list(item.get("exclude", []))
+        except ValueError:
+            raise _Invalid(f"{entry}: exclude {item['exclude']!r} is not a list of globs", 'write exclude = ["*.pyc", "tests/"]') from None
+        try:
+            dest = _image_path(item["dest"])
+        except (ValueError, TypeError):
+            raise _Invalid(f"{entry}: dest {item['dest']!r} is not an absolute path in the image (no '..')", 'write dest = "/app/data/" (a directory) or "/app/data/file.txt"') from None
+        out.append({"src": src, "dest": dest, "mode": mode, "exclude": exclude})
     return tuple(out)
 
 

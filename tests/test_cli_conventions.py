@@ -4,11 +4,14 @@ and notes on stderr; ``--debug`` anywhere; the project directory as a positional
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from test_cli_errors import make_project as _make_project, run
+from test_cli_errors import make_project as _make_project, pyimage_script, run
 
 
 def make_project(path: Path, body: str) -> Path:
@@ -52,3 +55,40 @@ def test_cache_info_prints_its_table_on_stdout(tmp_path: Path) -> None:
     assert "entry" in result.stdout and "blobs" in result.stdout
     as_json = run(["cache", "info", "--json"], tmp_path)
     assert json.loads(as_json.stdout)["blobs"] == 0 and as_json.stderr == ""
+
+
+def _commands() -> list[tuple[str, ...]]:
+    import typer.main
+
+    from pyimage.cli import app
+
+    found: list[tuple[str, ...]] = []
+
+    def walk(group: Any, path: tuple[str, ...]) -> None:  # typer's own click (vendored since 0.22)
+        if hasattr(group, "commands"):
+            for name, sub in group.commands.items():
+                walk(sub, (*path, name))
+        else:
+            found.append(path)
+
+    walk(typer.main.get_command(app), ())
+    return found
+
+
+@pytest.mark.parametrize("command", _commands(), ids=" ".join)
+def test_every_option_help_is_shown_whole(command: tuple[str, ...], tmp_path: Path) -> None:
+    """`--set`'s help lost "[tool.pyimage]" to rich markup (new-user trial): every option's text, as written, is
+    in the rendered help."""
+    import typer.main
+
+    from pyimage.cli import app
+
+    cmd: Any = typer.main.get_command(app)
+    for name in command:
+        cmd = cmd.commands[name]
+    env = {**os.environ, "COLUMNS": "1000", "PYIMAGE_CACHE_DIR": str(tmp_path / ".cache")}
+    shown = subprocess.run([pyimage_script(), *command, "--help"], env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    for param in cmd.params:
+        text = getattr(param, "help", None)
+        if text:
+            assert text.replace("\\[", "[") in shown, (param.name, text)

@@ -506,7 +506,31 @@ def test_a_value_out_of_its_range_is_refused_naming_the_key_and_line(line: str, 
 
     key = line.split(" =")[0]
     assert err.message.startswith(f"{tmp_path / 'pyproject.toml'}:{line_of(tmp_path, line)}: [tool.pyimage] {key}: ")  # expected …, or why
-    assert err.hint.startswith(f"{key}: ")
+    assert err.hint.startswith((f"{key}: ", f"write {key} = ")), err.hint
+
+
+@pytest.mark.parametrize(
+    ("line", "says", "hint"),
+    [  # what is wrong, not "expected string" (new-user trial)
+        ('user = "app:"', "'app:' is not USER or USER:GROUP (the group after ':' is empty)", 'write user = "app", "1000" or "1000:1000"'),
+        ('user = "a:b:c"', "'a:b:c' is not USER or USER:GROUP", 'write user = "app"'),
+        ('user = "-x"', "'-x' is not a user or group name", 'write user = "app"'),
+        ('user = "4294967296"', "4294967296 is above the largest id, 4294967294", 'write user = "app"'),
+        ('files = [{src = "conf", dst = "/etc/app/"}]', "entry 1 has an unknown key 'dst' (did you mean 'dest'?)", "each entry takes src, dest, mode and exclude"),
+        ('files = [{src = "conf"}]', "entry 1 has no 'dest'", 'write files = [{src = "migrations/", dest = "/app/migrations/"}]'),
+        ('files = ["conf"]', "entry 1 is 'conf', not a table", "write files = ["),
+        ('files = [{src = "a", dest = "/a"}, {src = "../x", dest = "/x"}]', "entry 2: src '../x' leaves the project", "files come from inside the project"),
+        ('files = [{src = "a", dest = "x/"}]', "entry 1: dest 'x/' is not an absolute path in the image", 'write dest = "/app/data/"'),
+        ('files = [{src = "a", dest = "/a", mode = "rw"}]', "entry 1: mode 'rw' is not a file mode", 'write mode = "0644"'),
+        ('files = [{src = "a", dest = "/a", exclude = 3}]', "entry 1: exclude 3 is not a list of globs", 'write exclude = ["*.pyc"'),
+        ('files = {src = "a", dest = "/a"}', "expected a list of tables, got {'src': 'a', 'dest': '/a'}", "write files = [{"),
+    ],
+)
+def test_a_bad_user_or_files_entry_says_what_is_wrong(line: str, says: str, hint: str, tmp_path: Path) -> None:
+    err = config_error(tmp_path, f"{line}\n")
+    key = line.split(" =")[0]
+    assert err.message.startswith(f"{tmp_path / 'pyproject.toml'}:{line_of(tmp_path, line)}: [tool.pyimage] {key}: {says}"), err.message
+    assert err.hint.startswith(hint), err.hint
 
 
 @pytest.mark.parametrize(
