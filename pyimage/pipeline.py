@@ -164,7 +164,7 @@ def _local_packages(
         check_requires_python(requires_python(source.directory), target, str(source.directory / "pyproject.toml"))
         label = f"the wheel of {source.name} ({source.kind})"
         wheel = build_app_wheel(source.directory, workdir / "local" / source.name, cache, cfg.epoch, target, events, label=label)
-        name, reqs, _scripts, wheel_requires_python = read_metadata(wheel)
+        name, reqs, _scripts, wheel_requires_python, _extras = read_metadata(wheel)
         if canonicalize_name(name) != source.name:
             raise ConfigError(f"{source.declared} names {source.name}, but the project at {source.directory} is {name}", f"point {source.name}'s source at its own directory")
         check_requires_python(wheel_requires_python, target, f"{source.name} (its wheel's metadata)")
@@ -253,7 +253,16 @@ def plan(
         else:
             app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch, target, events)
             app = read_wheel(app_path)
-            app_name, requires, scripts, wheel_requires_python = read_metadata(app_path)
+            app_name, requires, scripts, wheel_requires_python, provided = read_metadata(app_path)
+            unknown = [e for e in cfg.extras if canonicalize_name(e) not in provided]
+            if unknown:  # else pip and uv resolve past it with a warning, and the image lacks what it was to add
+                import difflib
+
+                near = difflib.get_close_matches(canonicalize_name(unknown[0]), sorted(provided), n=1, cutoff=0.6)
+                raise ConfigError(
+                    f"extras: {app_name} has no extra {unknown[0]!r} (it has: {', '.join(sorted(provided)) or 'none'})",
+                    (f"did you mean {near[0]!r}? " if near else "") + "fix [tool.pyimage] extras (or --set extras=…) to name one of [project.optional-dependencies]",
+                )
             check_requires_python(wheel_requires_python, target, f"{cfg.project_dir.name} (its wheel's metadata)")
             entrypoint(cfg, scripts, paths.bin)  # no or several scripts: said before resolving and building layers
             app_input = app_path

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
@@ -57,10 +59,21 @@ def read_wheel(path: Path, sha256: str | None = None, size: int | None = None) -
     )
 
 
-def read_metadata(app: Path) -> tuple[str, list[str], list[str], str | None]:
-    """(name, Requires-Dist lines, script names, Requires-Python) from the app wheel's metadata. The scripts are its
-    console scripts and the legacy scripts it carries in ``NAME.data/scripts/`` (setup.py's ``scripts=['hg']``):
-    both land in the venv's bin, so either can be the image's entrypoint."""
+class AppMetadata(NamedTuple):
+    name: str
+    requires: list[str]  # Requires-Dist lines
+    scripts: list[str]
+    requires_python: str | None
+    extras: frozenset[str]  # the extras it provides, normalized (Provides-Extra, and any a requirement's marker names)
+
+
+_EXTRA_MARKER_RE = re.compile(r"""\bextra\s*==\s*['"]([^'"]+)['"]""")
+
+
+def read_metadata(app: Path) -> AppMetadata:
+    """Name, Requires-Dist lines, script names, Requires-Python and extras from the app wheel's metadata. The
+    scripts are its console scripts and the legacy scripts it carries in ``NAME.data/scripts/`` (setup.py's
+    ``scripts=['hg']``): both land in the venv's bin, so either can be the image's entrypoint."""
     with zipfile.ZipFile(app) as zf:
         dist_info = next(n.split("/")[0] for n in zf.namelist() if n.split("/")[0].endswith(".dist-info"))
         meta = _headers(zf.read(f"{dist_info}/METADATA").decode("utf-8"))
@@ -70,7 +83,9 @@ def read_metadata(app: Path) -> tuple[str, list[str], list[str], str | None]:
         data = dist_info[: -len(".dist-info")] + ".data/scripts/"
         scripts += [n[len(data) :] for n in zf.namelist() if n.startswith(data) and "/" not in n[len(data) :] and n[len(data) :]]
     first = {k: v[0] for k, v in meta.items()}
-    return first.get("name", ""), meta.get("requires-dist", []), sorted(set(scripts)), first.get("requires-python")
+    requires = meta.get("requires-dist", [])
+    extras = {*meta.get("provides-extra", []), *(m for line in requires for m in _EXTRA_MARKER_RE.findall(line))}
+    return AppMetadata(first.get("name", ""), requires, sorted(set(scripts)), first.get("requires-python"), frozenset(canonicalize_name(e) for e in extras))
 
 
 def _headers(text: str) -> dict[str, list[str]]:

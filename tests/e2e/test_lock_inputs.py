@@ -316,3 +316,19 @@ def test_a_partly_hashed_requirements_file_is_one_error_before_any_work(pyimage:
     assert errors == ["error: requirements.txt line 2: attrs has no --hash=sha256:…, and once one requirement has a hash every one must (pip's rule)"]
     assert "--generate-hashes" in done.stderr and "Traceback" not in done.stderr
     assert "base:" not in done.stderr  # refused before the base is read or the project's wheel built
+
+
+@pytest.mark.parametrize("lock", ["none", "uv.lock"])
+def test_an_extra_the_project_lacks_is_one_error_before_resolving(pyimage: Pyimage, tmp_path: Path, lock: str) -> None:
+    """New-user trial: a misspelt extra was resolved past in silence (pip and uv only warn), and with a uv.lock it
+    was reported as a broken lock. It is one error naming the project's extras, with or without a lock."""
+    project = make_project(tmp_path / "team-app", ["six"], UV_EXTRA.replace('extras = ["fancy"]', 'extras = ["fancyy"]'))
+    if lock == "uv.lock":
+        uv(project, "lock")
+    done = pyimage.run("plan", project=project, check=False, env=no_resolver_env(tmp_path))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-2:] == [
+        "error: extras: team-app has no extra 'fancyy' (it has: fancy)",
+        "hint: did you mean 'fancy'? fix [tool.pyimage] extras (or --set extras=…) to name one of [project.optional-dependencies]",
+    ]
+    assert "resolving dependencies" not in done.stderr
