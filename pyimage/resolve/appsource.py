@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from packaging.utils import canonicalize_name
 
@@ -161,7 +161,7 @@ _APP_VARIABLE_RE = re.compile(r"^(app|application|api)\s*(?::[^=\n]*)?=\s*(?:\w+
 _ASGI = ("FastAPI", "Starlette", "Quart", "Litestar")
 
 
-def _served_app(project_dir: Path, names: set[str]) -> list[str] | None:
+def _served_app(project_dir: Path, names: Collection[str]) -> list[str] | None:
     """A web app served the way its dependencies say: a module-level ``app = Flask(…)`` (or FastAPI, …) in one of
     ``_APP_FILES``, run by gunicorn (WSGI) or uvicorn (ASGI) when the project depends on it, else by ``flask run``
     for a Flask app with no ``__main__`` block (``python app.py`` would import it and exit at once)."""
