@@ -118,6 +118,7 @@ def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str
         if known is not None and cache.get_meta(SCAN, known.diff_id) is not None and remote(known.digest):
             record, cached, in_registry = known, True, True
     if record is None:
+        _refuse_image_archive(path, magic)
         with cache.lock(key):
             record = cache.get_layer(key) or _compress_rootfs(path, magic, cache, compression, key)
     image = scratch_image(platform)
@@ -126,6 +127,28 @@ def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str
     config["rootfs"] = {"type": "layers", "diff_ids": [record.diff_id]}
     config["history"] = [{"created": "1970-01-01T00:00:00Z", "created_by": f"rootfs:{path.name}"}]
     return Image(config=config, layers=(layer,))
+
+
+_IMAGE_ARCHIVE_RE = re.compile(r"^(?:manifest\.json|oci-layout|index\.json|repositories|blobs/sha256/.*|[0-9a-f]{64}(?:\.json|/.*))$")
+
+
+def _refuse_image_archive(path: Path, magic: bytes) -> None:
+    """A ``docker save`` archive (or an OCI layout in a tar) given as ``rootfs:`` would be one layer of image
+    metadata and blobs, with no Python found in it: said as what it is. Its first members tell (``docker save``
+    writes ``blobs/sha256/`` first since Docker 25, ``<id>/layer.tar`` before); a gzip'd file is read less far."""
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for n, member in enumerate(tar):
+                name = member.name[2:] if member.name.startswith("./") else member.name
+                if _IMAGE_ARCHIVE_RE.match(name.rstrip("/") + ("/" if member.isdir() else "")):
+                    raise ConfigError(
+                        f"base rootfs:{path}: this is an image archive (it holds {name.rstrip('/')}), not a root filesystem tar",
+                        f"use base = \"docker-archive:{path}\" for what `docker save` writes (or unpack an OCI layout and use oci:DIR)",
+                    )
+                if n >= (3 if magic[:2] == b"\x1f\x8b" else 16):
+                    return
+    except (tarfile.TarError, OSError, EOFError):
+        return  # not a tar at all: the layer's own reading says so
 
 
 def _docker_archive_image(path: Path, cache: Cache, verify_layers: bool = True) -> Image:

@@ -118,3 +118,33 @@ def test_libraries_in_directories_ld_so_conf_names_count_too(tmp_path: Path) -> 
     ])
     facts = _scan(rootfs, Cache(tmp_path / "cache"))
     assert facts.libraries == ("libcudart.so.12",)
+
+
+@pytest.mark.parametrize(
+    ("first", "compress"),
+    [
+        ([("blobs/sha256/" + "a" * 64, b"layer"), ("index.json", "{}"), ("manifest.json", "[]")], False),  # docker save since Docker 25
+        ([("b" * 64 + "/VERSION", "1.0"), ("b" * 64 + "/layer.tar", b""), ("manifest.json", "[]")], False),  # before
+        ([("oci-layout", "{}"), ("index.json", "{}")], True),  # an OCI layout in a .tar.gz
+    ],
+)
+def test_an_image_archive_given_as_rootfs_is_named_for_what_it_is(tmp_path: Path, first: list[tuple[str, str | bytes]], compress: bool) -> None:
+    """New-user trial: `rootfs:` of a `docker save` tar said only "no Python interpreter found"."""
+    from pyimage.errors import ConfigError
+
+    archive = _rootfs(tmp_path / "image.tar", first)
+    if compress:
+        import gzip
+
+        archive = tmp_path / "image.tar.gz"
+        archive.write_bytes(gzip.compress((tmp_path / "image.tar").read_bytes()))
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(ConfigError, match=r"this is an image archive \(it holds (blobs/sha256|b{64}|oci-layout)[^)]*\), not a root filesystem tar") as err:
+        load_base(f"rootfs:{archive}", Platform("linux", "amd64"), cache)
+    assert err.value.hint.startswith(f'use base = "docker-archive:{archive}"')
+    assert not [p for p in (cache.root / "blobs").rglob("*") if p.is_file()]  # refused before compressing
+
+
+def test_a_rootfs_with_image_like_names_deeper_down_is_still_a_rootfs(tmp_path: Path) -> None:
+    rootfs = _rootfs(tmp_path / "rootfs.tar", [("etc/os-release", "ID=debian\n"), ("srv/manifest.json", "[]"), ("usr/bin/python3.11", b"")])
+    assert _scan(rootfs, Cache(tmp_path / "cache")).pythons == {"/usr/bin/python3.11": "3.11"}
