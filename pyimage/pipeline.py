@@ -27,11 +27,11 @@ from pyimage.layers.conflicts import cached_files, check_conflicts, wheel_files
 from pyimage.layers.bytecode import can_compile
 from pyimage.layers.paths import InstallPaths
 from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
-from pyimage.layers.native import check_libraries, unscanned
+from pyimage.layers.native import check_libraries, natives_checked, unscanned
 from pyimage.layers.plan import LayerPlan, LayerSpec, plan_layers
 from pyimage.layers.ignore import DockerIgnore, read_dockerignore, secret_like
 from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
-from pyimage.base import load_base, scan_base
+from pyimage.base import BaseFacts, load_base, scan_base
 from pyimage.oci.engine import Loaded
 from pyimage.oci.model import Image, ImageIndex, Layer
 from pyimage.outputs import written_paths
@@ -80,6 +80,7 @@ class Plan:
     workspace: tuple[Wheel, ...] = ()  # first-party packages built from local paths (the `workspace` layer)
     app_files: tuple[ProjectFile, ...] = ()  # a project that is not a package: its source tree, the `app` layer
     source: AppSource | None = None  # and its name, version and dependencies (no wheel metadata to read them from)
+    natives_after: tuple[Wheel, ...] = ()  # the wheels whose native-library check waits for the layer pass (``build``)
 
     @property
     def name(self) -> str:
@@ -213,9 +214,13 @@ def plan(
     upgrade: bool = False,
     registry: RegistrySettings | None = None,
     remote: Callable[[str], bool] | None = None,
+    defer_natives: bool = False,
 ) -> Plan:
     """Resolves and plans; no layer is built. The app wheel lives in ``Plan.workdir`` until cleanup.
-    ``remote`` (push-only builds, see ``build``) lets base blobs the push targets hold stay undownloaded."""
+    ``remote`` (push-only builds, see ``build``) lets base blobs the push targets hold stay undownloaded.
+    ``defer_natives`` (``pyimage build``): wheels never scanned for their native libraries are checked after
+    the layer pass, which gathers their ELF facts from the bytes it inflates anyway (a cold torch build read
+    libtorch_cpu.so's 400 MB twice); every other check, and this one for scanned wheels, is made here."""
     files = collect_files(cfg.project_dir, cfg.files, skip=written_paths(cfg.output, cfg.project_dir))  # a bad entry is an error before any work
     package = is_package(cfg.project_dir)
     source = None if package else app_source(cfg.project_dir, cfg.extras)
@@ -276,13 +281,15 @@ def plan(
             cfg, scripts, base, facts, interp, paths, (p for w in checked for p in wheel_files(w, paths, cache)[0]), [*files, *app_files],
             cfg.workdir or (DEFAULT_WORKDIR if source is not None else None),
         )
-        if not refresh_lock:  # `pyimage lock` pins versions; whether the base can run them is the image's question
+        natives_after: tuple[Wheel, ...] = ()
+        if refresh_lock:
+            pass  # `pyimage lock` pins versions; whether the base can run them is the image's question
+        elif defer_natives and unscanned(checked, cache) and not natives_checked(checked, cache, facts.libraries, facts.libc, target.machine, cfg.allow_missing_libraries):
+            natives_after = tuple(checked)
+        else:
             placed = _fetch_pinned(unscanned(checked, cache), pins, target, cache, events)  # only wheels never scanned
             wheels, checked = [placed.get(w.sha256, w) for w in wheels], [placed.get(w.sha256, w) for w in checked]
-            check_libraries(  # an extension needing a library the image lacks: said now, not at import in the container
-                checked, cache, base_libraries=facts.libraries, libc=facts.libc,
-                machine=target.machine, allow=cfg.allow_missing_libraries, base=base_source,
-            )
+            _check_natives(cfg, checked, cache, facts, target, base_source)
         threshold = cfg.heavy_threshold or None
         extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg.writable)) + int(bool(app_files))
         layer_plan = plan_layers(wheels, app, cfg.heavy, threshold, cfg.max_layers, fixed_layers=len(base.layers) + 1 + extra, workspace=local_wheels)
@@ -294,7 +301,16 @@ def plan(
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
     return Plan(
         cfg, cache, base, base_source, interp, target, app, tuple(wheels), layer_plan, paths, tuple(notes), workdir, tuple(pins), tuple(scripts), tuple(files), user,
-        tuple(w for w, _ in local_wheels), tuple(app_files), source,
+        tuple(w for w, _ in local_wheels), tuple(app_files), source, natives_after,
+    )
+
+
+def _check_natives(cfg: Config, wheels: Sequence[Wheel], cache: Cache, facts: BaseFacts, target: Target, base_source: str) -> None:
+    """An extension needing a library the image lacks: said before the image is written, not at import in the
+    container."""
+    check_libraries(
+        wheels, cache, base_libraries=facts.libraries, libc=facts.libc,
+        machine=target.machine, allow=cfg.allow_missing_libraries, base=base_source,
     )
 
 
@@ -373,6 +389,9 @@ def build(prep: Plan, events: Events = _quiet, jobs: int = 2, remote: Callable[[
             extra.append(build_custom_layer("files", files_parts(prep.files), files_filler(prep.files), ctx))
         for layer in extra:
             events(f"layer {layer.name}: {_status(layer)} {layer.digest[:19]}")
+        if prep.natives_after:  # deferred by plan: the layer pass recorded the facts of every wheel it read
+            placed = _fetch_pinned(unscanned(prep.natives_after, prep.cache), prep.pins, prep.target, prep.cache, events)
+            _check_natives(cfg, [placed.get(w.sha256, w) for w in prep.natives_after], prep.cache, scan_base(prep.base, prep.cache), prep.target, prep.base_source)
     layers = [*prep.base.layers, interp_layer, *(built[i] for i in range(len(specs))), *extra]
     return Image(config=image_config(cfg, prep.base, prep.paths, prep.console_scripts, prep.user, prep.workdir_in_image, layers), layers=tuple(layers), annotations=dict(cfg.annotations))
 
@@ -404,7 +423,8 @@ def _fetch_pinned(wheels: Sequence[Wheel], pins: Sequence[Pin], target: Target, 
 
 
 def plan_platforms(
-    cfg: Config, cache: Cache, events: Events = _quiet, *, registry: RegistrySettings | None = None, remote: Callable[[str], bool] | None = None
+    cfg: Config, cache: Cache, events: Events = _quiet, *, registry: RegistrySettings | None = None, remote: Callable[[str], bool] | None = None,
+    defer_natives: bool = False,
 ) -> list[Plan]:
     """``plan`` for each target platform (per-platform tables resolved), every decision made before any
     layer work; progress lines name the platform when there are several."""
@@ -412,7 +432,7 @@ def plan_platforms(
     try:
         for platform in cfg.platforms:
             say = events if len(cfg.platforms) == 1 else (lambda line, p=platform: events(f"{p}: {line}"))
-            preps.append(plan(cfg.for_platform(platform), cache, say, registry=registry, remote=remote))
+            preps.append(plan(cfg.for_platform(platform), cache, say, registry=registry, remote=remote, defer_natives=defer_natives))
     except BaseException:
         for prep in preps:
             prep.cleanup()
@@ -484,7 +504,7 @@ def run(
         remote = TargetBlobs(push_targets(list(push), cfg.repository), registry, cache)
     with cache.lock("cache", shared=True):  # the whole build: `cache prune` waits instead of pulling files from under it
         cache.sweep()
-        preps = plan_platforms(cfg, cache, events, registry=registry, remote=remote)
+        preps = plan_platforms(cfg, cache, events, registry=registry, remote=remote, defer_natives=True)
         try:
             images = build_all(preps, events, jobs=jobs, remote=remote)
             index = ImageIndex(images, dict(cfg.annotations)) if len(images) > 1 else None

@@ -164,6 +164,7 @@ def _install_all(wheels: Iterable[Wheel], ctx: LayerContext) -> Callable[[TarWri
     def fill(tw: TarWriter) -> None:
         from pyimage.layers.bytecode import compile_captured
         from pyimage.layers.install import install_wheel  # only a cache miss needs pypa/installer
+        from pyimage.layers.native import record_natives, unscanned
 
         for wheel in wheels:
             if wheel.path is None or not wheel.path.is_file():
@@ -171,7 +172,10 @@ def _install_all(wheels: Iterable[Wheel], ctx: LayerContext) -> Callable[[TarWri
                     f"internal error: the layer stage must read {wheel.filename}, but it was not fetched (wheels_to_read missed it)",
                     "this is a bug in pyimage; run again with --debug and report it",
                 )
-            install_wheel(wheel.path, tw, ctx.paths)
+            # A wheel never scanned for its native libraries (a cold build defers that check to here): its ELF
+            # facts are gathered from the bytes this pass inflates anyway.
+            keep = (lambda facts, sha=wheel.sha256: record_natives(ctx.cache, sha, facts)) if unscanned([wheel], ctx.cache) else None
+            install_wheel(wheel.path, tw, ctx.paths, keep)
             if ctx.compile_bytecode:
                 compile_captured(tw, ctx.paths)
 

@@ -18,7 +18,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
-__all__ = ["DynamicInfo", "ELF_MACHINES", "read_dynamic"]
+__all__ = ["DynamicInfo", "ELF_MACHINES", "dynamic_range", "read_dynamic"]
 
 MAGIC = b"\x7fELF"
 _PT_LOAD, _PT_DYNAMIC = 1, 2
@@ -77,7 +77,25 @@ def _at(f: BinaryIO, size: int, offset: int, length: int) -> bytes:
     return data
 
 
-def _read(f: BinaryIO, size: int) -> DynamicInfo | None:
+def dynamic_range(f: BinaryIO, size: int) -> tuple[int, int] | None:
+    """Where the dynamic section is (file offset, bytes ``read_dynamic`` reads there), from the ELF and program
+    headers alone; None when there is none to read (not ELF, malformed, statically linked). Lets a reader that
+    streams the file keep those bytes as they pass (``layers/native.py``). Raises EOFError while ``f`` does not
+    yet hold the program headers."""
+    try:
+        headers = _headers(f, size)
+    except (struct.error, ValueError, OverflowError):
+        return None
+    if headers is None or headers[4] is None:
+        return None
+    is64, _end, _machine, _loads, (offset, filesz) = headers[0], headers[1], headers[2], headers[3], headers[4]
+    dyn_size = min(filesz, _MAX_DYNAMIC)
+    return offset, dyn_size - dyn_size % (16 if is64 else 8)
+
+
+def _headers(f: BinaryIO, size: int) -> tuple[bool, str, int, list[tuple[int, int, int]], tuple[int, int] | None] | None:
+    """(64-bit, byte order, e_machine, PT_LOAD (vaddr, filesz, offset)s, PT_DYNAMIC (offset, filesz)) of an ELF
+    executable or shared object; None for anything else."""
     ident = _at(f, size, 0, 16)
     if ident[:4] != MAGIC or ident[4] not in (1, 2) or ident[5] not in (1, 2):
         return None
@@ -102,6 +120,14 @@ def _read(f: BinaryIO, size: int) -> DynamicInfo | None:
             loads.append((p_vaddr, p_filesz, p_offset))
         elif p_type == _PT_DYNAMIC and dynamic is None:
             dynamic = (p_offset, p_filesz)
+    return is64, end, e_machine, loads, dynamic
+
+
+def _read(f: BinaryIO, size: int) -> DynamicInfo | None:
+    headers = _headers(f, size)
+    if headers is None:
+        return None
+    is64, end, e_machine, loads, dynamic = headers
     if dynamic is None:
         return DynamicInfo(e_machine, (), "")  # statically linked
     dyn_size = min(dynamic[1], _MAX_DYNAMIC)

@@ -18,7 +18,7 @@ import threading
 import warnings
 import zipfile
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Callable, Iterable, Iterator, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, cast
 
 from installer import install
 from installer.destinations import WheelDestination
@@ -33,6 +33,9 @@ from pyimage.layers.paths import InstallPaths
 from pyimage.layers.tar import TarWriter, safe_member_path
 from pyimage.layers.zipmember import open_member
 
+if TYPE_CHECKING:
+    from pyimage.layers.native import NativesTaps, WheelNatives
+
 __all__ = ["InstallPaths", "install_wheel", "wheel_file_map", "namespace_inits", "is_namespace_boilerplate"]
 
 INSTALLER_NAME = b"pyimage\n"
@@ -46,16 +49,24 @@ warnings.filterwarnings("ignore", message=r"Skip installing .*__pycache__", cate
 class _Member(io.RawIOBase):
     """A zip member stream that knows its size and the hash RECORD promises for it."""
 
-    def __init__(self, raw: IO[bytes], size: int, expected: str, name: str) -> None:
+    def __init__(self, raw: IO[bytes], size: int, expected: str, name: str, tap: Callable[[bytes], None] | None = None, on_close: Callable[[], None] | None = None) -> None:
         self.raw, self.size, self.expected, self.name = raw, size, expected, name
+        self._tap, self._on_close = tap, on_close  # the ELF facts' tap (``NativesTaps``): every byte, in order
 
     def read(self, n: int = -1) -> bytes:
-        return self.raw.read(n)
+        data = self.raw.read(n)
+        if self._tap is not None and data:
+            self._tap(data)
+        return data
 
     def readline(self, limit: int | None = -1) -> bytes:
-        return self.raw.readline(-1 if limit is None else limit)
+        data = self.raw.readline(-1 if limit is None else limit)
+        if self._tap is not None and data:
+            self._tap(data)
+        return data
 
     def seek(self, pos: int, whence: int = 0) -> int:
+        self._tap = None  # bytes no longer in order: the member is read again for its facts (``NativesTaps.done``)
         return self.raw.seek(pos, whence)
 
     def seekable(self) -> bool:
@@ -65,7 +76,10 @@ class _Member(io.RawIOBase):
         return True
 
     def close(self) -> None:
-        self.raw.close()
+        if not self.closed:
+            self.raw.close()
+            if self._on_close is not None and self._tap is not None:
+                self._on_close()
         super().close()
 
 
@@ -86,6 +100,7 @@ class _VerifyingWheel(WheelFile):
     """
 
     current: _Member | None = None  # the member being read: closed by install_wheel when installing fails
+    natives: "NativesTaps | None" = None  # set to gather the wheel's ELF facts from the bytes as they are installed
 
     def get_contents(self) -> Iterator[tuple[tuple[str, str, str], BinaryIO, bool]]:
         records = {r[0]: r for r in parse_record_file(self.read_dist_info("RECORD").splitlines())}
@@ -109,7 +124,9 @@ class _VerifyingWheel(WheelFile):
             executable = bool((item.external_attr >> 16) & 0o111)
             seekable = path.startswith(scripts_dir)  # installer rewrites their shebang: needs seek()
             raw = self._zipfile.open(item) if seekable else open_member(self._zipfile, item)
-            stream = self.current = _Member(raw, item.file_size, record[1], item.filename)
+            tap = self.natives.tap(item) if self.natives is not None and not seekable else None
+            end = (lambda item=item: self.natives.end(self._zipfile, item)) if tap is not None else None  # type: ignore[union-attr]
+            stream = self.current = _Member(raw, item.file_size, record[1], item.filename, tap, end)
             yield record, cast(BinaryIO, stream), executable
             stream.close()
 
@@ -301,11 +318,17 @@ def _malformed(wheel: Path) -> Iterator[None]:
         raise BuildError(f"{wheel.name}: cannot install: {str(exc)[:200] or type(exc).__name__}", "the wheel is corrupt or not a wheel; re-download or rebuild it") from None
 
 
-def install_wheel(wheel: Path, writer: TarWriter, paths: InstallPaths) -> None:
-    """Writes every file ``wheel`` installs into ``writer``, under ``paths``; raises BuildError on a bad wheel."""
+def install_wheel(wheel: Path, writer: TarWriter, paths: InstallPaths, natives: Callable[["WheelNatives"], None] | None = None) -> None:
+    """Writes every file ``wheel`` installs into ``writer``, under ``paths``; raises BuildError on a bad wheel.
+    ``natives``, when given, hears the wheel's ELF facts (``layers/native.py``), gathered from the same pass over
+    its bytes, once every file is installed and its RECORD hash proven."""
     where = wheel.name
     with _malformed(wheel), zipfile.ZipFile(wheel) as zf:
         source = _VerifyingWheel(zf)
+        if natives is not None:
+            from pyimage.layers.native import NativesTaps
+
+            source.natives = NativesTaps()
         destination = _TarDestination(writer, paths, source.distribution, where)
         try:
             install(source, destination, {"INSTALLER": INSTALLER_NAME})
@@ -313,6 +336,8 @@ def install_wheel(wheel: Path, writer: TarWriter, paths: InstallPaths) -> None:
             destination.checks.close()
             if source.current is not None:  # a member left open by an error holds the wheel's file open
                 source.current.close()
+        if natives is not None and source.natives is not None:
+            natives(source.natives.done(zf))
 
 
 def wheel_file_map(wheel: Path, paths: InstallPaths) -> dict[str, str]:

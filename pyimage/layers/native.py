@@ -17,15 +17,15 @@ import posixpath
 import re
 import zipfile
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO, Callable, Sequence
 
 from pyimage.cache import Cache, Meta, flag, strings
 from pyimage.errors import BuildError
-from pyimage.layers.elf import ELF_MACHINES, MAGIC, read_dynamic
+from pyimage.layers.elf import ELF_MACHINES, MAGIC, DynamicInfo, dynamic_range, read_dynamic
 from pyimage.layers.zipmember import open_member
 from pyimage.wheels import Wheel
 
-__all__ = ["NativeFile", "WheelNatives", "check_libraries", "debian_package", "unscanned", "wheel_natives"]
+__all__ = ["NativeFile", "NativesTaps", "WheelNatives", "check_libraries", "debian_package", "natives_checked", "record_natives", "unscanned", "wheel_natives"]
 
 _FORMAT = 1  # bump when what is read from a wheel changes, so old per-wheel records are not reused
 _MAX_MEMBER = 4 << 30  # inflating to a dynamic section costs time: the biggest real library (libtorch_cuda) is ~1 GB
@@ -109,29 +109,161 @@ class _Member(io.RawIOBase):
         super().close()
 
 
-def _read_natives(path: str) -> WheelNatives:
+def _scanned(info: zipfile.ZipInfo) -> bool:
+    """Whether ``info`` is a member read for its ELF facts (by name and size: nothing is inflated to decide)."""
+    return not info.is_dir() and _candidate(info.filename) and 64 <= info.file_size <= _MAX_MEMBER
+
+
+def _read_member(f: BinaryIO, size: int) -> DynamicInfo | None:
+    if f.read(4) != MAGIC:
+        return None
+    return read_dynamic(f, size)
+
+
+def _natives_of(zf: zipfile.ZipFile, found: dict[str, DynamicInfo | None]) -> WheelNatives:
+    """The wheel's facts from each scanned member's dynamic info (``found``, by member name), in the zip's order."""
     files: list[NativeFile] = []
     provides: set[str] = set()
+    for info in zf.infolist():
+        one = found.get(info.filename)
+        if one is None:
+            continue
+        if _SHARED_OBJECT.search(posixpath.basename(info.filename)):
+            provides.add(posixpath.basename(info.filename))
+        if one.soname:
+            provides.add(one.soname)
+        if one.needed:
+            files.append(NativeFile(info.filename, one.machine, one.needed))
+    return WheelNatives(tuple(files), tuple(sorted(provides)))
+
+
+def _read_natives(path: str) -> WheelNatives:
+    found: dict[str, DynamicInfo | None] = {}
     try:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
-                if info.is_dir() or not _candidate(info.filename) or not 64 <= info.file_size <= _MAX_MEMBER:
-                    continue
-                with _Member(zf, info) as member:
-                    if member.read(4) != MAGIC:
-                        continue
-                    found = read_dynamic(member, info.file_size)  # type: ignore[arg-type]
-                if found is None:
-                    continue
-                if _SHARED_OBJECT.search(posixpath.basename(info.filename)):
-                    provides.add(posixpath.basename(info.filename))
-                if found.soname:
-                    provides.add(found.soname)
-                if found.needed:
-                    files.append(NativeFile(info.filename, found.machine, found.needed))
+                if _scanned(info):
+                    with _Member(zf, info) as member:
+                        found[info.filename] = _read_member(member, info.file_size)  # type: ignore[arg-type]
+            return _natives_of(zf, found)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise BuildError(f"{posixpath.basename(path)}: not a readable wheel ({exc})", "re-download or rebuild the wheel") from None
-    return WheelNatives(tuple(files), tuple(sorted(provides)))
+
+
+# What a member tap keeps of the bytes streaming by: everything up to here (the ELF and program headers and, in
+# real libraries, .dynstr: libtorch_cpu.so's ends at 7 MB of 434), then only the dynamic section.
+_TAP_PREFIX = 16 << 20
+
+
+class _Captured(io.RawIOBase):
+    """A seekable view of the byte ranges a tap kept; a read of bytes it did not keep goes to ``reopen()``, the
+    member inflated again from its start (``_Member``), or raises EOFError when there is none (still streaming)."""
+
+    def __init__(self, chunks: list[tuple[int, bytes]], reopen: Callable[[], BinaryIO] | None) -> None:
+        self._chunks, self._reopen, self._pos = chunks, reopen, 0
+        self._again: BinaryIO | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = offset
+        return offset
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        if n < 0:
+            raise ValueError("sized reads only")
+        start, stop = self._pos, self._pos + n
+        out = bytearray()
+        for offset, chunk in self._chunks:  # in stream order, so a gap ends the run
+            here = start + len(out)
+            if offset + len(chunk) <= here:
+                continue
+            if offset > here:
+                break
+            out += chunk[here - offset : stop - offset]
+            if start + len(out) >= stop:
+                break
+        if len(out) < n:
+            if self._reopen is None:
+                raise EOFError("not streamed yet")
+            if self._again is None:
+                self._again = self._reopen()
+            self._again.seek(start)
+            out = bytearray(self._again.read(n))
+        self._pos = start + len(out)
+        return bytes(out)
+
+    def close(self) -> None:
+        if self._again is not None:
+            self._again.close()
+        super().close()
+
+
+class _Tap:
+    """Watches one member's bytes as the layer writer streams them, keeping what ``read_dynamic`` will ask for."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.pos = size, 0
+        self.chunks: list[tuple[int, bytes]] = []
+        self.dynamic: tuple[int, int] | None = None
+        self.located = False  # the program headers were read (``dynamic`` is then known, or there is none)
+
+    def feed(self, chunk: bytes) -> None:
+        start = self.pos
+        self.pos += len(chunk)
+        if start < _TAP_PREFIX or (self.dynamic is not None and start < sum(self.dynamic) and self.pos > self.dynamic[0]):
+            self.chunks.append((start, chunk))
+        if not self.located and start < _TAP_PREFIX:
+            try:
+                self.dynamic = dynamic_range(_Captured(self.chunks, None), self.size)  # type: ignore[arg-type]
+                self.located = True
+            except EOFError:
+                pass  # the program headers have not streamed by yet
+
+    def result(self, reopen: Callable[[], BinaryIO]) -> DynamicInfo | None:
+        with _Captured(self.chunks, reopen) as view:
+            return _read_member(view, self.size)  # type: ignore[arg-type]
+
+
+class NativesTaps:
+    """The ELF facts of one wheel, gathered while its files are written into a layer (``layers/install.py``): the
+    layer build inflates every member anyway, so a cold build reads none of them a second time for the check.
+    ``tap(info)`` gives the feed for a member's bytes (None when it is not one to scan) and ``end(zf, info)``
+    reads its facts when the member is done (from what the tap kept, else inflating it again from the start only
+    as far as needed); ``done(zf)`` returns the wheel's facts, reading any member that was not streamed whole."""
+
+    def __init__(self) -> None:
+        self._taps: dict[str, _Tap] = {}
+        self._found: dict[str, DynamicInfo | None] = {}
+
+    def tap(self, info: zipfile.ZipInfo) -> Callable[[bytes], None] | None:
+        if not _scanned(info):
+            return None
+        one = self._taps[info.filename] = _Tap(info.file_size)
+        return one.feed
+
+    def end(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+        one = self._taps.pop(info.filename, None)
+        if one is not None and one.pos == info.file_size:  # else (a script read with seeks) ``done`` reads it
+            self._found[info.filename] = one.result(lambda: _Member(zf, info))  # type: ignore[arg-type,return-value]
+
+    def done(self, zf: zipfile.ZipFile) -> WheelNatives:
+        self._taps.clear()
+        for info in zf.infolist():
+            if _scanned(info) and info.filename not in self._found:
+                with _Member(zf, info) as member:
+                    self._found[info.filename] = _read_member(member, info.file_size)  # type: ignore[arg-type]
+        return _natives_of(zf, self._found)
+
+
+def record_natives(cache: Cache, sha256: str, facts: WheelNatives) -> None:
+    """Keeps a wheel's facts gathered by ``NativesTaps`` (the layer build's pass over its files)."""
+    if cache.get_meta(NATIVES, sha256) is None:
+        cache.put_meta(NATIVES, facts, sha256)
 
 
 def _load_natives(value: Any) -> WheelNatives:
@@ -203,10 +335,7 @@ def check_libraries(
     """Every soname an ELF file of ``wheels`` needs is found in the image, or one BuildError naming the package,
     the file, the library and the fixes. ``allow`` holds names or globs taken as present (a library the image gets
     another way). A base with no libc found (``scratch``, a static base) is not checked: nothing can be said."""
-    if not libc:
-        return
-    material = (libc, machine, *sorted(w.sha256 for w in wheels), "allow", *sorted(allow), "base", *sorted(base_libraries))
-    if cache.get_meta(CHECKED, *material):
+    if natives_checked(wheels, cache, base_libraries, libc, machine, allow):
         return
     facts = wheel_natives(wheels, cache)
     present = set(base_libraries) | (_MUSL if libc == "musl" else _GLIBC) | _INJECTED
@@ -224,7 +353,20 @@ def check_libraries(
                 missing.append((wheel, native.path, soname))
     if missing:
         raise _missing_error(missing, base, libc)
-    cache.put_meta(CHECKED, True, *material)
+    cache.put_meta(CHECKED, True, *_verdict_key(wheels, base_libraries, libc, machine, allow))
+
+
+def _verdict_key(wheels: Sequence[Wheel], base_libraries: Sequence[str], libc: str, machine: str, allow: Sequence[str]) -> tuple[str, ...]:
+    return (libc, machine, *sorted(w.sha256 for w in wheels), "allow", *sorted(allow), "base", *sorted(base_libraries))
+
+
+def natives_checked(wheels: Sequence[Wheel], cache: Cache, base_libraries: Sequence[str], libc: str, machine: str, allow: Sequence[str]) -> bool:
+    """Whether ``check_libraries`` has nothing to do: a base with no libc (nothing can be said), or this very set
+    passed before (one cache record)."""
+    if not libc:
+        return True
+    verdict = cache.get_meta(CHECKED, *_verdict_key(wheels, base_libraries, libc, machine, allow))
+    return verdict is True
 
 
 def _missing_error(missing: list[tuple[Wheel, str, str]], base: str, libc: str) -> BuildError:

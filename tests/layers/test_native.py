@@ -118,3 +118,74 @@ def test_a_real_manylinux_wheel_needs_nothing_a_bookworm_base_lacks(tmp_path: Pa
         _check([wheel], Cache(tmp_path / "cache2"), base=("libc.so.6", "libgcc_s.so.1"))
     with zipfile.ZipFile(torch) as zf:
         assert any(".libs/" in n or "/lib/libgomp" in n for n in zf.namelist())
+
+
+def _mixed_wheel(tmp_path: Path, zlib_extension: bytes) -> Path:
+    """Every kind of member the facts come from, as one wheel: a real extension, a bundled library with its soname,
+    a big-endian 32-bit one, one built for another machine, a damaged one, a text file named like a library, an ELF
+    program among the scripts (read with seeks, so not from the stream), and a big library laid out as real ones
+    are: .dynstr at 2 MB and .dynamic at 4 MB, beyond what a tap keeps at the start when that is made small."""
+    big = make_elf(is64=True, big=False, needed=("libbig-dep.so.3", "libc.so.6"), soname="libbig.so.1", lead=2 << 20, gap=2 << 20)
+    files = {
+        "mix/_speed.cpython-311-x86_64-linux-gnu.so": zlib_extension,
+        "mix.libs/libz-0a1b2c3d.so.1.3": make_elf(is64=True, big=False, needed=("libc.so.6",), soname="libz.so.1"),
+        "mix/be32.so": make_elf(is64=False, big=True, needed=("libbe.so.2",), machine=20),
+        "mix/arm/_native.so": make_elf(is64=True, big=False, needed=("libonly-on-arm.so.1",), machine=183),
+        "mix/broken.so": zlib_extension[:300],
+        "mix/notes.so.txt.so": b"not an ELF file at all, only named like a library" * 4,
+        "mix-1.0.data/scripts/tool": make_elf(is64=True, big=False, needed=("libtool-dep.so.9",)),
+        "mix/libbig.so.1": big,
+        "mix/__init__.py": b"",
+    }
+    return make_wheel(tmp_path / "w", "mix", "1.0", files, executable=("mix-1.0.data/scripts/tool",))
+
+
+@pytest.mark.parametrize("prefix", [16 << 20, 1 << 20, 0], ids=["default", "strtab-read-again", "nothing-kept"])
+def test_the_layer_pass_gathers_the_facts_reading_the_wheel_gives(tmp_path: Path, zlib_extension: bytes, monkeypatch: pytest.MonkeyPatch, prefix: int) -> None:
+    """A cold build defers the check and takes each wheel's ELF facts from the bytes the layer build inflates: they
+    must be what reading the wheel on its own gives, whatever the tap kept and had to read again."""
+    import io
+
+    from pyimage.layers import native
+    from pyimage.layers.install import install_wheel
+    from pyimage.layers.paths import InstallPaths
+    from pyimage.layers.tar import TarWriter
+
+    wheel = _mixed_wheel(tmp_path, zlib_extension)
+    reread: dict[str, int] = {}  # member -> how far it was inflated again
+
+    class Counting(native._Member):
+        def seek(self, offset: int, whence: int = 0) -> int:
+            at = super().seek(offset, whence)
+            reread[self._info.filename] = max(reread.get(self._info.filename, 0), at)
+            return at
+
+    monkeypatch.setattr(native, "_Member", Counting)
+    monkeypatch.setattr(native, "_TAP_PREFIX", prefix)
+    got: list[native.WheelNatives] = []
+    install_wheel(wheel, TarWriter(io.BytesIO()), InstallPaths(), got.append)
+    from_stream = dict(reread)
+    assert got == [native._read_natives(str(wheel))]
+    by_path = {f.path: f.needed for f in got[0].files}
+    assert by_path["mix/libbig.so.1"] == ("libbig-dep.so.3", "libc.so.6") and by_path["mix-1.0.data/scripts/tool"] == ("libtool-dep.so.9",)
+    assert {"libz.so.1", "libbig.so.1", "libz-0a1b2c3d.so.1.3"} <= set(got[0].provides) and "mix/broken.so" not in by_path
+    if prefix == 16 << 20:  # only the script (installed with seeks to fix its shebang) is read a second time
+        assert list(from_stream) == ["mix-1.0.data/scripts/tool"]
+    elif prefix == 1 << 20:  # the big library's string table, passed before its dynamic section said where it is:
+        assert sorted(from_stream) == ["mix-1.0.data/scripts/tool", "mix/libbig.so.1"]
+        assert (2 << 20) < from_stream["mix/libbig.so.1"] < (2 << 20) + 4096  # inflated again only that far
+
+
+def test_a_wheel_the_layer_pass_could_not_finish_records_no_facts(tmp_path: Path, zlib_extension: bytes) -> None:
+    import io
+
+    from pyimage.layers.install import install_wheel
+    from pyimage.layers.paths import InstallPaths
+    from pyimage.layers.tar import TarWriter
+
+    files = {"bad/_speed.so": zlib_extension, "bad/__init__.py": b""}
+    wheel = make_wheel(tmp_path / "w", "bad", "1.0", files, tamper={"bad/__init__.py": b"import os\n"})
+    got: list[object] = []
+    with pytest.raises(BuildError, match="RECORD"):
+        install_wheel(wheel, TarWriter(io.BytesIO()), InstallPaths(), got.append)
+    assert got == []
