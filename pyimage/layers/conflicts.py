@@ -108,9 +108,10 @@ def wheel_files(wheel: Wheel, paths: InstallPaths, cache: Cache) -> tuple[dict[s
     if facts is None:
         if wheel.path is None:  # the facts are gone but the wheel was not fetched: a damaged cache
             raise BuildError(f"{wheel.filename}: its file list is missing from the cache", "run `pyimage cache verify`, then build again")
-        from pyimage.layers.install import namespace_inits, wheel_file_map  # pypa/installer: ~15 ms, for cold wheels only
+        from pyimage.layers.install import wheel_paths  # pypa/installer: ~15 ms, for cold wheels only
 
-        facts = _Files(wheel_file_map(wheel.path, paths), frozenset(namespace_inits(wheel.path, paths)))
+        files, namespace = wheel_paths(wheel.path, paths)
+        facts = _Files(files, frozenset(namespace))
         cache.put_meta(FILES, facts, *_files_key(wheel.sha256, paths))
     return dict(facts.files), set(facts.namespace)
 
