@@ -472,6 +472,23 @@ def _python_version(v: Any) -> str | None:
     return v
 
 
+def _ports(v: Any) -> tuple[str, ...]:
+    """``[8000, "53/udp"]`` -> ``("8000/tcp", "53/udp")``, as the image config's ``ExposedPorts`` keys them."""
+    items = v if isinstance(v, list) else [v] if isinstance(v, (int, str)) and not isinstance(v, bool) else None
+    if items is None:
+        raise _Invalid(f"expected a list of ports, got {v!r}", "write ports = [8000] or [\"8000/tcp\", \"53/udp\"]")
+    out: list[str] = []
+    for item in items:
+        text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item if isinstance(item, str) else None
+        m = re.fullmatch(r"(\d{1,5})(?:/(tcp|udp|sctp))?", text.strip().lower()) if text is not None else None
+        if m is None or not 1 <= int(m.group(1)) <= 65535:
+            raise _Invalid(f"{item!r} is not a port (1..65535, optionally /tcp, /udp or /sctp)", "write ports = [8000] or [\"8000/tcp\", \"53/udp\"]")
+        port = f"{int(m.group(1))}/{m.group(2) or 'tcp'}"
+        if port not in out:
+            out.append(port)
+    return tuple(out)
+
+
 def _max_layers(v: Any) -> int:  # noqa: D401
     n = _int(v)
     if not 2 <= n <= 127:
@@ -492,6 +509,7 @@ KEYS: dict[str, Key] = {
     "command": Key("list of strings or a string", None, "Image Cmd (arguments to the entrypoint).", _argv),
     "env": Key("table of strings", {}, "Extra environment variables (names: letters, digits, `_`, `.`, `-`; not starting with a digit).", _env),
     "labels": Key("table of strings", {}, "Image labels.", _table),
+    "ports": Key("list of ports", [], "Ports the app listens on (`8000`, `\"53/udp\"`), as the image's `ExposedPorts` (Dockerfile `EXPOSE`): documentation for engines and `docker run -P`, which publishes them; added to the base's.", _ports),
     "annotations": Key("table of strings", {}, "Manifest annotations (`org.opencontainers.image.source`, …).", _table),
     "user": Key("string", None, "User the app runs as (`1000`, `1000:1000`, `app`); a name the base lacks is created (passwd, group, home) in the `runtime` layer and set by its numeric id; default: the base's.", _user),
     "workdir": Key("absolute path", None, "Working directory; default: the base's, or `/app` for an app that is not a package (its files are copied there).", _workdir),
@@ -540,6 +558,7 @@ class Config:
     command: tuple[str, ...] | None
     env: Mapping[str, str]
     labels: Mapping[str, str]
+    ports: tuple[str, ...]
     annotations: Mapping[str, str]
     user: str | None
     workdir: str | None

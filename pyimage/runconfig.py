@@ -292,6 +292,8 @@ def image_config(
     labels.update(cfg.labels)
     if labels:
         run["Labels"] = labels
+    if cfg.ports:
+        run["ExposedPorts"] = {**(run.get("ExposedPorts") or {}), **{port: {} for port in cfg.ports}}
     config["config"] = run
     created = dt.datetime.fromtimestamp(cfg.epoch, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     config["created"] = created

@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "command": None,
     "env": {},
     "labels": {},
+    "ports": (),
     "annotations": {},
     "user": None,
     "workdir": None,
@@ -531,6 +532,21 @@ def test_a_bad_user_or_files_entry_says_what_is_wrong(line: str, says: str, hint
     key = line.split(" =")[0]
     assert err.message.startswith(f"{tmp_path / 'pyproject.toml'}:{line_of(tmp_path, line)}: [tool.pyimage] {key}: {says}"), err.message
     assert err.hint.startswith(hint), err.hint
+
+
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [("ports = [8000]", ("8000/tcp",)), ('ports = ["8000/TCP", "53/udp", 8000, "9/sctp"]', ("8000/tcp", "53/udp", "9/sctp")), ("ports = 443", ("443/tcp",)), ("ports = []", ())],
+)
+def test_ports_are_read_as_the_image_config_keys_them(line: str, value: tuple[str, ...], tmp_path: Path) -> None:
+    assert load_config(project(tmp_path, line)).ports == value
+
+
+@pytest.mark.parametrize("line", ["ports = [0]", "ports = [70000]", 'ports = ["80/http"]', 'ports = ["eighty"]', "ports = [true]", "ports = { web = 80 }"])
+def test_a_port_that_is_none_is_refused_saying_what_a_port_is(line: str, tmp_path: Path) -> None:
+    err = config_error(tmp_path, f"{line}\n")
+    assert "[tool.pyimage] ports: " in err.message and ("is not a port (1..65535" in err.message or "expected a list of ports" in err.message), err.message
+    assert err.hint == 'write ports = [8000] or ["8000/tcp", "53/udp"]'
 
 
 @pytest.mark.parametrize(

@@ -123,6 +123,8 @@ def test_load_with_no_engine_is_one_error_naming_the_socket(pyimage: Pyimage, tm
 def test_web_service_answers_http_inside_docker(pyimage: Pyimage, dockerd: Dockerd, tmp_path: Path) -> None:
     project = copy_example("web-service", tmp_path)
     pyimage.run("build", "-o", "docker-daemon:web:1", project=project, env=dockerd.env)
+    inspect = json.loads(dockerd.docker("image", "inspect", "web:1").stdout)[0]
+    assert inspect["Config"]["ExposedPorts"] == {"8000/tcp": {}}  # ports = [8000], as EXPOSE 8000 would say
     container = dockerd.docker("run", "-d", "--network", "none", "-e", "PORT=8000", "-e", "HOST=127.0.0.1", "web:1").stdout.strip()
     try:
         probe = (
