@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -39,6 +40,18 @@ _DOCKER_HUB_KEYS = (
 )
 
 _log = logging.getLogger(__name__)
+
+
+class _Note(logging.Handler):
+    """This module's warnings as the command line's other notes: one ``note:`` line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(f"note: {record.getMessage()}\n")
+        sys.stderr.flush()
+
+
+_log.addHandler(_Note())
+_log.propagate = False
 
 
 @dataclass(frozen=True, repr=False)

@@ -345,7 +345,7 @@ def _check_native(name: str, wheel: Path, target: Target) -> None:
     if target.machine != host and not wheel.name.endswith("-any.whl"):  # compiled for this machine, not the target
         raise BuildError(
             f"{name}: no wheel for {target.describe()}, and its sdist builds native code, which cannot be compiled here for {target.machine} (this machine is {host})",
-            f"publish a {target.platform} wheel of {name} (or pin a version that has one), or build {target.platform} alone on a {target.machine} runner",
+            f"publish a {target.platform} wheel of {name} (or pin a version that has one), or build {target.platform} alone on {'an' if target.machine[:1] in 'aeiou' else 'a'} {target.machine} runner",
         )
 
 

@@ -198,9 +198,11 @@ def test_helper_without_credentials_means_anonymous(env: dict[str, str], home: P
     assert lookup_credentials("ghcr.io", env=env) is None
 
 
-def test_missing_helper_program_means_anonymous(env: dict[str, str], home: Path) -> None:
+def test_missing_helper_program_means_anonymous(env: dict[str, str], home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     docker_config(home, {"credsStore": "not-installed-anywhere"})
     assert lookup_credentials("ghcr.io", env=env) is None
+    # said as the command line's other notes are (a new-user trial saw a bare line among them)
+    assert capsys.readouterr().err == "note: credential helper docker-credential-not-installed-anywhere is not on PATH; using no credentials for ghcr.io\n"
 
 
 def test_broken_helper_is_a_registry_error_without_its_output(env: dict[str, str], home: Path, tmp_path: Path) -> None:
