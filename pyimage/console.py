@@ -157,14 +157,16 @@ def show_build(result: Any, tags: Sequence[str] = ()) -> None:
             [l.name, l.digest[7:19], human_size(l.size), "in registry" if l.remote else "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")]
             for l in built.layers
         ]
-        table(f"image {built.digest}" + (f" ({built.platform})" if index else ""), ["layer", "digest", "size", "cache", "packages"], rows)
+        # the manifest digest (what `docker pull NAME@` takes and a registry names); an engine's image ID (the
+        # config's digest) is said on its own line when the image is loaded
+        table(f"image {built.digest}" + (f" ({built.platform})" if index else "") + (" (manifest digest)" if result.loaded else ""), ["layer", "digest", "size", "cache", "packages"], rows)
     if index is not None:
         out(f"image index {index.digest} ({', '.join(str(i.platform) for i in images)})")
     for w in result.outputs:
         if not w.startswith(("docker-daemon:", "podman:")):
             out(f"wrote {w}")
     for item in result.loaded:
-        out(f"loaded into {item.engine} ({item.endpoint}) as {', '.join((item.reference, *item.also))}, image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
+        out(f"loaded into {item.engine} ({item.endpoint}) as {', '.join((item.reference, *item.also))}: {item.engine} image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
     for p in result.pushed:
         out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
 

@@ -75,6 +75,11 @@ def test_build_load_streams_into_docker_and_prints_the_engine_image_id(pyimage: 
     assert not (project / "dist").exists()
     assert "hello, world" in dockerd.docker("run", "--rm", "--network", "none", "hello-load:1.0.0").stdout
     assert loaded["layers_sent"] == 1  # only its own app layer: the engine holds the rest as hello-cli's
+    # for people: the manifest digest and the engine's image ID are two numbers, each named (a new-user trial read
+    # both as "image")
+    again = pyimage.run("build", "--load", project=project, env=dockerd.env).stdout.splitlines()
+    assert again[0] == f"image {report['image']['digest']} (manifest digest)"
+    assert again[-1] == f"loaded into docker ({dockerd.host}) as hello-load:1.0.0: docker image ID {loaded['id']} (0 layer(s) sent)"
 
 
 def test_a_rebuild_loads_only_the_layers_docker_does_not_hold(pyimage: Pyimage, dockerd: Dockerd, tmp_path: Path) -> None:
