@@ -12,7 +12,8 @@ from __future__ import annotations
 import posixpath
 import re
 import shutil
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,8 +22,8 @@ from packaging.utils import canonicalize_name
 
 from pyimage.cache import Cache, Meta, count
 from pyimage.config import Config
-from pyimage.errors import BuildError, ConfigError
-from pyimage.layers.build import LayerContext, build_custom_layer, build_layer, wheels_to_read
+from pyimage.errors import BuildError, ConfigError, PyimageError
+from pyimage.layers.build import LayerContext, build_custom_layer, build_layer, layer_key, wheels_to_read
 from pyimage.layers.conflicts import cached_files, check_conflicts, wheel_files
 from pyimage.layers.bytecode import can_compile
 from pyimage.layers.paths import InstallPaths
@@ -81,6 +82,7 @@ class Plan:
     app_files: tuple[ProjectFile, ...] = ()  # a project that is not a package: its source tree, the `app` layer
     source: AppSource | None = None  # and its name, version and dependencies (no wheel metadata to read them from)
     natives_after: tuple[Wheel, ...] = ()  # the wheels whose native-library check waits for the layer pass (``build``)
+    early: dict[str, "Future[Layer]"] = field(default_factory=dict)  # layer key -> a build started during the plan
 
     @property
     def name(self) -> str:
@@ -215,12 +217,15 @@ def plan(
     registry: RegistrySettings | None = None,
     remote: Callable[[str], bool] | None = None,
     defer_natives: bool = False,
+    start_early: bool = False,
 ) -> Plan:
     """Resolves and plans; no layer is built. The app wheel lives in ``Plan.workdir`` until cleanup.
     ``remote`` (push-only builds, see ``build``) lets base blobs the push targets hold stay undownloaded.
     ``defer_natives`` (``pyimage build``): wheels never scanned for their native libraries are checked after
     the layer pass, which gathers their ELF facts from the bytes it inflates anyway (a cold torch build read
-    libtorch_cpu.so's 400 MB twice); every other check, and this one for scanned wheels, is made here."""
+    libtorch_cpu.so's 400 MB twice); every other check, and this one for scanned wheels, is made here.
+    ``start_early`` (``pyimage build``): the biggest one-wheel layer to build starts on a thread of its own as
+    soon as the wheels are known (``_start_early``), while the plan reads file maps and checks conflicts."""
     files = collect_files(cfg.project_dir, cfg.files, skip=written_paths(cfg.output, cfg.project_dir))  # a bad entry is an error before any work
     package = is_package(cfg.project_dir)
     source = None if package else app_source(cfg.project_dir, cfg.extras)
@@ -248,6 +253,7 @@ def plan(
         raise ConfigError(f"venv = {venv!r} holds the base's interpreter {interp.executable}; the venv would replace it", 'set venv to a directory of its own, e.g. "/opt/venv"')
     workdir = cache.tmp_path("-appwheel")
     workdir.mkdir()
+    early: dict[str, Future[Layer]] = {}
     try:
         check_requires_python(requires_python(cfg.project_dir), target, str(cfg.pyproject))
         app: Wheel | None = None
@@ -275,6 +281,10 @@ def plan(
         local_wheels = [(read_wheel(p.wheel), f"built from {relative_path(p.source.directory, cfg.project_dir)} ({p.source.kind})") for p in local]
         pins = choose_pins(cfg, app_input, requires, target, cache, events, refresh_lock, upgrade, local, workspace)
         wheels = _wheel_values(pins, target, cache, paths)
+        threshold = cfg.heavy_threshold or None
+        extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg.writable)) + int(bool(app_files))
+        if start_early and remote is None:
+            early = _start_early(wheels, app, cfg, threshold, len(base.layers) + 1 + extra, local_wheels, layer_context(cfg, cache, paths, interp))
         checked = [*wheels, *(w for w, _ in local_wheels), *([app] if app else [])]
         conflict_notes = check_conflicts(checked, paths, cache)
         check_program(
@@ -290,8 +300,6 @@ def plan(
             placed = _fetch_pinned(unscanned(checked, cache), pins, target, cache, events)  # only wheels never scanned
             wheels, checked = [placed.get(w.sha256, w) for w in wheels], [placed.get(w.sha256, w) for w in checked]
             _check_natives(cfg, checked, cache, facts, target, base_source)
-        threshold = cfg.heavy_threshold or None
-        extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg.writable)) + int(bool(app_files))
         layer_plan = plan_layers(wheels, app, cfg.heavy, threshold, cfg.max_layers, fixed_layers=len(base.layers) + 1 + extra, workspace=local_wheels)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -301,7 +309,59 @@ def plan(
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
     return Plan(
         cfg, cache, base, base_source, interp, target, app, tuple(wheels), layer_plan, paths, tuple(notes), workdir, tuple(pins), tuple(scripts), tuple(files), user,
-        tuple(w for w, _ in local_wheels), tuple(app_files), source, natives_after,
+        tuple(w for w, _ in local_wheels), tuple(app_files), source, natives_after, early,
+    )
+
+
+# A layer worth a thread of its own ahead of the rest of the plan: torch's is 700 MB of tar, numpy's 40 MB.
+_EARLY_MIN = 32 << 20
+
+
+def _start_early(
+    wheels: Sequence[Wheel], app: Wheel | None, cfg: Config, threshold: int | None, fixed: int, workspace: Sequence[tuple[Wheel, str]], ctx: LayerContext
+) -> dict[str, "Future[Layer]"]:
+    """Starts the biggest one-wheel layer the cache lacks, on a thread of its own, as soon as the wheels are
+    known: a cold build's long pole (torch's layer, 2.6 s here) then overlaps the rest of the plan (file maps,
+    conflicts, the entrypoint check: half a second mostly on one core). Its bytes are what ``build`` would
+    write (the same function, spec and context); a check that fails later still fails the build, and leaves
+    only a correct layer in the cache. Several-wheel layers wait: their first part is written from the file maps
+    the conflict check records. Returns {layer key: the build's future} ({} when nothing is worth it)."""
+    try:
+        layers = plan_layers(wheels, app, cfg.heavy, threshold, cfg.max_layers, fixed_layers=fixed, workspace=workspace).layers
+    except PyimageError:
+        return {}  # said where the plan makes it for good, in its order
+    single = [spec for spec in layers if len(spec.wheels) == 1 and spec.wheels[0].path is not None and spec.installed_size >= _EARLY_MIN]
+    if not single:
+        return {}
+    spec = max(single, key=lambda one: one.installed_size)
+    if not wheels_to_read([spec], ctx) or not spec.wheels[0].path.is_file():  # type: ignore[union-attr]
+        return {}  # held by the cache already, or its wheel is not here
+    done: Future[Layer] = Future()
+
+    def run() -> None:
+        if not done.set_running_or_notify_cancel():
+            return
+        try:
+            done.set_result(build_layer(spec, ctx))
+        except BaseException as exc:  # handed to ``build``, which raises it in its place
+            done.set_exception(exc)
+
+    # A daemon: a plan that fails after this started ends the process without waiting for the layer.
+    threading.Thread(target=run, name="pyimage-early-layer", daemon=True).start()
+    return {layer_key(spec, ctx): done}
+
+
+def layer_context(cfg: Config, cache: Cache, paths: InstallPaths, interp: Interpreter, remote: Callable[[str], bool] | None = None) -> LayerContext:
+    """How the layers of this build are written (and keyed): one place, so a layer started early is the one
+    ``build`` asks for."""
+    return LayerContext(
+        cache=cache,
+        paths=paths,
+        owner=cfg.owner,
+        epoch=cfg.epoch,
+        compression=cfg.compression,
+        compile_bytecode=cfg.compile_bytecode and can_compile(interp.version),
+        remote=remote,
     )
 
 
@@ -357,15 +417,7 @@ def build(prep: Plan, events: Events = _quiet, jobs: int = 2, remote: Callable[[
     builds) says whether the push targets hold a blob: a layer built before whose blob was pruned is then
     taken from the registry instead of being built again (``TargetBlobs``)."""
     cfg = prep.config
-    ctx = LayerContext(
-        cache=prep.cache,
-        paths=prep.paths,
-        owner=cfg.owner,
-        epoch=cfg.epoch,
-        compression=cfg.compression,
-        compile_bytecode=cfg.compile_bytecode and can_compile(prep.interpreter.version),
-        remote=remote,
-    )
+    ctx = layer_context(cfg, prep.cache, prep.paths, prep.interpreter, remote)
     interp = prep.interpreter
     with prep.cache.lock("cache", shared=True):
         specs = fetch(prep, wheels_to_read(prep.layer_plan.layers, ctx), events)  # the one step that downloads
@@ -375,7 +427,7 @@ def build(prep: Plan, events: Events = _quiet, jobs: int = 2, remote: Callable[[
         order = sorted(range(len(specs)), key=lambda i: -specs[i].installed_size)
         built: dict[int, Layer] = {}
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = {pool.submit(build_layer, specs[i], ctx): i for i in order}
+            futures = {pool.submit(_layer_of, specs[i], ctx, prep.early): i for i in order}
             for future in as_completed(futures):  # reported as each finishes, so a long torch layer is not silent
                 i = futures[future]
                 built[i] = future.result()
@@ -394,6 +446,12 @@ def build(prep: Plan, events: Events = _quiet, jobs: int = 2, remote: Callable[[
             _check_natives(cfg, [placed.get(w.sha256, w) for w in prep.natives_after], prep.cache, scan_base(prep.base, prep.cache), prep.target, prep.base_source)
     layers = [*prep.base.layers, interp_layer, *(built[i] for i in range(len(specs))), *extra]
     return Image(config=image_config(cfg, prep.base, prep.paths, prep.console_scripts, prep.user, prep.workdir_in_image, layers), layers=tuple(layers), annotations=dict(cfg.annotations))
+
+
+def _layer_of(spec: LayerSpec, ctx: LayerContext, early: dict[str, "Future[Layer]"]) -> Layer:
+    """``spec``'s layer: the build the plan started for it, or one made now."""
+    started = early.get(layer_key(spec, ctx)) if early else None
+    return started.result() if started is not None else build_layer(spec, ctx)
 
 
 def _status(layer: Layer) -> str:
@@ -424,15 +482,16 @@ def _fetch_pinned(wheels: Sequence[Wheel], pins: Sequence[Pin], target: Target, 
 
 def plan_platforms(
     cfg: Config, cache: Cache, events: Events = _quiet, *, registry: RegistrySettings | None = None, remote: Callable[[str], bool] | None = None,
-    defer_natives: bool = False,
+    building: bool = False,
 ) -> list[Plan]:
     """``plan`` for each target platform (per-platform tables resolved), every decision made before any
-    layer work; progress lines name the platform when there are several."""
+    layer work; progress lines name the platform when there are several. ``building``: for ``pyimage build``
+    (``plan``'s ``defer_natives`` and ``start_early``)."""
     preps: list[Plan] = []
     try:
         for platform in cfg.platforms:
             say = events if len(cfg.platforms) == 1 else (lambda line, p=platform: events(f"{p}: {line}"))
-            preps.append(plan(cfg.for_platform(platform), cache, say, registry=registry, remote=remote, defer_natives=defer_natives))
+            preps.append(plan(cfg.for_platform(platform), cache, say, registry=registry, remote=remote, defer_natives=building, start_early=building))
     except BaseException:
         for prep in preps:
             prep.cleanup()
@@ -504,7 +563,7 @@ def run(
         remote = TargetBlobs(push_targets(list(push), cfg.repository), registry, cache)
     with cache.lock("cache", shared=True):  # the whole build: `cache prune` waits instead of pulling files from under it
         cache.sweep()
-        preps = plan_platforms(cfg, cache, events, registry=registry, remote=remote, defer_natives=True)
+        preps = plan_platforms(cfg, cache, events, registry=registry, remote=remote, building=True)
         try:
             images = build_all(preps, events, jobs=jobs, remote=remote)
             index = ImageIndex(images, dict(cfg.annotations)) if len(images) > 1 else None

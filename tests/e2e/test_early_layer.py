@@ -1,0 +1,63 @@
+"""The biggest one-wheel layer of a cold build starts while the plan is still checking (``pipeline._start_early``):
+it must be the very layer the build would write, and a check that fails after it started must still fail the
+build at once and leave only correct layers in the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pyimage import pipeline
+from pyimage.cache import Cache
+from pyimage.config import load_config
+from support.runc import run_image
+
+from .conftest import Pyimage, copy_example
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture()
+def numpy_app(tmp_path: Path, pyimage: Pyimage) -> Path:
+    """hello-cli that also needs numpy (57 MB installed), in a layer of its own."""
+    project = copy_example("hello-cli", tmp_path, "numpy-app")
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"attrs>=23"', '"attrs>=23", "numpy"').replace('base = "', 'heavy = ["numpy"]\nbase = "'))
+    pyimage.run("lock", project=project)  # resolved once, so both builds below install the same wheels
+    return project
+
+
+def _build(project: Path, base: Path, cache: Path, building: bool) -> tuple[pipeline.Plan, object]:
+    cfg = load_config(project, {"base": f"rootfs:{base}"})
+    store = Cache(cache)
+    with store.lock("cache", shared=True):
+        preps = pipeline.plan_platforms(cfg, store, building=building)
+        try:
+            (image,) = pipeline.build_all(preps)
+        finally:
+            preps[0].cleanup()
+    return preps[0], image
+
+
+def test_a_layer_started_during_the_plan_is_the_one_the_build_writes(numpy_app: Path, pyimage: Pyimage, tmp_path: Path) -> None:
+    early, image = _build(numpy_app, pyimage.base, tmp_path / "early", building=True)
+    later, reference = _build(numpy_app, pyimage.base, tmp_path / "later", building=False)
+
+    assert len(early.early) == 1 and not later.early  # started during the plan in the first build only
+    assert [(l.name, l.digest, l.diff_id) for l in image.layers] == [(l.name, l.digest, l.diff_id) for l in reference.layers]  # type: ignore[attr-defined]
+    assert image.digest == reference.digest  # type: ignore[attr-defined]
+    assert any(l.name == "heavy:numpy" for l in image.layers)  # type: ignore[attr-defined]
+
+
+def test_a_check_failing_after_the_early_start_fails_the_build_and_leaves_the_cache_sound(numpy_app: Path, pyimage: Pyimage, tmp_path: Path) -> None:
+    cache = Pyimage(tmp_path / "cache", pyimage.base)
+    failed = cache.run("build", "-o", f"oci:{tmp_path / 'bad'}:t", "--set", 'entrypoint=["no-such-program"]', project=numpy_app, check=False)
+    assert failed.returncode == 2, failed.stderr
+    assert failed.stderr.splitlines()[-2].startswith("error: ") and "no-such-program" in failed.stderr  # the entrypoint check, after the start
+    assert "layer heavy:numpy" not in failed.stderr and not (tmp_path / "bad").exists()
+
+    again = cache.build(numpy_app, tmp_path / "good", "t")  # whatever the early layer left in the cache
+    fresh = Pyimage(tmp_path / "fresh", pyimage.base).build(numpy_app, tmp_path / "fresh-out", "t")
+    assert again["image"]["digest"] == fresh["image"]["digest"]
+    assert "hello, world" in run_image(tmp_path / "good", "t").stdout
