@@ -258,7 +258,7 @@ def test_shell_code_in_inputs_is_data(act: Act, registry: Registry, tmp_path: Pa
     assert len(errors) == 3, errors
     assert "not an image reference" in errors[0] and value in errors[0]
     assert "expected key=value" in errors[1] and value in errors[1]
-    assert "--set user: expected" in errors[2] and str(toml_or_text(value)) in errors[2]
+    assert "--set user: " in errors[2] and "is not a user or group name" in errors[2] and str(toml_or_text(value)) in errors[2]
     assert not [r for r in registry.requests() if r.method in ("PUT", "POST", "PATCH")]
 
 

@@ -366,10 +366,10 @@ user = "app"
 @pytest.mark.parametrize(
     ("entry", "needle"),
     [
-        ('{ src = "../secrets.txt", dest = "/app/" }', "files: expected"),
+        ('{ src = "../secrets.txt", dest = "/app/" }', "files: entry 1: src '../secrets.txt' leaves the project"),
         ('{ src = "nothing-here/*.sql", dest = "/app/" }', "nothing in"),
         ('{ src = "link", dest = "/app/" }', "points outside the project"),
-        ('{ src = "pyproject.toml", dest = "app/x" }', "files: expected"),
+        ('{ src = "pyproject.toml", dest = "app/x" }', "files: entry 1: dest 'app/x' is not an absolute path in the image"),
     ],
 )
 def test_a_bad_files_entry_is_one_error_before_any_work(pyimage: Pyimage, tmp_path: Path, entry: str, needle: str) -> None:
