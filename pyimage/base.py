@@ -18,7 +18,7 @@ import re
 import tarfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator
 
 from pyimage.cache import Cache, LayerRecord, Meta, count, sha256_digest, string, strings
 from pyimage.errors import BuildError, ConfigError
@@ -120,7 +120,7 @@ def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str
     if record is None:
         _refuse_image_archive(path, magic)
         with cache.lock(key):
-            record = cache.get_layer(key) or _compress_rootfs(path, magic, cache, compression, key)
+            record = cache.get_layer(key) or _ingest_rootfs(path, magic, cache, compression, key)
     image = scratch_image(platform)
     layer = Layer("base", Descriptor(record.media_type, record.digest, record.size), record.diff_id, cache.blob_path(record.digest), cached=cached, history=f"rootfs {path.name}", uncompressed_size=record.uncompressed_size or None, remote=in_registry)
     config = dict(image.config)
@@ -325,6 +325,33 @@ def _compressed(image: Image, cache: Cache, compression: str) -> Image:
     return replace(image, layers=tuple(layers))
 
 
+def _ingest_rootfs(path: Path, magic: bytes, cache: Cache, compression: str, key: str) -> LayerRecord:
+    """A plain rootfs tar compressed as the base layer and, on a thread of its own meanwhile, scanned from the
+    same file (``scan_base`` then finds its facts recorded): the scan's tar parsing no longer waits for the
+    compression, nor inflates the blob it wrote (a bookworm rootfs: 0.35 s + 0.38 s in a row before)."""
+    if magic[:2] == b"\x1f\x8b":
+        return _compress_rootfs(path, magic, cache, compression, key)
+    import threading
+
+    scanned: list[BaseFacts] = []
+
+    def scan() -> None:
+        try:
+            scanned.append(_scan([(open(path, "rb"), "rootfs")]))
+        except Exception:  # noqa: BLE001 - scan_base reads it again and says what is wrong
+            pass
+
+    thread = threading.Thread(target=scan, name="pyimage-scan", daemon=True)
+    thread.start()
+    try:
+        record = _compress_rootfs(path, magic, cache, compression, key)
+    finally:
+        thread.join()
+    if scanned:
+        cache.put_meta(SCAN, scanned[0], record.diff_id)
+    return record
+
+
 def _compress_rootfs(path: Path, magic: bytes, cache: Cache, compression: str, key: str) -> LayerRecord:
     tmp = cache.tmp_path(".blob")
     try:
@@ -440,6 +467,15 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
     hit = cache.get_meta(SCAN, *key)
     if hit is not None:
         return hit
+    streams = ((io.BufferedReader(_IterReader(decompress_stream(layer.blob, layer.descriptor.media_type)), 1 << 20), layer.digest) for layer in image.layers)
+    facts = _scan(streams)
+    cache.put_meta(SCAN, facts, *key)
+    return facts
+
+
+def _scan(layers: Iterable[tuple[BinaryIO, str]]) -> BaseFacts:
+    """The facts of a root filesystem made of ``layers`` (uncompressed tar streams, lowest first, each with the
+    name an error gives it), read from their tar headers and the few files named above."""
     present: dict[str, str] = {}
     accounts: dict[str, str] = {}
     libraries: dict[str, str] = {}  # path -> file name of shared objects anywhere, for whiteouts to remove
@@ -449,8 +485,7 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
     libc_names: list[str] = []  # paths of libc.so.6, the last one last
     executables: set[str] = set()  # regular files with an x bit (and hard links to them), no leading /
     musl, machine = False, ""
-    for layer in image.layers:
-        stream = io.BufferedReader(_IterReader(decompress_stream(layer.blob, layer.descriptor.media_type)), 1 << 20)
+    for stream, digest in layers:
         try:
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
@@ -498,7 +533,9 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
                         if release or versions:
                             libc_files[name] = release.group(1).decode() if release else f"2.{max(versions)}"
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise BuildError(f"base layer {layer.digest[:19]}… is not a readable tar ({exc})", "check the base image") from exc
+            raise BuildError(f"base layer {digest[:19]}… is not a readable tar ({exc})", "check the base image") from exc
+        finally:
+            stream.close()
     libc, libc_version = ("musl", "1.2") if musl else ("", "")
     # a layer may name a file through a linked directory (lib/… on a merged-/usr base): key everything by the
     # path its directory resolves to, which is what _resolve_link arrives at
@@ -510,14 +547,12 @@ def scan_base(image: Image, cache: Cache) -> BaseFacts:
             libc, libc_version = "glibc", version
     configured = {_resolve_link(d, links) for d in _ld_conf_dirs(ld_conf)}
     found = {base for name, base in libraries.items() if _LIBRARY_RE.match(name) or _canonical(name, links).rpartition("/")[0] in configured}
-    facts = BaseFacts(
+    return BaseFacts(
         {"/" + k: v for k, v in sorted(present.items())}, libc, libc_version, machine, accounts.get("etc/passwd", ""), accounts.get("etc/group", ""),
         tuple(sorted(found)),
         frozenset("/" + _canonical(name, links) for name in executables),  # keyed as BaseFacts.resolve arrives at them
         {"/" + name: "/" + target for name, target in sorted(links.items())},
     )
-    cache.put_meta(SCAN, facts, *key)
-    return facts
 
 
 def _ld_conf_dirs(files: dict[str, str]) -> list[str]:

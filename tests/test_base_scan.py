@@ -148,3 +148,23 @@ def test_an_image_archive_given_as_rootfs_is_named_for_what_it_is(tmp_path: Path
 def test_a_rootfs_with_image_like_names_deeper_down_is_still_a_rootfs(tmp_path: Path) -> None:
     rootfs = _rootfs(tmp_path / "rootfs.tar", [("etc/os-release", "ID=debian\n"), ("srv/manifest.json", "[]"), ("usr/bin/python3.11", b"")])
     assert _scan(rootfs, Cache(tmp_path / "cache")).pythons == {"/usr/bin/python3.11": "3.11"}
+
+
+def test_the_scan_made_while_a_rootfs_is_compressed_is_the_scan_of_its_blob(tmp_path: Path, host_libc: tuple[bytes, str]) -> None:
+    """A rootfs tar is scanned from the file while it is compressed (``_ingest_rootfs``); the facts must be those
+    a scan of the compressed blob finds."""
+    from pyimage.base import SCAN
+
+    data, _version = host_libc
+    rootfs = _rootfs(tmp_path / "rootfs.tar", [
+        ("usr/lib/x86_64-linux-gnu/libc.so.6", data), ("usr/lib/x86_64-linux-gnu/libz.so.1", b"z"), ("usr/bin/python3.11", b"py"),
+        ("etc/passwd", "root:x:0:0::/root:/bin/sh\n"), ("bin", "-> usr/bin"), ("etc/ld.so.conf", "/opt/lib\n"), ("opt/lib/libx.so.2", b"x"),
+    ])  # fmt: skip
+    cache = Cache(tmp_path / "cache")
+    image, _ = load_base(f"rootfs:{rootfs}", Platform("linux", "amd64"), cache)
+    recorded = cache.get_meta(SCAN, image.layers[0].diff_id)
+    assert recorded is not None  # recorded by the ingest, so scan_base reads nothing
+    (meta,) = [p for p in (cache.root / "meta").iterdir() if p.name.startswith("scan")]
+    meta.unlink()
+    assert scan_base(image, cache) == recorded  # the compressed blob, inflated and read again
+    assert recorded.libc == "glibc" and "libx.so.2" in recorded.libraries and recorded.pythons == {"/usr/bin/python3.11": "3.11"}
