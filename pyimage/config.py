@@ -726,6 +726,18 @@ def find_project(start: Path) -> Path | None:
 _NO_PROJECT_HINT = "run pyimage in (or below) a project directory, or name it: `pyimage build DIR` or -C DIR; `pyimage init` adds [tool.pyimage] to a project that has a pyproject.toml or setup.py"
 
 
+def _no_project_hint(directory: Path) -> str:
+    """What to do in a directory without pyproject.toml: an app of .py files and a requirements.txt (as people
+    put them in Docker) is what ``pyimage init`` writes one for; elsewhere, the way to the project."""
+    try:
+        app_like = (directory / "requirements.txt").is_file() or any(p.suffix == ".py" for p in directory.iterdir() if p.name != "setup.py")
+    except OSError:
+        app_like = False
+    if app_like and not (directory / "setup.py").exists():
+        return "this looks like an app without a pyproject.toml: run `pyimage init` here, which writes one from requirements.txt and guesses the entrypoint"
+    return _NO_PROJECT_HINT
+
+
 def _misspelt_table(pyproject: Path, text: str, data: Mapping[str, Any]) -> None:
     """``[tool.pyimgae]`` would be ignored and the build would go on with every default (and the default base
     needs Docker Hub): a ``[tool.X]`` table close to ``pyimage`` with no ``[tool.pyimage]`` is an error."""
@@ -752,7 +764,7 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
     try:
         text = pyproject.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"no pyproject.toml in {project_dir}", _NO_PROJECT_HINT) from None
+        raise ConfigError(f"no pyproject.toml in {project_dir}", _no_project_hint(Path(project_dir))) from None
     except UnicodeDecodeError as exc:
         line = pyproject.read_bytes()[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{pyproject}:{line}: not valid UTF-8 (byte {exc.object[exc.start]:#04x})", "save pyproject.toml as UTF-8 (TOML files must be)") from None

@@ -105,6 +105,20 @@ def test_a_subdirectory_of_the_project_finds_the_project_above(tmp_path: Path) -
     assert_one_error(run_pyimage("plan", cache=cache, cwd=legacy), 2, "no pyproject.toml in .")
 
 
+def test_an_app_of_scripts_and_requirements_without_pyproject_is_pointed_at_init(tmp_path: Path) -> None:
+    """New-user trial: the hint said `init` is for projects with a pyproject.toml or setup.py, steering a
+    requirements.txt app away from what handles it."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "requirements.txt").write_text("flask\n")
+    (app / "app.py").write_text("print('hi')\n")
+    done = run_pyimage("build", cache=tmp_path / "cache", cwd=app)
+    assert done.returncode == 2 and done.stderr.splitlines()[-2:] == [
+        "error: no pyproject.toml in .",
+        "hint: this looks like an app without a pyproject.toml: run `pyimage init` here, which writes one from requirements.txt and guesses the entrypoint",
+    ], done.stderr
+
+
 def test_json_keeps_progress_on_stderr_and_one_document_on_stdout(tmp_path: Path) -> None:
     project, cache = _project(tmp_path)
     done = run_pyimage("build", "-C", str(project), "--json", "-o", f"oci:{tmp_path / 'img'}", cache=cache)
