@@ -177,11 +177,11 @@ def _local_packages(
 
 
 
-def _wheel_values(pins: Sequence[Pin], target: Target, cache: Cache, paths: InstallPaths) -> list[Wheel]:
+def _wheel_values(pins: Sequence[Pin], target: Target, cache: Cache, paths: InstallPaths, events: Events = _quiet) -> list[Wheel]:
     """``Wheel`` values for the pins. A wheel whose facts (installed size, file map) the cache already holds by
     its sha256 is neither downloaded nor read here; a layer that must be built has it fetched by ``fetch``.
     An sdist pin stands for the wheel built from it for this target (kept in the cache, or built now)."""
-    pins = [_built_pin(pin, target, cache) if pin.is_sdist else pin for pin in pins]
+    pins = [_built_pin(pin, target, cache, events) if pin.is_sdist else pin for pin in pins]
     known: dict[str, Wheel] = {}
     need: list[Pin] = []
     for pin in pins:
@@ -202,8 +202,8 @@ def _wheel_values(pins: Sequence[Pin], target: Target, cache: Cache, paths: Inst
     return out
 
 
-def _built_pin(pin: Pin, target: Target, cache: Cache) -> Pin:
-    path, sha = sdist_wheel(pin, target, cache)
+def _built_pin(pin: Pin, target: Target, cache: Cache, events: Events = _quiet) -> Pin:
+    path, sha = sdist_wheel(pin, target, cache, events)
     return Pin(pin.name, pin.version, path.name, "", sha)
 
 
@@ -280,7 +280,7 @@ def plan(
         local = _local_packages(cfg, workspace, app_name, requires, target, cache, workdir, events)
         local_wheels = [(read_wheel(p.wheel), f"built from {relative_path(p.source.directory, cfg.project_dir)} ({p.source.kind})") for p in local]
         pins = choose_pins(cfg, app_input, requires, target, cache, events, refresh_lock, upgrade, local, workspace)
-        wheels = _wheel_values(pins, target, cache, paths)
+        wheels = _wheel_values(pins, target, cache, paths, events)
         threshold = cfg.heavy_threshold or None
         extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg.writable)) + int(bool(app_files))
         if start_early and remote is None:

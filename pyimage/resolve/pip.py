@@ -17,7 +17,7 @@ import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from packaging.utils import canonicalize_name
 
@@ -366,9 +366,10 @@ def _wheel_from_sdist(name: str, version: str, url: str, sha256: str, python: st
     return wheels[0]
 
 
-def sdist_wheel(pin: Pin, target: Target, cache: Cache) -> tuple[Path, str]:
+def sdist_wheel(pin: Pin, target: Target, cache: Cache, events: Callable[[str], None] = lambda _line: None) -> tuple[Path, str]:
     """(path, sha256) of the wheel built from ``pin``'s sdist for ``target``: from the cache, or rebuilt from the
-    sdist (fetched by its URL, or by name, version and hash through pip's configuration)."""
+    sdist (fetched by its URL, or by name, version and hash through pip's configuration), which ``events``
+    hears of (a build backend may take a while, and it is work a user may want to avoid with a wheel)."""
     known = cache.get_meta(SDIST_WHEEL, *_sdist_key(pin.sha256, target))
     if known is not None:
         filename, sha = known
@@ -376,6 +377,7 @@ def sdist_wheel(pin: Pin, target: Target, cache: Cache) -> tuple[Path, str]:
         if hit is not None:
             return hit, sha
     python = _target_python(pin.name, target, "")
+    events(f"building {pin.name} {pin.version} from its sdist (it has no wheel for {target.describe()})")
     with cache.tmp_dir() as tmp:
         wheel = _wheel_from_sdist(pin.name, pin.version, pin.url, pin.sha256, python, tmp)
         _check_native(pin.name, wheel, target)

@@ -52,8 +52,9 @@ def test_an_extension_needing_a_library_the_base_lacks_is_one_error(pyimage: Pyi
         assert "yamlver.cpython-311-x86_64-linux-gnu.so needs libyaml-0.so.2" in error and "base rootfs:" in error
         assert "apt-get install libyaml-0-2" in hint and 'allow-missing-libraries = ["libyaml-0.so.2"]' in hint
         assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
-        said.append((error, hint, "layer site-packages: built" in done.stderr))
+        said.append((error, hint, "layer site-packages: built" in done.stderr, "building yamlver 1.0 from its sdist (it has no wheel for CPython 3.11" in done.stderr))
     assert said[0][:2] == said[1][:2] and [s[2] for s in said] == [True, False]
+    assert [s[3] for s in said] == [True, False]  # the sdist build is said (once: then the cache has its wheel)
     assert pyimage.run("plan", project=yaml_project, check=False).returncode == 1  # plan says what build will do
     assert pyimage.run("lock", project=yaml_project).returncode == 0  # versions are locked whatever the base holds
 
