@@ -5,6 +5,7 @@ whether a plain requirements file covers the project's own dependencies."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -48,6 +49,8 @@ def choose_pins(
     if req_file and not (cfg.project_dir / req_file).is_file():
         raise ConfigError(f"requirements file {req_file} not found in {cfg.project_dir}", "fix [tool.pyimage] requirements")
     req_text = (cfg.project_dir / req_file).read_text() if req_file else ""
+    if req_file:
+        _refuse_local_lines(cfg.project_dir, req_file, req_text)
     app_name = app.name if isinstance(app, AppSource) else app.name.split("-")[0].replace("_", "-").lower()
     local_names = frozenset(p.source.name for p in local)
     if req_file and hashedreqs.is_hashed(req_text):  # every requirement pinned and hashed: a lock, installed as it is
@@ -70,7 +73,10 @@ def choose_pins(
     _no_groups_without_a_lock(cfg.groups)
     uv_sources = UvSources() if req_file else read_uv_sources(cfg.project_dir)
     lock_path = cfg.project_dir / cfg.lock
-    key = inputs_key([*requires, *_local_material(local, lock_path.parent)], cfg.extras, req_text, target, uv_sources.fingerprint())
+    # With a requirements file, the local packages' own dependencies are resolved too since 2026-11 (marked, so a
+    # lock made without them is stale)
+    marker = ["requirements+local"] if req_file and local else []
+    key = inputs_key([*requires, *_local_material(local, lock_path.parent), *marker], cfg.extras, req_text, target, uv_sources.fingerprint())
     _migrate_lock(lock_path, events)
     lock = read_lock(lock_path, target)
     local_entries = [(p.source.name, relative_path(p.source.directory, lock_path.parent)) for p in local]
@@ -83,8 +89,8 @@ def choose_pins(
         events(f"{lock_path.name} is stale (dependencies, pip configuration or target changed): resolving again")
     prefer = [] if upgrade or lock is None else lock.pins
     extras = f"[{','.join(cfg.extras)}]" if cfg.extras else ""
-    if req_file:
-        request = ["-r", str(cfg.project_dir / req_file)]
+    if req_file:  # and the local packages, whose own dependencies the file may not list
+        request = ["-r", str(cfg.project_dir / req_file), *_local_request(local)]
     elif isinstance(app, AppSource):  # no wheel: its dependencies themselves (the extras' already among them)
         request = [*(r for r in requires if _requirement_name(r) not in local_names), *_local_request(local)]
     else:
@@ -96,6 +102,43 @@ def choose_pins(
     prefetch_from_uv_indexes(pins, uv_sources, cache)
     write_lock(lock_path, pins, key, target, local_entries)
     return pins
+
+
+_LOCAL_LINE = re.compile(r"^(?:(?:-e|--editable)(?:\s+|=)(?P<editable>\S+)|(?P<path>(?:\.{1,2}/|/|~|file:)\S*)|(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*@\s*(?P<url>file:\S+))")
+
+
+def _refuse_local_lines(project_dir: Path, req_file: str, text: str) -> None:
+    """A requirements line naming a directory of this machine (``-e ./libs/shared``, ``./libs/shared``,
+    ``shared @ file:…``) cannot be locked or fetched: one error naming the line, with the declaration pyimage does
+    build (a path dependency of the project, built into the ``workspace`` layer), before any work."""
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip()
+        match = _LOCAL_LINE.match(line)
+        if match is None:
+            continue
+        import urllib.parse  # only for a line that names a directory
+
+        target = match.group("editable") or match.group("path") or match.group("url") or ""
+        if "://" in target and not target.startswith("file:"):  # -e git+https://…: a VCS dependency, not a directory
+            continue
+        location = urllib.parse.unquote(urllib.parse.urlparse(target).path) if target.startswith("file:") else target
+        name = match.group("name") or _project_name(project_dir / location) or Path(location.rstrip("/")).name or "NAME"
+        rel = location if not Path(location).is_absolute() else os.path.relpath(location, project_dir)
+        raise ConfigError(
+            f"{req_file}:{number}: {line!r} installs the directory {location}, which pyimage cannot lock or fetch from a requirements file",
+            f'declare it in pyproject.toml instead: add "{name}" to [project] dependencies and [tool.uv.sources] {name} = {{ path = "{rel}" }} '
+            f"(pyimage builds it into the workspace layer, with its own dependencies), then remove this line",
+        )
+
+
+def _project_name(directory: Path) -> str:
+    try:
+        import tomllib
+
+        name = tomllib.loads((directory / "pyproject.toml").read_text()).get("project", {}).get("name", "")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return ""
+    return canonicalize_name(name) if isinstance(name, str) and name else ""
 
 
 def _local_request(local: Sequence[LocalPackage]) -> list[str]:

@@ -222,3 +222,32 @@ def test_a_flask_app_without_main_is_served_by_gunicorn_as_init_guessed(pyimage:
     with start_image(tmp_path / "img", "t", args=[*guessed[:2], f"127.0.0.1:{port}", *guessed[3:]]) as container:
         body = json.loads(wait_http(f"http://127.0.0.1:{port}/", timeout=60, container=container))
     assert body == {"shop": "open", "flask": "flask"}
+
+
+@pytest.mark.parametrize("line", ["-e ./libs/shared", "./libs/shared", "shared @ file:./libs/shared"])
+def test_a_local_directory_in_requirements_is_one_error_whose_fix_builds(pyimage: Pyimage, tmp_path: Path, line: str) -> None:
+    """New-user trial: `-e ./libs/shared` in requirements.txt got a resolver's error with a mangled path. It is one
+    error naming the line, and the declaration its hint gives builds an image with the package and its own
+    dependencies (six, which requirements.txt does not list)."""
+    project = tmp_path / "app"
+    shared = project / "libs" / "shared"
+    (shared / "src" / "shared").mkdir(parents=True)
+    (shared / "pyproject.toml").write_text('[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n[project]\nname = "shared"\nversion = "0.1"\ndependencies = ["six"]\n')
+    (shared / "src" / "shared" / "__init__.py").write_text('VALUE = "shared ok"\n')
+    (project / "requirements.txt").write_text(f"{line}\nhumanize\n")
+    (project / "main.py").write_text("import humanize, shared, six\nprint(shared.VALUE, humanize.intcomma(1000), six.__name__)\n")
+    init(project)
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'img'}:t", project=project, check=False)
+    assert done.returncode == 2, done.stderr
+    error, hint = done.stderr.strip().splitlines()[-2:]
+    assert error.startswith(f"error: requirements.txt:1: {line!r} installs the directory ") and "cannot lock or fetch" in error
+    assert hint == 'hint: declare it in pyproject.toml instead: add "shared" to [project] dependencies and [tool.uv.sources] shared = { path = "./libs/shared" } (pyimage builds it into the workspace layer, with its own dependencies), then remove this line'
+
+    (project / "requirements.txt").write_text("humanize\n")  # as the hint says
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text()
+    assert "dependencies = []" in text
+    pyproject.write_text(text.replace("dependencies = []", 'dependencies = ["shared"]', 1) + '\n[tool.uv.sources]\nshared = { path = "./libs/shared" }\n')
+    report = pyimage.build(project, tmp_path / "img", "t")
+    assert layers(report)["workspace"]["packages"] == ["shared==0.1"]
+    assert run_image(tmp_path / "img", "t").stdout.split() == ["shared", "ok", "1,000", "six"]
