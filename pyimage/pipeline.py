@@ -304,7 +304,7 @@ def plan(
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    notes = list(layer_plan.notes) + conflict_notes + _files_notes([*files, *app_files]) + bytecode_notes(cfg, user)
+    notes = list(layer_plan.notes) + conflict_notes + _files_notes([*files, *app_files]) + bytecode_notes(cfg, user) + _root_settings_note(cfg, workspace)
     if cfg.compile_bytecode and not can_compile(interp.version):
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
     return Plan(
@@ -363,6 +363,24 @@ def layer_context(cfg: Config, cache: Cache, paths: InstallPaths, interp: Interp
         compile_bytecode=cfg.compile_bytecode and can_compile(interp.version),
         remote=remote,
     )
+
+
+def _root_settings_note(cfg: Config, workspace: Workspace | None) -> list[str]:
+    """A member of a uv workspace is configured by its own [tool.pyimage] alone: when it has none and the root has
+    one, say so (a new-user trial expected the root's to apply, as uv's settings do)."""
+    if workspace is None or workspace.root == cfg.project_dir.resolve():
+        return []
+    import tomllib
+
+    def has_section(pyproject: Path) -> bool:
+        try:
+            return isinstance(tomllib.loads(pyproject.read_text()).get("tool", {}).get("pyimage"), dict)
+        except (OSError, ValueError, UnicodeDecodeError):
+            return False
+
+    if has_section(cfg.pyproject) or not has_section(workspace.root / "pyproject.toml"):
+        return []
+    return [f"{workspace.root / 'pyproject.toml'} has a [tool.pyimage] table, which a member's build does not read: copy the keys it needs into {cfg.pyproject}"]
 
 
 def _check_natives(cfg: Config, wheels: Sequence[Wheel], cache: Cache, facts: BaseFacts, target: Target, base_source: str) -> None:

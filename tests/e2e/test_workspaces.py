@@ -150,3 +150,34 @@ def test_a_path_dependency_that_is_missing_or_outside_the_project_is_one_error_l
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "helper" in errors[0] and said in errors[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_init_at_a_virtual_workspace_root_names_the_members_and_init_in_one_builds(pyimage: Pyimage, workspace: Path, tmp_path: Path) -> None:
+    """New-user trial: `pyimage init` at the root of a uv workspace configured the root, which has nothing to build."""
+    init = [sys.executable, "-m", "pyimage", "init", "--base", "python:3.12-slim"]
+    done = subprocess.run([*init, "-C", str(workspace)], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    error, hint = done.stderr.strip().splitlines()[-2:]
+    assert error == f"error: {workspace} is the root of a uv workspace and has no [project] of its own to make an image of"
+    assert hint.startswith("hint: run `pyimage init -C DIR` with the directory of the member to ship (members: ") and "svc-a (services/svc-a)" in hint
+    assert "[tool.pyimage]" not in (workspace / "pyproject.toml").read_text()  # left as it was
+
+    member = workspace / "services" / "svc-a"
+    pyproject = member / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("[tool.pyimage]\nheavy = [\"attrs\"]\n", ""))
+    done = subprocess.run([*init, "-C", str(member)], capture_output=True, text=True, check=True)
+    assert "[tool.pyimage]" in pyproject.read_text()
+    report = build(pyimage, "-C", str(member), "-o", f"oci:{tmp_path / 'a'}:t")
+    assert layers(report)["workspace"]["packages"] == ["shared-lib==1.0"]
+    assert run_image(tmp_path / "a", "t").stdout.strip().startswith("hello svc-a")
+    assert "has a [tool.pyimage] table" not in json.dumps(report)  # the root has none: nothing to say
+
+
+def test_a_members_build_says_the_roots_tool_pyimage_is_not_read(pyimage: Pyimage, workspace: Path, tmp_path: Path) -> None:
+    member = workspace / "services" / "svc-a"
+    pyproject = member / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("[tool.pyimage]\nheavy = [\"attrs\"]\n", ""))
+    root = workspace / "pyproject.toml"
+    root.write_text(root.read_text() + '\n[tool.pyimage]\nenv = { MODE = "prod" }\n')
+    done = pyimage.run("plan", project=member)
+    assert f"note: {root} has a [tool.pyimage] table, which a member's build does not read: copy the keys it needs into {pyproject}" in done.stderr
