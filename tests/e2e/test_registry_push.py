@@ -18,8 +18,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.registry]
 
 
 def _build_push(pyimage: Pyimage, project: Path, ref: str, password: str = "wonderland", base: str | None = None) -> subprocess.CompletedProcess[str]:
+    # A registry base here is an image pyimage pushed (no Docker Hub): its venv is /opt/venv, so this one's is another.
+    venv = ["--set", "venv=/opt/venv-app"] if base else []
     cmd = [sys.executable, "-m", "pyimage", "build", "--json", "--cache-dir", str(pyimage.cache_dir), "-C", str(project),
-           "--base", base or f"rootfs:{pyimage.base}", "--push", ref, "--username", "alice", "--password-stdin"]
+           "--base", base or f"rootfs:{pyimage.base}", "--push", ref, "--username", "alice", "--password-stdin", *venv]
     return subprocess.run(cmd, input=password + "\n", capture_output=True, text=True)
 
 
@@ -65,7 +67,8 @@ def test_image_in_a_registry_is_used_as_base(pyimage: Pyimage, tmp_path: Path) -
         other = copy_example("web-service", tmp_path / "w")
         (other / "pylock.pyimage.toml").unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "pyimage", "build", "--json", "--cache-dir", str(tmp_path / "fresh-cache"), "-C", str(other),
-               "--base", f"docker://{reg.host}/base/hello:1", "--username", "alice", "--password-stdin", "-o", f"oci:{tmp_path / 'out'}:w"]
+               "--base", f"docker://{reg.host}/base/hello:1", "--username", "alice", "--password-stdin", "-o", f"oci:{tmp_path / 'out'}:w",
+               "--set", "venv=/opt/venv-app"]  # the base is a pyimage image: its venv is /opt/venv
         done = subprocess.run(cmd, input="wonderland\n", capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
