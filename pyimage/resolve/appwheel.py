@@ -100,6 +100,32 @@ def _install(env_python: Path, requirements: list[str]) -> None:
         raise proc.error(hint)
 
 
+_CLEAR_TRIES = 40  # 0.25 s apart: ten seconds for a killed build's installer to finish
+
+
+def _clear(env_dir: Path) -> None:
+    """Removes an environment that was never finished. A build killed while making it (SIGKILL: a CI job's
+    timeout) leaves its installer running, still writing into it, and a removal racing those writes fails with
+    "Directory not empty": it is tried again while the installer finishes, then said as what it is."""
+    import errno
+    import time
+
+    for _ in range(_CLEAR_TRIES):
+        try:
+            shutil.rmtree(env_dir)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            time.sleep(0.25)
+    raise BuildError(
+        f"the build environment {env_dir} is still being written by another process (the installer of a build that was killed?)",
+        f"wait for it to finish and build again, or stop it and remove {env_dir}",
+    )
+
+
 def _env(cache: Cache, requires: list[str], python: str) -> Path:
     """A venv of ``python`` holding ``requires``, made once per (interpreter, requirements)."""
     key = hashlib.sha256(json.dumps([sys.version if python == sys.executable else python, requires]).encode()).hexdigest()[:24]
@@ -109,8 +135,7 @@ def _env(cache: Cache, requires: list[str], python: str) -> Path:
     with cache.lock(f"env-{key}"):
         cache.touch(env_dir)
         if not (ready.exists() and env_python.exists()):
-            if env_dir.exists():
-                shutil.rmtree(env_dir)
+            _clear(env_dir)
             if python == sys.executable:
                 venv.create(env_dir, with_pip=False, symlinks=True)
             else:

@@ -131,3 +131,40 @@ def test_a_uv_build_project_builds_its_wheel(tmp_path: Path) -> None:
     (project / "src" / "uvapp" / "__init__.py").write_text("def main():\n    print('hello from uv_build')\n")
     wheel = build_app_wheel(project, tmp_path / "out", Cache(tmp_path / "cache"), 0)
     assert wheel.name == "uvapp-0.1.0-py3-none-any.whl"
+
+
+def test_an_environment_a_killed_build_left_half_made_and_still_written_is_made_again(tmp_path: Path) -> None:
+    """A build killed (SIGKILL) while making the backend's environment leaves its installer running, writing into
+    it; the next build's removal of the unfinished environment raced those writes ("Directory not empty", an
+    internal error in CI). The writer here is a process of its own, as the orphaned installer is."""
+    import subprocess
+    import sys
+    import time
+
+    from pyimage.cache import Cache
+    from pyimage.resolve.appwheel import _env
+
+    cache = Cache(tmp_path / "cache")
+    key_dir_probe = _env(cache, [], sys.executable).parent.parent  # where the environment for no requirements lives
+    (key_dir_probe / ".pyimage-ready").unlink()  # unfinished, as a killed build leaves it
+    site = key_dir_probe / "lib" / "orphan" / "site-packages"
+    site.mkdir(parents=True)
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, time\n"
+        "end = time.monotonic() + 1.5\n"
+        "n = 0\n"
+        "while time.monotonic() < end:\n"
+        "    d = os.path.join(sys.argv[1], f'pkg{n % 50}')\n"
+        "    try:\n"
+        "        os.makedirs(d, exist_ok=True)\n"
+        "        open(os.path.join(d, f'm{n}.py'), 'w').close()\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    n += 1\n"
+    ), str(site)])  # fmt: skip
+    try:
+        time.sleep(0.2)  # writing by now
+        python = _env(cache, [], sys.executable)
+    finally:
+        writer.wait(10)
+    assert (python.parent.parent / ".pyimage-ready").is_file() and python.exists()
