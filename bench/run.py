@@ -101,7 +101,10 @@ def run(cmd: Sequence[str | Path], *, cwd: Path | None = None, env: dict[str, st
 
 
 def timed(cmd: Sequence[str | Path], **kw: Any) -> tuple[float, subprocess.CompletedProcess[str]]:
-    """Wall seconds of one whole subprocess (time.perf_counter around it), and its result."""
+    """Wall seconds of one whole subprocess (time.perf_counter around it), and its result. The disk is synced
+    first, untimed: a run's dirty pages (a docker build leaves GBs) are written back during the next one, and on two
+    cores that writeback shifted whichever tool ran next by up to a second."""
+    os.sync()
     start = time.perf_counter()
     proc = run(cmd, **kw)
     return time.perf_counter() - start, proc
