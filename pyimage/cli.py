@@ -154,7 +154,7 @@ def build(
     platform: Optional[str] = PlatformOpt,
     compression: Optional[str] = typer.Option(None, "--compression", help="gzip (default), zstd, or none (plain tar: faster local builds and loads, bigger pushes)."),
     cache_dir: Optional[Path] = CacheDirOpt,
-    jobs: int = typer.Option(2, "--jobs", "-j", help="Layers built in parallel."),
+    jobs: int = typer.Option(2, "--jobs", "-j", help="Layers built in parallel (1: one at a time, none started while the plan is still checking)."),
     username: Optional[str] = typer.Option(None, "--username", help="Registry user for --push / a registry base."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the registry password from stdin."),
     insecure_registry: Optional[List[str]] = typer.Option(None, "--insecure-registry", help="Allow plain HTTP to this registry host."),

@@ -501,15 +501,16 @@ def _fetch_pinned(wheels: Sequence[Wheel], pins: Sequence[Pin], target: Target, 
 def plan_platforms(
     cfg: Config, cache: Cache, events: Events = _quiet, *, registry: RegistrySettings | None = None, remote: Callable[[str], bool] | None = None,
     building: bool = False,
+    early: bool = True,
 ) -> list[Plan]:
     """``plan`` for each target platform (per-platform tables resolved), every decision made before any
     layer work; progress lines name the platform when there are several. ``building``: for ``pyimage build``
-    (``plan``'s ``defer_natives`` and ``start_early``)."""
+    (``plan``'s ``defer_natives``, and ``start_early`` unless ``early`` is off: ``--jobs 1`` builds one layer at a time)."""
     preps: list[Plan] = []
     try:
         for platform in cfg.platforms:
             say = events if len(cfg.platforms) == 1 else (lambda line, p=platform: events(f"{p}: {line}"))
-            preps.append(plan(cfg.for_platform(platform), cache, say, registry=registry, remote=remote, defer_natives=building, start_early=building))
+            preps.append(plan(cfg.for_platform(platform), cache, say, registry=registry, remote=remote, defer_natives=building, start_early=building and early))
     except BaseException:
         for prep in preps:
             prep.cleanup()
@@ -581,7 +582,7 @@ def run(
         remote = TargetBlobs(push_targets(list(push), cfg.repository), registry, cache)
     with cache.lock("cache", shared=True):  # the whole build: `cache prune` waits instead of pulling files from under it
         cache.sweep()
-        preps = plan_platforms(cfg, cache, events, registry=registry, remote=remote, building=True)
+        preps = plan_platforms(cfg, cache, events, registry=registry, remote=remote, building=True, early=jobs > 1)
         try:
             images = build_all(preps, events, jobs=jobs, remote=remote)
             index = ImageIndex(images, dict(cfg.annotations)) if len(images) > 1 else None

@@ -61,3 +61,15 @@ def test_a_check_failing_after_the_early_start_fails_the_build_and_leaves_the_ca
     fresh = Pyimage(tmp_path / "fresh", pyimage.base).build(numpy_app, tmp_path / "fresh-out", "t")
     assert again["image"]["digest"] == fresh["image"]["digest"]
     assert "hello, world" in run_image(tmp_path / "good", "t").stdout
+
+
+def test_one_job_starts_no_layer_during_the_plan(numpy_app: Path, pyimage: Pyimage, tmp_path: Path) -> None:
+    """`--jobs 1` builds one layer at a time: none overlaps the plan (the same image either way)."""
+    cfg = load_config(numpy_app, {"base": f"rootfs:{pyimage.base}"})
+    store = Cache(tmp_path / "one")
+    with store.lock("cache", shared=True):
+        preps = pipeline.plan_platforms(cfg, store, building=True, early=False)
+        try:
+            assert not preps[0].early and preps[0].natives_after  # still a build: the native check waits for the layers
+        finally:
+            preps[0].cleanup()
