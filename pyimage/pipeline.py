@@ -30,6 +30,7 @@ from pyimage.layers.paths import InstallPaths
 from pyimage.layers.interpreter import Interpreter, choose_base_python, standalone_interpreter, venv_filler
 from pyimage.layers.native import check_libraries, natives_checked, unscanned
 from pyimage.layers.plan import LayerPlan, LayerSpec, plan_layers
+from pyimage.layers.tar import TarWriter
 from pyimage.layers.ignore import DockerIgnore, read_dockerignore, secret_like
 from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
 from pyimage.base import BaseFacts, load_base, scan_base
@@ -452,7 +453,7 @@ def build(prep: Plan, events: Events = _quiet, jobs: int = 2, remote: Callable[[
                 events(f"layer {built[i].name}: {_status(built[i])} {built[i].digest[:19]}")
         extra: list[Layer] = []
         if prep.app_files:  # a project that is not a package: its tree, keyed by every file's path, mode and sha256
-            extra.append(build_custom_layer("app", {"tree": files_parts(prep.app_files)}, files_filler(prep.app_files), ctx))
+            extra.append(build_custom_layer("app", _app_tree_parts(prep.app_files, ctx), _app_tree_filler(prep.app_files, ctx), ctx))
         if prep.has_runtime_layer:
             extra.append(build_custom_layer("runtime", runtime_parts(prep.user, cfg.writable), runtime_filler(prep.user, cfg.writable), ctx))
         if prep.files:
@@ -464,6 +465,29 @@ def build(prep: Plan, events: Events = _quiet, jobs: int = 2, remote: Callable[[
             _check_natives(cfg, [placed.get(w.sha256, w) for w in prep.natives_after], prep.cache, scan_base(prep.base, prep.cache), prep.target, prep.base_source)
     layers = [*prep.base.layers, interp_layer, *(built[i] for i in range(len(specs))), *extra]
     return Image(config=image_config(cfg, prep.base, prep.paths, prep.console_scripts, prep.user, prep.workdir_in_image, layers), layers=tuple(layers), annotations=dict(cfg.annotations))
+
+
+def _app_tree_parts(files: Sequence[ProjectFile], ctx: LayerContext) -> dict[str, Any]:
+    parts: dict[str, Any] = {"tree": files_parts(files)}
+    if ctx.compile_bytecode:
+        parts["pyc"] = 1  # the tree's modules compiled too (an older cache's layer under this key had none)
+    return parts
+
+
+def _app_tree_filler(files: Sequence[ProjectFile], ctx: LayerContext) -> Callable[[TarWriter], None]:
+    """The project's tree (an app that is not a package) at its workdir and, with ``compile-bytecode``, its
+    modules' ``__pycache__`` as the wheels get them: /app is root's, so a non-root user's Python could never write
+    them and compiled every module at each start."""
+    fill = files_filler(files)
+
+    def filler(tw: TarWriter) -> None:
+        fill(tw)
+        if ctx.compile_bytecode:
+            from pyimage.layers.bytecode import compile_captured
+
+            compile_captured(tw, ctx.paths)
+
+    return filler
 
 
 def _layer_of(spec: LayerSpec, ctx: LayerContext, early: dict[str, "Future[Layer]"]) -> Layer:

@@ -251,3 +251,16 @@ def test_a_local_directory_in_requirements_is_one_error_whose_fix_builds(pyimage
     report = pyimage.build(project, tmp_path / "img", "t")
     assert layers(report)["workspace"]["packages"] == ["shared==0.1"]
     assert run_image(tmp_path / "img", "t").stdout.split() == ["shared", "ok", "1,000", "six"]
+
+
+def test_compile_bytecode_compiles_the_apps_own_tree_too(pyimage: Pyimage, django_like: Path, tmp_path: Path) -> None:
+    """New-user trial: compile-bytecode compiled the dependencies but not the project's tree at /app, which a
+    non-root user's Python cannot write into: every start compiled the app's modules again."""
+    init(django_like)
+    report = pyimage.build(django_like, tmp_path / "img", "t", "--set", "compile-bytecode=true", "--set", "user=1000", "--set", 'entrypoint=["python", "manage.py", "hello"]')
+    probe = "import os, sys; print(sorted(os.listdir('/app/polls/__pycache__')), sys.flags.dont_write_bytecode)"
+    listing = run_image(tmp_path / "img", "t", args=["/opt/venv/bin/python", "-c", probe]).stdout
+    assert "'views.cpython-311.pyc'" in listing and "'__init__.cpython-311.pyc'" in listing, listing
+    assert "mysite: <h1>polls v1</h1>" in run_image(tmp_path / "img", "t").stdout  # and the app runs from it
+    plain = pyimage.build(django_like, tmp_path / "plain", "t", "--set", 'entrypoint=["python", "manage.py", "hello"]')
+    assert layers(plain)["app"]["digest"] != layers(report)["app"]["digest"]  # without the setting: no .pyc, another layer
