@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -92,7 +93,25 @@ def _record_error(where: str, message: str) -> BuildError:
     return BuildError(f"{where}: {message}", "the wheel is malformed or tampered with; re-download or rebuild it")
 
 
-class _VerifyingWheel(WheelFile):
+class _Wheel(WheelFile):
+    """installer's WheelFile, with its ``dist_info_filenames`` worked out once: installer's property runs
+    ``posixpath.commonpath`` over every member at each use (a few per wheel; 0.26 s of a cold build of 207 wheels)."""
+
+    @functools.cached_property
+    def dist_info_filenames(self) -> list[str]:  # type: ignore[override]
+        base = self.dist_info_dir
+        prefix = base + "/"
+        return [
+            name[len(base) + 1 :]
+            for name in self._zipfile.namelist()
+            if name[-1:] != "/"
+            # the same members installer's property lists: a plain name by its prefix, an odd one
+            # ("./", "//", the bare directory name) as installer decides it
+            and (name.startswith(prefix) or (("./" in name or "//" in name or name == base) and base == posixpath.commonpath([name, base])))
+        ]
+
+
+class _VerifyingWheel(_Wheel):
     """installer's WheelFile, with safe paths, members in name order and each member carrying its RECORD hash.
 
     Every member must be listed in RECORD with a hash of an accepted algorithm, except RECORD itself and its
@@ -359,7 +378,7 @@ def _file_map(wheel: Path, zf: zipfile.ZipFile, paths: InstallPaths) -> dict[str
     from installer.utils import parse_entrypoints, parse_metadata_file
 
     out: dict[str, str] = {}
-    source = WheelFile(zf)
+    source = _Wheel(zf)
     dist = source.distribution
     wheel_meta = parse_metadata_file(source.read_dist_info("WHEEL"))
     root = "purelib" if wheel_meta.get("Root-Is-Purelib") == "true" else "platlib"
@@ -440,7 +459,7 @@ def _namespace_inits(wheel: Path, zf: zipfile.ZipFile, paths: InstallPaths) -> l
     from installer.utils import parse_metadata_file
 
     out = []
-    source = WheelFile(zf)
+    source = _Wheel(zf)
     root = "purelib" if parse_metadata_file(source.read_dist_info("WHEEL")).get("Root-Is-Purelib") == "true" else "platlib"
     data_dir = source.data_dir + "/"
     for info in zf.infolist():

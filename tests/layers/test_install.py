@@ -475,3 +475,21 @@ def test_an_empty_blob_is_a_valid_empty_stream(tmp_path: Path) -> None:
 
     assert gzip.decompress((tmp_path / "empty.gz").read_bytes()) == b""
     assert result.diff_id == "sha256:" + hashlib.sha256(b"").hexdigest()
+
+
+def test_dist_info_filenames_are_installers_own(tmp_path: Path) -> None:
+    """``_Wheel.dist_info_filenames`` is worked out once, by prefix: it must list what installer's property does,
+    odd member names included."""
+    import zipfile
+
+    from installer.sources import WheelFile
+
+    from pyimage.layers.install import _Wheel
+
+    wheel = make_wheel(tmp_path / "w", "odd", "1.0", {"odd/__init__.py": b"", "odd-1.0.dist-info/extra.txt": b"x", "odd-1.0.dist-info/sub/deep.txt": b"y"})
+    with zipfile.ZipFile(wheel, "a") as zf:
+        for name in ("./odd-1.0.dist-info/dotted.txt", "odd-1.0.dist-info//double.txt", "odd-1.0.dist-info", "odd-1.0.dist-infox/near.txt", "odd-1.0.dist-info/dir/"):
+            zf.writestr(name, b"z")
+    for path in [wheel, *sorted(Path("/opt/wheels").glob("*.whl"))[:3]]:
+        with zipfile.ZipFile(path) as zf:
+            assert _Wheel(zf).dist_info_filenames == WheelFile(zf).dist_info_filenames, path.name
