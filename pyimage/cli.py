@@ -437,25 +437,6 @@ def index_cmd(
         console.out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
 
 
-def _workspace_root_note(project: Path) -> str | None:
-    """At the root of a uv workspace: a virtual root (no [project]) has nothing to image, so init stops and names
-    the members to run it in; a root that is a package too gets a note naming them (a member is usually the app)."""
-    from pyimage.resolve.workspace import check_buildable, find_workspace
-
-    workspace = find_workspace(project)
-    if workspace is None or workspace.root != project.resolve() or not workspace.members:
-        return None
-    members = ", ".join(f"{name} ({os.path.relpath(directory, project.resolve())})" for name, directory in workspace.members)
-    try:
-        check_buildable(project, workspace)
-    except ConfigError:
-        raise ConfigError(
-            f"{project} is the root of a uv workspace and has no [project] of its own to make an image of",
-            f"run `pyimage init -C DIR` with the directory of the member to ship (members: {members}); its builds use this root's uv.lock",
-        ) from None
-    return f"this is also the root of a uv workspace (members: {members}); to make an image of a member, run `pyimage init -C DIR` with its directory instead"
-
-
 @app.command()
 def init(
     project: Path = ProjectOpt,
@@ -464,7 +445,7 @@ def init(
 ) -> None:
     """Add a \\[tool.pyimage] section to pyproject.toml (and a CI workflow with --ci github); in an app that is not a
     package (requirements.txt, manage.py, main.py), write a pyproject.toml for it first."""
-    from pyimage.pipeline import unpackaged_app
+    from pyimage.pipeline import unpackaged_app, workspace_root_note
     from pyimage.templates import DEFAULT_INIT_BASE, offline_base, render
 
     pyproject = project / "pyproject.toml"
@@ -495,7 +476,7 @@ def init(
         pyproject.write_text(f"# pyimage's settings for this {legacy[0]} project; without [build-system], setuptools builds it as before.\n")
         created = True
     text = pyproject.read_text()
-    workspace_note = _workspace_root_note(project) if "[tool.pyimage]" not in text else None
+    workspace_note = workspace_root_note(project) if "[tool.pyimage]" not in text else None
     if "[tool.pyimage]" in text:
         console.err(f"{pyproject} already has [tool.pyimage]; left as it is")
     else:

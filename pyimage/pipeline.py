@@ -153,6 +153,23 @@ def unpackaged_app(start: Path) -> tuple[str, list[str] | None] | None:
     return source.name, entrypoint_guess(start, source.requires, source.name)
 
 
+def workspace_root_note(project: Path) -> str | None:
+    """``pyimage init`` at the root of a uv workspace: a virtual root (no [project]) has nothing to image, so init
+    stops and names the members to run it in; a root that is a package too gets a note naming them."""
+    workspace = find_workspace(project)
+    if workspace is None or workspace.root != project.resolve() or not workspace.members:
+        return None
+    members = ", ".join(f"{name} ({relative_path(directory, project.resolve())})" for name, directory in workspace.members)
+    try:
+        check_buildable(project, workspace)
+    except ConfigError:
+        raise ConfigError(
+            f"{project} is the root of a uv workspace and has no [project] of its own to make an image of",
+            f"run `pyimage init -C DIR` with the directory of the member to ship (members: {members}); its builds use this root's uv.lock",
+        ) from None
+    return f"this is also the root of a uv workspace (members: {members}); to make an image of a member, run `pyimage init -C DIR` with its directory instead"
+
+
 def workspace_member(start: Path, package: str) -> Path:
     """``--package NAME``: the directory of that member of the uv workspace ``start`` is in (resolve/workspace.py)."""
     return member_dir(start, package)
