@@ -122,6 +122,17 @@ def _refuse_local_lines(project_dir: Path, req_file: str, text: str) -> None:
         if "://" in target and not target.startswith("file:"):  # -e git+https://…: a VCS dependency, not a directory
             continue
         location = urllib.parse.unquote(urllib.parse.urlparse(target).path) if target.startswith("file:") else target
+        where = project_dir / Path(location).expanduser()
+        if where.is_file():  # a wheel or sdist of this machine: a lock naming it would work nowhere else
+            archive = where.name
+            name_version = archive.split("-")[:2] if archive.endswith(".whl") else archive.rsplit(".tar", 1)[0].rsplit(".zip", 1)[0].rsplit("-", 1)
+            pin = f"{canonicalize_name(name_version[0])}=={name_version[1]}" if len(name_version) == 2 else "NAME==VERSION"
+            raise ConfigError(
+                f"{req_file}:{number}: {line!r} installs the file {location}, which a lock cannot name (it is on this machine only)",
+                f"put {archive} in a find-links directory (PIP_FIND_LINKS, or [tool.uv] find-links) and write {pin} on this line instead",
+            )
+        if not where.is_dir():
+            continue  # nothing there: the resolver says so
         name = match.group("name") or _project_name(project_dir / location) or Path(location.rstrip("/")).name or "NAME"
         rel = location if not Path(location).is_absolute() else os.path.relpath(location, project_dir)
         raise ConfigError(
