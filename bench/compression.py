@@ -3,8 +3,10 @@
     python3 bench/compression.py [WHEEL]     (default: the torch wheel in /opt/wheels)
 
 Prints MB/s (of uncompressed input, one core) and compressed size for zlib, zlib-ng (if installed:
-`pip install zlib-ng`), isal (igzip) and zstd at their useful levels, and inflate speed through zipfile/zlib
-versus isal. pyimage's choice (isal level 1 for gzip layers, isal inflate for wheels) comes from these figures.
+`pip install zlib-ng`), isal (igzip), libdeflate and zstd at their useful levels, and inflate speed through
+zipfile/zlib versus isal. pyimage inflates with isal (the fastest here). It deflates with libdeflate level 1, not
+isal's faster igzip: igzip writes other bytes on another CPU (aarch64, or x86-64 without SSE4.2), so a layer's
+digest would depend on the machine that built it (tests/e2e/test_platforms.py, tests/layers/test_workers.py).
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ def main() -> None:
 
     for level in (0, 1, 2, 3):
         rows.append((f"isal level {level}", *timed(lambda level=level: deflate_with(isal_zlib, level, data))))
+    import deflate
+
+    for level in (1, 2, 4, 6):
+        rows.append((f"libdeflate level {level} (pyimage: 1)" if level == 1 else f"libdeflate level {level}", *timed(lambda level=level: len(deflate.deflate_compress(data, level)))))
     import zstandard
 
     for level in (1, 3):
@@ -85,12 +91,12 @@ def main() -> None:
         return n
 
     def inflate_isal() -> int:
-        from pyimage.layers.install import _open_member
+        from pyimage.layers.zipmember import open_member
 
         n = 0
         with zipfile.ZipFile(wheel) as zf:
             for info in zf.infolist():
-                f = _open_member(zf, info)
+                f = open_member(zf, info)
                 while chunk := f.read(CHUNK):
                     n += len(chunk)
         return n

@@ -893,7 +893,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     biggest = max((seed / "wheels" / p.sha256 / p.filename for app in apps for p in pins[app]), key=lambda w: w.stat().st_size)
     rates = limit_rates(biggest, workers=os.cpu_count() or 1)
     meta["rates"] = asdict(rates)
-    log(f"machine on {rates.sample}: inflate {rates.inflate / 1e6:.0f} MB/s, deflate (isal 1, {rates.workers} cores) "
+    log(f"machine on {rates.sample}: inflate {rates.inflate / 1e6:.0f} MB/s, deflate (pyimage's encoder, {rates.workers} cores) "
         f"{rates.deflate / 1e6:.0f} MB/s, sha256 {rates.sha256 / 1e6:.0f} MB/s")
 
     # The exact wheels pyimage used, for the Dockerfile and pyoci's venv.
@@ -979,7 +979,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"measured in this run on {rates.sample}; resolution and start-up not included")
     else:
         print(f"limit: inflate the new layers' wheels at {rates.inflate / 1e6:.0f} MB/s, deflate their tars (and the base's, when "
-              f"ingested) at {rates.deflate / 1e6:.0f} MB/s (isal level 1, {rates.workers} cores), sha256 them twice at "
+              f"ingested) at {rates.deflate / 1e6:.0f} MB/s (pyimage's encoder, libdeflate level 1, {rates.workers} cores), sha256 them twice at "
               f"{rates.sha256 / 1e6:.0f} MB/s; rates measured in this run on {rates.sample}; resolution and start-up not included")
     for app in apps:
         print()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator
 from pyimage.cache import Cache, LayerRecord, Meta, count, sha256_digest, string, strings
 from pyimage.errors import BuildError, ConfigError
 from pyimage.hashing import copy_hashing, file_digest, hash_sized, matches
-from pyimage.layers.compress import BlobWriter, decompress_stream, media_type_for
+from pyimage.layers.compress import BlobWriter, decompress_stream, encoder_tag, media_type_for
 from pyimage.oci.dockerarchive import read_docker_archive
 from pyimage.oci.layout import open_blob, read_layout, split_layout_ref
 from pyimage.oci.model import MEDIA_OCI_LAYER, MEDIA_OCI_LAYER_GZIP, Descriptor, Image, Layer, Platform, parse_digest
@@ -109,7 +109,7 @@ def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str
         cache.put_meta(ROOTFS_SHA, sha, *stamp)
     with open(path, "rb") as f:
         magic = f.read(4)
-    key = f"rootfs-{sha.partition(':')[2]}-{compression}"
+    key = f"rootfs-{sha.partition(':')[2]}-{encoder_tag(compression)}"
     record = cache.get_layer(key)
     cached = record is not None
     in_registry = False
@@ -314,7 +314,7 @@ def _compressed(image: Image, cache: Cache, compression: str) -> Image:
         if layer.descriptor.media_type not in _UNCOMPRESSED:
             layers.append(layer)
             continue
-        key = f"compressed-{layer.digest.replace(':', '-')}-{compression}"
+        key = f"compressed-{layer.digest.replace(':', '-')}-{encoder_tag(compression)}"
         record = cache.get_layer(key)
         if record is None:
             with cache.lock(key):

@@ -168,3 +168,22 @@ def test_the_scan_made_while_a_rootfs_is_compressed_is_the_scan_of_its_blob(tmp_
     meta.unlink()
     assert scan_base(image, cache) == recorded  # the compressed blob, inflated and read again
     assert recorded.libc == "glibc" and "libx.so.2" in recorded.libraries and recorded.pythons == {"/usr/bin/python3.11": "3.11"}
+
+
+def test_a_base_layer_compressed_by_another_encoder_is_not_taken_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached rootfs blob is keyed by the exact encoder (``encoder_tag``), not by "gzip" alone: a cache written by
+    another encoder or level (an older pyimage) must not hand its blob, with its other digest, to this build."""
+    from pyimage.layers import compress
+
+    rootfs = _rootfs(tmp_path / "rootfs.tar", [("usr/bin/python3.11", b"an interpreter " * 20_000), ("etc/passwd", "root:x:0:0::/root:/bin/sh\n")])
+    platform = Platform("linux", "amd64")
+    cache = Cache(tmp_path / "cache")
+    before = load_base(f"rootfs:{rootfs}", platform, cache)[0].layers[0]
+    assert load_base(f"rootfs:{rootfs}", platform, cache)[0].layers[0].cached
+
+    monkeypatch.setattr(compress, "_GZIP_LEVEL", 6)  # another encoder setting: other bytes, another compression_id
+    after = load_base(f"rootfs:{rootfs}", platform, cache)[0].layers[0]
+    fresh = load_base(f"rootfs:{rootfs}", platform, Cache(tmp_path / "fresh"))[0].layers[0]
+    assert not after.cached
+    assert after.diff_id == before.diff_id and after.digest != before.digest
+    assert after.digest == fresh.digest  # what a machine with an empty cache makes

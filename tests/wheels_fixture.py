@@ -27,18 +27,20 @@ __all__ = ["REAL_WHEELS", "download_wheel", "make_sdist", "make_wheel", "record_
 REAL_WHEELS = {"six": "six==1.17.0", "wheel": "wheel==0.46.3"}
 
 
-def download_wheel(requirement: str, cache: Path) -> Path:
-    """The wheel for ``requirement`` (``name==version``), downloaded once into ``cache/<requirement>/``."""
-    folder = cache / requirement
+def download_wheel(requirement: str, cache: Path, target: tuple[str, str] | None = None) -> Path:
+    """The wheel for ``requirement`` (``name==version``), downloaded once into ``cache/<requirement>/``;
+    ``target`` = (platform tag, Python version) fetches another machine's wheel, ``("manylinux2014_aarch64", "3.11")``."""
+    folder = cache / (requirement if target is None else f"{requirement}-{target[0]}-{target[1]}")
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f"{requirement}.lock", "w") as lock:
+    with open(folder.parent / f"{folder.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         found = sorted(folder.glob("*.whl"))
         if found:
             return found[0]
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, requirement],
+                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, requirement,
+                 *(["--platform", target[0], "--python-version", target[1]] if target else [])],
                 check=True,
             )
             (wheel,) = Path(tmp).glob("*.whl")

@@ -2,7 +2,7 @@
 
 Compression is the hot path of a cold build, so it runs off the caller's thread and on every core: the tar
 stream is cut into fixed ``CHUNK_SIZE`` chunks, each compressed on its own into a complete gzip member (or zstd
-frame) by a shared pool of workers (isal, zstandard and hashlib release the GIL), and one ordered writer thread
+frame) by a shared pool of workers (libdeflate, zstandard and hashlib release the GIL), and one ordered writer thread
 hashes the tar bytes (diff_id), hashes and writes the compressed members in stream order (digest). Concatenated
 members are one valid gzip stream (zstd: one stream of frames) that every engine reads, and the cut points depend
 only on the byte count, so the blob is the same whatever the number of workers or the size of the writes.
@@ -33,6 +33,7 @@ __all__ = [
     "BlobWriter",
     "compress_workers",
     "compression_id",
+    "encoder_tag",
     "media_type_for",
     "decompress_stream",
 ]
@@ -46,15 +47,34 @@ GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 CHUNK_SIZE = 4 << 20
 _BUFFER = 1 << 20
 
-try:  # python-isal: igzip is ~5x zlib at level 1 with a similar ratio (bench/compression.py)
-    from isal import isal_zlib as _deflate_lib
+# The gzip encoder is libdeflate (the ``deflate`` binding, which bundles it): portable C whose output is a function
+# of the input, the level and its version alone. isal's igzip, used before (about twice as fast), writes other bytes
+# on a CPU without SSE4.2 than on one with it, and twice in tests wrote another equally long encoding of the same
+# chunk: the same diff_id under another digest. Inflating stays with isal: any correct inflater gives the same bytes.
+try:
+    import deflate as _libdeflate
 
-    _GZIP_BACKEND = "isal-" + __import__("isal").__version__
-    _GZIP_LEVEL = 1  # isal levels are 0..3; 1 is its default speed/ratio balance
-except ImportError:  # pragma: no cover - isal is a declared dependency; keep a working fallback
-    _deflate_lib = zlib  # type: ignore[misc]
+    _GZIP_BACKEND = "libdeflate-" + _libdeflate.__version__  # each binding release pins the libdeflate it bundles
+    _GZIP_LEVEL = 1  # bench/compression.py: level 1 is the fastest, and still smaller than igzip level 1
+
+    def _deflate_raw(data: bytes | memoryview) -> bytes | bytearray:
+        return _libdeflate.deflate_compress(data, _GZIP_LEVEL)
+
+    _crc32: Callable[[bytes | memoryview], int] = _libdeflate.crc32
+except ImportError:  # pragma: no cover - deflate is a declared dependency; zlib is deterministic too, slower
     _GZIP_BACKEND = "zlib-" + zlib.ZLIB_RUNTIME_VERSION
     _GZIP_LEVEL = 1
+
+    def _deflate_raw(data: bytes | memoryview) -> bytes | bytearray:
+        obj = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, -15)
+        return obj.compress(data) + obj.flush()
+
+    _crc32 = zlib.crc32
+
+try:  # isal inflates about 2x zlib (bench/compression.py); only for reading blobs back
+    from isal import isal_zlib as _inflate_lib
+except ImportError:  # pragma: no cover - isal is a declared dependency
+    _inflate_lib = zlib  # type: ignore[misc]
 
 _ZSTD_LEVEL = 3
 
@@ -73,6 +93,14 @@ def compression_id(kind: str) -> str:
     raise ValueError(kind)
 
 
+def encoder_tag(kind: str) -> str:
+    """``kind`` and a short hash of its ``compression_id``: for cache keys spelled by hand (a base's compressed
+    layers), so a blob of another encoder or chunking is never taken for this one's."""
+    if kind == "none":
+        return kind
+    return f"{kind}-{hashlib.sha256(compression_id(kind).encode()).hexdigest()[:16]}"
+
+
 def media_type_for(kind: str) -> str:
     return {"gzip": MEDIA_OCI_LAYER_GZIP, "zstd": MEDIA_OCI_LAYER_ZSTD, "none": MEDIA_OCI_LAYER}[kind]
 
@@ -89,8 +117,8 @@ def compress_chunk(kind: str, data: bytes | memoryview) -> bytes:
     if kind == "none":
         return bytes(data)
     if kind == "gzip":
-        body = _deflate_lib.compress(data, _GZIP_LEVEL, -15)
-        trailer = struct.pack("<II", _deflate_lib.crc32(data) & 0xFFFFFFFF, len(data) & 0xFFFFFFFF)
+        body = _deflate_raw(data)
+        trailer = struct.pack("<II", _crc32(data) & 0xFFFFFFFF, len(data) & 0xFFFFFFFF)
         return GZIP_HEADER + body + trailer
     import zstandard
 
@@ -281,7 +309,7 @@ def decompress_stream(path: Path, media_type: str, chunk: int = _BUFFER) -> Iter
 
 def _gunzip_members(f: BinaryIO, chunk: int) -> Iterator[bytes]:
     """Inflates a stream of concatenated gzip members (how ``site-packages`` layers are assembled)."""
-    obj = _deflate_lib.decompressobj(16 + zlib.MAX_WBITS)
+    obj = _inflate_lib.decompressobj(16 + zlib.MAX_WBITS)
     while data := f.read(chunk):
         while data:
             out = obj.decompress(data)
@@ -290,7 +318,7 @@ def _gunzip_members(f: BinaryIO, chunk: int) -> Iterator[bytes]:
             if not obj.eof:
                 break
             data = obj.unused_data  # the next member starts here
-            obj = _deflate_lib.decompressobj(16 + zlib.MAX_WBITS)
+            obj = _inflate_lib.decompressobj(16 + zlib.MAX_WBITS)
     tail = obj.flush()
     if tail:
         yield tail

@@ -111,6 +111,47 @@ def test_a_native_extension_loads_on_arm64(pyimage: Pyimage, arm64_rootfs: Path,
     assert out[:2] == ["aarch64", "6"] and out[2].startswith("/opt/venv/lib/python3.11/site-packages/numpy/")
 
 
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_layer_blobs_built_on_arm64_are_the_same_bytes(kind: str, arm64_rootfs: Path, test_cache_dir: Path, tmp_path: Path) -> None:
+    """An image built on an aarch64 machine (a Graviton runner, a Mac's Linux VM) has the digests of the same image
+    built here: pyimage's layer encoder, run by arm64 Python on arm64 builds of its compressors, writes the same
+    members. isal's igzip, the gzip encoder before, wrote other bytes for every chunk here."""
+    import os
+    import shutil
+    import zipfile
+
+    import deflate
+    import zstandard
+
+    from support.encoder import ENCODE, wheel_content
+    from wheels_fixture import download_wheel
+
+    if os.geteuid() != 0:
+        pytest.skip("chroot into the arm64 root filesystem needs root")
+    root = tmp_path / "root"
+    root.mkdir()
+    subprocess.run(["tar", "-xf", str(arm64_rootfs), "-C", str(root)], check=True)
+    site = root / "opt" / "site"
+    aarch64 = ("manylinux2014_aarch64", "3.11")  # bookworm's python3
+    for requirement in (f"deflate=={deflate.__version__}", f"zstandard=={zstandard.__version__}"):
+        with zipfile.ZipFile(download_wheel(requirement, test_cache_dir / "wheels", aarch64)) as zf:
+            zf.extractall(site)
+    shutil.copytree(Path(__file__).resolve().parents[2] / "pyimage", site / "pyimage", ignore=shutil.ignore_patterns("__pycache__"))
+    numpy_amd64 = download_wheel("numpy==2.0.2", test_cache_dir / "wheels")  # real content: libraries and modules
+    (root / "opt" / "data").write_bytes(wheel_content(numpy_amd64, 2 * 4 * 1024 * 1024 + 123_457))
+
+    here = subprocess.run([sys.executable, "-c", ENCODE, str(root / "opt" / "data"), kind], capture_output=True, text=True, check=True)
+    there = subprocess.run(
+        [shutil.which("chroot") or "/usr/sbin/chroot", str(root), "/usr/bin/python3", "-c", ENCODE + "import platform; print(platform.machine())", "/opt/data", kind],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": "/opt/site", "LC_ALL": "C.UTF-8"}, timeout=600,
+    )
+    assert there.returncode == 0, there.stderr[-2000:]
+    *members, machine = there.stdout.splitlines()
+    assert machine == "aarch64"
+    assert len(members) == 4  # the encoder's id and three members
+    assert members == here.stdout.splitlines()
+
+
 def test_the_index_is_pushed_and_docker_pulls_each_platform(pyimage: Pyimage, arm64_rootfs: Path, dockerd: Dockerd, tmp_path: Path) -> None:
     reg = start_registry(tmp_path / "reg")
     try:

@@ -11,7 +11,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
+import platform
 import random
+import shutil
+import subprocess
+import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +35,7 @@ from pyimage.oci.check import check_image
 from pyimage.oci.layout import write_layout
 from pyimage.oci.model import Image, Layer
 from pyimage.wheels import Wheel, read_wheel
+from support.encoder import ENCODE, wheel_content
 from wheels_fixture import download_wheel
 
 PATHS = InstallPaths("/opt/venv", "3.11")
@@ -135,6 +141,29 @@ def test_a_blob_of_exactly_one_chunk_is_one_member(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def numpy_wheel(test_cache_dir: Path) -> Wheel:
     return read_wheel(download_wheel(NUMPY, test_cache_dir / "wheels"))
+
+
+# -- the encoder: the same bytes on every CPU ------------------------------------------------------------------
+# isal's igzip (the gzip encoder before libdeflate) wrote other bytes for every chunk of this input on a CPU without
+# SSE4.2 (qemu64), and on aarch64 (tests/e2e/test_platforms.py): a layer's digest depended on the building machine.
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_layer_blobs_are_the_same_bytes_on_a_cpu_without_sse4_or_avx(kind: str, numpy_wheel: Wheel, tmp_path: Path) -> None:
+    qemu = shutil.which("qemu-x86_64-static") or shutil.which("qemu-x86_64")
+    if platform.machine() != "x86_64" or qemu is None:
+        reason = "needs an x86_64 host with qemu-user-static (apt-get install qemu-user-static; see .ci/run)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes") and platform.machine() == "x86_64":
+            pytest.fail(f"CI is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    assert numpy_wheel.path is not None
+    data = tmp_path / "data"
+    data.write_bytes(wheel_content(numpy_wheel.path, 2 * CHUNK_SIZE + 123_457))  # two full chunks and a tail
+
+    here = subprocess.run([sys.executable, "-c", ENCODE, str(data), kind], capture_output=True, text=True, check=True)
+    # qemu64: the x86-64 baseline (SSE2; no SSE4.2, AVX, AVX2 or AVX-512): every CPU-dispatched path takes its fallback
+    there = subprocess.run([qemu, "-cpu", "qemu64", sys.executable, "-c", ENCODE, str(data), kind], capture_output=True, text=True)
+    assert there.returncode == 0, there.stderr[-2000:]
+    assert len(here.stdout.splitlines()) == 4  # the encoder's id and three members
+    assert there.stdout == here.stdout
 
 
 def build_all(specs: list[LayerSpec], cache: Path, *, jobs: int, workers: int) -> list[Layer]:
