@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from wheels_fixture import make_wheel, record_hash
+from wheels_fixture import download_wheel, make_wheel, record_hash
 
 from pyimage.cache import Cache
 from pyimage.errors import BuildError
@@ -98,6 +98,47 @@ def demo_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         entry_points=DEMO_ENTRY_POINTS,
         executable=("demo-1.0.data/scripts/demo-shell",),
     )
+
+
+# -- the same files as pypa/installer --------------------------------------------------------------------
+def installed_by_installer(wheel: Path, root: Path) -> dict[str, tuple[bytes, bool]]:
+    """pypa/installer's own ``install()`` of ``wheel`` onto disk under ``root``, with the venv's scheme paths:
+    in-image path -> (bytes, executable)."""
+    import os
+
+    from installer import install as installer_install
+    from installer.destinations import SchemeDictionaryDestination
+    from installer.sources import WheelFile
+
+    with WheelFile.open(wheel) as source:
+        schemes = {s: str(root / PATHS.scheme_dir(s, source.distribution).lstrip("/")) for s in ("purelib", "platlib", "scripts", "data", "headers")}
+        destination = SchemeDictionaryDestination(schemes, interpreter=PATHS.interpreter, script_kind="posix")
+        installer_install(source, destination, {"INSTALLER": b"pyimage\n"})
+    out = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            out[str(path.relative_to(root))] = (path.read_bytes(), bool(os.stat(path).st_mode & 0o111))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore:Skip installing:RuntimeWarning")  # installer's, for numpy's one __pycache__ file
+def test_a_wheel_installs_the_files_pypa_installer_installs(demo_wheel: Path, real_wheels: dict[str, Path], test_cache_dir: Path, tmp_path: Path) -> None:
+    """pyimage walks a wheel itself (``_install``) with installer's rules: every file, its bytes, its mode and the
+    RECORD rows must be what installer's own ``install()`` writes, for data schemes, scripts with and without a
+    shebang to rewrite, console and GUI entry points, a root-is-purelib and a platlib wheel."""
+    numpy = download_wheel("numpy==2.0.2", test_cache_dir / "wheels")
+    for wheel in (demo_wheel, real_wheels["six"], real_wheels["wheel"], numpy):
+        ours = install(wheel)
+        theirs = installed_by_installer(wheel, tmp_path / wheel.name)
+        assert set(ours.contents) == set(theirs), wheel.name
+        for path, (data, executable) in theirs.items():
+            if path.endswith(".dist-info/RECORD"):
+                rows = lambda text: sorted(csv.reader(io.StringIO(text.decode())))  # noqa: E731
+                assert rows(ours.contents[path]) == rows(data), path
+                continue
+            assert ours.contents[path] == data, path
+            # a wheel's scripts are 0755 here whatever their zip mode says (``write_file``); elsewhere the zip's mode
+            assert bool(ours.members[path].mode & 0o111) == (executable or path.startswith(BIN + "/")), path
 
 
 # -- real wheels -------------------------------------------------------------------------------------------
