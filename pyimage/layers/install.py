@@ -1,8 +1,9 @@
 """Install a wheel straight into a tar stream, with pypa/installer's semantics and no directory on disk.
 
-installer decides what goes where (RECORD, ``.data/{scripts,purelib,platlib,data,headers}``, console and GUI
-entry points); this module's destination turns each file into a tar entry as it streams out of the zip,
-checking it against the wheel's RECORD hash on the way, so a wheel is read exactly once.
+``_install`` walks the wheel with installer's rules (RECORD, ``.data/{scripts,purelib,platlib,data,headers}``,
+console and GUI entry points, scripts and RECORD written by installer's own helpers; a test compares the result
+with installer's ``install()`` file by file); this module's destination turns each file into a tar entry as it
+streams out of the zip, checking it against the wheel's RECORD hash on the way, so a wheel is read exactly once.
 """
 
 from __future__ import annotations
