@@ -357,18 +357,28 @@ HISTORY_PREFIX = "pyimage: "  # the history line of each layer pyimage writes: "
 def layer_names(config: Mapping[str, Any], count: int) -> list[tuple[str, str]]:
     """(name, source) of each of an image's ``count`` layers, read from its config's history: pyimage's layers by
     the names it gave them ("pyimage: app" -> "app"), every layer below the first of them "base" with its own
-    history line as the source (build's names); an image pyimage did not build keeps its history lines as
-    names. ("", "") for each when the history does not line up with the layers."""
+    history line as the source (build's names; a pyimage-built base's layers too); an image pyimage did not build
+    keeps its history lines as names. ("", "") for each when the history does not line up with the layers."""
     history = config.get("history") or []
     created = [str(h.get("created_by", "")) for h in history if isinstance(h, dict) and not h.get("empty_layer")]
     if len(created) != count:
         return [("", "")] * count
-    first = next((i for i, line in enumerate(created) if line.startswith(HISTORY_PREFIX)), None)
+    # This build's layers are the run of pyimage lines at the top; a base that pyimage built carries such lines too
+    # (its own app, site-packages...). One build never names two layers alike, so the run ends below the first
+    # name seen twice walking down: that layer, and all below it, are the base's.
+    first, seen = None, set()
+    for i in range(len(created) - 1, -1, -1):
+        if not created[i].startswith(HISTORY_PREFIX) or created[i] in seen:
+            break
+        seen.add(created[i])
+        first = i
+    if first is None:  # another tool's layers on top (a Dockerfile FROM a pyimage image): below pyimage's first
+        first = next((i for i, line in enumerate(created) if line.startswith(HISTORY_PREFIX)), None)
     out = []
     for i, line in enumerate(created):
-        if line.startswith(HISTORY_PREFIX):
-            out.append((line.removeprefix(HISTORY_PREFIX), ""))
-        elif first is not None and i < first:
+        if first is not None and i >= first:
+            out.append((line.removeprefix(HISTORY_PREFIX), ""))  # another tool's line above stays as it is
+        elif first is not None:
             out.append(("base", line))
         else:
             out.append((line, ""))

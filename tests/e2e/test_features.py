@@ -154,6 +154,9 @@ def test_oci_and_docker_archive_bases(pyimage: Pyimage, tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         built = json.loads(done.stdout)
         assert [l["digest"] for l in built["layers"] if l["name"] == "base"] == [l["digest"] for l in report["layers"]]
+        # inspect names the layers as build did: the base's own app and site-packages layers are "base"
+        shown = json.loads(pyimage.run("inspect", "--json", f"oci:{tmp_path / 'out'}:x", base=False).stdout)
+        assert [l["name"] for l in shown["layers"]] == [l["name"] for l in built["layers"]]
     # both environments work side by side: the base's own command, and this app's packages from its venv
     assert "hello, world" in run_image(tmp_path / "out", "x", args=["/opt/venv/bin/hello"]).stdout
     probe = "import fastapi, sys; print(sys.prefix, fastapi.__name__)"
