@@ -4,7 +4,6 @@ a rebuild reads no wheel here and the layer stage can tell which wheels' fragmen
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -66,11 +65,13 @@ def check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) 
     owners: dict[str, tuple[str, str, bool]] = {f: ("the interpreter layer", "interpreter", False) for f in interp_files}
     dirs: dict[str, str] = {d: "the interpreter layer" for d in interp_dirs}
     notes: list[str] = []
-    _read_file_maps([w for w in wheels if cached_files(w.sha256, paths, cache) is None], paths, cache)
+    _read_file_maps([w for w in wheels if _cached_facts(w.sha256, paths, cache) is None], paths, cache)
     for wheel in wheels:
-        files, namespace = wheel_files(wheel, paths, cache)
-        for path, digest in sorted(files.items()):
-            if posixpath.basename(posixpath.dirname(path)).endswith(".dist-info") and path.endswith(("/RECORD", "/INSTALLER")):
+        facts = _facts(wheel, paths, cache)
+        namespace = facts.namespace
+        for path, digest in sorted(facts.files.items()):
+            # (paths in file maps are normalized: no "//", no trailing "/"; rpartition is posixpath.dirname here)
+            if path.endswith(("/RECORD", "/INSTALLER")) and path.rpartition("/")[0].endswith(".dist-info"):
                 continue  # written per wheel by the installer, in the wheel's own dist-info
             if path in dirs:
                 raise BuildError(
@@ -88,7 +89,7 @@ def check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) 
                     "drop one of the two packages, or pin versions that do not collide",
                 )
             owners[path] = (wheel.filename, digest, is_ns)
-            parent = posixpath.dirname(path)
+            parent = path.rpartition("/")[0]
             while parent and parent not in dirs:
                 if parent in owners:
                     raise BuildError(
@@ -96,7 +97,7 @@ def check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) 
                         "drop one of the two packages, or pin versions that do not collide",
                     )
                 dirs[parent] = wheel.filename
-                parent = posixpath.dirname(parent)
+                parent = parent.rpartition("/")[0]
     cache.put_meta(CHECKED, tuple(notes), *material)
     return notes
 
@@ -104,7 +105,21 @@ def check_conflicts(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) 
 def wheel_files(wheel: Wheel, paths: InstallPaths, cache: Cache) -> tuple[dict[str, str], set[str]]:
     """A wheel's file map and its namespace-boilerplate ``__init__.py`` paths, cached by the wheel's content, so a
     new app sharing torch reads none of torch's bytes here."""
-    facts = cache.get_meta(FILES, *_files_key(wheel.sha256, paths))
+    facts = _facts(wheel, paths, cache)
+    return dict(facts.files), set(facts.namespace)
+
+
+# A wheel's file map is a fact of its content: read from the cache once per process, not once per use (a build
+# read torch's 12,000 entries three times over).
+_MEMO: dict[tuple[str, ...], _Files] = {}
+
+
+def _memo_key(cache: Cache, sha256: str, paths: InstallPaths) -> tuple[str, ...]:
+    return (str(cache.root), *_files_key(sha256, paths))
+
+
+def _facts(wheel: Wheel, paths: InstallPaths, cache: Cache) -> _Files:
+    facts = _cached_facts(wheel.sha256, paths, cache)
     if facts is None:
         if wheel.path is None:  # the facts are gone but the wheel was not fetched: a damaged cache
             raise BuildError(f"{wheel.filename}: its file list is missing from the cache", "run `pyimage cache verify`, then build again")
@@ -113,7 +128,8 @@ def wheel_files(wheel: Wheel, paths: InstallPaths, cache: Cache) -> tuple[dict[s
         files, namespace = wheel_paths(wheel.path, paths)
         facts = _Files(files, frozenset(namespace))
         cache.put_meta(FILES, facts, *_files_key(wheel.sha256, paths))
-    return dict(facts.files), set(facts.namespace)
+        _MEMO[_memo_key(cache, wheel.sha256, paths)] = facts
+    return facts
 
 
 def _read_file_maps(wheels: Sequence[Wheel], paths: InstallPaths, cache: Cache) -> None:
@@ -134,5 +150,13 @@ def _files_key(sha256: str, paths: InstallPaths) -> tuple[str, ...]:
 
 def cached_files(sha256: str, paths: InstallPaths, cache: Cache) -> frozenset[str] | None:
     """The paths a wheel installs, from the cache alone (None when its file map was never recorded)."""
-    facts = cache.get_meta(FILES, *_files_key(sha256, paths))
+    facts = _cached_facts(sha256, paths, cache)
     return frozenset(facts.files) if facts is not None else None
+
+
+def _cached_facts(sha256: str, paths: InstallPaths, cache: Cache) -> _Files | None:
+    key = _memo_key(cache, sha256, paths)
+    facts = _MEMO.get(key) or cache.get_meta(FILES, *_files_key(sha256, paths))
+    if facts is not None:
+        _MEMO[key] = facts
+    return facts

@@ -124,3 +124,36 @@ def test_a_dependency_that_overwrites_the_venv_python_fails_the_build_with_one_l
     again = run_pyimage("build", "--json", "-C", str(project), "--base", base, "-o", f"oci:{tmp_path / 'out'}", cache=cache, env=env)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["outputs"]
+
+
+def test_each_file_map_is_read_from_the_cache_once_per_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuild after an edit has a new app wheel, so the conflict check runs again over every wheel; each wheel's
+    file map is read from the cache once, not once per use (a build read torch's 12,000 entries three times), and a
+    conflict found from the remembered maps is still found."""
+    from pyimage.layers import conflicts
+    from pyimage.layers.conflicts import wheel_files
+
+    a = read_wheel(make_wheel(tmp_path / "a", "alpha", "1.0", {"alpha/__init__.py": b"a = 1\n", "shared/data.txt": b"one\n"}))
+    b = read_wheel(make_wheel(tmp_path / "b", "beta", "1.0", {"beta/__init__.py": b"b = 1\n"}))
+    clash = read_wheel(make_wheel(tmp_path / "c", "gamma", "1.0", {"gamma/__init__.py": b"", "shared/data.txt": b"two\n"}))
+    cache = Cache(tmp_path / "cache")
+    assert check_conflicts([a, b], PATHS, cache) == []  # the maps made and recorded
+
+    monkeypatch.setattr(conflicts, "_MEMO", {})  # a new process: nothing remembered yet
+    reads: list[str] = []  # the file maps read back from the cache (a miss is not a read)
+    get_meta = Cache.get_meta
+
+    def counted(self: Cache, kind: object, *key: str) -> object:
+        found = get_meta(self, kind, *key)  # type: ignore[arg-type]
+        if found is not None:
+            reads.append(kind.kind)  # type: ignore[attr-defined]
+        return found
+
+    monkeypatch.setattr(Cache, "get_meta", counted)
+    app = read_wheel(make_wheel(tmp_path / "app", "app", "1.0", {"app/__init__.py": b"edited = True\n"}))
+    assert check_conflicts([a, b, app], PATHS, cache) == []
+    for wheel in (a, b, app):
+        wheel_files(wheel, PATHS, cache)  # what the entrypoint check and the layer plan ask for next
+    assert reads.count("files") == 2  # alpha's and beta's, once each; the app's map was made here
+    with pytest.raises(BuildError, match="both install /opt/venv/lib/python3.11/site-packages/shared/data.txt"):
+        check_conflicts([a, b, clash], PATHS, cache)
