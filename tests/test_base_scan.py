@@ -187,3 +187,30 @@ def test_a_base_layer_compressed_by_another_encoder_is_not_taken_from_the_cache(
     assert not after.cached
     assert after.diff_id == before.diff_id and after.digest != before.digest
     assert after.digest == fresh.digest  # what a machine with an empty cache makes
+
+
+def test_a_new_plain_rootfs_is_read_once_its_sha256_being_its_diff_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rootfs tar met for the first time is hashed while it is compressed (its sha256 is the layer's diff_id),
+    not hashed first and compressed after; met again it is a cache hit, and a copy elsewhere gives the same layer."""
+    import shutil
+
+    from pyimage import base
+    from pyimage.hashing import file_digest
+
+    rootfs = _rootfs(tmp_path / "rootfs.tar", [("usr/bin/python3.11", b"an interpreter " * 20_000), ("etc/passwd", "root:x:0:0::/root:/bin/sh\n")])
+    hashed: list[Path] = []
+    monkeypatch.setattr(base, "file_digest", lambda path, *a: hashed.append(Path(path)) or file_digest(path, *a))
+    platform = Platform("linux", "amd64")
+    cache = Cache(tmp_path / "cache")
+    first = load_base(f"rootfs:{rootfs}", platform, cache)[0].layers[0]
+    assert hashed == [] and not first.cached
+    assert first.diff_id == file_digest(rootfs)
+    again = load_base(f"rootfs:{rootfs}", platform, cache)[0].layers[0]
+    assert again.cached and (again.digest, again.diff_id) == (first.digest, first.diff_id)
+
+    copy = tmp_path / "elsewhere" / "rootfs.tar"
+    copy.parent.mkdir()
+    shutil.copyfile(rootfs, copy)
+    other = load_base(f"rootfs:{copy}", platform, cache)[0].layers[0]
+    assert (other.digest, other.diff_id) == (first.digest, first.diff_id)
+    assert hashed == []
