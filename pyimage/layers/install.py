@@ -41,7 +41,6 @@ __all__ = ["InstallPaths", "install_wheel", "wheel_file_map", "namespace_inits",
 INSTALLER_NAME = b"pyimage\n"
 
 
-
 class _Member(io.RawIOBase):
     """A zip member stream that knows its size and the hash RECORD promises for it."""
 
