@@ -144,6 +144,33 @@ def test_lock_file_is_written_reused_and_detected_stale(pyimage: Pyimage, tmp_pa
     os.utime(lock)
 
 
+def test_a_bumped_pin_moves_that_package_and_keeps_every_other_locked_version(pyimage: Pyimage, tmp_path: Path) -> None:
+    """A stale lock is resolved again preferring its versions; a requirement that excludes its own locked version
+    (a bump) frees that package alone. Before, the preferring resolution failed and a free one ran after it:
+    uv twice, and every package moved to its newest release (humanize here) with the one the user bumped."""
+    import re
+
+    project = copy_example("hello-cli", tmp_path)
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text()
+    assert '["humanize>=4", "attrs>=23"]' in text
+    pyproject.write_text(text.replace('["humanize>=4", "attrs>=23"]', '["humanize>=4,<4.10", "attrs>=23"]'))
+    pyimage.build(project, tmp_path / "layout")
+    lock = project / "pylock.pyimage.toml"
+
+    def version(name: str) -> str:
+        found = re.search(rf'name = "{name}"\nversion = "([^"]+)"', lock.read_text())
+        assert found, lock.read_text()
+        return found.group(1)
+
+    humanize, attrs = version("humanize"), version("attrs")
+    assert humanize.startswith("4.9") and attrs != "23.1.0"
+    pyproject.write_text(text.replace('["humanize>=4", "attrs>=23"]', '["humanize>=4", "attrs==23.1.0"]'))
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}", project=project)
+    assert "pylock.pyimage.toml is stale" in done.stderr
+    assert (version("attrs"), version("humanize")) == ("23.1.0", humanize)  # the bump; humanize as locked
+
+
 def test_killed_build_leaves_nothing_a_later_build_trusts(pyimage: Pyimage, tmp_path: Path) -> None:
     import signal
     import time
