@@ -124,9 +124,10 @@ def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str
         sha = file_digest(path)
         cache.put_meta(ROOTFS_SHA, sha, *stamp)
     key = _rootfs_key(sha, compression)
-    cached = record is None
-    record = record or cache.get_layer(key)
-    cached = cached and record is not None
+    cached = False
+    if record is None:  # not ingested just now: the cache may hold it
+        record = cache.get_layer(key)
+        cached = record is not None
     in_registry = False
     if record is None and remote is not None:  # compressed before, blob pruned, and the push targets hold it
         known = cache.layer_record(key)
