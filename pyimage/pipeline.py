@@ -31,6 +31,7 @@ from pyimage.layers.interpreter import Interpreter, choose_base_python, standalo
 from pyimage.layers.native import check_libraries, natives_checked, unscanned
 from pyimage.layers.plan import LayerPlan, LayerSpec, plan_layers
 from pyimage.layers.tar import TarWriter
+from pyimage.layers.worker import build_in_child, worth_a_process
 from pyimage.layers.ignore import DockerIgnore, read_dockerignore, secret_like
 from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
 from pyimage.base import BaseFacts, load_base, scan_base
@@ -360,13 +361,24 @@ def _start_early(
         if not done.set_running_or_notify_cancel():
             return
         try:
-            done.set_result(build_layer(spec, ctx))
+            done.set_result(_build_apart(spec, ctx))
         except BaseException as exc:  # handed to ``build``, which raises it in its place
             done.set_exception(exc)
 
     # A daemon: a plan that fails after this started ends the process without waiting for the layer.
     threading.Thread(target=run, name="pyimage-early-layer", daemon=True).start()
     return {layer_key(spec, ctx): done}
+
+
+def _build_apart(spec: LayerSpec, ctx: LayerContext) -> Layer:
+    """``spec``'s layer, built in a process of its own when it is big enough to be worth one (``layers/worker.py``:
+    a GIL of its own, so its Python work and the rest of the build's run on both cores at once)."""
+    reading = wheels_to_read([spec], ctx)  # the wheels' bytes decide it, not cached fragments being joined
+    if not reading or not worth_a_process(sum(w.installed_size for w in reading)):
+        return build_layer(spec, ctx)
+    built = build_in_child(spec, ctx)
+    layer = build_layer(spec, ctx)  # read from the cache when the child built it
+    return replace(layer, cached=False) if built else layer
 
 
 def layer_context(cfg: Config, cache: Cache, paths: InstallPaths, interp: Interpreter, remote: Callable[[str], bool] | None = None) -> LayerContext:
@@ -463,7 +475,7 @@ def build(prep: Plan, events: Events = _quiet, jobs: int = 2, remote: Callable[[
         order = sorted(range(len(specs)), key=lambda i: -specs[i].installed_size)
         built: dict[int, Layer] = {}
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = {pool.submit(_layer_of, specs[i], ctx, prep.early): i for i in order}
+            futures = {pool.submit(_layer_of, specs[i], ctx, prep.early, jobs > 1 and remote is None): i for i in order}
             for future in as_completed(futures):  # reported as each finishes, so a long torch layer is not silent
                 i = futures[future]
                 built[i] = future.result()
@@ -507,10 +519,13 @@ def _app_tree_filler(files: Sequence[ProjectFile], ctx: LayerContext) -> Callabl
     return filler
 
 
-def _layer_of(spec: LayerSpec, ctx: LayerContext, early: dict[str, "Future[Layer]"]) -> Layer:
-    """``spec``'s layer: the build the plan started for it, or one made now."""
+def _layer_of(spec: LayerSpec, ctx: LayerContext, early: dict[str, "Future[Layer]"], apart: bool) -> Layer:
+    """``spec``'s layer: the build the plan started for it, or one made now (``apart``: a big one in a process of
+    its own)."""
     started = early.get(layer_key(spec, ctx)) if early else None
-    return started.result() if started is not None else build_layer(spec, ctx)
+    if started is not None:
+        return started.result()
+    return _build_apart(spec, ctx) if apart else build_layer(spec, ctx)
 
 
 def _status(layer: Layer) -> str:
