@@ -22,7 +22,7 @@ import pickle
 import subprocess
 import sys
 import threading
-from dataclasses import replace
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -68,7 +68,10 @@ def build_in_child(spec: "LayerSpec", ctx: "LayerContext") -> bool:
     """Builds ``spec``'s layer into ``ctx.cache`` in a child process. True when the child built it; False when it
     found it in the cache or failed other than by a user's error (the caller builds or reads the layer here
     either way). A user's error (``PyimageError``, ``OSError``) is raised here as the child met it."""
-    payload = pickle.dumps((spec, replace(ctx, cache=None, remote=None), str(ctx.cache.root), os.getpid()))
+    # The context without its cache (the child opens the same root) and without ``remote`` (push-only builds
+    # build here: that callable asks the registries).
+    settings = {f.name: getattr(ctx, f.name) for f in fields(ctx) if f.name not in ("cache", "remote")}
+    payload = pickle.dumps((spec, settings, str(ctx.cache.root), os.getpid()))
     # The child imports what this process imported: its sys.path is this one's (relative entries made absolute
     # here), set before its first pyimage import, so neither its working directory nor PYTHONPATH can put
     # another pyimage (or another version of a dependency) in its place.
@@ -110,15 +113,15 @@ def _die_with_parent(parent: int) -> None:
 
 def _main(payload: bytes) -> int:
     """The child's side (``_BOOT`` calls it): builds the layer, replies ``(outcome, user error)`` on stdout."""
-    spec, ctx, root, parent = pickle.loads(payload)  # noqa: S301 - written by our parent
+    spec, settings, root, parent = pickle.loads(payload)  # noqa: S301 - written by our parent
     _die_with_parent(parent)
     from pyimage.cache import Cache
     from pyimage.errors import PyimageError
-    from pyimage.layers.build import build_layer
+    from pyimage.layers.build import LayerContext, build_layer
 
     reply: tuple[str, Any]
     try:
-        layer = build_layer(spec, replace(ctx, cache=Cache(root)))
+        layer = build_layer(spec, LayerContext(cache=Cache(root), **settings))
         reply = ("cached" if layer.cached else "built", None)
     except (PyimageError, OSError) as exc:
         exc.__traceback__ = None
