@@ -100,6 +100,41 @@ def _install(env_python: Path, requirements: list[str]) -> None:
         raise proc.error(hint)
 
 
+def unmet(env_python: Path, requirements: Iterable[str]) -> list[str]:
+    """The requirements the build environment of ``env_python`` does not satisfy, judged by what is installed in
+    *that* environment (its site-packages' dist-info) and its Python version. (pypa/build's
+    ``check_dependencies`` judges by the environment it runs in, pyimage's own: a backend's dynamic requirement
+    pyimage happened to have was never installed for the backend, and one it lacked, such as the backend itself,
+    was installed again at every change of pyproject.toml.)"""
+    import importlib.metadata
+
+    from packaging.markers import default_environment
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    lib = env_python.parent.parent / "lib"
+    sites = sorted(str(p) for p in lib.glob("python3.*/site-packages")) if lib.is_dir() else []
+    installed = {canonicalize_name(d.metadata["Name"] or ""): d.version for d in importlib.metadata.distributions(path=sites)}
+    marker_env: dict[str, str] = dict(default_environment())
+    if len(sites) == 1:  # the environment's own Python version, for markers such as python_version < "3.12"
+        version = Path(sites[0]).parent.name.removeprefix("python")
+        if version != marker_env["python_version"]:
+            marker_env.update(python_version=version, python_full_version=f"{version}.0")
+    out = []
+    for text in sorted(set(requirements)):
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            out.append(text)  # the installer says what is wrong with it
+            continue
+        if req.marker is not None and not req.marker.evaluate(marker_env):
+            continue
+        have = installed.get(canonicalize_name(req.name))
+        if have is None or (req.specifier and not req.specifier.contains(have, prereleases=True)):
+            out.append(text)
+    return out
+
+
 _CLEAR_TRIES = 40  # 0.25 s apart: ten seconds for a killed build's installer to finish
 
 
@@ -399,9 +434,9 @@ def _build(project_dir: Path, out_dir: Path, cache: Cache, epoch: int, requires:
     checked = env_python.parent.parent / f".deps-{stamp}"
     try:
         if not checked.exists():
-            missing = builder.check_dependencies("wheel")
+            missing = unmet(env_python, builder.get_requires_for_build("wheel"))
             if missing:
-                _install(env_python, sorted({r for group in missing for r in group[:1]}))
+                _install(env_python, missing)
             checked.touch()
         return Path(builder.build("wheel", out_dir))
     except BuildBackendException as exc:

@@ -168,3 +168,72 @@ def test_an_environment_a_killed_build_left_half_made_and_still_written_is_made_
     finally:
         writer.wait(10)
     assert (python.parent.parent / ".pyimage-ready").is_file() and python.exists()
+
+
+_DYNAMIC_BACKEND = '''\
+"""A backend whose wheel build needs a requirement it names only dynamically (get_requires_for_build_wheel), as
+scikit-build-core names cmake and ninja: the build fails unless that requirement is in *its* environment."""
+import sys
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from tiny_backend import build_wheel as _tiny_build
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return ["typer"]
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    import typer  # the stand-in installed from find-links, never pyimage's own typer
+    assert typer.MARK == "the build environment's", typer.__file__
+    return _tiny_build(wheel_directory, config_settings, metadata_directory)
+'''
+
+
+def test_a_dynamic_build_requirement_is_judged_by_the_build_environment_not_pyimages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyimage's own environment has typer; the backend's does not. The requirement the backend asks for at build
+    time must be installed into *its* environment (pypa/build's ``check_dependencies`` looked in pyimage's own and
+    found it satisfied: the backend failed on ``import typer``) — and once there, a change of pyproject.toml, which
+    asks the backend again, installs nothing."""
+    from pyimage.cache import Cache
+    from pyimage.resolve import appwheel
+    from support.tiny import offline_env, tiny_project
+    from wheels_fixture import make_wheel
+
+    import typer  # noqa: F401 - pyimage's own environment has it: the case the old check got wrong
+
+    links = tmp_path / "links"
+    make_wheel(links, "typer", "99.0", files={"typer/__init__.py": b"MARK = \"the build environment's\"\n"})
+    for key, value in offline_env(links).items():
+        monkeypatch.setenv(key, value)
+    project = tiny_project(tmp_path / "app")
+    (project / "_backend" / "dynamic_backend.py").write_text(_DYNAMIC_BACKEND)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('build-backend = "tiny_backend"', 'build-backend = "dynamic_backend"'))
+    installs: list[list[str]] = []
+    real_install = appwheel._install
+    monkeypatch.setattr(appwheel, "_install", lambda env, reqs: (reqs and installs.append(list(reqs)), real_install(env, reqs))[1])
+    cache = Cache(tmp_path / "cache")
+
+    wheel = appwheel.build_app_wheel(project, tmp_path / "out1", cache, 0)
+    assert wheel.name == "tinyapp-1.0-py3-none-any.whl"
+    assert installs == [["typer"]]
+
+    pyproject.write_text(pyproject.read_text().replace('version = "1.0"', 'version = "1.1"'))  # the backend is asked again
+    assert appwheel.build_app_wheel(project, tmp_path / "out2", cache, 0).name == "tinyapp-1.1-py3-none-any.whl"
+    assert installs == [["typer"]]  # satisfied in the build environment: nothing installed again
+
+
+def test_unmet_reads_the_environments_own_packages_and_python(tmp_path: Path) -> None:
+    from pyimage.resolve.appwheel import unmet
+    from wheels_fixture import make_wheel
+
+    env = tmp_path / "env"
+    site = env / "lib" / "python3.9" / "site-packages"
+    site.mkdir(parents=True)
+    import zipfile
+
+    with zipfile.ZipFile(make_wheel(tmp_path / "w", "hatchling", "1.27.0")) as zf:
+        zf.extractall(site)
+    python = env / "bin" / "python"
+    reqs = ["hatchling", "hatchling>=1.20", "hatchling<1", "Hatchling[x]>=1", "packaging", "tomli; python_version < '3.11'", "exceptiongroup; python_version >= '3.11'"]
+    assert unmet(python, reqs) == sorted(["hatchling<1", "packaging", "tomli; python_version < '3.11'"])
