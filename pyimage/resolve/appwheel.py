@@ -115,11 +115,11 @@ def unmet(env_python: Path, requirements: Iterable[str]) -> list[str]:
     lib = env_python.parent.parent / "lib"
     sites = sorted(str(p) for p in lib.glob("python3.*/site-packages")) if lib.is_dir() else []
     installed = {canonicalize_name(d.metadata["Name"] or ""): d.version for d in importlib.metadata.distributions(path=sites)}
-    marker_env: dict[str, str] = dict(default_environment())
+    marker_env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
     if len(sites) == 1:  # the environment's own Python version, for markers such as python_version < "3.12"
         version = Path(sites[0]).parent.name.removeprefix("python")
         if version != marker_env["python_version"]:
-            marker_env.update(python_version=version, python_full_version=f"{version}.0")
+            marker_env["python_version"], marker_env["python_full_version"] = version, f"{version}.0"
     out = []
     for text in sorted(set(requirements)):
         try:
@@ -127,7 +127,7 @@ def unmet(env_python: Path, requirements: Iterable[str]) -> list[str]:
         except InvalidRequirement:
             out.append(text)  # the installer says what is wrong with it
             continue
-        if req.marker is not None and not req.marker.evaluate(marker_env):
+        if req.marker is not None and not req.marker.evaluate(dict(marker_env)):
             continue
         have = installed.get(canonicalize_name(req.name))
         if have is None or (req.specifier and not req.specifier.contains(have, prereleases=True)):
