@@ -26,10 +26,14 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pyimage.layers.build import LayerContext
-    from pyimage.layers.plan import LayerSpec
+    from typing import Sequence
 
-__all__ = ["PROCESS_MIN", "build_in_child", "worth_a_process"]
+    from pyimage.layers.build import LayerContext
+    from pyimage.layers.paths import InstallPaths
+    from pyimage.layers.plan import LayerSpec
+    from pyimage.wheels import Wheel
+
+__all__ = ["PROCESS_MIN", "build_in_child", "file_maps_in_child", "spare_core", "worth_a_process"]
 
 # A process costs ~0.15 s to start and import; a layer of this much tar takes seconds to build.
 PROCESS_MIN = 32 << 20
@@ -42,7 +46,12 @@ _LOCK = threading.Lock()
 
 def worth_a_process(installed_size: int) -> bool:
     """Whether a layer of ``installed_size`` bytes of files is built faster apart (on a machine with 2+ cores)."""
-    return installed_size >= PROCESS_MIN and _cores() >= 2 and bool(sys.executable)
+    return installed_size >= PROCESS_MIN and spare_core()
+
+
+def spare_core() -> bool:
+    """Whether a child process would run beside this one: two cores or more, and a Python to start."""
+    return _cores() >= 2 and bool(sys.executable)
 
 
 def _cores() -> int:
@@ -71,7 +80,27 @@ def build_in_child(spec: "LayerSpec", ctx: "LayerContext") -> bool:
     # The context without its cache (the child opens the same root) and without ``remote`` (push-only builds
     # build here: that callable asks the registries).
     settings = {f.name: getattr(ctx, f.name) for f in fields(ctx) if f.name not in ("cache", "remote")}
-    payload = pickle.dumps((spec, settings, str(ctx.cache.root), os.getpid()))
+    ok, reply = _in_child("layer", (spec, settings), str(ctx.cache.root))
+    if not ok:
+        return False
+    outcome, error = reply
+    if error is not None:
+        raise error
+    return bool(outcome == "built")
+
+
+def file_maps_in_child(wheels: "Sequence[Wheel]", paths: "InstallPaths", root: str) -> bool:
+    """Records the file maps of ``wheels`` in the cache at ``root`` from a child process (``layers/conflicts.py``
+    reads the other half meanwhile). True when it did; on any failure the caller reads what is missing itself,
+    and meets the error, if any, in its own words."""
+    ok, reply = _in_child("file-maps", (tuple(wheels), paths), root)
+    return ok and reply == "done"
+
+
+def _in_child(kind: str, args: tuple[Any, ...], root: str) -> tuple[bool, Any]:
+    """Runs ``kind`` with ``args`` against the cache at ``root`` in a child process: (True, its reply), or
+    (False, None) when it could not run or died."""
+    payload = pickle.dumps((kind, args, root, os.getpid()))
     # The child imports what this process imported: its sys.path is this one's (relative entries made absolute
     # here), set before its first pyimage import, so neither its working directory nor PYTHONPATH can put
     # another pyimage (or another version of a dependency) in its place.
@@ -79,7 +108,7 @@ def build_in_child(spec: "LayerSpec", ctx: "LayerContext") -> bool:
     try:
         child = subprocess.Popen([sys.executable, "-c", _BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     except OSError:
-        return False
+        return False, None
     with _LOCK:
         _CHILDREN.add(child)
     try:
@@ -88,14 +117,11 @@ def build_in_child(spec: "LayerSpec", ctx: "LayerContext") -> bool:
         with _LOCK:
             _CHILDREN.discard(child)
     if child.returncode != 0 or not out:
-        return False
+        return False, None
     try:
-        outcome, error = pickle.loads(out)  # noqa: S301 - our own child's reply on its own pipe
-    except Exception:  # a child that printed something else: build here
-        return False
-    if error is not None:
-        raise error
-    return bool(outcome == "built")
+        return True, pickle.loads(out)  # noqa: S301 - our own child's reply on its own pipe
+    except Exception:  # a child that printed something else
+        return False, None
 
 
 def _die_with_parent(parent: int) -> None:
@@ -112,24 +138,34 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _main(payload: bytes) -> int:
-    """The child's side (``_BOOT`` calls it): builds the layer, replies ``(outcome, user error)`` on stdout."""
-    spec, settings, root, parent = pickle.loads(payload)  # noqa: S301 - written by our parent
+    """The child's side (``_BOOT`` calls it): does the task, replies on stdout."""
+    kind, args, root, parent = pickle.loads(payload)  # noqa: S301 - written by our parent
     _die_with_parent(parent)
     from pyimage.cache import Cache
     from pyimage.errors import PyimageError
-    from pyimage.layers.build import LayerContext, build_layer
 
-    reply: tuple[str, Any]
-    try:
-        layer = build_layer(spec, LayerContext(cache=Cache(root), **settings))
-        reply = ("cached" if layer.cached else "built", None)
-    except (PyimageError, OSError) as exc:
-        exc.__traceback__ = None
-        reply = ("error", exc)
+    cache = Cache(root)
+    reply: Any
+    if kind == "file-maps":
+        from pyimage.layers.conflicts import wheel_files
+
+        wheels, paths = args
+        for wheel in wheels:
+            wheel_files(wheel, paths, cache)
+        reply = "done"
+    else:
+        from pyimage.layers.build import LayerContext, build_layer
+
+        spec, settings = args
+        try:
+            layer = build_layer(spec, LayerContext(cache=cache, **settings))
+            reply = ("cached" if layer.cached else "built", None)
+        except (PyimageError, OSError) as exc:
+            exc.__traceback__ = None
+            reply = ("error", exc)
     try:
         data = pickle.dumps(reply)
     except Exception:  # an error that does not travel: the parent builds the layer and meets it itself
         return 1
     sys.stdout.buffer.write(data)
     return 0
-

@@ -161,3 +161,57 @@ def test_a_child_dies_with_a_parent_killed_by_sigkill_and_the_cache_stays_sound(
     again = build_layer(spec, context(root))
     fresh = build_layer(spec, context(tmp_path / "fresh"))
     assert (again.digest, again.diff_id) == (fresh.digest, fresh.diff_id)
+
+
+def _many_wheels(directory: Path, count: int, bad: str | None = None) -> list[Wheel]:
+    out = []
+    for i in range(count):
+        files = {f"pkg{i}/__init__.py": b"", f"pkg{i}/mod.py": b"X = %d\n" % i, "shared/py.typed": b""}
+        if i == 0:  # the heaviest: read here (the biggest go to each side in turn)
+            files[f"pkg{i}/data.bin"] = os.urandom(200_000)
+        if bad is not None and i == count - 1:  # the next heaviest: the child's
+            files[f"pkg{i}/data.bin"] = os.urandom(100_000)
+            files[bad] = b"evil\n"
+        out.append(read_wheel(make_wheel(directory, f"pkg{i}", "1.0", files=files)))
+    return out
+
+
+def test_many_cold_file_maps_are_read_half_in_a_child_and_equal_the_ones_read_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyimage.layers import conflicts
+
+    wheels = _many_wheels(tmp_path / "w", conflicts.APART_MIN + 6)
+    calls: list[tuple[int, bool]] = []
+    real = worker.file_maps_in_child
+
+    def spy(theirs, paths, root):  # type: ignore[no-untyped-def]
+        done = real(theirs, paths, root)
+        calls.append((len(theirs), done))
+        return done
+
+    monkeypatch.setattr(worker, "file_maps_in_child", spy)
+    apart = Cache(tmp_path / "apart")
+    conflicts._MEMO.clear()
+    conflicts._read_file_maps(wheels, PATHS, apart)
+    assert len(calls) == 1 and calls[0][1] and 0 < calls[0][0] < len(wheels)  # the child read its share
+    conflicts._MEMO.clear()
+    here = Cache(tmp_path / "here")
+    assert [conflicts.wheel_files(w, PATHS, apart) for w in wheels] == [conflicts.wheel_files(w, PATHS, here) for w in wheels]
+
+
+def test_a_bad_wheel_in_the_childs_half_is_reported_here_in_the_same_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyimage.layers import conflicts
+
+    wheels = _many_wheels(tmp_path / "w", conflicts.APART_MIN + 6, bad="../escaped.py")
+    sent: list[str] = []
+    real = worker.file_maps_in_child
+    monkeypatch.setattr(worker, "file_maps_in_child", lambda theirs, paths, root: (sent.extend(w.name for w in theirs), real(theirs, paths, root))[1])
+    conflicts._MEMO.clear()
+    with pytest.raises(BuildError) as apart:
+        conflicts._read_file_maps(wheels, PATHS, Cache(tmp_path / "apart"))
+    conflicts._MEMO.clear()
+    monkeypatch.setattr(conflicts, "APART_MIN", 10**9)  # threads only, as before
+    with pytest.raises(BuildError) as here:
+        conflicts._read_file_maps(wheels, PATHS, Cache(tmp_path / "here"))
+    assert (apart.value.message, apart.value.hint) == (here.value.message, here.value.hint)
+    assert "escape" in apart.value.message
+    assert wheels[-1].name in sent  # the bad wheel was the child's to read
