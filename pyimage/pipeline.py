@@ -43,7 +43,7 @@ from pyimage.resolve import hashedreqs
 from pyimage.resolve.appsource import DEFAULT_WORKDIR, AppSource, app_source, entrypoint_guess, is_package, tree_entries
 from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, requires_python
 from pyimage.resolve.lockinput import target_environment
-from pyimage.resolve.pins import choose_pins
+from pyimage.resolve.pins import Ahead, choose_pins, resolve_ahead
 from pyimage.resolve.pip import Pin, fetch_wheels, sdist_wheel
 from pyimage.resolve.target import Target
 from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, check_buildable, collect as collect_local, find_workspace, member_dir, relative_path
@@ -273,6 +273,7 @@ def plan(
     workdir = cache.tmp_path("-appwheel")
     workdir.mkdir()
     early: dict[str, Future[Layer]] = {}
+    ahead: Ahead | None = None
     try:
         check_requires_python(requires_python(cfg.project_dir), target, str(cfg.pyproject))
         app: Wheel | None = None
@@ -281,6 +282,7 @@ def plan(
         if source is not None:  # not a package: no wheel; its dependencies come from pyproject.toml
             app_name, requires, app_input = source.name, list(source.requires), source
         else:
+            ahead = resolve_ahead(cfg, target, cache, refresh_lock, upgrade, workspace)
             app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch, target, events)
             app = read_wheel(app_path)
             app_name, requires, scripts, wheel_requires_python, provided = read_metadata(app_path)
@@ -298,7 +300,9 @@ def plan(
             app_input = app_path
         local = _local_packages(cfg, workspace, app_name, requires, target, cache, workdir, events)
         local_wheels = [(read_wheel(p.wheel), f"built from {relative_path(p.source.directory, cfg.project_dir)} ({p.source.kind})") for p in local]
-        pins = choose_pins(cfg, app_input, requires, target, cache, events, refresh_lock, upgrade, local, workspace)
+        pins = choose_pins(cfg, app_input, requires, target, cache, events, refresh_lock, upgrade, local, workspace, ahead)
+        if ahead is not None:
+            ahead.wait()  # not taken: its uv ends before the build goes on
         wheels = _wheel_values(pins, target, cache, paths, events)
         threshold = cfg.heavy_threshold or None
         extra = int(bool(files)) + int((user is not None and user.created) or bool(cfg.writable)) + int(bool(app_files))
@@ -320,7 +324,9 @@ def plan(
             wheels, checked = [placed.get(w.sha256, w) for w in wheels], [placed.get(w.sha256, w) for w in checked]
             _check_natives(cfg, checked, cache, facts, target, base_source)
         layer_plan = plan_layers(wheels, app, cfg.heavy, threshold, cfg.max_layers, fixed_layers=len(base.layers) + 1 + extra, workspace=local_wheels)
-    except BaseException:
+    except BaseException as exc:
+        if ahead is not None and not isinstance(exc, KeyboardInterrupt):
+            ahead.wait()  # no resolver outlives the build (on Ctrl-C its temp files are left to the cache's sweep)
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     notes = list(layer_plan.notes) + conflict_notes + _files_notes([*files, *app_files]) + bytecode_notes(cfg, user) + _root_settings_note(cfg, workspace)

@@ -22,7 +22,7 @@ from packaging.utils import canonicalize_name
 from pyimage.errors import ConfigError
 from pyimage.resolve.appwheel import _pyproject
 
-__all__ = ["AppSource", "is_package", "app_source", "entrypoint_guess", "DEFAULT_WORKDIR", "tree_entries"]
+__all__ = ["AppSource", "is_package", "app_source", "static_requires", "entrypoint_guess", "DEFAULT_WORKDIR", "tree_entries"]
 
 DEFAULT_WORKDIR = "/app"  # where Dockerfiles of such apps put them (`WORKDIR /app`, `COPY . /app`)
 
@@ -111,6 +111,38 @@ def app_source(project_dir: Path, extras: Sequence[str]) -> AppSource:
         requires += _requirements(by_extra[canonicalize_name(extra)], f"[project.optional-dependencies] {extra}", pyproject)
     version = project.get("version")
     return AppSource(_name(project, project_dir), version if isinstance(version, str) and version else "0", tuple(dict.fromkeys(requires)))
+
+
+def static_requires(project_dir: Path, extras: Sequence[str]) -> tuple[str, ...] | None:
+    """A package's dependencies as its pyproject.toml declares them, the selected extras' included, when a backend
+    must copy them into the wheel as written (PEP 621: not ``dynamic``); None when they are dynamic, name the
+    project itself or a direct reference (a path dependency, built first), or are not valid: then only the built
+    wheel says. Never raises: a broken table is reported where the wheel is built."""
+    try:
+        project = _tool_table(_pyproject(project_dir), "project")
+        dynamic = project.get("dynamic") or []
+        if not project or not isinstance(dynamic, list) or "dependencies" in dynamic or ("optional-dependencies" in dynamic and extras):
+            return None
+        pyproject = project_dir / "pyproject.toml"
+        requires = _requirements(project.get("dependencies", []), "[project] dependencies", pyproject)
+        optional = project.get("optional-dependencies") or {}
+        by_extra = {canonicalize_name(k): v for k, v in optional.items()} if isinstance(optional, dict) else {}
+        for extra in extras:
+            if canonicalize_name(extra) not in by_extra:
+                return None
+            requires += _requirements(by_extra[canonicalize_name(extra)], f"[project.optional-dependencies] {extra}", pyproject)
+    except (ConfigError, OSError, ValueError, AttributeError, TypeError):
+        return None
+    name = project.get("name")
+    own = canonicalize_name(name) if isinstance(name, str) else ""
+    if any(own == _line_name(line) or "@" in line.split(";")[0] for line in requires):
+        return None
+    return tuple(dict.fromkeys(requires))
+
+
+def _line_name(line: str) -> str:
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+    return canonicalize_name(match.group(1)) if match else ""
 
 
 def entrypoint_guess(project_dir: Path, requires: Sequence[str] = (), name: str = "") -> list[str] | None:

@@ -77,8 +77,9 @@ def inputs_key(requires_dist: Sequence[str], extras: Sequence[str], requirements
 
 
 class Lock:
-    def __init__(self, pins: list[Pin], inputs: str, legacy: bool = False) -> None:
+    def __init__(self, pins: list[Pin], inputs: str, legacy: bool = False, declared: str = "") -> None:
         self.pins, self.inputs, self.legacy = pins, inputs, legacy  # legacy: the old single-target form
+        self.declared = declared  # what the project asked of the resolver (pins.declared_digest); "" before 2026-11-25
 
 
 def _q(value: str) -> str:
@@ -129,10 +130,12 @@ def _pin_of(pkg: dict) -> Pin:
     return Pin(pkg["name"], pkg["version"], file["name"], file.get("url", ""), file["hashes"]["sha256"])
 
 
-def write_lock(path: Path, pins: Sequence[Pin], inputs: str, target: Target, local: Sequence[tuple[str, str]] = ()) -> None:
+def write_lock(path: Path, pins: Sequence[Pin], inputs: str, target: Target, local: Sequence[tuple[str, str]] = (), declared: str = "") -> None:
     """Writes ``target``'s entries into ``path``, keeping every other platform's entries as they are, so
     building for amd64 and then arm64 leaves the amd64 entries (and, unchanged, the whole file) alone.
-    ``local``: (name, directory relative to the lock) of each package built from the workspace."""
+    ``local``: (name, directory relative to the lock) of each package built from the workspace. ``declared``:
+    the digest of what the project asked (``requires-digest``), by which the next build can tell from
+    pyproject.toml alone, before its wheel is built, that the lock is stale."""
     key = target_key(target)
     for name, rel in local:
         if rel.startswith("/") or "\\" in rel:
@@ -151,7 +154,7 @@ def write_lock(path: Path, pins: Sequence[Pin], inputs: str, target: Target, loc
                     others[other] = (table, [_pin_of(p) for p in entries], entries[0]["marker"] if entries else "")
                 except (KeyError, IndexError, TypeError):
                     continue  # an entry this version cannot read: resolved again when that platform is built
-    tables = {**{k: v[0] for k, v in others.items()}, key: {"inputs": inputs, "target": target.describe(), "marker": _marker(target)}}
+    tables = {**{k: v[0] for k, v in others.items()}, key: {"inputs": inputs, "target": target.describe(), "marker": _marker(target), **({"requires-digest": declared} if declared else {})}}
     lines = [
         "# Written by pyimage: the resolved wheel set for the image (PEP 751), one entry per package and target",
         "# platform (its marker). Refresh with `pyimage lock`. A file without a url came from a local find-links",
@@ -190,6 +193,6 @@ def read_lock(path: Path, target: Target | None = None) -> Lock | None:
         if not isinstance(table, dict):
             return None
         entries = [p for p in data.get("packages", []) if p.get("tool", {}).get("pyimage", {}).get("target") == key and "directory" not in p]
-        return Lock([_pin_of(p) for p in entries], str(table.get("inputs", "")))
+        return Lock([_pin_of(p) for p in entries], str(table.get("inputs", "")), declared=str(table.get("requires-digest", "")))
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{path}: not a lock file pyimage can read ({exc})", "delete it and run `pyimage lock`") from exc
