@@ -37,7 +37,7 @@ __all__ = ["BaseFacts", "load_base", "scan_base", "scratch_image"]
 _PYTHON_RE = re.compile(r"^(?:.*/)?bin/python(3\.\d+)$")
 _GLIBC_RE = re.compile(rb"GLIBC_2\.(\d+)")
 _GLIBC_RELEASE_RE = re.compile(rb"GNU C Library [^\0\n]{0,100}? release version (2\.\d+)")
-_SCAN_FORMAT = 5  # 3: /etc/passwd and /etc/group; 4: library sonames, libc.so.6 read through its symlink; 5: executables and links (entrypoint check)
+_SCAN_FORMAT = 6  # 3: /etc/passwd and /etc/group; 4: library sonames, libc.so.6 read through its symlink; 5: executables and links (entrypoint check); 6: the root's names (`python -m`)
 # The loader's default directories (and Debian's multiarch ones): a file there is found by its name; so is one in
 # a directory /etc/ld.so.conf (and the files it includes, /etc/ld.so.conf.d/*.conf) names.
 _LIBRARY_RE = re.compile(r"^(?:usr/(?:local/)?)?lib(?:64)?/(?:[a-z0-9_]+-linux-[a-z0-9_]+/)?([^/]*\.so(?:\.[^/]*)?)$")
@@ -63,6 +63,7 @@ class BaseFacts:
     libraries: tuple[str, ...] = ()  # file names in the loader's directories (libpq.so.5, libz.so.1, …), sorted
     executables: frozenset[str] = frozenset()  # regular files with an x bit, in-image paths ("/usr/bin/sh")
     links: dict[str, str] = field(default_factory=dict)  # symlink -> target, so /bin/sh finds /usr/bin/sh (usrmerge)
+    root: frozenset[str] | None = None  # the names at / ("usr", "app.py"): where `python -m` looks with no WorkingDir; None: not scanned
 
     def resolve(self, path: str) -> str:
         """``path`` with the base's symlinks followed (symlinked directories such as ``/bin -> usr/bin`` too), the
@@ -302,7 +303,7 @@ def _facts(hit: Any) -> BaseFacts:
         raise TypeError("not a map of paths")
     return BaseFacts(
         pythons, string(hit["libc"]), string(hit["libc_version"]), string(hit["machine"]), string(hit["passwd"]), string(hit["group"]),
-        strings(hit["libraries"]), frozenset(strings(hit["executables"])), links,
+        strings(hit["libraries"]), frozenset(strings(hit["executables"])), links, frozenset(strings(hit["root"])),
     )
 
 
@@ -310,6 +311,7 @@ def _dump_facts(facts: BaseFacts) -> dict[str, Any]:
     return {
         "pythons": facts.pythons, "libc": facts.libc, "libc_version": facts.libc_version, "machine": facts.machine, "passwd": facts.passwd,
         "group": facts.group, "libraries": list(facts.libraries), "executables": sorted(facts.executables), "links": facts.links,
+        "root": sorted(facts.root or ()),
     }
 
 
@@ -506,6 +508,7 @@ def _scan(layers: Iterable[tuple[BinaryIO, str]]) -> BaseFacts:
     libc_files: dict[str, str] = {}  # path -> "2.36" for regular files named like libc
     libc_names: list[str] = []  # paths of libc.so.6, the last one last
     executables: set[str] = set()  # regular files with an x bit (and hard links to them), no leading /
+    root: set[str] = set()  # first components of every path
     musl, machine = False, ""
     for stream, digest in layers:
         try:
@@ -515,10 +518,13 @@ def _scan(layers: Iterable[tuple[BinaryIO, str]]) -> BaseFacts:
                     base = name.rsplit("/", 1)[-1]
                     if base.startswith(".wh."):
                         gone = name[: -len(base)] + base[4:]
+                        root.discard(gone)  # a name at / (an opaque whiteout there, ".wh..wh..opq", keeps the rest: a superset)
                         for known in (present, accounts, libraries, links, libc_files, ld_conf):
                             known.pop(gone, None)
                         executables.difference_update([p for p in executables if p == gone or p.startswith(gone + "/")])  # a directory's whiteout takes its tree
                         continue
+                    if name:
+                        root.add(name.split("/", 1)[0])
                     for known in (libraries, links, libc_files, ld_conf):  # a later layer's entry replaces the path
                         known.pop(name, None)
                     if _LD_CONF_RE.match(name) and member.isfile() and member.size <= _MAX_LD_CONF_READ:
@@ -574,6 +580,7 @@ def _scan(layers: Iterable[tuple[BinaryIO, str]]) -> BaseFacts:
         tuple(sorted(found)),
         frozenset("/" + _canonical(name, links) for name in executables),  # keyed as BaseFacts.resolve arrives at them
         {"/" + name: "/" + target for name, target in sorted(links.items())},
+        frozenset(root),
     )
 
 

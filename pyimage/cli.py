@@ -85,7 +85,7 @@ def _parse_set(items: List[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key=value", "e.g. --set max-layers=20 or --set 'heavy=[\"torch\"]'")
-        value = _toml_value(raw.strip())
+        value = _toml_value(raw.strip(), key.strip())
         if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool) and key.strip() in _STRING_KEYS):
             value = raw.strip()  # --set python=3.10 / tags=1.0 are strings, not the number 3.1
         out[key.strip()] = value
@@ -95,13 +95,24 @@ def _parse_set(items: List[str]) -> dict[str, Any]:
 _STRING_KEYS = ("python", "tags", "user", "workdir", "owner", "base", "repository")
 
 
-def _toml_value(raw: str) -> Any:
+def _toml_value(raw: str, key: str = "KEY") -> Any:
     from pyimage.config import tomllib
 
     try:
         return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw  # a bare string
+    except tomllib.TOMLDecodeError as exc:
+        if raw[:1] not in ("[", "{"):
+            return raw  # a bare string
+        # a list or table whose strings are not quoted (``heavy=[numpy,pandas]``) was taken as one string
+        if raw[:1] == "[" and raw.endswith("]"):
+            items = [i.strip() for i in raw[1:-1].split(",") if i.strip()]
+            example = "[" + ", ".join(i if i[:1] in "\"'" or i.replace(".", "").isdigit() else f'"{i}"' for i in items) + "]"
+        else:
+            example = '{MODE="prod"}'
+        raise ConfigError(
+            f"--set {key}={raw}: not a TOML {'list' if raw[:1] == '[' else 'table'} ({str(exc).split(' (at')[0]})",
+            f"quote the strings in it, and the whole item for the shell: --set '{key}={example}'",
+        ) from None
 
 
 def _overrides(sets: Optional[List[str]], base: Optional[str], python: Optional[str], heavy: Optional[List[str]], platform: Optional[str], **more: Any) -> dict[str, Any]:

@@ -697,6 +697,22 @@ def _line_of(text: str, key: str) -> int | None:
 _VCS_DIRS = (".git", ".hg", ".svn", ".jj")
 
 
+def toml_error(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> ConfigError:
+    """A TOML syntax error as ``FILE:LINE:COLUMN: invalid TOML: what``; tomllib says "at end of document" for
+    something left open (``ports = [8000``), which is named as such at the file's last line."""
+    message = str(exc)
+    at = re.search(r" \(at line (\d+), column (\d+)\)$", message)
+    if at:
+        return ConfigError(f"{path}:{at.group(1)}:{at.group(2)}: invalid TOML: {message[: at.start()]}", "fix the syntax at that line and column")
+    if message.endswith(" (at end of document)"):
+        last = text.count("\n") + (0 if text.endswith("\n") else 1)
+        return ConfigError(
+            f"{path}:{last}: invalid TOML: {message.removesuffix(' (at end of document)')} at the end of the file",
+            "a bracket, brace or quote opened above is never closed: close it where the value ends",
+        )
+    return ConfigError(f"{path}: invalid TOML: {message}", "fix the syntax of the file")
+
+
 def _is_project(pyproject: Path) -> bool:
     """A pyproject.toml that makes its directory a project pyimage builds: ``[project]`` or ``[tool.pyimage]``
     (a tool-only pyproject.toml, ``[tool.ruff]`` alone, is not one)."""
@@ -773,7 +789,7 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{pyproject}: invalid TOML: {exc}", "fix the syntax at the line shown") from None
+        raise toml_error(pyproject, text, exc) from None
     _misspelt_table(pyproject, text, data)
     section = data.get("tool", {}).get("pyimage", {})
     if not isinstance(section, dict):

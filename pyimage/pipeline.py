@@ -47,7 +47,7 @@ from pyimage.resolve.pins import Ahead, choose_pins, resolve_ahead
 from pyimage.resolve.pip import Pin, fetch_wheels, sdist_wheel
 from pyimage.resolve.target import Target
 from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, check_buildable, collect as collect_local, find_workspace, member_dir, relative_path
-from pyimage.runconfig import bytecode_notes, check_entrypoint, check_program, entrypoint, image_config
+from pyimage.runconfig import bytecode_notes, check_entrypoint, check_program, check_script_object, entrypoint, image_config
 from pyimage.wheels import Wheel, read_metadata, read_wheel
 
 __all__ = ["Plan", "BuildResult", "plan", "plan_platforms", "fetch", "build", "build_all", "run", "plan_only", "lock_only", "workspace_member", "unpackaged_app"]
@@ -296,7 +296,9 @@ def plan(
                     (f"did you mean {near[0]!r}? " if near else "") + "fix [tool.pyimage] extras (or --set extras=…) to name one of [project.optional-dependencies]",
                 )
             check_requires_python(wheel_requires_python, target, f"{cfg.project_dir.name} (its wheel's metadata)")
-            entrypoint(cfg, scripts, paths.bin)  # no or several scripts: said before resolving and building layers
+            runs = entrypoint(cfg, scripts, paths.bin)  # no or several scripts: said before resolving and building layers
+            if runs and posixpath.basename(runs[0]) in scripts and runs[0] in (posixpath.basename(runs[0]), posixpath.join("/", paths.bin, posixpath.basename(runs[0]))):
+                check_script_object(app_path, posixpath.basename(runs[0]))
             app_input = app_path
         local = _local_packages(cfg, workspace, app_name, requires, target, cache, workdir, events)
         local_wheels = [(read_wheel(p.wheel), f"built from {relative_path(p.source.directory, cfg.project_dir)} ({p.source.kind})") for p in local]

@@ -13,6 +13,7 @@ import functools
 import json
 import posixpath
 import sys
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from pyimage.base import BaseFacts
@@ -25,7 +26,7 @@ from pyimage.oci.model import Image, Layer
 from pyimage.resolve.appsource import DEFAULT_WORKDIR, AppSource, entrypoint_guess
 from pyimage.resolve.appwheel import project_table
 
-__all__ = ["DEFAULT_PATH", "bytecode_notes", "check_entrypoint", "check_program", "declared_scripts", "entrypoint", "image_config", "run_settings"]
+__all__ = ["DEFAULT_PATH", "bytecode_notes", "check_entrypoint", "check_program", "check_script_object", "declared_scripts", "entrypoint", "image_config", "run_settings"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # what runtimes use when the image sets none
 
@@ -102,7 +103,9 @@ def check_program(
         return standalone and posixpath.commonpath([path, STANDALONE_HOME]) == STANDALONE_HOME  # not enumerated: trusted
 
     env = {k: v for k, v in (item.partition("=")[::2] for item in base_run.get("Env") or [])}
-    check_target = functools.partial(_check_python_target, key, argv, in_venv, in_files, facts, paths, workdir, "PYTHONPATH" in {**env, **cfg.env})
+    check_target = functools.partial(
+        _check_python_target, key, argv, in_venv, in_files, facts, paths, workdir, "PYTHONPATH" in {**env, **cfg.env}, str(base_run.get("WorkingDir") or "/")
+    )
     if program.startswith("/"):
         if exists(posixpath.normpath(program)):
             if posixpath.normpath(program) in pythons or posixpath.normpath(program) == interp.executable:
@@ -166,13 +169,16 @@ def _python_target(args: Sequence[str]) -> tuple[str, str] | None:
 
 
 def _check_python_target(
-    key: str, argv: list[str], in_venv: set[str], in_files: set[str], facts: BaseFacts, paths: InstallPaths, workdir: str | None, pythonpath: bool
+    key: str, argv: list[str], in_venv: set[str], in_files: set[str], facts: BaseFacts, paths: InstallPaths, workdir: str | None, pythonpath: bool,
+    base_workdir: str = "/",
 ) -> None:
     """``python FILE.py`` / ``python -m MOD`` with the venv's python: the file (relative to ``workdir``) or module
-    (the standard library, the venv's site-packages, or ``workdir``, which ``-m`` puts first on sys.path) must
-    be one the image holds, else the container stops at "can't open file" / "No module named". Only what can
-    be known is checked: an absolute script, a workdir the base's files decide (none set by pyimage, or one
-    the base already fills), or a PYTHONPATH in the env leave it unchecked."""
+    (the standard library, the venv's site-packages, or the working directory, which ``-m`` puts first on
+    sys.path) must be one the image holds, and a package run with ``-m`` must have a ``__main__`` module, else
+    the container stops at "can't open file" / "No module named". Only what can be known is checked: an
+    absolute script, a working directory the base's files decide (the base's own, unless it is / and the scan
+    knows the names there; or pyimage's, where the base already has files), or a PYTHONPATH in the env leave
+    it unchecked."""
     target = _python_target(argv[1:])
     if target is None:
         return
@@ -193,24 +199,54 @@ def _check_python_target(
         )
     if not name or pythonpath or name.split(".")[0] in sys.stdlib_module_names:
         return
+    present = in_files | in_venv
     roots = [site] + ([wd] if wd is not None else [])
-    if any(_holds_module(root, name, in_files | in_venv) for root in roots):
-        return
-    if wd is None:
+    for root in roots:
+        if _holds_module(root, name, present):
+            package = posixpath.join(root, *name.split("."))
+            if any(p.startswith(package + "/") for p in present) and not _holds_module(root, name + ".__main__", present) and not _holds_module(root, name, present, packages=False):
+                raise ConfigError(
+                    f"{key} = {json.dumps(argv)}: {name} is a package with no __main__.py, which `python -m` needs to run it",
+                    f"name the module that runs the app (e.g. {json.dumps(argv[:-1] + [name + '.cli'])}), or add {name.replace('.', '/')}/__main__.py",
+                )
+            return
+    if wd is None and (posixpath.normpath(workdir or base_workdir) != "/" or facts.root is None or _at_root(name, facts.root)):
         return  # sys.path[0] is a working directory whose files are not all known here
+    where = f"the app's files at {wd}" if wd is not None else "the working directory / (the base's, which pyimage keeps)"
+    close = difflib.get_close_matches(name, sorted(_modules(site, in_venv)), n=1, cutoff=0.6)
+    hint = _runnable_hint(key, in_files, wd) if wd is not None else f"fix {key} in [tool.pyimage] (or --set)"
     raise ConfigError(
-        f"{key} = {json.dumps(argv)}: no module {name!r} in the image: neither the venv's site-packages nor the app's files at {wd} hold it",
-        _runnable_hint(key, in_files, wd) + f", or add the package that provides {name!r} to the dependencies",
+        f"{key} = {json.dumps(argv)}: no module {name!r} in the image: neither the venv's site-packages nor {where} hold it",
+        (f"did you mean {close[0]!r}? " if close else "") + hint + f", or add the package that provides {name!r} to the dependencies",
     )
 
 
-def _holds_module(root: str, module: str, present: set[str]) -> bool:
+def _at_root(module: str, names: frozenset[str]) -> bool:
+    """Whether the base has something at / that ``import module`` could find (a package, a .py or an extension)."""
+    top = module.split(".")[0]
+    return top in names or f"{top}.py" in names or any(n.startswith(top + ".") and ".so" in n for n in names)
+
+
+def _modules(site: str, present: set[str]) -> set[str]:
+    """The dotted names of the modules under ``site`` (for a did-you-mean)."""
+    found = set()
+    for p in present:
+        if p.startswith(site + "/") and p.endswith(".py"):
+            parts = p[len(site) + 1 : -3].split("/")
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            if parts and all(part.isidentifier() for part in parts):
+                found.add(".".join(parts))
+    return found
+
+
+def _holds_module(root: str, module: str, present: set[str], packages: bool = True) -> bool:
     """Whether ``root`` (a sys.path entry) holds ``module``: its .py file, its package directory (namespace
-    packages included) or an extension module."""
+    packages included; not with ``packages=False``) or an extension module."""
     base = posixpath.join(root, *module.split("."))
     parent, last = posixpath.split(base)
     for p in present:
-        if p == base + ".py" or p.startswith(base + "/"):
+        if p in (base + ".py", base + ".pyc") or (packages and p.startswith(base + "/")):
             return True
         if posixpath.dirname(p) == parent and posixpath.basename(p).startswith(last + ".") and p.endswith(".so"):
             return True
@@ -225,6 +261,63 @@ def _runnable_hint(key: str, in_files: set[str], wd: str) -> str:
     if not choices:
         return f"fix {key} in [tool.pyimage] (or --set): the path is relative to the working directory {wd}"
     return f"fix {key} in [tool.pyimage] (or --set), e.g. {key} = {choices[0]}" + (f" (or {', '.join(choices[1:4])})" if len(choices) > 1 else "")
+
+
+def check_script_object(app: Path, script: str) -> None:
+    """The app's console script that the image runs names an object its module defines (``app.cli:main``), else
+    the container stops at an ImportError. Read from the module's source (nothing is imported): a def, class,
+    assignment or import at the top level; a module with ``__getattr__`` or a star import is not judged."""
+    import ast
+
+    from pyimage.wheels import script_source
+
+    found = script_source(app, script)
+    if found is None:
+        return
+    target, name, source = found
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return  # the module's own error, met at import: not this check's to say
+    defined: set[str] = set()
+    for node in tree.body:
+        defined |= _top_names(node)
+    if name in defined or "__getattr__" in defined or "*" in defined:
+        return
+    module = target.split(":")[0]
+    functions = sorted(n for n in defined if not n.startswith("_"))
+    close = difflib.get_close_matches(name, functions, n=1, cutoff=0.6)
+    raise ConfigError(
+        f"[project.scripts] {script} = {target!r}: {module} defines no {name!r} (the container would stop at an ImportError)",
+        (f"did you mean {module}:{close[0]}? " if close else "") + f"fix the entry in pyproject.toml to name a function {module} defines",
+    )
+
+
+def _top_names(node: Any) -> set[str]:
+    """The names a module-level statement binds (``if``/``try`` blocks looked into)."""
+    import ast
+
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in node.names}
+    if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    if isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)) or type(node).__name__ in ("TryStar", "Match"):
+        names: set[str] = set()
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            for child in getattr(node, field, []) or []:
+                names |= _top_names(child)
+                if isinstance(child, (ast.ExceptHandler, ast.match_case)):
+                    for inner in child.body:
+                        names |= _top_names(inner)
+        if isinstance(node, (ast.For, ast.With)):
+            names |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        return names
+    if isinstance(node, ast.Expr) or isinstance(node, (ast.Global, ast.Nonlocal)):
+        return set()
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}  # walrus, del, …
 
 
 def _bin_names(in_venv: set[str], venv_bin: str) -> set[str]:

@@ -14,7 +14,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from pyimage.errors import BuildError
 from pyimage.hashing import file_digest, hex_of
 
-__all__ = ["Wheel", "read_wheel", "read_metadata", "installed_size"]
+__all__ = ["Wheel", "read_wheel", "read_metadata", "installed_size", "script_source"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,37 @@ def _headers(text: str) -> dict[str, list[str]]:
             last = fields.setdefault(name.strip().lower(), [])
             last.append(value.strip())
     return fields
+
+
+def script_source(app: Path, script: str) -> tuple[str, str, str] | None:
+    """(``module:object`` as the console script ``script`` names it, the object's first name, the module's source)
+    when the app wheel itself holds that module as a .py file; None otherwise (another wheel's module, a legacy
+    script, an extension module)."""
+    with zipfile.ZipFile(app) as zf:
+        dist_info = next(n.split("/")[0] for n in zf.namelist() if n.split("/")[0].endswith(".dist-info"))
+        try:
+            text = zf.read(f"{dist_info}/entry_points.txt").decode("utf-8", "replace")
+        except KeyError:
+            return None
+        section, target = "", ""
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("[") and line.endswith("]"):
+                section = line[1:-1].strip()
+            elif section == "console_scripts" and line.split("=", 1)[0].strip() == script and "=" in line:
+                target = line.split("=", 1)[1].split("[")[0].strip()
+        module, _, attr = target.partition(":")
+        module, attr = module.strip(), attr.strip()
+        if not module or not attr or not all(p.isidentifier() for p in module.split(".")):
+            return None
+        stem = module.replace(".", "/")
+        for name in (f"{stem}.py", f"{stem}/__init__.py"):
+            try:
+                source = zf.read(name).decode("utf-8", "replace")
+            except KeyError:
+                continue
+            return f"{module}:{attr}", attr.split(".")[0], source
+    return None
 
 
 def _console_scripts(text: str) -> list[str]:

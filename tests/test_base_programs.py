@@ -8,6 +8,8 @@ import os
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from pyimage.base import load_base, scan_base
 from pyimage.cache import Cache
 from pyimage.oci.model import Platform
@@ -61,3 +63,33 @@ def test_symlinks_are_followed_as_this_machines_kernel_follows_them(tmp_path: Pa
         expected = "/" + real.relative_to(root).as_posix() if real.is_relative_to(root) and real.exists() else None
         assert (facts.resolve(path) if expected else None) == expected, path
         assert facts.has_program(path) == (expected is not None and os.access(real, os.X_OK)), path
+
+
+def test_python_m_looks_at_the_names_at_the_root_when_the_base_keeps_working_directory_slash(tmp_path: Path) -> None:
+    """With no WorkingDir (the container starts in /), ``python -m MOD`` finds MOD at / or in site-packages: the
+    scan records the names at / (a later layer's whiteout removes one), so a typo is said before the build."""
+    from pyimage.errors import ConfigError
+    from pyimage.layers.paths import InstallPaths
+    from pyimage.runconfig import _check_python_target
+
+    tar = _rootfs(tmp_path / "rootfs.tar")
+    with tarfile.open(tar, "a") as t:
+        for name in ("tool.py", "gone.py", ".wh.gone.py"):
+            info = tarfile.TarInfo(name)
+            t.addfile(info, io.BytesIO(b""))
+    cache = Cache(tmp_path / "cache")
+    facts = scan_base(load_base(f"rootfs:{tar}", Platform("linux", "amd64"), cache)[0], cache)
+    assert facts.root == {"bin", "usr", "tool.py"}
+    site = {"/opt/venv/lib/python3.11/site-packages/app/__init__.py", "/opt/venv/lib/python3.11/site-packages/app/cli.py"}
+
+    def check(module: str, base_workdir: str = "/") -> None:
+        _check_python_target("entrypoint", ["python", "-m", module], site, set(), facts, InstallPaths(), None, False, base_workdir)
+
+    check("tool")  # the base's own, at /
+    check("app.cli")
+    check("json")  # the standard library
+    check("gone", "/srv")  # a WorkingDir whose files are not all known: left to the container
+    for module, said in (("gone", "no module 'gone'"), ("app.clj", "did you mean 'app.cli'?"), ("app", "app is a package with no __main__.py")):
+        with pytest.raises(ConfigError) as err:
+            check(module)
+        assert said in f"{err.value} {err.value.hint}"

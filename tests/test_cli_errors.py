@@ -111,6 +111,10 @@ CASES = {
     "set-without-equals": ("", ["--set", "max-layers"], ("--set 'max-layers': expected key=value", "--set max-layers=20")),
     "set-unknown-key": ("", ["--set", "heavy_treshold=1GB"], ("command line: --set heavy_treshold: unknown key", "did you mean 'heavy-threshold'?")),
     "set-wrong-value": ("", ["--set", "max-layers=500"], ("command line: --set max-layers: 500 is outside 2..127", "max-layers: ")),
+    "toml-left-open": ("ports = [8000", [], ("pyproject.toml:7: invalid TOML: Unclosed array at the end of the file", "opened above is never closed")),  # the hint spoke of a line shown
+    "toml-syntax": ("ports = 8000 x", [], ("pyproject.toml:7:14: invalid TOML: Expected newline", "at that line and column")),
+    # was taken as the one string "[numpy,pandas]": "heavy group '[numpy,pandas]' matches no package", after resolving
+    "set-unquoted-list": ("", ["--set", "heavy=[numpy,pandas]"], ("--set heavy=[numpy,pandas]: not a TOML list", """--set 'heavy=["numpy", "pandas"]'""")),
 }
 
 

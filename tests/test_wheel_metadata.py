@@ -8,6 +8,8 @@ import zipfile
 from email.parser import Parser
 from pathlib import Path
 
+import pytest
+
 from installer.utils import parse_entrypoints
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -62,3 +64,49 @@ def test_awkward_metadata_and_entry_points(tmp_path: Path) -> None:
     got = read_metadata(wheel)
     assert got == _reference(wheel)
     assert got == ("app", ["django>=5", 'uvicorn[standard]; python_version >= "3.11"', "rich", "pytest; extra == 'test'"], ["migrate", "serve"], ">=3.10", frozenset({"fancy-ui", "test"}))
+
+
+APP_CLI = b"""
+import sys
+from importlib import metadata as md
+
+try:
+    import tomllib as toml
+except ImportError:
+    toml = None
+
+def main():
+    pass
+
+class Tool:
+    def run(self): ...
+
+run = Tool().run
+if sys.platform == "linux":
+    def serve():
+        pass
+"""
+
+
+@pytest.mark.parametrize(
+    "target, said",
+    [
+        ("app.cli:main", ""), ("app.cli:Tool.run", ""), ("app.cli:run", ""), ("app.cli:serve", ""), ("app.cli:toml", ""), ("app.cli:md", ""),
+        ("app:go", ""),  # app/__init__.py has a star import: not judged
+        ("other.mod:main", ""),  # a module this wheel does not hold: another wheel's
+        ("app.cli:mian", "app.cli defines no 'mian'"), ("app.cli:Tol.run", "did you mean app.cli:Tool?"),
+    ],
+)
+def test_the_console_script_the_image_runs_names_an_object_its_module_defines(target: str, said: str, tmp_path: Path) -> None:
+    """A new-user trial's ``stats-cli = "stats_cli.main:mian"`` built and failed in the container with an ImportError."""
+    from pyimage.errors import ConfigError
+    from pyimage.runconfig import check_script_object
+
+    files = {"app/__init__.py": b"from app.helpers import *\n", "app/cli.py": APP_CLI}
+    wheel = make_wheel(tmp_path, "app", "1.0", files, entry_points=f"[console_scripts]\napp = {target}\n")
+    if not said:
+        check_script_object(wheel, "app")
+        return
+    with pytest.raises(ConfigError) as err:
+        check_script_object(wheel, "app")
+    assert said in f"{err.value} {err.value.hint}"

@@ -60,10 +60,13 @@ def _pyproject(project_dir: Path) -> dict[str, Any]:
     path = project_dir / "pyproject.toml"
     if not path.is_file():
         return {}
+    text = path.read_text()
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})", "fix the syntax error at that line") from exc
+        from pyimage.config import toml_error
+
+        raise toml_error(path, text, exc) from None
 
 
 def build_requires(project_dir: Path) -> tuple[list[str], str]:

@@ -93,14 +93,20 @@ def test_entrypoints_the_image_holds_pass_the_check(pyimage: Pyimage, tmp_path: 
     pyimage.run("plan", "--set", f"entrypoint={entrypoint}", project=project)
 
 
-def test_python_m_in_a_package_project_is_checked_only_where_the_working_directory_is_known(pyimage: Pyimage, tmp_path: Path) -> None:
-    """The app wheel's module is in site-packages; a module that is not is refused only when pyimage sets the
-    WorkingDir (then every file there is known), not in the base's working directory."""
+def test_python_m_in_a_package_project_is_checked_where_the_working_directory_is_known(pyimage: Pyimage, tmp_path: Path) -> None:
+    """The app wheel's module is in site-packages; a module that is not is refused when pyimage sets the
+    WorkingDir (then every file there is known) and when the base's is / (its scan knows the names there: a
+    new-user trial's typo built and failed only in `docker run`); a package needs its __main__.py."""
     project = copy_example("hello-cli", tmp_path)
     pyimage.run("plan", "--set", 'entrypoint=["python", "-m", "hello_cli"]', "--set", "workdir=/srv", project=project)
-    pyimage.run("plan", "--set", 'entrypoint=["python", "-m", "hello_clj"]', project=project)  # the base's WorkingDir: unknown
-    done = pyimage.run("plan", "--set", 'entrypoint=["python", "-m", "hello_clj"]', "--set", "workdir=/srv", project=project, check=False)
-    assert done.returncode == 2 and "no module 'hello_clj' in the image" in done.stderr
+    for workdir in ("/srv", None):
+        done = pyimage.run("plan", "--set", 'entrypoint=["python", "-m", "hello_clj"]', *(["--set", f"workdir={workdir}"] if workdir else []), project=project, check=False)
+        assert done.returncode == 2 and "no module 'hello_clj' in the image" in done.stderr, done.stderr
+        assert "did you mean 'hello_cli'?" in done.stderr
+    assert "the working directory / (the base's" in done.stderr
+    (project / "src" / "hello_cli" / "__main__.py").unlink()
+    done = pyimage.run("plan", "--set", 'entrypoint=["python", "-m", "hello_cli"]', project=project, check=False)
+    assert done.returncode == 2 and "hello_cli is a package with no __main__.py" in done.stderr, done.stderr
 
 
 def test_a_checked_entrypoint_through_the_bases_symlinks_runs(pyimage: Pyimage, tmp_path: Path) -> None:
@@ -116,3 +122,13 @@ def test_command_is_checked_when_nothing_else_is_the_entrypoint(pyimage: Pyimage
     done = pyimage.run("plan", "--set", 'command=["pyhton", "-m", "hello_cli"]', project=project, check=False)
     assert done.returncode == 2 and "error: command = " in done.stderr and 'did you mean "python"?' in done.stderr
     pyimage.run("plan", "--set", 'command=["python", "-m", "hello_cli"]', project=project)
+
+
+def test_a_console_script_naming_no_function_is_one_error_before_layer_work(pyimage: Pyimage, tmp_path: Path) -> None:
+    project = copy_example("hello-cli", tmp_path)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('hello = "hello_cli:main"', 'hello = "hello_cli:mian"'))
+    done = pyimage.run("plan", project=project, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "[project.scripts] hello = 'hello_cli:mian': hello_cli defines no 'mian'" in done.stderr
+    assert "did you mean hello_cli:main?" in done.stderr
