@@ -174,7 +174,7 @@ def build(
     annotation: Optional[List[str]] = typer.Option(None, "--annotation", help="Manifest annotation KEY=VALUE (repeatable; added to `annotations`)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Build the project's image and write it to each --output (default: oci:dist/image)."""
+    """Build the project's image and write it to each --output (default: oci:dist/image:VERSION, the project's version as the tag)."""
     from pyimage.config import load_config
     from pyimage.outputs import parse_output, parse_tags
     from pyimage.pipeline import run
@@ -393,7 +393,7 @@ def _check(image: str, as_json: bool) -> None:
     else:
         for finding in report.findings:
             print(finding)
-        console.err(f"checked {path}: {report.manifests} manifest(s), {report.layers} layer(s), {report.blobs} blob(s)")
+        console.out(f"checked {path}: {report.manifests} manifest(s), {report.layers} layer(s), {report.blobs} blob(s)")  # the result: stdout
     if not report.ok:
         raise BuildError(f"{path}: {len(report.findings)} problem(s) found", "see the lines above; rebuild the image with this pyimage, or report how it was made")
 
@@ -489,7 +489,7 @@ def init(
     text = pyproject.read_text()
     workspace_note = workspace_root_note(project) if "[tool.pyimage]" not in text else None
     if "[tool.pyimage]" in text:
-        console.err(f"{pyproject} already has [tool.pyimage]; left as it is")
+        console.err(f"{pyproject} already has [tool.pyimage]; left as it is" + (f" (--base not written: set base = {json.dumps(base)} in it yourself)" if base else ""))
     else:
         chosen, note = (base, None) if base else offline_base()
         section = render("pyproject-section.toml")

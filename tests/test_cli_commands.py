@@ -28,6 +28,9 @@ def test_init_adds_a_loadable_section_and_a_github_workflow(tmp_path: Path) -> N
     again = _pyimage("init", "-C", str(tmp_path))
     assert again.returncode == 0 and "already has [tool.pyimage]" in again.stderr
     assert (tmp_path / "pyproject.toml").read_text() == text
+    again = _pyimage("init", "-C", str(tmp_path), "--base", "rootfs:base.tar")  # was silently ignored
+    assert again.returncode == 0 and '(--base not written: set base = "rootfs:base.tar" in it yourself)' in again.stderr
+    assert (tmp_path / "pyproject.toml").read_text() == text
 
 
 def test_init_writes_the_base_asked_for_and_says_when_the_default_cannot_be_reached(tmp_path: Path) -> None:

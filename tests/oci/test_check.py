@@ -192,6 +192,8 @@ def test_inspect_check_prints_each_finding_and_fails(tmp_path: Path) -> None:
 
 def test_inspect_check_passes_a_good_archive_with_json(tmp_path: Path) -> None:
     write_docker_archive(image_of(layer_from_tar(tar_of([("opt/a", b"a")]), tmp_path / "blobs")), tmp_path / "app.tar", "app:1")
+    done = _inspect_check(f"docker-archive:{tmp_path / 'app.tar'}")
+    assert done.returncode == 0 and done.stdout == f"checked {tmp_path / 'app.tar'}: 1 manifest(s), 1 layer(s), 3 blob(s)\n"  # a result: stdout
     done = _inspect_check(f"docker-archive:{tmp_path / 'app.tar'}", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"version": 1, "image": str(tmp_path / "app.tar"), "ok": True, "manifests": 1, "layers": 1, "blobs": 3, "findings": []}
