@@ -132,6 +132,12 @@ def _export_uv(lock: Path, extras: Sequence[str], groups: Sequence[str], cwd: Pa
         message = " ".join(line.strip() for line in done.stderr.splitlines() if line.strip()).removeprefix("error: ")
         if "needs to be updated" in message or "--locked" in message:
             raise ConfigError(f"{lock} is out of date with pyproject.toml", "run `uv lock` and commit uv.lock")
+        if message.startswith("No solution found"):  # pyproject.toml changed, and no lock can satisfy it (a typo'd name)
+            cause = re.split(r"\s(?:cause:|╰─▶)\s*", message, maxsplit=1)[-1].strip()
+            raise ConfigError(
+                f"{lock} is out of date with pyproject.toml, which uv cannot lock again: {cause[:300]}",
+                "fix the dependency in pyproject.toml, then run `uv lock` and commit uv.lock",
+            )
         raise done.error("run `uv lock --check` in the project to see uv's full message", f"`uv export` cannot read {lock}", message[:300])
     return done.stdout
 

@@ -99,6 +99,13 @@ def test_a_uv_lock_out_of_date_with_pyproject_is_one_error_with_the_fix(pyimage:
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {project / 'uv.lock'} is out of date with pyproject.toml"]
     assert "hint: run `uv lock`" in done.stderr and "Traceback" not in done.stderr
+    # a dependency no index has (a typo): uv's "No solution found" was passed on as "`uv export` cannot read …"
+    pyproject.write_text(pyproject.read_text().replace('"attrs"', '"attrs", "pyimage-no-such-package-x"'))
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}:t", project=project, check=False)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {project / 'uv.lock'} is out of date with pyproject.toml, which uv cannot lock again: Because pyimage-no-such-package-x was not found"), errors
+    assert "hint: fix the dependency in pyproject.toml, then run `uv lock`" in done.stderr
 
 
 @pytest.mark.parametrize("writer", ["uv export", "pip lock"])
