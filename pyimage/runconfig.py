@@ -13,7 +13,6 @@ import functools
 import json
 import posixpath
 import sys
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from pyimage.base import BaseFacts
@@ -263,15 +262,13 @@ def _runnable_hint(key: str, in_files: set[str], wd: str) -> str:
     return f"fix {key} in [tool.pyimage] (or --set), e.g. {key} = {choices[0]}" + (f" (or {', '.join(choices[1:4])})" if len(choices) > 1 else "")
 
 
-def check_script_object(app: Path, script: str) -> None:
-    """The app's console script that the image runs names an object its module defines (``app.cli:main``), else
-    the container stops at an ImportError. Read from the module's source (nothing is imported): a def, class,
-    assignment or import at the top level; a module with ``__getattr__`` or a star import is not judged."""
+def check_script_object(script: str, found: tuple[str, str, str] | None) -> None:
+    """The app's console script ``script`` that the image runs names an object its module defines
+    (``app.cli:main``), else the container stops at an ImportError. ``found`` is what ``wheels.script_source``
+    read from the app wheel (None: not judged). Read from the module's source (nothing is imported): a def,
+    class, assignment or import at the top level; a module with ``__getattr__`` or a star import is not judged."""
     import ast
 
-    from pyimage.wheels import script_source
-
-    found = script_source(app, script)
     if found is None:
         return
     target, name, source = found

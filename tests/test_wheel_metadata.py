@@ -101,12 +101,13 @@ def test_the_console_script_the_image_runs_names_an_object_its_module_defines(ta
     """A new-user trial's ``stats-cli = "stats_cli.main:mian"`` built and failed in the container with an ImportError."""
     from pyimage.errors import ConfigError
     from pyimage.runconfig import check_script_object
+    from pyimage.wheels import script_source
 
     files = {"app/__init__.py": b"from app.helpers import *\n", "app/cli.py": APP_CLI}
     wheel = make_wheel(tmp_path, "app", "1.0", files, entry_points=f"[console_scripts]\napp = {target}\n")
     if not said:
-        check_script_object(wheel, "app")
+        check_script_object("app", script_source(wheel, "app"))
         return
     with pytest.raises(ConfigError) as err:
-        check_script_object(wheel, "app")
+        check_script_object("app", script_source(wheel, "app"))
     assert said in f"{err.value} {err.value.hint}"
