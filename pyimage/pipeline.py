@@ -41,14 +41,15 @@ from pyimage.outputs import written_paths
 from pyimage.publish import RegistrySettings
 from pyimage.resolve import hashedreqs
 from pyimage.resolve.appsource import DEFAULT_WORKDIR, AppSource, app_source, entrypoint_guess, is_package, tree_entries
-from pyimage.resolve.appwheel import build_app_wheel, check_requires_python, requires_python
+from pyimage.resolve.appwheel import build_app_wheel, builder_python, check_requires_python, check_wheel_fits, requires_python
+from pyimage.resolve.lock import locked_python
 from pyimage.resolve.lockinput import target_environment
 from pyimage.resolve.pins import Ahead, choose_pins, resolve_ahead
 from pyimage.resolve.pip import Pin, fetch_wheels, sdist_wheel
 from pyimage.resolve.target import Target
 from pyimage.resolve.workspace import LocalPackage, LocalSource, Workspace, check_buildable, collect as collect_local, find_workspace, member_dir, relative_path
 from pyimage.runconfig import bytecode_notes, check_entrypoint, check_program, check_script_object, entrypoint, image_config
-from pyimage.wheels import Wheel, read_metadata, read_wheel
+from pyimage.wheels import Wheel, read_metadata, read_wheel, script_source
 
 __all__ = ["Plan", "BuildResult", "plan", "plan_platforms", "fetch", "build", "build_all", "run", "plan_only", "lock_only", "workspace_member", "unpackaged_app"]
 
@@ -255,26 +256,28 @@ def plan(
     workspace = find_workspace(cfg.project_dir)
     check_buildable(cfg.project_dir, workspace)  # a virtual workspace root: name its members, before the entrypoint check
     check_entrypoint(cfg, source)
-    base, base_source = load_base(cfg.base, cfg.platform, cache, cfg.compression, registry or RegistrySettings(), remote=remote)
-    events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg.base else ""))
-    interp, target = _interpreter(cfg, base, cache)
-    facts = scan_base(base, cache)  # a cache hit: _interpreter scanned it
-    user = runtime_user(cfg.user, facts.passwd, facts.group)
-    paths = InstallPaths(cfg.venv, interp.version)
-    venv = "/" + cfg.venv.strip("/")
-    occupied = sorted(p for p in facts.pythons if p != interp.executable and posixpath.commonpath([venv, p]) == venv)
-    if occupied:  # a base that is itself a venv image (pyimage's, or a Dockerfile's): two package sets in one venv
-        raise ConfigError(
-            f"base {cfg.base}: it already has a Python environment at {venv} ({occupied[0]}); this image's venv would be laid over it and mix the two sets of packages",
-            f'set venv to another directory (e.g. venv = "{venv.rstrip("/")}-app"), or build on the base that image was built from',
-        )
-    if posixpath.commonpath([venv, interp.executable]) == venv:
-        raise ConfigError(f"venv = {venv!r} holds the base's interpreter {interp.executable}; the venv would replace it", 'set venv to a directory of its own, e.g. "/opt/venv"')
     workdir = cache.tmp_path("-appwheel")
     workdir.mkdir()
     early: dict[str, Future[Layer]] = {}
     ahead: Ahead | None = None
+    python_ahead = _python_ahead(cfg) if package else None
+    wheel_ahead = _WheelAhead(cfg, cache, workdir / "ahead", python_ahead) if python_ahead else None  # while the base loads
     try:
+        base, base_source = load_base(cfg.base, cfg.platform, cache, cfg.compression, registry or RegistrySettings(), remote=remote)
+        events(f"base: {base_source}" + (" (pin it: base = this reference)" if "@sha256:" in base_source and "@" not in cfg.base else ""))
+        interp, target = _interpreter(cfg, base, cache)
+        facts = scan_base(base, cache)  # a cache hit: _interpreter scanned it
+        user = runtime_user(cfg.user, facts.passwd, facts.group)
+        paths = InstallPaths(cfg.venv, interp.version)
+        venv = "/" + cfg.venv.strip("/")
+        occupied = sorted(p for p in facts.pythons if p != interp.executable and posixpath.commonpath([venv, p]) == venv)
+        if occupied:  # a base that is itself a venv image (pyimage's, or a Dockerfile's): two package sets in one venv
+            raise ConfigError(
+                f"base {cfg.base}: it already has a Python environment at {venv} ({occupied[0]}); this image's venv would be laid over it and mix the two sets of packages",
+                f'set venv to another directory (e.g. venv = "{venv.rstrip("/")}-app"), or build on the base that image was built from',
+            )
+        if posixpath.commonpath([venv, interp.executable]) == venv:
+            raise ConfigError(f"venv = {venv!r} holds the base's interpreter {interp.executable}; the venv would replace it", 'set venv to a directory of its own, e.g. "/opt/venv"')
         check_requires_python(requires_python(cfg.project_dir), target, str(cfg.pyproject))
         app: Wheel | None = None
         scripts: list[str] = []
@@ -283,7 +286,7 @@ def plan(
             app_name, requires, app_input = source.name, list(source.requires), source
         else:
             ahead = resolve_ahead(cfg, target, cache, refresh_lock, upgrade, workspace)
-            app_path = build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch, target, events)
+            app_path = (wheel_ahead and wheel_ahead.take(target, events)) or build_app_wheel(cfg.project_dir, workdir, cache, cfg.epoch, target, events)
             app = read_wheel(app_path)
             app_name, requires, scripts, wheel_requires_python, provided = read_metadata(app_path)
             unknown = [e for e in cfg.extras if canonicalize_name(e) not in provided]
@@ -298,7 +301,7 @@ def plan(
             check_requires_python(wheel_requires_python, target, f"{cfg.project_dir.name} (its wheel's metadata)")
             runs = entrypoint(cfg, scripts, paths.bin)  # no or several scripts: said before resolving and building layers
             if runs and posixpath.basename(runs[0]) in scripts and runs[0] in (posixpath.basename(runs[0]), posixpath.join("/", paths.bin, posixpath.basename(runs[0]))):
-                check_script_object(app_path, posixpath.basename(runs[0]))
+                check_script_object(posixpath.basename(runs[0]), script_source(app_path, posixpath.basename(runs[0])))
             app_input = app_path
         local = _local_packages(cfg, workspace, app_name, requires, target, cache, workdir, events)
         local_wheels = [(read_wheel(p.wheel), f"built from {relative_path(p.source.directory, cfg.project_dir)} ({p.source.kind})") for p in local]
@@ -327,8 +330,9 @@ def plan(
             _check_natives(cfg, checked, cache, facts, target, base_source)
         layer_plan = plan_layers(wheels, app, cfg.heavy, threshold, cfg.max_layers, fixed_layers=len(base.layers) + 1 + extra, workspace=local_wheels)
     except BaseException as exc:
-        if ahead is not None and not isinstance(exc, KeyboardInterrupt):
-            ahead.wait()  # no resolver outlives the build (on Ctrl-C its temp files are left to the cache's sweep)
+        for pending in (ahead, wheel_ahead):
+            if pending is not None and not isinstance(exc, KeyboardInterrupt):
+                pending.wait()  # no resolver or backend outlives the build (on Ctrl-C their temp files are left to the cache's sweep)
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     notes = list(layer_plan.notes) + conflict_notes + _files_notes([*files, *app_files]) + bytecode_notes(cfg, user) + _root_settings_note(cfg, workspace)
@@ -338,6 +342,50 @@ def plan(
         cfg, cache, base, base_source, interp, target, app, tuple(wheels), layer_plan, paths, tuple(notes), workdir, tuple(pins), tuple(scripts), tuple(files), user,
         tuple(w for w, _ in local_wheels), tuple(app_files), source, natives_after, early,
     )
+
+
+def _python_ahead(cfg: Config) -> str | None:
+    """The Python the app wheel will be built for, known before the base is loaded: the lock's, for this
+    platform (what the last resolution was for), or ``python`` naming one version; None when only the base says."""
+    if cfg.interpreter == "base" and cfg.python and re.fullmatch(r"\d+\.\d+", cfg.python):
+        return cfg.python
+    return locked_python(cfg.project_dir / cfg.lock, cfg.platform)
+
+
+class _WheelAhead:
+    """The app wheel, built on a thread for the Python ``_python_ahead`` expects while the base is pulled or
+    ingested (a cold build's first second: compressing a rootfs on both cores, then the backend on one). Taken
+    when the base's Python is that one: its progress lines said then, its error raised as the build's own;
+    otherwise left, and the wheel built again for the Python there is."""
+
+    def __init__(self, cfg: Config, cache: Cache, out: Path, python: str) -> None:
+        self.python = python
+        self._said: list[str] = []
+        self._built: Path | None = None
+        self._error: Exception | None = None
+        self._thread = threading.Thread(target=self._run, args=(cfg, cache, out), name="pyimage-wheel-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self, cfg: Config, cache: Cache, out: Path) -> None:
+        try:
+            self._built = build_app_wheel(cfg.project_dir, out, cache, cfg.epoch, None, self._said.append, python_version=self.python)
+        except Exception as exc:  # raised where the build would have met it, if this wheel is the one taken
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def take(self, target: Target, events: Events) -> Path | None:
+        self.wait()
+        if target.python != self.python:
+            return None
+        for line in self._said:
+            events(line)
+        if self._error is not None:
+            raise self._error
+        assert self._built is not None
+        check_wheel_fits(self._built, target, builder_python(target.python)[1])
+        return self._built
 
 
 # A layer worth a thread of its own ahead of the rest of the plan: torch's is 700 MB of tar, numpy's 57 MB.

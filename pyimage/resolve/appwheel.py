@@ -42,6 +42,7 @@ else:  # pragma: no cover
 
 __all__ = [
     "build_app_wheel",
+    "builder_python",
     "build_requires",
     "source_fingerprint",
     "backend_written_files",
@@ -349,6 +350,13 @@ def _debris(project_dir: Path) -> set[Path]:
     return found
 
 
+def builder_python(wanted: str) -> tuple[str, str]:
+    """The interpreter that builds the app wheel for a target of Python ``wanted`` (one of that version here,
+    else this one) and the version it is."""
+    python = find_python(wanted) or sys.executable
+    return python, wanted if python != sys.executable or wanted == host_version() else host_version()
+
+
 def build_app_wheel(
     project_dir: Path,
     out_dir: Path,
@@ -357,18 +365,18 @@ def build_app_wheel(
     target: Target | None = None,
     events: Callable[[str], None] = lambda _: None,
     label: str = "the project's wheel",
+    python_version: str | None = None,
 ) -> Path:
     """The project's wheel in ``out_dir`` (built with SOURCE_DATE_EPOCH=``epoch``); returns its path.
 
     Built with a Python of ``target``'s version when there is one here, else with this one (fine for a pure
-    wheel; a compiled one is refused, naming both versions). A wheel built from the same inputs (same
+    wheel; a compiled one is refused, naming both versions). With no ``target``, ``python_version`` chooses the
+    interpreter and the caller checks the wheel against its target (``check_wheel_fits``). A wheel built from the same inputs (same
     fingerprint) is taken from the cache instead of running the backend: a no-change rebuild starts no
     subprocess at all.
     """
     requires, backend = build_requires(project_dir)
-    wanted = target.python if target is not None else host_version()
-    python = find_python(wanted) or sys.executable
-    built_with = wanted if python != sys.executable or wanted == host_version() else host_version()
+    python, built_with = builder_python(target.python if target is not None else python_version or host_version())
     sources = scan_sources(project_dir)
     head = [_FINGERPRINT_FORMAT, [requires, backend, epoch, python, built_with, sys.version if python == sys.executable else ""], vcs_state(project_dir)]
     fingerprint = _fingerprint(sources, head)

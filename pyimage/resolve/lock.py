@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -37,7 +38,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Lock", "inputs_key", "read_lock", "write_lock", "pip_config_fingerprint"]
+__all__ = ["Lock", "inputs_key", "locked_python", "read_lock", "write_lock", "pip_config_fingerprint"]
 
 _PIP_CONFIG_FILES = ("/etc/pip.conf", "/etc/xdg/pip/pip.conf", "~/.config/pip/pip.conf", "~/.pip/pip.conf")
 
@@ -175,6 +176,18 @@ def write_lock(path: Path, pins: Sequence[Pin], inputs: str, target: Target, loc
         lines += [f"{name} = {_q(str(value))}" for name, value in sorted(tables[k].items())]
         lines.append("")
     atomic.write_text(path, "\n".join(lines), path.with_name(f".{path.name}.tmp"))
+
+
+def locked_python(path: Path, platform: object) -> str | None:
+    """The Python version (``3.11``) the lock at ``path`` was resolved for on ``platform`` (from its entry's
+    marker), so the app wheel can be built for it before the base says; None when there is no such entry."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    # the table as write_lock writes it, read without parsing the whole file (a 200-package lock: 20 ms of tomllib)
+    table = re.search(rf'(?m)^\[tool\.pyimage\.targets\.{re.escape(_q(str(platform)))}\]\n(?:(?!\[).*\n)*?marker = "[^"\n]*python_version == \'(\d+\.\d+)\'', text)
+    return table.group(1) if table else None
 
 
 def read_lock(path: Path, target: Target | None = None) -> Lock | None:

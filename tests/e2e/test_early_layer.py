@@ -73,3 +73,45 @@ def test_one_job_starts_no_layer_during_the_plan(numpy_app: Path, pyimage: Pyima
             assert not preps[0].early and preps[0].natives_after  # still a build: the native check waits for the layers
         finally:
             preps[0].cleanup()
+
+
+def _app_wheels(cache: Path) -> int:
+    return sum(1 for _ in (cache / "appwheels").iterdir()) if (cache / "appwheels").is_dir() else 0
+
+
+def test_the_app_wheel_built_while_the_base_loads_is_taken_only_for_the_bases_python(pyimage: Pyimage, tmp_path: Path) -> None:
+    """With a lock, the app wheel is built for the lock's Python while the base loads (``pipeline._WheelAhead``). A
+    lock resolved for another Python (the base changed since) leaves that wheel aside: the image's is built for the
+    base's Python, and runs."""
+    from pyimage.resolve.interpreters import find_python
+
+    if find_python("3.12") is None:
+        pytest.skip("no Python 3.12 on this machine to build the other wheel with")
+    cache = tmp_path / "cache"
+    mine = Pyimage(cache, pyimage.base)
+    project = copy_example("hello-cli", tmp_path)
+    mine.run("lock", project=project)
+    assert _app_wheels(cache) == 1
+    lock = project / "pylock.pyimage.toml"
+    text = lock.read_text()
+    assert "python_version == '3.11'" in text
+    lock.write_text(text.replace("python_version == '3.11'", "python_version == '3.12'"))  # as if resolved on a 3.12 base
+    done = mine.run("build", "-o", f"oci:{tmp_path / 'out'}:t", project=project)
+    assert _app_wheels(cache) == 2  # one built for 3.12 ahead and left, the 3.11 one (kept since `lock`) taken
+    assert "the project's wheel: reused" in done.stderr and "building the project's wheel" not in done.stderr  # not the 3.12 one's
+    assert "hello, world" in run_image(tmp_path / "out", "t").stdout
+
+
+def test_a_backend_failure_while_the_base_loads_is_the_builds_own_error(pyimage: Pyimage, tmp_path: Path) -> None:
+    said = []
+    for locked in (True, False):
+        project = copy_example("hello-cli", tmp_path / str(locked))
+        if locked:
+            pyimage.run("lock", project=project)
+        pyproject = project / "pyproject.toml"
+        pyproject.write_text(pyproject.read_text().replace('build-backend = "hatchling.build"', 'build-backend = "hatchling.nosuch"'))
+        done = pyimage.run("build", "-o", f"oci:{tmp_path / str(locked) / 'out'}:t", project=project, check=False)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        said.append([line.replace(str(tmp_path / str(locked)), "DIR") for line in done.stderr.splitlines() if line.startswith(("error:", "hint:"))])
+        assert not (tmp_path / str(locked) / "out").exists()
+    assert said[0] == said[1] and said[0], said

@@ -8,7 +8,7 @@ import pytest
 
 from pyimage.errors import ConfigError
 from pyimage.oci.model import Platform
-from pyimage.resolve.lock import read_lock, write_lock
+from pyimage.resolve.lock import locked_python, read_lock, write_lock
 from pyimage.resolve.lockinput import detect, is_pyimage_lock, target_tags
 from pyimage.resolve.pip import Pin
 from pyimage.resolve.target import Target
@@ -60,6 +60,11 @@ def test_pyimages_lock_keeps_each_platforms_entries_when_another_platform_is_wri
     assert (amd64.inputs, [p.name for p in amd64.pins]) == ("amd64-inputs", ["six"])
     assert (arm64.inputs, [p.name for p in arm64.pins]) == ("arm64-inputs", ["numpy", "six"])
     assert read_lock(lock, Target("3.11", Platform("linux", "s390x"))) is None
+    # each platform's Python, read before any base is loaded (the app wheel is built for it meanwhile)
+    write_lock(lock, [SIX], "arm64-inputs", Target("3.12", Platform("linux", "arm64"), "glibc", "2.36"), declared="d")
+    assert (locked_python(lock, AMD64.platform), locked_python(lock, ARM64.platform)) == ("3.11", "3.12")
+    assert locked_python(lock, Platform("linux", "s390x")) is None and locked_python(tmp_path / "none.toml", AMD64.platform) is None
+    assert read_lock(lock, AMD64).declared == "" and read_lock(lock, Target("3.12", Platform("linux", "arm64"))).declared == "d"  # type: ignore[union-attr]
 
 
 def test_the_target_accepts_manylinux_and_pure_wheels_but_not_another_architecture_or_libc() -> None:
