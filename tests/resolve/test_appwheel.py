@@ -237,3 +237,49 @@ def test_unmet_reads_the_environments_own_packages_and_python(tmp_path: Path) ->
     python = env / "bin" / "python"
     reqs = ["hatchling", "hatchling>=1.20", "hatchling<1", "Hatchling[x]>=1", "packaging", "tomli; python_version < '3.11'", "exceptiongroup; python_version >= '3.11'"]
     assert unmet(python, reqs) == sorted(["hatchling<1", "packaging", "tomli; python_version < '3.11'"])
+
+
+_COUNTING_BACKEND = '''\
+"""tiny_backend, counting the times it is asked for its dynamic build requirements."""
+import os
+import sys
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from tiny_backend import build_wheel
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "asked"), "a") as f:
+        f.write("asked\\n")
+    return []
+'''
+
+
+def test_the_backend_is_asked_for_its_build_requirements_again_only_when_its_configuration_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bumped dependency or a renamed project (the [project] table) asks the backend nothing new; a change to its
+    own table does, and so does any change where hatch puts the runtime dependencies into its build environment."""
+    from pyimage.cache import Cache
+    from pyimage.resolve import appwheel
+    from support.tiny import offline_env, tiny_project
+
+    for key, value in offline_env(tmp_path / "links").items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "links").mkdir()
+    project = tiny_project(tmp_path / "app")
+    (project / "_backend" / "counting_backend.py").write_text(_COUNTING_BACKEND)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('build-backend = "tiny_backend"', 'build-backend = "counting_backend"'))
+    cache = Cache(tmp_path / "cache")
+    asked = project / "_backend" / "asked"
+
+    def build(n: int, edit: tuple[str, str] | None = None) -> int:
+        if edit:
+            pyproject.write_text(pyproject.read_text().replace(*edit))
+        appwheel.build_app_wheel(project, tmp_path / f"out{n}", cache, 0)
+        return len(asked.read_text().splitlines())
+
+    assert build(1) == 1
+    assert build(2, ('version = "1.0"', 'version = "1.1"')) == 1  # [project]: not asked again (was: every edit)
+    pyproject.write_text(pyproject.read_text() + "\n[tool.tiny]\nflag = true\n")
+    assert build(3) == 2  # the backend's own configuration
+    assert build(4, ("flag = true", 'flag = true\nrequire-runtime-dependencies = true')) == 3
+    assert build(5, ('version = "1.1"', 'version = "1.2"')) == 4  # with runtime dependencies in the build env: asked
