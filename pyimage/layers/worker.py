@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 
 __all__ = ["PROCESS_MIN", "build_in_child", "file_maps_in_child", "spare_core", "worth_a_process"]
 
-# A process costs ~0.15 s to start and import; a layer of this much tar takes seconds to build.
-PROCESS_MIN = 32 << 20
+# A process costs 0.15-0.3 s to start and import; a layer of this much tar takes seconds to build. At 32 MB a
+# dependency bump's numpy layer (59 MB, alone) was 0.2-0.3 s slower apart; torch-app and big-app cold builds
+# measured the same at 32 and 128 MB (A/B, 3-4 runs each).
+PROCESS_MIN = 128 << 20
 
 _BOOT = "import pickle, sys; path, payload = pickle.load(sys.stdin.buffer); sys.path[:] = path; from pyimage.layers.worker import _main; sys.exit(_main(payload))"
 
