@@ -19,7 +19,7 @@ from pyimage.config import Config
 from pyimage.errors import ConfigError, PyimageError
 from pyimage.resolve import hashedreqs
 from pyimage.resolve.appsource import AppSource, static_requires
-from pyimage.resolve.lock import inputs_key, read_lock, write_lock
+from pyimage.resolve.lock import inputs_key, read_lock, target_table, write_lock
 from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins, target_environment
 from pyimage.resolve.pip import Pin, resolve
 from pyimage.resolve.target import Target
@@ -175,6 +175,11 @@ def resolve_ahead(cfg: Config, target: Target, cache: Cache, refresh: bool, upgr
     path sources (their packages are built first); a lock written before the digest was recorded is trusted."""
     if cfg.requirements or cfg.groups or workspace is not None:
         return None
+    lock_path = cfg.project_dir / cfg.lock
+    table = target_table(lock_path, target.platform) if lock_path.is_file() else {}
+    recorded = table.get("requires-digest", "") if table else None  # None: no entry for this platform, nothing locked
+    if recorded == "" and not refresh:
+        return None  # a lock from before the digest was recorded: trusted (and no file read further)
     try:
         if detect_lock_input(cfg.project_dir, cfg.lock_input) is not None or _builds_sources(cfg.project_dir):
             return None
@@ -182,9 +187,9 @@ def resolve_ahead(cfg: Config, target: Target, cache: Cache, refresh: bool, upgr
         if not requires:
             return None
         declared = declared_digest(requires, cfg.extras, target)
-        lock = read_lock(cfg.project_dir / cfg.lock, target)
-        if not declared or (lock is not None and not refresh and lock.declared in ("", declared)):
+        if not declared or (recorded == declared and not refresh):
             return None
+        lock = read_lock(lock_path, target)
         sources = read_uv_sources(cfg.project_dir)
     except PyimageError:
         return None  # said where the build meets it

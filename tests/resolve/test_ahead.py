@@ -140,3 +140,22 @@ def test_declared_digest_is_what_applies_on_the_target_however_it_is_spelt() -> 
     assert declared_digest(["six>=1.0,<3", "left[x]"], ["x"], TARGET) != a
     assert declared_digest(['six>=1.0,<2', "left[x]", 'newpy; extra == "other"'], ["other"], TARGET) != a
     assert declared_digest(["six >>> 1"], [], TARGET) == ""
+
+
+def test_a_lock_from_before_the_digest_is_trusted_and_one_for_another_platform_is_not(links: Path, tmp_path: Path) -> None:
+    from pyimage.resolve.lock import write_lock
+    from pyimage.resolve.pip import Pin
+
+    project = _project(tmp_path, '["six==1.16.0"]')
+    cfg = load_config(project)
+    cache = Cache(tmp_path / "cache")
+    six = Pin("six", "1.17.0", "six-1.17.0-py2.py3-none-any.whl", "https://example.invalid/six.whl", "0" * 64)
+    write_lock(project / "pylock.pyimage.toml", [six], "inputs", TARGET)  # as pyimage wrote it before 2026-11-25
+    assert resolve_ahead(cfg, TARGET, cache, False, False, None) is None  # its inputs decide, after the wheel
+    ahead = resolve_ahead(cfg, TARGET, cache, True, False, None)  # `pyimage lock`: it resolves in any case
+    assert ahead is not None
+    ahead.wait()
+    arm64 = Target("3.11", Platform.parse("linux/arm64"), "glibc", "2.36")
+    other = resolve_ahead(cfg, arm64, cache, False, False, None)  # no entry for arm64: it will resolve
+    assert other is not None
+    other.wait()
