@@ -110,7 +110,8 @@ def _headers(text: str) -> dict[str, list[str]]:
 def script_source(app: Path, script: str) -> tuple[str, str, str] | None:
     """(``module:object`` as the console script ``script`` names it, the object's first name, the module's source)
     when the app wheel itself holds that module as a .py file; None otherwise (another wheel's module, a legacy
-    script, an extension module)."""
+    script, an extension module, or an object that is a submodule of the package: the script's
+    ``from PKG import NAME`` imports it)."""
     with zipfile.ZipFile(app) as zf:
         dist_info = next(n.split("/")[0] for n in zf.namelist() if n.split("/")[0].endswith(".dist-info"))
         try:
@@ -129,6 +130,10 @@ def script_source(app: Path, script: str) -> tuple[str, str, str] | None:
         if not module or not attr or not all(p.isidentifier() for p in module.split(".")):
             return None
         stem = module.replace(".", "/")
+        first = attr.split(".")[0]
+        names = set(zf.namelist())
+        if f"{stem}/{first}.py" in names or any(n.startswith(f"{stem}/{first}/") for n in names):
+            return None
         for name in (f"{stem}.py", f"{stem}/__init__.py"):
             try:
                 source = zf.read(name).decode("utf-8", "replace")

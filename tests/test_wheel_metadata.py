@@ -111,3 +111,18 @@ def test_the_console_script_the_image_runs_names_an_object_its_module_defines(ta
     with pytest.raises(ConfigError) as err:
         check_script_object("app", script_source(wheel, "app"))
     assert said in f"{err.value} {err.value.hint}"
+
+
+def test_a_console_script_naming_a_submodule_of_its_package_is_not_refused(tmp_path: Path) -> None:
+    """pip's script runs ``from pkg import sub``, which imports the submodule though ``pkg/__init__.py`` never does."""
+    from pyimage.errors import ConfigError
+    from pyimage.runconfig import check_script_object
+    from pyimage.wheels import script_source
+
+    files = {"pkg/__init__.py": b"", "pkg/sub.py": b"def main(): pass\n", "pkg/tool/__init__.py": b""}
+    for target in ("pkg:sub", "pkg:tool"):
+        wheel = make_wheel(tmp_path / target.replace(":", "-"), "pkg", "1.0", files, entry_points=f"[console_scripts]\npkg = {target}\n")
+        check_script_object("pkg", script_source(wheel, "pkg"))
+    wheel = make_wheel(tmp_path / "typo", "pkg", "1.0", files, entry_points="[console_scripts]\npkg = pkg:sbu\n")
+    with pytest.raises(ConfigError):
+        check_script_object("pkg", script_source(wheel, "pkg"))
