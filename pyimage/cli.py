@@ -101,8 +101,8 @@ def _toml_value(raw: str, key: str = "KEY") -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError as exc:
-        if raw[:1] not in ("[", "{"):
-            return raw  # a bare string
+        if raw[:1] not in ("[", "{") or key in _STRING_KEYS:
+            return raw  # a bare string (`base=[::1]:5000/app` too)
         # a list or table whose strings are not quoted (``heavy=[numpy,pandas]``) was taken as one string
         if raw[:1] == "[" and raw.endswith("]"):
             items = [i.strip() for i in raw[1:-1].split(",") if i.strip()]

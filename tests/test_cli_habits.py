@@ -8,6 +8,8 @@ import json
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from support.tiny import assert_one_error, run_pyimage, tiny_base, tiny_project
 
 
@@ -288,3 +290,15 @@ def test_a_pdm_lock_is_an_error_naming_the_export_not_silently_resolved_past(tmp
     text = (project / "pyproject.toml").read_text()
     (project / "pyproject.toml").write_text(text.replace("[tool.pyimage]\n", '[tool.pyimage]\nlock-input = "none"\n'))
     assert run_pyimage("plan", "-C", str(project), cache=cache).returncode == 0
+
+
+def test_set_takes_toml_values_and_refuses_a_list_it_would_have_taken_as_one_string() -> None:
+    from pyimage.cli import _parse_set
+    from pyimage.errors import ConfigError
+
+    assert _parse_set(['heavy=["numpy", "pandas"]', "max-layers=20", "python=3.10", "base=[::1]:5000/app:1", "user=app"]) == {
+        "heavy": ["numpy", "pandas"], "max-layers": 20, "python": "3.10", "base": "[::1]:5000/app:1", "user": "app",
+    }  # an IPv6 registry is a string key's value, not a list
+    with pytest.raises(ConfigError) as err:
+        _parse_set(["heavy=[numpy,pandas]"])
+    assert """--set 'heavy=["numpy", "pandas"]'""" in err.value.hint
