@@ -217,7 +217,9 @@ def _registry_settings(username: Optional[str], password_stdin: bool, insecure: 
 
     if password_stdin and not username:
         raise ConfigError("--password-stdin needs --username", "pass --username USER as well")
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    if password_stdin and not password:  # `< /dev/null`, an empty secret in CI: the registry would say only 401
+        raise ConfigError("--password-stdin read no password from standard input", "pipe it in: --password-stdin < token-file (or echo \"$TOKEN\" | pyimage …)")
     targets = frozenset(parse_reference(ref).registry for ref in push) if push else None
     return RegistrySettings(username, password, frozenset(insecure or []), str(ca_bundle) if ca_bundle else None, targets)
 

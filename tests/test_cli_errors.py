@@ -275,3 +275,19 @@ def test_index_of_something_other_than_a_layout_or_registry_says_what_index_take
     assert error == f"error: pyimage index {source!r}: that is {what}; index takes oci:DIR[:TAG] layouts and registry references"
     assert "build with -o oci:DIR and give oci:DIR" in hint and "push it to a registry" in hint
     assert not (tmp_path / ".cache").exists()
+
+
+def test_credentials_in_a_push_reference_are_one_error_that_never_repeats_them(tmp_path: Path) -> None:
+    """A new-user trial's ``--push user:pass@host/repo:tag`` was echoed back whole, password included."""
+    project = make_project(tmp_path, "")
+    done = run(["build", "-C", str(project), "--push", "user:s3cr3t@127.0.0.1:5055/app:1"], tmp_path)
+    error, hint = assert_user_error(done)
+    assert "'***@127.0.0.1:5055/app:1': a registry reference cannot carry credentials" in error and "--password-stdin" in hint
+    assert "s3cr3t" not in done.stdout + done.stderr
+
+
+def test_an_empty_password_on_stdin_is_said_before_any_registry_is_asked(tmp_path: Path) -> None:
+    """``--password-stdin < /dev/null`` (an empty CI secret) sent an empty password and met a bare 401."""
+    project = make_project(tmp_path, "")
+    error, hint = assert_user_error(run(["build", "-C", str(project), "--push", "127.0.0.1:9/app:1", "--username", "u", "--password-stdin"], tmp_path))
+    assert error == "error: --password-stdin read no password from standard input" and "token-file" in hint

@@ -73,6 +73,12 @@ def parse_reference(text: str) -> Reference:
         raise _invalid(original, "it is empty", "give an image such as python:3.12-slim or ghcr.io/org/app:1.0")
 
     digest: str | None = None
+    if "@" in text and "/" in text.split("@", 1)[1]:  # user:password@host/repo: a digest never holds a slash
+        where = "***@" + text.split("@", 1)[1]  # the secret is never repeated back
+        raise ConfigError(
+            f"not an image reference: {where!r}: a registry reference cannot carry credentials",
+            "drop them from the reference and pass them with --username/--password-stdin, PYIMAGE_REGISTRY_USERNAME/PASSWORD or `docker login`",
+        )
     if "@" in text:
         text, digest = text.split("@", 1)
         if not _DIGEST_RE.match(digest) or (digest.startswith("sha256:") and not _SHA256_RE.match(digest)):

@@ -80,3 +80,11 @@ def test_invalid_reference_is_a_config_error_with_a_hint(text: str, needle: str)
     assert needle in info.value.message + info.value.hint
     assert info.value.hint
     assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("text", ["user:s3cr3t@127.0.0.1:5055/app:1", "docker://me:s3cr3t@ghcr.io/org/app", "s3cr3t@registry.example/app@sha256:" + "a" * 64])
+def test_credentials_in_a_reference_are_refused_without_repeating_them(text: str) -> None:
+    """A new-user trial's ``--push user:pass@host/repo:tag`` was echoed back whole, password included."""
+    with pytest.raises(ConfigError) as err:
+        parse_reference(text)
+    assert "cannot carry credentials" in str(err.value) and "s3cr3t" not in f"{err.value} {err.value.hint}"
