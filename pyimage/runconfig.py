@@ -305,14 +305,11 @@ def _top_names(node: Any) -> set[str]:
         names: set[str] = set()
         for field in ("body", "orelse", "finalbody", "handlers", "cases"):
             for child in getattr(node, field, []) or []:
-                names |= _top_names(child)
-                if isinstance(child, (ast.ExceptHandler, ast.match_case)):
-                    for inner in child.body:
-                        names |= _top_names(inner)
+                names |= _top_names(child)  # an except handler or match case: every name stored in it (below)
         if isinstance(node, (ast.For, ast.With)):
             names |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
         return names
-    if isinstance(node, ast.Expr) or isinstance(node, (ast.Global, ast.Nonlocal)):
+    if isinstance(node, (ast.Expr, ast.Global, ast.Nonlocal)):
         return set()
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}  # walrus, del, …
 
