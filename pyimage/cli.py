@@ -497,12 +497,14 @@ def init(
         section = render("pyproject-section.toml")
         if app is not None:
             if app[1] is not None:
-                entry = f"entrypoint = {json.dumps(app[1])}"
-                lines = [entry + "  # the project is not a package: its files are copied to workdir (/app), and this runs there"]
+                # As `command` (the image's Cmd), like a Dockerfile's CMD: `docker run IMAGE python manage.py migrate`
+                # replaces it rather than becoming arguments to a guessed server.
+                entry = f"command = {json.dumps(app[1])}"
+                lines = [entry + "  # the project is not a package: its files are copied to workdir (/app), and this runs there; `docker run IMAGE ARGS` replaces it"]
                 told.append(f"{entry}: guessed from the project's files; change it to what your Dockerfile runs (CMD)")
             else:
-                lines = ['# entrypoint = ["python", "-m", "yourapp"]  # required: the project is not a package; its files are copied to workdir (/app), and this runs there']
-                told.append("no entrypoint guessed (no *.py file, no package with __main__.py): set entrypoint to what your Dockerfile runs (CMD) before building")
+                lines = ['# command = ["python", "-m", "yourapp"]  # required: the project is not a package; its files are copied to workdir (/app), and this runs there']
+                told.append("no command guessed (no *.py file, no package with __main__.py): set command to what your Dockerfile runs (CMD) before building")
             if (project / "requirements.txt").is_file() and not _has_dependencies(pyproject):
                 lines.append('requirements = "requirements.txt"  # the dependencies (a file with --hash on every line is installed as a lock)')
                 told.append("requirements = \"requirements.txt\": the dependencies stay in requirements.txt")

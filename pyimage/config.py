@@ -750,7 +750,7 @@ def _no_project_hint(directory: Path) -> str:
     except OSError:
         app_like = False
     if app_like and not (directory / "setup.py").exists():
-        return "this looks like an app without a pyproject.toml: run `pyimage init` here, which writes one from requirements.txt and guesses the entrypoint"
+        return "this looks like an app without a pyproject.toml: run `pyimage init` here, which writes one from requirements.txt and guesses the command it runs"
     return _NO_PROJECT_HINT
 
 

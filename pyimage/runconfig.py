@@ -61,7 +61,7 @@ def check_entrypoint(cfg: Config, source: AppSource | None = None) -> None:
                 )
             raise ConfigError(
                 f"{cfg.pyproject}: the project is not a package (no [build-system]), so there is no console script to run; its files go to {cfg.workdir or DEFAULT_WORKDIR}",
-                f"set [tool.pyimage] entrypoint, e.g. entrypoint = {json.dumps(guess)} (run in {cfg.workdir or DEFAULT_WORKDIR}), or add a [build-system] table to build it as a package",
+                f"set [tool.pyimage] command (what a Dockerfile's CMD runs), e.g. command = {json.dumps(guess)} (run in {cfg.workdir or DEFAULT_WORKDIR}), or add a [build-system] table to build it as a package",
             )
         return
     scripts = declared_scripts(cfg)

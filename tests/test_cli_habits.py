@@ -117,7 +117,7 @@ def test_an_app_of_scripts_and_requirements_without_pyproject_is_pointed_at_init
     done = run_pyimage("build", cache=tmp_path / "cache", cwd=app)
     assert done.returncode == 2 and done.stderr.splitlines()[-2:] == [
         "error: no pyproject.toml in .",
-        "hint: this looks like an app without a pyproject.toml: run `pyimage init` here, which writes one from requirements.txt and guesses the entrypoint",
+        "hint: this looks like an app without a pyproject.toml: run `pyimage init` here, which writes one from requirements.txt and guesses the command it runs",
     ], done.stderr
 
 

@@ -25,7 +25,7 @@ def test_no_entrypoint_is_one_error_before_any_work_naming_a_file_of_the_project
     project = app(tmp_path, '[project]\nname = "web"\nversion = "0"\ndependencies = ["six"]\n\n[tool.pyimage]\nbase = "127.0.0.1:9/none:1"\n')
     error, hint = assert_user_error(run([command], project))
     assert "not a package (no [build-system])" in error and "/app" in error
-    assert 'entrypoint = ["python", "main.py"]' in hint
+    assert 'command = ["python", "main.py"]' in hint
     assert not any((project / ".cache").rglob("*.whl")) and not (project / "pylock.pyimage.toml").exists()
 
 
@@ -58,18 +58,18 @@ def test_init_in_a_requirements_txt_app_writes_a_minimal_project_and_explains(tm
     data = tomllib.loads((project / "pyproject.toml").read_text())
     assert data["project"] == {"name": "my-site", "version": "0", "dependencies": []}
     assert "build-system" not in data
-    assert data["tool"]["pyimage"]["entrypoint"] == ["python", "main.py"]
+    assert data["tool"]["pyimage"]["command"] == ["python", "main.py"]
     assert data["tool"]["pyimage"]["requirements"] == "requirements.txt"
     assert "not built as a package" in done.stderr and "requirements.txt" in done.stderr and "guessed" in done.stderr
 
 
-def test_init_in_a_uv_app_keeps_its_dependencies_and_adds_the_entrypoint(tmp_path: Path) -> None:
+def test_init_in_a_uv_app_keeps_its_dependencies_and_adds_the_command(tmp_path: Path) -> None:
     project = app(tmp_path, '[project]\nname = "web"\nversion = "0.1.0"\ndependencies = ["six"]\n')
     (project / "requirements.txt").write_text("six\n")  # [project] dependencies are the list: requirements.txt left alone
     assert run(["init", "--base", "python:3.12-slim"], project).returncode == 0
     data = tomllib.loads((project / "pyproject.toml").read_text())
     assert data["project"]["dependencies"] == ["six"] and "requirements" not in data["tool"]["pyimage"]
-    assert data["tool"]["pyimage"]["entrypoint"] == ["python", "main.py"]
+    assert data["tool"]["pyimage"]["command"] == ["python", "main.py"]
 
 
 def test_init_never_guesses_a_file_that_is_not_there(tmp_path: Path) -> None:
@@ -79,12 +79,12 @@ def test_init_never_guesses_a_file_that_is_not_there(tmp_path: Path) -> None:
     done = run(["init", "--base", "python:3.12-slim"], tmp_path)
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "pyproject.toml").read_text()
-    assert "entrypoint" not in tomllib.loads(text)["tool"]["pyimage"] and "main.py" not in text
-    assert "no entrypoint guessed" in done.stderr
+    assert "command" not in tomllib.loads(text)["tool"]["pyimage"] and "main.py" not in text
+    assert "no command guessed" in done.stderr
     (tmp_path / "pkg" / "__main__.py").write_text("")
     (tmp_path / "pyproject.toml").unlink()
     assert run(["init", "--base", "python:3.12-slim"], tmp_path).returncode == 0
-    assert tomllib.loads((tmp_path / "pyproject.toml").read_text())["tool"]["pyimage"]["entrypoint"] == ["python", "-m", "pkg"]
+    assert tomllib.loads((tmp_path / "pyproject.toml").read_text())["tool"]["pyimage"]["command"] == ["python", "-m", "pkg"]
 
 
 def test_init_in_a_directory_with_nothing_python_is_one_error(tmp_path: Path) -> None:

@@ -81,14 +81,16 @@ def test_django_like_layout_after_init_runs_from_app(pyimage: Pyimage, django_li
     text = (django_like / "pyproject.toml").read_text()
     assert 'name = "mysite-app"' in text and 'version = "0"' in text and "[build-system]" not in text
     assert 'requirements = "requirements.txt"' in text
-    assert 'entrypoint = ["python", "manage.py", "runserver", "0.0.0.0:8000"]' in text  # no gunicorn in requirements.txt
+    guessed = ["python", "manage.py", "runserver", "0.0.0.0:8000"]  # no gunicorn in requirements.txt
+    assert f"command = {json.dumps(guessed)}" in text and "entrypoint =" not in text
     assert "not built as a package" in done.stderr and "guessed from the project's files" in done.stderr
 
-    report = pyimage.build(django_like, tmp_path / "img", "t", "--set", 'entrypoint=["python", "manage.py", "hello"]')
+    report = pyimage.build(django_like, tmp_path / "img", "t")
 
     names = [layer["name"] for layer in report["layers"]]
     assert names[-2:] == ["site-packages", "app"] and layers(report)["site-packages"]["packages"] == ["six==1.17.0"]
-    assert "mysite: <h1>polls v1</h1> (six 1.17.0) ['hello']" in run_image(tmp_path / "img", "t").stdout
+    # `docker run IMAGE python manage.py hello` replaces the guessed Cmd, as under a Dockerfile's CMD (below: the config)
+    assert "mysite: <h1>polls v1</h1> (six 1.17.0) ['hello']" in run_image(tmp_path / "img", "t", args=["python", "manage.py", "hello"]).stdout
     listing = run_image(tmp_path / "img", "t", args=["sh", "-c", "pwd; cd /app && find . -type f | sort"]).stdout.split()
     assert listing[0] == "/app"
     assert listing[1:] == [
@@ -96,7 +98,7 @@ def test_django_like_layout_after_init_runs_from_app(pyimage: Pyimage, django_li
         "./pyproject.toml", "./requirements.txt", "./static/site.css", "./templates/polls/index.html",
     ]
     config = json.loads(subprocess.run(["skopeo", "inspect", "--config", f"oci:{tmp_path / 'img'}:t"], capture_output=True, text=True, check=True).stdout)
-    assert config["config"]["WorkingDir"] == "/app" and config["config"]["Entrypoint"] == ["python", "manage.py", "hello"]
+    assert config["config"]["WorkingDir"] == "/app" and config["config"]["Cmd"] == guessed and "Entrypoint" not in config["config"]
 
 
 def test_a_code_or_template_change_rebuilds_only_the_app_layer(pyimage: Pyimage, django_like: Path, tmp_path: Path) -> None:
@@ -171,7 +173,7 @@ def poetry_app(tmp_path: Path) -> Path:
 def test_init_on_a_poetry_app_with_a_main_package_writes_python_m_and_the_image_runs(pyimage: Pyimage, poetry_app: Path, tmp_path: Path) -> None:
     init(poetry_app)
     text = (poetry_app / "pyproject.toml").read_text()
-    assert 'entrypoint = ["python", "-m", "app"]' in text
+    assert 'command = ["python", "-m", "app"]' in text
     pyimage.build(poetry_app, tmp_path / "img", "t")
     assert "poetry app runs" in run_image(tmp_path / "img", "t").stdout
 
@@ -214,10 +216,10 @@ def test_a_flask_app_without_main_is_served_by_gunicorn_as_init_guessed(pyimage:
     (project / "requirements.txt").write_text("flask\ngunicorn\n")
     done = init(project)
     guessed = ["gunicorn", "--bind", "0.0.0.0:8000", "app:app"]
-    assert f"entrypoint = {json.dumps(guessed)}" in (project / "pyproject.toml").read_text(), done.stderr
+    assert f"command = {json.dumps(guessed)}" in (project / "pyproject.toml").read_text(), done.stderr
     pyimage.build(project, tmp_path / "img", "t")
     config = json.loads(subprocess.run(["skopeo", "inspect", "--config", f"oci:{tmp_path / 'img'}:t"], capture_output=True, text=True, check=True).stdout)
-    assert config["config"]["Entrypoint"] == guessed
+    assert config["config"]["Cmd"] == guessed and "Entrypoint" not in config["config"]
     port = free_port()  # runc shares the host's network here: the guessed command, on a free loopback port
     with start_image(tmp_path / "img", "t", args=[*guessed[:2], f"127.0.0.1:{port}", *guessed[3:]]) as container:
         body = json.loads(wait_http(f"http://127.0.0.1:{port}/", timeout=60, container=container))

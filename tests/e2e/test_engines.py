@@ -233,3 +233,23 @@ def test_an_image_of_the_local_docker_engine_is_a_base(pyimage: Pyimage, dockerd
     (fresh / "pyproject.toml").write_text('[project]\nname = "fresh"\nversion = "1.0"\n')
     init = subprocess.run([sys.executable, "-m", "pyimage", "init", "-C", str(fresh)], capture_output=True, text=True, env=dockerd.env, check=True)
     assert 'base = "docker-daemon:python:bookworm-local"' in (fresh / "pyproject.toml").read_text(), init.stderr
+
+
+def test_a_django_layout_after_init_runs_manage_py_commands_in_docker(pyimage: Pyimage, dockerd: Dockerd, tmp_path: Path) -> None:
+    """Two new-user trials: `init` wrote its guessed server (gunicorn) as the entrypoint, so `docker run IMAGE python
+    manage.py check` started gunicorn with those words as arguments and hung. The guess is the image's Cmd now, as a
+    Dockerfile's CMD: Docker's own argument handling replaces it."""
+    project = tmp_path / "mysite"
+    (project / "mysite").mkdir(parents=True)
+    (project / "manage.py").write_text("import sys\nimport mysite\nprint('manage', mysite.NAME, sys.argv[1:])\n")
+    (project / "mysite" / "__init__.py").write_text("NAME = 'mysite'\n")
+    (project / "mysite" / "wsgi.py").write_text("def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n")
+    (project / "requirements.txt").write_text("gunicorn\n")
+    subprocess.run([sys.executable, "-m", "pyimage", "init", "--base", "python:3.12-slim", "-C", str(project)], check=True, capture_output=True)
+    assert 'command = ["gunicorn", "--bind", "0.0.0.0:8000", "mysite.wsgi"]' in (project / "pyproject.toml").read_text()
+    pyimage.run("build", "--load", "--tag", "mysite:1", project=project, env=dockerd.env)
+    (inspected,) = json.loads(dockerd.docker("image", "inspect", "mysite:1").stdout)
+    assert inspected["Config"]["Entrypoint"] is None and inspected["Config"]["Cmd"] == ["gunicorn", "--bind", "0.0.0.0:8000", "mysite.wsgi"]
+    out = dockerd.docker("run", "--rm", "--network", "none", "mysite:1", "python", "manage.py", "check", timeout=120).stdout
+    assert out.strip() == "manage mysite ['check']"
+    assert "gunicorn" in dockerd.docker("run", "--rm", "--network", "none", "mysite:1", "gunicorn", "--version").stdout
