@@ -157,9 +157,9 @@ def show_build(result: Any, tags: Sequence[str] = ()) -> None:
             [l.name, l.digest[7:19], human_size(l.size), "in registry" if l.remote else "cached" if l.cached else "built", ", ".join(l.packages[:4]) + (" …" if len(l.packages) > 4 else "")]
             for l in built.layers
         ]
-        # the manifest digest (what `docker pull NAME@` takes and a registry names); an engine's image ID (the
-        # config's digest) is said on its own line when the image is loaded
-        table(f"image {built.digest}" + (f" ({built.platform})" if index else "") + (" (manifest digest)" if result.loaded else ""), ["layer", "digest", "size", "cache", "packages"], rows)
+        # the manifest digest (what `docker pull NAME@` takes and a registry names), always named as such: an engine's
+        # image ID (the config's digest) is another number, said on its own line when the image is loaded
+        table(f"image {built.digest} ({built.platform} manifest digest)" if index else f"image {built.digest} (manifest digest)", ["layer", "digest", "size", "cache", "packages"], rows)
     if index is not None:
         out(f"image index {index.digest} ({', '.join(str(i.platform) for i in images)})")
     for w in result.outputs:

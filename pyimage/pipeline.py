@@ -169,7 +169,7 @@ def workspace_root_note(project: Path) -> str | None:
             f"{project} is the root of a uv workspace and has no [project] of its own to make an image of",
             f"run `pyimage init -C DIR` with the directory of the member to ship (members: {members}); its builds use this root's uv.lock",
         ) from None
-    return f"this is also the root of a uv workspace (members: {members}); to make an image of a member, run `pyimage init -C DIR` with its directory instead"
+    return f"this is also the root of a uv workspace (members: {members}); to make an image of a member, run `pyimage init -C DIR` with its directory, then `pyimage build --package NAME` here (or `pyimage build` there)"
 
 
 def workspace_member(start: Path, package: str) -> Path:

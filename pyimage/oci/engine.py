@@ -317,10 +317,19 @@ def _raise_stream_error(body: bytes, endpoint: DockerEndpoint) -> None:
 
 
 def load_podman(image: Image, reference: str, podman: str | None = None, also: tuple[str, ...] = ()) -> Loaded:
-    """Feeds ``image`` to ``podman load`` on stdin and tags it ``reference`` (and each of ``also``)."""
+    """Feeds ``image`` to ``podman load`` on stdin and tags it ``reference`` (and each of ``also``). An image podman
+    holds already (its ID is the config's digest, under any name) is only tagged: nothing is streamed."""
     exe = podman or shutil.which("podman")
     if exe is None:
         raise BuildError("podman is not on PATH", "install podman, or load into Docker with --load / -o docker-daemon:NAME:TAG")
+    image_id = image.config_descriptor().digest.removeprefix("sha256:")
+    held = tools.run([exe, "image", "inspect", "--format", "{{.Id}}", image_id], tool="podman", doing=f"looking for image {image_id[:12]} in podman")
+    if held.ok and held.stdout.strip() == image_id:
+        for name in (reference, *also):
+            tagged = tools.run([exe, "tag", image_id, name], tool="podman", doing=f"tagging {image_id[:12]} as {name}")
+            if not tagged.ok:
+                raise tagged.error("run `podman images` to see what it holds", f"podman tag {image_id[:12]} {name} failed")
+        return Loaded("podman", "podman", reference, image_id, 0, also)
     with tempfile.TemporaryFile() as err:  # a file, not a pipe: podman's progress can never block our writes
         proc = subprocess.Popen([exe, "load"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
         assert proc.stdin is not None

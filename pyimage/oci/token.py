@@ -52,6 +52,10 @@ def rejected_hint(creds: Credentials, registry: str, doing: str = "") -> str:
         given = "--username and --password-stdin"
     elif creds.source == ENV_USERNAME:
         given = f"{ENV_USERNAME} and {ENV_PASSWORD}"
+    elif creds.source.startswith("$REGISTRY_AUTH_FILE"):  # read before docker's file: `docker login` would not replace them
+        return f"the registry rejected the credentials from {creds.source}; run podman login --authfile \"$REGISTRY_AUTH_FILE\" {registry} (or skopeo login), or unset REGISTRY_AUTH_FILE, or pass --username and --password-stdin"
+    elif "containers/auth.json" in creds.source:
+        return f"the registry rejected the credentials from {creds.source}; run podman login {registry} (or skopeo login), or pass --username and --password-stdin"
     else:
         return f"the registry rejected the credentials from {creds.source}; " + LOGIN_HINT.format(registry=registry)
     user = f" (user {creds.username!r})" if creds.username else ""

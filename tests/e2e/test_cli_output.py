@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,8 @@ def test_plan_build_and_inspect_print_their_results_on_stdout(pyimage: Pyimage, 
     header = next(line for line in built.stdout.splitlines() if "layer" in line and "digest" in line)
     assert [c.strip() for c in header.strip("┃│ ").replace("┃", "│").split("│")] == ["layer", "digest", "size", "cache", "packages"]
     assert f"wrote oci:{layout}:t" in built.stdout and "wrote" not in built.stderr
+    # the number is named (a new-user trial could not tell it from an engine's image ID)
+    assert re.search(r"^image sha256:[0-9a-f]{64} \(manifest digest\)$", built.stdout, re.M), built.stdout
     out = tmp_path / "inspect.txt"
     with out.open("w") as f:  # as `pyimage inspect oci:… > inspect.txt`
         done = subprocess.run([*pyimage_cmd, "inspect", f"oci:{layout}:t", "--cache-dir", str(pyimage.cache_dir)], stdout=f, stderr=subprocess.PIPE, text=True)

@@ -112,6 +112,11 @@ def test_output_podman_loads_through_podman_load(pyimage: Pyimage, storage: Stor
     assert report["loaded"][0]["engine"] == "podman"
     assert report["loaded"][0]["id"] in storage.podman("images", "--no-trunc", "--format", "{{.ID}}").stdout
     assert "hello, world" in storage.run_chroot("localhost/hello-podman:2", ["/opt/venv/bin/hello"])
+    # built again: podman holds that image, so it is only tagged (a new-user trial read "N layer(s) sent" for an
+    # image podman had)
+    again = pyimage.run("build", "-o", "podman:localhost/hello-podman:again", project=project, env=storage.env).stdout.splitlines()
+    assert again[-1] == f"loaded into podman (podman) as localhost/hello-podman:again: podman image ID {report['loaded'][0]['id']} (0 layer(s) sent)"
+    assert storage.podman("image", "inspect", "--format", "{{.Id}}", "localhost/hello-podman:again").stdout.strip() == report["loaded"][0]["id"]
 
 
 def test_load_with_no_engine_is_one_error_naming_the_socket(pyimage: Pyimage, tmp_path: Path) -> None:

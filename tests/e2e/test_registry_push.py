@@ -97,7 +97,7 @@ def test_repository_and_tags_from_config_push_over_tls_with_a_ca_bundle(pyimage:
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
         assert [p["reference"] for p in report["pushed"]] == [f"{reg.host}/apps/tls:1.0", f"{reg.host}/apps/tls:stable"]
-        assert report["outputs"] == []  # a configured repository is the output
+        assert report["outputs"] == [] and not (project / "dist").exists()  # a configured repository is the output: nothing on disk
         for tag in ("1.0", "stable"):
             info = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--creds", reg.creds(), f"docker://{reg.host}/apps/tls:{tag}"], capture_output=True, text=True, check=True).stdout)
             assert info["Digest"] == report["image"]["digest"]

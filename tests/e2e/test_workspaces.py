@@ -172,6 +172,14 @@ def test_init_at_a_virtual_workspace_root_names_the_members_and_init_in_one_buil
     assert run_image(tmp_path / "a", "t").stdout.strip().startswith("hello svc-a")
     assert "has a [tool.pyimage] table" not in json.dumps(report)  # the root has none: nothing to say
 
+    # a root that is a package of its own is configured, and init says how a member's image is made
+    root = workspace / "pyproject.toml"
+    root.write_text('[project]\nname = "platform"\nversion = "1.0"\n\n' + root.read_text())
+    done = subprocess.run([*init, "-C", str(workspace)], capture_output=True, text=True, check=True)
+    assert "[tool.pyimage]" in root.read_text()
+    note = next(line for line in done.stderr.splitlines() if line.startswith("note: this is also the root of a uv workspace"))
+    assert "svc-a (services/svc-a)" in note and "`pyimage build --package NAME` here" in note
+
 
 def test_a_members_build_says_the_roots_tool_pyimage_is_not_read(pyimage: Pyimage, workspace: Path, tmp_path: Path) -> None:
     member = workspace / "services" / "svc-a"

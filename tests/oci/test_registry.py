@@ -37,7 +37,7 @@ from support.registry import (
 )
 
 from pyimage.errors import RegistryError
-from pyimage.oci.auth import Credentials
+from pyimage.oci.auth import Credentials, lookup_credentials
 from pyimage.oci.model import (
     MEDIA_DOCKER_CONFIG,
     MEDIA_DOCKER_LAYER_GZIP,
@@ -411,6 +411,34 @@ def test_wrong_stored_password_says_to_log_in_again(registry: Registry, image_fa
     with pytest.raises(RegistryError) as info:
         push_image(small_image(image_factory), [ref(registry, "app:v1")], client_factory=factory)
     assert info.value.hint == f"the registry rejected the credentials from ~/.docker/config.json; run docker login {registry.host}, or pass --username and --password-stdin"
+
+
+@pytest.mark.parametrize(
+    ("variable", "file", "login"),
+    [
+        ("REGISTRY_AUTH_FILE", "auth.json", 'run podman login --authfile "$REGISTRY_AUTH_FILE" {host} (or skopeo login), or unset REGISTRY_AUTH_FILE'),
+        ("XDG_RUNTIME_DIR", "containers/auth.json", "run podman login {host} (or skopeo login)"),
+    ],
+)
+def test_wrong_password_in_a_containers_auth_file_names_the_login_that_rewrites_it(
+    registry: Registry, image_factory: ImageFactory, tmp_path: Path, variable: str, file: str, login: str
+) -> None:
+    """New-user trial: credentials from $REGISTRY_AUTH_FILE were rejected and the hint said `docker login`, which
+    writes ~/.docker/config.json, a file read after it: logging in that way changed nothing."""
+    import base64
+
+    auth = tmp_path / file
+    auth.parent.mkdir(parents=True, exist_ok=True)
+    auth.write_text(json.dumps({"auths": {registry.host: {"auth": base64.b64encode(b"alice:not-it").decode()}}}))
+    env = {"HOME": str(tmp_path / "home"), variable: str(auth if variable == "REGISTRY_AUTH_FILE" else tmp_path)}
+    creds = lookup_credentials(registry.host, "app", env=env)
+    assert creds is not None
+
+    with pytest.raises(RegistryError) as info:
+        push_image(small_image(image_factory), [ref(registry, "app:v1")], client_factory=lambda host: RegistryClient(host, credentials=creds, retries=0))
+    assert info.value.hint.startswith(f"the registry rejected the credentials from ${variable}")
+    assert login.format(host=registry.host) in info.value.hint and "docker login" not in info.value.hint
+    assert "not-it" not in info.value.message + info.value.hint
 
 
 def test_no_credentials_for_a_registry_that_needs_them(registry: Registry, image_factory: ImageFactory) -> None:
