@@ -16,7 +16,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 import typer
 
@@ -502,6 +502,10 @@ def init(
                 entry = f"command = {json.dumps(app[1])}"
                 lines = [entry + "  # the project is not a package: its files are copied to workdir (/app), and this runs there; `docker run IMAGE ARGS` replaces it"]
                 told.append(f"{entry}: guessed from the project's files; change it to what your Dockerfile runs (CMD)")
+                port = _listening_port(app[1])
+                if port is not None:  # a Dockerfile says EXPOSE beside such a CMD: `docker run -P` publishes it
+                    lines.append(f"ports = [{port}]  # the port the command listens on (EXPOSE): docker run -P publishes it")
+                    told.append(f"ports = [{port}]: the port the guessed command listens on")
             else:
                 lines = ['# command = ["python", "-m", "yourapp"]  # required: the project is not a package; its files are copied to workdir (/app), and this runs there']
                 told.append("no command guessed (no *.py file, no package with __main__.py): set command to what your Dockerfile runs (CMD) before building")
@@ -533,6 +537,16 @@ def init(
         console.err(f"wrote {dest}: replace OWNER/pyimage@v1 in it with the pyimage action you use, pinned to a commit sha")
     elif ci:
         raise ConfigError(f"--ci {ci}: unknown CI", "supported: github")
+
+
+def _listening_port(argv: Sequence[str]) -> int | None:
+    """The TCP port a guessed server command binds (``--bind 0.0.0.0:8000``, ``--port 8000``, ``runserver
+    0.0.0.0:8000``), for init's ``ports``; None when it names none."""
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg in ("--port", "-p") and i + 1 < len(argv) else arg.rpartition(":")[2] if re.fullmatch(r"[0-9.]+:\d+", arg) else ""
+        if value.isdigit() and 0 < int(value) < 65536:
+            return int(value)
+    return None
 
 
 def _has_dependencies(pyproject: Path) -> bool:

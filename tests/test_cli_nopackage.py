@@ -69,7 +69,26 @@ def test_init_in_a_uv_app_keeps_its_dependencies_and_adds_the_command(tmp_path: 
     assert run(["init", "--base", "python:3.12-slim"], project).returncode == 0
     data = tomllib.loads((project / "pyproject.toml").read_text())
     assert data["project"]["dependencies"] == ["six"] and "requirements" not in data["tool"]["pyimage"]
-    assert data["tool"]["pyimage"]["command"] == ["python", "main.py"]
+    assert data["tool"]["pyimage"]["command"] == ["python", "main.py"] and "ports" not in data["tool"]["pyimage"]  # listens on no port it names
+
+
+@pytest.mark.parametrize(
+    ("files", "requirements", "command"),
+    [
+        ({"manage.py": "", "site/wsgi.py": ""}, "django\n", ["python", "manage.py", "runserver", "0.0.0.0:8000"]),
+        ({"main.py": "from fastapi import FastAPI\napp = FastAPI()\n"}, "fastapi\nuvicorn\n", ["uvicorn", "--host", "0.0.0.0", "--port", "8000", "main:app"]),
+    ],
+)
+def test_init_exposes_the_port_a_guessed_server_listens_on(tmp_path: Path, files: dict[str, str], requirements: str, command: list[str]) -> None:
+    """New-user trial: the guessed gunicorn bound 0.0.0.0:8000 and the image exposed nothing for `docker run -P`."""
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    (tmp_path / "requirements.txt").write_text(requirements)
+    done = run(["init", "--base", "python:3.12-slim"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    settings = tomllib.loads((tmp_path / "pyproject.toml").read_text())["tool"]["pyimage"]
+    assert settings["command"] == command and settings["ports"] == [8000]
 
 
 def test_init_never_guesses_a_file_that_is_not_there(tmp_path: Path) -> None:

@@ -83,6 +83,7 @@ def test_django_like_layout_after_init_runs_from_app(pyimage: Pyimage, django_li
     assert 'requirements = "requirements.txt"' in text
     guessed = ["python", "manage.py", "runserver", "0.0.0.0:8000"]  # no gunicorn in requirements.txt
     assert f"command = {json.dumps(guessed)}" in text and "entrypoint =" not in text
+    assert "\nports = [8000]  #" in text and "ports = [8000]: the port the guessed command listens on" in done.stderr  # a trial: `docker run -P` published nothing
     assert "not built as a package" in done.stderr and "guessed from the project's files" in done.stderr
 
     report = pyimage.build(django_like, tmp_path / "img", "t")
@@ -99,6 +100,7 @@ def test_django_like_layout_after_init_runs_from_app(pyimage: Pyimage, django_li
     ]
     config = json.loads(subprocess.run(["skopeo", "inspect", "--config", f"oci:{tmp_path / 'img'}:t"], capture_output=True, text=True, check=True).stdout)
     assert config["config"]["WorkingDir"] == "/app" and config["config"]["Cmd"] == guessed and "Entrypoint" not in config["config"]
+    assert config["config"]["ExposedPorts"] == {"8000/tcp": {}}
 
 
 def test_a_code_or_template_change_rebuilds_only_the_app_layer(pyimage: Pyimage, django_like: Path, tmp_path: Path) -> None:

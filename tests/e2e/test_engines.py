@@ -255,6 +255,7 @@ def test_a_django_layout_after_init_runs_manage_py_commands_in_docker(pyimage: P
     pyimage.run("build", "--load", "--tag", "mysite:1", project=project, env=dockerd.env)
     (inspected,) = json.loads(dockerd.docker("image", "inspect", "mysite:1").stdout)
     assert inspected["Config"]["Entrypoint"] is None and inspected["Config"]["Cmd"] == ["gunicorn", "--bind", "0.0.0.0:8000", "mysite.wsgi"]
+    assert inspected["Config"]["ExposedPorts"] == {"8000/tcp": {}}  # init's ports, beside the guessed server: `docker run -P` publishes it
     out = dockerd.docker("run", "--rm", "--network", "none", "mysite:1", "python", "manage.py", "check", timeout=120).stdout
     assert out.strip() == "manage mysite ['check']"
     assert "gunicorn" in dockerd.docker("run", "--rm", "--network", "none", "mysite:1", "gunicorn", "--version").stdout
