@@ -32,7 +32,7 @@ from pyimage.layers.native import check_libraries, natives_checked, unscanned
 from pyimage.layers.plan import LayerPlan, LayerSpec, plan_layers
 from pyimage.layers.tar import TarWriter
 from pyimage.layers.worker import build_in_child, worth_a_process
-from pyimage.layers.ignore import DockerIgnore, read_dockerignore, secret_like
+from pyimage.layers.ignore import DockerIgnore, database_like, read_dockerignore, secret_like
 from pyimage.layers.runtime import ProjectFile, RuntimeUser, collect_files, files_filler, files_parts, runtime_filler, runtime_parts, runtime_user
 from pyimage.base import BaseFacts, load_base, scan_base
 from pyimage.oci.engine import Loaded
@@ -335,7 +335,7 @@ def plan(
                 pending.wait()  # no resolver or backend outlives the build (on Ctrl-C their temp files are left to the cache's sweep)
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    notes = list(layer_plan.notes) + conflict_notes + _files_notes([*files, *app_files]) + bytecode_notes(cfg, user) + _root_settings_note(cfg, workspace)
+    notes = list(layer_plan.notes) + conflict_notes + _files_notes([*files, *app_files], app_files) + bytecode_notes(cfg, user) + _root_settings_note(cfg, workspace)
     if cfg.compile_bytecode and not can_compile(interp.version):
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
     return Plan(
@@ -506,14 +506,22 @@ def _top_ignored(src: str, project_dir: Path, ignore: DockerIgnore) -> bool:
     return ignore.prunes(name) if path.is_dir() and not path.is_symlink() else ignore.excluded(name)
 
 
-def _files_notes(files: Sequence[ProjectFile]) -> list[str]:
-    """A note naming files in the ``files`` layer (or a non-package app's tree) that look like secrets: anyone who can pull the image reads them."""
-    found = secret_like(f.dest for f in files)
-    if not found:
-        return []
-    shown = ", ".join("/" + d for d in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-    return [f"the image holds what looks like secrets: {shown}; anyone who can pull the image can read them "
-            "(leave them out with a .dockerignore line or the files entry's exclude, and pass secrets at run time)"]
+def _files_notes(files: Sequence[ProjectFile], tree: Sequence[ProjectFile] = ()) -> list[str]:
+    """Notes naming files in the ``files`` layer (or a non-package app's tree) that look like secrets (anyone who
+    can pull the image reads them), and in the app's tree, a local SQLite database (every container starts from it)."""
+    def shown(found: list[str]) -> str:
+        return ", ".join("/" + d for d in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+
+    notes = []
+    secrets = secret_like(f.dest for f in files)
+    if secrets:
+        notes.append(f"the image holds what looks like secrets: {shown(secrets)}; anyone who can pull the image can read them "
+                     "(leave them out with a .dockerignore line or the files entry's exclude, and pass secrets at run time)")
+    databases = database_like(f.dest for f in tree)
+    if databases:
+        notes.append(f"the image holds what looks like a local database: {shown(databases)}; every container starts from this copy "
+                     "(leave it out with a .dockerignore line and create it at run time, e.g. `python manage.py migrate`, or on a volume)")
+    return notes
 
 
 def build(prep: Plan, events: Events = _quiet, jobs: int = 2, remote: Callable[[str], bool] | None = None) -> Image:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["DockerIgnore", "read_dockerignore", "builtin_excluded", "entry_excluded", "secret_like", "SECRET_PATTERNS"]
+__all__ = ["DockerIgnore", "read_dockerignore", "builtin_excluded", "entry_excluded", "secret_like", "database_like", "SECRET_PATTERNS"]
 
 _NEVER_DIRS = frozenset({".git", ".hg", ".svn", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".tox", ".nox"})
 _NEVER_FILES = ("*.pyc", "*.pyo")
@@ -36,6 +36,7 @@ _MARKERS = ("pyvenv.cfg", "oci-layout")  # a virtual environment, an OCI image l
 _SETUPTOOLS_DEBRIS = ("build/lib", "build/lib.*", "build/bdist.*", "build/temp.*", "build/scripts-*")
 SECRET_PATTERNS = (".env", ".env.*", "*.pem", "*.key", "id_rsa*", "id_ecdsa*", "id_ed25519*", "*.p12", "*.pfx")
 _NOT_SECRETS = (".env.example", ".env.sample", ".env.template", ".env.dist")  # committed on purpose, values blank
+_DATABASES = ("*.sqlite", "*.sqlite3")  # Django's db.sqlite3 after a local `migrate`, …
 _MAX_IGNORE_READ = 1 << 20
 
 
@@ -148,3 +149,9 @@ def secret_like(dests: Iterable[str]) -> list[str]:
         return name not in _NOT_SECRETS and any(fnmatch.fnmatchcase(name, p) for p in SECRET_PATTERNS)
 
     return sorted(d for d in dests if looks(posixpath.basename(d)))
+
+
+def database_like(dests: Iterable[str]) -> list[str]:
+    """The in-image paths whose names look like a local SQLite database (``db.sqlite3`` after ``manage.py migrate``
+    on the developer's machine): copied into an app's tree, every container starts from that copy."""
+    return sorted(d for d in dests if any(fnmatch.fnmatchcase(posixpath.basename(d), p) for p in _DATABASES))

@@ -125,6 +125,18 @@ def test_plan_shows_the_app_layer_files(pyimage: Pyimage, django_like: Path) -> 
     assert plan["app"]["installed_size"] == sum(p.stat().st_size for p in django_like.rglob("*") if p.is_file() and ".git" not in p.parts and ".venv" not in p.parts and p.name != "pylock.pyimage.toml")
 
 
+def test_a_local_sqlite_database_in_the_tree_gets_a_note_and_dockerignore_leaves_it_out(pyimage: Pyimage, django_like: Path) -> None:
+    """New-user trial: `manage.py migrate` on the developer's machine left db.sqlite3, shipped in /app without a word."""
+    init(django_like)
+    (django_like / "db.sqlite3").write_bytes(b"SQLite format 3\x00")
+    done = pyimage.run("plan", "--json", project=django_like)
+    (note,) = [n for n in json.loads(done.stdout)["notes"] if "local database" in n]
+    assert note.startswith("the image holds what looks like a local database: /app/db.sqlite3; every container starts from this copy")
+    (django_like / ".dockerignore").write_text("db.sqlite3\n")
+    again = json.loads(pyimage.run("plan", "--json", project=django_like).stdout)
+    assert not [n for n in again["notes"] if "local database" in n] and layers(again)["app"]["file_count"] == 11  # + .dockerignore
+
+
 UV = [sys.executable, "-m", "uv"]
 
 

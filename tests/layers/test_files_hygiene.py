@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pyimage.errors import ConfigError
-from pyimage.layers.ignore import read_dockerignore, secret_like
+from pyimage.layers.ignore import database_like, read_dockerignore, secret_like
 from pyimage.layers.runtime import collect_files
 
 
@@ -49,6 +49,7 @@ def test_src_dot_leaves_out_what_is_never_app_content(project: Path) -> None:
         "app/db.sqlite3", "app/docs/guide.md", "app/docs/keep.md", "app/manage.py",
     ]
     assert secret_like(got) == ["app/.env", "app/certs/server.pem"]
+    assert database_like([*got, "app/data.sqlite", "app/db.sqlite3-journal"]) == ["app/data.sqlite", "app/db.sqlite3"]
 
 
 def test_dockerignore_patterns_reincludes_and_double_star(project: Path) -> None:
