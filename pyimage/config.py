@@ -780,6 +780,12 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
     try:
         text = pyproject.read_text(encoding="utf-8")
     except FileNotFoundError:
+        above = find_project(Path(project_dir)) if Path(project_dir).is_dir() else None
+        if above is not None:  # a directory inside the project named (`pyimage build .` in src/pkg)
+            raise ConfigError(
+                f"no pyproject.toml in {project_dir}; it is inside the project at {above}",
+                f"leave DIR out (pyimage then finds the project above, as `uv run` does), or name the project: -C {above}",
+            ) from None
         raise ConfigError(f"no pyproject.toml in {project_dir}", _no_project_hint(Path(project_dir))) from None
     except UnicodeDecodeError as exc:
         line = pyproject.read_bytes()[: exc.start].count(b"\n") + 1

@@ -52,8 +52,13 @@ def check_entrypoint(cfg: Config, source: AppSource | None = None) -> None:
     """Before any work: several console scripts declared in pyproject.toml and no ``entrypoint`` is ambiguous; a
     project that is not a package has no console script at all, so it must say what runs."""
     if source is not None:
-        if cfg.entrypoint is None and cfg.command is None:
+        if cfg.entrypoint is None and not cfg.command:  # an empty command is an image with nothing to run
             guess = entrypoint_guess(cfg.project_dir, source.requires, source.name) or ["python", "-m", "yourapp"]
+            if cfg.command is not None:
+                raise ConfigError(
+                    "command = []: it is empty and the project is not a package (no console script), so the image would have nothing to run",
+                    f"name the program, e.g. command = {json.dumps(guess)} (run in {cfg.workdir or DEFAULT_WORKDIR})",
+                )
             if project_table(cfg.project_dir).get("scripts"):  # meant as a package: say what makes it one
                 raise ConfigError(
                     f"{cfg.pyproject}: [project.scripts] is declared, but without a [build-system] table the project is not built as a package (as with uv), so there is no console script",
@@ -324,7 +329,7 @@ def entrypoint(cfg: Config, scripts: Sequence[str], bin_dir: str) -> list[str] |
     if len(scripts) == 1:
         return [posixpath.join("/", bin_dir, scripts[0])]
     if not scripts:
-        if cfg.command is not None:
+        if cfg.command:  # the image's Cmd runs (an empty one would leave nothing to run)
             return None
         raise ConfigError(
             f"{cfg.pyproject}: the project defines no console script, so there is no default entrypoint",

@@ -94,6 +94,13 @@ def test_a_subdirectory_of_the_project_finds_the_project_above(tmp_path: Path) -
     done = run_pyimage("build", "-o", f"oci:{tmp_path / 'img'}", cache=cache, cwd=inner)
     assert done.returncode == 0, done.stderr
     assert f"note: using the project at {project} (the nearest pyproject.toml above {inner})" in done.stderr
+    # `pyimage build .` there names the directory exactly: one error naming the project above (a new-user trial got
+    # "run `pyimage init` here", which init then refused)
+    named = run_pyimage("build", ".", cache=cache, cwd=inner)
+    assert named.returncode == 2 and named.stderr.strip().splitlines()[-2:] == [
+        f"error: no pyproject.toml in .; it is inside the project at {project}",
+        f"hint: leave DIR out (pyimage then finds the project above, as `uv run` does), or name the project: -C {project}",
+    ], named.stderr
     # The walk stops at the repository's root: a project above it is not this repository's.
     repo = project / "vendor" / "other"
     (repo / ".git").mkdir(parents=True)

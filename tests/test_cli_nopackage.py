@@ -29,6 +29,15 @@ def test_no_entrypoint_is_one_error_before_any_work_naming_a_file_of_the_project
     assert not any((project / ".cache").rglob("*.whl")) and not (project / "pylock.pyimage.toml").exists()
 
 
+def test_an_empty_command_with_nothing_else_to_run_is_one_error_before_any_work(tmp_path: Path) -> None:
+    """New-user trial: `--set 'command=[]'` built an app that is not a package into an image Docker refused to run
+    ("No command specified"), while `entrypoint = []` was refused."""
+    project = app(tmp_path, '[project]\nname = "web"\nversion = "0"\n\n[tool.pyimage]\nbase = "127.0.0.1:9/none:1"\n')
+    error, hint = assert_user_error(run(["build", "--set", "command=[]"], project))
+    assert error == "error: command = []: it is empty and the project is not a package (no console script), so the image would have nothing to run"
+    assert hint == 'hint: name the program, e.g. command = ["python", "main.py"] (run in /app)'
+
+
 def test_console_scripts_without_a_build_system_say_what_makes_a_package(tmp_path: Path) -> None:
     project = app(tmp_path, '[project]\nname = "web"\nversion = "0"\n[project.scripts]\nweb = "web:main"\n\n[tool.pyimage]\nbase = "127.0.0.1:9/none:1"\n')
     error, hint = assert_user_error(run(["build"], project))

@@ -145,6 +145,30 @@ def _line_name(line: str) -> str:
     return canonicalize_name(match.group(1)) if match else ""
 
 
+def _requirement_names(project_dir: Path, path: Path, seen: set[Path] | None = None) -> set[str]:
+    """The project names a requirements file lists, following its ``-r``/``--requirement`` includes (Django's
+    ``requirements/prod.txt``) within the project; by name only, for a guess."""
+    seen = set() if seen is None else seen
+    try:
+        real = path.resolve()
+        if real in seen or not real.is_relative_to(project_dir.resolve()) or not real.is_file() or len(seen) > 50:
+            return set()
+        seen.add(real)
+        text = real.read_text(errors="replace")
+    except OSError:
+        return set()
+    names = set()
+    for line in text.splitlines():
+        include = re.match(r"\s*(?:-r|--requirement)(?:\s+|=)(\S+)", line)
+        if include:
+            names |= _requirement_names(project_dir, real.parent / include.group(1), seen)
+            continue
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+        if match:
+            names.add(canonicalize_name(match.group(1)))
+    return names
+
+
 def entrypoint_guess(project_dir: Path, requires: Sequence[str] = (), name: str = "") -> list[str] | None:
     """A likely entrypoint from the project's files (by name only, nothing is imported): ``gunicorn X.wsgi`` for a
     Django project that depends on gunicorn, ``python manage.py runserver`` for one that does not, ``python -m PKG``
@@ -154,18 +178,13 @@ def entrypoint_guess(project_dir: Path, requires: Sequence[str] = (), name: str 
     ``*.py`` found; None when the project has no Python file to run (a guess is never a file that is not there)."""
     from packaging.requirements import InvalidRequirement, Requirement
 
-    names = set()
+    names: set[str] = set()
     for line in requires:
         try:
             names.add(canonicalize_name(Requirement(line).name))
         except InvalidRequirement:
             continue
-    requirements_txt = project_dir / "requirements.txt"
-    if requirements_txt.is_file():
-        for line in requirements_txt.read_text(errors="replace").splitlines():
-            match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
-            if match:
-                names.add(canonicalize_name(match.group(1)))
+    names |= _requirement_names(project_dir, project_dir / "requirements.txt")
     if (project_dir / "manage.py").is_file():
         wsgi = sorted(p.parent.name for p in project_dir.glob("*/wsgi.py"))
         if wsgi and "gunicorn" in names:

@@ -149,6 +149,25 @@ def test_a_web_app_is_guessed_to_run_under_the_server_it_depends_on(tmp_path: Pa
     assert entrypoint_guess(tmp_path) == expected
 
 
+def test_the_guess_follows_requirement_includes_within_the_project(tmp_path: Path) -> None:
+    """New-user trial: gunicorn only in requirements/prod.txt (`requirements.txt: -r requirements/prod.txt`) gave
+    Django's development server as the guess."""
+    for rel in ("manage.py", "mysite/wsgi.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / "requirements" / "base.txt").write_text("django\n-r base.txt\n")  # a loop is read once
+    (tmp_path / "requirements" / "prod.txt").write_text("--requirement=base.txt\n# served by\ngunicorn==23.0  # pinned\n")
+    (tmp_path / "requirements.txt").write_text("-r requirements/base.txt\n")
+    assert entrypoint_guess(tmp_path) == ["python", "manage.py", "runserver", "0.0.0.0:8000"]
+    (tmp_path / "requirements.txt").write_text("-r requirements/prod.txt\n")
+    assert entrypoint_guess(tmp_path) == ["gunicorn", "--bind", "0.0.0.0:8000", "mysite.wsgi"]
+    outside = tmp_path.parent / "elsewhere.txt"  # never read: not the project's
+    outside.write_text("gunicorn\n")
+    (tmp_path / "requirements.txt").write_text(f"-r {outside}\n-r ../elsewhere.txt\n")
+    assert entrypoint_guess(tmp_path) == ["python", "manage.py", "runserver", "0.0.0.0:8000"]
+
+
 def test_the_package_named_like_the_project_is_the_one_run_with_python_m(tmp_path: Path) -> None:
     for rel in ("admin/__main__.py", "shop/__main__.py", "main.py"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
