@@ -337,7 +337,7 @@ def _compressed(image: Image, cache: Cache, compression: str) -> Image:
             layers.append(layer)
             continue
         key = f"compressed-{layer.digest.replace(':', '-')}-{encoder_tag(compression)}"
-        record = cache.get_layer(key)
+        record = cache.get_layer(key) or cache.built_blob(media_type_for(compression), layer.diff_id)  # a layer built here
         if record is None:
             with cache.lock(key):
                 record = cache.get_layer(key) or _compress_rootfs(layer.blob, b"", cache, compression, key)

@@ -95,6 +95,7 @@ META_KINDS: dict[str, str] = {
     "wheel-url": "where a wheel named by a poetry.lock was found, without credentials (resolve/poetrylock.py)",
     "placed": "a blob copied into an output layout, by its path and stat (cache.py)",
     "app-sources": "which source file became which member of the project's last wheel, by the tree's shape (resolve/wheelpatch.py)",
+    "built": "a layer blob this cache holds, by media type and diff_id: the same layer exported by an engine maps back to it (cache.py)",
 }
 _PLAIN_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._]{0,79}")
 
@@ -170,6 +171,13 @@ class LayerRecord:
     size: int
     media_type: str
     uncompressed_size: int = 0
+
+
+def _layer_record(value: Any) -> LayerRecord:
+    return LayerRecord(**value)
+
+
+BUILT: Meta[LayerRecord] = Meta("built", _layer_record, asdict)
 
 
 @dataclass(frozen=True)
@@ -401,6 +409,16 @@ class Cache:
 
     def put_layer(self, key: str, record: LayerRecord) -> None:
         self._write_json(self.root / "layers" / f"{key}.json", asdict(record))
+        self.put_meta(BUILT, record, record.media_type, record.diff_id)
+
+    def built_blob(self, media_type: str, diff_id: str) -> LayerRecord | None:
+        """The blob of ``media_type`` this cache recorded for a layer of ``diff_id`` (a build's layer, a compressed
+        base), while it is still here: a layer an engine exported uncompressed (``docker save``) maps back to the
+        very blob the build wrote, rather than being compressed into a second blob of the same layer."""
+        record = self.get_meta(BUILT, media_type, diff_id)
+        if record is None or record.diff_id != diff_id or record.media_type != media_type or self.valid_blob(record.digest, record.size) is None:
+            return None
+        return record
 
     def _count(self, what: str) -> None:
         with contextlib.suppress(OSError):  # statistics only: never fail a build over them

@@ -224,6 +224,10 @@ def test_an_image_of_the_local_docker_engine_is_a_base(pyimage: Pyimage, dockerd
     assert built["layers"][0]["digest"] == report["layers"][0]["digest"] and built["layers"][0]["size"] < built["layers"][0]["uncompressed_size"] / 2
     out = dockerd.docker("run", "--rm", "--network", "none", "--entrypoint", "/opt/venv/bin/python", "from-daemon:1", "-c", "import fastapi; print('fastapi', fastapi.__version__)").stdout
     assert out.startswith("fastapi ")
+    # read back from the engine (docker save: every layer uncompressed), each layer maps to the blob the build
+    # wrote: a new-user trial saw site-packages (a layer of several wheels' fragments) compressed into a second blob
+    back = json.loads(pyimage.run("inspect", "--json", "docker-daemon:from-daemon:1", base=False, env=dockerd.env).stdout)
+    assert [l["digest"] for l in back["layers"]] == [l["digest"] for l in built["layers"]]
     again = pyimage.run(*argv, project=project, base=False, env=dockerd.env)
     assert [l["digest"] for l in json.loads(again.stdout)["layers"]] == [l["digest"] for l in built["layers"]]
     missing = pyimage.run("build", "--base", "docker-daemon:no-such:image", "-o", f"oci:{tmp_path / 'x'}", project=project, base=False, env=dockerd.env, check=False)
