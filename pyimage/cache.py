@@ -95,6 +95,7 @@ META_KINDS: dict[str, str] = {
     "wheel-url": "where a wheel named by a poetry.lock was found, without credentials (resolve/poetrylock.py)",
     "placed": "a blob copied into an output layout, by its path and stat (cache.py)",
     "app-sources": "which source file became which member of the project's last wheel, by the tree's shape (resolve/wheelpatch.py)",
+    "last-layers": "the packages of each layer of a project's last build, per platform, to say what a rebuilt layer changed (pipeline.py)",
     "built": "a layer blob this cache holds, by media type and diff_id: the same layer exported by an engine maps back to it (cache.py)",
 }
 _PLAIN_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._]{0,79}")

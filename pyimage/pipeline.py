@@ -57,6 +57,29 @@ Events = Callable[[str], None]
 WHEEL_SIZE: Meta[int] = Meta("wheel-size", count)  # installed bytes of a wheel, by its sha256
 
 
+def _package_lists(value: Any) -> dict[str, list[str]]:
+    if not isinstance(value, dict) or not all(isinstance(v, list) and all(isinstance(p, str) for p in v) for v in value.values()):
+        raise TypeError("not a table of package lists")
+    return {str(k): list(v) for k, v in value.items()}
+
+
+# By the project's directory and the platform: what each wheel layer of its last build held
+LAST_LAYERS: Meta[dict[str, list[str]]] = Meta("last-layers", _package_lists)
+
+
+def _changes(before: Sequence[str] | None, after: Sequence[str]) -> str:
+    """What a rebuilt layer's packages changed since the project's last build (``starlette 1.10.0 → 1.9.0, +sniffio
+    1.3.1, -idna``), so a dependency bump says what moved; "" when nothing is known or nothing changed."""
+    if before is None:
+        return ""
+    old = dict(p.partition("==")[::2] for p in before)
+    new = dict(p.partition("==")[::2] for p in after)
+    parts = [f"{n} {old[n]} → {v}" for n, v in new.items() if n in old and old[n] != v]
+    parts += [f"+{n} {v}" for n, v in new.items() if n not in old]
+    parts += [f"-{n}" for n in old if n not in new]
+    return ", ".join(parts[:6]) + (f" and {len(parts) - 6} more" if len(parts) > 6 else "")
+
+
 def _quiet(_: str) -> None:
     pass
 
@@ -538,12 +561,18 @@ def build(prep: Plan, events: Events = _quiet, jobs: int = 2, remote: Callable[[
         # Biggest first so the long pole starts at once; results keep the plan's order.
         order = sorted(range(len(specs)), key=lambda i: -specs[i].installed_size)
         built: dict[int, Layer] = {}
+        last_key = (str(cfg.project_dir.resolve()), str(prep.target.platform))
+        last = prep.cache.get_meta(LAST_LAYERS, *last_key) or {}
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = {pool.submit(_layer_of, specs[i], ctx, prep.early, jobs > 1 and remote is None): i for i in order}
             for future in as_completed(futures):  # reported as each finishes, so a long torch layer is not silent
                 i = futures[future]
                 built[i] = future.result()
-                events(f"layer {built[i].name}: {_status(built[i])} {built[i].digest[:19]}")
+                changed = "" if built[i].cached else _changes(last.get(built[i].name), built[i].packages)
+                events(f"layer {built[i].name}: {_status(built[i])} {built[i].digest[:19]}" + (f" ({changed})" if changed else ""))
+        now = {layer.name: list(layer.packages) for layer in built.values()}
+        if now != last:
+            prep.cache.put_meta(LAST_LAYERS, now, *last_key)
         extra: list[Layer] = []
         if prep.app_files:  # a project that is not a package: its tree, keyed by every file's path, mode and sha256
             extra.append(build_custom_layer("app", _app_tree_parts(prep.app_files, ctx), _app_tree_filler(prep.app_files, ctx), ctx))

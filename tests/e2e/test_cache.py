@@ -169,6 +169,13 @@ def test_a_bumped_pin_moves_that_package_and_keeps_every_other_locked_version(py
     done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}", project=project)
     assert "pylock.pyimage.toml is stale" in done.stderr
     assert (version("attrs"), version("humanize")) == ("23.1.0", humanize)  # the bump; humanize as locked
+    # the rebuilt layer says what moved (a new-user trial saw only "layer site-packages: built" and a cut-off list)
+    assert re.search(rf"^\[ *[0-9.]+s\] layer site-packages: built sha256:[0-9a-f]{{12}} \(attrs {re.escape(attrs)} → 23\.1\.0\)$", done.stderr, re.M), done.stderr
+    pyproject.write_text(text.replace('["humanize>=4", "attrs>=23"]', '["humanize>=4,<4.10", "attrs==23.1.0", "six"]'))
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}", project=project)
+    assert re.search(r"^\[ *[0-9.]+s\] layer site-packages: built sha256:[0-9a-f]{12} \(\+six [0-9.]+\)$", done.stderr, re.M), done.stderr
+    again = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}", project=project)  # nothing rebuilt: nothing said
+    assert re.search(r"^\[ *[0-9.]+s\] layer site-packages: cached sha256:[0-9a-f]{12}$", again.stderr, re.M), again.stderr
 
 
 def test_killed_build_leaves_nothing_a_later_build_trusts(pyimage: Pyimage, tmp_path: Path) -> None:
