@@ -22,7 +22,7 @@ import os
 import re
 import urllib.parse
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from packaging.utils import canonicalize_name
 
@@ -209,6 +209,8 @@ def resolve(
         source: list[str] = [str(work / "requirements.in")]
         if project is not None and project.declared and project.pyproject is not None:
             source = [str(project.pyproject), *[a for e in extras for a in ("--extra", e)], *project.uv_args()]
+        from pyimage.config import tomllib
+
         base = [
             "pip", "compile", *source, "--format", "pylock.toml", "-o", str(work / "pylock.toml"),
             "--python-version", target.python, "--python-platform", platform_name, "--no-config", "--no-header",
@@ -222,9 +224,18 @@ def resolve(
         if proc is None or not proc.ok:  # the old versions no longer fit the new inputs: resolve freely
             proc = _compile(uv, base, env)
         if not proc.ok:
-            raise _error(proc.stderr, target)  # stderr as tools.run gives it: credentials redacted
-        from pyimage.config import tomllib
+            def newest(name: str) -> str | None:  # only on failure: the newest release of ``name`` the target can install
+                (work / "newest.in").write_text(name + "\n")
+                found = _compile(uv, ["pip", "compile", str(work / "newest.in"), *base[2 + len(source):]], env)
+                if not found.ok:
+                    return None
+                try:
+                    packages = tomllib.loads((work / "pylock.toml").read_text()).get("packages", [])
+                except (OSError, tomllib.TOMLDecodeError):
+                    return None
+                return next((str(p.get("version")) for p in packages if canonicalize_name(str(p.get("name", ""))) == canonicalize_name(name)), None)
 
+            raise _error(proc.stderr, target, newest)  # stderr as tools.run gives it: credentials redacted
         try:
             data = tomllib.loads((work / "pylock.toml").read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -327,9 +338,21 @@ def _explanation(stderr: str) -> str:
     return " ".join(sentences)
 
 
-def _error(stderr: str, target: Target) -> BuildError:
-    """uv's failure in the user's terms: an sdist that cannot be built, an unknown name (with a suggestion),
-    else uv's own explanation."""
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+# uv's first "Because …" sentence names the cause; the ones after it walk up to the user's requirement.
+# "the requested Python version (>=3.11) does not satisfy Python>=3.12 and django>=6.0 depends on Python>=3.12"
+_PYTHON_DEPENDS = re.compile(rf"does not satisfy Python\S+ and (({_NAME})\S*) depends on Python(\S+?),")
+# "newpy==2.0 requires Python >=3.12 and only newpy<=2.0 is available, we can conclude that newpy>=2.0 cannot be used"
+_PYTHON_REQUIRES = re.compile(rf"Because ({_NAME})\S* requires Python (\S+?) and .*?we can conclude that (\1\S*) cannot be used")
+# "there is no version of django==9.9"; "only six<=1.17.0 is available and app==1.0 depends on six>=2099.1"
+_NO_VERSION = re.compile(rf"Because (?:there is no version of ({_NAME})(\S*)|only (?:the following versions of )?({_NAME})\S* (?:is|are) available and (?:you require|\S+ depends on) \3(\S*?)(?:,|$))")
+
+
+def _error(stderr: str, target: Target, newest: Callable[[str], str | None] = lambda _name: None) -> BuildError:
+    """uv's failure in the user's terms, as the pip backend says it (resolve/diagnose.py): an sdist that cannot be
+    built, an unknown name (with a suggestion), a dependency needing another Python, no version matching a
+    requirement (with the newest the target can install, asked of ``newest``), else uv's own explanation. uv's
+    hints name its own flags (``--python-version``), which the user never gave: they are left out."""
     build = _BUILD_FAILED.search(stderr)
     if build:  # the backend's own last words, as for pip (resolve/pip.py ``_build_failure``)
         said = [l.strip().removeprefix("cause:").strip() for l in stderr.split(build.group(0), 1)[1].splitlines()]
@@ -358,10 +381,35 @@ def _error(stderr: str, target: Target) -> BuildError:
             f"no package named {name!r} on the configured indexes{by}" + (f"; did you mean {suggestion!r}?" if suggestion else ""),
             "fix the name in [project] dependencies (or the requirements file); if it is on a private index, add it to pip's index-url/extra-index-url/find-links",
         )
+    first = next((l.strip().removeprefix("cause:").strip() for l in stderr.splitlines() if "Because" in l), "")
+
+    def required_by(name: str) -> str:
+        who = re.search(rf"\b(?:and|because) (\S+?) depends on {re.escape(name)}\b", stderr)
+        return f" (required by {who.group(1)})" if who else ""
+
+    python = _PYTHON_DEPENDS.search(first)
+    needs = (python.group(1), python.group(2), python.group(3)) if python else None
+    if needs is None and (requires := _PYTHON_REQUIRES.search(first)):
+        needs = (requires.group(3), requires.group(1), requires.group(2))
+    if needs is not None:
+        spec, name, wanted_python = needs
+        return BuildError(
+            f"{spec} requires Python {wanted_python}{required_by(name)}, but the target is {target.describe()}",
+            f"require a {name} that supports Python {target.python} (an older one), or pick a base whose Python satisfies {wanted_python}",
+        )
+    missing = _NO_VERSION.search(first)
+    if missing:
+        name, spec = (missing.group(1), missing.group(2)) if missing.group(1) else (missing.group(3), missing.group(4))
+        latest = newest(name)
+        have = f"; the newest that installs there is {name} {latest}" if latest else ""
+        return BuildError(
+            f"no version of {name} satisfies {spec or 'the requirement'}{required_by(name)} for {target.describe()}{have}",
+            f"relax the requirement on {name}" + (f" (e.g. {name}=={latest})" if latest else "") + ", or pick a base whose Python the wanted version supports",
+        )
     why = _explanation(stderr)
     if len(why) > 600:
         why = why[:600] + " …"
     return BuildError(
         f"cannot resolve the dependencies for {target.describe()}: {why or 'uv failed without a message'}",
-        "change the requirements uv names so they can agree (or relax a pin)",
+        "change one of the requirements named so they can agree (or relax a pin)",
     )

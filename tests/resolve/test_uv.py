@@ -95,12 +95,40 @@ def test_a_typo_is_an_unknown_name_with_a_suggestion(links: Path, tmp_path: Path
     assert "[project] dependencies" in err.hint
 
 
-def test_an_unsatisfiable_version_and_a_conflict_are_uvs_explanation_in_one_line(links: Path, tmp_path: Path) -> None:
-    missing = _error(links, tmp_path, "six>=2099.1")
-    assert missing.message == (
-        "cannot resolve the dependencies for CPython 3.11 on linux/amd64 (glibc 2.36): Because only six<=1.17.0 is "
-        "available and app==1.0 depends on six>=2099.1, we can conclude that app==1.0 cannot be used."
+@pytest.mark.parametrize("spec", [">=2099.1", "==9.9"])
+def test_no_version_matching_names_the_newest_the_target_installs(links: Path, tmp_path: Path, spec: str) -> None:
+    """A new-user trial: `django==9.9` under the default resolver (uv) got uv's sentence and "change the requirements
+    uv names", where resolver = "pip" listed the versions there are."""
+    missing = _error(links, tmp_path, f"six{spec}")
+    assert missing.message == f"no version of six satisfies {spec} (required by app==1.0) for CPython 3.11 on linux/amd64 (glibc 2.36); the newest that installs there is six 1.17.0"
+    assert missing.hint == "relax the requirement on six (e.g. six==1.17.0), or pick a base whose Python the wanted version supports"
+
+
+def test_a_release_for_another_python_is_said_in_the_targets_terms(links: Path, tmp_path: Path) -> None:
+    """uv said "the requested Python version (>=3.11) does not satisfy Python>=3.12" and hinted at its own
+    `--python-version` flag, which the user never gave."""
+    err = _error(links, tmp_path, "newpy>=2")
+    assert err.message == "newpy>=2.0 requires Python >=3.12 (required by app==1.0), but the target is CPython 3.11 on linux/amd64 (glibc 2.36)"
+    assert err.hint == "require a newpy that supports Python 3.11 (an older one), or pick a base whose Python satisfies >=3.12"
+    assert "--python-version" not in err.message + err.hint
+
+
+def test_uvs_other_wording_for_another_python_is_read_too() -> None:
+    """What uv 0.13 said for `django>=6` on CPython 3.11 from PyPI (an index that states Requires-Python), verbatim."""
+    said = (
+        "error: No solution found when resolving dependencies\n"
+        "  cause: Because the requested Python version (>=3.11) does not satisfy Python>=3.12 and django>=6.0,<=6.0.1 depends on Python>=3.12, "
+        "we can conclude that django>=6.0,<=6.0.1 cannot be used.\n"
+        "         And because only the following versions of django are available:\n             django<=6.0.1\n             django>=6.0.2\n"
+        "         and you require django>=6,<6.0.2, we can conclude that your requirements are unsatisfiable.\n\n"
+        "hint: The `--python-version` value (>=3.11) includes Python versions that are not supported by your dependencies (e.g., django>=6.0,<=6.0.1 only supports >=3.12). Consider using a higher `--python-version` value.\n"
     )
+    err = uv_backend._error(said, TARGET)
+    assert err.message == "django>=6.0,<=6.0.1 requires Python >=3.12, but the target is CPython 3.11 on linux/amd64 (glibc 2.36)"
+    assert err.hint == "require a django that supports Python 3.11 (an older one), or pick a base whose Python satisfies >=3.12"
+
+
+def test_a_conflict_is_uvs_explanation_in_one_line(links: Path, tmp_path: Path) -> None:
     conflict = _error(links, tmp_path, "left", "right")
     assert "all versions of left depend on six==1.16.0" in conflict.message and "\n" not in conflict.message
     assert "you require app" not in conflict.message  # uv's closing sentence about the input adds nothing
