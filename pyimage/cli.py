@@ -565,15 +565,24 @@ def _has_dependencies(pyproject: Path) -> bool:
 
 def _console_scripts(pyproject_text: str, project: Path | None = None) -> list[str]:
     """The console scripts ``[project.scripts]`` declares, in the file's order (for init's ``entrypoint``); when
-    it declares none, those of setup.cfg's ``[options.entry_points] console_scripts``. setup.py is never run."""
+    it declares none, Poetry's ``[tool.poetry.scripts]`` (a string, or a table with ``callable``: not its file
+    scripts), else setup.cfg's ``[options.entry_points] console_scripts``. setup.py is never run."""
     from pyimage.config import tomllib
 
     try:
-        scripts = tomllib.loads(pyproject_text).get("project", {}).get("scripts", {})
+        data = tomllib.loads(pyproject_text)
     except tomllib.TOMLDecodeError:
         return []
-    if isinstance(scripts, dict) and scripts:
+    def table(parent: Any, key: str) -> dict[str, Any]:
+        value = parent.get(key) if isinstance(parent, dict) else None
+        return value if isinstance(value, dict) else {}
+
+    scripts = table(table(data, "project"), "scripts")
+    if scripts:
         return [str(name) for name in scripts]
+    poetry = table(table(table(data, "tool"), "poetry"), "scripts")
+    if poetry:
+        return [str(name) for name, value in poetry.items() if isinstance(value, str) or (isinstance(value, dict) and "callable" in value)]
     return _setup_cfg_scripts(project / "setup.cfg") if project is not None else []
 
 

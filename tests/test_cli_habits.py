@@ -157,6 +157,22 @@ def test_init_chooses_the_first_of_several_console_scripts_and_the_build_runs(tm
     assert names == [l["name"] for l in json.loads(built.stdout)["layers"]] and names[0] == "base"
 
 
+def test_init_of_a_poetry_project_with_several_scripts_writes_the_first(tmp_path: Path) -> None:
+    """A new-user trial: two scripts in [tool.poetry.scripts] (Poetry's own table, still common) left init's
+    entrypoint commented out, and the next build stopped at "which one runs is ambiguous"."""
+    project = tmp_path / "p3cli"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[tool.poetry]\nname = "p3cli"\nversion = "0.1.0"\n\n[tool.poetry.scripts]\np3cli = "p3cli.cli:main"\n'
+        'p3dbg = { callable = "p3cli.cli:debug" }\nsetup-db = { reference = "bin/setup-db", type = "file" }\n\n'
+        '[build-system]\nrequires = ["poetry-core"]\nbuild-backend = "poetry.core.masonry.api"\n'
+    )
+    done = run_pyimage("init", "-C", str(project), "--base", "python:3.12-slim", cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert "entrypoint = p3cli, the first of 2 console scripts" in done.stderr  # a file script is no console script
+    assert 'entrypoint = ["p3cli"]  # the project\'s console scripts: p3cli, p3dbg' in (project / "pyproject.toml").read_text()
+
+
 SETUP_CFG = """\
 [metadata]
 name = webtool

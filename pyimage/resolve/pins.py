@@ -18,7 +18,7 @@ from pyimage.cache import Cache
 from pyimage.config import Config
 from pyimage.errors import ConfigError, PyimageError
 from pyimage.resolve import hashedreqs
-from pyimage.resolve.appsource import AppSource, static_requires
+from pyimage.resolve.appsource import AppSource, is_package, static_requires
 from pyimage.resolve.lock import inputs_key, read_lock, target_table, write_lock
 from pyimage.resolve.lockinput import detect as detect_lock_input, is_pyimage_lock, locked_pins, target_environment
 from pyimage.resolve.pip import Pin, resolve
@@ -209,7 +209,7 @@ def _builds_sources(project_dir: Path) -> bool:
     return not all(isinstance(e, dict) and set(e) <= {"index", "marker", "extra", "group"} for e in entries)
 
 
-_LOCAL_LINE = re.compile(r"^(?:(?:-e|--editable)(?:\s+|=)(?P<editable>\S+)|(?P<path>(?:\.{1,2}/|/|~|file:)\S*)|(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*@\s*(?P<url>file:\S+))")
+_LOCAL_LINE = re.compile(r"^(?:(?:-e|--editable)(?:\s+|=)(?P<editable>\S+)|(?P<path>(?:\.{1,2}(?=/|$)|/|~|file:)\S*)|(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*@\s*(?P<url>file:\S+))")
 
 
 def _refuse_local_lines(project_dir: Path, req_file: str, text: str) -> None:
@@ -238,6 +238,13 @@ def _refuse_local_lines(project_dir: Path, req_file: str, text: str) -> None:
             )
         if not where.is_dir():
             continue  # nothing there: the resolver says so
+        if where.resolve() == project_dir.resolve():  # `-e .`: the project itself, which the image holds anyway
+            raise ConfigError(
+                f"{req_file}:{number}: {line!r} installs the project itself",
+                "remove the line: the project's wheel is the image's app layer" if is_package(project_dir) else
+                "remove the line: the project is not a package, and its files are copied to the image's workdir (/app) as they are; "
+                "to install it as a package instead, add a [build-system] table to pyproject.toml",
+            )
         name = match.group("name") or _project_name(project_dir / location) or Path(location.rstrip("/")).name or "NAME"
         rel = location if not Path(location).is_absolute() else os.path.relpath(location, project_dir)
         raise ConfigError(

@@ -44,3 +44,17 @@ def test_a_line_naming_this_machine_is_one_error_naming_it(project: Path, line: 
         _refuse_local_lines(project, "requirements.txt", text)
     assert err.value.message.startswith(f"requirements.txt:2: {line.split('  #')[0]!r} {says}"), err.value.message
     assert hint in err.value.hint, err.value.hint
+
+
+@pytest.mark.parametrize("line", ["-e .", ".", "-e ./"])
+@pytest.mark.parametrize("package", [False, True])
+def test_the_project_itself_on_a_line_is_one_error_saying_to_remove_it(project: Path, line: str, package: bool) -> None:
+    """A new-user trial: `-e .` in a Django app's requirements.txt got "add "mysite" to [project] dependencies", the
+    project depending on itself."""
+    build_system = '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n' if package else ""
+    (project / "pyproject.toml").write_text(f'{build_system}[project]\nname = "mysite"\nversion = "0"\n')
+    with pytest.raises(ConfigError) as err:
+        _refuse_local_lines(project, "requirements.txt", f"django\n{line}\n")
+    assert err.value.message == f"requirements.txt:2: {line!r} installs the project itself"
+    assert err.value.hint.startswith("remove the line") and "mysite" not in err.value.hint
+    assert ("app layer" in err.value.hint) == package and ("[build-system]" in err.value.hint) != package
