@@ -134,6 +134,8 @@ def test_json_keeps_progress_on_stderr_and_one_document_on_stdout(tmp_path: Path
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["version"] == 1
     assert "building the project's wheel" in done.stderr and "layer app: built" in done.stderr
+    failed = run_pyimage("build", "-C", str(project), "--json", "--set", 'entrypoint=["nope"]', "-o", f"oci:{tmp_path / 'img'}", cache=cache)
+    assert failed.returncode == 2 and failed.stdout == "" and failed.stderr.splitlines()[-2].startswith("error: entrypoint = ")  # as README says
 
 
 
