@@ -149,21 +149,36 @@ def _names(pattern: str) -> Callable[[Any], tuple[str, ...]]:
     return check
 
 
-def _table(v: Any) -> dict[str, str]:
-    if isinstance(v, dict) and all(isinstance(k, str) and k and isinstance(x, (str, int, float, bool)) for k, x in v.items()):
-        out = {k: (str(x).lower() if isinstance(x, bool) else str(x)) for k, x in v.items()}
-        if all(_NO_CONTROL.fullmatch(k) and "\0" not in x for k, x in out.items()):
-            return out
-    raise ValueError
+def _table_of(key: str, example: str, flag: str = "") -> Callable[[Any], dict[str, str]]:
+    """A table of strings for ``key``; numbers and booleans are written as text (``PORT = 8000`` is "8000")."""
+    hint = f"write {key} = {{ {example} }} (on the command line: --set '{key}={{{example.replace(' = ', '=')}}}'{flag})"
+
+    def check(v: Any) -> dict[str, str]:
+        if not isinstance(v, dict):
+            raise _Invalid(f"expected table of strings, got {v!r}", hint)
+        out = {}
+        for k, x in v.items():
+            if not isinstance(x, (str, int, float, bool)):
+                raise _Invalid(f"{k!r} = {x!r}: a value is a string (or a number or boolean, written as text)", hint)
+            out[k] = str(x).lower() if isinstance(x, bool) else str(x)
+            if not k or not _NO_CONTROL.fullmatch(k) or "\0" in out[k]:
+                raise _Invalid(f"{k!r} = {out[k]!r}: names are not empty, and names and values hold no control character", hint)
+        return out
+
+    return check
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")  # no "", no "=", no spaces: `A=B` would set another variable
 
 
+_env_table = _table_of("env", 'LOG_LEVEL = "info"')
+
+
 def _env(v: Any) -> dict[str, str]:
-    table = _table(v)
-    if not all(_ENV_NAME.fullmatch(k) for k in table):
-        raise ValueError
+    table = _env_table(v)
+    for name in table:
+        if not _ENV_NAME.fullmatch(name):
+            raise _Invalid(f"{name!r} is not a variable name (letters, digits, '_', '.', '-'; not starting with a digit)", 'write env = { LOG_LEVEL = "info" }')
     return table
 
 
@@ -331,7 +346,7 @@ def _sha256_hex(v: Any) -> str | None:
 def _user(v: Any) -> str | None:
     if v in (None, ""):
         return None
-    text = _str(v)
+    text = str(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else _str(v)  # user = 1000: the uid
     parts = text.split(":")
     if len(parts) > 2 or any(p == "" for p in parts):
         raise _Invalid(f"{text!r} is not USER or USER:GROUP" + (" (the group after ':' is empty)" if text.endswith(":") else " (a part is empty)" if len(parts) <= 2 else ""), 'write user = "app", "1000" or "1000:1000"')
@@ -508,10 +523,10 @@ KEYS: dict[str, Key] = {
     "entrypoint": Key("list of strings or a string", None, "Image Entrypoint; default: the project's only console script (required for an app that is not a package).", _entrypoint_argv),
     "command": Key("list of strings or a string", None, "Image Cmd (arguments to the entrypoint).", _argv),
     "env": Key("table of strings", {}, "Extra environment variables (names: letters, digits, `_`, `.`, `-`; not starting with a digit).", _env),
-    "labels": Key("table of strings", {}, "Image labels.", _table),
+    "labels": Key("table of strings", {}, "Image labels.", _table_of("labels", 'team = "web"', " or --label team=web")),
     "ports": Key("list of ports", [], "Ports the app listens on (`8000`, `\"53/udp\"`), as the image's `ExposedPorts` (Dockerfile `EXPOSE`): documentation for engines and `docker run -P`, which publishes them; added to the base's.", _ports),
-    "annotations": Key("table of strings", {}, "Manifest annotations (`org.opencontainers.image.source`, …).", _table),
-    "user": Key("string", None, "User the app runs as (`1000`, `1000:1000`, `app`); a name the base lacks is created (passwd, group, home) in the `runtime` layer and set by its numeric id; default: the base's.", _user),
+    "annotations": Key("table of strings", {}, "Manifest annotations (`org.opencontainers.image.source`, …).", _table_of("annotations", '"org.opencontainers.image.source" = "https://…"', " or --annotation KEY=VALUE")),
+    "user": Key("string (or a number: the uid)", None, "User the app runs as (`1000`, `1000:1000`, `app`); a name the base lacks is created (passwd, group, home) in the `runtime` layer and set by its numeric id; default: the base's.", _user),
     "workdir": Key("absolute path", None, "Working directory; default: the base's, or `/app` for an app that is not a package (its files are copied there).", _workdir),
     "files": Key("list of tables", [], 'Files outside the package, in a `files` layer above `app`: `{src = "PATH or GLOB in the project", dest = "/ABS/PATH[/]", mode = "0644", exclude = ["GLOB"]}`.', _files),
     "writable": Key("list of absolute paths", [], "Directories created owned by the runtime `user` (and writable by it) in the `runtime` layer, e.g. `/data`.", _writable),
@@ -809,7 +824,11 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
                 import difflib
 
                 near = difflib.get_close_matches(key.replace("_", "-"), KEYS, n=1, cutoff=0.75)
-                hint = f"did you mean {near[0]!r}?" if near else f"known keys: {', '.join(KEYS)}"
+                head, _, rest = key.partition(".")
+                if rest and head in KEYS and KEYS[head].kind.startswith("table"):  # --set env.PORT=8000
+                    hint = f"set the table whole: --set '{head}={{{json.dumps(rest) if not re.fullmatch(r'[A-Za-z0-9_-]+', rest) else rest}={json.dumps(str(raw))}}}'" + (" (or --label)" if head == "labels" else "")
+                else:
+                    hint = f"did you mean {near[0]!r}?" if near else f"known keys: {', '.join(KEYS)}"
                 raise ConfigError(f"{where}: unknown key", hint)
             try:
                 values[key] = spec.check(raw)

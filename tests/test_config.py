@@ -256,7 +256,7 @@ def test_wrong_type_names_the_key_the_file_the_line_and_the_accepted_kind(line: 
 
     pyproject = tmp_path / "pyproject.toml"
     assert err.message.startswith(f"{pyproject}:{line_of(tmp_path, line)}: [tool.pyimage] {key}: expected {kind}, got ")
-    assert err.hint.startswith(f"{key}: ")
+    assert err.hint.startswith((f"{key}: ", f"write {key} = ")), err.hint  # the key's documentation, or how to write it
 
 
 @pytest.mark.parametrize(
@@ -453,6 +453,32 @@ def test_an_invalid_source_date_epoch_is_an_error_not_zero(tmp_path: Path, monke
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH"):
         load_config(tmp_path).epoch
+
+
+@pytest.mark.parametrize(
+    ("line", "says", "hint"),
+    [  # new-user trial: "expected table of strings, got {…}" did not say which entry, and "strings" though numbers pass
+        ('env = { PORT = 8000, "BAD NAME" = "x" }', "'BAD NAME' is not a variable name", 'write env = { LOG_LEVEL = "info" }'),
+        ('env = { LIST = ["a"] }', "'LIST' = ['a']: a value is a string (or a number or boolean, written as text)", "write env = { LOG_LEVEL = \"info\" } (on the command line: --set 'env={LOG_LEVEL=\"info\"}')"),
+        ('labels = "team=web"', "expected table of strings, got 'team=web'", "write labels = { team = \"web\" } (on the command line: --set 'labels={team=\"web\"}' or --label team=web)"),
+    ],
+)
+def test_a_bad_table_entry_is_named(line: str, says: str, hint: str, tmp_path: Path) -> None:
+    err = config_error(tmp_path, f"{line}\n")
+    assert says in err.message and err.hint == hint, (err.message, err.hint)
+
+
+def test_a_numeric_user_is_the_uid(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.pyimage]\nuser = 1000\n')
+    assert load_config(tmp_path).user == "1000"
+
+
+def test_set_of_one_entry_of_a_table_says_how_to_set_the_table(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, {"env.PORT": "8000"})
+    assert err.value.message == "command line: --set env.PORT: unknown key"
+    assert err.value.hint == """set the table whole: --set 'env={PORT="8000"}'"""
 
 
 def test_boolean_env_values_are_written_as_toml_spells_them(tmp_path: Path) -> None:
