@@ -27,6 +27,7 @@ from pyimage.hashing import copy_hashing, file_digest, hash_sized, matches
 from pyimage.layers.compress import BlobWriter, decompress_stream, encoder_tag, media_type_for
 from pyimage.oci.dockerarchive import read_docker_archive
 from pyimage.oci.layout import open_blob, read_layout, split_layout_ref
+from pyimage.oci.sniff import sniff, use_instead
 from pyimage.oci.model import MEDIA_OCI_LAYER, MEDIA_OCI_LAYER_GZIP, Descriptor, Image, Layer, Platform, parse_digest
 
 if TYPE_CHECKING:
@@ -102,11 +103,16 @@ def scratch_image(platform: Platform) -> Image:
 
 def _rootfs_image(path: Path, platform: Platform, cache: Cache, compression: str, remote: Callable[[str], bool] | None = None) -> Image:
     """A plain root-filesystem tarball as a one-layer image; compressed once, cached by the file's sha256."""
+    if path.is_dir():
+        raise ConfigError(f"base rootfs:{path}: a directory, not a root filesystem tar", use_instead(sniff(path), str(path)))
     if not path.is_file():
         raise ConfigError(f"base rootfs:{path}: no such file", "build one, e.g. `mmdebstrap --include=python3 bookworm rootfs.tar`")
     stamp = _stat_key(path, path.stat())
     with open(path, "rb") as f:
-        magic = f.read(4)
+        magic = f.read(4) + f.read(508)
+    if magic[:2] != b"\x1f\x8b" and not _tar_header(magic):  # before hashing or compressing any of it
+        raise ConfigError(f"base rootfs:{path}: not a tar archive (nor a gzip'd one)", "give a root filesystem as a tar, e.g. `mmdebstrap --include=python3 bookworm rootfs.tar`")
+    magic = magic[:4]
     sha = cache.get_meta(ROOTFS_SHA, *stamp)
     record: LayerRecord | None = None
     if sha is None and magic[:2] != b"\x1f\x8b":
@@ -172,10 +178,22 @@ def _refuse_image_archive(path: Path, magic: bytes) -> None:
         return  # not a tar at all: the layer's own reading says so
 
 
+def _tar_header(block: bytes) -> bool:
+    """Whether ``block`` (a file's first 512 bytes) is a tar header: its checksum holds."""
+    import tarfile
+
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
 def _docker_archive_image(path: Path, cache: Cache, verify_layers: bool = True) -> Image:
     """A ``docker save`` archive as a base; its layers are hashed into the cache once per archive version."""
     if not path.is_file():
-        raise ConfigError(f"base docker-archive:{path}: no such file", "make one with `docker save` or `skopeo copy … docker-archive:FILE`")
+        kind = sniff(path) if path.exists() else None
+        raise ConfigError(f"base docker-archive:{path}: " + ("a directory, not a `docker save` archive" if kind else "no such file"), use_instead(kind, str(path)) if kind else "make one with `docker save` or `skopeo copy … docker-archive:FILE`")
     return _archive_image(("docker-archive", *_stat_key(path, path.stat())), path, cache, f"base docker-archive:{path}")
 
 

@@ -19,6 +19,7 @@ from pyimage.errors import ConfigError
 from pyimage.layers.plan import MAX_LAYERS_DEFAULT, HeavyGroup, normalize_pattern
 from pyimage.layers.tar import Owner
 from pyimage.oci.model import Platform
+from pyimage.oci.sniff import sniff, use_instead
 
 if TYPE_CHECKING:
     from pyimage.outputs import Output
@@ -661,40 +662,12 @@ def _refuse_bare_path(base: str, anchor: Path, where: str) -> None:
     path = Path(base).expanduser()
     path = path if path.is_absolute() else anchor / path
     looks = base.startswith(("/", "./", "../", "~")) or base.lower().endswith(_PATH_SUFFIXES)
-    kind = _sniff_image_file(path) if path.exists() else None
+    kind = sniff(path) if path.exists() else None
     if not looks and kind not in ("docker-archive", "oci-layout", "oci-archive"):
         return  # `python` is an image name even with a python/ directory in the project
     shown = base  # as the user wrote it: a relative path stays relative to the same place under a prefix
-    if kind == "docker-archive":
-        fix = f"it is a `docker save` archive: use docker-archive:{shown}"
-    elif kind == "oci-layout":
-        fix = f"it is an OCI layout: use oci:{shown} (or oci:{shown}:TAG)"
-    elif kind == "oci-archive":
-        fix = f"it is an OCI layout packed in a tar: unpack it (mkdir DIR && tar -xf {shown} -C DIR) and use oci:DIR"
-    elif kind == "rootfs":
-        fix = f"it is a tar without manifest.json, so a root filesystem: use rootfs:{shown} (it needs python3 inside)"
-    elif kind == "directory":
-        fix = "it is a directory without oci-layout: give an OCI layout as oci:DIR, or tar a root filesystem and use rootfs:FILE.tar"
-    else:
-        fix = f"use rootfs:{shown} (a root filesystem tar) or docker-archive:{shown} (docker save); nothing is there yet"
+    fix = use_instead(kind, shown)
     raise ConfigError(f"{where}: {base!r} looks like a path, not an image reference", fix)
-
-
-def _sniff_image_file(path: Path) -> str | None:
-    """What an image file or directory on disk is: ``docker-archive``, ``oci-archive``, ``rootfs``, ``oci-layout``,
-    ``directory``; None when it is neither a tar nor a directory. Only names are read (untrusted input)."""
-    import tarfile
-
-    if path.is_dir():
-        return "oci-layout" if (path / "oci-layout").is_file() else "directory"
-    try:
-        with tarfile.open(path) as tar:
-            names = {member.name.lstrip("./") for member in tar}
-    except (OSError, tarfile.TarError, EOFError):
-        return None
-    if "manifest.json" in names:
-        return "docker-archive"
-    return "oci-archive" if "oci-layout" in names else "rootfs"
 
 
 def _line_of(text: str, key: str) -> int | None:

@@ -71,6 +71,31 @@ def test_a_base_written_as_a_path_says_which_prefix_it_needs(tmp_path: Path) -> 
     assert "looks like a path" not in named.stderr
 
 
+def test_a_base_under_the_wrong_prefix_says_which_one_reads_it(tmp_path: Path) -> None:
+    """A new-user trial: `rootfs:` on a directory said "no such file", `rootfs:` on a JSON file named a layer digest
+    ("not a readable tar", "check the base image"), `oci:` on a tar said "no such directory", and `docker-archive:`
+    on a root filesystem did not say what it was."""
+    project, cache = _project(tmp_path)
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as tar:
+        tar.add(project / "pyproject.toml", "usr/bin/python3")
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"not": "a tar"}\n')
+    layout = tmp_path / "base"  # tiny_base: an OCI layout
+    cases = [
+        (f"rootfs:{layout}", f"error: base rootfs:{layout}: a directory, not a root filesystem tar", f"hint: it is an OCI layout: use oci:{layout}"),
+        (f"rootfs:{notes}", f"error: base rootfs:{notes}: not a tar archive (nor a gzip'd one)", "hint: give a root filesystem as a tar"),
+        (f"oci:{rootfs}", f"error: oci:{rootfs}: a file, not an OCI layout directory", f"hint: it is a tar without manifest.json, so a root filesystem: use rootfs:{rootfs}"),
+        (f"docker-archive:{rootfs}", f"error: {rootfs}: no usable manifest.json in the archive", f"hint: a tar without manifest.json is no `docker save` archive; a root filesystem is read as rootfs:{rootfs}"),
+        (f"docker-archive:{layout}", f"error: base docker-archive:{layout}: a directory, not a `docker save` archive", f"hint: it is an OCI layout: use oci:{layout}"),
+    ]
+    for base, error, hint in cases:
+        done = run_pyimage("plan", "-C", str(project), "--base", base, cache=cache)
+        assert done.returncode in (1, 2) and "Traceback" not in done.stderr, done.stderr
+        said, told = done.stderr.strip().splitlines()[-2:]
+        assert said.startswith(error) and told.startswith(hint), done.stderr
+
+
 def test_a_misspelt_tool_pyimage_table_is_an_error_not_a_silent_default(tmp_path: Path) -> None:
     project, cache = _project(tmp_path)
     text = (project / "pyproject.toml").read_text().replace("[tool.pyimage]", "[tool.pyimgae]")

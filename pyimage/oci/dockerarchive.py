@@ -184,6 +184,8 @@ def read_docker_archive(path: Path, store: Store) -> Image:
                     raise ValueError(f"more than {MAX_DESCRIPTORS} layers")
                 config = parse_json_object(_member(tar, config_name, MAX_JSON_BYTES).read(), "config")
             except (KeyError, IndexError, TypeError, ValueError, UnicodeDecodeError) as exc:
+                if isinstance(exc, KeyError) and "manifest.json" in str(exc):  # no manifest.json at all: a root filesystem?
+                    hint = f"a tar without manifest.json is no `docker save` archive; a root filesystem is read as rootfs:{path}"
                 raise BuildError(f"{path}: no usable manifest.json in the archive ({exc})", hint) from None
             rootfs = config.get("rootfs")
             diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None

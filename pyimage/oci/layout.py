@@ -213,6 +213,10 @@ def read_layout(directory: Path, tag: str | None, platform: Platform) -> Image:
     layout and must be read through ``open_blob`` and verified by the caller.
     """
     directory = Path(directory).resolve()
+    if directory.is_file():  # oci:base.tar: a tar is read with another prefix
+        from pyimage.oci.sniff import sniff, use_instead
+
+        raise ConfigError(f"oci:{directory}: a file, not an OCI layout directory", use_instead(sniff(directory), str(directory)))
     if not directory.is_dir():
         raise ConfigError(f"oci:{directory}: no such directory", "name an OCI layout (made by `pyimage build -o oci:DIR` or `skopeo copy … oci:DIR`)")
     if not (directory / "index.json").exists() and not (directory / "index.json").is_symlink():
