@@ -190,6 +190,8 @@ def _env(cache: Cache, requires: list[str], python: str) -> Path:
 _SKIP_ANYWHERE = {".git", ".hg", ".svn", "__pycache__", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".cache", "node_modules", ".venv", ".pdm-build"}
 # Output directories, only at the project's top (a package may well be called ``build``).
 _SKIP_TOP = {"dist", "build", "venv"}
+# Lock files at the top: what a resolver pinned, never what a backend builds from
+_LOCK_FILES = frozenset({"uv.lock", "poetry.lock", "pdm.lock", "Pipfile.lock"})
 
 
 def backend_written_files(project_dir: Path) -> set[str]:
@@ -246,12 +248,13 @@ def _tree_files(project_dir: Path) -> Iterable[tuple[str, os.DirEntry[str]]]:
 
 def scan_sources(project_dir: Path) -> list[Source]:
     """Every file the build backend could read, in a stable order: regular files with their sha256, symlinks with
-    their target. Files the backend declares it writes are left out; so is pyimage's own lock file, an output of
-    the build."""
+    their target. Files the backend declares it writes are left out; so are the lock files at the top (pyimage's
+    own, an output of the build, and the team's ``uv.lock``, ``poetry.lock``, …: resolver state that no backend
+    puts in a wheel, so a lock-only change does not start the backend)."""
     written = backend_written_files(project_dir)
     found: list[Source] = []
     for rel, entry in _tree_files(project_dir):
-        if rel in written or ("/" not in rel and rel.startswith("pylock.") and rel.endswith(".toml")):
+        if rel in written or rel in _LOCK_FILES or ("/" not in rel and rel.startswith("pylock.") and rel.endswith(".toml")):
             continue
         if entry.is_symlink():
             found.append(Source(rel, False, link=os.readlink(entry.path)))

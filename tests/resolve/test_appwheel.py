@@ -40,6 +40,17 @@ def test_the_declared_version_file_is_an_output_not_an_input(tmp_path: Path) -> 
     assert source_fingerprint(project, []) == first
 
 
+def test_a_teams_lock_file_is_no_source_of_the_wheel(tmp_path: Path) -> None:
+    """A new-user trial: `uv lock --upgrade-package` alone started the build backend again (the wheel came out the same)."""
+    project = _project(tmp_path)
+    first = source_fingerprint(project, [])
+    for name in ("uv.lock", "poetry.lock", "pdm.lock", "pylock.toml", "pylock.pyimage.toml"):
+        (project / name).write_text("version = 1\n")
+        assert source_fingerprint(project, []) == first, name
+    (project / "src" / "app" / "uv.lock").write_text("")  # below the top: the package's own data
+    assert source_fingerprint(project, []) != first
+
+
 def test_a_package_named_build_is_a_source_but_setuptools_debris_is_not(tmp_path: Path) -> None:
     project = _project(tmp_path)
     first = source_fingerprint(project, [])
