@@ -338,7 +338,7 @@ def plan(
             early = _start_early(wheels, app, cfg, threshold, len(base.layers) + 1 + extra, local_wheels, layer_context(cfg, cache, paths, interp))
         checked = [*wheels, *(w for w, _ in local_wheels), *([app] if app else [])]
         conflict_notes = check_conflicts(checked, paths, cache)
-        check_program(
+        program_notes = check_program(
             cfg, scripts, base, facts, interp, paths, (p for w in checked for p in wheel_files(w, paths, cache)[0]), [*files, *app_files],
             cfg.workdir or (DEFAULT_WORKDIR if source is not None else None),
         )
@@ -358,7 +358,7 @@ def plan(
                 pending.wait()  # no resolver or backend outlives the build (on Ctrl-C their temp files are left to the cache's sweep)
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    notes = list(layer_plan.notes) + conflict_notes + _files_notes([*files, *app_files], app_files) + bytecode_notes(cfg, user) + _root_settings_note(cfg, workspace)
+    notes = list(layer_plan.notes) + conflict_notes + program_notes + _files_notes([*files, *app_files], app_files) + bytecode_notes(cfg, user) + _root_settings_note(cfg, workspace)
     if cfg.compile_bytecode and not can_compile(interp.version):
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
     return Plan(

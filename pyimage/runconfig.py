@@ -74,10 +74,25 @@ def check_entrypoint(cfg: Config, source: AppSource | None = None) -> None:
         entrypoint(cfg, tuple(scripts), "bin")
 
 
+def _command_as_arguments(command: Sequence[str], default: Sequence[str], venv_files: Iterable[str], paths: InstallPaths, facts: BaseFacts) -> list[str]:
+    """A note when ``command`` (the image's Cmd) starts with a program the image holds while the console script is
+    the entrypoint: Docker passes the Cmd to the entrypoint as its arguments, so ``command = ["uvicorn", …]``, a
+    Dockerfile's CMD habit, runs ``/opt/venv/bin/app uvicorn …``. ``command = ["serve"]`` (a subcommand) is quiet."""
+    program = command[0]
+    venv_bin = "/" + paths.bin.strip("/")
+    names = _bin_names({"/" + p for p in venv_files}, venv_bin) | {"python", "python3"}
+    if not (program in names or (program.startswith("/") and facts.has_program(program)) or any(facts.has_program(posixpath.join(d, program)) for d in DEFAULT_PATH.split(":") if "/" not in program)):
+        return []
+    return [
+        f"command = {json.dumps(list(command))} is passed to the entrypoint, {default[0]}, as its arguments (as a Dockerfile's CMD after ENTRYPOINT): "
+        f"the container runs {' '.join([*default, *command])}; to run {program} itself, set entrypoint = {json.dumps(list(command))} instead"
+    ]
+
+
 def check_program(
     cfg: Config, scripts: Sequence[str], base: Image, facts: BaseFacts, interp: Interpreter, paths: InstallPaths,
     venv_files: Iterable[str], files: Sequence[ProjectFile], workdir: str | None = None,
-) -> None:
+) -> list[str]:
     """Once the wheel set is known, before layer work: the program an explicit ``entrypoint`` names (or
     ``command``, when nothing else is the entrypoint) is one the image will hold, else exit 127 at run time.
     A bare name is looked up on the image's PATH (the venv's bin: every wheel's scripts and ``python``; then the
@@ -87,12 +102,14 @@ def check_program(
     base_run = base.config.get("config") or {}
     if cfg.entrypoint is not None:
         key, argv = "entrypoint", list(cfg.entrypoint)
-    elif entrypoint(cfg, scripts, paths.bin) is None and cfg.command and not base_run.get("Entrypoint"):
+    elif (default := entrypoint(cfg, scripts, paths.bin)) is None and cfg.command and not base_run.get("Entrypoint"):
         key, argv = "command", list(cfg.command)
     else:
-        return
+        if default is not None and cfg.command:
+            return _command_as_arguments(cfg.command, default, venv_files, paths, facts)
+        return []
     if not argv or ("/" in argv[0] and not argv[0].startswith("/")):
-        return  # relative to the working directory: not knowable here
+        return []  # relative to the working directory: not knowable here
     program = argv[0]
     venv_bin = "/" + paths.bin.strip("/")
     in_venv = {"/" + p for p in venv_files}
@@ -114,7 +131,7 @@ def check_program(
         if exists(posixpath.normpath(program)):
             if posixpath.normpath(program) in pythons or posixpath.normpath(program) == interp.executable:
                 check_target()
-            return
+            return []
         raise ConfigError(
             f"{key} = {json.dumps(argv)}: {program} is in neither the venv, the files layer nor the base image",
             f"use a path the image holds, or a bare name found on its PATH (the venv's scripts: {', '.join(sorted(_bin_names(in_venv, venv_bin))[:8])})",
@@ -126,7 +143,7 @@ def check_program(
     if found is not None:
         if posixpath.join(found, program) in pythons:
             check_target()
-        return
+        return []
     ours = _bin_names(in_venv, venv_bin)
     theirs = {n for d in path_dirs if d and d != venv_bin for n in facts.programs_in(d)}
     close = difflib.get_close_matches(program, sorted(ours), n=1, cutoff=0.6) or difflib.get_close_matches(program, sorted(theirs), n=1, cutoff=0.6)

@@ -4,6 +4,7 @@ before layer work; a non-root user without compile-bytecode gets a hint."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,19 @@ def test_command_is_checked_when_nothing_else_is_the_entrypoint(pyimage: Pyimage
     done = pyimage.run("plan", "--set", 'command=["pyhton", "-m", "hello_cli"]', project=project, check=False)
     assert done.returncode == 2 and "error: command = " in done.stderr and 'did you mean "python"?' in done.stderr
     pyimage.run("plan", "--set", 'command=["python", "-m", "hello_cli"]', project=project)
+
+
+@pytest.mark.parametrize(("command", "noted"), [('["python", "-m", "hello_cli"]', True), ('["/bin/sh", "-c", "env"]', True), ('["--name", "you"]', False), ('["serve"]', False)])
+def test_a_program_in_command_behind_the_console_script_gets_a_note(pyimage: Pyimage, tmp_path: Path, command: str, noted: bool) -> None:
+    """A new-user trial: `command = ["uvicorn", "app:app"]` (a Dockerfile's CMD habit) on a package with a console
+    script ran `/opt/venv/bin/app uvicorn app:app`. Arguments for the script (`--name you`, a subcommand) stay quiet."""
+    project = copy_example("hello-cli", tmp_path)
+    done = pyimage.run("plan", "--json", "--set", f"command={command}", project=project)
+    notes = [n for n in json.loads(done.stdout)["notes"] if "is passed to the entrypoint" in n]
+    assert bool(notes) == noted, notes
+    if noted:
+        assert notes[0].startswith(f"command = {json.dumps(json.loads(command))} is passed to the entrypoint, /opt/venv/bin/hello, as its arguments")
+        assert notes[0].endswith(f"set entrypoint = {json.dumps(json.loads(command))} instead")
 
 
 def test_a_console_script_naming_no_function_is_one_error_before_layer_work(pyimage: Pyimage, tmp_path: Path) -> None:
