@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator
 
 from pyimage.cache import Cache, LayerRecord, Meta, count, sha256_digest, string, strings
-from pyimage.errors import BuildError, ConfigError
+from pyimage.errors import BuildError, ConfigError, PyimageError, RegistryError
 from pyimage.hashing import copy_hashing, file_digest, hash_sized, matches
 from pyimage.layers.compress import BlobWriter, decompress_stream, encoder_tag, media_type_for
 from pyimage.oci.dockerarchive import read_docker_archive
@@ -462,18 +462,23 @@ def load_base(
 
     ref = parse_reference(source)
     factory = (registry or RegistrySettings()).client_factory()
-    pulled = pull_image(
-        ref,
-        platform,
-        cache.blobs_dir,
-        client_factory=factory,
-        # the cache's stat stamps decide reuse (no re-hash of every base blob per build); a blob fetch_blob just
-        # verified is stamped as such
-        is_valid=lambda path, desc: cache.valid_blob(desc.digest, desc.size) is not None,
-        progress=lambda digest, status, _size: cache.mark_verified(digest) if status == "downloaded" else None,
-        skip=None if remote is None else lambda desc: cache.get_meta(DIFF_ID, "sha256", desc.digest) is not None and remote(desc.digest),
-        any_platform=any_platform,
-    )
+    try:
+        pulled = pull_image(
+            ref,
+            platform,
+            cache.blobs_dir,
+            client_factory=factory,
+            # the cache's stat stamps decide reuse (no re-hash of every base blob per build); a blob fetch_blob just
+            # verified is stamped as such
+            is_valid=lambda path, desc: cache.valid_blob(desc.digest, desc.size) is not None,
+            progress=lambda digest, status, _size: cache.mark_verified(digest) if status == "downloaded" else None,
+            skip=None if remote is None else lambda desc: cache.get_meta(DIFF_ID, "sha256", desc.digest) is not None and remote(desc.digest),
+            any_platform=any_platform,
+        )
+    except RegistryError as exc:
+        if _engine_holds(source):  # `docker images` lists it: the user meant that one (a new-user trial's `inspect app:dev`)
+            raise RegistryError(exc.message, f"the local Docker Engine holds {source}: name it docker-daemon:{source}") from None
+        raise
     where = f"base {ref}"
     layers = tuple(
         _verified_diff_id(Layer("base", l.descriptor, l.diff_id, l.blob, cached=True, history="base", remote=remote is not None and cache.valid_blob(l.digest, l.size) is None), cache, where)
@@ -482,6 +487,19 @@ def load_base(
     if any(l.remote for l in layers) and cache.get_meta(SCAN, *(l.diff_id for l in layers)) is None:
         raise BuildError(f"{where}: some of its layers are neither on this machine nor scanned before", "build again with an output such as -o oci:DIR, which downloads them")
     return Image(config=pulled.config, layers=layers), str(pulled.pinned)
+
+
+def _engine_holds(name: str) -> bool:
+    """Whether the local Docker Engine (found as the docker CLI finds it) holds an image called ``name``."""
+    from pyimage.oci.engine import docker_image_id
+
+    if "@" in name or "://" in name:
+        return False
+    try:
+        docker_image_id(name)
+    except (PyimageError, OSError):
+        return False
+    return True
 
 
 class _IterReader(io.RawIOBase):

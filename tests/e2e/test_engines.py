@@ -228,6 +228,11 @@ def test_an_image_of_the_local_docker_engine_is_a_base(pyimage: Pyimage, dockerd
     # wrote: a new-user trial saw site-packages (a layer of several wheels' fragments) compressed into a second blob
     back = json.loads(pyimage.run("inspect", "--json", "docker-daemon:from-daemon:1", base=False, env=dockerd.env).stdout)
     assert [l["digest"] for l in back["layers"]] == [l["digest"] for l in built["layers"]]
+    # named as a registry reference the engine holds (`docker images` lists it): the registry's failure says so
+    dockerd.docker("tag", "from-daemon:1", "127.0.0.1:9/from-daemon:1")
+    asked = pyimage.run("inspect", "127.0.0.1:9/from-daemon:1", base=False, env=dockerd.env, check=False)
+    assert asked.returncode != 0 and asked.stderr.strip().splitlines()[-1] == "hint: the local Docker Engine holds 127.0.0.1:9/from-daemon:1: name it docker-daemon:127.0.0.1:9/from-daemon:1", asked.stderr
+    assert json.loads(pyimage.run("inspect", "--json", "docker-daemon:127.0.0.1:9/from-daemon:1", base=False, env=dockerd.env).stdout)["layers"] == back["layers"]
     again = pyimage.run(*argv, project=project, base=False, env=dockerd.env)
     assert [l["digest"] for l in json.loads(again.stdout)["layers"]] == [l["digest"] for l in built["layers"]]
     missing = pyimage.run("build", "--base", "docker-daemon:no-such:image", "-o", f"oci:{tmp_path / 'x'}", project=project, base=False, env=dockerd.env, check=False)
