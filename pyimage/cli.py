@@ -464,6 +464,11 @@ def init(
     pyproject = project / "pyproject.toml"
     told: list[str] = []
     created = False
+    kind, sep, rest = (base or "").partition(":")
+    if sep and kind in ("rootfs", "oci", "docker-archive") and rest:  # a typo'd path is said here, not at the first build
+        where = Path(rest.rsplit(":", 1)[0] if kind == "oci" and not Path(rest).expanduser().exists() else rest).expanduser()
+        if not (where if where.is_absolute() else project / where).exists():
+            told.append(f"note: --base {base}: nothing is at {where if where.is_absolute() else project / where} yet; the build reads it from there")
     if not pyproject.exists():
         legacy = [name for name in ("setup.py", "setup.cfg") if (project / name).is_file()]
         if not legacy:
@@ -535,6 +540,9 @@ def init(
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(render("github-workflow.yml"))
         console.err(f"wrote {dest}: replace OWNER/pyimage@v1 in it with the pyimage action you use, pinned to a commit sha")
+        kind = _configured_base(pyproject).partition(":")[0]
+        if kind in ("rootfs", "oci", "docker-archive", "docker-daemon"):
+            console.err(f"note: the base is {kind}:, something of this machine that a CI runner does not have: give the workflow a registry base (base = \"python:3.12-slim\"), or put the file in the repository")
     elif ci:
         raise ConfigError(f"--ci {ci}: unknown CI", "supported: github")
 
@@ -547,6 +555,17 @@ def _listening_port(argv: Sequence[str]) -> int | None:
         if value.isdigit() and 0 < int(value) < 65536:
             return int(value)
     return None
+
+
+def _configured_base(pyproject: Path) -> str:
+    """``[tool.pyimage] base`` as written (a string), or ""."""
+    from pyimage.config import tomllib
+
+    try:
+        base = tomllib.loads(pyproject.read_text()).get("tool", {}).get("pyimage", {}).get("base")
+    except (OSError, tomllib.TOMLDecodeError, AttributeError):
+        return ""
+    return base if isinstance(base, str) else ""
 
 
 def _has_dependencies(pyproject: Path) -> bool:

@@ -200,6 +200,22 @@ def test_init_of_a_poetry_project_with_several_scripts_writes_the_first(tmp_path
     assert 'entrypoint = ["p3cli"]  # the project\'s console scripts: p3cli, p3dbg' in (project / "pyproject.toml").read_text()
 
 
+def test_init_says_when_the_base_it_writes_is_not_there_or_not_on_a_ci_runner(tmp_path: Path) -> None:
+    """A new-user trial: `init --base rootfs:/x.tar` (a typo) was written without a word and the first build failed;
+    `--ci github` with a base of this machine wrote a workflow whose runner cannot have it."""
+    project = tmp_path / "app"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[project]\nname = "app"\nversion = "1"\n')
+    done = run_pyimage("init", "-C", str(project), "--base", "rootfs:/no/such/base.tar", "--ci", "github", cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert "note: --base rootfs:/no/such/base.tar: nothing is at /no/such/base.tar yet; the build reads it from there" in done.stderr
+    assert "note: the base is rootfs:, something of this machine that a CI runner does not have" in done.stderr
+    (project / "pyproject.toml").write_text('[project]\nname = "app"\nversion = "1"\n')
+    (project / "base.tar").write_bytes(b"")
+    quiet = run_pyimage("init", "-C", str(project), "--base", "rootfs:base.tar", cache=tmp_path / "cache")
+    assert quiet.returncode == 0 and "nothing is at" not in quiet.stderr, quiet.stderr
+
+
 SETUP_CFG = """\
 [metadata]
 name = webtool

@@ -109,7 +109,8 @@ def collect_files(project_dir: Path, entries: Sequence[dict[str, Any]], *, skip:
             one = ProjectFile(target, real, mode, hashlib.sha256(data).hexdigest(), len(data))
             prev = chosen.get(target)
             if prev is not None and (prev.sha256, prev.mode) != (one.sha256, one.mode):
-                raise ConfigError(f"[tool.pyimage] {where}: /{target} is also written by another files entry, with other content", "give each in-image path one source")
+                other = "with other content" if prev.sha256 != one.sha256 else f"with another mode ({one.mode:04o}, there {prev.mode:04o})"
+                raise ConfigError(f"[tool.pyimage] {where}: /{target} is also written by another files entry, {other}", "give each in-image path one source" if prev.sha256 != one.sha256 else "give both entries the same mode (or exclude the file from one)")
             chosen[target] = one
     dirs = {posixpath.dirname(p) for p in chosen}
     clash = next((p for p in chosen if p in dirs), None)

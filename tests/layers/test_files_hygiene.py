@@ -95,3 +95,18 @@ def test_dockerignore_syntax() -> None:
     assert ig.excluded("tmp1/file") and not ig.excluded("tmp12")
     assert ig.excluded("cache/x") and ig.excluded("a/b/cache") and ig.excluded("abs/x") and ig.excluded("a.txt") and not ig.excluded("c.txt")
     assert ig.prunes("cache") and ig.prunes("tmp1")
+
+
+def test_two_entries_writing_one_path_say_whether_content_or_mode_differs(tmp_path: Path) -> None:
+    """A new-user trial: the same file under two modes was said to be "other content"."""
+    _write(tmp_path, "config/app.yaml", "a: 1\n")
+    _write(tmp_path, "other/app.yaml", "a: 2\n")
+    secret = {**_entry("config/app.yaml", "/opt/conf/app.yaml"), "mode": 0o600}
+    with pytest.raises(ConfigError) as err:
+        collect_files(tmp_path, [secret, _entry("config", "/opt/conf/")])
+    assert err.value.message.endswith("/opt/conf/app.yaml is also written by another files entry, with another mode (0644, there 0600)")
+    assert err.value.hint == "give both entries the same mode (or exclude the file from one)"
+    with pytest.raises(ConfigError) as err:
+        collect_files(tmp_path, [_entry("config/app.yaml", "/opt/conf/app.yaml"), _entry("other", "/opt/conf/")])
+    assert err.value.message.endswith("with other content") and err.value.hint == "give each in-image path one source"
+    assert [f.dest for f in collect_files(tmp_path, [_entry("config/app.yaml", "/opt/conf/app.yaml"), _entry("config", "/opt/conf/")])] == ["opt/conf/app.yaml"]
