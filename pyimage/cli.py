@@ -267,8 +267,37 @@ def lock(
     from pyimage.config import load_config
 
     cfg = load_config(_project(directory, project, package), _overrides(sets, base, python, None, platform))
+    before = _locked_versions(cfg.project_dir / cfg.lock)
     prep = lock_only(cfg, _cache(cache_dir), console.events(False), upgrade=upgrade)
     console.out(f"wrote {cfg.project_dir / cfg.lock} ({len(prep.wheels)} wheels)")
+    after = _locked_versions(cfg.project_dir / cfg.lock)
+    for (name, target), version in sorted(after.items()):  # as `uv lock` says what it updated
+        old = before.get((name, target))
+        on = f" ({target})" if len({t for _, t in after}) > 1 else ""
+        if old is None:
+            console.out(f"  added {name} {version}{on}")
+        elif old != version:
+            console.out(f"  updated {name} {old} → {version}{on}")
+    for name, target in sorted(set(before) - set(after)):
+        console.out(f"  removed {name} {before[(name, target)]}" + (f" ({target})" if len({t for _, t in before}) > 1 else ""))
+    if before and before == after and not upgrade:
+        console.err("note: no version changed: locked versions are kept where they still fit; `pyimage lock --upgrade` takes the newest allowed")
+
+
+def _locked_versions(path: Path) -> dict[tuple[str, str], str]:
+    """``{(name, target platform): version}`` of a lock pyimage wrote; empty when there is none (or it is unreadable)."""
+    from pyimage.config import tomllib
+
+    try:
+        packages = tomllib.loads(path.read_text()).get("packages", [])
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        return {}
+    out = {}
+    for entry in packages if isinstance(packages, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("version"), str):
+            target = ((entry.get("tool") or {}).get("pyimage") or {}).get("target", "") if isinstance(entry.get("tool"), dict) else ""
+            out[(entry["name"], str(target))] = entry["version"]
+    return out
 
 
 @app.command()

@@ -178,6 +178,24 @@ def test_a_bumped_pin_moves_that_package_and_keeps_every_other_locked_version(py
     assert re.search(r"^\[ *[0-9.]+s\] layer site-packages: cached sha256:[0-9a-f]{12}$", again.stderr, re.M), again.stderr
 
 
+def test_pyimage_lock_says_what_it_updated(pyimage: Pyimage, tmp_path: Path) -> None:
+    """A new-user trial: `pyimage lock` and `pyimage lock --upgrade` printed only "wrote … (4 wheels)"; `uv lock`
+    says "Updated django v5.1.15 -> v5.2.19"."""
+    import re
+
+    project = copy_example("hello-cli", tmp_path)
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text()
+    pyproject.write_text(text.replace('["humanize>=4", "attrs>=23"]', '["humanize>=4,<4.10", "attrs>=23"]'))
+    first = pyimage.run("lock", project=project)
+    assert re.search(r"^  added humanize 4\.9\.\d+$", first.stdout, re.M), first.stdout
+    pyproject.write_text(text)  # relaxed: the locked humanize still fits and is kept
+    kept = pyimage.run("lock", project=project)
+    assert "  updated" not in kept.stdout and "note: no version changed: locked versions are kept where they still fit" in kept.stderr
+    newest = pyimage.run("lock", "--upgrade", project=project)
+    assert re.search(r"^  updated humanize 4\.9\.\d+ → [0-9.]+$", newest.stdout, re.M), newest.stdout
+
+
 def test_killed_build_leaves_nothing_a_later_build_trusts(pyimage: Pyimage, tmp_path: Path) -> None:
     import signal
     import time
