@@ -156,11 +156,29 @@ def missing_error(name: str, spec: str, output: str, target: str, known: Iterabl
             "fix the name in [project] dependencies (or the requirements file); if it is on a private index, add it to pip's index-url/extra-index-url/find-links",
         )
     shown = ", ".join(versions[-8:]) + (f" (and {len(versions) - 8} older)" if len(versions) > 8 else "") if versions else "none for this target"
-    other_python = f"; versions for another Python: {ignored.group(1).strip()}" if ignored else ""
+    other_python = f"; versions for another Python: {_by_python(ignored.group(1))}" if ignored else ""
     return BuildError(
         f"no version of {name} satisfies {spec or 'the requirement'}{by} for {target}; available: {shown}{other_python}",
         f"relax the requirement on {name}, or pick a base whose Python the wanted version supports",
     )
+
+
+def _by_python(listed: str) -> str:
+    """pip's "6.0 Requires-Python >=3.12; 6.0.1 Requires-Python >=3.12; …" grouped by the Python each needs:
+    "6.0 … 6.1.3 (8) need Python >=3.12" (a Django line listed 21 versions one by one)."""
+    groups: dict[str, list[str]] = {}
+    for item in listed.strip().rstrip(";").split("; "):
+        version, _, spec = item.strip().partition(" Requires-Python ")
+        if version and spec:
+            groups.setdefault(spec.strip(), []).append(version.strip())
+    if not groups:
+        return listed.strip()
+    parts = []
+    for spec, versions in groups.items():
+        ordered = sorted(versions, key=_version_key)
+        shown = ordered[0] if len(ordered) == 1 else f"{ordered[0]} … {ordered[-1]} ({len(ordered)})"
+        parts.append(f"{shown} {'needs' if len(ordered) == 1 else 'need'} Python {spec}")
+    return "; ".join(parts)
 
 
 def conflict_error(output: str) -> BuildError | None:

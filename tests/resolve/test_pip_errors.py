@@ -77,3 +77,12 @@ def test_a_local_path_dependency_is_refused_with_the_reason(tmp_path: Path, monk
         resolve([str(app)], TARGET, Cache(tmp_path / "cache"))  # the machine's own pip configuration: hatchling comes from its index
     assert err.value.message.startswith(f"localdep is a local path dependency (localdep @ {dep.as_uri()})")
     assert "not a wheel" not in err.value.message and "report this" not in err.value.hint
+
+
+def test_versions_for_another_python_are_grouped_by_the_python_they_need() -> None:
+    """A new-user trial: pip's "Ignored the following versions" for Django listed 21 versions one by one."""
+    from pyimage.resolve.diagnose import _by_python
+
+    listed = "6.0 Requires-Python >=3.12; 6.0.1 Requires-Python >=3.12; 6.1.3 Requires-Python >=3.12; 6.0a1 Requires-Python >=3.12; 9.0 Requires-Python >=3.14"
+    assert _by_python(listed) == "6.0a1 … 6.1.3 (4) need Python >=3.12; 9.0 needs Python >=3.14"
+    assert _by_python("something else") == "something else"
