@@ -799,7 +799,8 @@ def load_config(project_dir: Path, overrides: Mapping[str, Any] | None = None) -
                 near = difflib.get_close_matches(key.replace("_", "-"), KEYS, n=1, cutoff=0.75)
                 head, _, rest = key.partition(".")
                 if rest and head in KEYS and KEYS[head].kind.startswith("table"):  # --set env.PORT=8000
-                    hint = f"set the table whole: --set '{head}={{{json.dumps(rest) if not re.fullmatch(r'[A-Za-z0-9_-]+', rest) else rest}={json.dumps(str(raw))}}}'" + (" (or --label)" if head == "labels" else "")
+                    name = rest if re.fullmatch(r"[A-Za-z0-9_-]+", rest) else json.dumps(rest)  # a bare TOML key, else quoted
+                    hint = f"set the table whole: --set '{head}={{{name}={json.dumps(str(raw))}}}'" + (" (or --label)" if head == "labels" else "")
                 else:
                     hint = f"did you mean {near[0]!r}?" if near else f"known keys: {', '.join(KEYS)}"
                 raise ConfigError(f"{where}: unknown key", hint)
