@@ -152,7 +152,7 @@ def test_uv_init_app_no_package_with_two_modules_installs_from_uv_lock(pyimage: 
     subprocess.run([*UV, "lock"], cwd=project, check=True, capture_output=True, text=True, env=env)
 
     done = init(project)
-    assert 'entrypoint = ["python", "main.py"]' in (project / "pyproject.toml").read_text() and "wrote" not in done.stderr
+    assert 'command = ["python", "main.py"]' in (project / "pyproject.toml").read_text() and "wrote" not in done.stderr
     report = pyimage.build(project, tmp_path / "img", "t")
 
     assert layers(report)["site-packages"]["packages"] == ["attrs==25.3.0"]
