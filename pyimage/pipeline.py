@@ -358,7 +358,7 @@ def plan(
                 pending.wait()  # no resolver or backend outlives the build (on Ctrl-C their temp files are left to the cache's sweep)
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    notes = list(layer_plan.notes) + conflict_notes + program_notes + _files_notes([*files, *app_files], app_files) + bytecode_notes(cfg, user) + _root_settings_note(cfg, workspace)
+    notes = list(layer_plan.notes) + conflict_notes + program_notes + _dirty_version_note(app) + _files_notes([*files, *app_files], app_files) + bytecode_notes(cfg, user) + _root_settings_note(cfg, workspace)
     if cfg.compile_bytecode and not can_compile(interp.version):
         notes.append(f"compile-bytecode skipped: pyimage runs on Python {'.'.join(map(str, __import__('sys').version_info[:2]))}, the image has {interp.version}")
     return Plan(
@@ -527,6 +527,19 @@ def _top_ignored(src: str, project_dir: Path, ignore: DockerIgnore) -> bool:
     name = re.sub(r"\[(.)\]", r"\1", src)  # a top-level name with glob characters comes glob.escape()d
     path = project_dir / name
     return ignore.prunes(name) if path.is_dir() and not path.is_symlink() else ignore.excluded(name)
+
+
+# setuptools-scm's "node-and-date" local version (hatch-vcs and pdm's scm source use it too): +g<hash>.d<date>
+_DIRTY_VERSION = re.compile(r"\+g[0-9a-f]{6,}\.d\d{8}$")
+
+
+def _dirty_version_note(app: Wheel | None) -> list[str]:
+    """A version a VCS plugin made from a working tree with uncommitted changes (a new-user trial tagged a release,
+    ran `pyimage init`, and got 1.4.3.dev0+g….d19800101 for the tag's 1.4.2 with no word why)."""
+    if app is None or not _DIRTY_VERSION.search(app.version):
+        return []
+    return [f"the project's version {app.version} is a development version: its VCS plugin (setuptools-scm, hatch-vcs, …) saw uncommitted changes "
+            "(`git status`); a tag's own version needs a clean checkout of the tag (the date in it is source-date-epoch's)"]
 
 
 def _files_notes(files: Sequence[ProjectFile], tree: Sequence[ProjectFile] = ()) -> list[str]:

@@ -107,10 +107,14 @@ def test_dirty_work_tree_gets_a_dirty_version_and_a_clean_one_gets_the_tag_back(
     module = project / "src" / "scmapp" / "__init__.py"
     original = module.read_text()
     module.write_text(original + "# work in progress\n")
-    dirty = app_version(pyimage.build(project, layout, "dirty"), "scmapp")
+    report = pyimage.build(project, layout, "dirty")
+    dirty = app_version(report, "scmapp")
     assert dirty != "3.1.0" and "+" in dirty  # setuptools-scm marks a dirty tree in the local part
+    # and the build says why the tag's version was not taken (a new-user trial could not tell)
+    assert [n for n in report["notes"] if n.startswith(f"the project's version {dirty} is a development version")], report["notes"]
     module.write_text(original)
-    assert app_version(pyimage.build(project, layout, "clean-again"), "scmapp") == "3.1.0"
+    clean = pyimage.build(project, layout, "clean-again")
+    assert app_version(clean, "scmapp") == "3.1.0" and not [n for n in clean["notes"] if "development version" in n]
 
 
 _COUNT_SPAWNS = """
