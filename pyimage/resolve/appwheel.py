@@ -32,7 +32,7 @@ from pyimage.hashing import file_digest, hex_of
 from pyimage.resolve.interpreters import find_python, host_version
 from pyimage.resolve.target import Target
 from pyimage.resolve import wheelpatch
-from pyimage.resolve.vcs import vcs_state
+from pyimage.resolve.vcs import maybe_tracked, vcs_state
 from pyimage.resolve.wheelpatch import Source
 
 if sys.version_info >= (3, 11):
@@ -250,17 +250,32 @@ def scan_sources(project_dir: Path) -> list[Source]:
     """Every file the build backend could read, in a stable order: regular files with their sha256, symlinks with
     their target. Files the backend declares it writes are left out; so are the lock files at the top (pyimage's
     own, an output of the build, and the team's ``uv.lock``, ``poetry.lock``, …: resolver state that no backend
-    puts in a wheel, so a lock-only change does not start the backend)."""
+    puts in a wheel, so a lock-only change does not start the backend), unless the version may come from the
+    repository and git tracks them: a modified one is part of its dirty state (``_version_from_vcs``)."""
     written = backend_written_files(project_dir)
+    entries = list(_tree_files(project_dir))
+    locks = [rel for rel, _entry in entries if rel in _LOCK_FILES or ("/" not in rel and rel.startswith("pylock.") and rel.endswith(".toml"))]
+    skipped = written | (set(locks) - set(maybe_tracked(project_dir, locks) if locks and _version_from_vcs(project_dir) else ()))
     found: list[Source] = []
-    for rel, entry in _tree_files(project_dir):
-        if rel in written or rel in _LOCK_FILES or ("/" not in rel and rel.startswith("pylock.") and rel.endswith(".toml")):
+    for rel, entry in entries:
+        if rel in skipped:
             continue
         if entry.is_symlink():
             found.append(Source(rel, False, link=os.readlink(entry.path)))
         elif entry.is_file():
             found.append(Source(rel, entry.stat().st_mode & 0o111 != 0, hex_of(file_digest(entry.path))))
     return found
+
+
+def _version_from_vcs(project_dir: Path) -> bool:
+    """Whether the version may come from the repository's state (a dynamic version, or a setup.py project, inside a
+    git or Mercurial work tree): setuptools-scm and hatch-vcs then call the tree dirty for a modified lock file too,
+    so lock files are sources of the wheel, or the same checkout would get another version from a warm cache than
+    from a cold one (a new-user trial)."""
+    project = _pyproject(project_dir).get("project")
+    dynamic = project.get("dynamic") if isinstance(project, dict) else None
+    maybe = not isinstance(project, dict) or (isinstance(dynamic, list) and "version" in dynamic)
+    return maybe and vcs_state(project_dir) is not None
 
 
 def _fingerprint(sources: Iterable[Source], head: object) -> str:

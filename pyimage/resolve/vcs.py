@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["vcs_state"]
+__all__ = ["vcs_state", "maybe_tracked"]
 
 
 def _git_dir(project_dir: Path) -> tuple[Path, Path] | None:
@@ -85,3 +85,29 @@ def vcs_state(project_dir: Path) -> dict[str, object] | None:
         if (here / ".hg").is_dir():
             return _hg_state(here / ".hg")
     return None
+
+
+def maybe_tracked(project_dir: Path, rels: list[str]) -> list[str]:
+    """Those of ``rels`` (paths relative to ``project_dir``) that git may track: named in the index of the git work
+    tree holding ``project_dir``. A modified tracked file makes the tree dirty for setuptools-scm; an untracked one
+    does not. Read from ``.git/index`` without starting git; every one is kept where that cannot be told (index
+    version 4 compresses paths, Mercurial, an unreadable index): erring that way costs a backend run, never a
+    wrong version."""
+    found = _git_dir(project_dir)
+    if found is None:
+        return list(rels)
+    git_dir, _common = found
+    top = next((here for here in (project_dir, *project_dir.parents) if (here / ".git").exists()), project_dir)
+    try:
+        index = (git_dir / "index").read_bytes()
+    except OSError:
+        return []  # no index yet (a fresh `git init`): nothing is tracked
+    if index[:4] != b"DIRC" or int.from_bytes(index[4:8], "big") not in (2, 3):
+        return list(rels)
+    prefix = project_dir.resolve().relative_to(top.resolve()).as_posix()
+    out = []
+    for rel in rels:
+        path = rel if prefix in ("", ".") else f"{prefix}/{rel}"
+        if path.encode("utf-8", "surrogateescape") + b"\x00" in index:
+            out.append(rel)
+    return out

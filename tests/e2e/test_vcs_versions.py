@@ -117,6 +117,23 @@ def test_dirty_work_tree_gets_a_dirty_version_and_a_clean_one_gets_the_tag_back(
     assert app_version(clean, "scmapp") == "3.1.0" and not [n for n in clean["notes"] if "development version" in n]
 
 
+def test_a_tracked_lock_rewritten_gives_the_same_version_from_a_warm_cache_as_from_a_cold_one(pyimage: Pyimage, tmp_path: Path) -> None:
+    """A new-user trial: with pylock.pyimage.toml committed, a build that rewrote it (another platform's entries)
+    left setuptools-scm calling the tree dirty, but the warm cache reused the clean wheel: the same checkout got
+    another version (and digest) there than on a cold CI cache."""
+    project = make_scm_project(tmp_path)
+    pyimage.build(project, tmp_path / "layout", "first")  # writes the lock
+    git(project, "add", "pylock.pyimage.toml")
+    git(project, "commit", "-q", "-m", "lock")
+    git(project, "tag", "v3.2.0")
+    assert app_version(pyimage.build(project, tmp_path / "layout", "clean"), "scmapp") == "3.2.0"
+    lock = project / "pylock.pyimage.toml"
+    lock.write_text(lock.read_text() + "# entries another build added\n")
+    warm = app_version(pyimage.build(project, tmp_path / "layout", "warm"), "scmapp")
+    cold = app_version(Pyimage(tmp_path / "cold-cache", pyimage.base).build(project, tmp_path / "layout", "cold"), "scmapp")
+    assert warm == cold and warm != "3.2.0", (warm, cold)
+
+
 _COUNT_SPAWNS = """
 import sys
 spawned = []

@@ -51,6 +51,26 @@ def test_a_teams_lock_file_is_no_source_of_the_wheel(tmp_path: Path) -> None:
     assert source_fingerprint(project, []) != first
 
 
+def test_a_lock_file_is_a_source_when_the_version_comes_from_the_repository(tmp_path: Path) -> None:
+    """A new-user trial: a tracked pylock.pyimage.toml rewritten by a build made setuptools-scm's version dirty,
+    but the wheel was reused from a warm cache: the same checkout got 1.4.3.dev1+g… there and …d19800101 cold."""
+    project = _project(tmp_path)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('version = "1"', 'dynamic = ["version"]'))
+    (project / "pylock.pyimage.toml").write_text("lock-version = '1.0'\n")
+    first = source_fingerprint(project, [])
+    (project / "pylock.pyimage.toml").write_text("lock-version = '1.0'\n# another target\n")
+    assert source_fingerprint(project, []) == first  # no repository: nothing derives a version from it
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    first = source_fingerprint(project, [])
+    (project / "pylock.pyimage.toml").write_text("lock-version = '1.0'\n")
+    assert source_fingerprint(project, []) == first  # untracked: never makes the tree dirty
+    subprocess.run(["git", "-C", str(project), "add", "pylock.pyimage.toml"], check=True)
+    first = source_fingerprint(project, [])
+    (project / "pylock.pyimage.toml").write_text("lock-version = '1.0'\n# another target\n")
+    assert source_fingerprint(project, []) != first  # tracked and modified: setuptools-scm calls the tree dirty
+
+
 def test_a_package_named_build_is_a_source_but_setuptools_debris_is_not(tmp_path: Path) -> None:
     project = _project(tmp_path)
     first = source_fingerprint(project, [])
