@@ -142,6 +142,14 @@ def _export_uv(lock: Path, extras: Sequence[str], groups: Sequence[str], cwd: Pa
     return done.stdout
 
 
+# How each tool that writes a pylock.toml writes it again (its `created-by`)
+_REGENERATE = {
+    "pdm": "pdm export -f pylock -o pylock.toml",
+    "uv": "uv export --format pylock.toml -o pylock.toml",
+    "pip": "pip lock -o pylock.toml",
+}
+
+
 def locked_pins(
     lock: Path,
     app_name: str,
@@ -174,9 +182,13 @@ def locked_pins(
     events(f"installing from {lock.name} as locked (no resolution)")
     text = _export_uv(lock, extras, groups, project_dir) if is_uv else lock.read_text()
     try:
-        pylock = Pylock.from_dict(tomllib.loads(text))
+        data = tomllib.loads(text)
+        pylock = Pylock.from_dict(data)
     except (tomllib.TOMLDecodeError, PylockValidationError) as exc:
         raise ConfigError(f"{lock}: not a PEP 751 lock file pyimage can read ({exc})", f"re-create it (`{fix}`)") from exc
+    writer = str(data.get("created-by") or "").split()
+    if not is_uv and writer:  # the tool that wrote it says how to write it again
+        fix = _REGENERATE.get(writer[0].lower(), fix)
     env = target_environment(target)
     try:
         chosen = list(
@@ -184,7 +196,9 @@ def locked_pins(
                 environment=env,  # type: ignore[arg-type]
                 tags=target_tags(target),
                 extras=[] if is_uv else list(extras),  # uv export has applied them already
-                dependency_groups=[] if is_uv else list(groups),
+                # PEP 751: the lock's default-groups are what is installed by default (PDM marks every runtime
+                # package `"default" in dependency_groups`); the configured groups come on top of them
+                dependency_groups=[] if is_uv else [*(pylock.default_groups or []), *groups],
             )
         )
     except PylockSelectError as exc:

@@ -130,6 +130,36 @@ def test_a_pep751_lock_written_by_another_tool_is_consumed_unchanged(pyimage: Py
         assert versions["six"] == "1.16.0"
 
 
+def test_a_pep751_lock_whose_packages_are_in_its_default_group_installs_them(pyimage: Pyimage, tmp_path: Path) -> None:
+    """A new-user trial: `pdm export -f pylock` (PDM 2.29) marks every runtime package `"default" in
+    dependency_groups` and lists `default-groups = ["default"]`; pyimage selected with no group, skipped them all,
+    and said the fresh lock was out of date, with a uv/pip command to fix it. PEP 751: the default groups are what
+    is installed when none is chosen. The file here is uv's export put in PDM's shape (as the trial's PDM wrote it),
+    with a `dev` group that stays out."""
+    project = make_project(tmp_path / "team-app", ["six>=1.15", "attrs"], '\n[dependency-groups]\ndev = ["iniconfig"]\n')
+    uv(project, "lock")
+    uv(project, "export", "--format", "pylock.toml", "--all-groups", "-o", "pylock.toml")
+    (project / "uv.lock").unlink()
+    data = tomllib.loads((project / "pylock.toml").read_text())
+    text = 'lock-version = "1.0"\ncreated-by = "pdm"\ndependency-groups = ["default", "dev"]\ndefault-groups = ["default"]\n'
+    for package in (p for p in data["packages"] if "wheels" in p):  # the project's own directory entry is left out
+        group = f'"{"dev" if package["name"] == "iniconfig" else "default"}" in dependency_groups'
+        marker = f"({package['marker']}) and {group}" if package.get("marker") else group
+        wheels = ", ".join(f'{{ name = "{w["url"].rsplit("/", 1)[1]}", url = "{w["url"]}", hashes = {{ sha256 = "{w["hashes"]["sha256"]}" }} }}' for w in package["wheels"])
+        text += f'\n[[packages]]\nname = "{package["name"]}"\nversion = "{package["version"]}"\nmarker = {json.dumps(marker)}\nwheels = [{wheels}]\n'
+    (project / "pylock.toml").write_text(text)
+
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}:t", project=project, env=no_resolver_env(tmp_path))
+
+    assert "installing from pylock.toml as locked" in done.stderr
+    versions = installed(tmp_path / "layout", "t")
+    assert {"six", "attrs"} <= set(versions) and "iniconfig" not in versions
+    # a lock that really is stale names the tool that wrote it
+    (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text().replace('"attrs"]', '"attrs", "idna"]'))
+    stale = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}:t", project=project, check=False)
+    assert stale.returncode != 0 and "pdm export -f pylock -o pylock.toml" in stale.stderr.strip().splitlines()[-1], stale.stderr
+
+
 def test_a_lock_without_a_wheel_for_the_target_is_one_error_naming_package_and_target(pyimage: Pyimage, arm64_rootfs: Path, tmp_path: Path) -> None:
     project = make_project(tmp_path / "team-app", ["markupsafe"])
     # pip lock records the wheels for the machine it runs on only: here, x86_64
