@@ -235,7 +235,8 @@ def resolve(
                     return None
                 return next((str(p.get("version")) for p in packages if canonicalize_name(str(p.get("name", ""))) == canonicalize_name(name)), None)
 
-            raise _error(proc.stderr, target, newest)  # stderr as tools.run gives it: credentials redacted
+            indexes = _indexes_of([*flags, *extra_args], project)
+            raise _error(proc.stderr, target, newest, lambda name: _refusing_index(name, indexes))  # stderr as tools.run gives it: credentials redacted
         try:
             data = tomllib.loads((work / "pylock.toml").read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -338,6 +339,17 @@ def _explanation(stderr: str) -> str:
     return " ".join(sentences)
 
 
+_UNREACHABLE = re.compile(r"Failed to fetch: (\S+)")
+_CANNOT_CONNECT = ("tcp connect error", "Connection refused", "dns error", "failed to lookup address", "timed out", "No route to host", "Network is unreachable")
+# uv's hint when an index answered 401/403 (its "not found" follows from it)
+_UNAUTHORIZED = re.compile(r"An index URL \((\S+?)\) could not be queried due to a lack of valid authentication credentials \(([^)]+)\)")
+
+
+def _index_of(url: str) -> str:
+    """The index a project page's URL belongs to (``…/simple/six/`` → ``…/simple``); uv shows it without user info."""
+    return re.sub(r"/[^/]+/?$", "", url) if re.search(r"/simple/[^/]+/?$", url) else url
+
+
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 # uv's first "Because …" sentence names the cause; the ones after it walk up to the user's requirement.
 # "the requested Python version (>=3.11) does not satisfy Python>=3.12 and django>=6.0 depends on Python>=3.12"
@@ -348,7 +360,40 @@ _PYTHON_REQUIRES = re.compile(rf"Because ({_NAME})\S* requires Python (\S+?) and
 _NO_VERSION = re.compile(rf"Because (?:there is no version of ({_NAME})(\S*)|only (?:the following versions of )?({_NAME})\S* (?:is|are) available and (?:you require|\S+ depends on) \3(\S*?)(?:,|$))")
 
 
-def _error(stderr: str, target: Target, newest: Callable[[str], str | None] = lambda _name: None) -> BuildError:
+def _indexes_of(args: Sequence[str], project: UvSources | None) -> list[tuple[str, str]]:
+    """(name, URL) of every index the resolution asked: pip's (``--index-url``/``--extra-index-url`` flags, no
+    name) and the project's ``[[tool.uv.index]]`` declarations."""
+    out = [("", args[i + 1]) for i, a in enumerate(args[:-1]) if a in ("--index-url", "--extra-index-url", "--default-index")]
+    return out + [(index.name, index.url) for index in (project.indexes if project is not None else ())]
+
+
+def _refusing_index(name: str, indexes: Sequence[tuple[str, str]]) -> tuple[str, str] | None:
+    """The first index (URL without its user info, status) that answers 401 or 403 for ``name``'s page, asked with
+    the credentials uv would send (the URL's user info, ``UV_INDEX_<NAME>_USERNAME``/``_PASSWORD``); only after uv
+    found no ``name``, since with ``--index-strategy unsafe-best-match`` it does not say an index refused it."""
+    import httpx
+
+    for index_name, url in indexes:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or parts.hostname in ("pypi.org", "files.pythonhosted.org"):
+            continue
+        env_key = re.sub(r"[^A-Z0-9]", "_", index_name.upper())
+        user = os.environ.get(f"UV_INDEX_{env_key}_USERNAME") if index_name else None
+        password = os.environ.get(f"UV_INDEX_{env_key}_PASSWORD") if index_name else None
+        auth = (user or "", password or "") if user or password else (urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")) if parts.username else None
+        bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else ""))
+        try:
+            answer = httpx.get(f"{bare.rstrip('/')}/{canonicalize_name(name)}/", auth=auth, timeout=5.0, follow_redirects=True)
+        except httpx.HTTPError:
+            continue
+        if answer.status_code in (401, 403):
+            return bare.rstrip("/"), f"{answer.status_code} {answer.reason_phrase}"
+    return None
+
+
+def _error(
+    stderr: str, target: Target, newest: Callable[[str], str | None] = lambda _name: None, refusing: Callable[[str], tuple[str, str] | None] = lambda _name: None
+) -> BuildError:
     """uv's failure in the user's terms, as the pip backend says it (resolve/diagnose.py): an sdist that cannot be
     built, an unknown name (with a suggestion), a dependency needing another Python, no version matching a
     requirement (with the newest the target can install, asked of ``newest``), else uv's own explanation. uv's
@@ -369,7 +414,24 @@ def _error(stderr: str, target: Target, newest: Callable[[str], str | None] = la
             f"{damaged.group(1)} {damaged.group(2)}: malformed wheel: {said[-1] if said else 'uv cannot read it'}",
             f"the file on your index or find-links is damaged or not a valid wheel: publish a good {damaged.group(1)} wheel, or pin another version",
         )
+    unreachable = _UNREACHABLE.search(stderr)
+    if unreachable and any(sign in stderr for sign in _CANNOT_CONNECT):
+        index = _index_of(unreachable.group(1))
+        cause = [l.strip().removeprefix("cause:").strip() for l in stderr.splitlines() if l.strip().startswith("cause:")]
+        return BuildError(
+            f"cannot reach the package index {index} while resolving for {target.describe()}: {cause[-1] if cause else 'no answer'}",
+            "check the index URL, VPN or proxy; pip passes over an index it cannot reach, uv stops at it: drop the index "
+            "from pip's configuration (or [tool.uv]) if it is not needed here, or set resolver = \"pip\"",
+        )
     found = _NOT_FOUND.search(stderr)
+    hinted = _UNAUTHORIZED.search(stderr) if found else None
+    refused = (hinted.group(1), hinted.group(2)) if hinted else refusing(found.group(1)) if found else None
+    if found and refused:  # "not found" because the index refused to answer: the name is right
+        return BuildError(
+            f"the package index {refused[0]} answered {refused[1]}, so {found.group(1)} could not be looked up there",
+            "give pyimage (and uv) the index's credentials: in its URL in pip's configuration, in ~/.netrc, or for a [tool.uv] "
+            "index UV_INDEX_<NAME>_USERNAME and UV_INDEX_<NAME>_PASSWORD",
+        )
     if found:
         name = found.group(1)
         who = re.search(rf"and (\S+?) depends on {re.escape(name)}\b", stderr)

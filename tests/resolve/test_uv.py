@@ -4,6 +4,7 @@ cases where uv cannot serve, and failures in the user's terms — all with real 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -185,3 +186,33 @@ def test_the_build_environment_is_made_by_uv_where_it_can_take_pips_settings(env
     # build of the app's wheel and would otherwise compile its modules each time (PYTHONDONTWRITEBYTECODE here).
     (init,) = python.parent.parent.glob("lib/python*/site-packages/hatchling/__init__.py")
     assert list((init.parent / "__pycache__").glob("__init__.*.pyc")), f"{installer} left {init.parent} uncompiled"
+
+
+def test_an_index_that_answers_401_is_said_to_refuse_not_to_lack_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new-user trial: a private index answering 401 (no or wrong credentials) gave "no package named
+    'acme-utils' on the configured indexes" and a hint to add an index that was already configured."""
+    import http.server
+    import threading
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="acme"')
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+        monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+        monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{server.server_port}/simple")
+        with pytest.raises(BuildError) as err:
+            uv_backend.resolve(["acme-utils"], TARGET, Cache(tmp_path / "cache"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert err.value.message == f"the package index http://127.0.0.1:{server.server_port}/simple answered 401 Unauthorized, so acme-utils could not be looked up there"
+    assert "UV_INDEX_<NAME>_USERNAME" in err.value.hint and "did you mean" not in err.value.message
