@@ -285,7 +285,12 @@ def parse_output(spec: str, project_dir: Path) -> Output:
         raise ConfigError(f"output {spec!r}: no path given", f"use {kind}:PATH, e.g. {kind}:dist/{'image' if kind == 'oci' else 'image.tar'}")
     path = path if path.is_absolute() else project_dir / path
     if kind == "oci":
-        return LayoutOutput(spec, path, split_layout_ref(rest, default_tag="")[1] or None)
+        from pyimage.oci.reference import is_tag
+
+        tag = split_layout_ref(rest, default_tag="")[1]
+        if tag and not is_tag(tag):  # skopeo, podman and engines refuse a layout's ref.name outside the tag grammar
+            raise ConfigError(f"output {spec!r}: {tag!r} is not a tag (ASCII letters, digits, '_', '.', '-', up to 128, not starting with '.' or '-')", f"e.g. oci:{rest.rpartition(':')[0]}:1.0")
+        return LayoutOutput(spec, path, tag or None)
     return ArchiveOutput(spec, path, rest.partition(":")[2] or None)
 
 

@@ -37,7 +37,10 @@ def test_tag_names_the_layout_tag_and_the_archive_as_docker_build_t_does(tmp_pat
 def test_a_bad_tag_is_one_error_before_any_work(tmp_path: Path) -> None:
     project, cache = _project(tmp_path)
     assert_one_error(run_pyimage("build", "-C", str(project), "-t", "MyApp:dev", cache=cache), 2, "-t 'MyApp:dev'")
-    assert not (project / "dist").exists()
+    # the tag part too (a new-user trial: written into layouts skopeo refused, and Docker's 500 on --load)
+    assert_one_error(run_pyimage("build", "-C", str(project), "-t", "myapp:tëst", cache=cache), 2, "-t 'myapp:tëst'")
+    assert_one_error(run_pyimage("build", "-C", str(project), "-o", f"oci:{tmp_path / 'x'}:bad tag!", cache=cache), 2, f"output 'oci:{tmp_path / 'x'}:bad tag!': 'bad tag!' is not a tag")
+    assert not (project / "dist").exists() and not (tmp_path / "x").exists()
 
 
 def test_docker_build_flags_get_the_pyimage_way_in_the_hint(tmp_path: Path) -> None:

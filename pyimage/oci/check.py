@@ -154,6 +154,11 @@ def _check_store(store: _Store, report: CheckReport, where: str) -> None:
         checker.docker_manifest()
 
 
+# image-spec annotations.md: ref ::= component ("/" component)*; component ::= alphanum (separator alphanum)*;
+# alphanum ::= [A-Za-z0-9]+; separator ::= [-._:@+] | "--"
+_REF_NAME = re.compile(r"^[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*(?:/[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*)*$")
+
+
 class _Checker:
     def __init__(self, store: _Store, report: CheckReport) -> None:
         self.store = store
@@ -238,6 +243,9 @@ class _Checker:
         for i, desc in enumerate(index["manifests"]):
             label = f"{where} manifests[{i}]"
             media = desc["mediaType"]
+            ref = (desc.get("annotations") or {}).get("org.opencontainers.image.ref.name")
+            if where == "index.json" and isinstance(ref, str) and not _REF_NAME.match(ref):
+                self.report.add(label, f"ref.name {ref!r} is outside the image-spec's grammar for it: skopeo, podman and engines refuse oci:DIR:{ref}")
             data = self.blob(desc, label)
             if data is None:
                 continue

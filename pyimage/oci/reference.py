@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pyimage.errors import ConfigError
 
-__all__ = ["DOCKER_HUB", "DOCKER_HUB_API", "Reference", "parse_reference"]
+__all__ = ["DOCKER_HUB", "DOCKER_HUB_API", "Reference", "parse_reference", "is_tag"]
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"  # docker.io itself only redirects; the API lives here
@@ -22,7 +22,7 @@ _MAX_NAME = 255  # distribution-spec: registry/repository must fit in 255 charac
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN_RE = re.compile(rf"^(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?$")
 _COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # distribution's [\w][\w.-]{0,127}, where \w is ASCII
 _DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 _SHA256_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 
@@ -130,3 +130,8 @@ def _split_domain(name: str) -> tuple[str, str]:
 
 def _invalid(text: str, why: str, hint: str) -> ConfigError:
     return ConfigError(f"not an image reference: {text!r}: {why}", hint)
+
+
+def is_tag(text: str) -> bool:
+    """Whether ``text`` is a tag as registries, engines and skopeo take one (``1.0``, ``dev_2``; ASCII, ≤ 128)."""
+    return bool(_TAG_RE.match(text))

@@ -106,6 +106,15 @@ def test_a_whiteout_in_a_layer_pyimage_wrote_is_found(tmp_path: Path) -> None:
     assert any("/etc/.wh.passwd is a whiteout" in f for f in check_image(tmp_path / "l").findings)
 
 
+@pytest.mark.parametrize(("tag", "ok"), [("1.0", True), ("v2.0-rc1_x", True), ("tëst", False), ("bad tag!", False), (".x", False)])
+def test_a_tag_skopeo_and_engines_refuse_is_found(tmp_path: Path, tag: str, ok: bool) -> None:
+    """A new-user trial: a layout tagged 'tëst' passed the check, then skopeo refused `oci:DIR:tëst`."""
+    layer = layer_from_tar(tar_of([("a.txt", b"a\n")]), tmp_path / "blobs")
+    write_layout(image_of(layer), tmp_path / "l", tag)
+    findings = check_image(tmp_path / "l").findings
+    assert (not any("outside the image-spec's grammar" in f for f in findings)) == ok, findings
+
+
 def test_a_corrupt_blob_is_found(good: Path) -> None:
     layer = blob_path(good, only_manifest(good)["layers"][0]["digest"])
     data = bytearray(layer.read_bytes())
