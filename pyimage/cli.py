@@ -277,7 +277,13 @@ def lock(
         if old is None:
             console.out(f"  added {name} {version}{on}")
         elif old != version:
-            console.out(f"  updated {name} {old} → {version}{on}")
+            from packaging.version import InvalidVersion, Version
+
+            try:
+                moved = "downgraded" if Version(version) < Version(old) else "updated"
+            except InvalidVersion:
+                moved = "updated"
+            console.out(f"  {moved} {name} {old} → {version}{on}")
     for name, target in sorted(set(before) - set(after)):
         console.out(f"  removed {name} {before[(name, target)]}" + (f" ({target})" if len({t for _, t in before}) > 1 else ""))
     if before and before == after and not upgrade:
@@ -346,7 +352,7 @@ def inspect(
         console.print_json(data)
         return
     if platforms:
-        console.table(f"{source}: an image index of {len(platforms)} platforms (--platform picks one)", ["platform", "manifest", "size"], [[str(d.platform), d.digest[7:19], console.human_size(d.size)] for d in platforms])
+        console.table(f"{source}: an image index of {len(platforms)} platforms" + (f", showing {data['platform']}" if wanted is not None else f" (--platform picks one; showing {data['platform']})"), ["platform", "manifest", "size"], [[str(d.platform), d.digest[7:19], console.human_size(d.size)] for d in platforms])
     console.table(f"{source} ({data['platform']}, created {data['created']})", ["layer", "digest", "size"], [[n, l.digest[7:19], console.human_size(l.size)] for n, l in zip(names, loaded.layers)])
     for key, value in data["config"].items():
         console.out(f"{key}: {json.dumps(value)}")
@@ -476,7 +482,7 @@ def index_cmd(
     for w in written:
         console.out(f"wrote {w}")
     for p in pushed:
-        console.out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
+        console.out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blob(s) uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
 
 
 @app.command()
@@ -535,7 +541,7 @@ def init(
                 # replaces it rather than becoming arguments to a guessed server.
                 entry = f"command = {json.dumps(app[1])}"
                 lines = [entry + "  # the project is not a package: its files are copied to workdir (/app), and this runs there; `docker run IMAGE ARGS` replaces it"]
-                told.append(f"{entry}: guessed from the project's files; change it to what your Dockerfile runs (CMD)")
+                told.append(f"{entry}: guessed from the project's files; change it to what " + ("your Dockerfile runs (CMD)" if (project / "Dockerfile").is_file() else "runs your app, if it is something else"))
                 port = _listening_port(app[1])
                 if port is not None:  # a Dockerfile says EXPOSE beside such a CMD: `docker run -P` publishes it
                     lines.append(f"ports = [{port}]  # the port the command listens on (EXPOSE): docker run -P publishes it")

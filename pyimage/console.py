@@ -168,7 +168,7 @@ def show_build(result: Any, tags: Sequence[str] = ()) -> None:
     for item in result.loaded:
         out(f"loaded into {item.engine} ({item.endpoint}) as {', '.join((item.reference, *item.also))}: {item.engine} image ID {item.image_id} ({item.layers_sent} layer(s) sent)")
     for p in result.pushed:
-        out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blobs uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
+        out(f"pushed {p['reference']}@{p['digest']} ({p['uploaded']} blob(s) uploaded, {p['mounted']} mounted, {p['skipped']} already there)")
 
 
 def show_plan(document: dict[str, Any]) -> None:

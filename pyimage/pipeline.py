@@ -517,7 +517,7 @@ def _app_tree(cfg: Config) -> list[ProjectFile]:
     # .dockerignore must drop those names here (`.env`, `node_modules`), as it drops what the walk finds below them
     ignore = read_dockerignore(cfg.project_dir)
     entries = [e for e in tree_entries(cfg.project_dir, workdir, outputs) if not _top_ignored(e["src"], cfg.project_dir, ignore)]
-    files = collect_files(cfg.project_dir, entries, skip=outputs)
+    files = collect_files(cfg.project_dir, entries, skip=outputs, app_tree=workdir)
     if not files:
         raise ConfigError(f"{cfg.project_dir}: the project is not a package and has no files to copy into the image", "add the app's code, or run pyimage in the app's directory")
     return files

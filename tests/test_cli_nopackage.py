@@ -53,8 +53,10 @@ def test_workdir_at_the_root_is_refused_before_work(tmp_path: Path) -> None:
 def test_a_file_pointing_out_of_the_project_is_refused_before_work(tmp_path: Path) -> None:
     project = app(tmp_path, '[tool.pyimage]\nbase = "127.0.0.1:9/none:1"\nentrypoint = ["python", "main.py"]\n')
     (project / "secrets").symlink_to("/etc/passwd")
-    error, _hint = assert_user_error(run(["build"], project))
-    assert "points outside the project" in error
+    error, hint = assert_user_error(run(["build"], project))
+    # named as the app's tree, not as a `files` entry the user never wrote (a new-user trial saw "files[55]")
+    assert error == f"error: the app's tree (copied to /app): {project / 'secrets'} points outside the project (/etc/passwd)"
+    assert hint == "hint: remove it, or leave it out of the image with a .dockerignore line"
 
 
 def test_init_in_a_requirements_txt_app_writes_a_minimal_project_and_explains(tmp_path: Path) -> None:

@@ -47,27 +47,30 @@ def _has_magic(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
-def _inside(path: Path, root: Path, where: str) -> Path:
+def _inside(path: Path, root: Path, where: str, hint: str = _FILE_HINT) -> Path:
     real = path.resolve()
     if real != root and root not in real.parents:
-        raise ConfigError(f"[tool.pyimage] {where}: {path} points outside the project ({real})", _FILE_HINT)
+        raise ConfigError(f"{where}: {path} points outside the project ({real})", hint)
     return real
 
 
-def collect_files(project_dir: Path, entries: Sequence[dict[str, Any]], *, skip: Sequence[Path] = ()) -> list[ProjectFile]:
+def collect_files(project_dir: Path, entries: Sequence[dict[str, Any]], *, skip: Sequence[Path] = (), app_tree: str | None = None) -> list[ProjectFile]:
     """The files ``entries`` select, sorted by in-image path; a ConfigError for an entry that selects nothing,
     leaves the project, or writes a path another entry writes with other content.
 
     What a directory walk or a glob finds passes the rules in ``layers/ignore.py`` (built-in excludes, the
     project's ``.dockerignore``, the entry's ``exclude``) before it is checked or read: an excluded directory is
-    never entered. ``skip`` holds the configured output paths (real paths), left out like an OCI layout."""
+    never entered. ``skip`` holds the configured output paths (real paths), left out like an OCI layout.
+    ``app_tree`` (a workdir): the entries are a non-package app's tree, which errors name as such, not as
+    ``files`` entries the user never wrote."""
     root = project_dir.resolve()
     ignore = read_dockerignore(root)
     skip = tuple(Path(p).resolve() for p in skip)
     chosen: dict[str, ProjectFile] = {}
     for i, entry in enumerate(entries):
         src, dest = entry["src"], entry["dest"]
-        where = f"files[{i}] (src = {src!r})"
+        where = f"[tool.pyimage] files[{i}] (src = {src!r})" if app_tree is None else f"the app's tree (copied to {app_tree})"
+        hint = _FILE_HINT if app_tree is None else "remove it, or leave it out of the image with a .dockerignore line"
         magic = _has_magic(src)
         if magic:
             matches = sorted(Path(p) for p in glob.glob(src, root_dir=root, recursive=True))
@@ -77,7 +80,7 @@ def collect_files(project_dir: Path, entries: Sequence[dict[str, Any]], *, skip:
             matches = [Path(src.strip("/"))] if (root / src).exists() or (root / src).is_symlink() else []
             prefix = src.strip("/") if (root / src).is_dir() else posixpath.dirname(src.strip("/"))
         if not matches:
-            raise ConfigError(f"[tool.pyimage] {where}: nothing in {root} matches it", _FILE_HINT)
+            raise ConfigError(f"{where}: nothing in {root} matches it", hint)
         base = prefix or "."
         rules = _Rules(root, ignore, skip, entry["exclude"], base)
         files: list[tuple[str, Path]] = []  # (path relative to the prefix, real path)
@@ -85,7 +88,7 @@ def collect_files(project_dir: Path, entries: Sequence[dict[str, Any]], *, skip:
             rel = posixpath.normpath(match.as_posix())
             if magic and rules.hidden(rel, root / match):
                 continue
-            real = _inside(root / match, root, where)
+            real = _inside(root / match, root, where, hint)
             if real.is_dir():
                 for dirpath, dirnames, filenames in os.walk(real):
                     here = Path(dirpath)
@@ -94,13 +97,13 @@ def collect_files(project_dir: Path, entries: Sequence[dict[str, Any]], *, skip:
                     for name in sorted(filenames):
                         found_rel = posixpath.normpath(posixpath.join(here_rel, name))
                         if not rules.drop(found_rel, here / name, False):
-                            files.append((posixpath.relpath(found_rel, base), _inside(here / name, root, where)))
+                            files.append((posixpath.relpath(found_rel, base), _inside(here / name, root, where, hint)))
             elif real.is_file():
                 files.append((posixpath.relpath(rel, base), real))
             else:
-                raise ConfigError(f"[tool.pyimage] {where}: {match} is not a regular file or directory", _FILE_HINT)
+                raise ConfigError(f"{where}: {match} is not a regular file or directory", hint)
         if magic and not files:
-            raise ConfigError(f"[tool.pyimage] {where}: every path it matches is excluded (built-in excludes, .dockerignore or its exclude)", _FILE_HINT)
+            raise ConfigError(f"{where}: every path it matches is excluded (built-in excludes, .dockerignore or its exclude)", hint)
         single = not magic and len(files) == 1 and not dest.endswith("/") and (root / src).is_file()
         for rel, real in files:
             target = dest.strip("/") if single else posixpath.join(dest.strip("/"), rel)
@@ -110,7 +113,7 @@ def collect_files(project_dir: Path, entries: Sequence[dict[str, Any]], *, skip:
             prev = chosen.get(target)
             if prev is not None and (prev.sha256, prev.mode) != (one.sha256, one.mode):
                 other = "with other content" if prev.sha256 != one.sha256 else f"with another mode ({one.mode:04o}, there {prev.mode:04o})"
-                raise ConfigError(f"[tool.pyimage] {where}: /{target} is also written by another files entry, {other}", "give each in-image path one source" if prev.sha256 != one.sha256 else "give both entries the same mode (or exclude the file from one)")
+                raise ConfigError(f"{where}: /{target} is also written by another files entry, {other}", "give each in-image path one source" if prev.sha256 != one.sha256 else "give both entries the same mode (or exclude the file from one)")
             chosen[target] = one
     dirs = {posixpath.dirname(p) for p in chosen}
     clash = next((p for p in chosen if p in dirs), None)

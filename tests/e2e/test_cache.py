@@ -194,6 +194,9 @@ def test_pyimage_lock_says_what_it_updated(pyimage: Pyimage, tmp_path: Path) -> 
     assert "  updated" not in kept.stdout and "note: no version changed: locked versions are kept where they still fit" in kept.stderr
     newest = pyimage.run("lock", "--upgrade", project=project)
     assert re.search(r"^  updated humanize 4\.9\.\d+ → [0-9.]+$", newest.stdout, re.M), newest.stdout
+    pyproject.write_text(text.replace('["humanize>=4", "attrs>=23"]', '["humanize>=4,<4.10", "attrs>=23"]'))
+    back = pyimage.run("lock", project=project)
+    assert re.search(r"^  downgraded humanize [0-9.]+ → 4\.9\.\d+$", back.stdout, re.M), back.stdout
 
 
 def test_killed_build_leaves_nothing_a_later_build_trusts(pyimage: Pyimage, tmp_path: Path) -> None:

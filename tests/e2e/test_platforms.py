@@ -78,6 +78,11 @@ def test_inspect_lists_the_platforms_of_the_index(pyimage: Pyimage, hello_index:
     data = json.loads(pyimage.run("inspect", "--json", "--platform", "linux/arm64", f"oci:{layout}:multi", base=False).stdout)
     assert [(i["platform"], i["digest"]) for i in data["index"]] == [(p["platform"], p["digest"]) for p in report["platforms"]]
     assert data["platform"] == "linux/arm64"
+    # for people: which one is shown, and --platform offered only where none was given (a new-user trial)
+    chosen = pyimage.run("inspect", "--platform", "linux/arm64", f"oci:{layout}:multi", base=False).stdout
+    assert "an image index of 2 platforms, showing linux/arm64" in chosen and "picks one" not in chosen
+    default = pyimage.run("inspect", f"oci:{layout}:multi", base=False).stdout
+    assert "an image index of 2 platforms (--platform picks one; showing linux/amd64)" in default
 
 
 def test_pure_python_layers_are_one_blob_for_both_platforms_built_once(hello_index: tuple[Path, dict]) -> None:
