@@ -143,6 +143,22 @@ def _cache(cache_dir: Optional[Path]):  # type: ignore[no-untyped-def]
     return Cache(_cache_root(cache_dir))
 
 
+def _existing_cache(cache_dir: Optional[Path]):  # type: ignore[no-untyped-def]
+    """The cache for `cache info|verify|prune`, which never make one: a mistyped --cache-dir is an error, not an
+    empty cache created there (a new-user trial read "removed 0 entries" as "nothing to prune")."""
+    root = _cache_root(cache_dir)
+    if cache_dir is not None and not (root / "blobs").is_dir():  # named on the command line (the default may be new)
+        what = "no such directory" if not root.exists() else "no pyimage cache there"
+        raise ConfigError(f"cache directory {root}: {what}", "pass the --cache-dir (or PYIMAGE_CACHE_DIR) your builds use; without one they use " + str(_default_root()))
+    return _cache(cache_dir)
+
+
+def _default_root() -> Path:
+    from pyimage.cache import default_cache_dir
+
+    return default_cache_dir()
+
+
 
 
 
@@ -662,7 +678,7 @@ def _setup_cfg_scripts(setup_cfg: Path) -> list[str]:
 @cache_app.command("info")
 def cache_info(cache_dir: Optional[Path] = CacheDirOpt, as_json: bool = JsonOpt) -> None:
     """Size, entries and hit counts of the cache."""
-    stats = _cache(cache_dir).stats()
+    stats = _existing_cache(cache_dir).stats()
     data: dict[str, Any] = {k: (str(v) if isinstance(v, Path) else v) for k, v in stats.__dict__.items()}
     if as_json:
         console.print_json(data)
@@ -673,7 +689,7 @@ def cache_info(cache_dir: Optional[Path] = CacheDirOpt, as_json: bool = JsonOpt)
 @cache_app.command("verify")
 def cache_verify(cache_dir: Optional[Path] = CacheDirOpt) -> None:
     """Re-hash every blob (removing the ones that do not match) and report temp files and other leftovers."""
-    report = _cache(cache_dir).verify()
+    report = _existing_cache(cache_dir).verify()
     for digest in report.corrupt:
         console.err(f"removed corrupt blob {digest}")
     for path in report.leftovers:
@@ -715,7 +731,7 @@ def cache_prune(
         if older_than[-1:] not in units or not older_than[:-1].isdigit():
             raise ConfigError(f"--older-than {older_than!r}: not an age", "e.g. --older-than 30d (s, m, h, d, w)")
         age = int(older_than[:-1]) * units[older_than[-1]]
-    removed, freed = _cache(cache_dir).prune(size, age)
+    removed, freed = _existing_cache(cache_dir).prune(size, age)
     console.err(f"removed {removed} entries, freed {console.human_size(freed)}")
 
 

@@ -84,3 +84,11 @@ def test_a_lock_cannot_name_a_path_outside_the_cache(tmp_path: Path) -> None:
         with pytest.raises(BuildError, match="which is not a file name and a sha256"):
             cache.cached_wheel(sha, name)
     assert cache.cached_wheel("a" * 64, "six-1.16.0-py2.py3-none-any.whl") is None
+
+
+@pytest.mark.parametrize("command", [["info"], ["verify"], ["prune", "--max-size", "1GB"]])
+def test_a_mistyped_cache_dir_is_an_error_not_a_new_empty_cache(tmp_path: Path, command: list[str]) -> None:
+    """A new-user trial: `cache prune --cache-dir /tmp/typo` said "removed 0 entries" and made a cache there."""
+    done = subprocess.run([sys.executable, "-m", "pyimage", "cache", *command, "--cache-dir", str(tmp_path / "typo")], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-2] == f"error: cache directory {tmp_path / 'typo'}: no such directory"
+    assert not (tmp_path / "typo").exists()
