@@ -59,6 +59,16 @@ def check_entrypoint(cfg: Config, source: AppSource | None = None) -> None:
                     "command = []: it is empty and the project is not a package (no console script), so the image would have nothing to run",
                     f"name the program, e.g. command = {json.dumps(guess)} (run in {cfg.workdir or DEFAULT_WORKDIR})",
                 )
+            from pyimage.resolve.workspace import find_workspace, relative_path
+
+            workspace = find_workspace(cfg.project_dir)
+            members = [(n, d) for n, d in (workspace.members if workspace is not None else ()) if d.resolve() != cfg.project_dir.resolve()]
+            if workspace is not None and workspace.root == cfg.project_dir.resolve() and members:  # `uv init` roots have a [project]
+                names = ", ".join(f"{n} ({relative_path(d, workspace.root)})" for n, d in members)
+                raise ConfigError(
+                    f"{cfg.pyproject}: the root of a uv workspace, not a package (no [build-system]): nothing of its own to run",
+                    f"build a member: `pyimage build --package NAME` here, or in its directory (members: {names}); or set [tool.pyimage] command to run the root's own files",
+                )
             if project_table(cfg.project_dir).get("scripts"):  # meant as a package: say what makes it one
                 raise ConfigError(
                     f"{cfg.pyproject}: [project.scripts] is declared, but without a [build-system] table the project is not built as a package (as with uv), so there is no console script",

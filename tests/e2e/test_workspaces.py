@@ -181,6 +181,18 @@ def test_init_at_a_virtual_workspace_root_names_the_members_and_init_in_one_buil
     assert "svc-a (services/svc-a)" in note and "`pyimage build --package NAME` here" in note
 
 
+def test_a_workspace_root_with_a_project_but_no_build_system_names_its_members(pyimage: Pyimage, workspace: Path) -> None:
+    """A new-user trial: a root as `uv init` writes it ([project], no [build-system]) was taken for an app that is
+    not a package, with a hint that would copy the whole monorepo into /app."""
+    root = workspace / "pyproject.toml"
+    root.write_text('[project]\nname = "platform"\nversion = "1.0"\nrequires-python = ">=3.11"\ndependencies = []\n\n' + root.read_text())
+    done = pyimage.run("plan", project=workspace, check=False)
+    assert done.returncode == 2, done.stderr
+    error, hint = done.stderr.strip().splitlines()[-2:]
+    assert error == f"error: {root}: the root of a uv workspace, not a package (no [build-system]): nothing of its own to run"
+    assert hint.startswith("hint: build a member: `pyimage build --package NAME` here") and "svc-a (services/svc-a)" in hint
+
+
 def test_a_members_build_says_the_roots_tool_pyimage_is_not_read(pyimage: Pyimage, workspace: Path, tmp_path: Path) -> None:
     member = workspace / "services" / "svc-a"
     pyproject = member / "pyproject.toml"
