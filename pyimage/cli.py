@@ -510,7 +510,7 @@ def init(
     """Add a \\[tool.pyimage] section to pyproject.toml (and a CI workflow with --ci github); in an app that is not a
     package (requirements.txt, manage.py, main.py), write a pyproject.toml for it first."""
     from pyimage.pipeline import unpackaged_app, workspace_root_note
-    from pyimage.templates import DEFAULT_INIT_BASE, offline_base, render
+    from pyimage.templates import DEFAULT_INIT_BASE, offline_base, read_dockerfile, render
 
     pyproject = project / "pyproject.toml"
     told: list[str] = []
@@ -551,15 +551,26 @@ def init(
     else:
         chosen, note = (base, None) if base else offline_base()
         section = render("pyproject-section.toml")
+        docker = read_dockerfile(project / "Dockerfile")  # a project moving from a Dockerfile keeps how its image runs
+        if docker is not None and not docker.any():
+            docker = None
         if app is not None:
-            if app[1] is not None:
+            if docker is not None and (docker.entrypoint or docker.command):
+                lines = [f"entrypoint = {json.dumps(docker.entrypoint)}  # the Dockerfile's ENTRYPOINT"] if docker.entrypoint else []
+                lines += [f"command = {json.dumps(docker.command)}  # the Dockerfile's CMD; the project's files are copied to workdir and this runs there"] if docker.command else []
+                told += [f"{key} = {json.dumps(value)}: the Dockerfile's {word}" for key, word, value in (("entrypoint", "ENTRYPOINT", docker.entrypoint), ("command", "CMD", docker.command)) if value]
+                if docker.ports:
+                    lines.append(f"ports = {_ports_toml(docker.ports)}  # the Dockerfile's EXPOSE")
+            elif app[1] is not None:
                 # As `command` (the image's Cmd), like a Dockerfile's CMD: `docker run IMAGE python manage.py migrate`
                 # replaces it rather than becoming arguments to a guessed server.
                 entry = f"command = {json.dumps(app[1])}"
                 lines = [entry + "  # the project is not a package: its files are copied to workdir (/app), and this runs there; `docker run IMAGE ARGS` replaces it"]
                 told.append(f"{entry}: guessed from the project's files; change it to what " + ("your Dockerfile runs (CMD)" if (project / "Dockerfile").is_file() else "runs your app, if it is something else"))
                 port = _listening_port(app[1])
-                if port is not None:  # a Dockerfile says EXPOSE beside such a CMD: `docker run -P` publishes it
+                if docker is not None and docker.ports:
+                    lines.append(f"ports = {_ports_toml(docker.ports)}  # the Dockerfile's EXPOSE")
+                elif port is not None:  # a Dockerfile says EXPOSE beside such a CMD: `docker run -P` publishes it
                     lines.append(f"ports = [{port}]  # the port the command listens on (EXPOSE): docker run -P publishes it")
                     told.append(f"ports = [{port}]: the port the guessed command listens on")
             else:
@@ -572,8 +583,14 @@ def init(
         if chosen and chosen != DEFAULT_INIT_BASE:
             section = section.replace(f'base = "{DEFAULT_INIT_BASE}"', f"base = {json.dumps(chosen)}")
         scripts = _console_scripts(text, project)
-        if len(scripts) > 1:  # the build would stop at "which one runs is ambiguous": choose the first, name the rest
+        if app is None and docker is not None and docker.entrypoint:  # a package whose Dockerfile names what runs
+            section = section.replace('# entrypoint = ["myapp"]        # default: the project\'s only console script', f"entrypoint = {json.dumps(docker.entrypoint)}  # the Dockerfile's ENTRYPOINT")
+            told.append("entrypoint = the Dockerfile's ENTRYPOINT" + (", command = its CMD" if docker.command else ""))
+            scripts = []  # chosen: no first console script needed
+        elif len(scripts) > 1:  # the build would stop at "which one runs is ambiguous": choose the first, name the rest
             section = section.replace('# entrypoint = ["myapp"]        # default: the project\'s only console script', f"entrypoint = {json.dumps([scripts[0]])}  # the project's console scripts: {', '.join(scripts)}")
+        if docker is not None:
+            section = section.rstrip("\n") + "\n" + "".join(f"{line}\n" for line in _dockerfile_lines(docker, app is not None, told))
         pyproject.write_text(text.rstrip("\n") + "\n\n" + section)
         for line in told:
             console.err(line)
@@ -596,6 +613,37 @@ def init(
             console.err(f"note: the base is {kind}:, something of this machine that a CI runner does not have: give the workflow a registry base (base = \"python:3.12-slim\"), or put the file in the repository")
     elif ci:
         raise ConfigError(f"--ci {ci}: unknown CI", "supported: github")
+
+
+def _dockerfile_lines(docker: Any, not_package: bool, told: list[str]) -> list[str]:
+    """The [tool.pyimage] lines for the Dockerfile's run settings init has not written already (``ENV``, ``USER``,
+    ``WORKDIR``; for a package, its ``CMD`` after an ``ENTRYPOINT`` and ``EXPOSE``), each said in ``told``, and
+    what could not be carried over."""
+    lines = []
+    if not not_package:
+        if docker.entrypoint and docker.command:
+            lines.append(f"command = {json.dumps(docker.command)}  # the Dockerfile's CMD (arguments to its ENTRYPOINT)")
+        elif docker.command:
+            told.append(f"note: the Dockerfile's CMD {json.dumps(docker.command)} is not carried over: the project's console script is the entrypoint; set entrypoint = {json.dumps(docker.command)} to run that instead")
+        if docker.ports:
+            lines.append(f"ports = {_ports_toml(docker.ports)}  # the Dockerfile's EXPOSE")
+    if docker.env:
+        lines.append("env = { " + ", ".join(f"{json.dumps(k) if not re.fullmatch(r'[A-Za-z0-9_-]+', k) else k} = {json.dumps(v)}" for k, v in docker.env.items()) + " }  # the Dockerfile's ENV")
+    if docker.user:
+        lines.append(f"user = {json.dumps(docker.user)}  # the Dockerfile's USER (a name the base lacks is created)")
+    if docker.workdir and not (not_package and docker.workdir == "/"):
+        lines.append(f"workdir = {json.dumps(docker.workdir)}  # the Dockerfile's WORKDIR")
+    carried = [k for k, v in (("EXPOSE", docker.ports), ("ENV", docker.env), ("USER", docker.user), ("WORKDIR", docker.workdir)) if v]
+    if carried:
+        told.append(f"from the Dockerfile: {', '.join(carried)}")
+    if docker.skipped:
+        told.append(f"note: not carried over from the Dockerfile (set while building, or for building): {'; '.join(docker.skipped[:5])}")
+    return lines
+
+
+def _ports_toml(ports: Sequence[str]) -> str:
+    """``["8080", "53/udp"]`` as init writes ports: a TCP port as a number, another protocol as its string."""
+    return "[" + ", ".join(p.removesuffix("/tcp") if p.removesuffix("/tcp").isdigit() else json.dumps(p) for p in ports) + "]"
 
 
 def _listening_port(argv: Sequence[str]) -> int | None:
