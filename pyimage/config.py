@@ -359,7 +359,7 @@ def _user(v: Any) -> str | None:
     return text
 
 
-_GLOB_OR_PATH = re.compile(r"[A-Za-z0-9._+\-/*?\[\]{}@=,~ ]+")
+_GLOB_OR_PATH = re.compile(r"[\w.+\-/*?\[\]{}@=,~ ]+")  # \w: letters and digits of any script (données/, 日本語.txt)
 
 
 def _image_path(text: Any) -> str:
@@ -400,7 +400,8 @@ def _files(v: Any) -> tuple[dict[str, Any], ...]:
         if src.startswith("/") or ".." in src.replace("\\", "/").split("/"):
             raise _Invalid(f"{entry}: src {src!r} leaves the project (absolute or '..')", "files come from inside the project; copy what you need there first")
         if not _GLOB_OR_PATH.fullmatch(src):
-            raise _Invalid(f"{entry}: src {src!r} has characters pyimage does not take in a path or glob", "rename the file, or match it with a glob (*, ?, [..])")
+            odd = next(c for c in src if not _GLOB_OR_PATH.fullmatch(c))
+            raise _Invalid(f"{entry}: src {src!r} has {odd!r}, a character pyimage does not take in a path or glob", "rename the file, or match that character with ? (a glob keeps the path up to its first wildcard: give dest the directory the match goes in)")
         mode = item.get("mode")
         if mode is not None:
             mode = int(mode, 8) if isinstance(mode, str) and re.fullmatch(r"0?[0-7]{3,4}", mode) else mode

@@ -468,6 +468,14 @@ def test_a_bad_table_entry_is_named(line: str, says: str, hint: str, tmp_path: P
     assert says in err.message and err.hint == hint, (err.message, err.hint)
 
 
+def test_a_files_src_in_any_script_is_taken_and_an_odd_character_is_named(tmp_path: Path) -> None:
+    """A new-user trial: `src = "données"` was refused (ASCII only), and the glob the hint suggested nested the copy."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.pyimage]\nfiles = [{ src = "données", dest = "/srv/données/" }, { src = "日本語/*.txt", dest = "/srv/" }]\n')
+    assert [f["src"] for f in load_config(tmp_path).files] == ["données", "日本語/*.txt"]
+    err = config_error(tmp_path, 'files = [{ src = "a\\\\b", dest = "/x" }]\n')
+    assert "has '\\\\', a character pyimage does not take" in err.message, err.message
+
+
 def test_a_numeric_user_is_the_uid(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.pyimage]\nuser = 1000\n')
     assert load_config(tmp_path).user == "1000"
