@@ -92,7 +92,7 @@ def choose_pins(
         prefetch_from_uv_indexes(lock.pins, uv_sources, cache)
         return lock.pins
     if lock is not None and lock.inputs != key:
-        events(f"{lock_path.name} is stale (dependencies, pip configuration or target changed): resolving again")
+        events(f"{lock_path.name} is stale ({_what_changed(lock_path, target, lock.declared, requires, cfg.extras)}): resolving again")
     prefer = [] if upgrade or lock is None else _fitting(lock.pins, [*requires, *(r for p in local for r in p.requires)])
     extras = f"[{','.join(cfg.extras)}]" if cfg.extras else ""
     if req_file:  # and the local packages, whose own dependencies the file may not list
@@ -195,6 +195,18 @@ def resolve_ahead(cfg: Config, target: Target, cache: Cache, refresh: bool, upgr
         return None  # said where the build meets it
     prefer = [] if upgrade or lock is None else _fitting(lock.pins, requires)
     return Ahead(declared, prefer, lambda said: _resolve(cfg.resolver, list(requires), target, cache, prefer, said, frozenset(), sources, cfg.extras))
+
+
+def _what_changed(lock_path: Path, target: Target, declared: str, requires: Sequence[str], extras: Sequence[str]) -> str:
+    """Why a lock's entry for this platform no longer fits, as far as the lock records it: another Python or libc
+    (one entry per platform: a 3.11 and a 3.12 build of it take turns), the project's requirements, else an input
+    it does not record (pip's configuration, a requirements file, index declarations)."""
+    was = target_table(lock_path, target.platform).get("target", "")
+    if was and was != target.describe():
+        return f"resolved for {was}, this build is for {target.describe()}; the lock keeps one entry per platform"
+    if declared and declared != declared_digest(requires, extras, target):
+        return "the project's dependencies changed"
+    return "dependencies, pip configuration or index settings changed"
 
 
 def _builds_sources(project_dir: Path) -> bool:

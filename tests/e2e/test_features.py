@@ -69,6 +69,9 @@ def test_standalone_interpreter_becomes_its_own_layer_and_runs_the_app(pyimage: 
     out = run_image(tmp_path / "layout", "py312").stdout
     assert "python 3.12 at /opt/venv/bin/python" in out
     assert "hello, world" in out
+    # back on the base's 3.11: the lock's one entry for linux/amd64 was 3.12's, and the build says so (a trial)
+    done = pyimage.run("build", "-o", f"oci:{tmp_path / 'layout'}:py311", project=project)
+    assert "pylock.pyimage.toml is stale (resolved for CPython 3.12 on linux/amd64" in done.stderr and "this build is for CPython 3.11" in done.stderr, done.stderr
 
 
 def test_a_non_relocatable_interpreter_is_refused_before_layer_work(pyimage: Pyimage, tmp_path: Path) -> None:
