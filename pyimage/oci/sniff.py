@@ -25,16 +25,16 @@ def sniff(path: Path) -> str | None:
     return "oci-archive" if "oci-layout" in names else "rootfs"
 
 
+_USE = {
+    "docker-archive": "it is a `docker save` archive: use docker-archive:{shown}",
+    "oci-layout": "it is an OCI layout: use oci:{shown} (or oci:{shown}:TAG)",
+    "oci-archive": "it is an OCI layout packed in a tar: unpack it (mkdir DIR && tar -xf {shown} -C DIR) and use oci:DIR",
+    "rootfs": "it is a tar without manifest.json, so a root filesystem: use rootfs:{shown} (it needs python3 inside)",
+    "directory": "it is a directory without oci-layout: give an OCI layout as oci:DIR, or tar a root filesystem (tar -C DIR -cf rootfs.tar .) and use rootfs:rootfs.tar",
+}
+_NOTHING = "use rootfs:{shown} (a root filesystem tar) or docker-archive:{shown} (docker save); nothing is there yet"
+
+
 def use_instead(kind: str | None, shown: str) -> str:
     """The base reference for what ``sniff`` found at ``shown`` (the path as the user wrote it)."""
-    if kind == "docker-archive":
-        return f"it is a `docker save` archive: use docker-archive:{shown}"
-    if kind == "oci-layout":
-        return f"it is an OCI layout: use oci:{shown} (or oci:{shown}:TAG)"
-    if kind == "oci-archive":
-        return f"it is an OCI layout packed in a tar: unpack it (mkdir DIR && tar -xf {shown} -C DIR) and use oci:DIR"
-    if kind == "rootfs":
-        return f"it is a tar without manifest.json, so a root filesystem: use rootfs:{shown} (it needs python3 inside)"
-    if kind == "directory":
-        return "it is a directory without oci-layout: give an OCI layout as oci:DIR, or tar a root filesystem (tar -C DIR -cf rootfs.tar .) and use rootfs:rootfs.tar"
-    return f"use rootfs:{shown} (a root filesystem tar) or docker-archive:{shown} (docker save); nothing is there yet"
+    return _USE.get(kind or "", _NOTHING).format(shown=shown)
