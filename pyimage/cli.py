@@ -16,13 +16,16 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
 import typer
 
 from pyimage import __version__
 from pyimage import console
 from pyimage.errors import OS_HINTS, ConfigError, PyimageError
+
+if TYPE_CHECKING:
+    from pyimage.templates import DockerfileRun
 
 # Usage errors (unknown flag or command): click's with older typer; newer typer vendors click as typer._click,
 # raises its own TyperException subclasses and does not install click at all.
@@ -590,7 +593,7 @@ def init(
         elif len(scripts) > 1:  # the build would stop at "which one runs is ambiguous": choose the first, name the rest
             section = section.replace('# entrypoint = ["myapp"]        # default: the project\'s only console script', f"entrypoint = {json.dumps([scripts[0]])}  # the project's console scripts: {', '.join(scripts)}")
         if docker is not None:
-            section = section.rstrip("\n") + "\n" + "".join(f"{line}\n" for line in _dockerfile_lines(docker, app is not None, told))
+            section = section.rstrip("\n") + "\n" + "".join(f"{line}\n" for line in _dockerfile_lines(docker, app is None, told))
         pyproject.write_text(text.rstrip("\n") + "\n\n" + section)
         for line in told:
             console.err(line)
@@ -615,12 +618,12 @@ def init(
         raise ConfigError(f"--ci {ci}: unknown CI", "supported: github")
 
 
-def _dockerfile_lines(docker: Any, not_package: bool, told: list[str]) -> list[str]:
+def _dockerfile_lines(docker: "DockerfileRun", package: bool, told: list[str]) -> list[str]:
     """The [tool.pyimage] lines for the Dockerfile's run settings init has not written already (``ENV``, ``USER``,
     ``WORKDIR``; for a package, its ``CMD`` after an ``ENTRYPOINT`` and ``EXPOSE``), each said in ``told``, and
     what could not be carried over."""
     lines = []
-    if not not_package:
+    if package:
         if docker.entrypoint and docker.command:
             lines.append(f"command = {json.dumps(docker.command)}  # the Dockerfile's CMD (arguments to its ENTRYPOINT)")
         elif docker.command:
@@ -631,7 +634,7 @@ def _dockerfile_lines(docker: Any, not_package: bool, told: list[str]) -> list[s
         lines.append("env = { " + ", ".join(f"{json.dumps(k) if not re.fullmatch(r'[A-Za-z0-9_-]+', k) else k} = {json.dumps(v)}" for k, v in docker.env.items()) + " }  # the Dockerfile's ENV")
     if docker.user:
         lines.append(f"user = {json.dumps(docker.user)}  # the Dockerfile's USER (a name the base lacks is created)")
-    if docker.workdir and not (not_package and docker.workdir == "/"):
+    if docker.workdir and (package or docker.workdir != "/"):  # an app's files are never copied to /
         lines.append(f"workdir = {json.dumps(docker.workdir)}  # the Dockerfile's WORKDIR")
     carried = [k for k, v in (("EXPOSE", docker.ports), ("ENV", docker.env), ("USER", docker.user), ("WORKDIR", docker.workdir)) if v]
     if carried:
