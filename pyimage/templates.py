@@ -135,9 +135,10 @@ def read_dockerfile(path: Path) -> DockerfileRun | None:
                 elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", key):
                     run.env[key] = value
         elif word == "USER":
-            run.user = rest if "$" not in rest and rest else run.user
             if "$" in rest:
                 run.skipped.append(f"USER {rest}")
+            elif rest:
+                run.user = rest
         elif word == "WORKDIR":
             if rest.startswith("/") and "$" not in rest:
                 run.workdir = rest

@@ -380,8 +380,11 @@ def _refusing_index(name: str, indexes: Sequence[tuple[str, str]]) -> tuple[str,
         env_key = re.sub(r"[^A-Z0-9]", "_", index_name.upper())
         user = os.environ.get(f"UV_INDEX_{env_key}_USERNAME") if index_name else None
         password = os.environ.get(f"UV_INDEX_{env_key}_PASSWORD") if index_name else None
-        auth = (user or "", password or "") if user or password else (urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")) if parts.username else None
-        bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else ""))
+        if user or password:
+            auth: tuple[str, str] | None = (user or "", password or "")
+        else:
+            auth = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")) if parts.username else None
+        bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))  # the user info goes in ``auth``
         try:
             answer = httpx.get(f"{bare.rstrip('/')}/{canonicalize_name(name)}/", auth=auth, timeout=5.0, follow_redirects=True)
         except httpx.HTTPError:
